@@ -1,0 +1,282 @@
+"""GPU, model and price catalogs. The data lives in `planner/data/*.csv`; this module only
+reads it and derives the numbers the performance model needs (parameter count, weight
+bytes, KV bytes per token)."""
+from __future__ import annotations
+
+import csv
+import json
+from dataclasses import dataclass
+from functools import lru_cache
+from importlib import resources
+from pathlib import Path
+
+from .errors import InputError
+
+DTYPE_BYTES = {"fp32": 4, "fp16": 2, "bf16": 2, "fp8": 1, "int8": 1, "int4": 0.5}
+
+
+@dataclass(frozen=True)
+class GpuSpec:
+    name: str
+    vendor: str
+    fp16_tflops: float          # dense FP16/BF16 tensor throughput, datasheet
+    memory_gb: float            # HBM/GDDR capacity, 1e9 bytes
+    memory_gb_s: float          # memory bandwidth, 1e9 bytes/s
+    link_gb_s: float            # intra-node GPU-GPU bandwidth per direction, 1e9 bytes/s
+    network_gbit_s: float       # typical inter-node network per node, 1e9 bits/s
+    gemm_knee_tokens: float     # tokens at which GEMM efficiency reaches half its maximum
+    source: str = ""
+    aliases: tuple[str, ...] = ()
+
+    @property
+    def memory_bytes(self) -> float:
+        return self.memory_gb * 1e9
+
+    @property
+    def peak_flops(self) -> float:
+        return self.fp16_tflops * 1e12
+
+    @property
+    def memory_bytes_s(self) -> float:
+        return self.memory_gb_s * 1e9
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    name: str
+    family: str
+    layers: int
+    hidden: int
+    heads: int
+    kv_heads: int
+    head_dim: int
+    ffn: int
+    vocab: int
+    max_context: int
+    mlp: str = "dense"          # dense (2 matrices, OPT) or gated (3 matrices, Llama)
+    bias: bool = True
+    tie_embeddings: bool = True
+    positions: str = "learned"  # learned (OPT: table of max_context + 2 rows) or rope
+    source: str = ""
+    aliases: tuple[str, ...] = ()
+
+    @property
+    def q_dim(self) -> int:
+        return self.heads * self.head_dim
+
+    @property
+    def kv_dim(self) -> int:
+        return self.kv_heads * self.head_dim
+
+    @property
+    def layer_params(self) -> int:
+        """Weights of one decoder layer (attention, MLP, norms)."""
+        h = self.hidden
+        attn = h * self.q_dim + 2 * h * self.kv_dim + self.q_dim * h
+        mlp = (3 if self.mlp == "gated" else 2) * h * self.ffn
+        norms = 2 * h * (2 if self.bias else 1)
+        biases = (self.q_dim + 2 * self.kv_dim + h + self.ffn + h) if self.bias else 0
+        return attn + mlp + norms + biases
+
+    @property
+    def embedding_params(self) -> int:
+        emb = self.vocab * self.hidden
+        if self.positions == "learned":
+            emb += (self.max_context + 2) * self.hidden
+        if not self.tie_embeddings:
+            emb += self.vocab * self.hidden
+        return emb + self.hidden * (2 if self.bias else 1)  # final norm
+
+    @property
+    def params(self) -> int:
+        return self.layers * self.layer_params + self.embedding_params
+
+    @property
+    def matmul_params(self) -> int:
+        """Parameters touched by a matmul per token (decoder layers + LM head)."""
+        return self.layers * self.layer_params + self.vocab * self.hidden
+
+    def weight_bytes(self, dtype: str = "fp16") -> float:
+        return self.params * dtype_bytes(dtype)
+
+    def kv_bytes_per_token(self, dtype: str = "fp16") -> float:
+        """K and V for every layer, grouped-query aware."""
+        return 2 * self.layers * self.kv_dim * dtype_bytes(dtype)
+
+
+def dtype_bytes(dtype: str) -> float:
+    try:
+        return DTYPE_BYTES[dtype]
+    except KeyError:
+        raise InputError(f"unknown dtype {dtype!r}; use one of {', '.join(DTYPE_BYTES)}") from None
+
+
+def _rows(filename: str) -> list[dict[str, str]]:
+    text = resources.files("planner").joinpath("data", filename).read_text(encoding="utf-8")
+    return list(csv.DictReader(text.splitlines()))
+
+
+def _aliases(field: str) -> tuple[str, ...]:
+    return tuple(a for a in field.split("|") if a)
+
+
+@lru_cache(maxsize=None)
+def gpus() -> dict[str, GpuSpec]:
+    out = {}
+    for r in _rows("gpus.csv"):
+        out[r["name"]] = GpuSpec(
+            name=r["name"], vendor=r["vendor"], fp16_tflops=float(r["fp16_tflops"]),
+            memory_gb=float(r["memory_gb"]), memory_gb_s=float(r["memory_gb_s"]),
+            link_gb_s=float(r["link_gb_s"]), network_gbit_s=float(r["network_gbit_s"]),
+            gemm_knee_tokens=float(r["gemm_knee_tokens"]), source=r["source"],
+            aliases=_aliases(r["aliases"]))
+    return out
+
+
+@lru_cache(maxsize=None)
+def models() -> dict[str, ModelSpec]:
+    out = {}
+    for r in _rows("models.csv"):
+        out[r["name"]] = ModelSpec(
+            name=r["name"], family=r["family"], layers=int(r["layers"]), hidden=int(r["hidden"]),
+            heads=int(r["heads"]), kv_heads=int(r["kv_heads"]), head_dim=int(r["head_dim"]),
+            ffn=int(r["ffn"]), vocab=int(r["vocab"]), max_context=int(r["max_context"]),
+            mlp=r["mlp"], bias=r["bias"] == "1", tie_embeddings=r["tie_embeddings"] == "1",
+            positions=r["positions"], source=r["source"], aliases=_aliases(r["aliases"]))
+    return out
+
+
+def _lookup(name: str, table: dict, what: str, hint: str):
+    key = name.strip().lower()
+    if key in table:
+        return table[key]
+    for spec in table.values():
+        if key in spec.aliases:
+            return spec
+    raise InputError(f"unknown {what} {name!r}; known: {', '.join(sorted(table))} ({hint})")
+
+
+def gpu(name: str) -> GpuSpec:
+    return _lookup(name, gpus(), "GPU", "see `planner catalog gpus`")
+
+
+def model(name_or_path: str) -> ModelSpec:
+    """A catalog model by name, or any Hugging Face `config.json` (file or folder) by path."""
+    path = Path(name_or_path)
+    if path.suffix == ".json" or path.is_dir():
+        return model_from_hf_config(path)
+    return _lookup(name_or_path, models(), "model", "see `planner catalog models`, or pass a config.json path")
+
+
+def model_from_hf_config(path: str | Path) -> ModelSpec:
+    """Read a Hugging Face config.json (OPT, Llama, Mistral, Qwen and alike)."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / "config.json"
+    try:
+        cfg = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise InputError(f"{path}: no such file; pass a model name or a config.json path") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise InputError(f"{path}: not a valid JSON config ({e})") from None
+    try:
+        hidden = int(cfg["hidden_size"])
+        heads = int(cfg["num_attention_heads"])
+        layers = int(cfg["num_hidden_layers"])
+        vocab = int(cfg["vocab_size"])
+    except KeyError as e:
+        raise InputError(f"{path}: missing key {e.args[0]!r}; is this a decoder-only LM config?") from None
+    model_type = cfg.get("model_type", "")
+    is_opt = model_type == "opt"
+    return ModelSpec(
+        name=cfg.get("_name_or_path") or path.parent.name or path.stem,
+        family=model_type or "custom", layers=layers, hidden=hidden, heads=heads,
+        kv_heads=int(cfg.get("num_key_value_heads") or heads),
+        head_dim=int(cfg.get("head_dim") or hidden // heads),
+        ffn=int(cfg.get("ffn_dim") or cfg.get("intermediate_size") or 4 * hidden),
+        vocab=vocab, max_context=int(cfg.get("max_position_embeddings", 2048)),
+        mlp="dense" if is_opt else "gated",
+        bias=bool(cfg.get("enable_bias", is_opt)) or bool(cfg.get("attention_bias", False)),
+        tie_embeddings=bool(cfg.get("tie_word_embeddings", is_opt)),
+        positions="learned" if is_opt else "rope", source=str(path))
+
+
+@dataclass(frozen=True)
+class Price:
+    gpu: str
+    provider: str
+    kind: str                   # on_demand | spot | reserved
+    usd_per_gpu_hour: float
+    as_of: str
+    source: str
+    note: str = ""
+
+
+@lru_cache(maxsize=None)
+def prices() -> tuple[Price, ...]:
+    return tuple(Price(r["gpu"], r["provider"], r["kind"], float(r["usd_per_gpu_hour"]),
+                       r["as_of"], r["source"], r["note"]) for r in _rows("prices.csv"))
+
+
+PRICE_KINDS = ("on_demand", "spot", "reserved")
+
+
+def price_usd_per_gpu_hour(gpu_name: str, kind: str = "on_demand", provider: str | None = None,
+                           overrides: dict[str, float] | None = None) -> tuple[float, str]:
+    """The GPU-hour price used for planning and where it comes from.
+
+    A user override wins. Otherwise, with `provider`, that provider's newest listed price;
+    without, the median over providers of each one's newest listed price of that `kind`
+    (a market price that no single provider's promotions skew)."""
+    spec = gpu(gpu_name)
+    if overrides and spec.name in overrides:
+        return overrides[spec.name], "user override"
+    if kind not in PRICE_KINDS:
+        raise InputError(f"price kind {kind!r} is not one of {', '.join(PRICE_KINDS)}")
+    newest: dict[str, Price] = {}
+    for p in prices():
+        if p.gpu == spec.name and p.kind == kind and (provider is None or p.provider == provider):
+            if p.provider not in newest or p.as_of > newest[p.provider].as_of:
+                newest[p.provider] = p
+    if not newest:
+        where = f" from {provider}" if provider else ""
+        raise InputError(f"no {kind} price for {spec.name}{where} in the catalog; "
+                         f"give one with --price {spec.name}=USD_PER_GPU_HOUR or --prices FILE")
+    vals = sorted(p.usd_per_gpu_hour for p in newest.values())
+    mid = len(vals) // 2
+    median = vals[mid] if len(vals) % 2 else (vals[mid - 1] + vals[mid]) / 2
+    srcs = ", ".join(f"{p.provider} {p.as_of}" for p in newest.values())
+    return median, (f"{kind} median of {srcs}" if len(newest) > 1 else f"{kind} {srcs}")
+
+
+def parse_price_overrides(items: tuple[str, ...] = (), file: str | Path | None = None) -> dict[str, float]:
+    """`--price a100=1.79` items and a `--prices` CSV (columns gpu,usd_per_gpu_hour) into
+    {canonical gpu name: USD per GPU-hour}."""
+    out: dict[str, float] = {}
+    if file is not None:
+        path = Path(file)
+        try:
+            rows = list(csv.DictReader(path.read_text(encoding="utf-8").splitlines()))
+        except (FileNotFoundError, UnicodeDecodeError) as e:
+            raise InputError(f"{path}: cannot read price file ({e.__class__.__name__}); "
+                             "expected a CSV with columns gpu,usd_per_gpu_hour") from None
+        for i, r in enumerate(rows, start=2):
+            if "gpu" not in r or "usd_per_gpu_hour" not in r:
+                raise InputError(f"{path}: needs columns gpu,usd_per_gpu_hour")
+            out[gpu(r["gpu"]).name] = _positive_price(r["usd_per_gpu_hour"], f"{path} row {i}")
+    for item in items:
+        name, sep, value = item.partition("=")
+        if not sep:
+            raise InputError(f"--price {item!r}: expected GPU=USD_PER_GPU_HOUR, e.g. a100=1.79")
+        out[gpu(name).name] = _positive_price(value, f"--price {item}")
+    return out
+
+
+def _positive_price(text: str, where: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise InputError(f"{where}: price {text!r} is not a number") from None
+    if not v > 0:
+        raise InputError(f"{where}: price must be > 0, got {text}")
+    return v

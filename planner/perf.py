@@ -1,0 +1,149 @@
+"""Performance model: time of one prefill or decode iteration on one instance.
+
+Roofline per iteration: the larger of FLOPs over effective compute and bytes over
+effective memory bandwidth, plus a fixed per-iteration overhead and the tensor-parallel
+all-reduce time. GEMM efficiency rises with the tokens in flight,
+`eff(n) = compute_eff * n / (n + knee)`, which is why small chunks under-use the GPU and
+the prefill throughput saturates at a chunk size (TetriInfer's ChunkSize).
+
+All functions accept numpy arrays as well as scalars. No torch here.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import numpy as np
+
+from .catalog import GpuSpec, ModelSpec, dtype_bytes
+
+ACT_BYTES_PER_TOKEN_LAYER = 24  # activation reads+writes per token and layer, in units of hidden*dtype
+ALLREDUCE_LATENCY_S = 8e-6      # per all-reduce launch on NVLink-class links
+MEMORY_UTILISATION = 0.90       # fraction of GPU memory the serving engine may use (vLLM default)
+ACTIVATION_RESERVE_FRACTION = 0.04  # of GPU memory kept for activations and workspace
+
+
+@dataclass(frozen=True)
+class Efficiency:
+    """How far the hardware is from its datasheet. Defaults are stated, not measured;
+    `planner.calibrate` fits them to a profile and sets `calibrated=True`."""
+    compute_eff: float = 0.70          # of peak FLOP/s, large GEMMs
+    memory_eff: float = 0.80           # of peak bandwidth, streaming weights and KV
+    knee_tokens: float | None = None   # None: the GPU catalog's gemm_knee_tokens
+    prefill_overhead_s: float = 2.0e-3  # per iteration: launch, scheduling, sampling
+    decode_overhead_s: float = 1.0e-3
+    calibrated: bool = False
+    source: str = "datasheet defaults (compute 70%, memory 80%)"
+
+
+@dataclass(frozen=True)
+class PerfModel:
+    gpu: GpuSpec
+    model: ModelSpec
+    tp: int = 1
+    dtype: str = "fp16"
+    eff: Efficiency = Efficiency()
+
+    def with_tp(self, tp: int) -> "PerfModel":
+        return replace(self, tp=tp)
+
+    # ---- sizes -------------------------------------------------------------------
+    @property
+    def knee_tokens(self) -> float:
+        return self.eff.knee_tokens if self.eff.knee_tokens is not None else self.gpu.gemm_knee_tokens
+
+    @property
+    def weight_bytes(self) -> float:
+        """Per instance (all TP shards)."""
+        return self.model.weight_bytes(self.dtype)
+
+    @property
+    def kv_bytes_per_token(self) -> float:
+        """Per instance (all TP shards together)."""
+        return self.model.kv_bytes_per_token(self.dtype)
+
+    @property
+    def kv_capacity_tokens(self) -> int:
+        """KV tokens one instance can hold after weights and the activation reserve."""
+        usable = self.tp * self.gpu.memory_bytes * (MEMORY_UTILISATION - ACTIVATION_RESERVE_FRACTION)
+        free = usable - self.weight_bytes
+        return int(max(free, 0.0) // self.kv_bytes_per_token)
+
+    @property
+    def fits(self) -> bool:
+        return self.kv_capacity_tokens >= 1
+
+    # ---- iteration times ---------------------------------------------------------
+    def _gemm_rate(self, tokens):
+        n = np.maximum(np.asarray(tokens, dtype=float), 1.0)
+        eff = self.eff.compute_eff * n / (n + self.knee_tokens)
+        return self.tp * self.gpu.peak_flops * eff
+
+    def _mem_rate(self) -> float:
+        return self.tp * self.gpu.memory_bytes_s * self.eff.memory_eff
+
+    def _allreduce_s(self, tokens):
+        if self.tp == 1:
+            return 0.0 * np.asarray(tokens, dtype=float)
+        m = self.model
+        payload = np.asarray(tokens, dtype=float) * m.hidden * dtype_bytes(self.dtype)
+        ring = 2.0 * (self.tp - 1) / self.tp * payload / (self.gpu.link_gb_s * 1e9)
+        return 2 * m.layers * (ring + ALLREDUCE_LATENCY_S)
+
+    def _act_bytes(self, tokens):
+        m = self.model
+        return (np.asarray(tokens, dtype=float) * m.hidden * dtype_bytes(self.dtype)
+                * m.layers * ACT_BYTES_PER_TOKEN_LAYER)
+
+    def prefill_time_s(self, chunk_tokens, cached_tokens=0):
+        """One prefill iteration of `chunk_tokens` new tokens whose requests already hold
+        `cached_tokens` of context in the KV cache (for a merged chunk: the sum over its
+        slices of slice_len * cached_len / chunk_tokens is the exact equivalent)."""
+        m = self.model
+        c = np.asarray(chunk_tokens, dtype=float)
+        k = np.asarray(cached_tokens, dtype=float)
+        linear = 2.0 * m.layers * m.layer_params * c + 2.0 * m.vocab * m.hidden
+        attn = 4.0 * m.layers * m.q_dim * c * (k + (c + 1) / 2)
+        kvb = self.kv_bytes_per_token
+        mem = self.weight_bytes + kvb * (k + c) + self._act_bytes(c)
+        t = np.maximum(linear / self._gemm_rate(c) + attn / (self.tp * self.gpu.peak_flops * self.eff.compute_eff),
+                       mem / self._mem_rate())
+        out = t + self.eff.prefill_overhead_s + self._allreduce_s(c)
+        return np.where(c > 0, out, 0.0) if out.ndim else (float(out) if c > 0 else 0.0)
+
+    def decode_time_s(self, batch, context_tokens):
+        """One decode iteration: `batch` requests generate one token each, holding
+        `context_tokens` of KV in total (sum over the batch)."""
+        m = self.model
+        b = np.asarray(batch, dtype=float)
+        t_ctx = np.asarray(context_tokens, dtype=float)
+        linear = 2.0 * m.matmul_params * b
+        attn = 4.0 * m.layers * m.q_dim * t_ctx
+        mem = self.weight_bytes + self.kv_bytes_per_token * (t_ctx + b) + self._act_bytes(b)
+        t = np.maximum(linear / self._gemm_rate(b) + attn / (self.tp * self.gpu.peak_flops * self.eff.compute_eff),
+                       mem / self._mem_rate())
+        out = t + self.eff.decode_overhead_s + self._allreduce_s(b)
+        return np.where(b > 0, out, 0.0) if out.ndim else (float(out) if b > 0 else 0.0)
+
+    # ---- derived -----------------------------------------------------------------
+    def prefill_throughput_tokens_s(self, chunk_tokens):
+        c = np.asarray(chunk_tokens, dtype=float)
+        return c / self.prefill_time_s(c)
+
+    def saturation_chunk_tokens(self, fraction: float = 0.95, max_tokens: int = 16384) -> int:
+        """Smallest chunk (multiple of 16) whose prefill throughput reaches `fraction` of
+        the best throughput over chunks up to `max_tokens` (TetriInfer's ChunkSize)."""
+        chunks = np.arange(16, max_tokens + 1, 16)
+        thr = self.prefill_throughput_tokens_s(chunks)
+        return int(chunks[np.argmax(thr >= fraction * thr.max())])
+
+    def prompt_prefill_time_s(self, prompt_tokens, chunk_tokens: int):
+        """Time to prefill one whole prompt alone, in chunks of `chunk_tokens`."""
+        p = int(prompt_tokens)
+        starts = np.arange(0, p, chunk_tokens)
+        sizes = np.minimum(chunk_tokens, p - starts)
+        return float(np.sum(self.prefill_time_s(sizes, starts)))
+
+
+def kv_transfer_time_s(kv_bytes, link_gb_s: float, latency_s: float = 1e-4):
+    """Request-level KV transfer: bytes over a link of `link_gb_s` (1e9 B/s) plus latency."""
+    return latency_s + np.asarray(kv_bytes, dtype=float) / (link_gb_s * 1e9)

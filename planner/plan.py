@@ -1,0 +1,173 @@
+"""The plan: what the optimizer decides and what the simulator and testbed run.
+
+Frozen dataclasses with a JSON round trip. `Deployment` alone is enough to run a plan;
+`Plan` adds the inputs it was made from, the predictions, cost and baselines compared.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
+
+from . import catalog
+from .errors import InputError
+from .perf import Efficiency, PerfModel
+
+PLAN_VERSION = 1
+MODES = ("disaggregated", "coupled", "chunked_coupled")
+PREFILL_ORDERS = ("fcfs", "sjf", "ljf")
+DISPATCHERS = ("power_of_two", "least_loaded", "random")
+DECODE_ADMISSIONS = ("greedy", "reserve_static", "reserve_dynamic")
+
+
+@dataclass(frozen=True)
+class Role:
+    """A pool of identical instances: `instances` of them, each `tp` GPUs of type `gpu`."""
+    gpu: str
+    instances: int
+    tp: int = 1
+
+    @property
+    def gpus(self) -> int:
+        return self.instances * self.tp
+
+
+@dataclass(frozen=True)
+class Policies:
+    """TetriInfer's policies; defaults are the paper's."""
+    prefill_order: str = "fcfs"
+    prefill_batch_limit: int = 16
+    dispatcher: str = "power_of_two"
+    decode_admission: str = "reserve_dynamic"
+    predictor_bucket_tokens: int = 200
+    predictor_accuracy: float = 0.749
+    flip_idle_s: float | None = None      # None: no instance flip
+    flip_latency_s: float = 1.0
+
+    def __post_init__(self):
+        for name, value, allowed in (("prefill_order", self.prefill_order, PREFILL_ORDERS),
+                                     ("dispatcher", self.dispatcher, DISPATCHERS),
+                                     ("decode_admission", self.decode_admission, DECODE_ADMISSIONS)):
+            if value not in allowed:
+                raise InputError(f"policy {name}={value!r} is not one of {', '.join(allowed)}")
+        if not 0.0 <= self.predictor_accuracy <= 1.0:
+            raise InputError(f"predictor_accuracy must be in [0, 1], got {self.predictor_accuracy}")
+
+
+@dataclass(frozen=True)
+class Window:
+    """Instances per role from `start_s` on (plans over time)."""
+    start_s: float
+    prefill_instances: int
+    decode_instances: int
+
+
+@dataclass(frozen=True)
+class Deployment:
+    """What runs. Disaggregated: `prefill` and `decode` pools, KV moved over the link.
+    Coupled modes: one `coupled` pool doing both (vLLM-style or Sarathi-style chunked)."""
+    mode: str
+    model: str
+    chunk_tokens: int
+    prefill: Role | None = None
+    decode: Role | None = None
+    coupled: Role | None = None
+    dtype: str = "fp16"
+    policies: Policies = Policies()
+    kv_link_gb_s: float = 25.0
+    kv_latency_s: float = 1e-4
+    efficiency: Efficiency = Efficiency()
+    windows: tuple[Window, ...] = ()
+
+    def __post_init__(self):
+        if self.mode not in MODES:
+            raise InputError(f"mode {self.mode!r} is not one of {', '.join(MODES)}")
+        if self.mode == "disaggregated" and (self.prefill is None or self.decode is None):
+            raise InputError("a disaggregated deployment needs both a prefill and a decode role")
+        if self.mode != "disaggregated" and self.coupled is None:
+            raise InputError(f"a {self.mode} deployment needs a coupled role")
+        if self.chunk_tokens < 1:
+            raise InputError(f"chunk_tokens must be >= 1, got {self.chunk_tokens}")
+
+    def roles(self) -> dict[str, Role]:
+        return {k: r for k, r in (("prefill", self.prefill), ("decode", self.decode),
+                                  ("coupled", self.coupled)) if r is not None}
+
+    def perf(self, role: str) -> PerfModel:
+        """The performance model of one instance of `role` (one source of truth)."""
+        r = self.roles()[role]
+        return PerfModel(catalog.gpu(r.gpu), catalog.model(self.model), tp=r.tp,
+                         dtype=self.dtype, eff=self.efficiency)
+
+    @property
+    def gpus(self) -> int:
+        return sum(r.gpus for r in self.roles().values())
+
+
+@dataclass(frozen=True)
+class Plan:
+    deployment: Deployment
+    inputs: dict = field(default_factory=dict)        # trace identity and stats, model, GPUs, prices, SLO
+    predictions: dict = field(default_factory=dict)   # percentiles, throughput, utilisation
+    cost: dict = field(default_factory=dict)          # usd_per_hour, usd_per_million_tokens, ...
+    baselines: tuple[dict, ...] = ()                  # coupled deployments compared
+    runners_up: tuple[dict, ...] = ()
+    verdict: str = ""
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["plan_version"] = PLAN_VERSION
+        return d
+
+    def to_json(self, indent: int = 2) -> str:
+        return json.dumps(self.to_dict(), indent=indent, default=float)
+
+    def write(self, path: str | Path) -> None:
+        Path(path).write_text(self.to_json() + "\n", encoding="utf-8")
+
+
+def _build(cls, data: dict | None, where: str):
+    if data is None:
+        return None
+    known = {f.name for f in fields(cls)}
+    unknown = set(data) - known
+    if unknown:
+        raise InputError(f"{where}: unknown keys {', '.join(sorted(unknown))}")
+    return cls(**data)
+
+
+def deployment_from_dict(d: dict, where: str = "plan") -> Deployment:
+    d = dict(d)
+    try:
+        for role in ("prefill", "decode", "coupled"):
+            d[role] = _build(Role, d.get(role), f"{where}.deployment.{role}")
+        d["policies"] = _build(Policies, d.get("policies") or {}, f"{where}.deployment.policies")
+        d["efficiency"] = _build(Efficiency, d.get("efficiency") or {}, f"{where}.deployment.efficiency")
+        d["windows"] = tuple(_build(Window, w, f"{where}.deployment.windows") for w in d.get("windows") or ())
+        return _build(Deployment, d, f"{where}.deployment")
+    except TypeError as e:
+        raise InputError(f"{where}: malformed deployment ({e})") from None
+
+
+def plan_from_dict(d: dict, where: str = "plan") -> Plan:
+    if "deployment" not in d:
+        raise InputError(f"{where}: no 'deployment' key; is this a plan written by `planner recommend -o`?")
+    return Plan(deployment=deployment_from_dict(d["deployment"], where),
+                inputs=d.get("inputs", {}), predictions=d.get("predictions", {}),
+                cost=d.get("cost", {}), baselines=tuple(d.get("baselines", ())),
+                runners_up=tuple(d.get("runners_up", ())), verdict=d.get("verdict", ""))
+
+
+def read_plan(path: str | Path) -> Plan:
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise InputError(f"{path}: no such plan file; write one with `planner recommend ... -o {path}`") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise InputError(f"{path}: not a plan JSON ({e})") from None
+    return plan_from_dict(data, str(path))
+
+
+__all__ = ["Role", "Policies", "Window", "Deployment", "Plan", "read_plan", "plan_from_dict",
+           "deployment_from_dict", "replace"]

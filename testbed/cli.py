@@ -1,0 +1,9 @@
+"""`testbed` command: profile hardware, run plans on real processes, validate."""
+from __future__ import annotations
+
+import click
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def main():
+    """Run scaled OPT models in real prefill and decode processes with real KV transfer."""
