@@ -1,0 +1,242 @@
+"""The testbed's inference engine: OPT forward passes written with plain torch ops over an
+`OPTForCausalLM`'s weights, with per-request KV caches (`RequestKV`).
+
+- `prefill(slices)`: one TetriInfer chunk. Slices of several requests (each continuing its
+  own cached context) are packed into one batch of sum(len) tokens; every matrix multiply
+  runs once over the packed tokens, attention runs per slice (causal over cached + new).
+- `decode(items)`: one continuous-batching iteration over requests of different context
+  lengths. Each layer gathers the batch's K/V into a padded tensor with one `torch.cat`
+  and runs one masked `scaled_dot_product_attention`; the new tokens' K/V are appended to
+  every request's cache with one `_foreach_copy_` at the end of the iteration.
+- Logits come back as float32, `[n, vocab]`, for the last token of each slice / item.
+
+No sampling here: callers pick tokens (greedy: `argmax`) and decide when to stop; the
+testbed always generates exactly a request's output tokens.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from .kv_cache import RequestKV
+
+
+@dataclass(frozen=True)
+class _Layer:
+    ln1: tuple                  # (weight, bias, eps) of self_attn_layer_norm
+    ln2: tuple                  # (weight, bias, eps) of final_layer_norm
+    q: tuple                    # (weight, bias) of the projections
+    k: tuple
+    v: tuple
+    o: tuple
+    fc1: tuple
+    fc2: tuple
+    act: object                 # the activation module (ReLU for OPT)
+
+
+def _lin(m) -> tuple:
+    return (m.weight, m.bias)
+
+
+def _ln(m) -> tuple | None:
+    return None if m is None else (m.weight, m.bias, m.eps)
+
+
+class Engine:
+    def __init__(self, model, device: str | torch.device | None = None, dtype: torch.dtype | None = None):
+        if device is not None or dtype is not None:
+            model = model.to(device=device, dtype=dtype)
+        self.model = model.eval()
+        cfg = model.config
+        self.config = cfg
+        dec = model.model.decoder
+        p = next(model.parameters())
+        self.device, self.dtype = p.device, p.dtype
+        self.n_layers = cfg.num_hidden_layers
+        self.heads = cfg.num_attention_heads
+        self.kv_heads = self.heads              # OPT: multi-head attention, no GQA
+        self.head_dim = cfg.hidden_size // self.heads
+        self.hidden = cfg.hidden_size
+        self.vocab = cfg.vocab_size
+        self.max_positions = cfg.max_position_embeddings
+        self.pre_norm = bool(cfg.do_layer_norm_before)
+        self.embed_tokens = dec.embed_tokens.weight
+        self.embed_positions = dec.embed_positions.weight
+        self.pos_offset = int(getattr(dec.embed_positions, "offset", 2))
+        self.project_in = None if dec.project_in is None else dec.project_in.weight
+        self.project_out = None if dec.project_out is None else dec.project_out.weight
+        self.final_norm = _ln(dec.final_layer_norm)
+        self.lm_head = model.get_output_embeddings().weight
+        self.layers = [
+            _Layer(ln1=_ln(L.self_attn_layer_norm), ln2=_ln(L.final_layer_norm),
+                   q=_lin(L.self_attn.q_proj), k=_lin(L.self_attn.k_proj), v=_lin(L.self_attn.v_proj),
+                   o=_lin(L.self_attn.out_proj), fc1=_lin(L.fc1), fc2=_lin(L.fc2), act=L.activation_fn)
+            for L in dec.layers]
+        self._arange = torch.arange(self.max_positions, device=self.device)
+
+    # -- KV caches ---------------------------------------------------------------------------
+    @property
+    def kv_bytes_per_token(self) -> int:
+        return self.n_layers * 2 * self.kv_heads * self.head_dim * self.embed_tokens.element_size()
+
+    def new_kv(self, capacity_tokens: int) -> RequestKV:
+        if capacity_tokens > self.max_positions:
+            raise ValueError(f"KV capacity {capacity_tokens} exceeds the model's "
+                             f"{self.max_positions} positions")
+        return RequestKV.allocate(capacity_tokens, self.n_layers, self.kv_heads, self.head_dim,
+                                  self.dtype, self.device)
+
+    # -- building blocks ---------------------------------------------------------------------
+    def _embed(self, ids: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+        x = F.embedding(ids, self.embed_tokens)
+        if self.project_in is not None:
+            x = F.linear(x, self.project_in)
+        return x + F.embedding(positions + self.pos_offset, self.embed_positions)
+
+    @staticmethod
+    def _norm(x: torch.Tensor, ln: tuple) -> torch.Tensor:
+        w, b, eps = ln
+        return F.layer_norm(x, (x.shape[-1],), w, b, eps)
+
+    def _qkv(self, x: torch.Tensor, w: _Layer):
+        h = self._norm(x, w.ln1) if self.pre_norm else x
+        n = x.shape[0]
+        q = F.linear(h, *w.q).view(n, self.heads, self.head_dim)
+        k = F.linear(h, *w.k).view(n, self.kv_heads, self.head_dim)
+        v = F.linear(h, *w.v).view(n, self.kv_heads, self.head_dim)
+        return q, k, v
+
+    def _finish_layer(self, x: torch.Tensor, attn: torch.Tensor, w: _Layer) -> torch.Tensor:
+        x = x + F.linear(attn.reshape(x.shape[0], self.heads * self.head_dim), *w.o)
+        if not self.pre_norm:
+            x = self._norm(x, w.ln1)
+        h = self._norm(x, w.ln2) if self.pre_norm else x
+        x = x + F.linear(w.act(F.linear(h, *w.fc1)), *w.fc2)
+        if not self.pre_norm:
+            x = self._norm(x, w.ln2)
+        return x
+
+    def _logits(self, h: torch.Tensor) -> torch.Tensor:
+        if self.final_norm is not None:
+            h = self._norm(h, self.final_norm)
+        if self.project_out is not None:
+            h = F.linear(h, self.project_out)
+        return F.linear(h, self.lm_head).float()
+
+    def _check(self, kv: RequestKV, n: int, seen: set) -> None:
+        if id(kv) in seen:
+            raise ValueError("a request appears twice in one iteration")
+        seen.add(id(kv))
+        if kv.data.device != self.device or kv.data.dtype != self.dtype:
+            raise ValueError(f"KV cache on {kv.data.device}/{kv.data.dtype}, engine on {self.device}/{self.dtype}")
+        if kv.length + n > kv.capacity_tokens:
+            raise ValueError(f"{kv.length} + {n} tokens overflow a KV cache of {kv.capacity_tokens}")
+        if kv.length + n > self.max_positions:
+            raise ValueError(f"{kv.length + n} tokens exceed the model's {self.max_positions} positions")
+
+    # -- one prefill chunk -------------------------------------------------------------------
+    @torch.inference_mode()
+    def prefill(self, slices: list[tuple[RequestKV, torch.Tensor]]) -> torch.Tensor:
+        """Run one chunk made of `slices` (request KV, its next prompt tokens); append each
+        slice's K/V to its cache; return float32 logits of each slice's last token."""
+        if not slices:
+            raise ValueError("prefill needs at least one slice")
+        seen: set = set()
+        toks, spans = [], []            # spans: (kv, start position, offset in chunk, length)
+        offset = 0
+        for kv, t in slices:
+            t = torch.as_tensor(t, dtype=torch.long).reshape(-1)
+            n = t.numel()
+            if n == 0:
+                raise ValueError("a prefill slice has no tokens")
+            self._check(kv, n, seen)
+            toks.append(t)
+            spans.append((kv, kv.length, offset, n))
+            offset += n
+        ids = torch.cat(toks).to(self.device, non_blocking=True)
+        positions = torch.cat([self._arange[s:s + n] for _, s, _, n in spans])
+        x = self._embed(ids, positions)
+        for li, w in enumerate(self.layers):
+            q, k, v = self._qkv(x, w)
+            kv_new = torch.stack((k, v), dim=1)                      # [N, 2, H, D]
+            attn = torch.empty_like(q)
+            for kv, s, o, n in spans:
+                kv.data[s:s + n, li].copy_(kv_new[o:o + n])
+                ctx = kv.data[:s + n, li]                             # [s+n, 2, H, D]
+                qs = q[o:o + n].transpose(0, 1).unsqueeze(0)          # [1, H, n, D]
+                ks = ctx[:, 0].transpose(0, 1).unsqueeze(0)           # [1, H, s+n, D]
+                vs = ctx[:, 1].transpose(0, 1).unsqueeze(0)
+                if s == 0:
+                    out = F.scaled_dot_product_attention(qs, ks, vs, is_causal=True)
+                else:
+                    mask = self._arange[:s + n][None, :] <= self._arange[s:s + n][:, None]
+                    out = F.scaled_dot_product_attention(qs, ks, vs, attn_mask=mask)
+                attn[o:o + n] = out[0].transpose(0, 1)
+            x = self._finish_layer(x, attn, w)
+        for kv, s, _, n in spans:
+            kv.length = s + n
+        last = torch.tensor([o + n - 1 for _, _, o, n in spans], device=self.device)
+        return self._logits(x[last])
+
+    # -- one decode iteration ----------------------------------------------------------------
+    @torch.inference_mode()
+    def decode(self, items: list[tuple[RequestKV, int]]) -> torch.Tensor:
+        """One decode step for requests of any context lengths: each (KV, last token id)
+        gets one token appended; returns float32 next-token logits `[n, vocab]`."""
+        if not items:
+            raise ValueError("decode needs at least one request")
+        seen: set = set()
+        for kv, _ in items:
+            if kv.length < 1:
+                raise ValueError("decode needs a prefilled KV cache (length >= 1)")
+            self._check(kv, 1, seen)
+        B = len(items)
+        lens = [kv.length for kv, _ in items]
+        max_ctx = max(lens) + 1
+        ids = torch.tensor([int(t) for _, t in items], dtype=torch.long).to(self.device, non_blocking=True)
+        lens_t = torch.tensor(lens, dtype=torch.long).to(self.device, non_blocking=True)
+        x = self._embed(ids, lens_t)
+        mask = (self._arange[:max_ctx][None, :] <= lens_t[:, None]).view(B, 1, 1, max_ctx)
+        cached = [kv.data[:n].unbind(1) for (kv, _), n in zip(items, lens)]   # per request: L views
+        pad = None
+        if min(lens) + 1 < max_ctx:
+            pad = torch.zeros((max_ctx, 2, self.kv_heads, self.head_dim), dtype=self.dtype, device=self.device)
+        new = torch.empty((B, self.n_layers, 2, self.kv_heads, self.head_dim), dtype=self.dtype, device=self.device)
+        for li, w in enumerate(self.layers):
+            q, k, v = self._qkv(x, w)
+            new_l = new[:, li]
+            new_l[:, 0] = k
+            new_l[:, 1] = v
+            new_rows = new[:, li:li + 1].unbind(0)                      # B x [1, 2, H, D]
+            parts = []
+            for b in range(B):
+                parts.append(cached[b][li])
+                parts.append(new_rows[b])
+                if lens[b] + 1 < max_ctx:
+                    parts.append(pad[: max_ctx - lens[b] - 1])
+            ctx = torch.cat(parts).view(B, max_ctx, 2, self.kv_heads, self.head_dim)
+            out = F.scaled_dot_product_attention(
+                q.view(B, self.heads, 1, self.head_dim), ctx[:, :, 0].transpose(1, 2),
+                ctx[:, :, 1].transpose(1, 2), attn_mask=mask)
+            x = self._finish_layer(x, out.view(B, self.heads, self.head_dim), w)
+        torch._foreach_copy_([kv.data[n] for (kv, _), n in zip(items, lens)], list(new.unbind(0)))
+        for (kv, _), n in zip(items, lens):
+            kv.length = n + 1
+        return self._logits(x)
+
+    # -- convenience -------------------------------------------------------------------------
+    def generate_greedy(self, prompt: torch.Tensor, output_tokens: int,
+                        chunk_tokens: int | None = None) -> list[int]:
+        """Exactly `output_tokens` greedy tokens for one prompt (first from prefill, rest from
+        decode), prefilling in chunks of `chunk_tokens` (all at once when None)."""
+        prompt = torch.as_tensor(prompt, dtype=torch.long).reshape(-1)
+        kv = self.new_kv(prompt.numel() + output_tokens)
+        step = chunk_tokens or prompt.numel()
+        for s in range(0, prompt.numel(), step):
+            logits = self.prefill([(kv, prompt[s:s + step])])
+        out = [int(logits[0].argmax())]
+        while len(out) < output_tokens:
+            out.append(int(self.decode([(kv, out[-1])])[0].argmax()))
+        return out
