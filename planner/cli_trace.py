@@ -1,7 +1,153 @@
-"""`planner trace stats|generate|convert` (built out in the trace-layer work)."""
+"""`planner trace stats|generate|convert`: inspect, synthesise and convert request traces."""
+from __future__ import annotations
+
+import functools
+
 import click
+
+from traces.arrivals import MODULATIONS, RateModulation
+from traces.classes import CLASSES, KINDS, ClassThresholds
+from traces.io import FORMAT_NAMES, read_trace, write_trace
+from traces.lengths import PROFILES
+from traces.stats import trace_stats
+
+from .errors import InputError
+
+
+def _read_options(f):
+    """Options every command that reads a trace shares."""
+    opts = [
+        click.option("--format", "fmt", type=click.Choice(FORMAT_NAMES), default=None,
+                     help="Input format; by default recognised from the columns."),
+        click.option("--sort", is_flag=True, help="Sort rows by arrival time instead of rejecting an unsorted file."),
+        click.option("--rate", "rate_per_s", type=float, default=None,
+                     help="Requests/s. Length-only data (sharegpt, sarathi, lengths): draw arrivals at this rate. "
+                          "Timed traces: rescale time to this mean rate."),
+        click.option("--cv", type=float, default=1.0, show_default=True,
+                     help="Inter-arrival CV for drawn arrivals (1 = Poisson, else Gamma)."),
+        click.option("--seed", type=int, default=0, show_default=True, help="Seed for drawn arrivals."),
+        click.option("--per-turn", is_flag=True,
+                     help="ShareGPT tables: prompt = this turn's tokens (default: history + turn)."),
+        click.option("--drop-zero/--no-drop-zero", default=None,
+                     help="Drop (and count) rows with 0 tokens, or reject them. Default: reject in the plain "
+                          "format, drop elsewhere."),
+    ]
+    for o in reversed(opts):
+        f = o(f)
+    return f
+
+
+def _read(path, fmt, sort, rate_per_s, cv, seed, per_turn, drop_zero):
+    return read_trace(path, fmt, sort=sort, rate_per_s=rate_per_s, cv=cv, seed=seed,
+                      per_turn=per_turn, drop_zero=drop_zero)
+
+
+def _report_dropped(trace) -> None:
+    if trace.dropped:
+        total = sum(trace.dropped.values())
+        why = ", ".join(f"{n:,} {reason}" for reason, n in trace.dropped.items())
+        click.echo(f"note: dropped {total:,} rows on purpose ({why})", err=True)
+
+
+def _threshold_options(f):
+    f = click.option("--light-output", type=int, default=128, show_default=True,
+                     help="Light decode: at most this many output tokens.")(f)
+    f = click.option("--light-prompt", type=int, default=512, show_default=True,
+                     help="Light prefill: at most this many prompt tokens.")(f)
+    return f
 
 
 @click.group()
 def trace():
     """Inspect, generate and convert request traces."""
+
+
+@trace.command()
+@click.argument("file", type=click.Path(dir_okay=False))
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
+@click.option("--window", "window_s", type=float, default=60.0, show_default=True,
+              help="Window (s) for the per-window rate.")
+@_threshold_options
+@_read_options
+def stats(file, as_json, window_s, light_prompt, light_output, **read_kw):
+    """Requests, span, rate, burstiness, lengths and class shares of a trace FILE."""
+    from .cli import echo_json
+    t = _read(file, **read_kw)
+    s = trace_stats(t, window_s, ClassThresholds(light_prompt, light_output))
+    _report_dropped(t)
+    if as_json:
+        echo_json(s.to_dict())
+        return
+    lines = [
+        f"trace          {s.name}",
+        f"requests       {s.requests:,}" + (f"   (dropped {sum(s.dropped.values()):,})" if s.dropped else ""),
+        f"span           {s.span_s:,.1f} s",
+        f"rate           {s.rate_per_s:.3f} req/s   inter-arrival CV {s.interarrival_cv:.2f}",
+        f"per {s.window_s:g} s      mean {s.window_rate_mean_per_s:.3f}  p90 {s.window_rate_p90_per_s:.3f}  "
+        f"max {s.window_rate_max_per_s:.3f} req/s over {s.windows} windows",
+    ]
+    for label, ls in (("prompt tokens", s.prompt_tokens), ("output tokens", s.output_tokens)):
+        lines.append(f"{label:<14} mean {ls.mean:.1f}  p50 {ls.p50:.0f}  p90 {ls.p90:.0f}  p99 {ls.p99:.0f}  max {ls.max}")
+    shares = "  ".join(f"{c} {100 * s.class_shares[c]:.1f}%" for c in CLASSES)
+    lines.append(f"classes        {shares}   (light: prompt <= {s.light_prompt_tokens}, output <= {s.light_output_tokens})")
+    for reason, n in s.dropped.items():
+        lines.append(f"dropped        {n:,} {reason}")
+    click.echo("\n".join(lines))
+
+
+@trace.command()
+@click.option("--kind", type=click.Choice(KINDS, case_sensitive=False), default="mixed", show_default=True,
+              help="Workload class: TetriInfer's LPLD, LPHD, HPLD, HPHD, or mixed.")
+@click.option("--requests", "n_requests", type=int, default=None, help="Number of requests (or give --duration).")
+@click.option("--duration", "duration_s", type=float, default=None, help="Seconds of traffic (or give --requests).")
+@click.option("--rate", "rate_per_s", type=float, required=True, help="Mean arrival rate, requests/s.")
+@click.option("--cv", type=float, default=1.0, show_default=True, help="Inter-arrival CV: 1 Poisson, else Gamma gaps.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--profile", type=click.Choice(list(PROFILES)), default="azure-conv", show_default=True,
+              help="Fitted length distributions to draw from (see traces/lengths.py).")
+@_threshold_options
+@click.option("--max-total-tokens", type=int, default=2048, show_default=True,
+              help="Prompt + output limit (the served model's context; OPT: 2048).")
+@click.option("--shares", default=None,
+              help="Mixed only: LPLD,LPHD,HPLD,HPHD shares, e.g. 0.25,0.25,0.25,0.25 "
+                   "(default: Azure conv's 28.6/10.9/21.2/39.4%).")
+@click.option("--modulation", type=click.Choice(MODULATIONS), default="none", show_default=True,
+              help="Vary the rate over time: a diurnal sine, or periodic bursts (mean rate stays --rate).")
+@click.option("--period", "period_s", type=float, default=3600.0, show_default=True, help="Modulation period, s.")
+@click.option("--amplitude", type=float, default=0.5, show_default=True, help="Diurnal: relative swing, in [0, 1).")
+@click.option("--burst-factor", type=float, default=4.0, show_default=True, help="Bursts: rate multiple during a burst.")
+@click.option("--burst-length", "burst_s", type=float, default=30.0, show_default=True, help="Bursts: seconds per burst.")
+@click.option("-o", "--output", "out", type=click.Path(dir_okay=False), required=True, help="CSV file to write.")
+def generate(kind, n_requests, duration_s, rate_per_s, cv, seed, profile, light_prompt, light_output,
+             max_total_tokens, shares, modulation, period_s, amplitude, burst_factor, burst_s, out):
+    """Write a synthetic trace (plain CSV) for a TetriInfer workload class."""
+    from traces.synthetic import generate as gen
+    if (n_requests is None) == (duration_s is None):
+        raise InputError("give exactly one of --requests N or --duration S")
+    share_values = None
+    if shares is not None:
+        try:
+            share_values = [float(x) for x in shares.split(",")]
+        except ValueError:
+            raise InputError(f"--shares must be four numbers separated by commas, got {shares!r}") from None
+        if kind.lower() != "mixed":
+            raise InputError("--shares applies to --kind mixed only")
+    t = gen(kind, n_requests=n_requests, duration_s=duration_s, rate_per_s=rate_per_s, cv=cv, seed=seed,
+            profile=profile, thresholds=ClassThresholds(light_prompt, light_output),
+            max_total_tokens=max_total_tokens, shares=share_values,
+            modulation=RateModulation(modulation, period_s, amplitude, burst_factor, burst_s))
+    write_trace(t, out)
+    click.echo(f"wrote {len(t):,} requests over {t.span_s:,.1f} s ({t.rate_per_s:.3f} req/s) to {out}", err=True)
+
+
+@trace.command()
+@click.argument("src", type=click.Path(dir_okay=False))
+@click.option("-o", "--output", "out", type=click.Path(dir_okay=False), required=True, help="Plain CSV to write.")
+@_read_options
+def convert(src, out, **read_kw):
+    """Convert a trace in any supported format to the plain CSV
+    (arrival_s,prompt_tokens,output_tokens + kept extra columns)."""
+    t = _read(src, **read_kw)
+    write_trace(t, out)
+    _report_dropped(t)
+    click.echo(f"wrote {len(t):,} requests over {t.span_s:,.1f} s ({t.rate_per_s:.3f} req/s) to {out}", err=True)

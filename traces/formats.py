@@ -1,0 +1,131 @@
+"""The trace formats users bring, recognised by their columns. Each converter turns a frame
+into arrival seconds (None for length-only data), prompt and output tokens, extra columns
+worth keeping, and a mask of rows dropped on purpose (counted in Rows.dropped)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from planner.errors import InputError
+
+from .columns import Rows
+
+
+@dataclass(frozen=True)
+class Parsed:
+    arrival_s: np.ndarray | None  # None: the dataset has lengths only
+    prompt_tokens: np.ndarray
+    output_tokens: np.ndarray
+    extra: dict[str, np.ndarray]
+    drop: np.ndarray  # bool per row
+
+
+# name -> (columns that identify it, one-line description for help and errors)
+FORMATS: dict[str, tuple[tuple[str, ...], str]] = {
+    "plain": (("arrival_s", "prompt_tokens", "output_tokens"), "arrival_s,prompt_tokens,output_tokens (+ extra columns)"),
+    "azure": (("TIMESTAMP", "ContextTokens", "GeneratedTokens"), "Azure LLM inference CSV: TIMESTAMP,ContextTokens,GeneratedTokens"),
+    "mooncake": (("timestamp", "input_length", "output_length"), "Mooncake JSONL: timestamp (ms),input_length,output_length,hash_ids"),
+    "burstgpt": (("Timestamp", "Request tokens", "Response tokens"), "BurstGPT CSV: Timestamp,Model,Request tokens,Response tokens,Total tokens,Log Type"),
+    "sharegpt": (("conv_id", "turn", "response_tokens"), "ShareGPT per-turn lengths: conv_id,turn,prompt_tokens,response_tokens,context_tokens (lengths only)"),
+    "sarathi": (("num_prefill_tokens", "num_decode_tokens"), "Sarathi/Vidur lengths: num_prefill_tokens,num_decode_tokens,... (lengths only)"),
+    "lengths": (("prompt_tokens", "output_tokens"), "prompt_tokens,output_tokens without arrival_s (lengths only)"),
+}
+LENGTH_ONLY = ("sharegpt", "sarathi", "lengths")
+# Zero-length rows: an error in our own plain format (its spec says >= 1), dropped and
+# counted in the formats where they are a known feature of the data (failed requests,
+# empty ShareGPT turns).
+DROP_ZERO_DEFAULT = {"plain": False}
+
+
+def detect(rows: Rows) -> str:
+    """The first format (in FORMATS order) whose identifying columns are all present."""
+    for name, (cols, _) in FORMATS.items():
+        if all(rows.find(c) is not None for c in cols):
+            return name
+    have = ", ".join(map(str, rows.df.columns)) or "none"
+    known = "; ".join(f"{n}: {d}" for n, (_, d) in FORMATS.items())
+    raise InputError(f"{rows.path}: unrecognised columns ({have}). Known formats - {known}. "
+                     "Rename the columns or pass --format")
+
+
+def _extras(rows: Rows, names: tuple[str, ...]) -> dict[str, np.ndarray]:
+    out = {}
+    for n in names:
+        c = rows.find(n)
+        if c is not None:
+            out[n.lower().replace(" ", "_")] = rows.df[c].to_numpy()
+    return out
+
+
+def plain(rows: Rows, drop_zero: bool, **_) -> Parsed:
+    a, p, o = rows.require("arrival_s", "prompt_tokens", "output_tokens")
+    prompt, zp = rows.tokens(p, drop_zero)
+    output, zo = rows.tokens(o, drop_zero)
+    extra = {c: rows.df[c].to_numpy() for c in rows.df.columns if c not in (a, p, o)}
+    return Parsed(rows.numbers(a), prompt, output, extra, zp | zo)
+
+
+def azure(rows: Rows, drop_zero: bool, **_) -> Parsed:
+    t, p, o = rows.require("TIMESTAMP", "ContextTokens", "GeneratedTokens")
+    raw = rows.df[t]
+    ts = pd.to_datetime(raw.astype(str).str.strip(), format="ISO8601", errors="coerce")
+    bad = ts.isna().to_numpy()
+    if bad.any():
+        i = int(np.argmax(bad))
+        raise InputError(f"{rows.where(i)}, column {t}: {raw.iloc[i]!r} is not a date-time like "
+                         "'2023-11-16 18:17:03.9799600'; fix or remove that row")
+    ns = ts.to_numpy(dtype="datetime64[ns]").astype(np.int64)
+    prompt, zp = rows.tokens(p, drop_zero)
+    output, zo = rows.tokens(o, drop_zero)
+    return Parsed((ns - ns[0]) / 1e9, prompt, output, {}, zp | zo)
+
+
+def mooncake(rows: Rows, drop_zero: bool, **_) -> Parsed:
+    t, p, o = rows.require("timestamp", "input_length", "output_length")
+    prompt, zp = rows.tokens(p, drop_zero)
+    output, zo = rows.tokens(o, drop_zero)
+    extra = {}
+    h = rows.find("hash_ids")
+    if h is not None:  # prefix-cache block ids, kept as space-separated text
+        extra["hash_ids"] = np.array([" ".join(map(str, x)) if isinstance(x, list) else "" for x in rows.df[h]],
+                                     dtype=object)
+    return Parsed(rows.numbers(t) / 1000.0, prompt, output, extra, zp | zo)
+
+
+def burstgpt(rows: Rows, drop_zero: bool, **_) -> Parsed:
+    t, p, o = rows.require("Timestamp", "Request tokens", "Response tokens")
+    prompt, zp = rows.tokens(p, drop_zero, "zero request tokens")
+    # BurstGPT logs failed requests with 0 response tokens: always dropped, counted.
+    output, zo = rows.tokens(o, True, "failed (0 response tokens)")
+    return Parsed(rows.numbers(t), prompt, output, _extras(rows, ("Model", "Log Type")), zp | zo)
+
+
+def sharegpt(rows: Rows, drop_zero: bool, per_turn: bool = False, **_) -> Parsed:
+    """Prompt = context_tokens (history + this turn), as a chat server sees it; with
+    per_turn, prompt_tokens (this turn alone)."""
+    (r,) = rows.require("response_tokens")
+    p = rows.require("prompt_tokens" if per_turn else "context_tokens")[0]
+    prompt, zp = rows.tokens(p, drop_zero)
+    output, zo = rows.tokens(r, drop_zero)
+    return Parsed(None, prompt, output, _extras(rows, ("conv_id", "turn")), zp | zo)
+
+
+def sarathi(rows: Rows, drop_zero: bool, **_) -> Parsed:
+    p, o = rows.require("num_prefill_tokens", "num_decode_tokens")
+    prompt, zp = rows.tokens(p, drop_zero)
+    output, zo = rows.tokens(o, drop_zero)
+    return Parsed(None, prompt, output, {}, zp | zo)
+
+
+def lengths(rows: Rows, drop_zero: bool, **_) -> Parsed:
+    p, o = rows.require("prompt_tokens", "output_tokens")
+    prompt, zp = rows.tokens(p, drop_zero)
+    output, zo = rows.tokens(o, drop_zero)
+    extra = {c: rows.df[c].to_numpy() for c in rows.df.columns if c not in (p, o)}
+    return Parsed(None, prompt, output, extra, zp | zo)
+
+
+CONVERTERS = {"plain": plain, "azure": azure, "mooncake": mooncake, "burstgpt": burstgpt,
+              "sharegpt": sharegpt, "sarathi": sarathi, "lengths": lengths}
