@@ -124,6 +124,28 @@ class PerfModel:
         out = t + self.eff.decode_overhead_s + self._allreduce_s(b)
         return np.where(b > 0, out, 0.0) if out.ndim else (float(out) if b > 0 else 0.0)
 
+    def mixed_time_s(self, prefill_tokens, cached_tokens, decode_batch, decode_context_tokens):
+        """One Sarathi-style iteration: `prefill_tokens` of prompt (on `cached_tokens` of
+        context) piggybacked on a decode step of `decode_batch` requests holding
+        `decode_context_tokens` of KV in total. With no prefill tokens it equals
+        `decode_time_s`, with no decode batch `prefill_time_s` (up to the overhead, which
+        is the prefill one as soon as prefill tokens are present)."""
+        m = self.model
+        p = np.asarray(prefill_tokens, dtype=float)
+        k = np.asarray(cached_tokens, dtype=float)
+        b = np.asarray(decode_batch, dtype=float)
+        t_ctx = np.asarray(decode_context_tokens, dtype=float)
+        n = p + b
+        heads = b + (p > 0)
+        linear = 2.0 * m.layers * m.layer_params * n + 2.0 * m.vocab * m.hidden * heads
+        attn = 4.0 * m.layers * m.q_dim * (p * (k + (p + 1) / 2) + t_ctx)
+        mem = self.weight_bytes + self.kv_bytes_per_token * (k + p + t_ctx + b) + self._act_bytes(n)
+        t = np.maximum(linear / self._gemm_rate(n) + attn / (self.tp * self.gpu.peak_flops * self.eff.compute_eff),
+                       mem / self._mem_rate())
+        overhead = np.where(p > 0, self.eff.prefill_overhead_s, self.eff.decode_overhead_s)
+        out = t + overhead + self._allreduce_s(n)
+        return np.where(n > 0, out, 0.0) if out.ndim else (float(out) if n > 0 else 0.0)
+
     # ---- derived -----------------------------------------------------------------
     def prefill_throughput_tokens_s(self, chunk_tokens):
         c = np.asarray(chunk_tokens, dtype=float)

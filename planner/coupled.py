@@ -1,0 +1,136 @@
+"""Coupled baselines on the same performance model (docs/model.md, "Coupled baselines").
+
+vLLM-style (`coupled`): each instance prefills whole prompts in iterations that take
+priority over decoding, so running decodes stall for every prefill:
+    TTFT_i = prefill wait (fluid, whole-prompt work) + t_prefill(P_i) + half a decode step
+    TPOT   = t_decode(1 + B, c + T) / (1 - rho_prefill)           (fixed point)
+Sarathi-style (`chunked_coupled`): every iteration carries the running decodes plus a
+prefill slice filling a token budget of C tokens:
+    t_mix  = t_mixed(C - B prefill tokens, decode batch B, context T)
+    rho    = lambda E[P] t_mix / (C - B)        share of iterations that carry prefill
+    TPOT   = rho t_mix + (1 - rho) t_decode(B, T)                  (fixed point)
+    TTFT_i = prefill wait (fluid, P_i t_mix / (C - B) per request) + ceil(P_i / (C - B)) t_mix
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .queueing import (arriving_work, decode_load, decode_side, fluid_wait_s, kv_tokens_needed,
+                       percentiles, solve_fixed_point, batch_seen)
+from .workload import Workload
+
+
+def predict_coupled(dep, wl: Workload, seed: int = 0) -> dict:
+    perf = dep.perf("coupled")
+    if dep.mode == "coupled":
+        return _predict_vllm(dep, perf, wl, seed)
+    return _predict_sarathi(dep, perf, wl, seed)
+
+
+def _per_window_mean(wl: Workload, values: np.ndarray) -> np.ndarray:
+    tot = np.bincount(wl.window_index, weights=values, minlength=wl.windows)
+    return tot / np.maximum(wl.window_requests, 1.0)
+
+
+def _predict_vllm(dep, perf, wl: Workload, seed: int) -> dict:
+    n = dep.coupled.instances
+    vals = wl.prompt_values
+    whole = perf.prefill_time_s(vals.astype(float), 0.0)
+    work = whole[wl.prompt_index]
+    aw = arriving_work(wl, work)
+    s = wl.sample
+    limits: list[str] = []
+    rho_w = wl.window_rate_per_s / n * _per_window_mean(wl, work)
+    if rho_w.max() >= 1.0:
+        limits.append(f"prefill alone needs {rho_w.max():.2f}x the instances' time in the busiest window")
+    stall_s = _per_window_mean(wl, work)
+    dec = decode_side(perf, wl, n, seed, limits, stall_fraction=np.minimum(rho_w, 1.0),
+                      stall_s=stall_s)
+    tau = np.where(np.isinf(dec["tau_w"]), 0.0, dec["tau_w"]) * (1 - np.minimum(rho_w, 1.0))
+    residual = 0.5 * tau[wl.window_index[s]]        # the decode step in flight on arrival
+    ttft = fluid_wait_s(wl, aw, n) + whole[wl.prompt_index[s]] + residual
+    steps = np.maximum(wl.output_tokens[s] - 1, 0)
+    jct = ttft + steps * dec["tpot_sample"]
+    util = {"mean": float(work.sum() / (n * max(wl.span_s, 1e-9))), "peak_window": float(rho_w.max())}
+    return {"mode": "coupled", "model": "queueing", "limits": limits, "feasible": not limits,
+            "ttft_s": percentiles(ttft), "tpot_s": percentiles(dec["tpot_sample"][steps > 0]),
+            "jct_s": percentiles(jct), "utilisation": {"prefill": util, "decode_kv_peak": dec["kv_peak_fraction"]},
+            "decode_batch": dec["batch"], "kv_peak_fraction": dec["kv_peak_fraction"]}
+
+
+def sarathi_window_times(perf, wl: Workload, instances: int, budget_tokens: int):
+    """Per window: (TPOT tau, t_mix, t_decode, prefill tokens per iteration, rho)."""
+    load = decode_load(wl, instances)
+    lam, m1, m2, c = load.others_rate_per_s, load.steps, load.context, load.mean_context
+    lam_all = load.rate_per_s
+    n_req = np.maximum(wl.window_requests, 1.0)
+    mean_p = wl.window_sum_prompt / n_req
+    budget = float(budget_tokens)
+
+    def parts(tau):
+        b = 1.0 + lam * m1 * tau
+        t_ctx = c + lam * m2 * tau
+        p = budget - b
+        # prefill slices sit on average halfway into their prompts
+        cached = np.maximum(mean_p - np.maximum(p, 1.0), 0.0) / 2.0
+        t_mix = perf.mixed_time_s(np.maximum(p, 1.0), cached, b, t_ctx)
+        t_dec = perf.decode_time_s(b, t_ctx)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            rho = np.where(p > 0, lam_all * mean_p * t_mix / np.maximum(p, 1e-12), np.inf)
+        return b, t_mix, t_dec, p, rho
+
+    def f(tau):
+        _, t_mix, t_dec, p, rho = parts(tau)
+        return np.where((rho < 1.0) & (p > 0), rho * t_mix + (1.0 - rho) * t_dec, np.inf)
+
+    tau = solve_fixed_point(f, f(np.zeros_like(lam)))
+    _, t_mix, t_dec, p, rho = parts(np.where(np.isinf(tau), 0.0, tau))
+    return tau, t_mix, t_dec, p, rho, load
+
+
+def _predict_sarathi(dep, perf, wl: Workload, seed: int) -> dict:
+    n = dep.coupled.instances
+    budget = dep.chunk_tokens
+    tau, t_mix, t_dec, p_tok, rho, load = sarathi_window_times(perf, wl, n, budget)
+    limits: list[str] = []
+    if np.isinf(tau).any():
+        limits.append(f"chunked coupled pool saturated in {int(np.isinf(tau).sum())} of {wl.windows} windows "
+                      f"(decode batch plus prefill exceed the {budget}-token budget)")
+    per_tok = np.where(np.isinf(tau), np.inf, t_mix / np.maximum(p_tok, 1.0))
+    work = wl.prompt_tokens * per_tok[wl.window_index]
+    finite_work = np.where(np.isfinite(work), work, 0.0)
+    aw = arriving_work(wl, finite_work)
+    s = wl.sample
+    w = wl.window_index[s]
+    ps = wl.prompt_tokens[s]
+    alone = np.ceil(ps / np.maximum(p_tok[w], 1.0)) * t_mix[w]
+    ttft = fluid_wait_s(wl, aw, n) + alone
+    ttft = np.where(np.isinf(tau[w]), np.inf, ttft)
+    rng = np.random.default_rng(seed)
+    b, t = batch_seen(wl, load, np.where(np.isinf(tau), 0.0, tau), rng)
+    steps = np.maximum(wl.output_tokens[s] - 1, 0)
+    own = ps + wl.output_tokens[s] / 2.0
+    p_i = np.maximum(budget - 1.0 - b, 1.0)
+    mix_i = perf.mixed_time_s(p_i, np.maximum(ps - p_i, 0.0) / 2.0, 1.0 + b, own + t)
+    dec_i = perf.decode_time_s(1.0 + b, own + t)
+    r = np.minimum(rho[w], 1.0)
+    share = np.clip(r + rng.standard_normal(len(s)) * np.sqrt(r * (1 - r) / np.maximum(steps, 1)), 0.0, 1.0)
+    tpot = np.where(np.isinf(tau[w]), np.inf, share * mix_i + (1.0 - share) * dec_i)
+    jct = ttft + steps * tpot
+    need = kv_tokens_needed(load, np.where(np.isinf(tau), 0.0, tau))
+    cap = perf.kv_capacity_tokens
+    kv_peak = float(need.max() / cap) if cap > 0 else float("inf")
+    biggest = int((wl.prompt_tokens + wl.output_tokens).max())
+    if biggest > cap:
+        limits.append(f"the longest request needs {biggest} KV tokens, one instance holds {cap}")
+    elif kv_peak > 1.0:
+        limits.append(f"KV memory short: busiest window needs {kv_peak:.2f}x the {cap} tokens one instance holds")
+    mean_b = load.rate_per_s * load.steps * np.where(np.isinf(tau), 0.0, tau)
+    util = {"mean": float(np.average(np.where(np.isfinite(rho), rho, 1.0), weights=np.maximum(wl.window_requests, 1e-12))),
+            "peak_window": float(np.max(np.where(np.isfinite(rho), rho, np.inf)))}
+    return {"mode": "chunked_coupled", "model": "queueing", "limits": limits, "feasible": not limits,
+            "ttft_s": percentiles(ttft), "tpot_s": percentiles(tpot[steps > 0]), "jct_s": percentiles(jct),
+            "utilisation": {"prefill": util, "decode_kv_peak": kv_peak},
+            "decode_batch": {"mean": float(np.average(mean_b, weights=np.maximum(wl.window_requests, 1e-12))),
+                             "peak_window": float(mean_b.max())},
+            "kv_peak_fraction": kv_peak}

@@ -1,0 +1,176 @@
+"""The trace summarised for the queueing model: built once per trace, in O(N) numpy.
+
+- per time window (default 60 s): requests, rate, inter-arrival CV and the length moments
+  the decode fixed point needs (so peaks are sized, not averaged away);
+- fine arrival bins (at most `MAX_BINS` over the span) for the fluid backlog model of the
+  prefill queue, which follows every burst the bins resolve;
+- a deterministic systematic sample of requests (at most `MAX_SAMPLE`) on which latency
+  percentiles are read;
+- the distinct prompt lengths, so that per-request work is evaluated once per distinct
+  length and gathered.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .errors import InputError
+
+DEFAULT_WINDOW_S = 60.0
+MAX_BINS = 1 << 17
+MAX_SAMPLE = 20_000
+LIGHT_PREFILL_MAX_TOKENS = 512   # TetriInfer's class thresholds
+LIGHT_DECODE_MAX_TOKENS = 128
+
+
+@dataclass(frozen=True, eq=False)
+class Workload:
+    name: str
+    requests: int
+    span_s: float
+    window_s: float
+    # per request (length N)
+    arrival_s: np.ndarray
+    prompt_tokens: np.ndarray
+    output_tokens: np.ndarray
+    prompt_index: np.ndarray      # index into prompt_values
+    bin_index: np.ndarray         # fluid-model arrival bin
+    window_index: np.ndarray
+    prompt_values: np.ndarray     # distinct prompt lengths, sorted
+    bin_width_s: float
+    bins: int
+    # per window (length W)
+    window_start_s: np.ndarray
+    window_duration_s: np.ndarray
+    window_requests: np.ndarray
+    window_interarrival_cv: np.ndarray
+    window_sum_prompt: np.ndarray          # sum P
+    window_sum_decode_steps: np.ndarray    # sum (O - 1)
+    window_sum_decode_context: np.ndarray  # sum (O - 1) (P + O / 2)
+    window_sum_decode_context_sq: np.ndarray  # sum (O - 1) (P + O / 2)^2
+    # sample (length M): indices into the requests
+    sample: np.ndarray
+    seed: int = 0
+
+    @property
+    def windows(self) -> int:
+        return len(self.window_start_s)
+
+    @property
+    def window_rate_per_s(self) -> np.ndarray:
+        return self.window_requests / self.window_duration_s
+
+    @property
+    def rate_per_s(self) -> float:
+        return self.requests / self.span_s if self.span_s > 0 else 0.0
+
+    @property
+    def mean_prompt_tokens(self) -> float:
+        return float(self.prompt_tokens.mean())
+
+    @property
+    def mean_output_tokens(self) -> float:
+        return float(self.output_tokens.mean())
+
+    @property
+    def interarrival_cv(self) -> float:
+        return interarrival_cv(self.arrival_s)
+
+    def stats(self) -> dict:
+        """Trace statistics the plan records as its input identity."""
+        p, o = self.prompt_tokens, self.output_tokens
+        heavy_p, heavy_d = p > LIGHT_PREFILL_MAX_TOKENS, o > LIGHT_DECODE_MAX_TOKENS
+        rate = self.window_rate_per_s
+        return {
+            "name": self.name, "requests": self.requests, "span_s": self.span_s,
+            "rate_per_s": self.rate_per_s, "interarrival_cv": self.interarrival_cv,
+            "window_s": self.window_s, "windows": self.windows,
+            "peak_window_rate_per_s": float(rate.max()) if len(rate) else 0.0,
+            "prompt_tokens": _pcts(p), "output_tokens": _pcts(o),
+            "classes": {"lpld": float(np.mean(~heavy_p & ~heavy_d)), "lphd": float(np.mean(~heavy_p & heavy_d)),
+                        "hpld": float(np.mean(heavy_p & ~heavy_d)), "hphd": float(np.mean(heavy_p & heavy_d))},
+        }
+
+
+def _pcts(x: np.ndarray) -> dict:
+    q = np.percentile(x, [50, 90, 99])
+    return {"mean": float(x.mean()), "p50": float(q[0]), "p90": float(q[1]), "p99": float(q[2]),
+            "max": int(x.max())}
+
+
+def interarrival_cv(arrival_s: np.ndarray) -> float:
+    gaps = np.diff(arrival_s)
+    if len(gaps) < 2 or gaps.mean() <= 0:
+        return 1.0
+    return float(gaps.std() / gaps.mean())
+
+
+def build_workload(trace, window_s: float = DEFAULT_WINDOW_S, max_sample: int = MAX_SAMPLE,
+                   max_bins: int = MAX_BINS, seed: int = 0) -> Workload:
+    """Summarise a `traces.Trace` (or anything with arrival_s, prompt_tokens, output_tokens
+    arrays). Arrival times are shifted to start at 0."""
+    if not window_s > 0:
+        raise InputError(f"window must be > 0 s, got {window_s}")
+    a = np.asarray(trace.arrival_s, dtype=np.float64)
+    p = np.asarray(trace.prompt_tokens, dtype=np.int64)
+    o = np.asarray(trace.output_tokens, dtype=np.int64)
+    n = len(a)
+    if n == 0:
+        raise InputError(f"trace {getattr(trace, 'name', '')!r} has no requests; nothing to plan for")
+    a = a - a[0]
+    span = float(a[-1])
+    values, p_index = np.unique(p, return_inverse=True)
+
+    bins = int(min(max_bins, max(1, n)))
+    width = max(span / bins, 1e-9)
+    b_index = np.minimum((a / width).astype(np.int64), bins - 1)
+
+    n_win = max(1, int(np.ceil(span / window_s)) if span > 0 else 1)
+    w_index = np.minimum((a / window_s).astype(np.int64), n_win - 1)
+    starts = np.arange(n_win) * window_s
+    # the last window ends at the last arrival; give it at least a tenth of a window so a
+    # lone request at its start does not read as an infinite rate
+    dur = np.minimum(starts + window_s, max(span, 0.0)) - starts
+    dur = np.maximum(dur, 0.1 * window_s)
+    if span == 0:
+        dur[:] = window_s
+    counts = np.bincount(w_index, minlength=n_win).astype(np.float64)
+    steps = (o - 1).astype(np.float64)
+    ctx = p + o / 2.0
+    sums = {
+        "prompt": np.bincount(w_index, weights=p.astype(np.float64), minlength=n_win),
+        "steps": np.bincount(w_index, weights=steps, minlength=n_win),
+        "ctx": np.bincount(w_index, weights=steps * ctx, minlength=n_win),
+        "ctx2": np.bincount(w_index, weights=steps * ctx * ctx, minlength=n_win),
+    }
+    cv = _window_cv(a, w_index, n_win)
+
+    m = min(n, max_sample)
+    sample = np.unique(np.floor(np.arange(m) * (n / m)).astype(np.int64))
+    return Workload(
+        name=getattr(trace, "name", "") or "trace", requests=n, span_s=span, window_s=float(window_s),
+        arrival_s=a, prompt_tokens=p, output_tokens=o, prompt_index=p_index.astype(np.int64),
+        bin_index=b_index, window_index=w_index, prompt_values=values, bin_width_s=width, bins=bins,
+        window_start_s=starts, window_duration_s=dur, window_requests=counts, window_interarrival_cv=cv,
+        window_sum_prompt=sums["prompt"], window_sum_decode_steps=sums["steps"],
+        window_sum_decode_context=sums["ctx"], window_sum_decode_context_sq=sums["ctx2"],
+        sample=sample, seed=seed)
+
+
+def _window_cv(a: np.ndarray, w_index: np.ndarray, n_win: int) -> np.ndarray:
+    """Inter-arrival CV within each window (gaps whose both ends lie in it); 1.0 where a
+    window has fewer than three arrivals."""
+    if len(a) < 3:
+        return np.ones(n_win)
+    gaps = np.diff(a)
+    same = w_index[1:] == w_index[:-1]
+    g, wi = gaps[same], w_index[1:][same]
+    k = np.bincount(wi, minlength=n_win).astype(np.float64)
+    s1 = np.bincount(wi, weights=g, minlength=n_win)
+    s2 = np.bincount(wi, weights=g * g, minlength=n_win)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean = s1 / k
+        var = np.maximum(s2 / k - mean * mean, 0.0)
+        cv = np.sqrt(var) / mean
+    return np.where((k >= 2) & (mean > 0), cv, 1.0)
