@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import pulp
 
@@ -247,3 +247,210 @@ def _ilp(demand: Demand, costs: Costs, need: dict[str, list[int]], strategy: str
     lost = float(pulp.value(pulp.lpSum(flip_lost)) or 0.0)
     return Schedule(strategy, demand.start_s, demand.duration_s, counts, tuple(flips),
                     tuple(starts), tuple(val(b) for b in reserved), usd, lost)
+
+
+# ---- per-window demand from the queueing model -----------------------------------------------
+# SLO: {metric: (percentile, limit_s)}, metric in ttft_s / tpot_s / jct_s, percentile "p50" etc.
+ROLE_METRICS = {"prefill": ("ttft_s",), "decode": ("tpot_s", "jct_s"), "coupled": ("ttft_s", "tpot_s", "jct_s")}
+
+
+def _meets(pred: dict, role: str, slo: dict) -> tuple[bool, float]:
+    """Whether a prediction meets the SLO metrics `role` controls, and by how much it misses
+    (the largest metric / limit ratio; inf when the pool cannot keep up)."""
+    util = (pred.get("utilisation") or {}).get("prefill") or {}
+    if role in ("prefill", "coupled") and util.get("peak_window", 0.0) >= 1.0:
+        return False, math.inf
+    if role in ("decode", "coupled") and pred.get("kv_peak_fraction", 0.0) > 1.0:
+        return False, math.inf
+    worst = 0.0
+    for metric in ROLE_METRICS[role]:
+        if metric in slo:
+            pct, limit = slo[metric]
+            v = float(pred[metric][pct])
+            worst = max(worst, v / limit if math.isfinite(v) else math.inf)
+    return worst <= 1.0, worst
+
+
+def _with_count(dep, role: str, n: int):
+    r = getattr(dep, role)
+    return replace(dep, **{role: replace(r, instances=int(n))})
+
+
+def role_need(predict_fn, dep, workload, role: str, slo: dict, start: int, max_instances: int) -> float:
+    """Fractional instances `role` needs on `workload`: the smallest count n meeting the SLO,
+    less how far n - 1 missed it (0 if it missed hugely or could not keep up, up to 1 if
+    it only just missed): need = n - 1 + clip((m(n-1) - 1) / (m(n-1) - m(n)), 0, 1), m the
+    worst metric/limit ratio."""
+    cache: dict[int, tuple[bool, float]] = {}
+
+    def test(n: int) -> tuple[bool, float]:
+        if n not in cache:
+            cache[n] = _meets(predict_fn(_with_count(dep, role, n), workload), role, slo)
+        return cache[n]
+
+    lo, hi = 0, max(1, int(start))          # test(lo) fails (0 instances never serve)
+    while not test(hi)[0]:
+        if hi >= max_instances:
+            raise InfeasibleError(f"{role}: {max_instances} instances do not meet the SLO in one window; "
+                                  "the base plan cannot be scaled to this window's load")
+        lo, hi = hi, min(2 * hi, max_instances)
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if test(mid)[0]:
+            hi = mid
+        else:
+            lo = mid
+    if hi == 1:
+        return 1.0
+    m_prev, m_n = test(hi - 1)[1], test(hi)[1]
+    if not math.isfinite(m_prev) or m_prev <= m_n:
+        return float(hi)
+    return hi - 1 + min(max((m_prev - 1.0) / (m_prev - m_n), 0.0), 1.0)
+
+
+def window_demand(trace, deployment, window_s: float, slo: dict, predict_fn=None,
+                  max_instances: int = 512) -> Demand:
+    """Instances each role needs in each `window_s` window of `trace`, for `deployment`'s
+    GPU types, TP, chunk and policies (only the counts change). Each window is predicted
+    on its own requests (the queue starts empty at each window's start)."""
+    if predict_fn is None:
+        from .queueing import predict as predict_fn
+    if not window_s > 0:
+        raise InputError(f"--windows must be > 0 s, got {window_s}")
+    span = float(trace.arrival_s[-1] - trace.arrival_s[0]) if len(trace) else 0.0
+    n_win = max(1, int(math.ceil(span / window_s)))
+    t0 = float(trace.arrival_s[0]) if len(trace) else 0.0
+    roles = [r for r in ROLE_ORDER if getattr(deployment, r) is not None]
+    need = {r: [] for r in roles}
+    starts, durs, reqs = [], [], []
+    dep = deployment
+    for k in range(n_win):
+        lo, hi = t0 + k * window_s, t0 + (k + 1) * window_s
+        sub = trace.window(lo, hi if k < n_win - 1 else math.inf)
+        starts.append(k * window_s)
+        durs.append(window_s if k < n_win - 1 else max(span - k * window_s, 0.1 * window_s))
+        reqs.append(len(sub))
+        for r in roles:
+            if len(sub) == 0:
+                need[r].append(0.0)
+                continue
+            x = role_need(predict_fn, dep, sub, r, slo, getattr(dep, r).instances, max_instances)
+            need[r].append(x)
+            # the next role's search runs with this role at its need (JCT couples them)
+            dep = _with_count(dep, r, math.ceil(x - 1e-9))
+        dep = deployment
+    return Demand(tuple(starts), tuple(durs), {r: tuple(v) for r, v in need.items()}, tuple(reqs))
+
+
+# ---- from a plan: pools, prices, lead times; every strategy; the plan with its windows --------
+DEFAULT_STARTUP_S = 120.0   # boot a VM and load the weights (order of minutes on clouds)
+
+
+def pools_for(deployment, price_kind: str = "on_demand", provider: str | None = None,
+              overrides: dict | None = None) -> tuple[Pool, ...]:
+    """Roles on the same GPU type and TP share a pool (they can flip). Prices per instance:
+    GPU-hour price x TP, on-demand (or `price_kind`) and reserved where the catalog has one."""
+    from .catalog import price_usd_per_gpu_hour
+    groups: dict[tuple[str, int], list[str]] = {}
+    for role, r in deployment.roles().items():
+        groups.setdefault((r.gpu, r.tp), []).append(role)
+    pools = []
+    for (gpu, tp), roles in groups.items():
+        od, _ = price_usd_per_gpu_hour(gpu, price_kind, provider, overrides)
+        try:
+            res, _ = price_usd_per_gpu_hour(gpu, "reserved", provider, overrides)
+        except InputError:
+            res = None
+        pools.append(Pool(tuple(sorted(roles, key=ROLE_ORDER.index)), od * tp,
+                          None if res is None else res * tp))
+    return tuple(pools)
+
+
+def lead_times(trace, predictions: dict) -> dict[str, float]:
+    """How long an instance leaving a role stays busy with work it already holds: a decode
+    instance, the mean residual decode time of the requests it runs (E[S^2] / 2E[S], S the
+    decode steps, times the predicted median TPOT); a prefill instance, its predicted
+    median TTFT."""
+    import numpy as np
+    steps = np.maximum(np.asarray(trace.output_tokens, dtype=float) - 1, 0)
+    tpot = float(((predictions or {}).get("tpot_s") or {}).get("p50") or 0.0)
+    ttft = float(((predictions or {}).get("ttft_s") or {}).get("p50") or 0.0)
+    resid = float((steps ** 2).mean() / (2 * steps.mean())) if steps.mean() > 0 else 0.0
+    out = {"decode": resid * tpot if math.isfinite(tpot) else 0.0,
+           "prefill": ttft if math.isfinite(ttft) else 0.0}
+    out["coupled"] = max(out.values())
+    return out
+
+
+def compare_strategies(demand: Demand, costs: Costs,
+                       strategies: tuple[str, ...] = STRATEGIES) -> dict[str, Schedule]:
+    """Every strategy that can be priced (reserved_burst needs reserved prices)."""
+    out = {}
+    for s in strategies:
+        if s == "reserved_burst" and any(p.reserved_usd_per_instance_hour is None for p in costs.pools):
+            continue
+        out[s] = solve_schedule(demand, costs, s)
+    return out
+
+
+def slo_of(plan) -> dict:
+    """The plan's SLO as {metric: (percentile, limit_s)}."""
+    raw = (plan.inputs or {}).get("slo") or {}
+    out = {}
+    for key, value in raw.items():
+        # accepted shapes: {"ttft_p90_s": 2.0}, {"ttft_s": {"p90": 2.0}}, {"ttft_s": ["p90", 2.0]}
+        if isinstance(value, dict):
+            for pct, lim in value.items():
+                out[key] = (pct, float(lim))
+        elif isinstance(value, (list, tuple)) and len(value) == 2:
+            out[key] = (str(value[0]), float(value[1]))
+        elif value is not None and key.count("_") == 2 and key.endswith("_s"):
+            metric, pct, _ = key.split("_")
+            out[f"{metric}_s"] = (pct, float(value))
+    if not out:
+        raise InputError("the plan states no SLO (inputs.slo); re-run `planner recommend` to make it")
+    return out
+
+
+def plan_over_time(trace, plan, window_s: float, *, strategy: str = "best", slo: dict | None = None,
+                   price_kind: str = "on_demand", provider: str | None = None,
+                   overrides: dict | None = None, startup_s: float = DEFAULT_STARTUP_S,
+                   predict_fn=None) -> "Plan":
+    """`plan` with a schedule: per-window instances (`deployment.windows`) of `strategy`
+    ("best": the cheapest of fixed_fleet, autoscale and reserved_burst), the role counts set
+    to each role's peak (the instances the simulator must be able to address), and the cost
+    of every strategy in `cost["schedule"]`."""
+    from .plan import Plan  # noqa: F401 (type)
+    dep = plan.deployment
+    slo = slo or slo_of(plan)
+    demand = window_demand(trace, dep, window_s, slo, predict_fn)
+    costs = Costs(pools_for(dep, price_kind, provider, overrides), lead_times(trace, plan.predictions),
+                  flip_latency_s=dep.policies.flip_latency_s, startup_s=startup_s)
+    schedules = compare_strategies(demand, costs)
+    if strategy == "best":
+        # the cheapest; on a tie (within a cent in a million) the simpler strategy
+        dynamic = [s for s in schedules if s != "static_peak"]
+        least = min(schedules[s].usd_total for s in dynamic)
+        strategy = next(s for s in dynamic if schedules[s].usd_total <= least * (1 + 1e-6) + 1e-9)
+    if strategy not in schedules:
+        raise InputError(f"strategy {strategy!r} cannot be planned here (known: {', '.join(schedules)}; "
+                         "reserved_burst needs reserved prices)")
+    chosen = schedules[strategy]
+    peak = chosen.peak_instances
+    roles = {r: replace(getattr(dep, r), instances=n) for r, n in peak.items()}
+    new_dep = replace(dep, windows=chosen.windows(), **roles)
+    static = schedules["static_peak"]
+    cost = dict(plan.cost)
+    cost["schedule"] = {
+        "window_s": float(window_s), "strategy": strategy, "price_kind": price_kind,
+        "startup_s": startup_s, "flip_latency_s": costs.flip_latency_s, "lead_s": costs.drain_s,
+        "need": {r: list(v) for r, v in demand.need.items()}, "requests": list(demand.requests),
+        "strategies": {s: dict(v.to_dict(), saved_vs_static=1 - v.usd_total / static.usd_total)
+                       for s, v in schedules.items()},
+    }
+    base = plan.cost.get("usd_per_hour")
+    cost["usd_per_hour_without_schedule"] = base
+    cost["usd_per_hour"] = chosen.usd_per_hour
+    if base and plan.cost.get("usd_per_million_tokens"):
+        cost["usd_per_million_tokens"] = plan.cost["usd_per_million_tokens"] * chosen.usd_per_hour / base
+    return replace(plan, deployment=new_dep, cost=cost)
