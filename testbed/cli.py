@@ -7,3 +7,8 @@ import click
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 def main():
     """Run scaled OPT models in real prefill and decode processes with real KV transfer."""
+
+
+from .cli_profile import profile_cmd  # noqa: E402
+
+main.add_command(profile_cmd)

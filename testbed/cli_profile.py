@@ -1,0 +1,127 @@
+"""`testbed profile`: measure this machine's prefill, decode and KV-copy times for a (scaled)
+OPT model and write the planner's profile CSV."""
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import replace
+
+import click
+
+from planner.errors import InputError
+
+EXIT_BAD_INPUT = 2
+
+
+def _int_list(text: str | None, flag: str) -> tuple[int, ...] | None:
+    if text is None:
+        return None
+    try:
+        vals = tuple(int(v) for v in text.replace(" ", "").split(",") if v)
+    except ValueError:
+        raise InputError(f"{flag} {text!r}: expected comma-separated integers, e.g. 16,64,256") from None
+    if not vals:
+        raise InputError(f"{flag}: give at least one integer")
+    return vals
+
+
+@click.command("profile")
+@click.option("--model", "model_name", default="opt-125m", show_default=True,
+              help="Catalog OPT model (opt-125m ... opt-66b) or a config.json path.")
+@click.option("--layers", type=int, help="Scale down: keep this many decoder layers.")
+@click.option("--hidden", type=int, help="Scale down: this hidden size (a multiple of the head size).")
+@click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True)
+@click.option("--dtype", type=click.Choice(["fp32", "fp16", "bf16"]),
+              help="Model dtype [default: fp32 on cpu, fp16 on cuda].")
+@click.option("--seed", type=int, default=0, show_default=True, help="Weight and input seed.")
+@click.option("--weights-dir", type=click.Path(file_okay=False),
+              help="Load real weights from this folder (save_pretrained layout) instead.")
+@click.option("--prefill-tokens", help="Chunk sizes, e.g. 16,64,256,512 [default: by device].")
+@click.option("--prefill-context", help="Cached context tokens before the chunk, e.g. 0,512.")
+@click.option("--prefill-slices", help="Requests merged into one chunk, e.g. 1,4.")
+@click.option("--decode-batch", help="Decode batch sizes, e.g. 1,8,64.")
+@click.option("--decode-context", help="Context tokens per decoding request, e.g. 128,1024.")
+@click.option("--kv-tokens", help="KV copy sizes in tokens, e.g. 16,512,2048.")
+@click.option("--repeats", type=int, help="Timed runs per point (median) [default: 5 cpu, 10 cuda].")
+@click.option("--warmup", type=int, help="Untimed runs per point first [default: 2 cpu, 3 cuda].")
+@click.option("--threads", type=int, help="CPU threads for torch (default: torch's choice).")
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False),
+              help="Profile CSV to write.")
+@click.option("--config-out", type=click.Path(),
+              help="Also write the model's config.json here (file or folder) for "
+                   "`planner ... --model PATH` to read a scaled model's shape.")
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def profile_cmd(model_name, layers, hidden, device, dtype, seed, weights_dir, prefill_tokens,
+                prefill_context, prefill_slices, decode_batch, decode_context, kv_tokens, repeats,
+                warmup, threads, output, config_out, as_json, quiet):
+    """Time real prefill chunks, decode iterations and KV copies; write PROFILE CSV.
+
+    \b
+    Rows: device, model, kind (prefill|decode|kv), tokens, batch, context_tokens, bytes,
+    seconds, repeats, path. The `model` column is the catalog name or the scaled name
+    (e.g. opt-1.3b-l4-h512); --config-out writes that model's config.json.
+
+    \b
+    Examples:
+      testbed profile --model opt-125m --layers 4 -o profile.csv --config-out opt-125m-l4.json
+      testbed profile --model opt-1.3b --device cuda -o h100-opt-1.3b.csv
+    """
+    try:
+        _run(model_name, layers, hidden, device, dtype, seed, weights_dir,
+             dict(prefill_tokens=_int_list(prefill_tokens, "--prefill-tokens"),
+                  prefill_context_tokens=_int_list(prefill_context, "--prefill-context"),
+                  prefill_slices=_int_list(prefill_slices, "--prefill-slices"),
+                  decode_batch=_int_list(decode_batch, "--decode-batch"),
+                  decode_context_tokens=_int_list(decode_context, "--decode-context"),
+                  kv_tokens=_int_list(kv_tokens, "--kv-tokens"), repeats=repeats, warmup=warmup),
+             threads, output, config_out, as_json, quiet)
+    except InputError as e:
+        click.echo(f"error: {e}", err=True)
+        sys.exit(EXIT_BAD_INPUT)
+
+
+def _run(model_name, layers, hidden, device, dtype, seed, weights_dir, overrides, threads, output,
+         config_out, as_json, quiet):
+    import torch
+
+    from .engine import Engine
+    from .model import build_model, config_name, write_config
+    from .profile import default_grid, profile, summarize, write_profile_csv
+
+    if device == "cuda" and not torch.cuda.is_available():
+        raise InputError("--device cuda: no CUDA device is visible to torch here; use --device cpu")
+    if threads is not None:
+        if threads < 1:
+            raise InputError(f"--threads must be >= 1, got {threads}")
+        torch.set_num_threads(threads)
+    dtype = dtype or ("fp16" if device == "cuda" else "fp32")
+    dev = torch.device(device)
+    model = build_model(model_name, layers=layers, hidden=hidden, seed=seed, dtype=dtype, device=dev,
+                        weights_dir=weights_dir)
+    eng = Engine(model)
+    name = config_name(model.config)
+    grid = default_grid(dev)
+    grid = replace(grid, **{k: v for k, v in overrides.items() if v is not None})
+    if dev.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(dev)
+        grid = replace(grid, memory_budget_bytes=int(0.8 * free))
+    rows = profile(eng, grid, model_name=name, seed=seed, progress=not quiet)
+    path = write_profile_csv(rows, output)
+    cfg_path = write_config(model.config, config_out) if config_out else None
+    summary = summarize(rows)
+    if as_json:
+        click.echo(json.dumps({"profile": str(path), "config": str(cfg_path) if cfg_path else None,
+                               "model": name, "device": rows[0].device if rows else device,
+                               "dtype": dtype, "rows": len(rows), **summary}, indent=2))
+        return
+    click.echo(f"{len(rows)} rows -> {path}" + (f"; config -> {cfg_path}" if cfg_path else ""))
+    click.echo(f"model {name} ({dtype}) on {rows[0].device if rows else device}")
+    click.echo("prefill tokens/s by chunk: " + ", ".join(
+        f"{c}: {t:,.0f}" for c, t in summary["prefill_tokens_s"].items()))
+    click.echo(f"saturation chunk (95% of best tokens/s): {summary['saturation_chunk_tokens']}")
+    for ctx, by_batch in summary["decode_ms"].items():
+        click.echo(f"decode ms at {ctx} context tokens/request, by batch: " + ", ".join(
+            f"{b}: {ms:.2f}" for b, ms in by_batch.items()))
+    for p, v in summary["kv_copy"].items():
+        click.echo(f"kv {p}: {v['gb_s']:.2f} GB/s at {v['bytes']:,} bytes")

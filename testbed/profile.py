@@ -1,0 +1,291 @@
+"""Profiler: time the engine's real iterations and KV copies on this machine, in the shared
+profile format the planner calibrates from (`planner recommend --gpu local --profile ...`).
+
+Rows (one per grid point; `seconds` is the median of `repeats` timed runs after warm-up,
+with `torch.cuda.synchronize()` around each on a GPU):
+
+- `prefill`: one chunk of `tokens` new tokens made of `batch` equal slices, each slice's
+  request already holding `context_tokens` of cached KV (so `context_tokens` is the
+  chunk's average cached context per new token, as `PerfModel.prefill_time_s` takes it);
+  `bytes` = KV bytes the chunk appends.
+- `decode`: one iteration of `batch` requests (`tokens` = batch new tokens) holding
+  `context_tokens` of KV IN TOTAL over the batch (as `PerfModel.decode_time_s` takes it);
+  `bytes` = the KV bytes the iteration reads.
+- `kv`: copying one request's filled KV of `tokens` tokens (`bytes`), along `path`:
+  `copy` (same device: host memcpy on CPU, device-to-device on a GPU), `d2h` (GPU to pinned
+  host memory), `h2d` (pinned host to GPU). `path` is an extra column after the shared ones.
+"""
+from __future__ import annotations
+
+import csv
+import platform
+import statistics
+import time
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Callable, Iterable
+
+import torch
+
+from planner.errors import InputError
+
+from .engine import Engine
+
+COLUMNS = ("device", "model", "kind", "tokens", "batch", "context_tokens", "bytes", "seconds",
+           "repeats", "path")
+
+
+@dataclass(frozen=True)
+class ProfileRow:
+    device: str
+    model: str
+    kind: str               # prefill | decode | kv
+    tokens: int
+    batch: int
+    context_tokens: int
+    bytes: int
+    seconds: float
+    repeats: int
+    path: str = ""          # kv rows: copy | d2h | h2d
+
+
+@dataclass(frozen=True)
+class ProfileGrid:
+    prefill_tokens: tuple[int, ...]
+    prefill_context_tokens: tuple[int, ...]     # cached context per slice before the chunk
+    prefill_slices: tuple[int, ...]             # requests merged into one chunk
+    decode_batch: tuple[int, ...]
+    decode_context_tokens: tuple[int, ...]      # per request
+    kv_tokens: tuple[int, ...]
+    repeats: int = 5
+    warmup: int = 2
+    memory_budget_bytes: int | None = None      # skip decode points whose KV would not fit
+
+    def __post_init__(self):
+        for f in ("prefill_tokens", "prefill_slices", "decode_batch", "decode_context_tokens", "kv_tokens"):
+            vals = getattr(self, f)
+            if not vals or min(vals) < 1:
+                raise InputError(f"profile grid {f} must be a non-empty list of integers >= 1, got {vals}")
+        if not self.prefill_context_tokens or min(self.prefill_context_tokens) < 0:
+            raise InputError("profile grid prefill_context_tokens must be integers >= 0")
+        if self.repeats < 1 or self.warmup < 0:
+            raise InputError(f"repeats must be >= 1 and warmup >= 0, got {self.repeats}, {self.warmup}")
+
+
+CPU_GRID = ProfileGrid(prefill_tokens=(16, 32, 64, 128, 256, 512), prefill_context_tokens=(0, 256),
+                       prefill_slices=(1, 4), decode_batch=(1, 2, 4, 8, 16),
+                       decode_context_tokens=(64, 256, 1024), kv_tokens=(16, 128, 512, 2048))
+GPU_GRID = ProfileGrid(prefill_tokens=(16, 32, 64, 128, 256, 512, 768, 1024, 1536, 2048),
+                       prefill_context_tokens=(0, 512, 1024), prefill_slices=(1, 4),
+                       decode_batch=(1, 2, 4, 8, 16, 32, 64, 128, 256),
+                       decode_context_tokens=(128, 512, 1024, 2048),
+                       kv_tokens=(16, 64, 256, 1024, 2048), repeats=10, warmup=3)
+
+
+def default_grid(device: torch.device) -> ProfileGrid:
+    return GPU_GRID if device.type == "cuda" else CPU_GRID
+
+
+def device_label(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"cpu {platform.machine()} {torch.get_num_threads()} threads"
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def time_median_s(fn: Callable[[], object], device: torch.device, repeats: int, warmup: int,
+                  reset: Callable[[], object] | None = None) -> float:
+    """Median wall time of `fn()` over `repeats` runs after `warmup` runs; `reset()` runs
+    before each, untimed."""
+    times = []
+    for i in range(warmup + repeats):
+        if reset is not None:
+            reset()
+        _sync(device)
+        t0 = time.perf_counter()
+        fn()
+        _sync(device)
+        if i >= warmup:
+            times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+@dataclass(frozen=True)
+class _Point:
+    kind: str
+    tokens: int
+    batch: int
+    context_tokens: int     # per slice / per request (the row holds the total for decode)
+    path: str = ""
+
+
+def grid_points(grid: ProfileGrid, max_positions: int, kv_bytes_per_token: int) -> list[_Point]:
+    pts: list[_Point] = []
+    for ctx in grid.prefill_context_tokens:
+        for c in grid.prefill_tokens:
+            for s in grid.prefill_slices:
+                if c % s or ctx + c // s > max_positions or (s > 1 and ctx > 0):
+                    continue        # merged chunks are profiled on fresh requests only
+                pts.append(_Point("prefill", c, s, ctx))
+    for ctx in grid.decode_context_tokens:
+        for b in grid.decode_batch:
+            if ctx + 1 > max_positions:
+                continue
+            need = 1.2 * b * (ctx + 1) * kv_bytes_per_token     # caches + one layer's gather
+            if grid.memory_budget_bytes is not None and need > grid.memory_budget_bytes:
+                continue
+            pts.append(_Point("decode", b, b, ctx))
+    return pts
+
+
+def _random_ids(n: int, vocab: int, gen: torch.Generator) -> torch.Tensor:
+    return torch.randint(0, vocab, (n,), generator=gen)
+
+
+def _measure_prefill(eng: Engine, p: _Point, grid: ProfileGrid, gen: torch.Generator) -> float:
+    per = p.tokens // p.batch
+    kvs = [eng.new_kv(p.context_tokens + per) for _ in range(p.batch)]
+    if p.context_tokens:
+        for kv in kvs:
+            eng.prefill([(kv, _random_ids(p.context_tokens, eng.vocab, gen))])
+    ids = [_random_ids(per, eng.vocab, gen) for _ in kvs]
+
+    def reset():
+        for kv in kvs:
+            kv.length = p.context_tokens
+    return time_median_s(lambda: eng.prefill(list(zip(kvs, ids))), eng.device, grid.repeats, grid.warmup, reset)
+
+
+def _measure_decode(eng: Engine, p: _Point, grid: ProfileGrid, gen: torch.Generator,
+                    seed_kv: dict[int, object]) -> float:
+    ctx = p.context_tokens
+    if ctx not in seed_kv:   # one real prefill per context length, cloned into the batch
+        kv = eng.new_kv(ctx)
+        for s in range(0, ctx, 1024):
+            eng.prefill([(kv, _random_ids(min(1024, ctx - s), eng.vocab, gen))])
+        seed_kv.clear()
+        seed_kv[ctx] = kv
+    src = seed_kv[ctx].view()
+    kvs = [eng.new_kv(ctx + 1) for _ in range(p.batch)]
+    for kv in kvs:
+        kv.receive(src)
+    toks = [int(t) for t in _random_ids(p.batch, eng.vocab, gen)]
+
+    def reset():
+        for kv in kvs:
+            kv.length = ctx
+    return time_median_s(lambda: eng.decode(list(zip(kvs, toks))), eng.device, grid.repeats, grid.warmup, reset)
+
+
+def _kv_paths(device: torch.device) -> tuple[str, ...]:
+    return ("copy", "d2h", "h2d") if device.type == "cuda" else ("copy",)
+
+
+def _measure_kv(eng: Engine, tokens: int, path: str, grid: ProfileGrid) -> float:
+    kv = eng.new_kv(tokens)
+    kv.data.normal_()
+    kv.length = tokens
+    src = kv.view()
+    pinned = eng.device.type == "cuda"
+    if path == "copy":
+        dst = torch.empty_like(src)
+        fn = lambda: dst.copy_(src)  # noqa: E731
+    elif path == "d2h":
+        dst = torch.empty(src.shape, dtype=src.dtype, pin_memory=pinned)
+        fn = lambda: dst.copy_(src)  # noqa: E731
+    else:
+        host = torch.empty(src.shape, dtype=src.dtype, pin_memory=pinned).copy_(src)
+        dst = torch.empty_like(src)
+        fn = lambda: dst.copy_(host, non_blocking=True)  # noqa: E731
+    return time_median_s(fn, eng.device, grid.repeats, grid.warmup)
+
+
+def profile(eng: Engine, grid: ProfileGrid, *, model_name: str, device_name: str | None = None,
+            seed: int = 0, progress: bool = True) -> list[ProfileRow]:
+    """Run the grid on `eng` and return one row per point (prefill, then decode, then kv)."""
+    from tqdm import tqdm
+
+    device_name = device_name or device_label(eng.device)
+    kvb = eng.kv_bytes_per_token
+    pts = grid_points(grid, eng.max_positions, kvb)
+    kv_pts = [_Point("kv", t, 1, 0, path) for t in grid.kv_tokens if t <= eng.max_positions
+              for path in _kv_paths(eng.device)]
+    gen = torch.Generator().manual_seed(seed)
+    rows: list[ProfileRow] = []
+    seed_kv: dict[int, object] = {}
+    bar = tqdm(pts + kv_pts, desc=f"profile {model_name}", unit="pt", disable=not progress, leave=False)
+    for p in bar:
+        bar.set_postfix_str(f"{p.kind} tokens={p.tokens} batch={p.batch} ctx={p.context_tokens}")
+        if p.kind == "prefill":
+            s = _measure_prefill(eng, p, grid, gen)
+            rows.append(ProfileRow(device_name, model_name, "prefill", p.tokens, p.batch, p.context_tokens,
+                                   p.tokens * kvb, s, grid.repeats))
+        elif p.kind == "decode":
+            total = p.batch * p.context_tokens
+            s = _measure_decode(eng, p, grid, gen, seed_kv)
+            rows.append(ProfileRow(device_name, model_name, "decode", p.batch, p.batch, total,
+                                   total * kvb, s, grid.repeats))
+        else:
+            s = _measure_kv(eng, p.tokens, p.path, grid)
+            rows.append(ProfileRow(device_name, model_name, "kv", p.tokens, 1, 0, p.tokens * kvb, s,
+                                   grid.repeats, p.path))
+    bar.close()
+    return rows
+
+
+def write_profile_csv(rows: Iterable[ProfileRow], path: str | Path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", newline="", encoding="utf-8") as f:
+        w = csv.DictWriter(f, fieldnames=COLUMNS)
+        w.writeheader()
+        for r in rows:
+            d = asdict(r)
+            d["seconds"] = f"{r.seconds:.6e}"
+            w.writerow(d)
+    return path
+
+
+def read_profile_csv(path: str | Path) -> list[ProfileRow]:
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise InputError(f"{path}: no such profile file") from None
+    out = []
+    types = {f.name: f.type for f in fields(ProfileRow)}
+    for i, r in enumerate(csv.DictReader(text.splitlines()), start=2):
+        try:
+            out.append(ProfileRow(**{k: (int(r[k]) if types[k] == "int" else float(r[k]) if types[k] == "float"
+                                         else (r.get(k) or "")) for k in types if k in r or k == "path"}))
+        except (KeyError, TypeError, ValueError) as e:
+            raise InputError(f"{path} row {i}: not a profile row ({e}); columns: {', '.join(COLUMNS)}") from None
+    return out
+
+
+def summarize(rows: list[ProfileRow], saturation_fraction: float = 0.95) -> dict:
+    """Headline figures: prefill tokens/s per chunk (fresh single requests), the chunk where
+    throughput first reaches `saturation_fraction` of its best, decode ms per batch and
+    context, and KV copy GB/s per path at the largest size."""
+    pre = sorted((r for r in rows if r.kind == "prefill" and r.batch == 1 and r.context_tokens == 0),
+                 key=lambda r: r.tokens)
+    thr = {r.tokens: r.tokens / r.seconds for r in pre}
+    sat = None
+    if thr:
+        best = max(thr.values())
+        sat = min(c for c, t in thr.items() if t >= saturation_fraction * best)
+    decode = {}
+    for r in rows:
+        if r.kind == "decode":
+            decode.setdefault(r.context_tokens // r.batch, {})[r.batch] = r.seconds * 1e3
+    kv = {}
+    for r in rows:
+        if r.kind == "kv" and (r.path not in kv or r.bytes > kv[r.path]["bytes"]):
+            kv[r.path] = {"bytes": r.bytes, "gb_s": r.bytes / r.seconds / 1e9}
+    return {"prefill_tokens_s": thr, "saturation_chunk_tokens": sat,
+            "decode_ms": {ctx: dict(sorted(v.items())) for ctx, v in sorted(decode.items())},
+            "kv_copy": kv}
