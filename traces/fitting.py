@@ -7,11 +7,11 @@ from scipy import optimize
 
 from .lengths import LengthDist
 
-FIT_QUANTILES = (0.10, 0.50, 0.90, 0.99)
+FIT_QUANTILES = (0.10, 0.25, 0.50, 0.75, 0.90, 0.99)
 
 
 def fit_length_dist(tokens, family: str, cap_tokens: int) -> LengthDist:
-    """Least squares, in log space, between the law's p10/p50/p90/p99 and mean (truncated at
+    """Least squares, in log space, between the law's p10/p25/p50/p75/p90/p99 and mean (truncated at
     `cap_tokens`) and those of `tokens`. Quantile matching rather than maximum likelihood:
     the planner cares about the percentiles, and MLE lets the far tail drag the body."""
     x = np.asarray(tokens, dtype=np.float64)

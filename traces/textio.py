@@ -48,6 +48,8 @@ def read_text(path: Path) -> str:
         raise InputError(f"{path}: line {line} contains a NUL byte: this looks like a binary file, not a CSV/JSONL trace")
     if not text.strip():
         raise InputError(f"{path}: file is empty; expected a header line and one request per line")
+    if "\r" in text:  # Windows (CRLF) or old Mac (CR) line ends: one convention downstream
+        text = text.replace("\r\n", "\n").replace("\r", "\n")
     return text
 
 
@@ -55,19 +57,25 @@ def looks_like_jsonl(text: str) -> bool:
     return text.lstrip()[:1] == "{"
 
 
+def _fields(line: str) -> int:
+    try:
+        return len(next(csv.reader([line]), []))
+    except csv.Error:  # e.g. a field over csv's size limit; a rough count is enough here
+        return line.count(",") + 1
+
+
 def _last_line(text: str) -> tuple[int, str]:
-    body = text.rstrip("\r\n")
+    body = text.rstrip("\n")
     return body.count("\n") + 1, body[body.rfind("\n") + 1:]
 
 
 def read_csv_frame(path: Path, text: str) -> tuple[pd.DataFrame, np.ndarray]:
     """The CSV as a frame (pandas' own type inference) and each row's file line number.
     Blank lines are skipped (they are not requests)."""
-    header_line = text.lstrip("\r\n").split("\n", 1)[0].rstrip("\r")
-    n_fields = len(next(csv.reader([header_line]), []))
-    if not text.endswith(("\n", "\r")):
+    n_fields = _fields(text.lstrip("\n").split("\n", 1)[0])
+    if not text.endswith("\n"):
         last_no, last = _last_line(text)
-        if last_no > 1 and len(next(csv.reader([last]), [])) < n_fields:
+        if last_no > 1 and _fields(last) < n_fields:
             raise InputError(f"{path}: line {last_no} (the last) has fewer fields than the header's {n_fields} "
                              "and no line end: the file looks cut off; remove that line or re-export the file")
     try:
@@ -82,7 +90,7 @@ def read_csv_frame(path: Path, text: str) -> tuple[pd.DataFrame, np.ndarray]:
         raise InputError(f"{path}: not a readable CSV ({str(e).strip().splitlines()[-1]})") from None
     except (ValueError, OverflowError, csv.Error) as e:
         raise InputError(f"{path}: not a readable CSV ({e})") from None
-    leading_blank = len(text) - len(text.lstrip("\r\n"))
+    leading_blank = len(text) - len(text.lstrip("\n"))
     first_line = 2 + text[:leading_blank].count("\n")
     lines = np.arange(len(df), dtype=np.int64) + first_line
     if len(df.columns) and len(df):
