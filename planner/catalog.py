@@ -156,6 +156,16 @@ def _lookup(name: str, table: dict, what: str, hint: str):
     raise InputError(f"unknown {what} {name!r}; known: {', '.join(sorted(table))} ({hint})")
 
 
+def register_gpu(spec: GpuSpec) -> GpuSpec:
+    """Make a GPU known to `gpu()` in this process (e.g. the calibrated "local" device);
+    catalog GPUs cannot be replaced."""
+    table = gpus()
+    if spec.name in table and table[spec.name] != spec and table[spec.name].vendor != "local":
+        raise InputError(f"GPU {spec.name!r} is in the catalog already; give the calibrated device another name")
+    table[spec.name] = spec
+    return spec
+
+
 def gpu(name: str) -> GpuSpec:
     return _lookup(name, gpus(), "GPU", "see `planner catalog gpus`")
 

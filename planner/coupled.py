@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .queueing import (arriving_work, decode_load, decode_side, fluid_wait_s, kv_tokens_needed,
+from .queueing import (arriving_linear_work, arriving_work, decode_load, decode_side, fluid_wait_s, kv_tokens_needed,
                        percentiles, solve_fixed_point, batch_seen)
 from .workload import Workload
 
@@ -96,10 +96,8 @@ def _predict_sarathi(dep, perf, wl: Workload, seed: int) -> dict:
     if np.isinf(tau).any():
         limits.append(f"chunked coupled pool saturated in {int(np.isinf(tau).sum())} of {wl.windows} windows "
                       f"(decode batch plus prefill exceed the {budget}-token budget)")
-    per_tok = np.where(np.isinf(tau), np.inf, t_mix / np.maximum(p_tok, 1.0))
-    work = wl.prompt_tokens * per_tok[wl.window_index]
-    finite_work = np.where(np.isfinite(work), work, 0.0)
-    aw = arriving_work(wl, finite_work)
+    per_tok = np.where(np.isinf(tau), 0.0, t_mix / np.maximum(p_tok, 1.0))
+    aw = arriving_linear_work(wl, per_tok)
     s = wl.sample
     w = wl.window_index[s]
     ps = wl.prompt_tokens[s]

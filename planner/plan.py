@@ -152,6 +152,8 @@ def deployment_from_dict(d: dict, where: str = "plan") -> Deployment:
 def plan_from_dict(d: dict, where: str = "plan") -> Plan:
     if "deployment" not in d:
         raise InputError(f"{where}: no 'deployment' key; is this a plan written by `planner recommend -o`?")
+    for spec in (d.get("inputs") or {}).get("gpu_specs", {}).values():  # calibrated "local" devices
+        catalog.register_gpu(catalog.GpuSpec(**{**spec, "aliases": tuple(spec.get("aliases", ()))}))
     return Plan(deployment=deployment_from_dict(d["deployment"], where),
                 inputs=d.get("inputs", {}), predictions=d.get("predictions", {}),
                 cost=d.get("cost", {}), baselines=tuple(d.get("baselines", ())),

@@ -75,6 +75,17 @@ def arriving_work(wl: Workload, work_s: np.ndarray) -> ArrivingWork:
     return ArrivingWork(before, np.maximum(ahead, 0.0), float(work_s.mean()), float(work_s.sum()))
 
 
+def arriving_linear_work(wl: Workload, seconds_per_token_w: np.ndarray) -> ArrivingWork:
+    """`arriving_work` for work linear in the prompt with a per-window rate, in O(bins)
+    (no pass over the requests): work_i = P_i * seconds_per_token_w[window of i]."""
+    per_bin = wl.bin_prompt_sum * seconds_per_token_w[wl.bin_window]
+    before = np.cumsum(per_bin) - per_bin
+    s = wl.sample
+    ahead = wl.sample_prompt_ahead * seconds_per_token_w[wl.window_index[s]]
+    total = float(per_bin.sum())
+    return ArrivingWork(before, ahead, total / wl.requests, total)
+
+
 def fluid_wait_s(wl: Workload, aw: ArrivingWork, servers: int) -> np.ndarray:
     """Queueing wait of each sample request in a pool of `servers` instances."""
     t = np.arange(wl.bins) * wl.bin_width_s

@@ -49,8 +49,12 @@ class Workload:
     window_sum_decode_steps: np.ndarray    # sum (O - 1)
     window_sum_decode_context: np.ndarray  # sum (O - 1) (P + O / 2)
     window_sum_decode_context_sq: np.ndarray  # sum (O - 1) (P + O / 2)^2
+    # per fluid bin (length bins)
+    bin_prompt_sum: np.ndarray    # prompt tokens arriving in the bin
+    bin_window: np.ndarray        # window the bin starts in
     # sample (length M): indices into the requests
     sample: np.ndarray
+    sample_prompt_ahead: np.ndarray   # prompt tokens of earlier arrivals in the same bin
     seed: int = 0
 
     @property
@@ -148,6 +152,10 @@ def build_workload(trace, window_s: float = DEFAULT_WINDOW_S, max_sample: int = 
 
     m = min(n, max_sample)
     sample = np.unique(np.floor(np.arange(m) * (n / m)).astype(np.int64))
+    pf = p.astype(np.float64)
+    bin_p = np.bincount(b_index, weights=pf, minlength=bins)
+    ahead = (np.cumsum(pf) - pf)[sample] - (np.cumsum(bin_p) - bin_p)[b_index[sample]]
+    bin_window = np.minimum((np.arange(bins) * width / window_s).astype(np.int64), n_win - 1)
     return Workload(
         name=getattr(trace, "name", "") or "trace", requests=n, span_s=span, window_s=float(window_s),
         arrival_s=a, prompt_tokens=p, output_tokens=o, prompt_index=p_index.astype(np.int64),
@@ -155,7 +163,8 @@ def build_workload(trace, window_s: float = DEFAULT_WINDOW_S, max_sample: int = 
         window_start_s=starts, window_duration_s=dur, window_requests=counts, window_interarrival_cv=cv,
         window_sum_prompt=sums["prompt"], window_sum_decode_steps=sums["steps"],
         window_sum_decode_context=sums["ctx"], window_sum_decode_context_sq=sums["ctx2"],
-        sample=sample, seed=seed)
+        bin_prompt_sum=bin_p, bin_window=bin_window, sample=sample,
+        sample_prompt_ahead=np.maximum(ahead, 0.0), seed=seed)
 
 
 def _window_cv(a: np.ndarray, w_index: np.ndarray, n_win: int) -> np.ndarray:

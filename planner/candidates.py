@@ -1,0 +1,206 @@
+"""Candidate pools for the optimizer: for every GPU type, TP degree and chunk size, the
+smallest instance count meeting the SLO on its own (and one more), with the predicted
+latency samples. The queueing model is nonlinear, so it is evaluated here, per candidate;
+the integer program in `optimizer.py` chooses among the candidates."""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from . import catalog
+from .perf import Efficiency, PerfModel
+from .queueing import (arriving_work, chunk_fill_tokens, chunked_alone_s, chunked_work_s,
+                       decode_side, fluid_wait_s)
+from .workload import Workload
+
+DEFAULT_CHUNKS = (256, 512, 1024, 2048)
+DEFAULT_TPS = (1, 2, 4, 8)
+DEFAULT_SARATHI_BUDGETS = (512, 1024, 2048)
+MAX_INSTANCES = 2048
+EXTRA_COUNTS = 1          # also offer n_min + 1 (JCT pairing, runners-up)
+
+
+@dataclass(frozen=True)
+class SLO:
+    """Latency targets at a percentile (50, 90 or 99). Defaults: p90 TTFT <= 1 s (an
+    interactive first token for prompts up to a few thousand tokens) and p90 TPOT <= 0.1 s
+    (10 tokens/s, faster than people read); JCT unconstrained unless given."""
+    ttft_s: float = 1.0
+    tpot_s: float = 0.1
+    percentile: int = 90
+    jct_s: float | None = None
+
+    def as_dict(self) -> dict:
+        return {"ttft_s": self.ttft_s, "tpot_s": self.tpot_s, "percentile": self.percentile,
+                "jct_s": self.jct_s}
+
+
+@dataclass(frozen=True, eq=False)
+class Option:
+    """One pool the ILP may pick. role: prefill | decode | coupled | chunked_coupled."""
+    role: str
+    gpu: str
+    tp: int
+    instances: int
+    chunk_tokens: int
+    usd_per_hour: float
+    ttft_s: float = float("nan")       # at the SLO percentile (prefill and coupled options)
+    tpot_s: float = float("nan")       # at the SLO percentile (decode and coupled options)
+    link_gb_s: float = 0.0             # KV link of the whole pool (prefill/decode)
+    ttft_sample: np.ndarray | None = field(default=None, repr=False)
+    tpot_sample: np.ndarray | None = field(default=None, repr=False)
+
+    @property
+    def gpus(self) -> int:
+        return self.instances * self.tp
+
+
+@dataclass
+class Rejection:
+    """Why a candidate family has no option; the optimizer turns these into the message
+    of an InfeasibleError."""
+    role: str
+    gpu: str
+    tp: int
+    chunk_tokens: int
+    reason: str
+    best_s: float = float("nan")     # the best latency it could reach (at the percentile)
+
+
+def kv_link_gb_s(gpu: catalog.GpuSpec, tp: int) -> float:
+    """Per-instance KV bandwidth: the node's network shared by its 8 GPUs, `tp` of them."""
+    return gpu.network_gbit_s / 8.0 * tp / 8.0
+
+
+def _search_min(ok, lo: int, hi: int = MAX_INSTANCES) -> int | None:
+    """Smallest n in [lo, hi] with ok(n), assuming ok is monotone; None if none."""
+    n = max(lo, 1)
+    step_lo = n
+    while not ok(n):
+        if n >= hi:
+            return None
+        step_lo = n + 1
+        n = min(hi, 2 * n)
+    lo_, hi_ = step_lo, n
+    while lo_ < hi_:
+        mid = (lo_ + hi_) // 2
+        if ok(mid):
+            hi_ = mid
+        else:
+            lo_ = mid + 1
+    return lo_
+
+
+def perf_models(gpu_names, model_name: str, tps, eff: Efficiency, dtype: str = "fp16"):
+    """(gpu, tp) -> PerfModel for every TP at which the weights fit."""
+    out = {}
+    for g in gpu_names:
+        spec = catalog.gpu(g)
+        for tp in tps:
+            pm = PerfModel(spec, catalog.model(model_name), tp=tp, dtype=dtype, eff=eff)
+            if pm.fits:
+                out[(spec.name, tp)] = pm
+    return out
+
+
+def prefill_options(wl: Workload, perfs: dict, slo: SLO, prices: dict, chunks, batch_limit: int,
+                    rejections: list) -> list[Option]:
+    q = slo.percentile
+    out = []
+    for (g, tp), pm in perfs.items():
+        for chunk in sorted(set(chunks)):
+            alone_v = chunked_alone_s(pm, wl.prompt_values, chunk)
+            alone = alone_v[wl.prompt_index[wl.sample]]
+            floor = float(np.percentile(alone, q))
+            if floor > slo.ttft_s:
+                rejections.append(Rejection("prefill", g, tp, chunk, "service alone exceeds the TTFT target", floor))
+                continue
+            fill = chunk_fill_tokens(chunk, batch_limit, wl.mean_prompt_tokens)
+            work = chunked_work_s(pm, wl.prompt_values, chunk, fill)[wl.prompt_index]
+            aw = arriving_work(wl, work)
+            peak = np.bincount(wl.window_index, weights=work, minlength=wl.windows) / wl.window_duration_s
+            n_lo = int(math.floor(peak.max())) + 1
+
+            def ttft(n):
+                return fluid_wait_s(wl, aw, n) + alone
+
+            n_min = _search_min(lambda n: np.percentile(ttft(n), q) <= slo.ttft_s, n_lo)
+            if n_min is None:
+                rejections.append(Rejection("prefill", g, tp, chunk, f"more than {MAX_INSTANCES} instances needed"))
+                continue
+            for n in range(n_min, n_min + 1 + EXTRA_COUNTS):
+                t = ttft(n)
+                out.append(Option("prefill", g, tp, n, chunk, n * tp * prices[g], ttft_s=float(np.percentile(t, q)),
+                                  link_gb_s=n * kv_link_gb_s(pm.gpu, tp), ttft_sample=t))
+    return out
+
+
+def decode_options(wl: Workload, perfs: dict, slo: SLO, prices: dict, rejections: list,
+                   seed: int = 0) -> list[Option]:
+    q = slo.percentile
+    multi = wl.output_tokens[wl.sample] > 1
+    out = []
+    for (g, tp), pm in perfs.items():
+        single = pm.decode_time_s(1, float(np.percentile(wl.prompt_tokens + wl.output_tokens / 2, q)))
+        if single > slo.tpot_s:
+            rejections.append(Rejection("decode", g, tp, 0, "one request alone exceeds the TPOT target", single))
+            continue
+        biggest = int((wl.prompt_tokens + wl.output_tokens).max())
+        if biggest > pm.kv_capacity_tokens:
+            rejections.append(Rejection("decode", g, tp, 0,
+                                        f"the longest request needs {biggest} KV tokens, an instance holds {pm.kv_capacity_tokens}"))
+            continue
+        cache = {}
+
+        def evaluate(n):
+            if n not in cache:
+                limits: list[str] = []
+                d = decode_side(pm, wl, n, seed, limits)
+                tp_s = d["tpot_sample"]
+                val = float(np.percentile(tp_s[multi], q)) if multi.any() else 0.0
+                cache[n] = (not limits and val <= slo.tpot_s, val, tp_s)
+            return cache[n]
+
+        n_min = _search_min(lambda n: evaluate(n)[0], 1)
+        if n_min is None:
+            rejections.append(Rejection("decode", g, tp, 0, f"more than {MAX_INSTANCES} instances needed"))
+            continue
+        for n in range(n_min, n_min + 1 + EXTRA_COUNTS):
+            _, val, tp_s = evaluate(n)
+            out.append(Option("decode", g, tp, n, 0, n * tp * prices[g], tpot_s=val,
+                              link_gb_s=n * kv_link_gb_s(pm.gpu, tp), tpot_sample=tp_s))
+    return out
+
+
+def coupled_options(wl: Workload, perfs: dict, slo: SLO, prices: dict, model_name: str, dtype: str,
+                    eff: Efficiency, budgets, rejections: list, seed: int = 0) -> list[Option]:
+    """vLLM-style (chunk = the longest prompt) and Sarathi-style (chunk = token budget)."""
+    from .coupled import predict_coupled
+    from .plan import Deployment, Role
+    q = f"p{slo.percentile}"
+    vllm_chunk = int(max(wl.prompt_values.max(), 1))
+    out = []
+    for (g, tp), pm in perfs.items():
+        for mode, chunk in [("coupled", vllm_chunk)] + [("chunked_coupled", b) for b in budgets]:
+            cache = {}
+
+            def evaluate(n):
+                if n not in cache:
+                    dep = Deployment(mode, model_name, chunk, coupled=Role(g, n, tp), dtype=dtype, efficiency=eff)
+                    r = predict_coupled(dep, wl, seed)
+                    ok = r["feasible"] and r["ttft_s"][q] <= slo.ttft_s and r["tpot_s"][q] <= slo.tpot_s
+                    if slo.jct_s is not None:
+                        ok = ok and r["jct_s"][q] <= slo.jct_s
+                    cache[n] = (ok, r)
+                return cache[n]
+
+            n_min = _search_min(lambda n: evaluate(n)[0], 1, hi=MAX_INSTANCES // 4)
+            if n_min is None:
+                rejections.append(Rejection(mode, g, tp, chunk, "SLO not met at any instance count searched"))
+                continue
+            _, r = evaluate(n_min)
+            out.append(Option(mode, g, tp, n_min, chunk, n_min * tp * prices[g],
+                              ttft_s=r["ttft_s"][q], tpot_s=r["tpot_s"][q]))
+    return out

@@ -1,0 +1,215 @@
+"""The integer program: choose the cheapest deployment meeting the SLO among precomputed
+candidate pools (`planner.candidates`).
+
+Variables (binary): x_o per prefill option, y_d per decode option, z_c per coupled option.
+    minimise   sum cost_o x_o + sum cost_d y_d + sum cost_c z_c
+    subject to sum x = sum y                       (a disaggregated plan has both roles)
+               sum x + sum z = 1                   (exactly one deployment)
+               sum (link_o - kv_rate) x_o >= 0     (prefill pool can send the KV it makes)
+               sum (link_d - kv_rate) y_d >= 0     (decode pool can receive it)
+               x_o + y_d <= 1  for pairs whose JCT misses the SLO (when a JCT SLO is set)
+               sum gpus * (x, y, z) <= max_gpus    (optional budget)
+               allowed modes only
+Runners-up come from re-solving with a no-good cut on each solution found.
+Solved with HiGHS (in-process via highspy) by default; CBC is the fallback
+(`solver="cbc"`); see docs/model.md for the timing that chose HiGHS.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+from dataclasses import dataclass, field
+
+import numpy as np
+import pulp
+
+from .candidates import Option, Rejection, SLO
+from .errors import InfeasibleError
+
+MODE_CHOICES = ("auto", "disaggregated", "coupled", "chunked_coupled")
+LATENCY_TIEBREAK = 1e-4   # $/h per unit of normalised latency: among equal costs, prefer the faster
+
+
+@dataclass
+class Choice:
+    """One solution: a disaggregated (prefill, decode) pair or one coupled option."""
+    usd_per_hour: float
+    prefill: Option | None = None
+    decode: Option | None = None
+    coupled: Option | None = None
+
+    @property
+    def mode(self) -> str:
+        return "disaggregated" if self.coupled is None else self.coupled.role
+
+    @property
+    def gpus(self) -> int:
+        return sum(o.gpus for o in (self.prefill, self.decode, self.coupled) if o is not None)
+
+
+@dataclass
+class Solution:
+    best: Choice
+    runners_up: list[Choice]
+    best_per_mode: dict[str, Choice]
+    solver: str
+    variables: int
+    constraints: int
+    solve_s: float
+    notes: list[str] = field(default_factory=list)
+
+
+@contextlib.contextmanager
+def _quiet_stdout():
+    """HiGHS prints its banner from C++ straight to file descriptor 1; keep it off the
+    terminal (and out of `--json` output)."""
+    try:
+        sys.stdout.flush()
+        saved = os.dup(1)
+    except (OSError, ValueError):
+        yield
+        return
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 1)
+    try:
+        yield
+    finally:
+        os.dup2(saved, 1)
+        os.close(saved)
+        os.close(devnull)
+
+
+def _solver(name: str):
+    if name == "highs":
+        return pulp.HiGHS(msg=False)
+    return pulp.PULP_CBC_CMD(msg=False)
+
+
+def jct_pair_ok(p: Option, d: Option, wl, kv_bytes_per_token: float, latency_s: float, slo: SLO) -> bool:
+    link = min(p.link_gb_s / p.instances, d.link_gb_s / d.instances)
+    s = wl.sample
+    transfer = latency_s + wl.prompt_tokens[s] * kv_bytes_per_token / (link * 1e9)
+    jct = p.ttft_sample + transfer + np.maximum(wl.output_tokens[s] - 1, 0) * d.tpot_sample
+    return float(np.percentile(jct, slo.percentile)) <= slo.jct_s
+
+
+def solve(prefill: list[Option], decode: list[Option], coupled: list[Option], *, kv_rate_gb_s: float,
+          slo: SLO, mode: str = "auto", max_gpus: int | None = None, jct_bad_pairs=(),
+          runners_up: int = 3, solver: str = "highs") -> Solution:
+    import time
+    t0 = time.perf_counter()
+    if mode == "disaggregated":
+        coupled = []
+    elif mode != "auto":
+        prefill, decode = [], []
+        coupled = [c for c in coupled if c.role == mode]
+    prob = pulp.LpProblem("deployment", pulp.LpMinimize)
+    x = [pulp.LpVariable(f"x{i}", cat="Binary") for i in range(len(prefill))]
+    y = [pulp.LpVariable(f"y{i}", cat="Binary") for i in range(len(decode))]
+    z = [pulp.LpVariable(f"z{i}", cat="Binary") for i in range(len(coupled))]
+    if not (x and y) and not z:
+        raise InfeasibleError("no candidate deployment meets the SLO")  # caller explains
+
+    def tie(o: Option) -> float:
+        t = 0.0 if np.isnan(o.ttft_s) else o.ttft_s / slo.ttft_s
+        return LATENCY_TIEBREAK * (t + (0.0 if np.isnan(o.tpot_s) else o.tpot_s / slo.tpot_s))
+
+    prob += (pulp.lpSum((o.usd_per_hour + tie(o)) * v for o, v in zip(prefill, x))
+             + pulp.lpSum((o.usd_per_hour + tie(o)) * v for o, v in zip(decode, y))
+             + pulp.lpSum((o.usd_per_hour + tie(o)) * v for o, v in zip(coupled, z)))
+    prob += pulp.lpSum(x) - pulp.lpSum(y) == 0, "both_roles"
+    prob += pulp.lpSum(x) + pulp.lpSum(z) == 1, "one_deployment"
+    if x:
+        prob += pulp.lpSum((o.link_gb_s - kv_rate_gb_s) * v for o, v in zip(prefill, x)) >= 0, "kv_send"
+        prob += pulp.lpSum((o.link_gb_s - kv_rate_gb_s) * v for o, v in zip(decode, y)) >= 0, "kv_receive"
+    for k, (i, j) in enumerate(jct_bad_pairs):
+        prob += x[i] + y[j] <= 1, f"jct_{k}"
+    if max_gpus is not None:
+        prob += (pulp.lpSum(o.gpus * v for o, v in zip(prefill, x)) + pulp.lpSum(o.gpus * v for o, v in zip(decode, y))
+                 + pulp.lpSum(o.gpus * v for o, v in zip(coupled, z))) <= max_gpus, "gpu_budget"
+
+    def solve_once():
+        with _quiet_stdout():
+            status = prob.solve(_solver(solver))
+        if pulp.LpStatus[status] != "Optimal":
+            return None
+        pick = lambda opts, vs: next((o for o, v in zip(opts, vs) if (v.value() or 0) > 0.5), None)
+        i_x = next((i for i, v in enumerate(x) if (v.value() or 0) > 0.5), None)
+        i_y = next((i for i, v in enumerate(y) if (v.value() or 0) > 0.5), None)
+        i_z = next((i for i, v in enumerate(z) if (v.value() or 0) > 0.5), None)
+        p, d, c = pick(prefill, x), pick(decode, y), pick(coupled, z)
+        cost = sum(o.usd_per_hour for o in (p, d, c) if o is not None)
+        return Choice(cost, p, d, c), (i_x, i_y, i_z)
+
+    found = []
+    cuts = 0
+    while len(found) < 1 + runners_up:
+        got = solve_once()
+        if got is None:
+            break
+        choice, (i_x, i_y, i_z) = got
+        found.append(choice)
+        cuts += 1
+        if i_z is not None:
+            prob += z[i_z] <= 0, f"nogood_{cuts}"
+        else:
+            prob += x[i_x] + y[i_y] <= 1, f"nogood_{cuts}"
+    if not found:
+        raise InfeasibleError("no candidate combination satisfies the KV-link, JCT and GPU-budget constraints")
+    best_per_mode = _best_per_mode(prefill, decode, coupled, kv_rate_gb_s, jct_bad_pairs, max_gpus)
+    return Solution(found[0], found[1:], best_per_mode, solver, len(x) + len(y) + len(z),
+                    len(prob.constraints), time.perf_counter() - t0)
+
+
+def _best_per_mode(prefill, decode, coupled, kv_rate, bad_pairs, max_gpus) -> dict[str, Choice]:
+    """Cheapest choice of each mode on its own (the baselines), by enumeration of the same
+    candidates and constraints (small: used for reporting, not for the decision)."""
+    out: dict[str, Choice] = {}
+    bad = set(bad_pairs)
+    for i, p in enumerate(prefill):
+        if p.link_gb_s < kv_rate:
+            continue
+        for j, d in enumerate(decode):
+            if d.link_gb_s < kv_rate or (i, j) in bad:
+                continue
+            if max_gpus is not None and p.gpus + d.gpus > max_gpus:
+                continue
+            c = Choice(p.usd_per_hour + d.usd_per_hour, p, d)
+            if "disaggregated" not in out or c.usd_per_hour < out["disaggregated"].usd_per_hour:
+                out["disaggregated"] = c
+    for o in coupled:
+        if max_gpus is not None and o.gpus > max_gpus:
+            continue
+        if o.role not in out or o.usd_per_hour < out[o.role].usd_per_hour:
+            out[o.role] = Choice(o.usd_per_hour, coupled=o)
+    return out
+
+
+def infeasible_message(slo: SLO, rejections: list[Rejection], have_prefill: bool, have_decode: bool,
+                       have_coupled: bool) -> str:
+    """Why no plan meets the SLO, in numbers, and what would make it feasible."""
+    q = f"p{slo.percentile}"
+    parts = []
+    if not have_prefill:
+        alone = [r for r in rejections if r.role == "prefill" and not np.isnan(r.best_s)]
+        if alone:
+            r = min(alone, key=lambda r: r.best_s)
+            parts.append(f"the {q} prompt alone takes {r.best_s:.3f} s to prefill at best ({r.gpu}, TP={r.tp}, "
+                         f"chunk {r.chunk_tokens}) against a TTFT target of {slo.ttft_s:g} s: relax --slo-ttft to "
+                         f">= {r.best_s * 1.1:.2f} s, allow a larger TP (--tp) or a faster GPU")
+        else:
+            parts.append("no prefill pool meets the TTFT target at any instance count searched")
+    if not have_decode:
+        dec = [r for r in rejections if r.role == "decode"]
+        slow = [r for r in dec if not np.isnan(r.best_s)]
+        if slow:
+            r = min(slow, key=lambda r: r.best_s)
+            parts.append(f"one request alone decodes at {r.best_s * 1e3:.1f} ms/token at best ({r.gpu}, TP={r.tp}) "
+                         f"against a TPOT target of {slo.tpot_s * 1e3:g} ms: relax --slo-tpot to >= "
+                         f"{r.best_s * 1.2 * 1e3:.0f} ms or allow a larger TP")
+        elif dec:
+            parts.append("; ".join(sorted({f"decode {r.gpu} TP={r.tp}: {r.reason}" for r in dec})[:3]))
+    if not parts and not have_coupled:
+        parts.append("no pool combination meets every constraint")
+    return "no deployment meets the SLO: " + "; ".join(parts)

@@ -1,0 +1,174 @@
+"""`recommend(trace, gpus, ...) -> Plan`: workload summary, candidate pools, the integer
+program, then full predictions, cost and the verdict for the chosen plan and the baselines."""
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from . import catalog
+from .candidates import (DEFAULT_CHUNKS, DEFAULT_SARATHI_BUDGETS, DEFAULT_TPS, SLO, coupled_options,
+                         decode_options, kv_link_gb_s, perf_models, prefill_options)
+from .errors import InfeasibleError, InputError
+from .optimizer import Choice, MODE_CHOICES, infeasible_message, jct_pair_ok, solve
+from .perf import Efficiency
+from .plan import Deployment, Plan, Policies, Role
+from .queueing import predict
+from .workload import DEFAULT_WINDOW_S, build_workload
+
+
+def recommend(trace, gpus=("a100",), model: str = "opt-13b", slo: SLO = SLO(), *,
+              price_kind: str = "on_demand", provider: str | None = None, price_overrides: dict | None = None,
+              tps=DEFAULT_TPS, chunks=None, sarathi_budgets=DEFAULT_SARATHI_BUDGETS, mode: str = "auto",
+              max_gpus: int | None = None, window_s: float = DEFAULT_WINDOW_S, efficiency: Efficiency | None = None,
+              kv_link_override_gb_s: float | None = None, policies: Policies = Policies(), runners_up: int = 3,
+              solver: str = "highs", dtype: str = "fp16", seed: int = 0) -> Plan:
+    """Plan the cheapest deployment of `model` on `gpus` meeting `slo` for `trace`.
+
+    Raises InfeasibleError (why, in numbers, and what would help) when nothing meets it."""
+    t0 = time.perf_counter()
+    if mode not in MODE_CHOICES:
+        raise InputError(f"mode {mode!r} is not one of {', '.join(MODE_CHOICES)}")
+    if slo.percentile not in (50, 90, 99):
+        raise InputError(f"SLO percentile must be 50, 90 or 99, got {slo.percentile}")
+    if not (slo.ttft_s > 0 and slo.tpot_s > 0) or (slo.jct_s is not None and not slo.jct_s > 0):
+        raise InputError("SLO targets must be > 0 seconds")
+    eff = efficiency or Efficiency()
+    spec_model = catalog.model(model)
+    gpu_names = list(dict.fromkeys(catalog.gpu(g).name for g in gpus))
+    prices, price_src = {}, {}
+    for g in gpu_names:
+        prices[g], price_src[g] = catalog.price_usd_per_gpu_hour(g, price_kind, provider, price_overrides)
+    wl = build_workload(trace, window_s=window_s, seed=seed)
+    perfs = perf_models(gpu_names, model, tps, eff, dtype)
+    if not perfs:
+        raise InfeasibleError(f"{spec_model.name} ({spec_model.weight_bytes(dtype) / 1e9:.1f} GB of weights) fits "
+                              f"none of {', '.join(gpu_names)} at TP in {sorted(tps)}: allow a larger --tp or a bigger GPU")
+    sat = {k: pm.saturation_chunk_tokens() for k, pm in perfs.items()}
+    chunk_set = sorted(set(chunks or DEFAULT_CHUNKS) | (set() if chunks else {v for (g, tp), v in sat.items() if tp == 1}))
+
+    rejections: list = []
+    pre = dec = []
+    if mode in ("auto", "disaggregated"):
+        pre = prefill_options(wl, perfs, slo, prices, chunk_set, policies.prefill_batch_limit, rejections)
+        dec = decode_options(wl, perfs, slo, prices, rejections, seed)
+    cpl = []
+    if mode != "disaggregated":
+        cpl = coupled_options(wl, perfs, slo, prices, model, dtype, eff,
+                              sarathi_budgets if mode in ("auto", "chunked_coupled") else (), rejections, seed)
+        if mode == "coupled":
+            cpl = [c for c in cpl if c.role == "coupled"]
+    kv_bytes_tok = spec_model.kv_bytes_per_token(dtype)
+    kv_rate = float((wl.window_sum_prompt / wl.window_duration_s).max() * kv_bytes_tok / 1e9)
+    bad_pairs = []
+    if slo.jct_s is not None:
+        bad_pairs = [(i, j) for i, p in enumerate(pre) for j, d in enumerate(dec)
+                     if not jct_pair_ok(p, d, wl, kv_bytes_tok, 1e-4, slo)]
+    if not ((pre and dec) or cpl):
+        raise InfeasibleError(infeasible_message(slo, rejections, bool(pre), bool(dec), bool(cpl)))
+    sol = solve(pre, dec, cpl, kv_rate_gb_s=kv_rate, slo=slo, mode=mode, max_gpus=max_gpus,
+                jct_bad_pairs=bad_pairs, runners_up=runners_up, solver=solver)
+
+    def deployment(c: Choice) -> Deployment:
+        if c.coupled is not None:
+            o = c.coupled
+            return Deployment(o.role, spec_model.name, o.chunk_tokens, coupled=Role(o.gpu, o.instances, o.tp),
+                              dtype=dtype, policies=policies, efficiency=eff)
+        link = kv_link_override_gb_s or min(kv_link_gb_s(catalog.gpu(c.prefill.gpu), c.prefill.tp),
+                                            kv_link_gb_s(catalog.gpu(c.decode.gpu), c.decode.tp))
+        return Deployment("disaggregated", spec_model.name, c.prefill.chunk_tokens,
+                          prefill=Role(c.prefill.gpu, c.prefill.instances, c.prefill.tp),
+                          decode=Role(c.decode.gpu, c.decode.instances, c.decode.tp),
+                          dtype=dtype, policies=policies, kv_link_gb_s=link, efficiency=eff)
+
+    tokens_s = float((wl.prompt_tokens.sum() + wl.output_tokens.sum()) / max(wl.span_s, 1e-9))
+
+    def summary(c: Choice) -> dict:
+        dep = deployment(c)
+        pred = predict(dep, wl, seed=seed)
+        return {"deployment": _dep_dict(dep), "usd_per_hour": c.usd_per_hour, "gpus": c.gpus,
+                "cost": _cost(c.usd_per_hour, tokens_s, wl), "predictions": _clean(pred)}
+
+    best = summary(sol.best)
+    baselines = [summary(c) | {"mode": m} for m, c in sol.best_per_mode.items() if m != sol.best.mode]
+    runners = [summary(c) for c in sol.runners_up]
+    verdict = _verdict(sol, baselines)
+    warnings = _warnings(wl, spec_model, best["predictions"])
+    inputs = {
+        "trace": wl.stats(), "model": spec_model.name, "dtype": dtype, "gpus": gpu_names,
+        "prices": {g: {"usd_per_gpu_hour": prices[g], "source": price_src[g]} for g in gpu_names},
+        "price_kind": price_kind, "slo": slo.as_dict(), "mode": mode, "max_gpus": max_gpus,
+        "calibrated": eff.calibrated, "efficiency_source": eff.source,
+        "candidates": {"tp": sorted({tp for _, tp in perfs}), "chunks": chunk_set,
+                       "sarathi_budgets": list(sarathi_budgets),
+                       "saturation_chunk_tokens": {f"{g}/tp{tp}": v for (g, tp), v in sat.items()},
+                       "prefill_options": len(pre), "decode_options": len(dec), "coupled_options": len(cpl)},
+        "kv_rate_peak_gb_s": kv_rate,
+        "optimizer": {"solver": sol.solver, "variables": sol.variables, "constraints": sol.constraints,
+                      "solve_s": sol.solve_s},
+        "warnings": warnings, "planning_s": time.perf_counter() - t0, "seed": seed,
+    }
+    return Plan(deployment(sol.best), inputs=inputs, predictions=best["predictions"], cost=best["cost"],
+                baselines=tuple(baselines), runners_up=tuple(runners), verdict=verdict)
+
+
+def _dep_dict(dep: Deployment) -> dict:
+    from dataclasses import asdict
+    d = asdict(dep)
+    d.pop("efficiency", None)
+    d.pop("policies", None)
+    return d
+
+
+def _cost(usd_per_hour: float, tokens_s: float, wl) -> dict:
+    out_tok_s = float(wl.output_tokens.sum() / max(wl.span_s, 1e-9))
+    return {"usd_per_hour": usd_per_hour,
+            "usd_per_million_tokens": usd_per_hour / (3600.0 * tokens_s) * 1e6 if tokens_s > 0 else float("inf"),
+            "usd_per_million_output_tokens": usd_per_hour / (3600.0 * out_tok_s) * 1e6 if out_tok_s > 0 else float("inf"),
+            "tokens_per_s": tokens_s, "tokens_per_s_per_usd_hour": tokens_s / usd_per_hour}
+
+
+def _clean(obj):
+    """Infinities and NaN to None so the plan is strict JSON."""
+    if isinstance(obj, dict):
+        return {k: _clean(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_clean(v) for v in obj]
+    if isinstance(obj, (float, np.floating)):
+        return float(obj) if np.isfinite(obj) else None
+    if isinstance(obj, np.integer):
+        return int(obj)
+    return obj
+
+
+def _verdict(sol, baselines: list[dict]) -> str:
+    best = sol.best
+    names = {"disaggregated": "disaggregated", "coupled": "vLLM-style coupled",
+             "chunked_coupled": "Sarathi-style chunked coupled"}
+    if not baselines:
+        return f"{names[best.mode]} at ${best.usd_per_hour:.2f}/h; no other mode meets the SLO"
+    alt = min(baselines, key=lambda b: b["usd_per_hour"])
+    alt_mode = alt["mode"]
+    saving = 1.0 - best.usd_per_hour / alt["usd_per_hour"]
+    if best.mode == "disaggregated":
+        return (f"disaggregate: ${best.usd_per_hour:.2f}/h, {saving:.0%} less than the cheapest coupled deployment "
+                f"meeting the same SLO ({names[alt_mode]}, ${alt['usd_per_hour']:.2f}/h)")
+    dis = next((b for b in baselines if b["mode"] == "disaggregated"), None)
+    if dis is None:
+        return (f"do not disaggregate: {names[best.mode]} at ${best.usd_per_hour:.2f}/h meets the SLO; "
+                f"no disaggregated plan does within the candidates")
+    more = dis["usd_per_hour"] / best.usd_per_hour - 1.0
+    return (f"do not disaggregate: {names[best.mode]} at ${best.usd_per_hour:.2f}/h; the cheapest disaggregated plan "
+            f"costs {more:.0%} more (${dis['usd_per_hour']:.2f}/h)")
+
+
+def _warnings(wl, spec_model, pred) -> list[str]:
+    out = []
+    over = int(((wl.prompt_tokens + wl.output_tokens) > spec_model.max_context).sum())
+    if over:
+        out.append(f"{over} of {wl.requests} requests ({over / wl.requests:.0%}) exceed {spec_model.name}'s "
+                   f"{spec_model.max_context}-token context; planned as given (the cost model does not depend on "
+                   f"learned positions), a longer-context model would serve them faithfully")
+    if wl.span_s < 10 * wl.window_s and wl.requests > 1 and wl.span_s < 60:
+        out.append(f"the trace spans only {wl.span_s:.1f} s; tail percentiles rest on few requests")
+    return out

@@ -1,0 +1,69 @@
+import numpy as np
+import pandas as pd
+import pytest
+
+from planner import catalog
+from planner.calibrate import calibrate, read_profile
+from planner.errors import InputError
+from planner.perf import Efficiency, PerfModel
+
+TRUE = Efficiency(compute_eff=0.55, memory_eff=0.65, knee_tokens=90.0, prefill_overhead_s=3e-3,
+                  decode_overhead_s=1.5e-3)
+
+
+def synth_profile(gpu="a100", model="opt-13b", eff=TRUE, noise=0.01, seed=0):
+    """A profile as the testbed would write it, timed by a known performance model."""
+    pm = PerfModel(catalog.gpu(gpu), catalog.model(model), eff=eff)
+    rng = np.random.default_rng(seed)
+    rows = []
+    for c in (16, 32, 64, 128, 256, 512, 1024, 2048):
+        for k in (0, 1024):
+            rows.append(("dev", model, "prefill", c, 1, k, 0, pm.prefill_time_s(c, k)))
+    for b in (1, 2, 4, 8, 16, 32, 64, 128, 256):
+        for per_req in (128, 1024):
+            rows.append(("dev", model, "decode", b, b, b * per_req, 0, pm.decode_time_s(b, b * per_req)))
+    for nbytes in (1e6, 1e7, 1e8):
+        rows.append(("dev", model, "kv", 0, 0, 0, nbytes, 2e-4 + nbytes / 10e9))
+    df = pd.DataFrame(rows, columns=["device", "model", "kind", "tokens", "batch", "context_tokens", "bytes", "seconds"])
+    df["seconds"] *= 1 + noise * rng.standard_normal(len(df))
+    df["repeats"] = 5
+    return df
+
+
+def test_fit_recovers_known_efficiencies(tmp_path):
+    path = tmp_path / "profile.csv"
+    synth_profile().to_csv(path, index=False)
+    cal = calibrate(read_profile(path), "a100", "opt-13b")
+    e = cal.efficiency
+    assert e.calibrated
+    assert e.compute_eff == pytest.approx(0.55, rel=0.05)
+    assert e.memory_eff == pytest.approx(0.65, rel=0.05)
+    assert e.knee_tokens == pytest.approx(90, rel=0.25)
+    assert e.decode_overhead_s == pytest.approx(1.5e-3, rel=0.3)
+    assert cal.rms_rel_error["prefill"] < 0.02 and cal.rms_rel_error["decode"] < 0.02
+    assert cal.kv_link_gb_s == pytest.approx(10.0, rel=0.05)
+
+
+def test_fit_without_noise_is_exact():
+    cal = calibrate(synth_profile(noise=0.0), "a100", "opt-13b")
+    assert cal.efficiency.compute_eff == pytest.approx(0.55, rel=1e-3)
+    assert cal.efficiency.memory_eff == pytest.approx(0.65, rel=1e-3)
+    assert cal.max_rel_error["decode"] < 1e-3
+
+
+def test_local_gpu_reports_achieved_rates_as_nominal():
+    cal = calibrate(synth_profile(noise=0.0), "local", "opt-13b", memory_gb=80)
+    assert cal.gpu.name == "local"
+    assert cal.gpu.fp16_tflops == pytest.approx(312 * 0.55, rel=0.01)
+    assert cal.gpu.memory_gb_s == pytest.approx(2039 * 0.65, rel=0.01)
+    assert cal.efficiency.compute_eff == 1.0 and cal.efficiency.calibrated
+
+
+def test_profile_errors_are_input_errors(tmp_path):
+    bad = tmp_path / "bad.csv"
+    bad.write_text("device,model,kind\nx,opt-13b,prefill\n")
+    with pytest.raises(InputError, match="missing columns"):
+        read_profile(bad)
+    few = synth_profile().head(3)
+    with pytest.raises(InputError, match="at least 3 prefill and 3 decode"):
+        calibrate(few, "a100", "opt-13b")
