@@ -1,0 +1,16 @@
+"""Discrete-event simulator: replays a trace against a deployment with TetriInfer's policies.
+
+    from planner.sim import simulate
+    result = simulate(plan.deployment, trace, seed=0)
+    result.records   # one row per request, the shared record schema
+    result.summary   # percentiles, SLO attainment, throughput, busy instance-seconds, cost
+
+One file per concept: engine (event loop), costs (the PerfModel made cheap), prefill,
+predictor, kvlink, dispatch, decode, coupled (vLLM- and Sarathi-style baselines), flip,
+cluster (wiring), run (open and closed loop), result (summary).
+"""
+from .predictor import LengthPredictor, read_confusion
+from .result import SimResult
+from .run import simulate, simulate_closed_loop
+
+__all__ = ["simulate", "simulate_closed_loop", "SimResult", "LengthPredictor", "read_confusion"]

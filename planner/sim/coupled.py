@@ -1,0 +1,111 @@
+"""Coupled baselines: prefill and decode on the same instances.
+
+vLLM-style (`coupled`): a `DecodeInstance` with `prefill_on_admit` - at an iteration
+boundary, waiting requests are admitted FCFS while their prompt blocks fit (greedy, vLLM's
+policy) and their prompts total at most `max_prefill_tokens`; the whole-prompt prefill
+iteration of the admitted requests stalls every running decode; their first token is out
+when it ends.
+
+Sarathi-style (`chunked_coupled`): `ChunkedCoupledInstance` below. Every iteration carries
+the running decodes plus a prefill chunk of up to `chunk_tokens - B` prompt tokens (requests
+sliced and merged FCFS, a request's blocks reserved for its whole prompt when its first
+slice is scheduled). A mixed iteration costs
+`prefill_time_s(c + B, cached) + decode_time_s(B, T) - decode_time_s(B, 0)`: the chunk and
+the B decode tokens go through the weights together as one chunk of c + B tokens, and the
+decodes add their KV reads and attention over context T. Without prefill work the instance
+runs plain decode iterations (summed ahead as on a decode instance). A request joins the
+decode batch at the end of the iteration that finished its prompt, its first token then.
+"""
+from __future__ import annotations
+
+from collections import deque
+
+from .decode import GREEDY, DecodeInstance
+
+
+class ChunkedCoupledInstance(DecodeInstance):
+    def __init__(self, iid, loop, reqs, perf, *, chunk_tokens: int, **kw):
+        kw.setdefault("admission", GREEDY)
+        super().__init__(iid, loop, reqs, perf, **kw)
+        self.chunk = int(chunk_tokens)
+        self.pq: deque = deque()       # requests whose prefill has not started
+        self.partial = -1
+        self.partial_done = 0
+        self.joining: list[int] = []   # prompts finished by the iteration now running
+
+    @property
+    def idle(self) -> bool:
+        return super().idle and not self.pq and self.partial < 0 and not self.joining
+
+    def arrive(self, now: float, rid: int) -> None:
+        self.pq.append(rid)
+        if self.partial >= 0 or len(self.pq) > 1 or self.joining:
+            if not (self.ev_n < 0 and self.B == 0):
+                return  # already stepping one iteration at a time
+        self._wake(now)
+
+    def _more_work(self) -> bool:
+        return bool(self.joining) or self.partial >= 0 or (bool(self.pq) and self._can_start())
+
+    def _can_start(self) -> bool:
+        rid = self.pq[0]
+        need = (self.reqs.prompt[rid] + self.bs) // self.bs
+        return self.B + len(self.joining) < self.batch_limit and self._fits(need)
+
+    def _joins(self, now: float) -> float:
+        reqs = self.reqs
+        for rid in self.joining:
+            self.held -= (reqs.prompt[rid] + self.bs) // self.bs
+            reqs.first_token[rid] = now
+            reqs.decode_instance[rid] = self.iid
+            reqs.has_kv[rid] = True
+            if reqs.output[rid] <= 1:
+                reqs.finish[rid] = now
+                if self.on_finish is not None:
+                    self.on_finish(now, rid, self)
+                continue
+            reqs.decode_start[rid] = now
+            self._add(rid, reqs.prompt[rid], 0)
+        self.joining = []
+        return 0.0
+
+    def _extra_iteration_s(self, now: float) -> float:
+        reqs = self.reqs
+        prompt = reqs.prompt
+        bs = self.bs
+        left = self.chunk - self.B
+        weighted = 0.0
+        tokens = 0
+        if self.partial >= 0 and left > 0:
+            rid, have = self.partial, self.partial_done
+            take = min(prompt[rid] - have, left)
+            weighted += take * have
+            tokens += take
+            left -= take
+            if have + take == prompt[rid]:
+                self.joining.append(rid)
+                self.partial = -1
+            else:
+                self.partial_done = have + take
+        while self.pq and (prompt[self.pq[0]] + bs) // bs > self.cap:
+            self._abort(now, self.pq.popleft())   # a prompt larger than the whole KV memory
+        while left > 0 and self.pq and self._can_start():
+            rid = self.pq.popleft()
+            self.held += (prompt[rid] + bs) // bs
+            reqs.prefill_start[rid] = now
+            reqs.prefill_instance[rid] = self.iid
+            p = prompt[rid]
+            take = min(p, left)
+            tokens += take
+            left -= take
+            if take == p:
+                self.joining.append(rid)
+            else:
+                self.partial, self.partial_done = rid, take
+        if tokens == 0:
+            return 0.0
+        B = self.B
+        if B == 0:
+            return self.pcost.time_s(tokens, weighted / tokens)
+        extra = self.pcost.time_s(tokens + B, weighted / (tokens + B)) - self.cost.time_s(B, 0.0)
+        return max(extra, 0.0)

@@ -1,0 +1,211 @@
+"""`simulate` (open-loop trace replay) and `simulate_closed_loop` (N concurrent clients)."""
+from __future__ import annotations
+
+import sys
+import time
+
+import numpy as np
+import pandas as pd
+
+from ..errors import InputError
+from ..plan import Deployment, Plan
+from .cluster import Cluster
+from .decode import GREEDY
+from .engine import ARRIVAL, EventLoop
+from .flip import FLIP_LOG_COLUMNS
+from .predictor import LengthPredictor, predictor_from_policies
+from .requests import Requests
+from .result import SimResult, build_summary
+
+PROGRESS_MIN_REQUESTS = 50_000   # below this a run takes well under a few seconds
+
+
+def _deployment(plan_or_deployment) -> Deployment:
+    if isinstance(plan_or_deployment, Plan):
+        return plan_or_deployment.deployment
+    if isinstance(plan_or_deployment, Deployment):
+        return plan_or_deployment
+    raise InputError(f"simulate needs a Deployment or a Plan, got {type(plan_or_deployment).__name__}")
+
+
+def _slo(plan_or_deployment, slo_ttft_s, slo_tpot_s):
+    if isinstance(plan_or_deployment, Plan):
+        slo = plan_or_deployment.inputs.get("slo") or {}
+        if slo_ttft_s is None:
+            slo_ttft_s = slo.get("ttft_s")
+        if slo_tpot_s is None:
+            slo_tpot_s = slo.get("tpot_s")
+    return slo_ttft_s, slo_tpot_s
+
+
+def _check(dep: Deployment) -> None:
+    for role in dep.roles():
+        perf = dep.perf(role)
+        if not perf.fits:
+            raise InputError(f"{dep.model} does not fit on one {role} instance of {dep.roles()[role].gpu} "
+                             f"with tp={dep.roles()[role].tp}; raise tp or pick a larger GPU")
+    if dep.windows:
+        raise InputError("plans with time windows are simulated window by window: pass "
+                         "trace.window(start, end) with that window's deployment")
+
+
+def _make_predictor(dep, predictor, confusion, perfect) -> LengthPredictor:
+    if predictor is not None:
+        return predictor
+    return predictor_from_policies(dep.policies, confusion=confusion, perfect=perfect)
+
+
+class _Progress:
+    def __init__(self, total: int, enabled: bool, desc: str):
+        self.bar = None
+        self.step = max(total // 200, 1)
+        self.pending = 0
+        if enabled:
+            from tqdm import tqdm
+            self.bar = tqdm(total=total, desc=desc, unit="req", file=sys.stderr, mininterval=0.5)
+
+    def tick(self) -> None:
+        if self.bar is not None:
+            self.pending += 1
+            if self.pending >= self.step:
+                self.bar.update(self.pending)
+                self.pending = 0
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.update(self.pending)
+            self.bar.close()
+
+
+def _finish(dep, cluster, reqs, loop, wall0, *, slo, price_kind, prices, extra_stats) -> SimResult:
+    end = loop.now
+    cluster.close(end)
+    records = reqs.to_frame()
+    busy = cluster.busy_instance_s()
+    gpu_s = {}
+    roles = dep.roles()
+    if dep.mode == "disaggregated":
+        P = roles["prefill"].instances
+        for inst in cluster.prefill + cluster.decode:
+            home = "prefill" if inst.iid < P else "decode"
+            gpu_s[home] = gpu_s.get(home, 0.0) + _busy(inst) * roles[home].tp
+        gpu_s["decode"] = gpu_s.get("decode", 0.0) + busy["flipping"] * roles["decode"].tp
+    else:
+        gpu_s["coupled"] = busy["coupled"] * roles["coupled"].tp
+    summary = build_summary(dep, records, busy, slo_ttft_s=slo[0], slo_tpot_s=slo[1],
+                            price_kind=price_kind, prices=prices, role_busy_gpu_s=gpu_s)
+    wall = time.perf_counter() - wall0
+    preempt = sum(getattr(i, "preemptions", 0) for i in cluster.instances())
+    stats = {"events": loop.events, "wall_s": wall,
+             "requests_per_wall_s": len(reqs) / wall if wall > 0 else float("inf"),
+             "preemptions": int(preempt), "aborted": int(cluster.aborted),
+             "flips": len(cluster.flipper.log), "simulated_s": end}
+    stats.update(extra_stats)
+    summary["preemptions"] = int(preempt)
+    summary["flips"] = len(cluster.flipper.log)
+    flips = pd.DataFrame(cluster.flipper.log, columns=list(FLIP_LOG_COLUMNS))
+    return SimResult(records=records, summary=summary, flips=flips, stats=stats)
+
+
+def _busy(inst) -> float:
+    return inst.busy_s
+
+
+def simulate(plan_or_deployment, trace, *, seed: int = 0, progress: bool = False,
+             time_scale: float = 1.0, rate_scale: float = 1.0, slo_ttft_s: float | None = None,
+             slo_tpot_s: float | None = None, block_tokens: int = 16, decode_batch_limit: int = 256,
+             predictor: LengthPredictor | None = None, confusion=None, perfect_predictor: bool = False,
+             coupled_admission: str = GREEDY, max_prefill_tokens: int | None = None,
+             price_kind: str = "on_demand", prices: dict | None = None) -> SimResult:
+    """Replay `trace` (a traces.Trace) open-loop through the deployment of a Plan or a
+    Deployment. Arrivals are multiplied by `time_scale` and divided by `rate_scale`.
+    Returns records in the shared schema, a summary, the flip log and run statistics."""
+    dep = _deployment(plan_or_deployment)
+    _check(dep)
+    if time_scale <= 0 or rate_scale <= 0:
+        raise InputError(f"time and rate scales must be > 0, got {time_scale} and {rate_scale}")
+    if block_tokens < 1 or decode_batch_limit < 1:
+        raise InputError("block_tokens and decode_batch_limit must be >= 1")
+    wall0 = time.perf_counter()
+    pred = _make_predictor(dep, predictor, confusion, perfect_predictor)
+    buckets = pred.predict(trace.output_tokens, seed=seed)
+    arrival = np.asarray(trace.arrival_s, dtype=float) * (time_scale / rate_scale)
+    reqs = Requests(arrival, trace.prompt_tokens, trace.output_tokens, buckets,
+                    pred.lower_bound_tokens(buckets))
+    loop = EventLoop()
+    n = len(reqs)
+    bar = _Progress(n, progress and n >= PROGRESS_MIN_REQUESTS, "simulate")
+    cluster = Cluster(dep, reqs, loop, seed=seed, block_tokens=block_tokens,
+                      decode_batch_limit=decode_batch_limit, on_finish=lambda t, rid: bar.tick(),
+                      coupled_admission=coupled_admission, max_prefill_tokens=max_prefill_tokens)
+    loop.run(reqs.arrival, cluster.on_arrival)
+    bar.close()
+    return _finish(dep, cluster, reqs, loop, wall0, slo=_slo(plan_or_deployment, slo_ttft_s, slo_tpot_s),
+                   price_kind=price_kind, prices=prices, extra_stats={"mode": "open_loop"})
+
+
+def simulate_closed_loop(plan_or_deployment, *, clients: int, requests: int, trace=None,
+                         prompt_tokens: int | None = None, output_tokens: int | None = None,
+                         think_s: float = 0.0, seed: int = 0, progress: bool = False,
+                         slo_ttft_s: float | None = None, slo_tpot_s: float | None = None,
+                         block_tokens: int = 16, decode_batch_limit: int = 256,
+                         predictor: LengthPredictor | None = None, confusion=None,
+                         perfect_predictor: bool = False, coupled_admission: str = GREEDY,
+                         max_prefill_tokens: int | None = None, price_kind: str = "on_demand",
+                         prices: dict | None = None) -> SimResult:
+    """Closed loop, as genai-perf/aiperf measure a deployment: `clients` each send a request,
+    wait for its last token, think `think_s`, and send the next, until `requests` have been
+    sent. Lengths are fixed (`prompt_tokens`, `output_tokens`) or drawn with replacement
+    from `trace`'s (prompt, output) pairs; a fixed value overrides the drawn one."""
+    dep = _deployment(plan_or_deployment)
+    _check(dep)
+    if clients < 1 or requests < 1:
+        raise InputError(f"closed loop needs clients >= 1 and requests >= 1, got {clients} and {requests}")
+    if think_s < 0:
+        raise InputError(f"think time must be >= 0, got {think_s}")
+    rng = np.random.default_rng(seed)
+    if trace is not None and len(trace):
+        pick = rng.integers(0, len(trace), size=requests)
+        prompt = trace.prompt_tokens[pick].copy()
+        output = trace.output_tokens[pick].copy()
+    elif prompt_tokens is None or output_tokens is None:
+        raise InputError("closed loop needs a trace to draw lengths from, or both --prompt-tokens and --output-tokens")
+    else:
+        prompt = np.zeros(requests, dtype=np.int64)
+        output = np.zeros(requests, dtype=np.int64)
+    if prompt_tokens is not None:
+        prompt[:] = prompt_tokens
+    if output_tokens is not None:
+        output[:] = output_tokens
+    if prompt.min() < 1 or output.min() < 1:
+        raise InputError("prompt and output lengths must be >= 1 token")
+    wall0 = time.perf_counter()
+    pred = _make_predictor(dep, predictor, confusion, perfect_predictor)
+    buckets = pred.predict(output, seed=seed)
+    reqs = Requests(np.full(requests, np.nan), prompt, output, buckets, pred.lower_bound_tokens(buckets))
+    loop = EventLoop()
+    bar = _Progress(requests, progress and requests >= PROGRESS_MIN_REQUESTS, "simulate (closed loop)")
+    state = {"sent": 0}
+
+    def send(now, _arg=None):
+        rid = state["sent"]
+        if rid >= requests:
+            return
+        state["sent"] = rid + 1
+        reqs.arrival[rid] = now
+        cluster.on_arrival(now, rid)
+
+    def on_finish(now, rid):
+        bar.tick()
+        loop.at(now + think_s, send, None, ARRIVAL)
+
+    cluster = Cluster(dep, reqs, loop, seed=seed, block_tokens=block_tokens,
+                      decode_batch_limit=decode_batch_limit, on_finish=on_finish,
+                      coupled_admission=coupled_admission, max_prefill_tokens=max_prefill_tokens)
+    for _ in range(min(clients, requests)):
+        loop.at(0.0, send, None, ARRIVAL)
+    loop.run()
+    bar.close()
+    return _finish(dep, cluster, reqs, loop, wall0, slo=_slo(plan_or_deployment, slo_ttft_s, slo_tpot_s),
+                   price_kind=price_kind, prices=prices,
+                   extra_stats={"mode": "closed_loop", "clients": clients, "think_s": think_s})

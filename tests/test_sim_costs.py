@@ -1,0 +1,50 @@
+"""The simulator's cheap iteration costs equal the planner's PerfModel (one source of truth)."""
+import math
+
+import numpy as np
+import pytest
+
+from planner.plan import Deployment, Role
+from planner.sim.costs import DecodeCost, Lines, PrefillCost
+
+
+def _perf(model="opt-13b", gpu="v100", tp=1):
+    return Deployment(mode="coupled", model=model, chunk_tokens=512, coupled=Role(gpu, 1, tp)).perf("coupled")
+
+
+@pytest.mark.parametrize("model,gpu,tp", [("opt-13b", "v100", 1), ("llama-2-7b", "a100", 1),
+                                          ("llama-2-70b", "h100", 4), ("opt-125m", "t4", 1)])
+def test_costs_match_perf_model(model, gpu, tp):
+    perf = _perf(model, gpu, tp)
+    pc, dc = PrefillCost(perf), DecodeCost(perf)
+    for c in (1, 16, 100, 512, 2048):
+        for k in (0, 10, 512, 4000):
+            assert pc.time_s(c, k) == pytest.approx(perf.prefill_time_s(c, k), rel=1e-12)
+    for b in (1, 2, 16, 128, 256):
+        assert dc.lines(b).exact
+        for t in (0, 5, 1000, 50_000, 400_000):
+            assert dc.time_s(b, t) == pytest.approx(perf.decode_time_s(b, t), rel=1e-12)
+
+
+def test_run_time_is_the_sum_of_iterations_and_inverts():
+    perf = _perf("llama-2-7b", "a100")
+    dc = DecodeCost(perf)
+    for b, t0, k in ((1, 100, 1), (3, 1000, 17), (200, 5, 300), (64, 90_000, 1000)):
+        direct = sum(perf.decode_time_s(b, t0 + i * b) for i in range(k))
+        assert dc.run_time_s(b, t0, k) == pytest.approx(direct, rel=1e-10)
+        # the inverse: the most iterations that end within a budget
+        for frac in (0.0, 0.3, 0.999, 1.0):
+            budget = frac * direct
+            got = dc.iterations_within(b, t0, budget, k)
+            assert dc.run_time_s(b, t0, got) <= budget + 1e-12
+            if got < k:
+                assert dc.run_time_s(b, t0, got + 1) > budget
+
+
+def test_lines_fall_back_to_the_function_when_not_piecewise_linear():
+    ln = Lines(lambda x: math.sqrt(x + 1.0))
+    assert not ln.exact
+    assert ln(99.0) == pytest.approx(10.0)
+    ok = Lines(lambda x: max(1.0 + 0.5 * x, 3.0 + 0.1 * x))
+    assert ok.exact and ok.cross == pytest.approx(5.0)
+    assert ok(np.float64(2.0)) == pytest.approx(3.2)
