@@ -60,6 +60,7 @@ class Window:
     start_s: float
     prefill_instances: int
     decode_instances: int
+    coupled_instances: int = 0    # coupled modes (the pool that does both)
 
 
 @dataclass(frozen=True)

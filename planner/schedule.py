@@ -114,9 +114,8 @@ class Schedule:
 
     def windows(self) -> tuple[Window, ...]:
         zeros = (0,) * len(self.start_s)
-        p = self.counts.get("prefill", self.counts.get("coupled", zeros))
-        d = self.counts.get("decode", zeros)
-        return tuple(Window(float(s), int(a), int(b)) for s, a, b in zip(self.start_s, p, d))
+        p, d, c = (self.counts.get(r, zeros) for r in ("prefill", "decode", "coupled"))
+        return tuple(Window(float(s), int(a), int(b), int(x)) for s, a, b, x in zip(self.start_s, p, d, c))
 
     def to_dict(self) -> dict:
         return {"strategy": self.strategy, "windows": len(self.start_s),
@@ -397,6 +396,10 @@ def slo_of(plan) -> dict:
     """The plan's SLO as {metric: (percentile, limit_s)}."""
     raw = (plan.inputs or {}).get("slo") or {}
     out = {}
+    if "percentile" in raw:   # planner.candidates.SLO.as_dict(): one percentile for all metrics
+        pct = f"p{int(raw['percentile'])}"
+        out = {m: (pct, float(raw[m])) for m in ("ttft_s", "tpot_s", "jct_s") if raw.get(m) is not None}
+        raw = {}
     for key, value in raw.items():
         # accepted shapes: {"ttft_p90_s": 2.0}, {"ttft_s": {"p90": 2.0}}, {"ttft_s": ["p90", 2.0]}
         if isinstance(value, dict):

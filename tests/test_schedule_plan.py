@@ -57,6 +57,8 @@ def test_plan_over_time_fills_windows_and_costs():
 def test_slo_shapes():
     for raw in ({"ttft_s": {"p90": 2.0}}, {"ttft_s": ["p90", 2.0]}, {"ttft_p90_s": 2.0}):
         assert slo_of(Plan(dep(), inputs={"slo": raw})) == {"ttft_s": ("p90", 2.0)}
+    raw = {"ttft_s": 1.0, "tpot_s": 0.1, "percentile": 99, "jct_s": None}
+    assert slo_of(Plan(dep(), inputs={"slo": raw})) == {"ttft_s": ("p99", 1.0), "tpot_s": ("p99", 0.1)}
 
 
 def test_real_queueing_model_orders_costs():
