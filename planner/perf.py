@@ -98,31 +98,12 @@ class PerfModel:
         """One prefill iteration of `chunk_tokens` new tokens whose requests already hold
         `cached_tokens` of context in the KV cache (for a merged chunk: the sum over its
         slices of slice_len * cached_len / chunk_tokens is the exact equivalent)."""
-        m = self.model
-        c = np.asarray(chunk_tokens, dtype=float)
-        k = np.asarray(cached_tokens, dtype=float)
-        linear = 2.0 * m.layers * m.layer_params * c + 2.0 * m.vocab * m.hidden
-        attn = 4.0 * m.layers * m.q_dim * c * (k + (c + 1) / 2)
-        kvb = self.kv_bytes_per_token
-        mem = self.weight_bytes + kvb * (k + c) + self._act_bytes(c)
-        t = np.maximum(linear / self._gemm_rate(c) + attn / (self.tp * self.gpu.peak_flops * self.eff.compute_eff),
-                       mem / self._mem_rate())
-        out = t + self.eff.prefill_overhead_s + self._allreduce_s(c)
-        return np.where(c > 0, out, 0.0) if out.ndim else (float(out) if c > 0 else 0.0)
+        return self.mixed_time_s(chunk_tokens, cached_tokens, 0, 0)
 
     def decode_time_s(self, batch, context_tokens):
         """One decode iteration: `batch` requests generate one token each, holding
         `context_tokens` of KV in total (sum over the batch)."""
-        m = self.model
-        b = np.asarray(batch, dtype=float)
-        t_ctx = np.asarray(context_tokens, dtype=float)
-        linear = 2.0 * m.matmul_params * b
-        attn = 4.0 * m.layers * m.q_dim * t_ctx
-        mem = self.weight_bytes + self.kv_bytes_per_token * (t_ctx + b) + self._act_bytes(b)
-        t = np.maximum(linear / self._gemm_rate(b) + attn / (self.tp * self.gpu.peak_flops * self.eff.compute_eff),
-                       mem / self._mem_rate())
-        out = t + self.eff.decode_overhead_s + self._allreduce_s(b)
-        return np.where(b > 0, out, 0.0) if out.ndim else (float(out) if b > 0 else 0.0)
+        return self.mixed_time_s(0, 0, batch, context_tokens)
 
     def mixed_time_s(self, prefill_tokens, cached_tokens, decode_batch, decode_context_tokens):
         """One Sarathi-style iteration: `prefill_tokens` of prompt (on `cached_tokens` of
