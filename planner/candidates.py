@@ -105,8 +105,18 @@ def perf_models(gpu_names, model_name: str, tps, eff: Efficiency, dtype: str = "
     return out
 
 
+def _counts(n_min: int, link_per_instance_gb_s: float, kv_rate_gb_s: float) -> list[int]:
+    """Instance counts offered: the SLO minimum, one more, and the count the KV link needs."""
+    out = list(range(n_min, n_min + 1 + EXTRA_COUNTS))
+    if kv_rate_gb_s > 0 and link_per_instance_gb_s > 0:
+        n_link = int(math.ceil(kv_rate_gb_s / link_per_instance_gb_s))
+        if n_link > out[-1] and n_link <= MAX_INSTANCES:
+            out.append(n_link)
+    return out
+
+
 def prefill_options(wl: Workload, perfs: dict, slo: SLO, prices: dict, chunks, batch_limit: int,
-                    rejections: list) -> list[Option]:
+                    rejections: list, kv_rate_gb_s: float = 0.0) -> list[Option]:
     q = slo.percentile
     out = []
     for (g, tp), pm in perfs.items():
@@ -130,7 +140,7 @@ def prefill_options(wl: Workload, perfs: dict, slo: SLO, prices: dict, chunks, b
             if n_min is None:
                 rejections.append(Rejection("prefill", g, tp, chunk, f"more than {MAX_INSTANCES} instances needed"))
                 continue
-            for n in range(n_min, n_min + 1 + EXTRA_COUNTS):
+            for n in _counts(n_min, kv_link_gb_s(pm.gpu, tp), kv_rate_gb_s):
                 t = ttft(n)
                 out.append(Option("prefill", g, tp, n, chunk, n * tp * prices[g], ttft_s=float(np.percentile(t, q)),
                                   link_gb_s=n * kv_link_gb_s(pm.gpu, tp), ttft_sample=t))
@@ -138,7 +148,7 @@ def prefill_options(wl: Workload, perfs: dict, slo: SLO, prices: dict, chunks, b
 
 
 def decode_options(wl: Workload, perfs: dict, slo: SLO, prices: dict, rejections: list,
-                   seed: int = 0) -> list[Option]:
+                   seed: int = 0, kv_rate_gb_s: float = 0.0) -> list[Option]:
     q = slo.percentile
     multi = wl.output_tokens[wl.sample] > 1
     out = []
@@ -167,7 +177,7 @@ def decode_options(wl: Workload, perfs: dict, slo: SLO, prices: dict, rejections
         if n_min is None:
             rejections.append(Rejection("decode", g, tp, 0, f"more than {MAX_INSTANCES} instances needed"))
             continue
-        for n in range(n_min, n_min + 1 + EXTRA_COUNTS):
+        for n in _counts(n_min, kv_link_gb_s(pm.gpu, tp), kv_rate_gb_s):
             _, val, tp_s = evaluate(n)
             out.append(Option("decode", g, tp, n, 0, n * tp * prices[g], tpot_s=val,
                               link_gb_s=n * kv_link_gb_s(pm.gpu, tp), tpot_sample=tp_s))

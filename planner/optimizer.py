@@ -159,7 +159,7 @@ def solve(prefill: list[Option], decode: list[Option], coupled: list[Option], *,
         raise InfeasibleError("no candidate combination satisfies the KV-link, JCT and GPU-budget constraints")
     best_per_mode = _best_per_mode(prefill, decode, coupled, kv_rate_gb_s, jct_bad_pairs, max_gpus)
     return Solution(found[0], found[1:], best_per_mode, solver, len(x) + len(y) + len(z),
-                    len(prob.constraints), time.perf_counter() - t0)
+                    prob.numConstraints(), time.perf_counter() - t0)
 
 
 def _best_per_mode(prefill, decode, coupled, kv_rate, bad_pairs, max_gpus) -> dict[str, Choice]:

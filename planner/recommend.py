@@ -47,26 +47,31 @@ def recommend(trace, gpus=("a100",), model: str = "opt-13b", slo: SLO = SLO(), *
     sat = {k: pm.saturation_chunk_tokens() for k, pm in perfs.items()}
     chunk_set = sorted(set(chunks or DEFAULT_CHUNKS) | (set() if chunks else {v for (g, tp), v in sat.items() if tp == 1}))
 
+    kv_bytes_tok = spec_model.kv_bytes_per_token(dtype)
+    kv_rate = float((wl.window_sum_prompt / wl.window_duration_s).max() * kv_bytes_tok / 1e9)
+    if kv_link_override_gb_s:
+        kv_rate_options = 0.0   # the link is the user's; size pools by the SLO only
+    else:
+        kv_rate_options = kv_rate
     rejections: list = []
     pre = dec = []
     if mode in ("auto", "disaggregated"):
-        pre = prefill_options(wl, perfs, slo, prices, chunk_set, policies.prefill_batch_limit, rejections)
-        dec = decode_options(wl, perfs, slo, prices, rejections, seed)
+        pre = prefill_options(wl, perfs, slo, prices, chunk_set, policies.prefill_batch_limit, rejections,
+                              kv_rate_options)
+        dec = decode_options(wl, perfs, slo, prices, rejections, seed, kv_rate_options)
     cpl = []
     if mode != "disaggregated":
         cpl = coupled_options(wl, perfs, slo, prices, model, dtype, eff,
                               sarathi_budgets if mode in ("auto", "chunked_coupled") else (), rejections, seed)
         if mode == "coupled":
             cpl = [c for c in cpl if c.role == "coupled"]
-    kv_bytes_tok = spec_model.kv_bytes_per_token(dtype)
-    kv_rate = float((wl.window_sum_prompt / wl.window_duration_s).max() * kv_bytes_tok / 1e9)
     bad_pairs = []
     if slo.jct_s is not None:
         bad_pairs = [(i, j) for i, p in enumerate(pre) for j, d in enumerate(dec)
                      if not jct_pair_ok(p, d, wl, kv_bytes_tok, 1e-4, slo)]
     if not ((pre and dec) or cpl):
         raise InfeasibleError(infeasible_message(slo, rejections, bool(pre), bool(dec), bool(cpl)))
-    sol = solve(pre, dec, cpl, kv_rate_gb_s=kv_rate, slo=slo, mode=mode, max_gpus=max_gpus,
+    sol = solve(pre, dec, cpl, kv_rate_gb_s=kv_rate_options, slo=slo, mode=mode, max_gpus=max_gpus,
                 jct_bad_pairs=bad_pairs, runners_up=runners_up, solver=solver)
 
     def deployment(c: Choice) -> Deployment:

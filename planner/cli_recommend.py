@@ -1,0 +1,195 @@
+"""`planner recommend` (plan a deployment for a trace) and `planner calibrate` (fit the
+performance model to a measured profile)."""
+from __future__ import annotations
+
+from dataclasses import asdict
+
+import click
+
+from . import catalog
+from .candidates import DEFAULT_CHUNKS, DEFAULT_TPS, SLO
+from .cli import echo_json
+from .errors import InputError
+from .optimizer import MODE_CHOICES
+from .workload import DEFAULT_WINDOW_S
+
+
+def _ints(text: str | None, what: str):
+    if not text:
+        return None
+    try:
+        vals = tuple(int(v) for v in text.split(","))
+    except ValueError:
+        raise InputError(f"--{what} {text!r}: expected comma-separated integers, e.g. 256,512,1024") from None
+    if any(v < 1 for v in vals):
+        raise InputError(f"--{what}: values must be >= 1")
+    return vals
+
+
+@click.command()
+@click.option("--trace", "trace_path", required=True, type=click.Path(dir_okay=False),
+              help="Request trace (CSV arrival_s,prompt_tokens,output_tokens, Azure CSV, ...).")
+@click.option("--gpu", "gpus", multiple=True, default=("a100",), show_default=True,
+              help="GPU type; repeat for a mix (prefill on one type, decode on another). "
+                   "'local' plans for the profiled device (needs --profile).")
+@click.option("--model", default="opt-13b", show_default=True, help="Catalog model or a config.json path.")
+@click.option("--slo-ttft", type=float, default=SLO.ttft_s, show_default=True, help="TTFT target, seconds.")
+@click.option("--slo-tpot", type=float, default=SLO.tpot_s, show_default=True, help="TPOT target, seconds.")
+@click.option("--slo-jct", type=float, default=None, help="JCT target, seconds (off by default).")
+@click.option("--slo-percentile", type=click.Choice(["50", "90", "99"]), default="90", show_default=True,
+              help="Percentile the targets apply to.")
+@click.option("--mode", type=click.Choice(MODE_CHOICES), default="auto", show_default=True,
+              help="auto: cheapest of disaggregated and coupled; or force one.")
+@click.option("--tp", "tp_text", default=",".join(map(str, DEFAULT_TPS)), show_default=True,
+              help="Tensor-parallel degrees to consider.")
+@click.option("--chunks", "chunks_text", default=None,
+              help=f"Prefill chunk sizes to consider [default: {','.join(map(str, DEFAULT_CHUNKS))} "
+                   "plus each GPU's saturation chunk].")
+@click.option("--max-gpus", type=int, default=None, help="GPU budget (all roles).")
+@click.option("--window", "window_s", type=float, default=DEFAULT_WINDOW_S, show_default=True,
+              help="Time window (s) over which load is measured, so peaks are sized.")
+@click.option("--price", "price_items", multiple=True, help="GPU=USD_PER_GPU_HOUR override, e.g. a100=1.79.")
+@click.option("--prices", "prices_file", type=click.Path(dir_okay=False), default=None,
+              help="CSV of gpu,usd_per_gpu_hour overrides.")
+@click.option("--price-kind", type=click.Choice(catalog.PRICE_KINDS), default="on_demand", show_default=True)
+@click.option("--provider", default=None, help="Use this provider's catalog price (default: median).")
+@click.option("--profile", "profile_path", type=click.Path(dir_okay=False), default=None,
+              help="Profile CSV: calibrate the performance model before planning.")
+@click.option("--memory-gb", type=float, default=None, help="Device memory for --gpu local (default 16).")
+@click.option("--kv-link-gb-s", type=float, default=None,
+              help="KV link per instance, GB/s [default: node network / 8 GPUs x TP].")
+@click.option("--runners-up", type=int, default=3, show_default=True)
+@click.option("--solver", type=click.Choice(["highs", "cbc"]), default="highs", show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("-o", "--output", type=click.Path(dir_okay=False), default=None, help="Write the plan JSON here.")
+@click.option("--json", "as_json", is_flag=True, help="Print the plan JSON instead of the table.")
+def recommend(trace_path, gpus, model, slo_ttft, slo_tpot, slo_jct, slo_percentile, mode, tp_text, chunks_text,
+              max_gpus, window_s, price_items, prices_file, price_kind, provider, profile_path, memory_gb,
+              kv_link_gb_s, runners_up, solver, seed, output, as_json):
+    """Plan prefill/decode instances, chunk size and TP for a trace at the least $/hour
+    that meets the SLO, and say whether disaggregation pays against coupled serving."""
+    from traces import read_trace
+    from .recommend import recommend as plan_for
+
+    trace = read_trace(trace_path)
+    eff, gpu_specs = None, {}
+    if profile_path:
+        from .calibrate import calibrate as fit
+        if len(gpus) != 1:
+            raise InputError("--profile calibrates one device: give exactly one --gpu with it")
+        cal = fit(profile_path, gpus[0], model, memory_gb=memory_gb)
+        eff = cal.efficiency
+        if cal.gpu.name == "local":
+            catalog.register_gpu(cal.gpu)
+            gpu_specs["local"] = asdict(cal.gpu)
+        if kv_link_gb_s is None and cal.kv_link_gb_s:
+            kv_link_gb_s = cal.kv_link_gb_s
+    elif any(g.strip().lower() == "local" for g in gpus):
+        raise InputError("--gpu local needs --profile PROFILE.csv (the fit defines the device)")
+    overrides = catalog.parse_price_overrides(price_items, prices_file)  # after "local" is known
+    slo = SLO(slo_ttft, slo_tpot, int(slo_percentile), slo_jct)
+    plan = plan_for(trace, gpus=gpus, model=model, slo=slo, price_kind=price_kind, provider=provider,
+                    price_overrides=overrides, tps=_ints(tp_text, "tp") or DEFAULT_TPS,
+                    chunks=_ints(chunks_text, "chunks"), mode=mode, max_gpus=max_gpus, window_s=window_s,
+                    efficiency=eff, kv_link_override_gb_s=kv_link_gb_s, runners_up=runners_up, solver=solver,
+                    seed=seed)
+    if gpu_specs:
+        plan.inputs["gpu_specs"] = gpu_specs
+    if output:
+        plan.write(output)
+    if as_json:
+        return echo_json(plan.to_dict())
+    click.echo(render_plan(plan))
+    if output:
+        click.echo(f"plan written to {output}")
+
+
+def _f(v, unit="s", scale=1.0, digits=3):
+    return "inf" if v is None else f"{v * scale:.{digits}f}{unit}"
+
+
+def _pool(d: dict) -> str:
+    if d["mode"] == "disaggregated":
+        p, q = d["prefill"], d["decode"]
+        return (f"prefill {p['instances']}x {p['gpu']} TP{p['tp']} chunk {d['chunk_tokens']} | "
+                f"decode {q['instances']}x {q['gpu']} TP{q['tp']}")
+    c = d["coupled"]
+    what = "vLLM-style" if d["mode"] == "coupled" else f"Sarathi-style budget {d['chunk_tokens']}"
+    return f"coupled {c['instances']}x {c['gpu']} TP{c['tp']} ({what})"
+
+
+def _row(label: str, summary: dict) -> str:
+    p = summary["predictions"]
+    c = summary["cost"]
+    return (f"{label:<10} {_pool(summary['deployment']):<62} ${c['usd_per_hour']:>8.2f}/h  "
+            f"TTFT p90 {_f(p['ttft_s']['p90'])}  TPOT p90 {_f(p['tpot_s']['p90'], 'ms', 1e3, 1)}")
+
+
+def render_plan(plan) -> str:
+    i, p, c = plan.inputs, plan.predictions, plan.cost
+    dep = asdict(plan.deployment)
+    t = i["trace"]
+    slo = i["slo"]
+    q = f"p{slo['percentile']}"
+    lines = [
+        f"trace {t['name']}: {t['requests']} requests over {t['span_s']:.0f} s, {t['rate_per_s']:.2f} req/s "
+        f"(peak window {t['peak_window_rate_per_s']:.2f}), inter-arrival CV {t['interarrival_cv']:.2f}, "
+        f"prompt mean {t['prompt_tokens']['mean']:.0f}, output mean {t['output_tokens']['mean']:.0f}",
+        f"model {i['model']}; SLO {q} TTFT <= {slo['ttft_s']:g} s, {q} TPOT <= {slo['tpot_s'] * 1e3:g} ms"
+        + (f", {q} JCT <= {slo['jct_s']:g} s" if slo.get("jct_s") else "")
+        + f"; performance model {'CALIBRATED: ' if i['calibrated'] else ''}{i['efficiency_source']}",
+        "",
+        f"PLAN      {_pool(dep)}",
+        f"          GPUs {plan.deployment.gpus}, ${c['usd_per_hour']:.2f}/h, ${c['usd_per_million_tokens']:.3f} per "
+        f"million tokens, {c['tokens_per_s_per_usd_hour']:.0f} tokens/s per $/h",
+        "          predicted     p50        p90        p99",
+    ]
+    for name, key, unit, scale in (("TTFT", "ttft_s", "s", 1), ("TPOT", "tpot_s", "ms", 1e3), ("JCT", "jct_s", "s", 1)):
+        v = p[key]
+        lines.append(f"          {name:<12} {_f(v['p50'], unit, scale):>10} {_f(v['p90'], unit, scale):>10} "
+                     f"{_f(v['p99'], unit, scale):>10}")
+    u = p["utilisation"]
+    lines.append(f"          prefill utilisation mean {u['prefill']['mean']:.0%} (busiest window "
+                 f"{u['prefill']['peak_window']:.0%}), decode batch mean {p['decode_batch']['mean']:.1f}, "
+                 f"KV memory peak {u['decode_kv_peak']:.0%}")
+    lines.append("")
+    for r in plan.runners_up:
+        lines.append(_row("runner-up", r))
+    for b in plan.baselines:
+        lines.append(_row("baseline", b))
+    lines += ["", f"VERDICT   {plan.verdict}"]
+    for w in i.get("warnings", []):
+        lines.append(f"warning   {w}")
+    lines.append(f"(planned in {i['planning_s']:.2f} s; ILP {i['optimizer']['variables']} binaries, "
+                 f"{i['optimizer']['constraints']} constraints, {i['optimizer']['solver']})")
+    return "\n".join(lines)
+
+
+@click.command()
+@click.argument("profile", type=click.Path(dir_okay=False))
+@click.option("--gpu", default="local", show_default=True,
+              help="Catalog GPU the profile was measured on, or 'local' to derive its numbers from the fit.")
+@click.option("--model", default="opt-13b", show_default=True, help="Model whose rows to fit.")
+@click.option("--memory-gb", type=float, default=None, help="Device memory (for 'local').")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+def calibrate(profile, gpu, model, memory_gb, as_json):
+    """Fit compute/memory efficiency, GEMM knee and per-iteration overheads to a profile
+    CSV (device, model, kind, tokens, batch, context_tokens, bytes, seconds, repeats)."""
+    from .calibrate import calibrate as fit
+    cal = fit(profile, gpu, model, memory_gb=memory_gb)
+    d = cal.as_dict()
+    if as_json:
+        return echo_json(d)
+    e = d["efficiency"]
+    click.echo(f"calibrated {d['model']} on {d['gpu']} (devices in profile: {', '.join(d['devices'])})")
+    click.echo(f"  nominal        {d['nominal']['fp16_tflops']:.3g} TFLOP/s, {d['nominal']['memory_gb_s']:.4g} GB/s"
+               + ("  (achieved, from the fit)" if d["gpu"] == "local" else "  (datasheet)"))
+    click.echo(f"  compute_eff    {e['compute_eff']:.3f}")
+    click.echo(f"  memory_eff     {e['memory_eff']:.3f}")
+    click.echo(f"  knee_tokens    {e['knee_tokens']:.1f}")
+    click.echo(f"  overheads      prefill {e['prefill_overhead_s'] * 1e3:.3f} ms, decode {e['decode_overhead_s'] * 1e3:.3f} ms")
+    if d["kv_link_gb_s"]:
+        click.echo(f"  kv link        {d['kv_link_gb_s']:.3g} GB/s + {d['kv_latency_s'] * 1e6:.0f} us")
+    for k in d["rms_rel_error"]:
+        click.echo(f"  error {k:<8} RMS {d['rms_rel_error'][k]:.1%}, max {d['max_rel_error'][k]:.1%} "
+                   f"over {d['rows'][k]} rows")

@@ -1,0 +1,85 @@
+import json
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from planner.candidates import SLO
+from planner.cli import main
+from planner.errors import InfeasibleError
+from planner.plan import plan_from_dict
+from planner.queueing import predict
+from planner.recommend import recommend
+from traces.trace import Trace
+
+
+def trace(rate=8.0, n=3000, prompt=(200, 1500), output=(50, 400), seed=0):
+    rng = np.random.default_rng(seed)
+    a = np.cumsum(rng.exponential(1.0 / rate, n))
+    return Trace(a - a[0], rng.integers(*prompt, n), rng.integers(*output, n), name="synthetic")
+
+
+def test_plan_meets_its_slo_and_round_trips():
+    tr = trace()
+    plan = recommend(tr, gpus=["a100"], slo=SLO(ttft_s=0.5, tpot_s=0.05), runners_up=2)
+    p = plan.predictions
+    assert p["ttft_s"]["p90"] <= 0.5 and p["tpot_s"]["p90"] <= 0.05 and p["feasible"]
+    again = plan_from_dict(json.loads(plan.to_json()))
+    assert again.deployment == plan.deployment
+    # the prediction in the plan is the queueing model's prediction of its deployment
+    assert predict(plan.deployment, tr)["ttft_s"]["p90"] == pytest.approx(p["ttft_s"]["p90"])
+    costs = [plan.cost["usd_per_hour"]] + [r["usd_per_hour"] for r in plan.runners_up]
+    assert costs == sorted(costs)
+    assert plan.cost["usd_per_million_tokens"] > 0 and plan.verdict
+
+
+def test_disaggregated_mode_forced_and_tighter_ttft_costs_more():
+    tr = trace(rate=15)
+    loose = recommend(tr, gpus=["a100"], slo=SLO(ttft_s=2.0, tpot_s=0.08), mode="disaggregated", runners_up=0)
+    tight = recommend(tr, gpus=["a100"], slo=SLO(ttft_s=0.3, tpot_s=0.08), mode="disaggregated", runners_up=0)
+    assert loose.deployment.mode == tight.deployment.mode == "disaggregated"
+    assert tight.cost["usd_per_hour"] >= loose.cost["usd_per_hour"]
+
+
+def test_mix_of_gpus_may_split_roles():
+    tr = trace(rate=15)
+    plan = recommend(tr, gpus=["h100", "l4"], slo=SLO(ttft_s=1.0, tpot_s=0.1), mode="disaggregated", runners_up=0)
+    assert {plan.deployment.prefill.gpu, plan.deployment.decode.gpu} <= {"h100-sxm", "l4"}
+
+
+def test_infeasible_ttft_says_why_in_numbers():
+    with pytest.raises(InfeasibleError, match=r"p90 prompt alone takes \d\.\d+ s"):
+        recommend(trace(prompt=(1900, 2000)), gpus=["l4"], slo=SLO(ttft_s=0.02), tps=(2,))
+
+
+def test_cli_recommend_json_and_exit_codes(tmp_path):
+    path = tmp_path / "t.csv"
+    tr = trace(n=500)
+    path.write_text("arrival_s,prompt_tokens,output_tokens\n" + "".join(
+        f"{a:.6f},{p},{o}\n" for a, p, o in zip(tr.arrival_s, tr.prompt_tokens, tr.output_tokens)))
+    r = CliRunner().invoke(main, ["recommend", "--trace", str(path), "--json", "-o", str(tmp_path / "plan.json")])
+    assert r.exit_code == 0, r.output
+    d = json.loads(r.output)
+    assert d["inputs"]["slo"]["percentile"] == 90 and "verdict" in d
+    assert (tmp_path / "plan.json").exists()
+    r = CliRunner().invoke(main, ["recommend", "--trace", str(path), "--slo-ttft", "0.001"])
+    assert r.exit_code == 3 and "relax --slo-ttft" in r.output
+    r = CliRunner().invoke(main, ["recommend", "--trace", str(path), "--gpu", "local"])
+    assert r.exit_code == 2 and "--profile" in r.output
+
+
+def test_cli_recommend_local_from_profile(tmp_path):
+    from tests.test_calibrate import synth_profile
+    prof = tmp_path / "p.csv"
+    synth_profile(noise=0.0).to_csv(prof, index=False)
+    path = tmp_path / "t.csv"
+    tr = trace(n=300, rate=2)
+    path.write_text("arrival_s,prompt_tokens,output_tokens\n" + "".join(
+        f"{a:.6f},{p},{o}\n" for a, p, o in zip(tr.arrival_s, tr.prompt_tokens, tr.output_tokens)))
+    r = CliRunner().invoke(main, ["recommend", "--trace", str(path), "--gpu", "local", "--profile", str(prof),
+                                  "--memory-gb", "80", "--price", "local=2.0", "--json"])
+    assert r.exit_code == 0, r.output
+    d = json.loads(r.output)
+    assert d["inputs"]["calibrated"] and d["inputs"]["gpu_specs"]["local"]["fp16_tflops"] == pytest.approx(171.6, rel=0.01)
+    r = CliRunner().invoke(main, ["calibrate", str(prof), "--gpu", "a100", "--json"])
+    assert r.exit_code == 0 and json.loads(r.output)["efficiency"]["compute_eff"] == pytest.approx(0.55, rel=1e-3)
