@@ -20,7 +20,7 @@ CELLS = st.one_of(
     st.sampled_from(["", "nan", "NaN", "abc", "1e400", "-0", "0", "1.5", "2023-11-16 18:17:03.9799600",
                      "2023-11-16T18:17:03Z", "2023-13-45 99:99:99", '"', "9" * 30, "True", " 7 "]),
     st.text(max_size=6))
-SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+SETTINGS = settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 
 
 def _check(path, **kw):
@@ -50,6 +50,21 @@ def test_csv_like_tables_never_crash(tmp_path, header, rows, end, fmt, sort, rat
     p = tmp_path / "t.csv"
     p.write_text(header + "\n" + "\n".join(",".join(r) for r in rows) + end, encoding="utf-8")
     _check(p, fmt=fmt, sort=sort, rate_per_s=rate)
+
+
+STAMPS = st.one_of(
+    st.datetimes().map(lambda d: d.isoformat(sep=" ")), st.datetimes().map(lambda d: d.isoformat() + "Z"),
+    st.builds(lambda d, h: d.isoformat() + f"{h:+03d}:00", st.datetimes(), st.integers(-14, 14)),
+    st.sampled_from(["2023-11-16 18:17:03.9799600", "2023-11-16 18:17:03.123456789", "3023-01-01 00:00:00",
+                     "1700000000", "", "2023-02-30 00:00:00", "24:00"]))
+
+
+@SETTINGS
+@given(stamps=st.lists(STAMPS, min_size=1, max_size=5), sort=st.booleans())
+def test_azure_timestamps_never_crash(tmp_path, stamps, sort):
+    p = tmp_path / "az.csv"
+    p.write_text("TIMESTAMP,ContextTokens,GeneratedTokens\n" + "".join(f"{s},5,6\n" for s in stamps))
+    _check(p, sort=sort)
 
 
 JSON_VALUES = st.one_of(st.integers(-10, 10**6), st.integers(), st.floats(), st.none(), st.booleans(),

@@ -70,16 +70,20 @@ def plain(rows: Rows, drop_zero: bool, **_) -> Parsed:
 def azure(rows: Rows, drop_zero: bool, **_) -> Parsed:
     t, p, o = rows.require("TIMESTAMP", "ContextTokens", "GeneratedTokens")
     raw = rows.df[t]
-    ts = pd.to_datetime(raw.astype(str).str.strip(), format="ISO8601", errors="coerce")
+    try:  # offsets ("Z", "+01:00") are honoured; times without one are taken as UTC
+        ts = pd.to_datetime(raw.astype(str).str.strip(), format="ISO8601", errors="coerce", utc=True)
+    except (ValueError, TypeError, OverflowError) as e:
+        raise InputError(f"{rows.path}: column {t}: cannot read the date-times ({e}); "
+                         "expected e.g. '2023-11-16 18:17:03.9799600'") from None
     bad = ts.isna().to_numpy()
     if bad.any():
         i = int(np.argmax(bad))
-        raise InputError(f"{rows.where(i)}, column {t}: {raw.iloc[i]!r} is not a date-time like "
+        raise InputError(f"{rows.where(i)}, column {t}: {str(raw.iloc[i])!r} is not a date-time like "
                          "'2023-11-16 18:17:03.9799600'; fix or remove that row")
-    ns = ts.to_numpy(dtype="datetime64[ns]").astype(np.int64)
+    seconds = (ts - ts.iloc[0]).dt.total_seconds().to_numpy(dtype=np.float64)
     prompt, zp = rows.tokens(p, drop_zero)
     output, zo = rows.tokens(o, drop_zero)
-    return Parsed((ns - ns[0]) / 1e9, prompt, output, {}, zp | zo)
+    return Parsed(seconds, prompt, output, {}, zp | zo)
 
 
 def mooncake(rows: Rows, drop_zero: bool, **_) -> Parsed:
