@@ -9,10 +9,8 @@ when it ends.
 Sarathi-style (`chunked_coupled`): `ChunkedCoupledInstance` below. Every iteration carries
 the running decodes plus a prefill chunk of up to `chunk_tokens - B` prompt tokens (requests
 sliced and merged FCFS, a request's blocks reserved for its whole prompt when its first
-slice is scheduled). A mixed iteration costs
-`prefill_time_s(c + B, cached) + decode_time_s(B, T) - decode_time_s(B, 0)`: the chunk and
-the B decode tokens go through the weights together as one chunk of c + B tokens, and the
-decodes add their KV reads and attention over context T. Without prefill work the instance
+slice is scheduled). A mixed iteration costs `PerfModel.mixed_time_s(c, cached, B, T)`
+(the planner's Sarathi iteration formula). Without prefill work the instance
 runs plain decode iterations (summed ahead as on a decode instance). A request joins the
 decode batch at the end of the iteration that finished its prompt, its first token then.
 """
@@ -28,6 +26,7 @@ class ChunkedCoupledInstance(DecodeInstance):
         kw.setdefault("admission", GREEDY)
         super().__init__(iid, loop, reqs, perf, **kw)
         self.chunk = int(chunk_tokens)
+        self.perf = perf
         self.pq: deque = deque()       # requests whose prefill has not started
         self.partial = -1
         self.partial_done = 0
@@ -107,5 +106,6 @@ class ChunkedCoupledInstance(DecodeInstance):
         B = self.B
         if B == 0:
             return self.pcost.time_s(tokens, weighted / tokens)
-        extra = self.pcost.time_s(tokens + B, weighted / (tokens + B)) - self.cost.time_s(B, 0.0)
-        return max(extra, 0.0)
+        ctx = self.context_tokens()
+        t_mix = float(self.perf.mixed_time_s(tokens, weighted / tokens, B, ctx))
+        return max(t_mix - self.cost.time_s(B, ctx), 0.0)   # the decode part is summed as usual

@@ -53,6 +53,7 @@ class DecodeInstance:
         self.on_idle = on_idle            # on_idle(time_s, instance)
         self.prefill_on_admit = prefill_on_admit
         self.max_prefill_tokens = int(max_prefill_tokens)
+        self._budget_full = False
         # batch state at the sync boundary (n, t): iteration n starts at time t
         self.n = 0
         self.t = 0.0
@@ -166,6 +167,10 @@ class DecodeInstance:
         reqs = self.reqs
         while fin and fin[0][3] != reqs.epoch[fin[0][2]]:
             heapq.heappop(fin)
+        if self._budget_full:
+            self._budget_full = False
+            self._schedule_at(self.n)
+            return
         if self.B == 0:
             if self.t > now or self._more_work():
                 self._schedule_at(self.n)   # end of a stall, or chunked prefill to continue
@@ -294,6 +299,7 @@ class DecodeInstance:
             recompute = not reqs.has_kv[rid]
             if recompute and self.max_prefill_tokens and prefill_tokens \
                     and prefill_tokens + kv0 > self.max_prefill_tokens:
+                self._budget_full = True   # another prefill iteration right after this one
                 break
             waiting.popleft()
             if recompute:

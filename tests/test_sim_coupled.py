@@ -1,0 +1,90 @@
+"""Coupled baselines: vLLM-style whole-prompt prefill that stalls decodes, Sarathi-style chunks."""
+import numpy as np
+import pytest
+
+from planner.plan import Deployment, Role
+from planner.sim import simulate
+from traces.trace import Trace
+
+
+def trace(rows):
+    a, p, o = zip(*rows)
+    return Trace(np.array(a, float), np.array(p), np.array(o))
+
+
+def coupled(mode, n=1, chunk=512):
+    return Deployment(mode=mode, model="llama-2-7b", chunk_tokens=chunk, coupled=Role("a100", n))
+
+
+def dsum(perf, b, ctx0, k):
+    return sum(perf.decode_time_s(b, ctx0 + i * b) for i in range(k))
+
+
+def test_vllm_one_request():
+    d = coupled("coupled")
+    perf = d.perf("coupled")
+    r = simulate(d, trace([(2.0, 1000, 10)])).records.iloc[0]
+    first = 2.0 + perf.prefill_time_s(1000, 0)
+    assert r.first_token_s == pytest.approx(first, rel=1e-12)
+    assert r.finish_s == pytest.approx(first + dsum(perf, 1, 1000, 9), rel=1e-12)
+    assert r.prefill_instance == r.decode_instance == 0
+
+
+def test_vllm_prefill_stalls_the_running_decode():
+    d = coupled("coupled")
+    perf = d.perf("coupled")
+    rec = simulate(d, trace([(0.0, 100, 200), (0.5, 1500, 2)])).records
+    r0, r1 = rec.iloc[0], rec.iloc[1]
+    it = r0.first_token_s + np.cumsum([perf.decode_time_s(1, 100 + i) for i in range(199)])
+    k = int(np.searchsorted(it, 0.5))             # the boundary after r1 arrives
+    assert r1.prefill_start_s == 0.5
+    assert r1.first_token_s == pytest.approx(it[k] + perf.prefill_time_s(1500, 0), rel=1e-12)
+    # r1 decodes one token with r0, then r0 goes on alone; the prefill cost r0 that long
+    ctx = 100 + k + 1
+    end_pair = r1.first_token_s + perf.decode_time_s(2, ctx + 1500)
+    assert r1.finish_s == pytest.approx(end_pair, rel=1e-12)
+    rest = 199 - (k + 1) - 1
+    assert r0.finish_s == pytest.approx(end_pair + dsum(perf, 1, ctx + 1, rest), rel=1e-12)
+
+
+def test_vllm_prefill_batches_waiting_prompts_up_to_the_token_budget():
+    d = coupled("coupled")
+    perf = d.perf("coupled")
+    rec = simulate(d, trace([(0.0, 1500, 2), (0.0, 500, 2), (0.0, 100, 2)])).records
+    t1 = perf.prefill_time_s(2000, 0)          # 1500 + 500 fit the 2048 budget, 100 does not
+    assert rec.first_token_s[0] == rec.first_token_s[1] == pytest.approx(t1, rel=1e-12)
+    # vLLM prioritises prefill: the next iteration is the left-over prompt, before any decode
+    assert rec.first_token_s[2] == pytest.approx(t1 + perf.prefill_time_s(100, 0), rel=1e-12)
+    assert rec.finish_s[0] == pytest.approx(rec.first_token_s[2] + perf.decode_time_s(3, 2100), rel=1e-12)
+
+
+def test_sarathi_one_request_in_chunks():
+    d = coupled("chunked_coupled")
+    perf = d.perf("coupled")
+    r = simulate(d, trace([(0.0, 1000, 10)])).records.iloc[0]
+    first = perf.prefill_time_s(512, 0) + perf.prefill_time_s(488, 512)
+    assert r.first_token_s == pytest.approx(first, rel=1e-12)
+    assert r.finish_s == pytest.approx(first + dsum(perf, 1, 1000, 9), rel=1e-12)
+
+
+def test_sarathi_mixed_iteration_carries_decodes_and_a_chunk():
+    d = coupled("chunked_coupled")
+    perf = d.perf("coupled")
+    rec = simulate(d, trace([(0.0, 100, 300), (0.2, 700, 2)])).records
+    r0, r1 = rec.iloc[0], rec.iloc[1]
+    it = r0.first_token_s + np.cumsum([perf.decode_time_s(1, 100 + i) for i in range(299)])
+    k = int(np.searchsorted(it, 0.2))
+    ctx = 100 + k + 1
+    # two mixed iterations: 511 prompt tokens + 1 decode, then 189 + 1 (511 cached)
+    m1 = perf.mixed_time_s(511, 0, 1, ctx)
+    m2 = perf.mixed_time_s(189, 511, 1, ctx + 1)
+    assert r1.prefill_start_s == pytest.approx(it[k], rel=1e-12)
+    assert r1.first_token_s == pytest.approx(it[k] + m1 + m2, rel=1e-12)
+    assert r1.finish_s == pytest.approx(r1.first_token_s + perf.decode_time_s(2, ctx + 2 + 700), rel=1e-12)
+
+
+def test_coupled_requests_spread_over_instances():
+    d = coupled("coupled", n=3)
+    rec = simulate(d, trace([(0.0, 100, 50)] * 6)).records
+    assert sorted(rec.prefill_instance.tolist()) == [0, 0, 1, 1, 2, 2]
+    assert (rec.prefill_instance == rec.decode_instance).all()
