@@ -14,8 +14,9 @@ from traces.stats import trace_stats
 from .errors import InputError
 
 
-def _read_options(f):
-    """Options every command that reads a trace shares."""
+def trace_read_options(f):
+    """Options every command that reads a trace shares (--format, --sort, --rate, --cv,
+    --seed, --per-turn, --drop-zero); pair with read_with_options(path, **those)."""
     opts = [
         click.option("--format", "fmt", type=click.Choice(FORMAT_NAMES), default=None,
                      help="Input format; by default recognised from the columns."),
@@ -37,7 +38,7 @@ def _read_options(f):
     return f
 
 
-def _read(path, fmt, sort, rate_per_s, cv, seed, per_turn, drop_zero):
+def read_with_options(path, fmt, sort, rate_per_s, cv, seed, per_turn, drop_zero):
     return read_trace(path, fmt, sort=sort, rate_per_s=rate_per_s, cv=cv, seed=seed,
                       per_turn=per_turn, drop_zero=drop_zero)
 
@@ -59,7 +60,24 @@ def _threshold_options(f):
 
 @click.group()
 def trace():
-    """Inspect, generate and convert request traces."""
+    """Inspect, generate and convert request traces.
+
+    \b
+    Formats read (recognised by their columns, or --format):
+      plain     arrival_s,prompt_tokens,output_tokens (+ extra columns)
+      azure     TIMESTAMP,ContextTokens,GeneratedTokens (Azure LLM inference)
+      mooncake  JSONL: timestamp (ms), input_length, output_length, hash_ids
+      burstgpt  Timestamp,Model,Request tokens,Response tokens,...
+      sharegpt  conv_id,turn,prompt_tokens,response_tokens,context_tokens  (needs --rate)
+      sarathi   num_prefill_tokens,num_decode_tokens,...                   (needs --rate)
+      lengths   prompt_tokens,output_tokens                                (needs --rate)
+    \b
+    Examples:
+      planner trace stats traces/mixed.csv
+      planner trace stats azure_conv.csv --json --window 300
+      planner trace generate --kind lphd --requests 3000 --rate 4 -o lphd.csv
+      planner trace convert sharegpt_lengths.csv --rate 3 --cv 1.5 -o sharegpt_trace.csv
+    """
 
 
 @trace.command()
@@ -68,11 +86,11 @@ def trace():
 @click.option("--window", "window_s", type=float, default=60.0, show_default=True,
               help="Window (s) for the per-window rate.")
 @_threshold_options
-@_read_options
+@trace_read_options
 def stats(file, as_json, window_s, light_prompt, light_output, **read_kw):
     """Requests, span, rate, burstiness, lengths and class shares of a trace FILE."""
     from .cli import echo_json
-    t = _read(file, **read_kw)
+    t = read_with_options(file, **read_kw)
     s = trace_stats(t, window_s, ClassThresholds(light_prompt, light_output))
     _report_dropped(t)
     if as_json:
@@ -143,11 +161,11 @@ def generate(kind, n_requests, duration_s, rate_per_s, cv, seed, profile, light_
 @trace.command()
 @click.argument("src", type=click.Path(dir_okay=False))
 @click.option("-o", "--output", "out", type=click.Path(dir_okay=False), required=True, help="Plain CSV to write.")
-@_read_options
+@trace_read_options
 def convert(src, out, **read_kw):
     """Convert a trace in any supported format to the plain CSV
     (arrival_s,prompt_tokens,output_tokens + kept extra columns)."""
-    t = _read(src, **read_kw)
+    t = read_with_options(src, **read_kw)
     write_trace(t, out)
     _report_dropped(t)
     click.echo(f"wrote {len(t):,} requests over {t.span_s:,.1f} s ({t.rate_per_s:.3f} req/s) to {out}", err=True)

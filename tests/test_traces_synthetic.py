@@ -63,6 +63,7 @@ def test_arrivals_rate_and_cv(cv):
 
 
 def test_duration_mode_stays_inside_the_window():
+    assert arrival_times(1e-9, duration_s=0.5).tolist() == [0.0]  # the first request opens the trace
     t = arrival_times(5.0, duration_s=1000.0, seed=4)
     assert t.max() < 1000.0 and len(t) == pytest.approx(5000, rel=0.05)
     g = generate("hpld", duration_s=200.0, rate_per_s=2.0, seed=1)
@@ -106,6 +107,7 @@ def test_cumulative_intensity_closed_forms_match_numeric_integral():
     (dict(kind="mixed", n_requests=5, rate_per_s=1.0, shares=[1, 2]), "four non-negative numbers"),
     (dict(kind="hphd", n_requests=5, rate_per_s=1.0, max_total_tokens=600), "class HPHD cannot fit"),
     (dict(kind="mixed", n_requests=5, rate_per_s=1.0, profile="nope"), "unknown length profile"),
+    (dict(kind="mixed", n_requests=0, rate_per_s=1.0), "request count must be >= 1"),
 ])
 def test_bad_generator_arguments(kwargs, match):
     with pytest.raises(InputError, match=match):

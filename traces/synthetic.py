@@ -68,6 +68,8 @@ def generate(kind: str, *, n_requests: int | None = None, duration_s: float | No
         raise InputError(f"unknown trace kind {kind!r}; choose one of {', '.join(KINDS)}")
     if max_total_tokens < 2:
         raise InputError(f"max_total_tokens must be >= 2, got {max_total_tokens}")
+    if n_requests is not None and n_requests < 1:
+        raise InputError(f"request count must be >= 1, got {n_requests}")
     prof = length_profile(profile)
     rng = np.random.default_rng(seed)
     arrivals = arrival_times(rate_per_s, n_requests=n_requests, duration_s=duration_s, cv=cv,
