@@ -1,8 +1,6 @@
 """`planner trace stats|generate|convert`: inspect, synthesise and convert request traces."""
 from __future__ import annotations
 
-import functools
-
 import click
 
 from traces.arrivals import MODULATIONS, RateModulation

@@ -32,7 +32,6 @@ FORMATS: dict[str, tuple[tuple[str, ...], str]] = {
     "sarathi": (("num_prefill_tokens", "num_decode_tokens"), "Sarathi/Vidur lengths: num_prefill_tokens,num_decode_tokens,... (lengths only)"),
     "lengths": (("prompt_tokens", "output_tokens"), "prompt_tokens,output_tokens without arrival_s (lengths only)"),
 }
-LENGTH_ONLY = ("sharegpt", "sarathi", "lengths")
 # Zero-length rows: an error in our own plain format (its spec says >= 1), dropped and
 # counted in the formats where they are a known feature of the data (failed requests,
 # empty ShareGPT turns).

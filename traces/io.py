@@ -11,7 +11,7 @@ from planner.errors import InputError
 
 from .arrivals import arrival_times
 from .columns import Rows
-from .formats import CONVERTERS, DROP_ZERO_DEFAULT, FORMATS, LENGTH_ONLY, detect
+from .formats import CONVERTERS, DROP_ZERO_DEFAULT, FORMATS, detect
 from .textio import looks_like_jsonl, read_csv_frame, read_jsonl_frame, read_text
 from .trace import Trace
 
