@@ -12,7 +12,7 @@ import numpy as np
 from . import catalog
 from .perf import Efficiency, PerfModel
 from .queueing import (arriving_work, chunk_fill_tokens, chunked_alone_s, chunked_work_s,
-                       decode_side, fluid_wait_s)
+                       decode_side, fluid_wait_s, percentiles)
 from .workload import Workload
 
 DEFAULT_CHUNKS = (256, 512, 1024, 2048)
@@ -169,7 +169,7 @@ def decode_options(wl: Workload, perfs: dict, slo: SLO, prices: dict, rejections
                 limits: list[str] = []
                 d = decode_side(pm, wl, n, seed, limits)
                 tp_s = d["tpot_sample"]
-                val = float(np.percentile(tp_s[multi], q)) if multi.any() else 0.0
+                val = percentiles(tp_s[multi], (q,))[f"p{q}"] if multi.any() else 0.0
                 cache[n] = (not limits and val <= slo.tpot_s, val, tp_s)
             return cache[n]
 

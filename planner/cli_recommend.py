@@ -58,6 +58,8 @@ def _ints(text: str | None, what: str):
 @click.option("--memory-gb", type=float, default=None, help="Device memory for --gpu local (default 16).")
 @click.option("--kv-link-gb-s", type=float, default=None,
               help="KV link per instance, GB/s [default: node network / 8 GPUs x TP].")
+@click.option("--rate-scale", type=float, default=1.0, show_default=True,
+              help="Multiply the trace's arrival rate (2 = the same requests in half the time).")
 @click.option("--runners-up", type=int, default=3, show_default=True)
 @click.option("--solver", type=click.Choice(["highs", "cbc"]), default="highs", show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
@@ -65,13 +67,17 @@ def _ints(text: str | None, what: str):
 @click.option("--json", "as_json", is_flag=True, help="Print the plan JSON instead of the table.")
 def recommend(trace_path, gpus, model, slo_ttft, slo_tpot, slo_jct, slo_percentile, mode, tp_text, chunks_text,
               max_gpus, window_s, price_items, prices_file, price_kind, provider, profile_path, memory_gb,
-              kv_link_gb_s, runners_up, solver, seed, output, as_json):
+              kv_link_gb_s, rate_scale, runners_up, solver, seed, output, as_json):
     """Plan prefill/decode instances, chunk size and TP for a trace at the least $/hour
     that meets the SLO, and say whether disaggregation pays against coupled serving."""
     from traces import read_trace
     from .recommend import recommend as plan_for
 
     trace = read_trace(trace_path)
+    if rate_scale != 1.0:
+        if not rate_scale > 0:
+            raise InputError(f"--rate-scale must be > 0, got {rate_scale}")
+        trace = trace.time_scaled(1.0 / rate_scale)
     eff, gpu_specs = None, {}
     if profile_path:
         from .calibrate import calibrate as fit

@@ -250,7 +250,7 @@ def predict_disaggregated(dep, wl: Workload, seed: int = 0) -> dict:
     kv_bytes = wl.prompt_tokens[s] * dp.kv_bytes_per_token
     transfer = kv_transfer_time_s(kv_bytes, dep.kv_link_gb_s, dep.kv_latency_s)
     steps = np.maximum(wl.output_tokens[s] - 1, 0)
-    jct = ttft + transfer + steps * dec["tpot_sample"]
+    jct = ttft + transfer + np.where(steps > 0, steps * dec["tpot_sample"], 0.0)
     out.update({
         "ttft_s": percentiles(ttft), "tpot_s": percentiles(dec["tpot_sample"][steps > 0]),
         "jct_s": percentiles(jct), "kv_transfer_s": percentiles(transfer),
