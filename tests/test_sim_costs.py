@@ -48,3 +48,13 @@ def test_lines_fall_back_to_the_function_when_not_piecewise_linear():
     ok = Lines(lambda x: max(1.0 + 0.5 * x, 3.0 + 0.1 * x))
     assert ok.exact and ok.cross == pytest.approx(5.0)
     assert ok(np.float64(2.0)) == pytest.approx(3.2)
+
+
+@pytest.mark.parametrize("model,gpu,tp", [("opt-13b", "a100", 2), ("llama-2-7b", "a100", 1), ("llama-3.1-70b", "h100", 8)])
+def test_mixed_cost_is_the_perf_models_sarathi_iteration(model, gpu, tp):
+    from planner.sim.costs import MixedCost
+    perf = _perf(model, gpu, tp)
+    mc = MixedCost(perf)
+    assert mc.exact
+    for args in ((511, 0, 1, 101), (189, 511, 1, 102), (0, 0, 64, 9000), (300, 20, 0, 0), (0, 0, 0, 0)):
+        assert mc.time_s(*args) == pytest.approx(float(perf.mixed_time_s(*args)), rel=1e-12, abs=0)

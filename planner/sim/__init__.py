@@ -12,5 +12,7 @@ cluster (wiring), run (open and closed loop), result (summary).
 from .predictor import LengthPredictor, read_confusion
 from .result import SimResult
 from .run import simulate, simulate_closed_loop
+from .verify import relative_errors, verify_plan
 
-__all__ = ["simulate", "simulate_closed_loop", "SimResult", "LengthPredictor", "read_confusion"]
+__all__ = ["simulate", "simulate_closed_loop", "verify_plan", "relative_errors", "SimResult", "LengthPredictor",
+           "read_confusion"]

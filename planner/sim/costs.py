@@ -17,21 +17,25 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
+
 _PROBE_FAR = (1.0e9, 2.0e9)
 _CHECK_POINTS = (0.0, 1.0, 7.0, 100.0, 511.0, 2048.0, 1.0e4, 6.5e4, 3.0e5, 2.0e6)
 _REL_TOL = 1e-9
 
 
 class Lines:
-    """`f(x) = max(a_lo + b_lo x, a_hi + b_hi x)` for x >= 0, probed from a callable, or
-    the callable itself (`exact=False`) when f is not of that shape."""
+    """`f(x) = max(a_lo + b_lo x, a_hi + b_hi x)` for x >= 0, probed from `fv` (f over a
+    numpy array, three calls), or f itself (`exact=False`) when f is not of that shape."""
 
     __slots__ = ("a_lo", "b_lo", "a_hi", "b_hi", "cross", "exact", "fn")
 
-    def __init__(self, fn):
+    def __init__(self, fn, fv=None):
         self.fn = fn
-        f0, f1 = fn(0.0), fn(1.0)
-        g0, g1 = fn(_PROBE_FAR[0]), fn(_PROBE_FAR[1])
+        if fv is None:
+            def fv(xs):
+                return np.array([fn(float(x)) for x in xs])
+        f0, f1, g0, g1 = (float(v) for v in fv(np.array([0.0, 1.0, *_PROBE_FAR])))
         b_near = f1 - f0
         b_far = (g1 - g0) / (_PROBE_FAR[1] - _PROBE_FAR[0])
         a_far = g0 - b_far * _PROBE_FAR[0]
@@ -40,22 +44,24 @@ class Lines:
         # the line with the larger slope wins beyond the crossing point
         if b_far >= b_near:
             self.a_lo, self.b_lo, self.a_hi, self.b_hi = f0, b_near, a_far, b_far
-        else:  # not convex in the way a roofline is; check below will reject it
+        else:  # not convex in the way a roofline is; the check below rejects it
             self.a_lo, self.b_lo, self.a_hi, self.b_hi = a_far, b_far, f0, b_near
         self._set_cross()
         if b_far >= b_near:
             # refine from points near the region of use: the high line's intercept from a
             # point past the crossing, the low line's slope over a wide span before it
-            x_hi = max(2.0 * self.cross, 1.0) if math.isfinite(self.cross) else 1.0
-            if x_hi < _PROBE_FAR[0] and self.cross < x_hi:
-                self.a_hi = fn(x_hi) - self.b_hi * x_hi
+            c0 = self.cross
+            x_hi = max(2.0 * c0, 1.0) if math.isfinite(c0) else 1.0
+            x_lo = c0 / 2.0 if 2.0 < c0 < _PROBE_FAR[0] else 0.0
+            y_hi, y_lo = (float(v) for v in fv(np.array([x_hi, x_lo])))
+            if x_hi < _PROBE_FAR[0] and c0 < x_hi:
+                self.a_hi = y_hi - self.b_hi * x_hi
+            if x_lo > 0.0:
+                self.b_lo = (y_lo - f0) / x_lo
             self._set_cross()
-            if 2.0 < self.cross < _PROBE_FAR[0]:
-                x_lo = self.cross / 2.0
-                self.b_lo = (fn(x_lo) - f0) / x_lo
-                self._set_cross()
-        self.exact = all(abs(self._lines(x) - fn(x)) <= _REL_TOL * max(abs(fn(x)), 1e-12)
-                         for x in _CHECK_POINTS)
+        ys = fv(np.array(_CHECK_POINTS))
+        self.exact = all(abs(self._lines(x) - float(y)) <= _REL_TOL * max(abs(float(y)), 1e-12)
+                         for x, y in zip(_CHECK_POINTS, ys))
 
     def _set_cross(self) -> None:
         if self.b_hi > self.b_lo:
@@ -75,21 +81,38 @@ class Lines:
 
 
 class PrefillCost:
-    """`time_s(chunk_tokens, cached_tokens)`: one prefill iteration, as PerfModel says."""
+    """`time_s(chunk_tokens, cached_tokens)`: one prefill iteration, as PerfModel says.
+
+    Chunk sizes seen often (a prefill instance's full chunk) get their `Lines`; nothing
+    cached (whole prompts) is memoised per size; anything else is a direct call."""
+
+    LINES_AFTER = 2   # calls with one chunk size before its lines are probed
 
     def __init__(self, perf):
         self.perf = perf
         self._by_chunk: dict[int, Lines] = {}
+        self._uncached: dict[int, float] = {}
+        self._seen: dict[int, int] = {}
 
     def time_s(self, chunk_tokens: int, cached_tokens: float = 0.0) -> float:
         if chunk_tokens <= 0:
             return 0.0
         lines = self._by_chunk.get(chunk_tokens)
-        if lines is None:
+        if lines is not None:
+            return lines(cached_tokens)
+        if cached_tokens == 0:
+            t = self._uncached.get(chunk_tokens)
+            if t is None:
+                t = self._uncached[chunk_tokens] = float(self.perf.prefill_time_s(chunk_tokens, 0.0))
+            return t
+        seen = self._seen.get(chunk_tokens, 0) + 1
+        self._seen[chunk_tokens] = seen
+        if seen >= self.LINES_AFTER:
             perf, c = self.perf, chunk_tokens
-            lines = Lines(lambda k: float(perf.prefill_time_s(c, k)))
-            self._by_chunk[chunk_tokens] = lines
-        return lines(cached_tokens)
+            lines = self._by_chunk[chunk_tokens] = Lines(lambda k: float(perf.prefill_time_s(c, k)),
+                                                         lambda ks: perf.prefill_time_s(np.full(len(ks), c), ks))
+            return lines(cached_tokens)
+        return float(self.perf.prefill_time_s(chunk_tokens, cached_tokens))
 
 
 class DecodeCost:
@@ -112,7 +135,8 @@ class DecodeCost:
         lines = tab[batch]
         if lines is None:
             perf = self.perf
-            lines = Lines(lambda t: float(perf.decode_time_s(batch, t)))
+            lines = Lines(lambda t: float(perf.decode_time_s(batch, t)),
+                          lambda ts: perf.decode_time_s(np.full(len(ts), batch), ts))
             tab[batch] = lines
         return lines
 
@@ -169,3 +193,59 @@ class DecodeCost:
             else:
                 hi = mid
         return lo
+
+
+class MixedCost:
+    """`time_s(p, k, b, T)` = `PerfModel.mixed_time_s(p, k, b, T)` for scalars (a Sarathi
+    iteration), without numpy's per-call cost: the same arithmetic on the PerfModel's own
+    constants. It is checked against `mixed_time_s` at 300 random points when built and
+    calls the PerfModel directly if any differs (`exact` says which), so a change to the
+    performance model can make this slower but never different."""
+
+    def __init__(self, perf, seed: int = 0):
+        from ..catalog import dtype_bytes
+        from ..perf import ACT_BYTES_PER_TOKEN_LAYER, ALLREDUCE_LATENCY_S
+        self.perf = perf
+        m = perf.model
+        self._lin = 2.0 * m.layers * m.layer_params
+        self._head = 2.0 * m.vocab * m.hidden
+        self._attn = 4.0 * m.layers * m.q_dim
+        self._peak = perf.tp * perf.gpu.peak_flops * perf.eff.compute_eff
+        self._knee = float(perf.knee_tokens)
+        self._w = float(perf.weight_bytes)
+        self._kvb = float(perf.kv_bytes_per_token)
+        self._act = m.hidden * dtype_bytes(perf.dtype) * m.layers * ACT_BYTES_PER_TOKEN_LAYER
+        self._mem = float(perf._mem_rate())
+        self._ov_p = perf.eff.prefill_overhead_s
+        self._ov_d = perf.eff.decode_overhead_s
+        if perf.tp > 1:
+            ring = 2.0 * (perf.tp - 1) / perf.tp * m.hidden * dtype_bytes(perf.dtype) / (perf.gpu.link_gb_s * 1e9)
+            self._ar0, self._ar1 = 2 * m.layers * ALLREDUCE_LATENCY_S, 2 * m.layers * ring
+        else:
+            self._ar0 = self._ar1 = 0.0
+        rng = np.random.default_rng(seed)
+        p = rng.integers(0, 4097, 300).astype(float)
+        p[:50] = 0
+        b = rng.integers(0, 257, 300).astype(float)
+        b[50:100] = 0
+        k = rng.uniform(0, 8192, 300)
+        t = rng.uniform(0, 5e5, 300) * (b > 0)
+        want = perf.mixed_time_s(p, k, b, t)
+        self.exact = all(abs(self._fast(*x) - w) <= _REL_TOL * max(abs(w), 1e-12)
+                         for x, w in zip(zip(p, k, b, t), want))
+
+    def _fast(self, p, k, b, ctx) -> float:
+        n = p + b
+        if n <= 0:
+            return 0.0
+        nn = n if n > 1.0 else 1.0
+        compute = ((self._lin * n + self._head * (b + (1 if p > 0 else 0))) / (self._peak * nn / (nn + self._knee))
+                   + self._attn * (p * (k + (p + 1) / 2.0) + ctx) / self._peak)
+        memory = (self._w + self._kvb * (k + p + ctx + b) + self._act * n) / self._mem
+        t = compute if compute > memory else memory
+        return t + (self._ov_p if p > 0 else self._ov_d) + (self._ar0 + self._ar1 * n if self._ar1 else 0.0)
+
+    def time_s(self, prefill_tokens, cached_tokens, decode_batch, context_tokens) -> float:
+        if self.exact:
+            return self._fast(prefill_tokens, cached_tokens, decode_batch, context_tokens)
+        return float(self.perf.mixed_time_s(prefill_tokens, cached_tokens, decode_batch, context_tokens))

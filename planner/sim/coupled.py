@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from collections import deque
 
+from .costs import MixedCost
 from .decode import GREEDY, DecodeInstance
 
 
@@ -26,7 +27,7 @@ class ChunkedCoupledInstance(DecodeInstance):
         kw.setdefault("admission", GREEDY)
         super().__init__(iid, loop, reqs, perf, **kw)
         self.chunk = int(chunk_tokens)
-        self.perf = perf
+        self.mixed = MixedCost(perf)
         self.pq: deque = deque()       # requests whose prefill has not started
         self.partial = -1
         self.partial_done = 0
@@ -107,5 +108,5 @@ class ChunkedCoupledInstance(DecodeInstance):
         if B == 0:
             return self.pcost.time_s(tokens, weighted / tokens)
         ctx = self.context_tokens()
-        t_mix = float(self.perf.mixed_time_s(tokens, weighted / tokens, B, ctx))
+        t_mix = self.mixed.time_s(tokens, weighted / tokens, B, ctx)
         return max(t_mix - self.cost.time_s(B, ctx), 0.0)   # the decode part is summed as usual

@@ -1,0 +1,136 @@
+"""`planner simulate`: replay a trace against a plan in the discrete-event simulator."""
+from __future__ import annotations
+
+import click
+
+from .cli import echo_json
+from .errors import InputError
+
+
+def _fmt(v, unit: str, scale: float = 1.0) -> str:
+    if v is None or v != v:
+        return "-"
+    if v == float("inf"):
+        return "inf"
+    return f"{v * scale:.3f}{unit}" if unit == "s" else f"{v * scale:.1f}{unit}"
+
+
+def render(label: str, summary: dict, stats: dict, predicted: dict | None = None) -> str:
+    s = summary
+    lines = [f"{label}: {s['finished']}/{s['requests']} requests finished"
+             + (f", {s['aborted']} aborted (larger than an instance's KV memory)" if s.get("aborted") else "")
+             + f", {s.get('preemptions', 0)} preemptions, {s.get('flips', 0)} flips",
+             "            p50        p90        p99        mean" + ("      predicted p50/p90/p99" if predicted else "")]
+    for name, key, unit, scale in (("TTFT", "ttft_s", "s", 1), ("TPOT", "tpot_s", "ms", 1e3), ("JCT", "jct_s", "s", 1)):
+        v = s[key]
+        row = f"  {name:<6}" + "".join(f"{_fmt(v.get(q), unit, scale):>11}" for q in ("p50", "p90", "p99", "mean"))
+        if predicted and key in predicted:
+            p = predicted[key]
+            row += "      " + " / ".join(_fmt(p.get(q), unit, scale) for q in ("p50", "p90", "p99"))
+        lines.append(row)
+    if "requests_per_s" in s:
+        lines.append(f"  throughput {s['requests_per_s']:.2f} req/s, {s['tokens_per_s']:.0f} tokens/s "
+                     f"({s['output_tokens_per_s']:.0f} output tokens/s) over {s['duration_s']:.1f} s")
+    if "slo_attainment" in s:
+        lines.append(f"  SLO attainment (goodput share) {s['slo_attainment']:.1%}")
+    b = s["busy_instance_s"]
+    lines.append(f"  busy instance-seconds: prefill {b['prefill']:.0f}, decode {b['decode']:.0f}, "
+                 f"coupled {b['coupled']:.0f}, flipping {b['flipping']:.0f}")
+    lines.append(f"  cost ${s['usd_per_hour']:.2f}/h ({s['price_kind']}); run ${s['run_cost_usd']:.2f}, "
+                 f"busy ${s['busy_cost_usd']:.2f}; perf/$ {s['perf_per_usd']:.4g} (1 / (mean JCT x busy $)); "
+                 f"{s.get('requests_per_usd', float('nan')):.0f} requests per $")
+    lines.append(f"  simulated in {stats['wall_s']:.2f} s wall ({stats['requests_per_wall_s']:.0f} requests/s, "
+                 f"{stats['events']} events)")
+    return "\n".join(lines)
+
+
+@click.command()
+@click.option("--plan", "plan_path", required=True, type=click.Path(dir_okay=False),
+              help="Plan JSON written by `planner recommend -o`.")
+@click.option("--trace", "trace_path", type=click.Path(dir_okay=False), default=None,
+              help="Trace to replay (any format `planner trace` reads). Optional with --closed-loop.")
+@click.option("--records", "records_path", type=click.Path(dir_okay=False), default=None,
+              help="Write one row per request (shared record schema) to this CSV.")
+@click.option("--flips", "flips_path", type=click.Path(dir_okay=False), default=None,
+              help="Write the instance-flip log to this CSV.")
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+@click.option("--time-scale", type=float, default=1.0, show_default=True,
+              help="Multiply arrival times (2 = half the rate).")
+@click.option("--rate-scale", type=float, default=1.0, show_default=True,
+              help="Multiply the request rate (2 = twice the rate).")
+@click.option("--closed-loop", "clients", type=int, default=None,
+              help="Closed loop with N concurrent clients instead of replaying arrivals.")
+@click.option("--requests", "n_requests", type=int, default=None,
+              help="Closed loop: requests to send in all [default: the trace's length, or 1000].")
+@click.option("--prompt-tokens", type=int, default=None, help="Closed loop: fixed prompt length.")
+@click.option("--output-tokens", type=int, default=None, help="Closed loop: fixed output length.")
+@click.option("--think-s", type=float, default=0.0, show_default=True, help="Closed loop: pause between requests.")
+@click.option("--baselines", is_flag=True, help="Also simulate the plan's coupled baselines.")
+@click.option("--slo-ttft", type=float, default=None, help="TTFT target, s [default: the plan's].")
+@click.option("--slo-tpot", type=float, default=None, help="TPOT target, s [default: the plan's].")
+@click.option("--confusion", type=click.Path(dir_okay=False), default=None,
+              help="Length predictor confusion matrix CSV (rows true bucket, columns predicted).")
+@click.option("--perfect-predictor", is_flag=True, help="Predict every output length bucket right.")
+@click.option("--block-tokens", type=int, default=16, show_default=True, help="KV block size, tokens.")
+@click.option("--decode-batch-limit", type=int, default=256, show_default=True,
+              help="Most requests in one decode batch (vLLM max_num_seqs).")
+@click.option("--price-kind", type=click.Choice(["on_demand", "spot", "reserved"]), default="on_demand",
+              show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--progress/--no-progress", default=True, show_default=True,
+              help="Progress bar on stderr for long runs.")
+def simulate(plan_path, trace_path, records_path, flips_path, as_json, time_scale, rate_scale, clients, n_requests,
+             prompt_tokens, output_tokens, think_s, baselines, slo_ttft, slo_tpot, confusion, perfect_predictor,
+             block_tokens, decode_batch_limit, price_kind, seed, progress):
+    """Replay a trace against a plan in the discrete-event simulator (TetriInfer's
+    policies: chunked prefill, length prediction, power-of-two dispatch, reserve-dynamic
+    decode admission, flips) and report TTFT/TPOT/JCT percentiles, throughput, SLO
+    attainment, busy instance-seconds and cost, next to the plan's predictions."""
+    from .plan import deployment_from_dict, read_plan
+    from .sim import simulate as run_open, simulate_closed_loop
+
+    plan = read_plan(plan_path)
+    trace = None
+    if trace_path:
+        from traces import read_trace
+        trace = read_trace(trace_path)
+    elif clients is None:
+        raise InputError("--trace is required (or use --closed-loop N with --prompt-tokens and --output-tokens)")
+    kw = dict(seed=seed, progress=progress, slo_ttft_s=slo_ttft, slo_tpot_s=slo_tpot, block_tokens=block_tokens,
+              decode_batch_limit=decode_batch_limit, confusion=confusion, perfect_predictor=perfect_predictor,
+              price_kind=price_kind)
+    slo = plan.inputs.get("slo") or {}
+    kw["slo_ttft_s"] = slo_ttft if slo_ttft is not None else slo.get("ttft_s")
+    kw["slo_tpot_s"] = slo_tpot if slo_tpot is not None else slo.get("tpot_s")
+    targets = [("plan", plan.deployment, plan.predictions)]
+    if baselines:
+        for i, b in enumerate(plan.baselines):
+            if "deployment" in b:
+                targets.append((b["deployment"].get("mode", f"baseline {i}"),
+                                deployment_from_dict(b["deployment"], f"{plan_path}: baselines[{i}]"),
+                                b.get("predictions")))
+    results = []
+    for label, dep, pred in targets:
+        if clients is not None:
+            n = n_requests or (len(trace) if trace is not None else 1000)
+            res = simulate_closed_loop(dep, clients=clients, requests=n, trace=trace, prompt_tokens=prompt_tokens,
+                                       output_tokens=output_tokens, think_s=think_s, **kw)
+        else:
+            res = run_open(dep, trace, time_scale=time_scale, rate_scale=rate_scale, **kw)
+        results.append((label, dep, pred, res))
+    main_res = results[0][3]
+    if records_path:
+        main_res.records.to_csv(records_path, index=False)
+    if flips_path:
+        main_res.flips.to_csv(flips_path, index=False)
+    if as_json:
+        return echo_json([{"label": label, "mode": dep.mode, "summary": res.summary, "stats": res.stats,
+                           "predicted": pred or {}} for label, dep, pred, res in results]
+                         if baselines else {"summary": main_res.summary, "stats": main_res.stats,
+                                            "predicted": plan.predictions})
+    for label, dep, pred, res in results:
+        click.echo(render(f"{label} ({dep.mode})", res.summary, res.stats,
+                          {k: pred[k] for k in ("ttft_s", "tpot_s", "jct_s") if pred and k in pred}))
+        click.echo("")
+    if records_path:
+        click.echo(f"records written to {records_path}")
