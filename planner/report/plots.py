@@ -106,20 +106,25 @@ def latency_cdfs(samples: dict[str, dict[str, list[float]]], slo_ttft_s: float |
 
 
 def instances_over_time(start_s: list[float], rate_per_s: list[float],
-                        schedules: dict[str, dict[str, list[int]]]) -> bytes:
+                        schedules: dict[str, dict[str, list[int]]], end_s: float | None = None) -> bytes:
     """Instances per role per window for each strategy, above the trace's request rate.
-    `schedules[strategy] = {"prefill": [...], "decode": [...]}` (or "coupled")."""
+    `schedules[strategy] = {"prefill": [...], "decode": [...]}` (or "coupled"); the last
+    window lasts until `end_s` (default: as long as the one before it)."""
     n = len(schedules)
     fig, axes = plt.subplots(n + 1, 1, figsize=(10, 1.9 * (n + 1)), sharex=True)
     axes = np.atleast_1d(axes)
-    t_min = np.asarray(start_s, dtype=float) / 60.0
-    axes[0].step(t_min, rate_per_s, where="post", color="k")
+    starts = list(map(float, start_s))
+    if end_s is None:
+        end_s = starts[-1] + (starts[-1] - starts[-2] if len(starts) > 1 else 60.0)
+    t_min = np.asarray(starts + [end_s]) / 60.0
+    ext = lambda v: list(v) + [list(v)[-1]]  # noqa: E731 - repeat the last value to the end
+    axes[0].step(t_min, ext(rate_per_s), where="post", color="k")
     axes[0].set_ylabel("req/s")
     axes[0].set_title("request rate per window", fontsize=9)
     role_col = {"prefill": "tab:blue", "decode": "tab:orange", "coupled": "tab:green"}
     for ax, (strategy, counts) in zip(axes[1:], schedules.items()):
         for role, v in counts.items():
-            ax.step(t_min, v, where="post", color=role_col.get(role, "tab:grey"), label=role)
+            ax.step(t_min, ext(v), where="post", color=role_col.get(role, "tab:grey"), label=role)
         ax.set_ylabel("instances")
         ax.set_title(strategy, fontsize=9)
         ax.set_ylim(bottom=0)

@@ -1,0 +1,104 @@
+"""`planner report`: a cost report to decide from (HTML or Markdown, figures included)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from . import catalog
+from .candidates import SLO
+from .errors import InputError
+
+
+def _floats(text: str, what: str) -> tuple[float, ...]:
+    try:
+        vals = tuple(float(x) for x in text.split(",") if x.strip())
+    except ValueError:
+        raise InputError(f"{what}: expected comma-separated numbers, got {text!r}") from None
+    if not vals or any(not v > 0 for v in vals):
+        raise InputError(f"{what}: expected numbers > 0, got {text!r}")
+    return vals
+
+
+def _price_source(value: str | None) -> tuple[str | None, str | None]:
+    """`--prices` is a CSV file of overrides, or a catalog provider name: (file, provider)."""
+    if value is None:
+        return None, None
+    if Path(value).is_file():
+        return value, None
+    providers = sorted({p.provider for p in catalog.prices()})
+    if value.lower() in providers:
+        return None, value.lower()
+    raise InputError(f"--prices {value!r}: neither a file nor a catalog provider "
+                     f"({', '.join(providers)}); a file needs columns gpu,usd_per_gpu_hour")
+
+
+@click.command()
+@click.option("--trace", "trace_path", required=True, type=click.Path(dir_okay=False),
+              help="Request trace (any format `planner trace stats` reads).")
+@click.option("--gpu", "gpus", multiple=True, required=True,
+              help="GPU type to compare (repeat: --gpu a100 --gpu h100 --gpu l4); with several, the best mix too.")
+@click.option("--model", default="opt-13b", show_default=True)
+@click.option("--slo-ttft", type=float, default=SLO.ttft_s, show_default=True, help="TTFT target, seconds.")
+@click.option("--slo-tpot", type=float, default=SLO.tpot_s, show_default=True, help="TPOT target, seconds.")
+@click.option("--slo-jct", type=float, default=None, help="JCT target, seconds (off by default).")
+@click.option("--slo-percentile", type=click.Choice(["50", "90", "99"]), default="90", show_default=True)
+@click.option("--prices", "prices_arg", default=None, metavar="SOURCE|FILE",
+              help="A catalog provider (aws, gcp, lambda, runpod, ...) or a CSV file gpu,usd_per_gpu_hour.")
+@click.option("--price", "price_items", multiple=True, help="GPU=USD_PER_GPU_HOUR override, e.g. a100=1.79.")
+@click.option("--price-kind", type=click.Choice(catalog.PRICE_KINDS), default="on_demand", show_default=True)
+@click.option("--loads", default="0.25,0.5,1,2,4", show_default=True,
+              help="Load scales (x the trace's rate) for the cost-vs-load sweep.")
+@click.option("--sim-loads", default="0.5,2", show_default=True,
+              help="Loads (besides 1x) simulated on the latency-vs-load curves.")
+@click.option("--windows", "window_s", type=float, default=300.0, show_default=True,
+              help="Window of the plans over time, seconds (0: leave that section out).")
+@click.option("--max-sim-requests", type=int, default=20_000, show_default=True,
+              help="Simulations replay at most this many requests (the first ones).")
+@click.option("--figures-dir", type=click.Path(file_okay=False), default=None,
+              help="Also write the figures as PNG files here (Markdown output always does).")
+@click.option("--title", default=None)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False),
+              help="report.html (one self-contained file) or report.md (PNGs in report_figures/).")
+@click.option("--json", "as_json", is_flag=True, help="Also print the report's data as JSON.")
+@click.option("--progress/--no-progress", default=True, show_default=True, help="Progress bar on stderr.")
+def report(trace_path, gpus, model, slo_ttft, slo_tpot, slo_jct, slo_percentile, prices_arg, price_items,
+           price_kind, loads, sim_loads, window_s, max_sim_requests, figures_dir, title, seed, output, as_json,
+           progress):
+    """Cost report for procurement: the cheapest plan per GPU type and for the best mix, with
+    cost, latency (predicted and simulated), load and price sensitivity, and plans over time.
+
+    \b
+    Example:
+      planner report --trace t.csv --gpu a100 --gpu h100 --gpu l4 -o report.html
+    """
+    from traces import read_trace
+
+    from .cli import echo_json
+    from .report import write_report
+    from .report.gather import build_report
+
+    out = Path(output)
+    if out.suffix.lower() not in (".html", ".htm", ".md"):
+        raise InputError(f"-o {output}: give a .html or .md file name")
+    if max_sim_requests < 1:
+        raise InputError("--max-sim-requests must be >= 1")
+    if window_s < 0:
+        raise InputError("--windows must be >= 0 seconds")
+    price_file, provider = _price_source(prices_arg)
+    overrides = catalog.parse_price_overrides(price_items, price_file)
+    slo = SLO(ttft_s=slo_ttft, tpot_s=slo_tpot, percentile=int(slo_percentile), jct_s=slo_jct)
+    if not (slo.ttft_s > 0 and slo.tpot_s > 0):
+        raise InputError("SLO targets must be > 0 seconds")
+    trace = read_trace(trace_path)
+    data, figures = build_report(
+        trace, gpus, model=model, slo=slo, price_kind=price_kind, provider=provider, overrides=overrides,
+        price_file=price_file, loads=_floats(loads, "--loads"), sim_loads=_floats(sim_loads, "--sim-loads"),
+        window_s=window_s or None, max_sim_requests=max_sim_requests, seed=seed, progress=progress, title=title)
+    written = write_report(data, figures, out, figures_dir)
+    if as_json:
+        echo_json(data)
+    else:
+        click.echo(data["recommendation"])
+        click.echo(f"wrote {', '.join(str(p) for p in written)}")
