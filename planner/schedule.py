@@ -457,3 +457,55 @@ def plan_over_time(trace, plan, window_s: float, *, strategy: str = "best", slo:
     if base and plan.cost.get("usd_per_million_tokens"):
         cost["usd_per_million_tokens"] = plan.cost["usd_per_million_tokens"] * chosen.usd_per_hour / base
     return replace(plan, deployment=new_dep, cost=cost)
+
+
+# ---- checking a schedule in the simulator ------------------------------------------------------
+SIM_WARMUP_S = 60.0
+
+
+def window_deployments(deployment):
+    """(start_s, deployment with that window's counts and no windows) per window."""
+    out = []
+    for w in deployment.windows:
+        counts = {"prefill": w.prefill_instances, "decode": w.decode_instances, "coupled": w.coupled_instances}
+        roles = {r: replace(role, instances=counts[r]) for r, role in deployment.roles().items()}
+        out.append((float(w.start_s), replace(deployment, windows=(), **roles)))
+    return out
+
+
+def simulate_schedule(deployment, trace, *, slo_ttft_s: float | None = None, slo_tpot_s: float | None = None,
+                      warmup_s: float = SIM_WARMUP_S, seed: int = 0, sim_fn=None, **sim_kw) -> dict:
+    """Replay `trace` against a deployment with windows, window by window (the simulator runs
+    one fixed deployment at a time): each window's requests, preceded by the `warmup_s` of
+    requests before it so the window starts with the backlog it would inherit (served at
+    the new window's counts), against that window's counts. Returns {"records": frame of
+    the requests arriving in each window, "summary": `records.summarize` of all of them,
+    "windows": per-window summaries}."""
+    import pandas as pd
+
+    from .records import summarize
+    if sim_fn is None:
+        from .sim import simulate as sim_fn
+    if not deployment.windows:
+        raise InputError("the deployment has no windows; simulate it directly")
+    t0 = float(trace.arrival_s[0]) if len(trace) else 0.0
+    deps = window_deployments(deployment)
+    frames, per_window = [], []
+    for k, (start, dep) in enumerate(deps):
+        end = deps[k + 1][0] if k + 1 < len(deps) else math.inf
+        lo = t0 + start
+        sub = trace.window(lo - warmup_s, t0 + end)
+        if len(sub) == 0:
+            continue
+        res = sim_fn(dep, sub, seed=seed + k, slo_ttft_s=slo_ttft_s, slo_tpot_s=slo_tpot_s, **sim_kw)
+        rec = res.records
+        rec = rec[rec["arrival_s"].to_numpy() >= lo - 1e-9].copy()
+        if len(rec) == 0:
+            continue
+        per_window.append({"start_s": start, "requests": int(len(rec)),
+                           **{k2: v for k2, v in summarize(rec, slo_ttft_s, slo_tpot_s).items()
+                              if k2 in ("ttft_s", "tpot_s", "slo_attainment")}})
+        frames.append(rec)
+    records = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+    summary = summarize(records, slo_ttft_s, slo_tpot_s) if len(records) else {}
+    return {"records": records, "summary": summary, "windows": per_window}
