@@ -29,9 +29,9 @@ def test_help_lists_the_commands():
 
 def test_stats_text_on_bundled_mixed():
     out = run("trace", "stats", TRACES / "mixed.csv").stdout
-    assert "requests       3,600" in out
-    assert re.search(r"rate           3\.0\d\d req/s   inter-arrival CV 1\.0\d", out)
-    assert "classes        LPLD 28.5%  LPHD 11.1%  HPLD 20.1%  HPHD 40.4%" in out
+    assert "requests       6,000" in out
+    assert re.search(r"rate           12\.1\d\d req/s   inter-arrival CV 1\.0\d", out)
+    assert "classes        LPLD 28.5%  LPHD 10.7%  HPLD 20.8%  HPHD 40.0%" in out
     assert "per 60 s" in out and "dropped" not in out
 
 
@@ -127,4 +127,4 @@ def test_bundled_traces_regenerate_from_readme_commands(tmp_path):
         run(*argv)
         assert (tmp_path / target).read_bytes() == (TRACES / target).read_bytes(), target
         t = read_trace(TRACES / target)
-        assert 2000 <= len(t) <= 5000 and 300 < t.span_s < 1800 and np.all(t.prompt_tokens + t.output_tokens <= 2048)
+        assert 2000 <= len(t) <= 8000 and 120 < t.span_s < 1800 and np.all(t.prompt_tokens + t.output_tokens <= 2048)
