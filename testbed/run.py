@@ -1,0 +1,286 @@
+"""`testbed run`: replay a trace against a plan on real worker processes.
+
+Open loop: request i is released at `arrival_s[i]` (after `--time-scale`) on the wall
+clock. Closed loop N: N requests in flight, the next released when one finishes (its
+arrival is its release time). Records come back in the shared schema (planner.records),
+times in seconds from the start of the replay on the launcher's clock (worker clocks are
+converted with the offsets measured at start-up).
+"""
+from __future__ import annotations
+
+import sys
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from planner.errors import InputError
+from planner.plan import Deployment
+from planner.records import empty_records
+from planner.sim.predictor import predictor_from_policies
+
+from .global_scheduler import GlobalScheduler
+from .kv import BACKENDS, NEEDS_GROUP, default_backend
+from .launcher import Cluster, ClusterSpec, WorkerFailed
+
+DEFAULT_DECODE_KV_TOKENS = 65536
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    model: str | None = None           # None: the plan's model
+    layers: int | None = None
+    hidden: int | None = None
+    max_context: int | None = None
+    dtype: str = "fp32"
+    device: str = "cpu"
+    weights_dir: str | None = None
+    seed: int = 0                      # weights, prompts, predictor labels, dispatcher
+    kv_backend: str | None = None      # None: the same-host fast path for the device
+    arena_bytes: int | None = None
+    time_scale: float = 1.0
+    closed_loop: int | None = None
+    decode_kv_tokens: int | None = None   # None: the plan's decode KV capacity
+    block_tokens: int = 16
+    decode_batch_limit: int = 256
+    classifier_layers: int = 1
+    classifier_hidden: int = 128
+    threads: int = 1                   # torch threads per worker
+    host: str = "127.0.0.1"
+    advertise: str | None = None
+    dist_init: str | None = None
+    remote_prefill: int = 0
+    remote_decode: int = 0
+    heartbeat_timeout_s: float = 60.0
+    startup_timeout_s: float = 300.0
+    log_dir: str | None = None
+    return_tokens: bool = False
+    instances: tuple[int, int] | None = None   # override (prefill, decode) counts
+
+
+@dataclass
+class RunResult:
+    records: pd.DataFrame
+    transfers: dict = field(default_factory=dict)
+    wall_s: float = 0.0
+    error: str = ""
+    tokens: dict = field(default_factory=dict)    # rid -> generated tokens (return_tokens)
+    config: dict = field(default_factory=dict)
+
+
+class RunFailed(RuntimeError):
+    """The run stopped early; `result` holds the records so far."""
+
+    def __init__(self, message: str, result: RunResult):
+        super().__init__(message)
+        self.result = result
+
+
+def _counts(dep: Deployment, opts: RunOptions) -> tuple[int, int]:
+    if opts.instances is not None:
+        return opts.instances
+    if dep.mode != "disaggregated":
+        raise InputError(f"the plan is {dep.mode}; the testbed runs disaggregated plans "
+                         "(prefill and decode roles)")
+    return dep.prefill.instances, dep.decode.instances
+
+
+def decode_kv_tokens(dep: Deployment, opts: RunOptions) -> int:
+    if opts.decode_kv_tokens is not None:
+        return int(opts.decode_kv_tokens)
+    try:
+        cap = int(dep.perf("decode").kv_capacity_tokens)
+    except Exception:   # noqa: BLE001 - a plan whose GPU/model the catalog cannot size
+        cap = 0
+    return cap if cap > 0 else DEFAULT_DECODE_KV_TOKENS
+
+
+def worker_config(dep: Deployment, opts: RunOptions) -> dict:
+    """What every worker is told (the launcher adds name, role, rank, rendezvous)."""
+    backend = opts.kv_backend or default_backend(opts.device)
+    if backend not in BACKENDS:
+        raise InputError(f"--kv-backend {backend!r} is not one of {', '.join(BACKENDS)}")
+    pol = dep.policies
+    return {
+        "device": opts.device, "threads": opts.threads, "kv_backend": backend,
+        "arena_bytes": opts.arena_bytes, "prompt_seed": opts.seed,
+        "model": {"name": opts.model or dep.model, "layers": opts.layers, "hidden": opts.hidden,
+                  "max_context": opts.max_context, "dtype": opts.dtype, "seed": opts.seed,
+                  "weights_dir": opts.weights_dir},
+        "prefill": {"chunk_tokens": dep.chunk_tokens, "batch_limit": pol.prefill_batch_limit,
+                    "order": pol.prefill_order, "classifier_layers": opts.classifier_layers,
+                    "classifier_hidden": opts.classifier_hidden},
+        "decode": {"admission": pol.decode_admission, "capacity_tokens": decode_kv_tokens(dep, opts),
+                   "block_tokens": opts.block_tokens, "batch_limit": opts.decode_batch_limit,
+                   "return_tokens": opts.return_tokens},
+    }
+
+
+def _check_trace(trace, opts: RunOptions, dep: Deployment) -> None:
+    from .model import scaled_config
+    cfg = scaled_config(opts.model or dep.model, opts.layers, opts.hidden, max_context=opts.max_context)
+    longest = int(np.max(trace.prompt_tokens + trace.output_tokens)) if len(trace) else 0
+    if longest > cfg.max_position_embeddings:
+        raise InputError(f"a request needs {longest} positions (prompt + output) but the model has "
+                         f"{cfg.max_position_embeddings}; pass --max-context {longest} or filter the trace")
+
+
+def run_trace(dep: Deployment, trace, opts: RunOptions = RunOptions(), *, progress: bool = True,
+              echo=None) -> RunResult:
+    """Run `trace` on a testbed for deployment `dep`. Raises RunFailed (with the records so
+    far) when a worker dies or hangs, or on Ctrl-C."""
+    if len(trace) == 0:
+        raise InputError("the trace has no requests")
+    if opts.time_scale <= 0:
+        raise InputError(f"--time-scale must be > 0, got {opts.time_scale}")
+    if opts.closed_loop is not None and opts.closed_loop < 1:
+        raise InputError(f"--closed-loop must be >= 1, got {opts.closed_loop}")
+    n_p, n_d = _counts(dep, opts)
+    base = worker_config(dep, opts)
+    _check_trace(trace, opts, dep)
+    echo = echo or (lambda s: print(s, file=sys.stderr))
+    arrivals = np.asarray(trace.arrival_s, dtype=float) * opts.time_scale
+    prompts = np.asarray(trace.prompt_tokens, dtype=np.int64)
+    outputs = np.asarray(trace.output_tokens, dtype=np.int64)
+    n = len(arrivals)
+    predictor = predictor_from_policies(dep.policies)
+    buckets = predictor.predict(outputs, seed=opts.seed)
+    pred_tokens = predictor.lower_bound_tokens(buckets)
+    rec = empty_records(n)
+    rec["prompt_tokens"] = prompts
+    rec["output_tokens"] = outputs
+    cols = {c: rec[c].to_numpy().copy() for c in rec.columns}
+    sched = GlobalScheduler(n_p, n_d, dispatcher=dep.policies.dispatcher,
+                            decode_capacity_tokens=base["decode"]["capacity_tokens"], seed=opts.seed)
+    spec = ClusterSpec(n_p, n_d, host=opts.host, advertise=opts.advertise, remote_prefill=opts.remote_prefill,
+                       remote_decode=opts.remote_decode, needs_store=base["kv_backend"] in NEEDS_GROUP,
+                       dist_init=opts.dist_init, startup_timeout_s=opts.startup_timeout_s,
+                       heartbeat_timeout_s=opts.heartbeat_timeout_s, log_dir=opts.log_dir)
+    cluster = Cluster(spec)
+    result = RunResult(rec, config=base)
+    bar = None
+    finished = 0
+    t0 = None
+    try:
+        def on_remote(cmds):
+            echo("start these workers on their hosts (same project checkout and Python environment):")
+            for c in cmds:
+                echo("  " + c)
+        cluster.start(lambda w, extra: dict(base, **extra), on_remote=on_remote)
+        if progress:
+            from tqdm import tqdm
+            bar = tqdm(total=n, desc="requests", unit="req", file=sys.stderr, leave=False)
+        t0 = time.monotonic() + 0.05
+        rel = lambda name, t: cluster.to_launcher_time(name, t) - t0   # noqa: E731
+        next_i = 0
+        in_flight = 0
+        last_progress = time.monotonic()
+        while finished < n:
+            now = time.monotonic() - t0
+            # release arrivals
+            while next_i < n and ((opts.closed_loop is None and arrivals[next_i] <= now)
+                                  or (opts.closed_loop is not None and in_flight < opts.closed_loop)):
+                i = next_i
+                if opts.closed_loop is not None:
+                    cols["arrival_s"][i] = max(now, 0.0)
+                else:
+                    cols["arrival_s"][i] = arrivals[i]
+                p = sched.route(i, int(prompts[i]))
+                cols["prefill_instance"][i] = p
+                cols["predicted_bucket"][i] = int(buckets[i])
+                cluster.send(f"p{p}", {"op": "request", "rid": i, "prompt_tokens": int(prompts[i]),
+                                       "output_tokens": int(outputs[i]), "label": int(buckets[i])})
+                next_i += 1
+                in_flight += 1
+            if opts.closed_loop is None and next_i < n:
+                timeout = min(max(arrivals[next_i] - now, 0.0), 0.5)
+            else:
+                timeout = 0.5
+            for name, msg in cluster.wait(timeout):
+                op = msg["op"]
+                last_progress = time.monotonic()
+                if op == "events":
+                    for ev in msg["items"]:
+                        done = _on_event(ev, name, rel, cols, sched, cluster, dep, prompts, outputs,
+                                         pred_tokens, result)
+                        if done:
+                            finished += 1
+                            in_flight -= 1
+                            if bar is not None:
+                                bar.update(1)
+                elif op == "kv_sent":
+                    t = result.transfers.setdefault("sent", {"count": 0, "bytes": 0, "seconds": 0.0})
+                    t["count"] += 1
+                    t["bytes"] += int(msg["nbytes"])
+                    t["seconds"] += float(msg["seconds"])
+                    if msg["state"] != "done":
+                        raise WorkerFailed(f"KV transfer {msg['xfer']} from {name} failed: {msg['error']}")
+            stalled = time.monotonic() - last_progress
+            if in_flight and stalled > opts.heartbeat_timeout_s:
+                raise WorkerFailed(f"no worker made progress for {stalled:.1f} s with {in_flight} requests "
+                                   f"in flight (workers alive but stuck; logs in {cluster.log_dir})")
+        result.wall_s = time.monotonic() - t0
+    except (WorkerFailed, KeyboardInterrupt) as e:
+        why = "interrupted (Ctrl-C)" if isinstance(e, KeyboardInterrupt) else str(e)
+        result.error = why
+        _store(result, cols, t0, cluster)
+        raise RunFailed(f"testbed run stopped after {finished} of {n} requests: {why}", result) from None
+    finally:
+        if bar is not None:
+            bar.close()
+        cluster.stop()
+    _store(result, cols, t0, cluster)
+    return result
+
+
+def _store(result: RunResult, cols: dict, t0, cluster: Cluster) -> None:
+    result.records = pd.DataFrame(cols)
+    result.transfers["backend"] = result.config.get("kv_backend")
+    result.transfers["workers"] = {w.name: w.bye for w in cluster.workers.values() if w.bye}
+    result.transfers["relayed_messages"] = cluster.relayed
+
+
+def _on_event(ev, name, rel, cols, sched, cluster, dep, prompts, outputs, pred_tokens, result) -> bool:
+    rid = int(ev["rid"])
+    kind = ev["kind"]
+    t = rel(name, ev["t"])
+    if kind == "prefill_start":
+        cols["prefill_start_s"][rid] = t
+    elif kind == "prefilled":
+        cols["first_token_s"][rid] = t
+        sched.prefilled(rid)
+        d = sched.dispatch(rid, int(prompts[rid]), int(pred_tokens[rid]))
+        cols["decode_instance"][rid] = d
+        cluster.send(f"d{d}", {"op": "expect", "rid": rid, "xfer": rid, "src": name, "shape": ev["shape"],
+                               "dtype": ev["dtype"], "prompt_tokens": int(prompts[rid]),
+                               "output_tokens": int(outputs[rid]), "first_token": ev["first_token"],
+                               "predicted_tokens": int(pred_tokens[rid])})
+        cluster.send(name, {"op": "send_kv", "rid": rid, "xfer": rid, "dst": f"d{d}"})
+    elif kind == "kv_done":
+        cols["kv_done_s"][rid] = t
+        r = result.transfers.setdefault("received", {"count": 0, "bytes": 0, "seconds": 0.0})
+        r["count"] += 1
+        r["bytes"] += int(ev["nbytes"])
+        r["seconds"] += float(ev["seconds"])
+    elif kind == "decode_start":
+        cols["decode_start_s"][rid] = t
+    elif kind == "finished":
+        cols["finish_s"][rid] = t
+        sched.finished(rid)
+        if "tokens" in ev:
+            result.tokens[rid] = ev["tokens"]
+        return True
+    return False
+
+
+def records_or_nan(df: pd.DataFrame) -> pd.DataFrame:
+    """Records as written: times rounded to microseconds, NaN where a step never happened."""
+    out = df.copy()
+    for c in ("arrival_s", "prefill_start_s", "first_token_s", "kv_done_s", "decode_start_s", "finish_s"):
+        out[c] = out[c].astype(float).round(6)
+    return out
+
+
+__all__ = ["RunOptions", "RunResult", "RunFailed", "run_trace", "worker_config", "decode_kv_tokens",
+           "records_or_nan"]

@@ -1,0 +1,1 @@
+"""Prefill and decode worker processes (one OS process each) and their scheduling logic."""

@@ -1,0 +1,88 @@
+"""The prefill worker's logic: chunked prefill, the length classifier, KV hand-off.
+
+Driven by the process loop in `main.py` (or directly, in tests): `on_request` queues a
+request, `on_send_kv` starts its KV transfer once the scheduler has picked a decode
+instance, `step` runs one chunk. Events for the scheduler go to `emit` as dicts with the
+worker's `time.monotonic()` timestamps.
+"""
+from __future__ import annotations
+
+import time
+
+import torch
+
+from ..kv.base import dtype_name
+from .chunks import ChunkScheduler
+from .tokens import prompt_ids
+
+
+class PrefillWorker:
+    def __init__(self, name, engine, connector, emit, *, chunk_tokens: int, batch_limit: int = 16,
+                 order: str = "fcfs", classifier=None, seed: int = 0):
+        self.name, self.engine, self.connector, self.emit = name, engine, connector, emit
+        self.chunks = ChunkScheduler(chunk_tokens, batch_limit, order)
+        self.classifier = classifier
+        self.seed = seed
+        self.requests: dict[int, dict] = {}     # rid -> {prompt_tokens, label, ids, kv}
+        self.sending: dict[int, object] = {}    # xfer -> RequestKV kept alive until sent
+        self.iterations = 0
+
+    # ---- messages from the scheduler --------------------------------------------
+    def on_request(self, msg: dict) -> None:
+        rid = int(msg["rid"])
+        self.requests[rid] = {"prompt_tokens": int(msg["prompt_tokens"]), "label": int(msg.get("label", -1)),
+                              "ids": None, "kv": None}
+        self.chunks.add(rid, int(msg["prompt_tokens"]))
+
+    def on_send_kv(self, msg: dict) -> None:
+        req = self.requests.pop(int(msg["rid"]))
+        kv = req["kv"]
+        self.sending[int(msg["xfer"])] = kv
+        self.connector.send(int(msg["xfer"]), msg["dst"], kv.view())
+
+    @property
+    def busy(self) -> bool:
+        return len(self.chunks) > 0 or self.connector.pending() > 0
+
+    # ---- one iteration ----------------------------------------------------------
+    def poll_transfers(self) -> None:
+        for t in self.connector.poll():
+            self.sending.pop(t.xfer_id, None)
+            self.emit({"op": "kv_sent", "xfer": t.xfer_id, "state": t.state, "nbytes": t.nbytes,
+                       "seconds": t.seconds, "error": t.error})
+
+    def step(self) -> bool:
+        """Run one chunk; False when there was nothing to prefill."""
+        self.poll_transfers()
+        slices = self.chunks.next_chunk()
+        if not slices:
+            return False
+        t_start = time.monotonic()
+        started = [s.rid for s in slices if s.start == 0]
+        for rid in started:
+            req = self.requests[rid]
+            req["ids"] = prompt_ids(self.seed, rid, req["prompt_tokens"], self.engine.vocab)
+            req["kv"] = self.engine.new_kv(req["prompt_tokens"])
+        if self.classifier is not None and started:
+            self.classifier.run([self.requests[rid]["ids"] for rid in started])
+        batch = [(self.requests[s.rid]["kv"], self.requests[s.rid]["ids"][s.start:s.start + s.tokens])
+                 for s in slices]
+        logits = self.engine.prefill(batch)
+        if logits.device.type == "cuda":
+            torch.cuda.synchronize(logits.device)
+        t_end = time.monotonic()
+        self.iterations += 1
+        events = [{"rid": rid, "kind": "prefill_start", "t": t_start} for rid in started]
+        for i, s in enumerate(slices):
+            if not s.last:
+                continue
+            req = self.requests[s.rid]
+            kv = req["kv"]
+            req["ids"] = None
+            events.append({"rid": s.rid, "kind": "prefilled", "t": t_end,
+                           "first_token": int(logits[i].argmax()), "label": req["label"],
+                           "shape": list(kv.view().shape), "dtype": dtype_name(kv.data.dtype),
+                           "nbytes": kv.filled_bytes})
+        self.emit({"op": "events", "items": events, "chunk_tokens": sum(s.tokens for s in slices),
+                   "t_start": t_start, "t_end": t_end})
+        return True
