@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from multiprocessing.connection import Listener, wait
 from pathlib import Path
 
-from .workers.proto import AUTHKEY_ENV, Channel, clock_offset
+from .workers.proto import AUTHKEY_ENV, Channel, clock_offset, no_delay
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -145,7 +145,7 @@ class Cluster:
                 return
             except Exception:   # noqa: BLE001 - a client with the wrong key: ignore it
                 continue
-            self._accepted.put(conn)
+            self._accepted.put(no_delay(conn))
 
     def _handshake(self, make_config, extra) -> None:
         deadline = time.monotonic() + self.spec.startup_timeout_s

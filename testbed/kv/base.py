@@ -82,6 +82,9 @@ class KVConnector:
     def release(self, xfer_id: int) -> None:
         """The receiver no longer needs the tensor of `xfer_id`."""
 
+    def prepare(self, peers: list[str]) -> None:
+        """Set up what the first transfers to `peers` need (before any request)."""
+
     def on_message(self, msg: dict) -> None:
         """A control message from a peer's connector."""
 

@@ -19,7 +19,7 @@ import torch
 from .arena import Arena
 from .base import DONE, DTYPES, KVConnector, Transfer, dtype_name, nbytes_of
 
-DEFAULT_ARENA_BYTES = 256 << 20
+DEFAULT_ARENA_BYTES = 64 << 20
 MAX_ARENAS = 8
 
 
@@ -67,6 +67,18 @@ class ArenaConnector(KVConnector):
         self._recv_src: dict[int, str] = {}
 
     # ---- sender ----------------------------------------------------------------
+    def prepare(self, peers: list[str]) -> None:
+        """Create the first arena now (not during the first transfer) and tell `peers`,
+        so they map it before any request arrives."""
+        if not self._segments:
+            self._new_segment(0)
+        for peer in peers:
+            for seg in self._segments:
+                self.post(peer, self._announce(seg))
+
+    def _announce(self, seg: _Segment) -> dict:
+        return {"kv": "arena-announce", "key": seg.key, "path": seg.path, "handle": seg.handle}
+
     def _new_segment(self, nbytes: int) -> _Segment:
         size = max(self.arena_bytes, nbytes)
         key = f"{self.prefix}-{self.me}-{len(self._segments)}"
@@ -134,6 +146,8 @@ class ArenaConnector(KVConnector):
         if kind == "arena":
             self._arrived[msg["xfer"]] = msg
             self._match(msg["xfer"])
+        elif kind == "arena-announce":
+            self._map(msg)
         elif kind == "arena-free":
             seg, off = self._lent.pop(msg["xfer"])
             seg.alloc.free(off)
@@ -149,6 +163,8 @@ class ArenaConnector(KVConnector):
                 size = os.path.getsize(msg["path"])
                 self._mapped[key] = torch.from_file(msg["path"], shared=True, size=size,
                                                     dtype=torch.uint8)
+            if self._mapped[key].device.type == "cpu":
+                self._mapped[key][::4096].sum()     # fault the pages in now, not in a transfer
         return self._mapped[key]
 
     def _match(self, xfer_id):

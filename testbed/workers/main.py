@@ -76,6 +76,8 @@ def _build(cfg: dict, chan):
                               batch_limit=int(d.get("batch_limit", 256)),
                               return_tokens=bool(d.get("return_tokens", False)), seed=int(cfg.get("prompt_seed", 0)))
     _warm_up(engine, worker)
+    if cfg["role"] == "prefill":
+        connector.prepare([n for n in cfg.get("ranks", {}) if n.startswith("d")])
     return worker, connector, outbox
 
 

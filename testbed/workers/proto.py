@@ -9,6 +9,7 @@ clock offset at start-up (NTP-style ping) and converts.
 from __future__ import annotations
 
 import os
+import socket
 import threading
 import time
 from multiprocessing.connection import Client, Connection
@@ -45,6 +46,16 @@ class Channel:
             pass
 
 
+def no_delay(conn: Connection) -> Connection:
+    """Turn off Nagle's algorithm: small control messages must not wait for ACKs (40 ms)."""
+    s = socket.fromfd(conn.fileno(), socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    finally:
+        s.close()
+    return conn
+
+
 def parse_address(text: str) -> tuple[str, int]:
     host, _, port = text.rpartition(":")
     if not host or not port.isdigit():
@@ -56,7 +67,7 @@ def connect(address: str, authkey_hex: str | None = None) -> Channel:
     key = authkey_hex or os.environ.get(AUTHKEY_ENV)
     if not key:
         raise ValueError(f"no authkey: set {AUTHKEY_ENV} (the launcher prints it for remote workers)")
-    return Channel(Client(parse_address(address), family="AF_INET", authkey=bytes.fromhex(key)))
+    return Channel(no_delay(Client(parse_address(address), family="AF_INET", authkey=bytes.fromhex(key))))
 
 
 def clock_offset(samples: list[tuple[float, float, float]]) -> float:

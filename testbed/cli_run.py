@@ -1,0 +1,189 @@
+"""`testbed run`, `testbed validate` and `testbed worker` (click). User errors print one
+line and exit 2; a run that stops early (a worker died or hung, Ctrl-C) writes the
+records so far, prints why and exits 1."""
+from __future__ import annotations
+
+import functools
+import json
+import sys
+
+import click
+
+from planner.errors import InputError
+
+EXIT_BAD_INPUT = 2
+EXIT_RUN_FAILED = 1
+
+
+def guarded(fn):
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except InputError as e:
+            click.echo(f"error: {e}", err=True)
+            sys.exit(EXIT_BAD_INPUT)
+    return wrapper
+
+
+def run_options(fn):
+    """The options `run` and `validate` share."""
+    opts = [
+        click.option("--plan", "plan_path", required=True, type=click.Path(dir_okay=False),
+                     help="Plan JSON (`planner recommend -o plan.json`): role counts, chunk size, policies."),
+        click.option("--trace", "trace_path", required=True, type=click.Path(dir_okay=False),
+                     help="Trace file (any format `planner trace stats` reads)."),
+        click.option("--head", type=int, default=None, help="Use only the first N requests."),
+        click.option("--time-scale", type=float, default=1.0, show_default=True,
+                     help="Stretch arrivals by this factor (>1 slower, <1 faster)."),
+        click.option("--closed-loop", type=int, default=None,
+                     help="Closed loop: keep N requests in flight instead of replaying arrival times."),
+        click.option("--model", default=None, help="OPT model to run instead of the plan's (e.g. opt-125m)."),
+        click.option("--layers", type=int, default=None, help="Scale the model to N layers."),
+        click.option("--hidden", type=int, default=None, help="Scale the model to hidden size N."),
+        click.option("--max-context", type=int, default=None, help="Positions of the model (default the model's)."),
+        click.option("--weights", "weights_dir", type=click.Path(file_okay=False), default=None,
+                     help="Folder with real weights (save_pretrained); default seeded random weights."),
+        click.option("--dtype", type=click.Choice(["fp32", "fp16", "bf16"]), default="fp32", show_default=True),
+        click.option("--device", default="cpu", show_default=True, help="cpu or cuda[:N]."),
+        click.option("--kv-backend", type=click.Choice(["reference", "gloo", "nccl", "shm", "cuda-ipc"]),
+                     default=None, help="KV transfer backend [default: shm on cpu, cuda-ipc on cuda]."),
+        click.option("--prefill", "n_prefill", type=int, default=None, help="Override the plan's prefill instances."),
+        click.option("--decode", "n_decode", type=int, default=None, help="Override the plan's decode instances."),
+        click.option("--decode-kv-tokens", type=int, default=None,
+                     help="KV tokens a decode worker may hold [default: the plan's decode capacity]."),
+        click.option("--classifier-layers", type=int, default=1, show_default=True,
+                     help="Layers of the length classifier run on each prompt (0: none)."),
+        click.option("--classifier-hidden", type=int, default=128, show_default=True),
+        click.option("--threads", type=int, default=1, show_default=True, help="torch threads per worker."),
+        click.option("--seed", type=int, default=0, show_default=True),
+        click.option("--host", default="127.0.0.1", show_default=True,
+                     help="Address the scheduler (and TCPStore) bind; 0.0.0.0 for workers on other hosts."),
+        click.option("--advertise", default=None, help="Address other hosts reach the scheduler at."),
+        click.option("--dist-init", default=None,
+                     help="torch.distributed init method (tcp://HOST:PORT) instead of the launcher's TCPStore."),
+        click.option("--remote-prefill", type=int, default=0, show_default=True,
+                     help="Prefill workers started by hand on other hosts (the command is printed)."),
+        click.option("--remote-decode", type=int, default=0, show_default=True),
+        click.option("--heartbeat-timeout", type=float, default=60.0, show_default=True,
+                     help="Seconds of silence (or no progress) after which a worker counts as hung."),
+        click.option("--log-dir", type=click.Path(file_okay=False), default=None,
+                     help="Worker logs here [default: a temporary folder]."),
+        click.option("--no-progress", is_flag=True, help="No progress bar."),
+    ]
+    for o in reversed(opts):
+        fn = o(fn)
+    return fn
+
+
+def _load(kw):
+    from planner.plan import read_plan
+    from traces import read_trace
+
+    from .run import RunOptions
+
+    plan = read_plan(kw["plan_path"])
+    trace = read_trace(kw["trace_path"])
+    if kw["head"] is not None:
+        if kw["head"] < 1:
+            raise InputError(f"--head must be >= 1, got {kw['head']}")
+        trace = trace.head(kw["head"])
+    for flag in ("layers", "hidden", "threads", "n_prefill", "n_decode", "decode_kv_tokens", "max_context"):
+        if kw[flag] is not None and kw[flag] < 1:
+            raise InputError(f"--{flag.replace('n_', '').replace('_', '-')} must be >= 1, got {kw[flag]}")
+    dep = plan.deployment
+    instances = None
+    if kw["n_prefill"] or kw["n_decode"]:
+        if dep.mode != "disaggregated" and not (kw["n_prefill"] and kw["n_decode"]):
+            raise InputError("the plan is not disaggregated: give both --prefill and --decode")
+        instances = (kw["n_prefill"] or dep.prefill.instances, kw["n_decode"] or dep.decode.instances)
+    opts = RunOptions(model=kw["model"], layers=kw["layers"], hidden=kw["hidden"], max_context=kw["max_context"],
+                      dtype=kw["dtype"], device=kw["device"], weights_dir=kw["weights_dir"], seed=kw["seed"],
+                      kv_backend=kw["kv_backend"], time_scale=kw["time_scale"], closed_loop=kw["closed_loop"],
+                      decode_kv_tokens=kw["decode_kv_tokens"], classifier_layers=kw["classifier_layers"],
+                      classifier_hidden=kw["classifier_hidden"], threads=kw["threads"], host=kw["host"],
+                      advertise=kw["advertise"], dist_init=kw["dist_init"], remote_prefill=kw["remote_prefill"],
+                      remote_decode=kw["remote_decode"], heartbeat_timeout_s=kw["heartbeat_timeout"],
+                      log_dir=kw["log_dir"], instances=instances)
+    return plan, trace, opts
+
+
+def _execute(plan, trace, opts, progress: bool, output: str | None):
+    """Run; write records (also the partial ones of a failed run); exit 1 on failure."""
+    from .run import RunFailed, records_or_nan, run_trace
+    try:
+        result = run_trace(plan.deployment, trace, opts, progress=progress)
+    except RunFailed as e:
+        if output:
+            records_or_nan(e.result.records).to_csv(output, index=False)
+            click.echo(f"records so far written to {output}", err=True)
+        click.echo(f"error: {e}", err=True)
+        sys.exit(EXIT_RUN_FAILED)
+    if output:
+        records_or_nan(result.records).to_csv(output, index=False)
+    return result
+
+
+def _fmt_s(v) -> str:
+    return "-" if v is None or v != v else f"{v * 1e3:.1f}ms"
+
+
+@click.command("run")
+@run_options
+@click.option("-o", "--output", type=click.Path(dir_okay=False), default=None, help="Write request records (CSV).")
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+@guarded
+def run_cmd(output, as_json, **kw):
+    """Replay a trace against a plan on real prefill and decode processes with real KV
+    transfer, and write per-request records (the simulator's schema)."""
+    from planner.records import summarize
+    plan, trace, opts = _load(kw)
+    result = _execute(plan, trace, opts, not kw["no_progress"], output)
+    summary = summarize(result.records)
+    summary["transfers"] = {k: v for k, v in result.transfers.items() if k != "workers"}
+    summary["wall_s"] = result.wall_s
+    if as_json:
+        click.echo(json.dumps(summary, indent=2, default=float))
+        return
+    click.echo(f"{summary['finished']}/{summary['requests']} requests in {result.wall_s:.1f} s "
+               f"({summary.get('requests_per_s', 0):.2f} req/s, {summary.get('output_tokens_per_s', 0):.0f} output tok/s)")
+    for m in ("ttft_s", "tpot_s", "jct_s"):
+        p = summary[m]
+        click.echo(f"  {m[:-2].upper():<5} p50 {_fmt_s(p['p50']):>10}  p90 {_fmt_s(p['p90']):>10}  p99 {_fmt_s(p['p99']):>10}")
+    t = result.transfers.get("received")
+    if t and t["count"]:
+        click.echo(f"  KV    {t['count']} transfers ({result.transfers['backend']}), {t['bytes'] / 1e6:.1f} MB, "
+                   f"mean {t['seconds'] / t['count'] * 1e3:.2f} ms send-to-arrival")
+    if output:
+        click.echo(f"records written to {output}")
+
+
+@click.command("validate")
+@run_options
+@click.option("-o", "--output", type=click.Path(dir_okay=False), default=None, help="Write the measured records (CSV).")
+@click.option("--json", "as_json", is_flag=True, help="Print the comparison as JSON.")
+@guarded
+def validate_cmd(output, as_json, **kw):
+    """Run the plan on the testbed and print predicted (analytical), simulated and measured
+    p50/p90/p99 TTFT, TPOT, JCT and throughput side by side, with errors against measured."""
+    from .validate import compare, render
+    plan, trace, opts = _load(kw)
+    result = _execute(plan, trace, opts, not kw["no_progress"], output)
+    table = compare(plan, trace, opts, result.records)
+    if as_json:
+        click.echo(json.dumps(table, indent=2, default=float))
+    else:
+        click.echo(render(table))
+
+
+@click.command("worker")
+@click.option("--connect", required=True, help="The scheduler's HOST:PORT (printed by `testbed run --remote-...`).")
+@click.option("--role", required=True, type=click.Choice(["prefill", "decode"]))
+@click.option("--index", required=True, type=int)
+def worker_cmd(connect, role, index):
+    """Join a running testbed from another host (authkey in $TESTBED_AUTHKEY)."""
+    from .workers.main import main as worker_main
+    sys.exit(worker_main(["--connect", connect, "--role", role, "--index", str(index)]))
+
+
+COMMANDS = (run_cmd, validate_cmd, worker_cmd)

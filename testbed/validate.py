@@ -1,0 +1,103 @@
+"""`testbed validate`: predicted (analytical queueing model), simulated (discrete-event
+simulator) and measured (testbed) percentiles of one plan on one trace, side by side.
+
+The three see the same deployment (role counts after any --prefill/--decode override),
+the same trace (after --head and --time-scale), the same predictor labels (same seed)
+and the simulator's dispatch and admission rules. Errors are model / measured - 1.
+Throughput is finished requests per second from the first arrival to the last finish
+(planner.records.summarize); the analytical model's figure is the trace's requests over
+its span plus the predicted median JCT (it predicts latencies, not a makespan).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import replace
+
+from planner.errors import InputError
+from planner.records import summarize
+
+METRICS = ("ttft_s", "tpot_s", "jct_s")
+PCTS = ("p50", "p90", "p99")
+
+
+def deployment_for(plan, opts):
+    dep = plan.deployment
+    if opts.instances is not None:
+        p, d = opts.instances
+        dep = replace(dep, prefill=replace(dep.prefill, instances=p), decode=replace(dep.decode, instances=d))
+    return dep
+
+
+def _err(model, measured):
+    if model is None or measured is None or not (math.isfinite(model) and math.isfinite(measured)) or measured <= 0:
+        return None
+    return model / measured - 1.0
+
+
+def compare(plan, trace, opts, measured_records) -> dict:
+    """{metric: {pct: {predicted, simulated, measured, predicted_error, simulated_error}}},
+    plus throughput rows and notes."""
+    from planner.queueing import predict
+    from planner.sim import simulate
+
+    if opts.closed_loop is not None:
+        raise InputError("validate compares open-loop replays; drop --closed-loop")
+    dep = deployment_for(plan, opts)
+    scaled = trace.time_scaled(opts.time_scale) if opts.time_scale != 1.0 else trace
+    predicted = predict(dep, scaled, seed=opts.seed)
+    sim = simulate(dep, scaled, seed=opts.seed, block_tokens=opts.block_tokens,
+                   decode_batch_limit=opts.decode_batch_limit)
+    simulated = sim.summary
+    measured = summarize(measured_records)
+    out: dict = {"metrics": {}, "notes": []}
+    for m in METRICS:
+        out["metrics"][m] = {}
+        for q in PCTS:
+            a = (predicted.get(m) or {}).get(q)
+            s = (simulated.get(m) or {}).get(q)
+            x = (measured.get(m) or {}).get(q)
+            out["metrics"][m][q] = {"predicted": a, "simulated": s, "measured": x,
+                                    "predicted_error": _err(a, x), "simulated_error": _err(s, x)}
+    jct50 = (predicted.get("jct_s") or {}).get("p50")
+    span = float(scaled.span_s)
+    pred_rps = len(scaled) / (span + jct50) if jct50 is not None and math.isfinite(jct50) else None
+    thr = {"predicted": pred_rps, "simulated": simulated.get("requests_per_s"),
+           "measured": measured.get("requests_per_s")}
+    thr["predicted_error"] = _err(thr["predicted"], thr["measured"])
+    thr["simulated_error"] = _err(thr["simulated"], thr["measured"])
+    out["requests_per_s"] = thr
+    out["finished"] = {"simulated": simulated.get("finished"), "measured": measured.get("finished"),
+                       "requests": len(scaled)}
+    if not predicted.get("feasible", True):
+        out["notes"].append("analytical model: infeasible (" + "; ".join(map(str, predicted.get("limits", []))) + ")")
+    if opts.decode_kv_tokens is not None:
+        out["notes"].append(f"testbed decode KV capacity {opts.decode_kv_tokens} tokens (--decode-kv-tokens); "
+                            "the models use the plan's")
+    return out
+
+
+def _ms(v) -> str:
+    return "-" if v is None or (isinstance(v, float) and not math.isfinite(v)) else f"{v * 1e3:9.2f}"
+
+
+def _pct(v) -> str:
+    return "-" if v is None else f"{v * 100:+6.1f}%"
+
+
+def render(table: dict) -> str:
+    lines = [f"{'metric':<10}{'predicted':>11}{'simulated':>11}{'measured':>11}{'pred err':>10}{'sim err':>10}",
+             f"{'':<10}{'(ms)':>11}{'(ms)':>11}{'(ms)':>11}"]
+    for m, rows in table["metrics"].items():
+        for q, r in rows.items():
+            lines.append(f"{m[:-2].upper() + ' ' + q:<10}{_ms(r['predicted']):>11}{_ms(r['simulated']):>11}"
+                         f"{_ms(r['measured']):>11}{_pct(r['predicted_error']):>10}{_pct(r['simulated_error']):>10}")
+    t = table["requests_per_s"]
+
+    def f(v):
+        return "-" if v is None else f"{v:9.3f}"
+    lines.append(f"{'req/s':<10}{f(t['predicted']):>11}{f(t['simulated']):>11}{f(t['measured']):>11}"
+                 f"{_pct(t['predicted_error']):>10}{_pct(t['simulated_error']):>10}")
+    fin = table["finished"]
+    lines.append(f"finished: simulated {fin['simulated']}/{fin['requests']}, measured {fin['measured']}/{fin['requests']}")
+    lines.extend("note: " + n for n in table["notes"])
+    return "\n".join(lines)
