@@ -12,3 +12,8 @@ def main():
 from .cli_profile import profile_cmd  # noqa: E402
 
 main.add_command(profile_cmd)
+
+from .cli_run import COMMANDS as _RUN_COMMANDS  # noqa: E402
+
+for _cmd in _RUN_COMMANDS:
+    main.add_command(_cmd)
