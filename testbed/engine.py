@@ -27,10 +27,8 @@ from .kv_cache import RequestKV
 class _Layer:
     ln1: tuple                  # (weight, bias, eps) of self_attn_layer_norm
     ln2: tuple                  # (weight, bias, eps) of final_layer_norm
-    q: tuple                    # (weight, bias) of the projections
-    k: tuple
-    v: tuple
-    o: tuple
+    qkv: tuple                  # (weight [3*hidden, hidden], bias): Q, K and V in one GEMM
+    o: tuple                    # (weight, bias) of out_proj
     fc1: tuple
     fc2: tuple
     act: object                 # the activation module (ReLU for OPT)
@@ -38,6 +36,24 @@ class _Layer:
 
 def _lin(m) -> tuple:
     return (m.weight, m.bias)
+
+
+def _fuse_qkv(attn) -> tuple:
+    """One [3*out, in] weight (and bias) for q_proj, k_proj and v_proj. The three modules'
+    parameters are re-pointed at slices of it (same values), so the model keeps working
+    and no memory is duplicated."""
+    projs = (attn.q_proj, attn.k_proj, attn.v_proj)
+    with torch.no_grad():
+        w = torch.cat([p.weight for p in projs])
+        b = None if projs[0].bias is None else torch.cat([p.bias for p in projs])
+        o = 0
+        for p in projs:
+            n = p.weight.shape[0]
+            p.weight.data = w[o:o + n]
+            if b is not None:
+                p.bias.data = b[o:o + n]
+            o += n
+    return (w, b)
 
 
 def _ln(m) -> tuple | None:
@@ -71,8 +87,7 @@ class Engine:
         self.lm_head = model.get_output_embeddings().weight
         self.layers = [
             _Layer(ln1=_ln(L.self_attn_layer_norm), ln2=_ln(L.final_layer_norm),
-                   q=_lin(L.self_attn.q_proj), k=_lin(L.self_attn.k_proj), v=_lin(L.self_attn.v_proj),
-                   o=_lin(L.self_attn.out_proj), fc1=_lin(L.fc1), fc2=_lin(L.fc2), act=L.activation_fn)
+                   qkv=_fuse_qkv(L.self_attn), o=_lin(L.self_attn.out_proj), fc1=_lin(L.fc1), fc2=_lin(L.fc2), act=L.activation_fn)
             for L in dec.layers]
         self._arange = torch.arange(self.max_positions, device=self.device)
 
@@ -100,13 +115,10 @@ class Engine:
         w, b, eps = ln
         return F.layer_norm(x, (x.shape[-1],), w, b, eps)
 
-    def _qkv(self, x: torch.Tensor, w: _Layer):
+    def _qkv(self, x: torch.Tensor, w: _Layer) -> torch.Tensor:
+        """[n, 3, heads, head_dim]: Q, K, V of every token (OPT: kv_heads == heads)."""
         h = self._norm(x, w.ln1) if self.pre_norm else x
-        n = x.shape[0]
-        q = F.linear(h, *w.q).view(n, self.heads, self.head_dim)
-        k = F.linear(h, *w.k).view(n, self.kv_heads, self.head_dim)
-        v = F.linear(h, *w.v).view(n, self.kv_heads, self.head_dim)
-        return q, k, v
+        return F.linear(h, *w.qkv).view(x.shape[0], 3, self.heads, self.head_dim)
 
     def _finish_layer(self, x: torch.Tensor, attn: torch.Tensor, w: _Layer) -> torch.Tensor:
         x = x + F.linear(attn.reshape(x.shape[0], self.heads * self.head_dim), *w.o)
@@ -159,8 +171,8 @@ class Engine:
         positions = torch.cat([self._arange[s:s + n] for _, s, _, n in spans])
         x = self._embed(ids, positions)
         for li, w in enumerate(self.layers):
-            q, k, v = self._qkv(x, w)
-            kv_new = torch.stack((k, v), dim=1)                      # [N, 2, H, D]
+            qkv = self._qkv(x, w)
+            q, kv_new = qkv[:, 0], qkv[:, 1:]                         # [N, H, D], [N, 2, H, D]
             attn = torch.empty_like(q)
             for kv, s, o, n in spans:
                 kv.data[s:s + n, li].copy_(kv_new[o:o + n])
@@ -198,27 +210,27 @@ class Engine:
         ids = torch.tensor([int(t) for _, t in items], dtype=torch.long).to(self.device, non_blocking=True)
         lens_t = torch.tensor(lens, dtype=torch.long).to(self.device, non_blocking=True)
         x = self._embed(ids, lens_t)
-        mask = (self._arange[:max_ctx][None, :] <= lens_t[:, None]).view(B, 1, 1, max_ctx)
         cached = [kv.data[:n].unbind(1) for (kv, _), n in zip(items, lens)]   # per request: L views
-        pad = None
-        if min(lens) + 1 < max_ctx:
+        mask, pads = None, [None] * B
+        if min(lens) + 1 < max_ctx:     # ragged batch: pad with zeros, mask the padding out
+            valid = (self._arange[:max_ctx][None, :] <= lens_t[:, None]).view(B, 1, 1, max_ctx)
+            mask = torch.zeros(valid.shape, dtype=self.dtype, device=self.device).masked_fill_(~valid, float("-inf"))
             pad = torch.zeros((max_ctx, 2, self.kv_heads, self.head_dim), dtype=self.dtype, device=self.device)
+            pads = [pad[: max_ctx - n - 1] if n + 1 < max_ctx else None for n in lens]
         new = torch.empty((B, self.n_layers, 2, self.kv_heads, self.head_dim), dtype=self.dtype, device=self.device)
         for li, w in enumerate(self.layers):
-            q, k, v = self._qkv(x, w)
-            new_l = new[:, li]
-            new_l[:, 0] = k
-            new_l[:, 1] = v
+            qkv = self._qkv(x, w)
+            new[:, li] = qkv[:, 1:]
             new_rows = new[:, li:li + 1].unbind(0)                      # B x [1, 2, H, D]
             parts = []
             for b in range(B):
                 parts.append(cached[b][li])
                 parts.append(new_rows[b])
-                if lens[b] + 1 < max_ctx:
-                    parts.append(pad[: max_ctx - lens[b] - 1])
+                if pads[b] is not None:
+                    parts.append(pads[b])
             ctx = torch.cat(parts).view(B, max_ctx, 2, self.kv_heads, self.head_dim)
             out = F.scaled_dot_product_attention(
-                q.view(B, self.heads, 1, self.head_dim), ctx[:, :, 0].transpose(1, 2),
+                qkv[:, 0].unsqueeze(2), ctx[:, :, 0].transpose(1, 2),
                 ctx[:, :, 1].transpose(1, 2), attn_mask=mask)
             x = self._finish_layer(x, out.view(B, self.heads, self.head_dim), w)
         torch._foreach_copy_([kv.data[n] for (kv, _), n in zip(items, lens)], list(new.unbind(0)))
