@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import Callable
 
 import numpy as np
 
@@ -55,6 +56,21 @@ class Option:
     @property
     def gpus(self) -> int:
         return self.instances * self.tp
+
+
+@dataclass(frozen=True, eq=False)
+class Family:
+    """All pools of one kind (role, GPU, TP, chunk) that differ only in instance count:
+    `evaluate(n)` gives the Option of n instances, or None where n misses the SLO. The
+    optimizer's candidates are a few counts per family; the equal-budget comparison
+    (`planner.budget`) asks a family for any count."""
+    role: str
+    gpu: str
+    tp: int
+    chunk_tokens: int
+    usd_per_instance_hour: float
+    n_min: int
+    evaluate: Callable[[int], "Option | None"] = field(repr=False)
 
 
 @dataclass
@@ -116,7 +132,9 @@ def _counts(n_min: int, link_per_instance_gb_s: float, kv_rate_gb_s: float) -> l
 
 
 def prefill_options(wl: Workload, perfs: dict, slo: SLO, prices: dict, chunks, batch_limit: int,
-                    rejections: list, kv_rate_gb_s: float = 0.0) -> list[Option]:
+                    rejections: list, kv_rate_gb_s: float = 0.0, families: list | None = None) -> list[Option]:
+    """Prefill pools meeting the TTFT target; `families` (a list) receives one Family per
+    (GPU, TP, chunk) that has any."""
     q = slo.percentile
     out = []
     for (g, tp), pm in perfs.items():
@@ -133,22 +151,32 @@ def prefill_options(wl: Workload, perfs: dict, slo: SLO, prices: dict, chunks, b
             peak = np.bincount(wl.window_index, weights=work, minlength=wl.windows) / wl.window_duration_s
             n_lo = int(math.floor(peak.max())) + 1
 
-            def ttft(n):
+            def ttft(n, alone=alone, aw=aw):
                 return fluid_wait_s(wl, aw, n) + alone
 
             n_min = _search_min(lambda n: np.percentile(ttft(n), q) <= slo.ttft_s, n_lo)
             if n_min is None:
                 rejections.append(Rejection("prefill", g, tp, chunk, f"more than {MAX_INSTANCES} instances needed"))
                 continue
-            for n in _counts(n_min, kv_link_gb_s(pm.gpu, tp), kv_rate_gb_s):
+
+            def option(n, g=g, tp=tp, chunk=chunk, pm=pm, ttft=ttft, n_min=n_min):
+                if n < n_min:
+                    return None
                 t = ttft(n)
-                out.append(Option("prefill", g, tp, n, chunk, n * tp * prices[g], ttft_s=float(np.percentile(t, q)),
-                                  link_gb_s=n * kv_link_gb_s(pm.gpu, tp), ttft_sample=t))
+                val = float(np.percentile(t, q))
+                if val > slo.ttft_s:
+                    return None
+                return Option("prefill", g, tp, n, chunk, n * tp * prices[g], ttft_s=val,
+                              link_gb_s=n * kv_link_gb_s(pm.gpu, tp), ttft_sample=t)
+
+            out += [o for o in map(option, _counts(n_min, kv_link_gb_s(pm.gpu, tp), kv_rate_gb_s)) if o is not None]
+            if families is not None:
+                families.append(Family("prefill", g, tp, chunk, tp * prices[g], n_min, option))
     return out
 
 
 def decode_options(wl: Workload, perfs: dict, slo: SLO, prices: dict, rejections: list,
-                   seed: int = 0, kv_rate_gb_s: float = 0.0) -> list[Option]:
+                   seed: int = 0, kv_rate_gb_s: float = 0.0, families: list | None = None) -> list[Option]:
     q = slo.percentile
     multi = wl.output_tokens[wl.sample] > 1
     out = []
@@ -164,7 +192,7 @@ def decode_options(wl: Workload, perfs: dict, slo: SLO, prices: dict, rejections
             continue
         cache = {}
 
-        def evaluate(n):
+        def evaluate(n, pm=pm, cache=cache):
             if n not in cache:
                 limits: list[str] = []
                 d = decode_side(pm, wl, n, seed, limits)
@@ -177,15 +205,25 @@ def decode_options(wl: Workload, perfs: dict, slo: SLO, prices: dict, rejections
         if n_min is None:
             rejections.append(Rejection("decode", g, tp, 0, f"more than {MAX_INSTANCES} instances needed"))
             continue
-        for n in _counts(n_min, kv_link_gb_s(pm.gpu, tp), kv_rate_gb_s):
-            _, val, tp_s = evaluate(n)
-            out.append(Option("decode", g, tp, n, 0, n * tp * prices[g], tpot_s=val,
-                              link_gb_s=n * kv_link_gb_s(pm.gpu, tp), tpot_sample=tp_s))
+
+        def option(n, g=g, tp=tp, pm=pm, evaluate=evaluate, n_min=n_min):
+            if n < n_min:
+                return None
+            ok, val, tp_s = evaluate(n)
+            if not ok:
+                return None
+            return Option("decode", g, tp, n, 0, n * tp * prices[g], tpot_s=val,
+                          link_gb_s=n * kv_link_gb_s(pm.gpu, tp), tpot_sample=tp_s)
+
+        out += [o for o in map(option, _counts(n_min, kv_link_gb_s(pm.gpu, tp), kv_rate_gb_s)) if o is not None]
+        if families is not None:
+            families.append(Family("decode", g, tp, 0, tp * prices[g], n_min, option))
     return out
 
 
 def coupled_options(wl: Workload, perfs: dict, slo: SLO, prices: dict, model_name: str, dtype: str,
-                    eff: Efficiency, budgets, rejections: list, seed: int = 0) -> list[Option]:
+                    eff: Efficiency, budgets, rejections: list, seed: int = 0,
+                    families: list | None = None) -> list[Option]:
     """vLLM-style (chunk = the longest prompt) and Sarathi-style (chunk = token budget)."""
     from .coupled import predict_coupled
     from .plan import Deployment, Role
@@ -196,7 +234,7 @@ def coupled_options(wl: Workload, perfs: dict, slo: SLO, prices: dict, model_nam
         for mode, chunk in [("coupled", vllm_chunk)] + [("chunked_coupled", b) for b in budgets]:
             cache = {}
 
-            def evaluate(n):
+            def evaluate(n, g=g, tp=tp, mode=mode, chunk=chunk, cache=cache):
                 if n not in cache:
                     dep = Deployment(mode, model_name, chunk, coupled=Role(g, n, tp), dtype=dtype, efficiency=eff)
                     r = predict_coupled(dep, wl, seed)
@@ -210,7 +248,16 @@ def coupled_options(wl: Workload, perfs: dict, slo: SLO, prices: dict, model_nam
             if n_min is None:
                 rejections.append(Rejection(mode, g, tp, chunk, "SLO not met at any instance count searched"))
                 continue
-            _, r = evaluate(n_min)
-            out.append(Option(mode, g, tp, n_min, chunk, n_min * tp * prices[g],
-                              ttft_s=r["ttft_s"][q], tpot_s=r["tpot_s"][q]))
+
+            def option(n, g=g, tp=tp, mode=mode, chunk=chunk, evaluate=evaluate, n_min=n_min):
+                if n < n_min:
+                    return None
+                ok, r = evaluate(n)
+                if not ok:
+                    return None
+                return Option(mode, g, tp, n, chunk, n * tp * prices[g], ttft_s=r["ttft_s"][q], tpot_s=r["tpot_s"][q])
+
+            out.append(option(n_min))
+            if families is not None:
+                families.append(Family(mode, g, tp, chunk, tp * prices[g], n_min, option))
     return out

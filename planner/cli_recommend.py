@@ -11,6 +11,7 @@ from .candidates import DEFAULT_CHUNKS, DEFAULT_TPS, SLO
 from .cli import echo_json
 from .errors import InputError
 from .optimizer import MODE_CHOICES
+from .verdict import describe
 from .workload import DEFAULT_WINDOW_S
 
 
@@ -114,20 +115,10 @@ def _f(v, unit="s", scale=1.0, digits=3):
     return "inf" if v is None else f"{v * scale:.{digits}f}{unit}"
 
 
-def _pool(d: dict) -> str:
-    if d["mode"] == "disaggregated":
-        p, q = d["prefill"], d["decode"]
-        return (f"prefill {p['instances']}x {p['gpu']} TP{p['tp']} chunk {d['chunk_tokens']} | "
-                f"decode {q['instances']}x {q['gpu']} TP{q['tp']}")
-    c = d["coupled"]
-    what = "vLLM-style" if d["mode"] == "coupled" else f"Sarathi-style budget {d['chunk_tokens']}"
-    return f"coupled {c['instances']}x {c['gpu']} TP{c['tp']} ({what})"
-
-
 def _row(label: str, summary: dict) -> str:
     p = summary["predictions"]
     c = summary["cost"]
-    return (f"{label:<10} {_pool(summary['deployment']):<62} ${c['usd_per_hour']:>8.2f}/h  "
+    return (f"{label:<10} {describe(summary['deployment']):<62} ${c['usd_per_hour']:>8.2f}/h  "
             f"TTFT p90 {_f(p['ttft_s']['p90'])}  TPOT p90 {_f(p['tpot_s']['p90'], 'ms', 1e3, 1)}")
 
 
@@ -145,7 +136,7 @@ def render_plan(plan) -> str:
         + (f", {q} JCT <= {slo['jct_s']:g} s" if slo.get("jct_s") else "")
         + f"; performance model {'CALIBRATED: ' if i['calibrated'] else ''}{i['efficiency_source']}",
         "",
-        f"PLAN      {_pool(dep)}",
+        f"PLAN      {describe(dep)}",
         f"          GPUs {plan.deployment.gpus}, ${c['usd_per_hour']:.2f}/h, ${c['usd_per_million_tokens']:.3f} per "
         f"million tokens, {c['tokens_per_s_per_usd_hour']:.0f} tokens/s per $/h",
         "          predicted     p50        p90        p99",

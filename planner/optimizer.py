@@ -1,16 +1,28 @@
 """The integer program: choose the cheapest deployment meeting the SLO among precomputed
-candidate pools (`planner.candidates`).
+candidate pools (`planner.candidates`), and among equal-cost ones the one with the most
+SLO headroom.
 
-Variables (binary): x_o per prefill option, y_d per decode option, z_c per coupled option.
-    minimise   sum cost_o x_o + sum cost_d y_d + sum cost_c z_c
+Variables: binary x_o per prefill option, y_d per decode option, z_c per coupled option;
+continuous h >= 0 (the plan's tightest SLO ratio).
     subject to sum x = sum y                       (a disaggregated plan has both roles)
                sum x + sum z = 1                   (exactly one deployment)
                sum (link_o - kv_rate) x_o >= 0     (prefill pool can send the KV it makes)
                sum (link_d - kv_rate) y_d >= 0     (decode pool can receive it)
                x_o + y_d <= 1  for pairs whose JCT misses the SLO (when a JCT SLO is set)
                sum gpus * (x, y, z) <= max_gpus    (optional budget)
+               h >= r_o * (x_o | y_o | z_o)        r_o = the option's latency / target
                allowed modes only
-Runners-up come from re-solving with a no-good cut on each solution found.
+Lexicographic objective, one solve per level with the levels above held fixed:
+    1. minimise cost = sum usd_per_hour * (x, y, z)
+    2. cost <= cost* (1 + EQUAL_COST_REL): minimise h, the SLO headroom score
+       h = max(p_TTFT / SLO_TTFT, p_TPOT / SLO_TPOT) of the chosen pools (at the SLO
+       percentile: TTFT from the prefill or coupled pool, TPOT from the decode or coupled pool)
+    3. h <= h*: minimise the sum of the same ratios (prefers the faster pool on the other
+       target when the tightest one ties)
+A cost is never traded for latency: level 2 and 3 only choose among plans whose $/hour
+equals the minimum to within EQUAL_COST_REL (one part in a million, i.e. float rounding of
+per-GPU prices times counts). Runners-up come from re-solving with a no-good cut on each
+solution found, so they too are in (cost, h, sum) order.
 Solved with HiGHS (in-process via highspy) by default; CBC is the fallback
 (`solver="cbc"`); see docs/model.md for the timing that chose HiGHS.
 """
@@ -28,7 +40,22 @@ from .candidates import Option, Rejection, SLO
 from .errors import InfeasibleError
 
 MODE_CHOICES = ("auto", "disaggregated", "coupled", "chunked_coupled")
-LATENCY_TIEBREAK = 1e-4   # $/h per unit of normalised latency: among equal costs, prefer the faster
+EQUAL_COST_REL = 1e-6     # $/hour within one part in a million count as equal
+_GAP_REL = 1e-9           # MIP gap: solve each level to optimality, not HiGHS's default 1e-4
+
+
+def same_cost(a: float, b: float) -> bool:
+    return abs(a - b) <= EQUAL_COST_REL * max(abs(a), abs(b), 1.0)
+
+
+def slo_ratios(o: Option | None, slo: SLO) -> tuple[float, float]:
+    """(TTFT / TTFT target, TPOT / TPOT target) of one pool at the SLO percentile; 0 for a
+    latency the pool does not set (TPOT of a prefill pool, TTFT of a decode pool)."""
+    if o is None:
+        return 0.0, 0.0
+    t = 0.0 if np.isnan(o.ttft_s) else o.ttft_s / slo.ttft_s
+    p = 0.0 if np.isnan(o.tpot_s) else o.tpot_s / slo.tpot_s
+    return t, p
 
 
 @dataclass
@@ -47,6 +74,26 @@ class Choice:
     def gpus(self) -> int:
         return sum(o.gpus for o in (self.prefill, self.decode, self.coupled) if o is not None)
 
+    def ratios(self, slo: SLO) -> tuple[float, float]:
+        """(TTFT / target, TPOT / target) of the deployment at the SLO percentile."""
+        if self.coupled is not None:
+            return slo_ratios(self.coupled, slo)
+        return slo_ratios(self.prefill, slo)[0], slo_ratios(self.decode, slo)[1]
+
+    def headroom_key(self, slo: SLO) -> tuple[float, float]:
+        """(tightest ratio, sum of ratios): lower is more headroom (levels 2 and 3)."""
+        t, p = self.ratios(slo)
+        return max(t, p), t + p
+
+
+def better(a: Choice, b: Choice | None, slo: SLO) -> bool:
+    """a before b in the optimizer's lexicographic order (cost, then headroom)."""
+    if b is None:
+        return True
+    if not same_cost(a.usd_per_hour, b.usd_per_hour):
+        return a.usd_per_hour < b.usd_per_hour
+    return a.headroom_key(slo) < b.headroom_key(slo)
+
 
 @dataclass
 class Solution:
@@ -57,6 +104,7 @@ class Solution:
     variables: int
     constraints: int
     solve_s: float
+    solves: int = 0
     notes: list[str] = field(default_factory=list)
 
 
@@ -82,8 +130,9 @@ def _quiet_stdout():
 
 def _solver(name: str):
     if name == "highs":
-        return pulp.HiGHS(msg=False)
-    return pulp.PULP_CBC_CMD(msg=False)
+        return pulp.HiGHS(msg=False, gapRel=_GAP_REL)
+    # the CBC binary bundled with PuLP, through the non-deprecated COIN_CMD interface
+    return pulp.COIN_CMD(path=pulp.PULP_CBC_CMD.pulp_cbc_path, msg=False, gapRel=_GAP_REL)
 
 
 def jct_pair_ok(p: Option, d: Option, wl, kv_bytes_per_token: float, latency_s: float, slo: SLO) -> bool:
@@ -105,19 +154,18 @@ def solve(prefill: list[Option], decode: list[Option], coupled: list[Option], *,
         prefill, decode = [], []
         coupled = [c for c in coupled if c.role == mode]
     prob = pulp.LpProblem("deployment", pulp.LpMinimize)
-    x = [pulp.LpVariable(f"x{i}", cat="Binary") for i in range(len(prefill))]
-    y = [pulp.LpVariable(f"y{i}", cat="Binary") for i in range(len(decode))]
-    z = [pulp.LpVariable(f"z{i}", cat="Binary") for i in range(len(coupled))]
+    x = [prob.add_variable(f"x{i}", cat="Binary") for i in range(len(prefill))]
+    y = [prob.add_variable(f"y{i}", cat="Binary") for i in range(len(decode))]
+    z = [prob.add_variable(f"z{i}", cat="Binary") for i in range(len(coupled))]
     if not (x and y) and not z:
         raise InfeasibleError("no candidate deployment meets the SLO")  # caller explains
-
-    def tie(o: Option) -> float:
-        t = 0.0 if np.isnan(o.ttft_s) else o.ttft_s / slo.ttft_s
-        return LATENCY_TIEBREAK * (t + (0.0 if np.isnan(o.tpot_s) else o.tpot_s / slo.tpot_s))
-
-    prob += (pulp.lpSum((o.usd_per_hour + tie(o)) * v for o, v in zip(prefill, x))
-             + pulp.lpSum((o.usd_per_hour + tie(o)) * v for o, v in zip(decode, y))
-             + pulp.lpSum((o.usd_per_hour + tie(o)) * v for o, v in zip(coupled, z)))
+    h = prob.add_variable("h", 0, None)
+    cost = prob.add_variable("cost", 0, None)     # levels 2 and 3 hold it through its bound
+    pairs = list(zip(prefill, x)) + list(zip(decode, y)) + list(zip(coupled, z))
+    prob += cost - pulp.lpSum(o.usd_per_hour * v for o, v in pairs) == 0, "cost"
+    ratio_sum = pulp.lpSum(sum(slo_ratios(o, slo)) * v for o, v in pairs)
+    for k, (o, v) in enumerate(pairs):
+        prob += h - max(slo_ratios(o, slo)) * v >= 0, f"head_{k}"
     prob += pulp.lpSum(x) - pulp.lpSum(y) == 0, "both_roles"
     prob += pulp.lpSum(x) + pulp.lpSum(z) == 1, "one_deployment"
     if x:
@@ -126,26 +174,37 @@ def solve(prefill: list[Option], decode: list[Option], coupled: list[Option], *,
     for k, (i, j) in enumerate(jct_bad_pairs):
         prob += x[i] + y[j] <= 1, f"jct_{k}"
     if max_gpus is not None:
-        prob += (pulp.lpSum(o.gpus * v for o, v in zip(prefill, x)) + pulp.lpSum(o.gpus * v for o, v in zip(decode, y))
-                 + pulp.lpSum(o.gpus * v for o, v in zip(coupled, z))) <= max_gpus, "gpu_budget"
+        prob += pulp.lpSum(o.gpus * v for o, v in pairs) <= max_gpus, "gpu_budget"
+    solves = 0
 
-    def solve_once():
+    def level(objective) -> float | None:
+        nonlocal solves
+        prob.setObjective(objective)
+        solves += 1
         with _quiet_stdout():
             status = prob.solve(_solver(solver))
-        if pulp.LpStatus[status] != "Optimal":
+        return pulp.value(objective) if pulp.LpStatus[status] == "Optimal" else None
+
+    def solve_lexicographic():
+        c_star = level(cost)
+        if c_star is None:
             return None
-        pick = lambda opts, vs: next((o for o, v in zip(opts, vs) if (v.value() or 0) > 0.5), None)
-        i_x = next((i for i, v in enumerate(x) if (v.value() or 0) > 0.5), None)
-        i_y = next((i for i, v in enumerate(y) if (v.value() or 0) > 0.5), None)
-        i_z = next((i for i, v in enumerate(z) if (v.value() or 0) > 0.5), None)
-        p, d, c = pick(prefill, x), pick(decode, y), pick(coupled, z)
-        cost = sum(o.usd_per_hour for o in (p, d, c) if o is not None)
-        return Choice(cost, p, d, c), (i_x, i_y, i_z)
+        cost.upBound = c_star + EQUAL_COST_REL * max(abs(c_star), 1.0)
+        h_star = level(h)
+        h.upBound = h_star * (1 + 1e-9) + 1e-9
+        level(ratio_sum)
+        cost.upBound = h.upBound = None
+        pick = lambda vs: next((i for i, v in enumerate(vs) if (v.value() or 0) > 0.5), None)
+        i_x, i_y, i_z = pick(x), pick(y), pick(z)
+        p = prefill[i_x] if i_x is not None else None
+        d = decode[i_y] if i_y is not None else None
+        c = coupled[i_z] if i_z is not None else None
+        return Choice(sum(o.usd_per_hour for o in (p, d, c) if o is not None), p, d, c), (i_x, i_y, i_z)
 
     found = []
     cuts = 0
     while len(found) < 1 + runners_up:
-        got = solve_once()
+        got = solve_lexicographic()
         if got is None:
             break
         choice, (i_x, i_y, i_z) = got
@@ -157,14 +216,15 @@ def solve(prefill: list[Option], decode: list[Option], coupled: list[Option], *,
             prob += x[i_x] + y[i_y] <= 1, f"nogood_{cuts}"
     if not found:
         raise InfeasibleError("no candidate combination satisfies the KV-link, JCT and GPU-budget constraints")
-    best_per_mode = _best_per_mode(prefill, decode, coupled, kv_rate_gb_s, jct_bad_pairs, max_gpus)
+    best_per_mode = _best_per_mode(prefill, decode, coupled, kv_rate_gb_s, jct_bad_pairs, max_gpus, slo)
     return Solution(found[0], found[1:], best_per_mode, solver, len(x) + len(y) + len(z),
-                    prob.numConstraints(), time.perf_counter() - t0)
+                    prob.numConstraints() - cuts, time.perf_counter() - t0, solves)
 
 
-def _best_per_mode(prefill, decode, coupled, kv_rate, bad_pairs, max_gpus) -> dict[str, Choice]:
-    """Cheapest choice of each mode on its own (the baselines), by enumeration of the same
-    candidates and constraints (small: used for reporting, not for the decision)."""
+def _best_per_mode(prefill, decode, coupled, kv_rate, bad_pairs, max_gpus, slo: SLO) -> dict[str, Choice]:
+    """Best choice of each mode on its own (the baselines), in the optimizer's order (cost,
+    then headroom), by enumeration of the same candidates and constraints (small: used for
+    reporting, not for the decision)."""
     out: dict[str, Choice] = {}
     bad = set(bad_pairs)
     for i, p in enumerate(prefill):
@@ -176,13 +236,14 @@ def _best_per_mode(prefill, decode, coupled, kv_rate, bad_pairs, max_gpus) -> di
             if max_gpus is not None and p.gpus + d.gpus > max_gpus:
                 continue
             c = Choice(p.usd_per_hour + d.usd_per_hour, p, d)
-            if "disaggregated" not in out or c.usd_per_hour < out["disaggregated"].usd_per_hour:
+            if better(c, out.get("disaggregated"), slo):
                 out["disaggregated"] = c
     for o in coupled:
         if max_gpus is not None and o.gpus > max_gpus:
             continue
-        if o.role not in out or o.usd_per_hour < out[o.role].usd_per_hour:
-            out[o.role] = Choice(o.usd_per_hour, coupled=o)
+        c = Choice(o.usd_per_hour, coupled=o)
+        if better(c, out.get(o.role), slo):
+            out[o.role] = c
     return out
 
 

@@ -114,6 +114,7 @@ class Plan:
     baselines: tuple[dict, ...] = ()                  # coupled deployments compared
     runners_up: tuple[dict, ...] = ()
     verdict: str = ""
+    comparison: dict = field(default_factory=dict)    # the verdict's numbers (equal budget, ties)
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -158,7 +159,8 @@ def plan_from_dict(d: dict, where: str = "plan") -> Plan:
     return Plan(deployment=deployment_from_dict(d["deployment"], where),
                 inputs=d.get("inputs", {}), predictions=d.get("predictions", {}),
                 cost=d.get("cost", {}), baselines=tuple(d.get("baselines", ())),
-                runners_up=tuple(d.get("runners_up", ())), verdict=d.get("verdict", ""))
+                runners_up=tuple(d.get("runners_up", ())), verdict=d.get("verdict", ""),
+                comparison=d.get("comparison") or {})
 
 
 def read_plan(path: str | Path) -> Plan:

@@ -13,7 +13,9 @@ from .errors import InfeasibleError, InputError
 from .optimizer import Choice, MODE_CHOICES, infeasible_message, jct_pair_ok, solve
 from .perf import Efficiency
 from .plan import Deployment, Plan, Policies, Role
+from .budget import best_at, equal_budget
 from .queueing import predict
+from .verdict import compare
 from .workload import DEFAULT_WINDOW_S, build_workload
 
 
@@ -54,25 +56,44 @@ def recommend(trace, gpus=("a100",), model: str = "opt-13b", slo: SLO = SLO(), *
     else:
         kv_rate_options = kv_rate
     rejections: list = []
-    pre = dec = []
+    families: list = []
+    pre, dec = [], []
     if mode in ("auto", "disaggregated"):
         pre = prefill_options(wl, perfs, slo, prices, chunk_set, policies.prefill_batch_limit, rejections,
-                              kv_rate_options)
-        dec = decode_options(wl, perfs, slo, prices, rejections, seed, kv_rate_options)
+                              kv_rate_options, families)
+        dec = decode_options(wl, perfs, slo, prices, rejections, seed, kv_rate_options, families)
     cpl = []
     if mode != "disaggregated":
         cpl = coupled_options(wl, perfs, slo, prices, model, dtype, eff,
-                              sarathi_budgets if mode in ("auto", "chunked_coupled") else (), rejections, seed)
+                              sarathi_budgets if mode in ("auto", "chunked_coupled") else (), rejections, seed,
+                              families)
         if mode == "coupled":
             cpl = [c for c in cpl if c.role == "coupled"]
-    bad_pairs = []
-    if slo.jct_s is not None:
-        bad_pairs = [(i, j) for i, p in enumerate(pre) for j, d in enumerate(dec)
-                     if not jct_pair_ok(p, d, wl, kv_bytes_tok, 1e-4, slo)]
+            families = [f for f in families if f.role == "coupled"]
+
+    def pair_ok(p, d):
+        return slo.jct_s is None or jct_pair_ok(p, d, wl, kv_bytes_tok, 1e-4, slo)
+
     if not ((pre and dec) or cpl):
         raise InfeasibleError(infeasible_message(slo, rejections, bool(pre), bool(dec), bool(cpl)))
-    sol = solve(pre, dec, cpl, kv_rate_gb_s=kv_rate_options, slo=slo, mode=mode, max_gpus=max_gpus,
-                jct_bad_pairs=bad_pairs, runners_up=runners_up, solver=solver)
+
+    def run(runners: int):
+        bad = [(i, j) for i, p in enumerate(pre) for j, d in enumerate(dec) if not pair_ok(p, d)] \
+            if slo.jct_s is not None else []
+        return solve(pre, dec, cpl, kv_rate_gb_s=kv_rate_options, slo=slo, mode=mode, max_gpus=max_gpus,
+                     jct_bad_pairs=bad, runners_up=runners, solver=solver)
+
+    # The candidates hold a few instance counts per family; plans of any other counts that
+    # cost exactly the least cost join them, so the tie-break by headroom sees every plan at
+    # that cost (they cannot lower the cost, only win the tie).
+    least = run(0).best.usd_per_hour
+    known = {_key(o) for o in pre + dec + cpl}
+    for c in best_at(families, least, slo, kv_rate_options, max_gpus, pair_ok).values():
+        for o, pool in ((c.prefill, pre), (c.decode, dec), (c.coupled, cpl)):
+            if o is not None and _key(o) not in known:
+                known.add(_key(o))
+                pool.append(o)
+    sol = run(runners_up)
 
     def deployment(c: Choice) -> Deployment:
         if c.coupled is not None:
@@ -97,7 +118,9 @@ def recommend(trace, gpus=("a100",), model: str = "opt-13b", slo: SLO = SLO(), *
     best = summary(sol.best)
     baselines = [summary(c) | {"mode": m} for m, c in sol.best_per_mode.items() if m != sol.best.mode]
     runners = [summary(c) for c in sol.runners_up]
-    verdict = _verdict(sol, baselines)
+    same = equal_budget(sol.best_per_mode, families, slo, kv_rate_options, max_gpus, pair_ok)
+    comparison = compare(sol, best, baselines, same, summary, slo)
+    verdict = comparison["verdict"]
     warnings = _warnings(wl, spec_model, best["predictions"])
     inputs = {
         "trace": wl.stats(), "model": spec_model.name, "dtype": dtype, "gpus": gpu_names,
@@ -110,11 +133,17 @@ def recommend(trace, gpus=("a100",), model: str = "opt-13b", slo: SLO = SLO(), *
                        "prefill_options": len(pre), "decode_options": len(dec), "coupled_options": len(cpl)},
         "kv_rate_peak_gb_s": kv_rate,
         "optimizer": {"solver": sol.solver, "variables": sol.variables, "constraints": sol.constraints,
-                      "solve_s": sol.solve_s},
+                      "solves": sol.solves, "solve_s": sol.solve_s,
+                      "order": "least $/hour, then most SLO headroom (smallest max(TTFT/target, TPOT/target)), "
+                               "then smallest sum of those ratios"},
         "warnings": warnings, "planning_s": time.perf_counter() - t0, "seed": seed,
     }
     return Plan(deployment(sol.best), inputs=inputs, predictions=best["predictions"], cost=best["cost"],
-                baselines=tuple(baselines), runners_up=tuple(runners), verdict=verdict)
+                baselines=tuple(baselines), runners_up=tuple(runners), verdict=verdict, comparison=comparison)
+
+
+def _key(o) -> tuple:
+    return o.role, o.gpu, o.tp, o.instances, o.chunk_tokens
 
 
 def _dep_dict(dep: Deployment) -> dict:
@@ -144,27 +173,6 @@ def _clean(obj):
     if isinstance(obj, np.integer):
         return int(obj)
     return obj
-
-
-def _verdict(sol, baselines: list[dict]) -> str:
-    best = sol.best
-    names = {"disaggregated": "disaggregated", "coupled": "vLLM-style coupled",
-             "chunked_coupled": "Sarathi-style chunked coupled"}
-    if not baselines:
-        return f"{names[best.mode]} at ${best.usd_per_hour:.2f}/h; no other mode meets the SLO"
-    alt = min(baselines, key=lambda b: b["usd_per_hour"])
-    alt_mode = alt["mode"]
-    saving = 1.0 - best.usd_per_hour / alt["usd_per_hour"]
-    if best.mode == "disaggregated":
-        return (f"disaggregate: ${best.usd_per_hour:.2f}/h, {saving:.0%} less than the cheapest coupled deployment "
-                f"meeting the same SLO ({names[alt_mode]}, ${alt['usd_per_hour']:.2f}/h)")
-    dis = next((b for b in baselines if b["mode"] == "disaggregated"), None)
-    if dis is None:
-        return (f"do not disaggregate: {names[best.mode]} at ${best.usd_per_hour:.2f}/h meets the SLO; "
-                f"no disaggregated plan does within the candidates")
-    more = dis["usd_per_hour"] / best.usd_per_hour - 1.0
-    return (f"do not disaggregate: {names[best.mode]} at ${best.usd_per_hour:.2f}/h; the cheapest disaggregated plan "
-            f"costs {more:.0%} more (${dis['usd_per_hour']:.2f}/h)")
 
 
 def _warnings(wl, spec_model, pred) -> list[str]:

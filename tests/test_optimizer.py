@@ -59,3 +59,50 @@ def test_search_min_finds_threshold():
     assert _search_min(lambda n: n >= 37, 1) == 37
     assert _search_min(lambda n: n >= 5, 8) == 8
     assert _search_min(lambda n: False, 1, hi=64) is None
+
+
+def lat(role, cost, ttft=float("nan"), tpot=float("nan"), gpus=1, n=1):
+    return Option(role, "a100-80gb", gpus, n, 512, cost, ttft_s=ttft, tpot_s=tpot, link_gb_s=100.0)
+
+
+@pytest.mark.parametrize("solver", ["highs", "cbc"])
+def test_equal_cost_ties_go_to_the_most_slo_headroom(solver):
+    # SLO 1 s / 0.1 s. All three plans cost 4.0; headroom = max(TTFT/1, TPOT/0.1):
+    #   disaggregated 0.30 s + 0.050 s -> max(0.30, 0.50) = 0.50
+    #   vLLM coupled  0.10 s + 0.045 s -> max(0.10, 0.45) = 0.45   <- best
+    #   Sarathi       0.60 s + 0.020 s -> max(0.60, 0.20) = 0.60
+    pre = [lat("prefill", 2.0, ttft=0.3)]
+    dec = [lat("decode", 2.0, tpot=0.05)]
+    cpl = [lat("coupled", 4.0, 0.10, 0.045), lat("chunked_coupled", 4.0, 0.60, 0.02)]
+    sol = solve(pre, dec, cpl, kv_rate_gb_s=0.0, slo=SLO_, runners_up=2, solver=solver)
+    assert sol.best.coupled is cpl[0]
+    assert [c.mode for c in sol.runners_up] == ["disaggregated", "chunked_coupled"]
+    assert sol.solves == 9                                # three levels per solution
+    # listed order in the input does not matter
+    sol = solve(pre, dec, cpl[::-1], kv_rate_gb_s=0.0, slo=SLO_, runners_up=0, solver=solver)
+    assert sol.best.coupled is cpl[0]
+
+
+def test_cost_is_never_traded_for_headroom():
+    # 1e-4 $/h cheaper (relative 2.5e-5, above EQUAL_COST_REL) wins though 9x slower
+    cpl = [lat("coupled", 4.0, 0.10, 0.01), lat("chunked_coupled", 3.9999, 0.90, 0.09)]
+    assert solve([], [], cpl, kv_rate_gb_s=0.0, slo=SLO_, runners_up=0).best.coupled is cpl[1]
+    # within one part in a million of each other they are equal: headroom decides
+    cpl = [lat("coupled", 4.0, 0.10, 0.01), lat("chunked_coupled", 4.0 - 1e-7, 0.90, 0.09)]
+    assert solve([], [], cpl, kv_rate_gb_s=0.0, slo=SLO_, runners_up=0).best.coupled is cpl[0]
+
+
+def test_third_level_sum_of_ratios_breaks_equal_headroom():
+    # both have max ratio 0.5 (TPOT); the first also has the lower TTFT ratio
+    cpl = [lat("chunked_coupled", 4.0, 0.40, 0.05), lat("coupled", 4.0, 0.20, 0.05)]
+    sol = solve([], [], cpl, kv_rate_gb_s=0.0, slo=SLO_, runners_up=1)
+    assert sol.best.coupled is cpl[1] and sol.runners_up[0].coupled is cpl[0]
+
+
+def test_best_per_mode_breaks_ties_by_headroom():
+    pre = [lat("prefill", 2.0, ttft=0.8), lat("prefill", 2.0, ttft=0.2)]
+    dec = [lat("decode", 2.0, tpot=0.03), lat("decode", 2.0, tpot=0.09)]
+    sol = solve(pre, dec, [lat("coupled", 9.0, 0.1, 0.01)], kv_rate_gb_s=0.0, slo=SLO_, runners_up=0)
+    d = sol.best_per_mode["disaggregated"]
+    assert d.prefill is pre[1] and d.decode is dec[0]
+    assert d.headroom_key(SLO_) == pytest.approx((0.3, 0.5))

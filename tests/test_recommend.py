@@ -83,3 +83,27 @@ def test_cli_recommend_local_from_profile(tmp_path):
     assert d["inputs"]["calibrated"] and d["inputs"]["gpu_specs"]["local"]["fp16_tflops"] == pytest.approx(171.6, rel=0.01)
     r = CliRunner().invoke(main, ["calibrate", str(prof), "--gpu", "a100", "--json"])
     assert r.exit_code == 0 and json.loads(r.output)["efficiency"]["compute_eff"] == pytest.approx(0.55, rel=1e-3)
+
+
+def test_equal_cost_plans_rank_by_headroom_and_verdict_says_so():
+    from planner.optimizer import same_cost
+    plan = recommend(trace(rate=12, n=2000), gpus=["a100"], runners_up=3)
+    slo = plan.inputs["slo"]
+
+    def head(s):
+        p = s["predictions"]
+        return max(p["ttft_s"]["p90"] / slo["ttft_s"], p["tpot_s"]["p90"] / slo["tpot_s"])
+
+    me = {"predictions": plan.predictions}
+    for r in plan.runners_up:
+        assert r["usd_per_hour"] >= plan.cost["usd_per_hour"] * (1 - 1e-6)
+        if same_cost(r["usd_per_hour"], plan.cost["usd_per_hour"]):
+            assert head(r) >= head(me) - 1e-9
+    cmp_ = plan.comparison
+    eq = cmp_["equal_budget"]
+    assert eq is not None
+    assert eq["disaggregated"]["usd_per_hour"] == pytest.approx(eq["coupled"]["usd_per_hour"], rel=1e-6)
+    assert eq["usd_per_hour"] == pytest.approx(max(v for v in cmp_["cheapest_usd_per_hour"].values()))
+    assert ("same cost" in plan.verdict) == cmp_["tie"]
+    assert "at an equal budget" in plan.verdict or cmp_["tie"]
+    assert plan_from_dict(json.loads(plan.to_json())).comparison == json.loads(json.dumps(cmp_))
