@@ -277,7 +277,7 @@ class Cluster:
             except subprocess.TimeoutExpired:
                 w.proc.terminate()
                 try:
-                    w.proc.wait(timeout=2.0)
+                    w.proc.wait(timeout=1.0)
                 except subprocess.TimeoutExpired:
                     w.proc.kill()
                     w.proc.wait()

@@ -127,9 +127,10 @@ def _check_trace(trace, opts: RunOptions, dep: Deployment) -> None:
 
 
 def run_trace(dep: Deployment, trace, opts: RunOptions = RunOptions(), *, progress: bool = True,
-              echo=None) -> RunResult:
+              echo=None, on_start=None) -> RunResult:
     """Run `trace` on a testbed for deployment `dep`. Raises RunFailed (with the records so
-    far) when a worker dies or hangs, or on Ctrl-C."""
+    far) when a worker dies or hangs, or on Ctrl-C. `on_start(cluster)` is called once all
+    workers are ready, before the first request (monitoring, fault-injection tests)."""
     if len(trace) == 0:
         raise InputError("the trace has no requests")
     if opts.time_scale <= 0:
@@ -168,6 +169,8 @@ def run_trace(dep: Deployment, trace, opts: RunOptions = RunOptions(), *, progre
             for c in cmds:
                 echo("  " + c)
         cluster.start(lambda w, extra: dict(base, **extra), on_remote=on_remote)
+        if on_start is not None:
+            on_start(cluster)
         if progress:
             from tqdm import tqdm
             bar = tqdm(total=n, desc="requests", unit="req", file=sys.stderr, leave=False)
@@ -229,7 +232,7 @@ def run_trace(dep: Deployment, trace, opts: RunOptions = RunOptions(), *, progre
     finally:
         if bar is not None:
             bar.close()
-        cluster.stop()
+        cluster.stop(grace_s=1.0 if result.error else 5.0)
     _store(result, cols, t0, cluster)
     return result
 

@@ -113,7 +113,8 @@ def serve(chan, role: str, index: int) -> int:
                 op = msg["op"]
                 if op == "stop":
                     chan.send({"op": "bye", "transfers": _transfer_summary(connector),
-                               "iterations": worker.iterations})
+                               "iterations": worker.iterations,
+                               "preemptions": getattr(worker, "preemptions", 0)})
                     return 0
                 if op == "peer":
                     connector.on_message(msg["msg"])
