@@ -9,6 +9,7 @@ import click
 from . import catalog
 from .candidates import DEFAULT_CHUNKS, DEFAULT_TPS, SLO
 from .cli import echo_json
+from .cli_trace import read_with_options, trace_read_options
 from .errors import InputError
 from .optimizer import MODE_CHOICES
 from .verdict import describe
@@ -29,7 +30,8 @@ def _ints(text: str | None, what: str):
 
 @click.command()
 @click.option("--trace", "trace_path", required=True, type=click.Path(dir_okay=False),
-              help="Request trace (CSV arrival_s,prompt_tokens,output_tokens, Azure CSV, ...).")
+              help="Request trace in any format `planner trace stats` reads (plain CSV arrival_s,prompt_tokens,"
+                   "output_tokens, Azure, Mooncake, BurstGPT; ShareGPT/Sarathi/length tables with --rate).")
 @click.option("--gpu", "gpus", multiple=True, default=("a100",), show_default=True,
               help="GPU type; repeat for a mix (prefill on one type, decode on another). "
                    "'local' plans for the profiled device (needs --profile).")
@@ -63,18 +65,24 @@ def _ints(text: str | None, what: str):
               help="Multiply the trace's arrival rate (2 = the same requests in half the time).")
 @click.option("--runners-up", type=int, default=3, show_default=True)
 @click.option("--solver", type=click.Choice(["highs", "cbc"]), default="highs", show_default=True)
-@click.option("--seed", type=int, default=0, show_default=True)
 @click.option("-o", "--output", type=click.Path(dir_okay=False), default=None, help="Write the plan JSON here.")
 @click.option("--json", "as_json", is_flag=True, help="Print the plan JSON instead of the table.")
+@trace_read_options
 def recommend(trace_path, gpus, model, slo_ttft, slo_tpot, slo_jct, slo_percentile, mode, tp_text, chunks_text,
               max_gpus, window_s, price_items, prices_file, price_kind, provider, profile_path, memory_gb,
-              kv_link_gb_s, rate_scale, runners_up, solver, seed, output, as_json):
+              kv_link_gb_s, rate_scale, runners_up, solver, output, as_json, **read_kw):
     """Plan prefill/decode instances, chunk size and TP for a trace at the least $/hour
-    that meets the SLO, and say whether disaggregation pays against coupled serving."""
-    from traces import read_trace
+    that meets the SLO, and say whether disaggregation pays against coupled serving.
+
+    The trace options are those of `planner trace stats`; --seed seeds both the drawn
+    arrivals and the queueing model's sampling."""
     from .recommend import recommend as plan_for
 
-    trace = read_trace(trace_path)
+    seed = read_kw["seed"]
+    trace = read_with_options(trace_path, **read_kw)
+    if trace.dropped:
+        why = ", ".join(f"{n:,} {reason}" for reason, n in trace.dropped.items())
+        click.echo(f"note: dropped {sum(trace.dropped.values()):,} rows on purpose ({why})", err=True)
     if rate_scale != 1.0:
         if not rate_scale > 0:
             raise InputError(f"--rate-scale must be > 0, got {rate_scale}")

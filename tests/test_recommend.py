@@ -107,3 +107,21 @@ def test_equal_cost_plans_rank_by_headroom_and_verdict_says_so():
     assert ("same cost" in plan.verdict) == cmp_["tie"]
     assert "at an equal budget" in plan.verdict or cmp_["tie"]
     assert plan_from_dict(json.loads(plan.to_json())).comparison == json.loads(json.dumps(cmp_))
+
+
+def test_cli_recommend_reads_length_tables_with_trace_options(tmp_path):
+    rng = np.random.default_rng(1)
+    path = tmp_path / "sarathi.csv"
+    p, o = rng.integers(100, 1500, 400), rng.integers(20, 300, 400)
+    path.write_text("num_prefill_tokens,num_decode_tokens,num_total_tokens,pd_ratio\n"
+                    + "".join(f"{a},{b},{a + b},{a / b:.3f}\n" for a, b in zip(p, o)))
+    r = CliRunner().invoke(main, ["recommend", "--trace", str(path)])
+    assert r.exit_code == 2 and "--rate" in r.output                 # no arrival times
+    args = ["recommend", "--trace", str(path), "--format", "sarathi", "--rate", "4", "--cv", "2", "--json",
+            "--runners-up", "0"]
+    runs = [json.loads(CliRunner().invoke(main, args + ["--seed", s]).output) for s in ("0", "0", "5")]
+    t = runs[0]["inputs"]["trace"]
+    assert t["requests"] == 400 and t["prompt_tokens"]["mean"] == pytest.approx(p.mean())
+    assert t["rate_per_s"] == pytest.approx(4.0, rel=0.25) and t["interarrival_cv"] == pytest.approx(2.0, rel=0.35)
+    assert runs[0]["inputs"]["trace"] == runs[1]["inputs"]["trace"]      # the seed draws the arrivals
+    assert runs[2]["inputs"]["trace"]["span_s"] != t["span_s"]
