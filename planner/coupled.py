@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .queueing import (arriving_linear_work, arriving_work, decode_load, decode_side, fluid_wait_s, kv_tokens_needed,
-                       percentiles, solve_fixed_point, batch_seen)
+from .queueing import (arriving_linear_work, arriving_work, batch_seen, decode_load, decode_side, decode_time_s,
+                       fluid_wait_s, kv_tokens_needed, percentiles, solve_fixed_point)
 from .workload import Workload
 
 
@@ -50,7 +50,7 @@ def _predict_vllm(dep, perf, wl: Workload, seed: int) -> dict:
     residual = 0.5 * tau[wl.window_index[s]]        # the decode step in flight on arrival
     ttft = fluid_wait_s(wl, aw, n) + whole[wl.prompt_index[s]] + residual
     steps = np.maximum(wl.output_tokens[s] - 1, 0)
-    jct = ttft + np.where(steps > 0, steps * dec["tpot_sample"], 0.0)
+    jct = ttft + decode_time_s(steps, dec["tpot_sample"])
     util = {"mean": float(work.sum() / (n * max(wl.span_s, 1e-9))), "peak_window": float(rho_w.max())}
     return {"mode": "coupled", "model": "queueing", "limits": limits, "feasible": not limits,
             "ttft_s": percentiles(ttft), "tpot_s": percentiles(dec["tpot_sample"][steps > 0]),
@@ -114,7 +114,7 @@ def _predict_sarathi(dep, perf, wl: Workload, seed: int) -> dict:
     r = np.minimum(rho[w], 1.0)
     share = np.clip(r + rng.standard_normal(len(s)) * np.sqrt(r * (1 - r) / np.maximum(steps, 1)), 0.0, 1.0)
     tpot = np.where(np.isinf(tau[w]), np.inf, share * mix_i + (1.0 - share) * dec_i)
-    jct = ttft + np.where(steps > 0, steps * tpot, 0.0)
+    jct = ttft + decode_time_s(steps, tpot)
     need = kv_tokens_needed(load, np.where(np.isinf(tau), 0.0, tau))
     cap = perf.kv_capacity_tokens
     kv_peak = float(need.max() / cap) if cap > 0 else float("inf")

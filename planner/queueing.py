@@ -193,6 +193,14 @@ def batch_seen(wl: Workload, load: DecodeLoad, tpot_w: np.ndarray, rng: np.rando
     return b, t
 
 
+def decode_time_s(steps, tpot_s) -> np.ndarray:
+    """steps x TPOT per request, 0 for requests with no decode step (even where TPOT is
+    infinite: a saturated pool does not delay a one-token request's completion)."""
+    steps = np.asarray(steps, dtype=float)
+    tpot_s = np.asarray(tpot_s, dtype=float)
+    return np.multiply(steps, tpot_s, out=np.zeros(np.broadcast(steps, tpot_s).shape), where=steps > 0)
+
+
 def percentiles(x: np.ndarray, pcts=PERCENTILES) -> dict:
     x = np.asarray(x, dtype=float)
     if len(x) == 0:
@@ -250,7 +258,7 @@ def predict_disaggregated(dep, wl: Workload, seed: int = 0) -> dict:
     kv_bytes = wl.prompt_tokens[s] * dp.kv_bytes_per_token
     transfer = kv_transfer_time_s(kv_bytes, dep.kv_link_gb_s, dep.kv_latency_s)
     steps = np.maximum(wl.output_tokens[s] - 1, 0)
-    jct = ttft + transfer + np.where(steps > 0, steps * dec["tpot_sample"], 0.0)
+    jct = ttft + transfer + decode_time_s(steps, dec["tpot_sample"])
     out.update({
         "ttft_s": percentiles(ttft), "tpot_s": percentiles(dec["tpot_sample"][steps > 0]),
         "jct_s": percentiles(jct), "kv_transfer_s": percentiles(transfer),

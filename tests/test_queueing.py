@@ -149,3 +149,23 @@ def test_sarathi_single_request_is_chunk_iterations():
     p = pm()
     # budget 512 with the request itself not yet decoding: 511 prefill tokens per step
     assert r["ttft_s"]["p50"] == pytest.approx(2 * p.mixed_time_s(511, 244.5, 1, 1001), rel=0.05)
+
+
+def test_saturated_pools_with_one_token_outputs_predict_without_nan_or_warnings():
+    import warnings
+    from planner.queueing import decode_time_s
+    assert list(decode_time_s([0, 2, 3], [np.inf, 0.1, np.inf])) == [0.0, pytest.approx(0.2), np.inf]
+    rng = np.random.default_rng(0)
+    n = 3000
+    a = np.cumsum(rng.exponential(1 / 60.0, n))       # 60 req/s on one instance: saturated
+    out = np.where(np.arange(n) % 3 == 0, 1, 400)     # a third of the requests emit one token
+    tr = Trace(a - a[0], np.full(n, 800), out, name="sat")
+    for dep in (disagg(),
+                Deployment("coupled", "opt-13b", 800, coupled=Role("a100", 1)),
+                Deployment("chunked_coupled", "opt-13b", 512, coupled=Role("a100", 1))):
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            r = predict(dep, tr)
+        assert not r["feasible"] and r["limits"]
+        assert r["tpot_s"]["p99"] == np.inf and r["jct_s"]["p99"] == np.inf
+        assert all(v is not None and not np.isnan(v) for m in ("ttft_s", "tpot_s", "jct_s") for v in r[m].values())
