@@ -218,9 +218,9 @@ def build_report(trace, gpus, *, model: str = "opt-13b", slo: SLO = SLO(), price
             cheapest_by_kind[k] = min(vals, key=vals.get)
 
     # 4. predictor accuracy: the best plan simulated with a worse or a perfect length predictor
-    pred_rows = []
+    pred_rows, pred_subject = [], None
     if best is not None:
-        dep = plans[best["name"]].deployment
+        dep, pred_subject = _predictor_subject(plans[best["name"]])
         for a in accuracies:
             d2 = replace(dep, policies=replace(dep.policies, predictor_accuracy=float(a)))
             s = simulate(d2, sim_trace, seed=seed, perfect_predictor=a >= 1.0, **slo_kw).summary
@@ -228,6 +228,9 @@ def build_report(trace, gpus, *, model: str = "opt-13b", slo: SLO = SLO(), price
                               "tpot_p90_s": _finite(s["tpot_s"]["p90"]),
                               "jct_p90_s": _finite(s["jct_s"]["p90"]), "slo_attainment": s.get("slo_attainment")})
             steps(f"predictor {a}")
+
+    if pred_subject:
+        notes.append(pred_subject)
 
     # 5. plans over time for the best option
     schedule = None
@@ -259,6 +262,24 @@ def build_report(trace, gpus, *, model: str = "opt-13b", slo: SLO = SLO(), price
     report["notes"] = notes
     steps.close()
     return report, figures
+
+
+def _predictor_subject(plan):
+    """The deployment whose sensitivity to the length predictor is worth showing: the plan
+    itself when disaggregated (the predictor steers dispatch and decode admission), else
+    the cheapest disaggregated plan meeting the SLO (coupled modes do not use it)."""
+    from ..plan import deployment_from_dict
+    dep = plan.deployment
+    if dep.mode == "disaggregated":
+        return dep, None
+    dis = next((b for b in plan.baselines if b["mode"] == "disaggregated"), None)
+    if dis is None:
+        return dep, ("The recommended plan is coupled and no disaggregated plan meets the SLO: the length "
+                     "predictor, which only disaggregated plans use, does not change its results.")
+    d = deployment_from_dict(dis["deployment"], "baseline")
+    d = replace(d, policies=dep.policies, efficiency=dep.efficiency)
+    return d, (f"Predictor sensitivity is shown for the cheapest disaggregated plan ({describe(d)}, "
+               f"${dis['usd_per_hour']:.2f}/h): the recommended plan is coupled and does not use the predictor.")
 
 
 def _finite(v):
@@ -339,8 +360,13 @@ def _schedule_section(trace, sim_trace, plan, base_sim: dict, window_s, price_ki
                f"{fmt_pct(chosen['saved_vs_static'])} less than one static plan sized for the peak window "
                f"({fmt_usd(static['usd_per_hour'])}/h); simulated SLO attainment "
                f"{fmt_pct(chosen['simulated']['slo_attainment'])} vs {fmt_pct(static['simulated']['slo_attainment'])}. "
+               f"The recommended plan, sized for the trace as a whole, costs {fmt_usd(recommended['usd_per_hour'])}/h "
+               f"with simulated attainment {fmt_pct(recommended['simulated']['slo_attainment'])}: it meets the SLO "
+               f"over the whole trace, not in every window. "
                f"Flip latency {sch['flip_latency_s']:g} s, instance start-up {sch['startup_s']:g} s (billed), "
-               f"prices {price_kind} (reserved_burst: the catalog's reserved price for the base).")
+               f"prices {price_kind}; reserved_burst reserves a base at the catalog's reserved price"
+               + (" (none here: that price is not below the one used for on-demand)."
+                  if "reserved_burst" in by and not any(by["reserved_burst"]["reserved"]) else ")."))
     rate = [n / window_s for n in sch["requests"]]
     return {"window_s": window_s, "chosen": sch["strategy"], "summary": summary, "strategies": rows,
             "start_s": sch["strategies"][sch["strategy"]]["start_s"], "rate_per_s": rate, "counts": counts,
@@ -379,7 +405,7 @@ def _figures(rows, sweep, curves, sims, price_sens, pred_rows, schedule, slo, be
                            "(medians over providers; n/a: no such price listed).", plots.price_sensitivity(price_sens)))
     if pred_rows:
         figs.append(Figure("predictor_sensitivity", "Sensitivity to the length predictor",
-                           f"The recommended plan ({best['name']}) simulated with output-length predictors of "
+                           f"The {best['name']} option's disaggregated plan simulated with output-length predictors of "
                            "several accuracies (1.0: perfect; the paper's classifier: 0.749).",
                            plots.predictor_sensitivity(pred_rows, slo.ttft_s, slo.tpot_s)))
     return figs
