@@ -2,7 +2,9 @@
 performance model to a measured profile)."""
 from __future__ import annotations
 
+import json
 from dataclasses import asdict
+from pathlib import Path
 
 import click
 
@@ -67,10 +69,13 @@ def _ints(text: str | None, what: str):
 @click.option("--solver", type=click.Choice(["highs", "cbc"]), default="highs", show_default=True)
 @click.option("-o", "--output", type=click.Path(dir_okay=False), default=None, help="Write the plan JSON here.")
 @click.option("--json", "as_json", is_flag=True, help="Print the plan JSON instead of the table.")
+@click.option("--verify", is_flag=True,
+              help="Replay the trace in the simulator against the plan and its baselines and print predicted "
+                   "next to simulated percentiles and SLO attainment (JSON: 'verification').")
 @trace_read_options
 def recommend(trace_path, gpus, model, slo_ttft, slo_tpot, slo_jct, slo_percentile, mode, tp_text, chunks_text,
               max_gpus, window_s, price_items, prices_file, price_kind, provider, profile_path, memory_gb,
-              kv_link_gb_s, rate_scale, runners_up, solver, output, as_json, **read_kw):
+              kv_link_gb_s, rate_scale, runners_up, solver, output, as_json, verify, **read_kw):
     """Plan prefill/decode instances, chunk size and TP for a trace at the least $/hour
     that meets the SLO, and say whether disaggregation pays against coupled serving.
 
@@ -110,11 +115,20 @@ def recommend(trace_path, gpus, model, slo_ttft, slo_tpot, slo_jct, slo_percenti
                     seed=seed)
     if gpu_specs:
         plan.inputs["gpu_specs"] = gpu_specs
+    d = plan.to_dict()
+    rows = None
+    if verify:
+        from .verify_render import verification_rows
+        rows = verification_rows(plan, trace, seed=seed, progress=True)
+        d["verification"] = rows
     if output:
-        plan.write(output)
+        Path(output).write_text(json.dumps(d, indent=2, default=float) + "\n", encoding="utf-8")
     if as_json:
-        return echo_json(plan.to_dict())
+        return echo_json(d)
     click.echo(render_plan(plan))
+    if rows is not None:
+        from .verify_render import render_verification
+        click.echo("\n" + render_verification(rows))
     if output:
         click.echo(f"plan written to {output}")
 

@@ -16,15 +16,19 @@ from __future__ import annotations
 import numpy as np
 
 from .queueing import (arriving_linear_work, arriving_work, batch_seen, decode_load, decode_side, decode_time_s,
-                       fluid_wait_s, kv_tokens_needed, percentiles, solve_fixed_point)
+                       fluid_wait_s, kv_tokens_needed, percentiles, slo_attainment, solve_fixed_point)
 from .workload import Workload
 
 
-def predict_coupled(dep, wl: Workload, seed: int = 0) -> dict:
+def predict_coupled(dep, wl: Workload, seed: int = 0, slo=None) -> dict:
     perf = dep.perf("coupled")
     if dep.mode == "coupled":
-        return _predict_vllm(dep, perf, wl, seed)
-    return _predict_sarathi(dep, perf, wl, seed)
+        out, (ttft, tpot, steps) = _predict_vllm(dep, perf, wl, seed)
+    else:
+        out, (ttft, tpot, steps) = _predict_sarathi(dep, perf, wl, seed)
+    if slo is not None:
+        out["slo_attainment"] = slo_attainment(ttft, tpot, steps, slo)
+    return out
 
 
 def _per_window_mean(wl: Workload, values: np.ndarray) -> np.ndarray:
@@ -55,7 +59,7 @@ def _predict_vllm(dep, perf, wl: Workload, seed: int) -> dict:
     return {"mode": "coupled", "model": "queueing", "limits": limits, "feasible": not limits,
             "ttft_s": percentiles(ttft), "tpot_s": percentiles(dec["tpot_sample"][steps > 0]),
             "jct_s": percentiles(jct), "utilisation": {"prefill": util, "decode_kv_peak": dec["kv_peak_fraction"]},
-            "decode_batch": dec["batch"], "kv_peak_fraction": dec["kv_peak_fraction"]}
+            "decode_batch": dec["batch"], "kv_peak_fraction": dec["kv_peak_fraction"]}, (ttft, dec["tpot_sample"], steps)
 
 
 def sarathi_window_times(perf, wl: Workload, instances: int, budget_tokens: int):
@@ -131,4 +135,4 @@ def _predict_sarathi(dep, perf, wl: Workload, seed: int) -> dict:
             "utilisation": {"prefill": util, "decode_kv_peak": kv_peak},
             "decode_batch": {"mean": float(np.average(mean_b, weights=np.maximum(wl.window_requests, 1e-12))),
                              "peak_window": float(mean_b.max())},
-            "kv_peak_fraction": kv_peak}
+            "kv_peak_fraction": kv_peak}, (ttft, tpot, steps)

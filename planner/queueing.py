@@ -201,6 +201,13 @@ def decode_time_s(steps, tpot_s) -> np.ndarray:
     return np.multiply(steps, tpot_s, out=np.zeros(np.broadcast(steps, tpot_s).shape), where=steps > 0)
 
 
+def slo_attainment(ttft_s, tpot_s, steps, slo) -> float:
+    """Share of the sampled requests with TTFT <= slo.ttft_s and, if they decode at all,
+    TPOT <= slo.tpot_s (the simulator's `records.summarize` definition)."""
+    ok = (np.asarray(ttft_s) <= slo.ttft_s) & ((np.asarray(steps) <= 0) | (np.asarray(tpot_s) <= slo.tpot_s))
+    return float(ok.mean()) if ok.size else float("nan")
+
+
 def percentiles(x: np.ndarray, pcts=PERCENTILES) -> dict:
     x = np.asarray(x, dtype=float)
     if len(x) == 0:
@@ -218,19 +225,20 @@ def as_workload(trace_or_workload, window_s: float | None = None) -> Workload:
     return build_workload(trace_or_workload, **({} if window_s is None else {"window_s": window_s}))
 
 
-def predict(deployment, trace_or_workload, window_s: float | None = None, seed: int = 0) -> dict:
+def predict(deployment, trace_or_workload, window_s: float | None = None, seed: int = 0, slo=None) -> dict:
     """Predicted latency percentiles of `deployment` (planner.plan.Deployment) serving a
     trace (traces.Trace) or a prebuilt Workload.
 
     Returns {"ttft_s": {p50,p90,p99}, "tpot_s": {...}, "jct_s": {...}, "kv_transfer_s":
     {...} (disaggregated), "utilisation": {...}, "decode_batch": {...}, "kv_peak_fraction",
-    "feasible": bool, "limits": [reasons], "mode", "model": "queueing"}. Infinite values
-    mean the deployment cannot keep up (the reason is in "limits")."""
+    "feasible": bool, "limits": [reasons], "mode", "model": "queueing"}, and with `slo`
+    (an SLO: ttft_s, tpot_s) "slo_attainment", the predicted share of requests meeting both
+    targets. Infinite values mean the deployment cannot keep up (the reason is in "limits")."""
     wl = as_workload(trace_or_workload, window_s)
     if deployment.mode == "disaggregated":
-        return predict_disaggregated(deployment, wl, seed)
+        return predict_disaggregated(deployment, wl, seed, slo)
     from .coupled import predict_coupled
-    return predict_coupled(deployment, wl, seed)
+    return predict_coupled(deployment, wl, seed, slo)
 
 
 def prefill_pool(perf: PerfModel, wl: Workload, chunk_tokens: int, batch_limit: int):
@@ -242,7 +250,7 @@ def prefill_pool(perf: PerfModel, wl: Workload, chunk_tokens: int, batch_limit: 
     return alone, work
 
 
-def predict_disaggregated(dep, wl: Workload, seed: int = 0) -> dict:
+def predict_disaggregated(dep, wl: Workload, seed: int = 0, slo=None) -> dict:
     pp, dp = dep.perf("prefill"), dep.perf("decode")
     n_p, n_d = dep.prefill.instances, dep.decode.instances
     alone, work = prefill_pool(pp, wl, dep.chunk_tokens, dep.policies.prefill_batch_limit)
@@ -266,6 +274,8 @@ def predict_disaggregated(dep, wl: Workload, seed: int = 0) -> dict:
         "decode_batch": dec["batch"], "kv_peak_fraction": dec["kv_peak_fraction"],
     })
     out["feasible"] = not out["limits"]
+    if slo is not None:
+        out["slo_attainment"] = slo_attainment(ttft, dec["tpot_sample"], steps, slo)
     return out
 
 

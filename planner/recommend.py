@@ -111,7 +111,7 @@ def recommend(trace, gpus=("a100",), model: str = "opt-13b", slo: SLO = SLO(), *
 
     def summary(c: Choice) -> dict:
         dep = deployment(c)
-        pred = predict(dep, wl, seed=seed)
+        pred = predict(dep, wl, seed=seed, slo=slo)
         return {"deployment": _dep_dict(dep), "usd_per_hour": c.usd_per_hour, "gpus": c.gpus,
                 "cost": _cost(c.usd_per_hour, tokens_s, wl), "predictions": _clean(pred)}
 

@@ -169,3 +169,14 @@ def test_saturated_pools_with_one_token_outputs_predict_without_nan_or_warnings(
         assert not r["feasible"] and r["limits"]
         assert r["tpot_s"]["p99"] == np.inf and r["jct_s"]["p99"] == np.inf
         assert all(v is not None and not np.isnan(v) for m in ("ttft_s", "tpot_s", "jct_s") for v in r[m].values())
+
+
+def test_slo_attainment_counts_requests_meeting_both_targets():
+    from planner.candidates import SLO
+    from planner.queueing import slo_attainment
+    # met; TTFT missed; TPOT missed but no decode step (one-token output) so met; TPOT missed
+    got = slo_attainment([0.1, 2.0, 0.5, 0.5], [0.05, 0.01, 0.2, 0.2], [3, 3, 0, 5], SLO(1.0, 0.1))
+    assert got == pytest.approx(0.5)
+    r = predict(disagg(n_p=2, n_d=2), poisson_trace(2.0, 500), slo=SLO(10.0, 1.0))
+    assert r["slo_attainment"] == 1.0
+    assert predict(disagg(), poisson_trace(2.0, 500), slo=SLO(1e-4, 1.0))["slo_attainment"] == 0.0

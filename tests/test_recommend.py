@@ -125,3 +125,34 @@ def test_cli_recommend_reads_length_tables_with_trace_options(tmp_path):
     assert t["rate_per_s"] == pytest.approx(4.0, rel=0.25) and t["interarrival_cv"] == pytest.approx(2.0, rel=0.35)
     assert runs[0]["inputs"]["trace"] == runs[1]["inputs"]["trace"]      # the seed draws the arrivals
     assert runs[2]["inputs"]["trace"]["span_s"] != t["span_s"]
+
+
+def write_trace_csv(path, tr):
+    path.write_text("arrival_s,prompt_tokens,output_tokens\n" + "".join(
+        f"{a:.6f},{p},{o}\n" for a, p, o in zip(tr.arrival_s, tr.prompt_tokens, tr.output_tokens)))
+
+
+def test_cli_recommend_verify_puts_simulated_next_to_predicted(tmp_path):
+    path = tmp_path / "t.csv"
+    write_trace_csv(path, trace(n=400, rate=6))
+    r = CliRunner().invoke(main, ["recommend", "--trace", str(path), "--verify", "--json", "--runners-up", "0",
+                                  "-o", str(tmp_path / "plan.json")])
+    assert r.exit_code == 0, r.output
+    d = json.loads(r.output)
+    rows = d["verification"]
+    assert [x["label"] for x in rows] == ["plan"] + [b["mode"] for b in d["baselines"]]
+    plan_row = rows[0]
+    assert plan_row["predicted"]["ttft_s"] == d["predictions"]["ttft_s"]
+    assert plan_row["predicted"]["slo_attainment"] == d["predictions"]["slo_attainment"]
+    for x in rows:
+        sim = x["simulated"]
+        assert sim["requests"] == sim["finished"] == 400
+        assert 0.0 <= sim["slo_attainment"] <= 1.0
+        for m in ("ttft_s", "tpot_s", "jct_s"):
+            for q in ("p50", "p90", "p99"):
+                assert x["error"][m][q] == pytest.approx(x["predicted"][m][q] / sim[m][q] - 1.0)
+    assert json.loads((tmp_path / "plan.json").read_text())["verification"] == rows
+    assert plan_from_dict(json.loads((tmp_path / "plan.json").read_text())).verdict == d["verdict"]
+    r = CliRunner().invoke(main, ["recommend", "--trace", str(path), "--verify", "--runners-up", "0"])
+    assert r.exit_code == 0 and "VERIFY" in r.output and "SLO attainment" in r.output
+    assert r.output.count(" / ") >= 9 * len(rows)
