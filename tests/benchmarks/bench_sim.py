@@ -70,10 +70,13 @@ def main() -> None:
     ap.add_argument("--requests", type=int, default=1_000_000)
     ap.add_argument("--rate", type=float, default=60.0)
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--skip-synthetic", action="store_true", help="only the Azure conversation trace")
     args = ap.parse_args()
     rows = []
-    for trace, reps in ((str(SHARED / "azure2023_conv.csv"), args.repeats),
-                        (f"synthetic:{args.requests}:{args.rate}", 1)):
+    runs = [(str(SHARED / "azure2023_conv.csv"), args.repeats)]
+    if not args.skip_synthetic:
+        runs.append((f"synthetic:{args.requests}:{args.rate}", 1))
+    for trace, reps in runs:
         for which in range(3):
             r = run(trace, which, reps)
             if r is None:
