@@ -72,10 +72,17 @@ def _ints(text: str | None, what: str):
 @click.option("--verify", is_flag=True,
               help="Replay the trace in the simulator against the plan and its baselines and print predicted "
                    "next to simulated percentiles and SLO attainment (JSON: 'verification').")
+@click.option("--windows", "schedule_window_s", type=float, default=None,
+              help="Also plan over time in windows of this many seconds (planner.schedule): per-window instances "
+                   "(deployment.windows) and the cost of each strategy.")
+@click.option("--schedule", "schedule_strategy", default="best", show_default=True,
+              type=click.Choice(["best", "static_peak", "fixed_fleet", "autoscale", "reserved_burst"]),
+              help="With --windows: the scheduling strategy (best = the cheapest dynamic one).")
 @trace_read_options
 def recommend(trace_path, gpus, model, slo_ttft, slo_tpot, slo_jct, slo_percentile, mode, tp_text, chunks_text,
               max_gpus, window_s, price_items, prices_file, price_kind, provider, profile_path, memory_gb,
-              kv_link_gb_s, rate_scale, runners_up, solver, output, as_json, verify, **read_kw):
+              kv_link_gb_s, rate_scale, runners_up, solver, output, as_json, verify, schedule_window_s,
+              schedule_strategy, **read_kw):
     """Plan prefill/decode instances, chunk size and TP for a trace at the least $/hour
     that meets the SLO, and say whether disaggregation pays against coupled serving.
 
@@ -121,11 +128,26 @@ def recommend(trace_path, gpus, model, slo_ttft, slo_tpot, slo_jct, slo_percenti
         from .verify_render import verification_rows
         rows = verification_rows(plan, trace, seed=seed, progress=True)
         d["verification"] = rows
+    sched_sim = None
+    if schedule_window_s is not None:
+        if not schedule_window_s > 0:
+            raise InputError(f"--windows must be > 0 seconds, got {schedule_window_s}")
+        from .schedule import plan_over_time
+        plan = plan_over_time(trace, plan, schedule_window_s, strategy=schedule_strategy, price_kind=price_kind,
+                              provider=provider, overrides=overrides)
+        d.update({k: v for k, v in plan.to_dict().items() if k in ("deployment", "cost")})
+        if verify:
+            from .verify_render import schedule_verification
+            sched_sim = schedule_verification(plan, trace, seed=seed)
+            d["schedule_verification"] = sched_sim
     if output:
         Path(output).write_text(json.dumps(d, indent=2, default=float) + "\n", encoding="utf-8")
     if as_json:
         return echo_json(d)
     click.echo(render_plan(plan))
+    if schedule_window_s is not None:
+        from .verify_render import render_schedule
+        click.echo("\n" + render_schedule(plan, sched_sim))
     if rows is not None:
         from .verify_render import render_verification
         click.echo("\n" + render_verification(rows))

@@ -62,3 +62,46 @@ def render_verification(rows: list[dict]) -> str:
             lines.append(f"          SLO attainment {fmt(a)} / {fmt(b)}"
                          + (f" ({(a - b) * 100:+.1f} points)" if a is not None and b is not None else ""))
     return "\n".join(lines)
+
+
+def schedule_verification(plan, trace, *, seed: int = 0) -> dict:
+    """Simulate a plan with windows window by window (`planner.schedule.simulate_schedule`):
+    percentiles and SLO attainment over the whole trace and per window."""
+    from .schedule import simulate_schedule
+    slo = plan.inputs.get("slo") or {}
+    res = simulate_schedule(plan.deployment, trace, slo_ttft_s=slo.get("ttft_s"), slo_tpot_s=slo.get("tpot_s"),
+                            seed=seed)
+    s = res["summary"]
+    out = {m: {q: _num((s.get(m) or {}).get(q)) for q in QS} for _, m, *_ in METRICS}
+    out.update({"slo_attainment": _num(s.get("slo_attainment")), "requests": s.get("requests"),
+                "finished": s.get("finished"),
+                "windows": [{"start_s": w["start_s"], "requests": w["requests"],
+                             "slo_attainment": _num(w.get("slo_attainment")),
+                             **{m: {q: _num((w.get(m) or {}).get(q)) for q in QS} for m in ("ttft_s", "tpot_s")}}
+                            for w in res["windows"]]})
+    return out
+
+
+def render_schedule(plan, simulated: dict | None = None) -> str:
+    sched = plan.cost["schedule"]
+    strat = sched["strategies"]
+    static = strat["static_peak"]
+    chosen = strat[sched["strategy"]]
+    roles = [r for r in ("prefill", "decode", "coupled") if r in chosen["counts"]]
+    lines = [f"SCHEDULE  {sched['window_s']:g} s windows, {sched['strategy']}: ${chosen['usd_per_hour']:.2f}/h "
+             f"averaged (static peak ${static['usd_per_hour']:.2f}/h, {chosen['saved_vs_static']:.0%} saved), "
+             f"{chosen['flips']} flips, {chosen['starts']} starts",
+             "          start_s  requests  " + "  ".join(f"{r:>8}" for r in roles)]
+    for k, start in enumerate(chosen["start_s"]):
+        lines.append(f"          {start:>7.0f}  {sched['requests'][k]:>8}  "
+                     + "  ".join(f"{chosen['counts'][r][k]:>8}" for r in roles))
+    lines.append("          strategies: " + ", ".join(
+        f"{name} ${v['usd_per_hour']:.2f}/h" for name, v in strat.items()))
+    if simulated is not None:
+        t, p = simulated["ttft_s"], simulated["tpot_s"]
+        att = simulated["slo_attainment"]
+        lines.append(f"          simulated window by window: TTFT p50/p90/p99 "
+                     + "/".join(_v(t[q], "", 1, 3) for q in QS) + " s, TPOT "
+                     + "/".join(_v(p[q], "", 1e3, 1) for q in QS) + " ms"
+                     + ("" if att is None else f", SLO attainment {att:.1%}"))
+    return "\n".join(lines)

@@ -156,3 +156,31 @@ def test_cli_recommend_verify_puts_simulated_next_to_predicted(tmp_path):
     r = CliRunner().invoke(main, ["recommend", "--trace", str(path), "--verify", "--runners-up", "0"])
     assert r.exit_code == 0 and "VERIFY" in r.output and "SLO attainment" in r.output
     assert r.output.count(" / ") >= 9 * len(rows)
+
+
+def test_cli_recommend_windows_adds_a_schedule(tmp_path):
+    import math
+    path = tmp_path / "t.csv"
+    tr = trace(n=400, rate=6)
+    write_trace_csv(path, tr)
+    span = float(tr.arrival_s[-1] - tr.arrival_s[0])
+    args = ["recommend", "--trace", str(path), "--runners-up", "0", "--windows", "20"]
+    r = CliRunner().invoke(main, args + ["--json", "--verify"])
+    assert r.exit_code == 0, r.output
+    d = json.loads(r.output)
+    wins = d["deployment"]["windows"]
+    assert len(wins) == math.ceil(span / 20) and [w["start_s"] for w in wins] == [20.0 * k for k in range(len(wins))]
+    role = "coupled" if d["deployment"]["mode"] != "disaggregated" else "decode"
+    peak = max(w[f"{role}_instances"] for w in wins)
+    assert d["deployment"][role]["instances"] == peak                   # roles sized to the schedule's peak
+    sched = d["cost"]["schedule"]
+    assert sched["window_s"] == 20.0 and sum(sched["requests"]) == 400
+    chosen, static = sched["strategies"][sched["strategy"]], sched["strategies"]["static_peak"]
+    assert d["cost"]["usd_per_hour"] == pytest.approx(chosen["usd_per_hour"])
+    assert chosen["usd_total"] <= static["usd_total"] * (1 + 1e-9)     # "best": the cheapest dynamic strategy
+    assert d["schedule_verification"]["requests"] == 400
+    assert plan_from_dict(d).deployment.windows[0].start_s == 0.0
+    r = CliRunner().invoke(main, args)
+    assert r.exit_code == 0 and "SCHEDULE  20 s windows" in r.output and "strategies: static_peak" in r.output
+    r = CliRunner().invoke(main, ["recommend", "--trace", str(path), "--windows", "0"])
+    assert r.exit_code == 2 and "--windows" in r.output
