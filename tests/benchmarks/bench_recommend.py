@@ -31,6 +31,10 @@ def cli(args) -> float:
 
 def main():
     rows = [("CLI, traces/mixed.csv, --gpu a100", cli(["--gpu", "a100", "--trace", "traces/mixed.csv"]))]
+    rows.append(("CLI, traces/mixed.csv, --gpu a100 --verify (plan + 2 baselines simulated)",
+                 cli(["--gpu", "a100", "--trace", "traces/mixed.csv", "--verify"])))
+    rows.append(("CLI, traces/mixed.csv, --gpu a100 --windows 300",
+                 cli(["--gpu", "a100", "--trace", "traces/mixed.csv", "--windows", "300"])))
     rows.append(("CLI, traces/mixed.csv, --gpu a100 --gpu h100 --gpu l4",
                  cli(["--gpu", "a100", "--gpu", "h100", "--gpu", "l4", "--trace", "traces/mixed.csv"])))
     with tempfile.TemporaryDirectory() as tmp:
