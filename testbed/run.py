@@ -66,6 +66,7 @@ class RunResult:
     wall_s: float = 0.0
     error: str = ""
     tokens: dict = field(default_factory=dict)    # rid -> generated tokens (return_tokens)
+    iterations: list = field(default_factory=list)  # (worker, chunk tokens or batch, seconds)
     config: dict = field(default_factory=dict)
 
 
@@ -204,6 +205,9 @@ def run_trace(dep: Deployment, trace, opts: RunOptions = RunOptions(), *, progre
                 op = msg["op"]
                 last_progress = time.monotonic()
                 if op == "events":
+                    if "t_start" in msg:
+                        result.iterations.append((name, msg.get("chunk_tokens", msg.get("batch")),
+                                                  msg["t_end"] - msg["t_start"]))
                     for ev in msg["items"]:
                         done = _on_event(ev, name, rel, cols, sched, cluster, dep, prompts, outputs,
                                          pred_tokens, result)

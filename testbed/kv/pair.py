@@ -3,8 +3,8 @@ byte-exactness tests and the transfer benchmark.
 
 `run_pair(backend, payloads)` spawns a sender and a receiver process. Their connectors
 exchange control messages over a pipe; for gloo/nccl they form a 2-rank group on a TCPStore
-bound to a free port. Transfers go one at a time: the sender stamps `time.monotonic()` at
-`send`, the receiver stamps arrival (same host, same clock), checksums the bytes (CRC32),
+bound to a free port. Transfers go one at a time: the sender makes payload i and says so; the
+receiver posts the receive, stamps `time.monotonic()` and tells the sender to go; it stamps arrival (same host, same clock), checksums the bytes (CRC32),
 releases the buffer and acknowledges. Payload tensors are drawn from seeds, so the parent
 computes the expected checksums itself (`payload_tensor`).
 """
@@ -49,6 +49,7 @@ def _child(role, backend, payloads, device, conn, store_port, prefix, arena_byte
                 t = payload_tensor(shape, getattr(torch, dtype_name), seed, device)
                 if device.startswith("cuda"):
                     torch.cuda.synchronize()
+                conn.send(("have", i))             # the payload exists: the clock may start
                 while True:                        # wait for the receiver's "ready for i"
                     kind, msg = conn.recv()
                     if kind == "kv":
@@ -74,6 +75,12 @@ def _child(role, backend, payloads, device, conn, store_port, prefix, arena_byte
             out_q.put(("send", [(t.xfer_id, t.nbytes, t.seconds, t.state) for t in conn_.history]))
         else:
             for i, (shape, dtype_name, seed) in enumerate(payloads):
+                while True:                        # the sender has made payload i
+                    kind, msg = conn.recv()
+                    if kind == "kv":
+                        conn_.on_message(msg)
+                    elif kind == "have" and msg == i:
+                        break
                 conn_.expect(i, peer, shape, getattr(torch, dtype_name), device)
                 t0 = time.monotonic()
                 conn.send(("ready", i))
