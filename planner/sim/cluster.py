@@ -4,6 +4,9 @@ flip logic, for the three deployment modes.
 Instance ids: disaggregated plans number prefill instances 0..P-1 and decode instances
 P..P+D-1 (with flips enabled an id keeps its number when it changes role); coupled plans
 number their instances 0..N-1 and a request's prefill and decode instance are the same.
+With time windows (scale.py) the first window's instances are numbered that way and every
+instance started later takes the next number; an instance's role objects (prefill,
+decode) are made when it first serves that role.
 """
 from __future__ import annotations
 
@@ -16,6 +19,7 @@ from .dispatch import Dispatcher, least_loaded_prefill
 from .flip import Flipper
 from .kvlink import KvLink
 from .prefill import PrefillInstance
+from .scale import Scaler
 
 VLLM_MAX_BATCHED_TOKENS = 2048   # vLLM's default max_num_batched_tokens (2023-24 releases)
 
@@ -23,7 +27,8 @@ VLLM_MAX_BATCHED_TOKENS = 2048   # vLLM's default max_num_batched_tokens (2023-2
 class Cluster:
     def __init__(self, deployment, reqs, loop, *, seed: int = 0, block_tokens: int = 16,
                  decode_batch_limit: int = 256, on_finish=None, coupled_admission: str = GREEDY,
-                 max_prefill_tokens: int | None = None):
+                 max_prefill_tokens: int | None = None, origin_s: float = 0.0, time_factor: float = 1.0,
+                 start_latency_s: float | None = None, start_ahead: bool = False):
         self.dep = deployment
         self.reqs = reqs
         self.loop = loop
@@ -38,8 +43,22 @@ class Cluster:
         self.decode: list[DecodeInstance] = []
         self.coupled: list[DecodeInstance] = []
         self.links: dict[int, KvLink] = {}
+        self.scaler = None
+        self._decode_by_id: dict = {}
+        self._prefill_by_id: dict = {}
+        self._coupled_by_id: dict = {}
         pol = deployment.policies
-        self.flipper = Flipper(loop, self, pol.flip_idle_s, pol.flip_latency_s)
+        windows = bool(deployment.windows)
+        # with windows the plan decides the roles: no reactive flips
+        self.flipper = Flipper(loop, self, None if windows else pol.flip_idle_s, pol.flip_latency_s)
+        if windows:
+            from .scale import DEFAULT_START_LATENCY_S
+            self.scaler = Scaler(self, loop, deployment, origin_s=origin_s, time_factor=time_factor,
+                                 start_latency_s=DEFAULT_START_LATENCY_S if start_latency_s is None
+                                 else start_latency_s, start_ahead=start_ahead)
+            self._on_idle = self._on_idle_scaled
+        else:
+            self._on_idle = self.flipper.on_idle
         if deployment.mode == "disaggregated":
             self._build_disaggregated()
             for inst in self.prefill + self.decode:   # idle from the start
@@ -47,62 +66,93 @@ class Cluster:
                     self.flipper.on_idle(0.0, inst)
         else:
             self._build_coupled(coupled_admission, max_prefill_tokens)
+        if self.scaler is not None:
+            self.scaler.begin()
 
     # ---- construction -------------------------------------------------------------
     def _build_disaggregated(self) -> None:
         dep, pol = self.dep, self.dep.policies
+        self.perf_by_role = {"prefill": dep.perf("prefill"), "decode": dep.perf("decode")}
+        self.costs = {r: (PrefillCost(p), DecodeCost(p)) for r, p in self.perf_by_role.items()}
+        self.kv_bytes_per_token = self.perf_by_role["prefill"].kv_bytes_per_token
+        self.dispatcher = Dispatcher(pol.dispatcher, self.rng, {})
+        if self.scaler is not None:
+            return                      # the scaler makes the instances
         P, D = dep.prefill.instances, dep.decode.instances
         flips = pol.flip_idle_s is not None
-        perf_by_role = {"prefill": dep.perf("prefill"), "decode": dep.perf("decode")}
-        costs = {r: (PrefillCost(p), DecodeCost(p)) for r, p in perf_by_role.items()}
-        self.kv_bytes_per_token = perf_by_role["prefill"].kv_bytes_per_token
-        self.dispatcher = Dispatcher(pol.dispatcher, self.rng, {})
         for iid in range(P + D):
             home = "prefill" if iid < P else "decode"
             self.role_of[iid] = home
-            perf = perf_by_role[home]          # an instance keeps its hardware when it flips
-            pcost, dcost = costs[home]
             if home == "prefill" or flips:
-                p = PrefillInstance(iid, self.loop, self.reqs, perf, dep.chunk_tokens,
-                                    pol.prefill_batch_limit, pol.prefill_order,
-                                    self._on_prefill_done, self.flipper.on_idle, cost=pcost)
-                p.accepting = home == "prefill"
-                self.prefill.append(p)
-                self.links[iid] = KvLink(self.loop, dep.kv_link_gb_s, dep.kv_latency_s, self._on_kv_done)
+                self._make_prefill(iid, home).accepting = home == "prefill"
             if home == "decode" or flips:
-                d = DecodeInstance(iid, self.loop, self.reqs, perf, block_tokens=self.block_tokens,
-                                   batch_limit=self.decode_batch_limit, admission=pol.decode_admission,
-                                   on_finish=self._on_decode_finish, on_idle=self.flipper.on_idle,
-                                   decode_cost=dcost, prefill_cost=pcost)
-                d.accepting = home == "decode"
-                self.decode.append(d)
-                self.dispatcher.register(iid, d.cap * self.block_tokens)
-        self._decode_by_id = {d.iid: d for d in self.decode}
-        self._prefill_by_id = {p.iid: p for p in self.prefill}
+                self._make_decode(iid, home).accepting = home == "decode"
+
+    def _make_prefill(self, iid: int, hardware: str) -> PrefillInstance:
+        """A prefill role object on instance `iid`; `hardware` is the role whose GPU and TP
+        the instance has (an instance keeps its hardware when it flips)."""
+        dep, pol = self.dep, self.dep.policies
+        pcost, _ = self.costs[hardware]
+        p = PrefillInstance(iid, self.loop, self.reqs, self.perf_by_role[hardware], dep.chunk_tokens,
+                            pol.prefill_batch_limit, pol.prefill_order, self._on_prefill_done,
+                            self._on_idle, cost=pcost)
+        self.prefill.append(p)
+        self._prefill_by_id[iid] = p
+        self.links[iid] = KvLink(self.loop, dep.kv_link_gb_s, dep.kv_latency_s, self._on_kv_done)
+        if self.scaler is not None:
+            p.win, p.win_role = self.scaler.busy, "prefill"
+        return p
+
+    def _make_decode(self, iid: int, hardware: str) -> DecodeInstance:
+        pcost, dcost = self.costs[hardware]
+        d = DecodeInstance(iid, self.loop, self.reqs, self.perf_by_role[hardware], block_tokens=self.block_tokens,
+                           batch_limit=self.decode_batch_limit, admission=self.dep.policies.decode_admission,
+                           on_finish=self._on_decode_finish, on_idle=self._on_idle,
+                           decode_cost=dcost, prefill_cost=pcost)
+        self.decode.append(d)
+        self._decode_by_id[iid] = d
+        self.dispatcher.register(iid, d.cap * self.block_tokens)
+        if self.scaler is not None:
+            d.win, d.win_role = self.scaler.busy, "decode"
+        return d
 
     def _build_coupled(self, admission: str, max_prefill_tokens: int | None) -> None:
         dep = self.dep
         perf = dep.perf("coupled")
-        pcost, dcost = PrefillCost(perf), DecodeCost(perf)
-        budget = max_prefill_tokens or max(VLLM_MAX_BATCHED_TOKENS, dep.chunk_tokens)
+        self._coupled_kw = dict(perf=perf, pcost=PrefillCost(perf), dcost=DecodeCost(perf), admission=admission,
+                                budget=max_prefill_tokens or max(VLLM_MAX_BATCHED_TOKENS, dep.chunk_tokens))
+        if self.scaler is not None:
+            return
         for iid in range(dep.coupled.instances):
             self.role_of[iid] = "coupled"
-            kw = dict(block_tokens=self.block_tokens, batch_limit=self.decode_batch_limit,
-                      admission=admission, on_finish=self._on_coupled_finish,
-                      decode_cost=dcost, prefill_cost=pcost)
-            if dep.mode == "chunked_coupled":
-                inst = ChunkedCoupledInstance(iid, self.loop, self.reqs, perf,
-                                              chunk_tokens=dep.chunk_tokens, **kw)
-            else:
-                inst = DecodeInstance(iid, self.loop, self.reqs, perf, prefill_on_admit=True,
-                                      max_prefill_tokens=budget, **kw)
-            inst.outstanding = 0
-            self.coupled.append(inst)
+            self._make_coupled(iid)
+
+    def _make_coupled(self, iid: int) -> DecodeInstance:
+        k = self._coupled_kw
+        kw = dict(block_tokens=self.block_tokens, batch_limit=self.decode_batch_limit,
+                  admission=k["admission"], on_finish=self._on_coupled_finish,
+                  decode_cost=k["dcost"], prefill_cost=k["pcost"])
+        if self.scaler is not None:
+            kw["on_idle"] = self._on_idle
+        if self.dep.mode == "chunked_coupled":
+            inst = ChunkedCoupledInstance(iid, self.loop, self.reqs, k["perf"], chunk_tokens=self.dep.chunk_tokens, **kw)
+        else:
+            inst = DecodeInstance(iid, self.loop, self.reqs, k["perf"], prefill_on_admit=True,
+                                  max_prefill_tokens=k["budget"], **kw)
+        inst.outstanding = 0
+        self.coupled.append(inst)
+        self._coupled_by_id[iid] = inst
+        if self.scaler is not None:
+            inst.win, inst.win_role = self.scaler.busy, "coupled"
+        return inst
 
     # ---- request path ----------------------------------------------------------------
     def on_arrival(self, now: float, rid: int) -> None:
         if self.coupled:
-            inst = min(self.coupled, key=_outstanding_key)
+            if self.scaler is None:
+                inst = min(self.coupled, key=_outstanding_key)
+            else:
+                inst = min((c for c in self.coupled if c.accepting), key=_outstanding_key)
             inst.outstanding += 1
             self.reqs.prefill_instance[rid] = inst.iid
             if self.dep.mode == "coupled":
@@ -128,6 +178,8 @@ class Cluster:
         reqs.kv_done[rid] = now
         reqs.has_kv[rid] = True
         self._decode_by_id[reqs.decode_instance[rid]].arrive(now, rid)
+        if self.scaler is not None:
+            self.scaler.on_kv_sent(now, reqs.prefill_instance[rid])
 
     def _on_decode_finish(self, now: float, rid: int, inst) -> None:
         reqs = self.reqs
@@ -162,12 +214,77 @@ class Cluster:
         return any(d.accepting and d.waiting for d in self.decode)
 
     def activate(self, now: float, iid: int, role: str) -> None:
+        """Instance `iid` serves `role` from now on (made on first use)."""
         self.role_of[iid] = role
         if role == "prefill":
-            self._prefill_by_id[iid].accepting = True
-            self._steal_prefill_work(now, self._prefill_by_id[iid])
+            p = self._prefill_by_id.get(iid)
+            if p is None:
+                p = self._make_prefill(iid, self._hardware(iid, role))
+            p.accepting = True
+            self._steal_prefill_work(now, p)
+        elif role == "decode":
+            d = self._decode_by_id.get(iid)
+            if d is None:
+                d = self._make_decode(iid, self._hardware(iid, role))
+            d.accepting = True
         else:
-            self._decode_by_id[iid].accepting = True
+            c = self._coupled_by_id.get(iid)
+            if c is None:
+                c = self._make_coupled(iid)
+            c.accepting = True
+
+    def _hardware(self, iid: int, role: str) -> str:
+        # an instance keeps the hardware of the role it was started for; flips stay in a
+        # pool (same GPU and TP), so the other role's hardware is the same
+        return role
+
+    def deactivate(self, now: float, iid: int, role: str) -> None:
+        """Instance `iid` takes no new work in `role` (it drains): unstarted requests queued
+        on it move to the least-loaded instance of the role that still accepts."""
+        reqs = self.reqs
+        if role == "prefill":
+            p = self._prefill_by_id[iid]
+            p.accepting = False
+            while p.queued and any(q.accepting for q in self.prefill):
+                rid = p._pop()
+                p.load_tokens -= reqs.prompt[rid]
+                least_loaded_prefill(self.prefill).enqueue(now, rid)
+        elif role == "decode":
+            self._decode_by_id[iid].accepting = False
+        else:
+            c = self._coupled_by_id[iid]
+            c.accepting = False
+            live = [x for x in self.coupled if x.accepting]
+            if live:
+                for rid in c.take_unstarted():
+                    c.outstanding -= 1
+                    self.on_arrival_to(now, rid, min(live, key=_outstanding_key))
+
+    def on_arrival_to(self, now: float, rid: int, inst) -> None:
+        inst.outstanding += 1
+        self.reqs.prefill_instance[rid] = inst.iid
+        inst.arrive(now, rid)
+
+    def drained(self, iid: int, role: str) -> bool:
+        """Nothing left in `role` on instance `iid` (a prefill instance's KV sent too)."""
+        if role == "prefill":
+            return self._prefill_by_id[iid].idle and not self.links[iid]._active
+        if role == "decode":
+            return self._decode_by_id[iid].idle and self.dispatcher.load[iid] == 0
+        c = self._coupled_by_id[iid]
+        return c.idle and c.outstanding == 0
+
+    def work_of(self, iid: int, role: str) -> int:
+        """Work an instance holds in `role` (what a shrinking role releases least of)."""
+        if role == "prefill":
+            p = self._prefill_by_id[iid]
+            return p.load_tokens + (0 if p.idle else 1)
+        if role == "decode":
+            return self.dispatcher.load[iid]
+        return self._coupled_by_id[iid].outstanding
+
+    def _on_idle_scaled(self, now: float, inst) -> None:
+        self.scaler.on_idle(now, inst)
 
     def _steal_prefill_work(self, now: float, target) -> None:
         """A fresh prefill instance takes queued, unstarted requests from the busiest one."""
@@ -187,6 +304,27 @@ class Cluster:
     def close(self, now: float) -> None:
         for d in self.decode + self.coupled:
             d.close(now)
+        if self.scaler is not None:
+            self.scaler.close(now)
+
+    def role_busy_gpu_s(self) -> dict:
+        """Busy GPU-seconds per role the instance's hardware was bought for (flip time at
+        the decode price) - the plan's home roles without windows."""
+        roles = self.dep.roles()
+        out: dict[str, float] = {}
+        if self.dep.mode != "disaggregated":
+            out["coupled"] = sum(c.busy_s for c in self.coupled) * roles["coupled"].tp
+            return out
+        if self.scaler is not None:
+            for name, pool in (("prefill", self.prefill), ("decode", self.decode)):
+                out[name] = sum(i.busy_s for i in pool) * roles[name].tp
+        else:
+            P = roles["prefill"].instances
+            for inst in self.prefill + self.decode:
+                home = "prefill" if inst.iid < P else "decode"
+                out[home] = out.get(home, 0.0) + inst.busy_s * roles[home].tp
+        out["decode"] = out.get("decode", 0.0) + self.flipper.flipping_s * roles["decode"].tp
+        return out
 
     def busy_instance_s(self) -> dict:
         out = {"prefill": sum(p.busy_s for p in self.prefill),

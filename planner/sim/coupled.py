@@ -37,6 +37,11 @@ class ChunkedCoupledInstance(DecodeInstance):
     def idle(self) -> bool:
         return super().idle and not self.pq and self.partial < 0 and not self.joining
 
+    def take_unstarted(self) -> list[int]:
+        out = list(self.pq)
+        self.pq.clear()
+        return out
+
     def arrive(self, now: float, rid: int) -> None:
         self.pq.append(rid)
         if self.partial >= 0 or len(self.pq) > 1 or self.joining:

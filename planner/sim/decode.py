@@ -74,6 +74,8 @@ class DecodeInstance:
         self.aborted = 0
         self.iterations = 0
         self.accepting = True
+        self.win = None                  # scale.WindowBusy when the plan has time windows
+        self.win_role = "decode"
 
     # ---- state -------------------------------------------------------------------------
     def context_tokens(self, n: int | None = None) -> int:
@@ -344,6 +346,8 @@ class DecodeInstance:
     def _mark_idle(self, now: float) -> None:
         if self.busy_since >= 0:
             self.busy_s += now - self.busy_since
+            if self.win is not None:
+                self.win.add(self.win_role, self.busy_since, now)
             self.busy_since = -1.0
         if self.on_idle is not None and not self.waiting:
             self.on_idle(now, self)
@@ -351,4 +355,16 @@ class DecodeInstance:
     def close(self, now: float) -> None:
         if self.busy_since >= 0:
             self.busy_s += max(now - self.busy_since, 0.0)
+            if self.win is not None:
+                self.win.add(self.win_role, self.busy_since, now)
             self.busy_since = -1.0
+
+    def take_unstarted(self) -> list[int]:
+        """Remove and return the waiting requests whose prefill has not started (a
+        coupled instance that drains hands them to another)."""
+        reqs = self.reqs
+        keep, out = [], []
+        for rid in self.waiting:
+            (out if reqs.first_token[rid] != reqs.first_token[rid] else keep).append(rid)
+        self.waiting = deque(keep)
+        return out

@@ -40,6 +40,8 @@ class PrefillInstance:
         self.busy_s = 0.0
         self.chunks = 0
         self.accepting = True
+        self.win = None                   # scale.WindowBusy when the plan has time windows
+        self.win_role = "prefill"
 
     # ---- queue -----------------------------------------------------------------------
     def enqueue(self, now: float, rid: int) -> None:
@@ -113,6 +115,8 @@ class PrefillInstance:
         dur = self.cost.time_s(tokens, weighted / tokens)
         self.busy_s += dur
         self.chunks += 1
+        if self.win is not None:
+            self.win.add(self.win_role, now, now + dur)
         self.loop.at(now + dur, self._end, (tokens, done))
 
     def _end(self, now: float, arg) -> None:

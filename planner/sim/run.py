@@ -15,7 +15,8 @@ from .engine import ARRIVAL, EventLoop
 from .flip import FLIP_LOG_COLUMNS
 from .predictor import LengthPredictor, predictor_from_policies
 from .requests import Requests
-from .result import SimResult, build_summary
+from .result import SimResult, build_summary, window_summaries
+from .scale import SCALE_LOG_COLUMNS, check_windows
 
 PROGRESS_MIN_REQUESTS = 50_000   # below this a run takes well under a few seconds
 
@@ -45,8 +46,7 @@ def _check(dep: Deployment) -> None:
             raise InputError(f"{dep.model} does not fit on one {role} instance of {dep.roles()[role].gpu} "
                              f"with tp={dep.roles()[role].tp}; raise tp or pick a larger GPU")
     if dep.windows:
-        raise InputError("plans with time windows are simulated window by window: pass "
-                         "trace.window(start, end) with that window's deployment")
+        check_windows(dep)
 
 
 def _make_predictor(dep, predictor, confusion, perfect) -> LengthPredictor:
@@ -82,18 +82,13 @@ def _finish(dep, cluster, reqs, loop, wall0, *, slo, price_kind, prices, extra_s
     cluster.close(end)
     records = reqs.to_frame()
     busy = cluster.busy_instance_s()
-    gpu_s = {}
-    roles = dep.roles()
-    if dep.mode == "disaggregated":
-        P = roles["prefill"].instances
-        for inst in cluster.prefill + cluster.decode:
-            home = "prefill" if inst.iid < P else "decode"
-            gpu_s[home] = gpu_s.get(home, 0.0) + _busy(inst) * roles[home].tp
-        gpu_s["decode"] = gpu_s.get("decode", 0.0) + busy["flipping"] * roles["decode"].tp
-    else:
-        gpu_s["coupled"] = busy["coupled"] * roles["coupled"].tp
+    scaler = cluster.scaler
+    billed = None
+    if scaler is not None:
+        billed = {r: s * dep.roles()[r].tp for r, s in scaler.billed_instance_s().items()}
     summary = build_summary(dep, records, busy, slo_ttft_s=slo[0], slo_tpot_s=slo[1],
-                            price_kind=price_kind, prices=prices, role_busy_gpu_s=gpu_s)
+                            price_kind=price_kind, prices=prices, role_busy_gpu_s=cluster.role_busy_gpu_s(),
+                            billed_gpu_s=billed, billed_span_s=(end - scaler.origin) if scaler else None)
     wall = time.perf_counter() - wall0
     preempt = sum(getattr(i, "preemptions", 0) for i in cluster.instances())
     stats = {"events": loop.events, "wall_s": wall,
@@ -104,11 +99,13 @@ def _finish(dep, cluster, reqs, loop, wall0, *, slo, price_kind, prices, extra_s
     summary["preemptions"] = int(preempt)
     summary["flips"] = len(cluster.flipper.log)
     flips = pd.DataFrame(cluster.flipper.log, columns=list(FLIP_LOG_COLUMNS))
-    return SimResult(records=records, summary=summary, flips=flips, stats=stats)
-
-
-def _busy(inst) -> float:
-    return inst.busy_s
+    scale = pd.DataFrame(scaler.log if scaler else [], columns=list(SCALE_LOG_COLUMNS))
+    if scaler is not None:
+        summary["billed_instance_s"] = scaler.billed_instance_s()
+        summary["windows"] = window_summaries(dep, records, scaler, slo_ttft_s=slo[0], slo_tpot_s=slo[1],
+                                              price_kind=price_kind, prices=prices)
+        stats["scale_events"] = len(scaler.log)
+    return SimResult(records=records, summary=summary, flips=flips, stats=stats, scale=scale)
 
 
 def simulate(plan_or_deployment, trace, *, seed: int = 0, progress: bool = False,
@@ -116,10 +113,15 @@ def simulate(plan_or_deployment, trace, *, seed: int = 0, progress: bool = False
              slo_tpot_s: float | None = None, block_tokens: int = 16, decode_batch_limit: int = 256,
              predictor: LengthPredictor | None = None, confusion=None, perfect_predictor: bool = False,
              coupled_admission: str = GREEDY, max_prefill_tokens: int | None = None,
-             price_kind: str = "on_demand", prices: dict | None = None) -> SimResult:
+             price_kind: str = "on_demand", prices: dict | None = None,
+             start_latency_s: float | None = None, start_ahead: bool = False) -> SimResult:
     """Replay `trace` (a traces.Trace) open-loop through the deployment of a Plan or a
     Deployment. Arrivals are multiplied by `time_scale` and divided by `rate_scale`.
-    Returns records in the shared schema, a summary, the flip log and run statistics."""
+    A deployment with `windows` changes its instance counts at each window's start
+    (planner.sim.scale: drains, flips, starts after `start_latency_s`, default
+    DEFAULT_START_LATENCY_S; `start_ahead` starts them that much before the window).
+    Returns records in the shared schema, a summary, the flip log, the scale log (plans
+    over time) and run statistics."""
     dep = _deployment(plan_or_deployment)
     _check(dep)
     if time_scale <= 0 or rate_scale <= 0:
@@ -137,7 +139,9 @@ def simulate(plan_or_deployment, trace, *, seed: int = 0, progress: bool = False
     bar = _Progress(n, progress and n >= PROGRESS_MIN_REQUESTS, "simulate")
     cluster = Cluster(dep, reqs, loop, seed=seed, block_tokens=block_tokens,
                       decode_batch_limit=decode_batch_limit, on_finish=lambda t, rid: bar.tick(),
-                      coupled_admission=coupled_admission, max_prefill_tokens=max_prefill_tokens)
+                      coupled_admission=coupled_admission, max_prefill_tokens=max_prefill_tokens,
+                      origin_s=float(arrival[0]) if n else 0.0, time_factor=time_scale / rate_scale,
+                      start_latency_s=start_latency_s, start_ahead=start_ahead)
     loop.run(reqs.arrival, cluster.on_arrival)
     bar.close()
     return _finish(dep, cluster, reqs, loop, wall0, slo=_slo(plan_or_deployment, slo_ttft_s, slo_tpot_s),
@@ -152,7 +156,8 @@ def simulate_closed_loop(plan_or_deployment, *, clients: int, requests: int, tra
                          predictor: LengthPredictor | None = None, confusion=None,
                          perfect_predictor: bool = False, coupled_admission: str = GREEDY,
                          max_prefill_tokens: int | None = None, price_kind: str = "on_demand",
-                         prices: dict | None = None) -> SimResult:
+                         prices: dict | None = None, start_latency_s: float | None = None,
+                         start_ahead: bool = False) -> SimResult:
     """Closed loop, as genai-perf/aiperf measure a deployment: `clients` each send a request,
     wait for its last token, think `think_s`, and send the next, until `requests` have been
     sent. Lengths are fixed (`prompt_tokens`, `output_tokens`) or drawn with replacement
@@ -201,7 +206,8 @@ def simulate_closed_loop(plan_or_deployment, *, clients: int, requests: int, tra
 
     cluster = Cluster(dep, reqs, loop, seed=seed, block_tokens=block_tokens,
                       decode_batch_limit=decode_batch_limit, on_finish=on_finish,
-                      coupled_admission=coupled_admission, max_prefill_tokens=max_prefill_tokens)
+                      coupled_admission=coupled_admission, max_prefill_tokens=max_prefill_tokens,
+                      start_latency_s=start_latency_s, start_ahead=start_ahead)
     for _ in range(min(clients, requests)):
         loop.at(0.0, send, None, ARRIVAL)
     loop.run()
