@@ -17,6 +17,11 @@ work `lead_s` before the window boundary (drain, plus the flip latency for a fli
 the window it leaves must meet its demand without that share of the instance:
 `count[r, w-1] - lead_s / duration[w-1] * leaving[r, w] >= need[r, w-1]`. A started
 instance boots during the previous window and is billed for `startup_s` before serving.
+
+`simulate_schedule` checks a schedule in the simulator, which runs the windows natively
+(planner.sim.scale): one replay of the whole trace, instances started ahead as planned,
+drains and flips taking the time they take, backlog carried from window to window, and
+the bill following the instances actually running.
 """
 from __future__ import annotations
 
@@ -28,6 +33,7 @@ import pulp
 
 from .errors import InfeasibleError, InputError
 from .plan import Window
+from .sim.scale import DEFAULT_START_LATENCY_S
 
 STRATEGIES = ("static_peak", "fixed_fleet", "autoscale", "reserved_burst")
 ROLE_ORDER = ("prefill", "decode", "coupled")
@@ -342,7 +348,7 @@ def window_demand(trace, deployment, window_s: float, slo: dict, predict_fn=None
 
 
 # ---- from a plan: pools, prices, lead times; every strategy; the plan with its windows --------
-DEFAULT_STARTUP_S = 120.0   # boot a VM and load the weights (order of minutes on clouds)
+DEFAULT_STARTUP_S = DEFAULT_START_LATENCY_S   # boot a VM and load the weights (minutes on clouds)
 
 
 def pools_for(deployment, price_kind: str = "on_demand", provider: str | None = None,
@@ -460,7 +466,7 @@ def plan_over_time(trace, plan, window_s: float, *, strategy: str = "best", slo:
 
 
 # ---- checking a schedule in the simulator ------------------------------------------------------
-SIM_WARMUP_S = 60.0
+SIM_WARMUP_S = 60.0   # unused since the simulator runs windows natively; kept for callers
 
 
 def window_deployments(deployment):
@@ -475,37 +481,23 @@ def window_deployments(deployment):
 
 def simulate_schedule(deployment, trace, *, slo_ttft_s: float | None = None, slo_tpot_s: float | None = None,
                       warmup_s: float = SIM_WARMUP_S, seed: int = 0, sim_fn=None, **sim_kw) -> dict:
-    """Replay `trace` against a deployment with windows, window by window (the simulator runs
-    one fixed deployment at a time): each window's requests, preceded by the `warmup_s` of
-    requests before it so the window starts with the backlog it would inherit (served at
-    the new window's counts), against that window's counts. Returns {"records": frame of
-    the requests arriving in each window, "summary": `records.summarize` of all of them,
-    "windows": per-window summaries}."""
-    import pandas as pd
-
-    from .records import summarize
+    """Replay the whole `trace` against a deployment with windows in one simulation: at
+    each window's start the instance counts change as planned (planner.sim.scale):
+    instances leaving a role drain their work and then flip or stop, new instances are
+    started `start_latency_s` (default DEFAULT_STARTUP_S, what the ILP bills) ahead of
+    their window (`start_ahead`, as the ILP plans them), and backlog, drains and flips
+    carry over from window to window. Extra keyword arguments go to the simulator
+    (override `start_latency_s` / `start_ahead` there). `warmup_s` is ignored (the
+    window-by-window replay it served is gone). Returns {"records": all requests,
+    "summary": the simulator's summary (its cost follows the schedule), "windows":
+    per-window summaries (start_s, requests, ttft_s, tpot_s, jct_s, slo_attainment,
+    instances, billed and busy instance-seconds, cost_usd)}."""
     if sim_fn is None:
         from .sim import simulate as sim_fn
     if not deployment.windows:
         raise InputError("the deployment has no windows; simulate it directly")
-    t0 = float(trace.arrival_s[0]) if len(trace) else 0.0
-    deps = window_deployments(deployment)
-    frames, per_window = [], []
-    for k, (start, dep) in enumerate(deps):
-        end = deps[k + 1][0] if k + 1 < len(deps) else math.inf
-        lo = t0 + start
-        sub = trace.window(lo - warmup_s, t0 + end)
-        if len(sub) == 0:
-            continue
-        res = sim_fn(dep, sub, seed=seed + k, slo_ttft_s=slo_ttft_s, slo_tpot_s=slo_tpot_s, **sim_kw)
-        rec = res.records
-        rec = rec[rec["arrival_s"].to_numpy() >= lo - 1e-9].copy()
-        if len(rec) == 0:
-            continue
-        per_window.append({"start_s": start, "requests": int(len(rec)),
-                           **{k2: v for k2, v in summarize(rec, slo_ttft_s, slo_tpot_s).items()
-                              if k2 in ("ttft_s", "tpot_s", "slo_attainment")}})
-        frames.append(rec)
-    records = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
-    summary = summarize(records, slo_ttft_s, slo_tpot_s) if len(records) else {}
-    return {"records": records, "summary": summary, "windows": per_window}
+    sim_kw.setdefault("start_latency_s", DEFAULT_STARTUP_S)
+    sim_kw.setdefault("start_ahead", True)
+    res = sim_fn(deployment, trace, seed=seed, slo_ttft_s=slo_ttft_s, slo_tpot_s=slo_tpot_s, **sim_kw)
+    windows = [w for w in res.summary.get("windows", []) if w.get("requests")]
+    return {"records": res.records, "summary": res.summary, "windows": windows, "scale": res.scale}
