@@ -39,6 +39,19 @@ def render(label: str, summary: dict, stats: dict, predicted: dict | None = None
     lines.append(f"  cost ${s['usd_per_hour']:.2f}/h ({s['price_kind']}); run ${s['run_cost_usd']:.2f}, "
                  f"busy ${s['busy_cost_usd']:.2f}; perf/$ {s['perf_per_usd']:.4g} (1 / (mean JCT x busy $)); "
                  f"{s.get('requests_per_usd', float('nan')):.0f} requests per $")
+    if s.get("windows"):
+        bi = s["billed_instance_s"]
+        lines.append("  billed instance-seconds (plan over time): "
+                     + ", ".join(f"{r} {v:.0f}" for r, v in bi.items()) + f"; {stats.get('scale_events', 0)} scale events")
+        lines.append("  window  start_s  instances        requests  TTFT p90   TPOT p90   SLO att.  billed inst-s  busy inst-s  cost")
+        for w in s["windows"]:
+            inst = "+".join(f"{n}{r[0].upper()}" for r, n in w["instances"].items())
+            att = w.get("slo_attainment")
+            lines.append(f"  {w['index']:>6}  {w['start_s']:>7.0f}  {inst:<15}  {w['requests']:>8}  "
+                         f"{_fmt((w.get('ttft_s') or {}).get('p90'), 's'):>8}  "
+                         f"{_fmt((w.get('tpot_s') or {}).get('p90'), 'ms', 1e3):>9}  "
+                         f"{'-' if att is None else f'{att:.1%}':>8}  {sum(w['billed_instance_s'].values()):>13.0f}  "
+                         f"{sum(w['busy_instance_s'].values()):>11.0f}  ${w['cost_usd']:.2f}")
     lines.append(f"  simulated in {stats['wall_s']:.2f} s wall ({stats['requests_per_wall_s']:.0f} requests/s, "
                  f"{stats['events']} events)")
     return "\n".join(lines)
@@ -53,6 +66,14 @@ def render(label: str, summary: dict, stats: dict, predicted: dict | None = None
               help="Write one row per request (shared record schema) to this CSV.")
 @click.option("--flips", "flips_path", type=click.Path(dir_okay=False), default=None,
               help="Write the instance-flip log to this CSV.")
+@click.option("--scale-log", "scale_path", type=click.Path(dir_okay=False), default=None,
+              help="Plans over time: write every instance start, drain, flip and stop to this CSV.")
+@click.option("--start-latency", "start_latency_s", type=float, default=None,
+              help="Plans over time: seconds from starting an instance to its serving "
+                   "[default: 120, boot and weight load].")
+@click.option("--start-ahead/--start-at-window", default=False, show_default=True,
+              help="Plans over time: start a window's new instances --start-latency before the window "
+                   "(as a planned schedule would) instead of at its start.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 @click.option("--time-scale", type=float, default=1.0, show_default=True,
               help="Multiply arrival times (2 = half the rate).")
@@ -79,13 +100,16 @@ def render(label: str, summary: dict, stats: dict, predicted: dict | None = None
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--progress/--no-progress", default=True, show_default=True,
               help="Progress bar on stderr for long runs.")
-def simulate(plan_path, trace_path, records_path, flips_path, as_json, time_scale, rate_scale, clients, n_requests,
+def simulate(plan_path, trace_path, records_path, flips_path, scale_path, start_latency_s, start_ahead, as_json, time_scale, rate_scale, clients, n_requests,
              prompt_tokens, output_tokens, think_s, baselines, slo_ttft, slo_tpot, confusion, perfect_predictor,
              block_tokens, decode_batch_limit, price_kind, seed, progress):
     """Replay a trace against a plan in the discrete-event simulator (TetriInfer's
     policies: chunked prefill, length prediction, power-of-two dispatch, reserve-dynamic
     decode admission, flips) and report TTFT/TPOT/JCT percentiles, throughput, SLO
-    attainment, busy instance-seconds and cost, next to the plan's predictions."""
+    attainment, busy instance-seconds and cost, next to the plan's predictions. A plan
+    over time (`planner recommend --windows`) changes its instance counts at each window's
+    start: instances drain, flip or stop, new ones serve after --start-latency; the cost
+    follows the instances billed, per window."""
     from .plan import deployment_from_dict, read_plan
     from .sim import simulate as run_open, simulate_closed_loop
 
@@ -98,7 +122,7 @@ def simulate(plan_path, trace_path, records_path, flips_path, as_json, time_scal
         raise InputError("--trace is required (or use --closed-loop N with --prompt-tokens and --output-tokens)")
     kw = dict(seed=seed, progress=progress, slo_ttft_s=slo_ttft, slo_tpot_s=slo_tpot, block_tokens=block_tokens,
               decode_batch_limit=decode_batch_limit, confusion=confusion, perfect_predictor=perfect_predictor,
-              price_kind=price_kind)
+              price_kind=price_kind, start_latency_s=start_latency_s, start_ahead=start_ahead)
     slo = plan.inputs.get("slo") or {}
     kw["slo_ttft_s"] = slo_ttft if slo_ttft is not None else slo.get("ttft_s")
     kw["slo_tpot_s"] = slo_tpot if slo_tpot is not None else slo.get("tpot_s")
@@ -123,6 +147,8 @@ def simulate(plan_path, trace_path, records_path, flips_path, as_json, time_scal
         main_res.records.to_csv(records_path, index=False)
     if flips_path:
         main_res.flips.to_csv(flips_path, index=False)
+    if scale_path:
+        main_res.scale.to_csv(scale_path, index=False)
     if as_json:
         return echo_json([{"label": label, "mode": dep.mode, "summary": res.summary, "stats": res.stats,
                            "predicted": pred or {}} for label, dep, pred, res in results]

@@ -54,3 +54,21 @@ def test_simulate_bad_input_is_one_line_exit_2(tmp_path):
     assert res.exit_code == 2 and "--trace is required" in res.output
     res = CliRunner().invoke(main, ["simulate", "--plan", plan, "--trace", tr, "--time-scale", "0"])
     assert res.exit_code == 2 and "must be > 0" in res.output
+
+
+def test_simulate_a_plan_over_time(tmp_path):
+    from planner.plan import Window
+    dep = Deployment(mode="disaggregated", model="llama-2-7b", chunk_tokens=512, prefill=Role("a100", 1),
+                     decode=Role("a100", 2), windows=(Window(0.0, 1, 1), Window(0.6, 1, 2)))
+    Plan(dep, inputs={"slo": {"ttft_s": 1.0, "tpot_s": 0.05}}).write(tmp_path / "plan.json")
+    (tmp_path / "t.csv").write_text("arrival_s,prompt_tokens,output_tokens\n0.0,100,20\n0.5,700,5\n1.0,30,1\n")
+    log = tmp_path / "scale.csv"
+    args = ["simulate", "--plan", str(tmp_path / "plan.json"), "--trace", str(tmp_path / "t.csv"),
+            "--start-latency", "0.2", "--scale-log", str(log)]
+    res = CliRunner().invoke(main, args)
+    assert res.exit_code == 0, res.output
+    assert "billed instance-seconds (plan over time)" in res.output and "1P+2D" in res.output
+    assert pd.read_csv(log).action.tolist() == ["start", "ready"]
+    d = json.loads(CliRunner().invoke(main, args + ["--json"]).output)
+    assert [w["requests"] for w in d["summary"]["windows"]] == [2, 1]
+    assert d["summary"]["windows"][1]["billed_instance_s"]["decode"] > 0
