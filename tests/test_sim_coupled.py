@@ -88,3 +88,18 @@ def test_coupled_requests_spread_over_instances():
     rec = simulate(d, trace([(0.0, 100, 50)] * 6)).records
     assert sorted(rec.prefill_instance.tolist()) == [0, 0, 1, 1, 2, 2]
     assert (rec.prefill_instance == rec.decode_instance).all()
+
+
+@pytest.mark.parametrize("prompts,padded_iters", [((300, 100), [(2, 300)]), ((400, 100), [(1, 400), (1, 100)])])
+def test_vllm_02_pads_prompt_batches(prompts, padded_iters):
+    # vLLM <= 0.2: a prompt batch costs count x longest; at most 256 padding tokens
+    d = coupled("coupled")
+    perf = d.perf("coupled")
+    rows = [(0.0, p, 2) for p in prompts]
+    packed = simulate(d, trace(rows)).records
+    assert packed.first_token_s.tolist() == pytest.approx([perf.prefill_time_s(sum(prompts), 0)] * 2, rel=1e-12)
+    padded = simulate(d, trace(rows), coupled_prefill="padded").records
+    # a second prompt iteration runs right after the first, before any decode iteration
+    ends = np.cumsum([perf.prefill_time_s(n * w, 0) for n, w in padded_iters])
+    want = [ends[0], ends[-1]]
+    assert padded.first_token_s.tolist() == pytest.approx(want, rel=1e-12)

@@ -28,7 +28,8 @@ class Cluster:
     def __init__(self, deployment, reqs, loop, *, seed: int = 0, block_tokens: int = 16,
                  decode_batch_limit: int = 256, on_finish=None, coupled_admission: str = GREEDY,
                  max_prefill_tokens: int | None = None, origin_s: float = 0.0, time_factor: float = 1.0,
-                 start_latency_s: float | None = None, start_ahead: bool = False):
+                 start_latency_s: float | None = None, start_ahead: bool = False,
+                 coupled_max_paddings: int | None = None):
         self.dep = deployment
         self.reqs = reqs
         self.loop = loop
@@ -44,6 +45,7 @@ class Cluster:
         self.coupled: list[DecodeInstance] = []
         self.links: dict[int, KvLink] = {}
         self.scaler = None
+        self.coupled_max_paddings = coupled_max_paddings
         self._decode_by_id: dict = {}
         self._prefill_by_id: dict = {}
         self._coupled_by_id: dict = {}
@@ -138,7 +140,7 @@ class Cluster:
             inst = ChunkedCoupledInstance(iid, self.loop, self.reqs, k["perf"], chunk_tokens=self.dep.chunk_tokens, **kw)
         else:
             inst = DecodeInstance(iid, self.loop, self.reqs, k["perf"], prefill_on_admit=True,
-                                  max_prefill_tokens=k["budget"], **kw)
+                                  max_prefill_tokens=k["budget"], max_paddings=self.coupled_max_paddings, **kw)
         inst.outstanding = 0
         self.coupled.append(inst)
         self._coupled_by_id[iid] = inst

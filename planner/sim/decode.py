@@ -21,7 +21,11 @@ readmission the instance recomputes its KV with a prefill of prompt + generated 
 stalling the batch. A request that cannot fit in an empty instance is aborted (counted).
 
 Coupled (vLLM-style) instances reuse this class with `prefill_on_admit`: admitting a new
-request means a whole-prompt prefill iteration that stalls the running decodes.
+request means a whole-prompt prefill iteration that stalls the running decodes. With
+`max_paddings` set (vLLM <= 0.2, the releases of the TetriInfer paper's time) the prompts
+of one prefill iteration are padded to the longest: the iteration costs count x longest
+tokens, which must stay within `max_prefill_tokens`, with at most `max_paddings` padding
+tokens (vLLM's default 256); otherwise prompts are packed (sum of the lengths).
 """
 from __future__ import annotations
 
@@ -39,6 +43,7 @@ class DecodeInstance:
     def __init__(self, iid: int, loop, reqs, perf, *, block_tokens: int = 16,
                  batch_limit: int = 256, admission: str = RESERVE_DYNAMIC, on_finish=None,
                  on_idle=None, prefill_on_admit: bool = False, max_prefill_tokens: int = 0,
+                 max_paddings: int | None = None,
                  decode_cost: DecodeCost | None = None, prefill_cost: PrefillCost | None = None):
         self.iid = iid
         self.loop = loop
@@ -53,6 +58,7 @@ class DecodeInstance:
         self.on_idle = on_idle            # on_idle(time_s, instance)
         self.prefill_on_admit = prefill_on_admit
         self.max_prefill_tokens = int(max_prefill_tokens)
+        self.max_paddings = max_paddings
         self._budget_full = False
         # batch state at the sync boundary (n, t): iteration n starts at time t
         self.n = 0
@@ -276,6 +282,8 @@ class DecodeInstance:
         bs, cap = self.bs, self.cap
         policy = self.admission
         prefill_tokens = 0
+        n_prefill = longest = 0
+        padded = self.max_paddings is not None
         admitted = []
         finished_at_prefill = []
         while waiting and self.B < self.batch_limit:
@@ -299,19 +307,29 @@ class DecodeInstance:
                     if self.R + reserved - self._shortest_reservation() > cap - self.held:
                         break
             recompute = not reqs.has_kv[rid]
-            if recompute and self.max_prefill_tokens and prefill_tokens \
-                    and prefill_tokens + kv0 > self.max_prefill_tokens:
-                self._budget_full = True   # another prefill iteration right after this one
-                break
+            if recompute and prefill_tokens:
+                if padded:
+                    width = max(longest, kv0)
+                    over = (n_prefill + 1) * width > self.max_prefill_tokens > 0 \
+                        or (n_prefill + 1) * width - (prefill_tokens + kv0) > self.max_paddings
+                else:
+                    over = self.max_prefill_tokens and prefill_tokens + kv0 > self.max_prefill_tokens
+                if over:
+                    self._budget_full = True   # another prefill iteration right after this one
+                    break
             waiting.popleft()
             if recompute:
                 prefill_tokens += kv0
+                n_prefill += 1
+                longest = max(longest, kv0)
                 reqs.has_kv[rid] = True
             if reqs.output[rid] - 1 - reqs.generated[rid] <= 0:
                 finished_at_prefill.append(rid)   # one-token output of a coupled instance
                 continue
             self._add(rid, kv0, reserved)
             admitted.append(rid)
+        if padded and n_prefill:
+            prefill_tokens = n_prefill * longest
         stall = self.pcost.time_s(prefill_tokens, 0.0) if prefill_tokens else 0.0
         t_start = now + stall_before + stall
         for rid in admitted:

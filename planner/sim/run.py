@@ -19,6 +19,14 @@ from .result import SimResult, build_summary, window_summaries
 from .scale import SCALE_LOG_COLUMNS, check_windows
 
 PROGRESS_MIN_REQUESTS = 50_000   # below this a run takes well under a few seconds
+PACKED, PADDED = "packed", "padded"
+VLLM_MAX_PADDINGS = 256          # vLLM <= 0.2 SchedulerConfig.max_paddings default
+
+
+def _paddings(coupled_prefill: str) -> int | None:
+    if coupled_prefill not in (PACKED, PADDED):
+        raise InputError(f"coupled_prefill must be {PACKED!r} or {PADDED!r}, got {coupled_prefill!r}")
+    return VLLM_MAX_PADDINGS if coupled_prefill == PADDED else None
 
 
 def _deployment(plan_or_deployment) -> Deployment:
@@ -114,14 +122,17 @@ def simulate(plan_or_deployment, trace, *, seed: int = 0, progress: bool = False
              predictor: LengthPredictor | None = None, confusion=None, perfect_predictor: bool = False,
              coupled_admission: str = GREEDY, max_prefill_tokens: int | None = None,
              price_kind: str = "on_demand", prices: dict | None = None,
-             start_latency_s: float | None = None, start_ahead: bool = False) -> SimResult:
+             start_latency_s: float | None = None, start_ahead: bool = False,
+             coupled_prefill: str = PACKED) -> SimResult:
     """Replay `trace` (a traces.Trace) open-loop through the deployment of a Plan or a
     Deployment. Arrivals are multiplied by `time_scale` and divided by `rate_scale`.
     A deployment with `windows` changes its instance counts at each window's start
     (planner.sim.scale: drains, flips, starts after `start_latency_s`, default
     DEFAULT_START_LATENCY_S; `start_ahead` starts them that much before the window).
     Returns records in the shared schema, a summary, the flip log, the scale log (plans
-    over time) and run statistics."""
+    over time) and run statistics. `coupled_prefill`: how a vLLM-style coupled instance
+    batches prompts - "packed" (current vLLM: the sum of the prompt lengths) or "padded"
+    (vLLM <= 0.2: padded to the longest, at most 256 padding tokens)."""
     dep = _deployment(plan_or_deployment)
     _check(dep)
     if time_scale <= 0 or rate_scale <= 0:
@@ -141,7 +152,8 @@ def simulate(plan_or_deployment, trace, *, seed: int = 0, progress: bool = False
                       decode_batch_limit=decode_batch_limit, on_finish=lambda t, rid: bar.tick(),
                       coupled_admission=coupled_admission, max_prefill_tokens=max_prefill_tokens,
                       origin_s=float(arrival[0]) if n else 0.0, time_factor=time_scale / rate_scale,
-                      start_latency_s=start_latency_s, start_ahead=start_ahead)
+                      start_latency_s=start_latency_s, start_ahead=start_ahead,
+                      coupled_max_paddings=_paddings(coupled_prefill))
     loop.run(reqs.arrival, cluster.on_arrival)
     bar.close()
     return _finish(dep, cluster, reqs, loop, wall0, slo=_slo(plan_or_deployment, slo_ttft_s, slo_tpot_s),
@@ -157,7 +169,7 @@ def simulate_closed_loop(plan_or_deployment, *, clients: int, requests: int, tra
                          perfect_predictor: bool = False, coupled_admission: str = GREEDY,
                          max_prefill_tokens: int | None = None, price_kind: str = "on_demand",
                          prices: dict | None = None, start_latency_s: float | None = None,
-                         start_ahead: bool = False) -> SimResult:
+                         start_ahead: bool = False, coupled_prefill: str = PACKED) -> SimResult:
     """Closed loop, as genai-perf/aiperf measure a deployment: `clients` each send a request,
     wait for its last token, think `think_s`, and send the next, until `requests` have been
     sent. Lengths are fixed (`prompt_tokens`, `output_tokens`) or drawn with replacement
@@ -207,7 +219,8 @@ def simulate_closed_loop(plan_or_deployment, *, clients: int, requests: int, tra
     cluster = Cluster(dep, reqs, loop, seed=seed, block_tokens=block_tokens,
                       decode_batch_limit=decode_batch_limit, on_finish=on_finish,
                       coupled_admission=coupled_admission, max_prefill_tokens=max_prefill_tokens,
-                      start_latency_s=start_latency_s, start_ahead=start_ahead)
+                      start_latency_s=start_latency_s, start_ahead=start_ahead,
+                      coupled_max_paddings=_paddings(coupled_prefill))
     for _ in range(min(clients, requests)):
         loop.at(0.0, send, None, ARRIVAL)
     loop.run()
