@@ -115,3 +115,11 @@ def test_seeded_runs_are_reproducible():
     assert a.summary["finished"] == 300
     rec = a.records
     assert (rec.first_token_s >= rec.arrival_s).all() and (rec.finish_s >= rec.first_token_s).all()
+
+
+def test_padded_chunks_cost_a_full_chunk():
+    d = dep()
+    pp = d.perf("prefill")
+    r = simulate(d, trace([(0.0, 700, 1)]), pad_prefill_chunks=True).records.iloc[0]
+    # 512 tokens, then the last 188 padded to a full chunk with 512 cached
+    assert r.first_token_s == pytest.approx(pp.prefill_time_s(512, 0) + pp.prefill_time_s(512, 512), rel=1e-12)

@@ -29,7 +29,7 @@ class Cluster:
                  decode_batch_limit: int = 256, on_finish=None, coupled_admission: str = GREEDY,
                  max_prefill_tokens: int | None = None, origin_s: float = 0.0, time_factor: float = 1.0,
                  start_latency_s: float | None = None, start_ahead: bool = False,
-                 coupled_max_paddings: int | None = None):
+                 coupled_max_paddings: int | None = None, pad_prefill_chunks: bool = False):
         self.dep = deployment
         self.reqs = reqs
         self.loop = loop
@@ -46,6 +46,7 @@ class Cluster:
         self.links: dict[int, KvLink] = {}
         self.scaler = None
         self.coupled_max_paddings = coupled_max_paddings
+        self.pad_prefill_chunks = pad_prefill_chunks
         self._decode_by_id: dict = {}
         self._prefill_by_id: dict = {}
         self._coupled_by_id: dict = {}
@@ -98,6 +99,7 @@ class Cluster:
         p = PrefillInstance(iid, self.loop, self.reqs, self.perf_by_role[hardware], dep.chunk_tokens,
                             pol.prefill_batch_limit, pol.prefill_order, self._on_prefill_done,
                             self._on_idle, cost=pcost)
+        p.pad_to_chunk = self.pad_prefill_chunks
         self.prefill.append(p)
         self._prefill_by_id[iid] = p
         self.links[iid] = KvLink(self.loop, dep.kv_link_gb_s, dep.kv_latency_s, self._on_kv_done)

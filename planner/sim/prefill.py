@@ -8,6 +8,8 @@ chunks: the chunk takes the unfinished rest of the request it last sliced first
 chunk's time is `PerfModel.prefill_time_s(tokens, cached)` with `cached` the slice-weighted
 context already in the KV cache (sum of slice_len * cached_len / tokens), as perf.py
 defines for merged chunks. A request's first token is out when its last slice's chunk ends.
+With `pad_to_chunk` (the paper's implementation: "pad the last chunk with zeros") a chunk
+with fewer tokens costs a full chunk.
 """
 from __future__ import annotations
 
@@ -40,6 +42,7 @@ class PrefillInstance:
         self.busy_s = 0.0
         self.chunks = 0
         self.accepting = True
+        self.pad_to_chunk = False
         self.win = None                   # scale.WindowBusy when the plan has time windows
         self.win_role = "prefill"
 
@@ -112,7 +115,7 @@ class PrefillInstance:
                 self.on_idle(now, self)
             return
         self.busy = True
-        dur = self.cost.time_s(tokens, weighted / tokens)
+        dur = self.cost.time_s(self.chunk if self.pad_to_chunk else tokens, weighted / tokens)
         self.busy_s += dur
         self.chunks += 1
         if self.win is not None:

@@ -123,7 +123,7 @@ def simulate(plan_or_deployment, trace, *, seed: int = 0, progress: bool = False
              coupled_admission: str = GREEDY, max_prefill_tokens: int | None = None,
              price_kind: str = "on_demand", prices: dict | None = None,
              start_latency_s: float | None = None, start_ahead: bool = False,
-             coupled_prefill: str = PACKED) -> SimResult:
+             coupled_prefill: str = PACKED, pad_prefill_chunks: bool = False) -> SimResult:
     """Replay `trace` (a traces.Trace) open-loop through the deployment of a Plan or a
     Deployment. Arrivals are multiplied by `time_scale` and divided by `rate_scale`.
     A deployment with `windows` changes its instance counts at each window's start
@@ -132,7 +132,8 @@ def simulate(plan_or_deployment, trace, *, seed: int = 0, progress: bool = False
     Returns records in the shared schema, a summary, the flip log, the scale log (plans
     over time) and run statistics. `coupled_prefill`: how a vLLM-style coupled instance
     batches prompts - "packed" (current vLLM: the sum of the prompt lengths) or "padded"
-    (vLLM <= 0.2: padded to the longest, at most 256 padding tokens)."""
+    (vLLM <= 0.2: padded to the longest, at most 256 padding tokens). `pad_prefill_chunks`:
+    a prefill chunk short of ChunkSize costs a full chunk (TetriInfer's implementation)."""
     dep = _deployment(plan_or_deployment)
     _check(dep)
     if time_scale <= 0 or rate_scale <= 0:
@@ -153,7 +154,7 @@ def simulate(plan_or_deployment, trace, *, seed: int = 0, progress: bool = False
                       coupled_admission=coupled_admission, max_prefill_tokens=max_prefill_tokens,
                       origin_s=float(arrival[0]) if n else 0.0, time_factor=time_scale / rate_scale,
                       start_latency_s=start_latency_s, start_ahead=start_ahead,
-                      coupled_max_paddings=_paddings(coupled_prefill))
+                      coupled_max_paddings=_paddings(coupled_prefill), pad_prefill_chunks=pad_prefill_chunks)
     loop.run(reqs.arrival, cluster.on_arrival)
     bar.close()
     return _finish(dep, cluster, reqs, loop, wall0, slo=_slo(plan_or_deployment, slo_ttft_s, slo_tpot_s),
@@ -169,7 +170,8 @@ def simulate_closed_loop(plan_or_deployment, *, clients: int, requests: int, tra
                          perfect_predictor: bool = False, coupled_admission: str = GREEDY,
                          max_prefill_tokens: int | None = None, price_kind: str = "on_demand",
                          prices: dict | None = None, start_latency_s: float | None = None,
-                         start_ahead: bool = False, coupled_prefill: str = PACKED) -> SimResult:
+                         start_ahead: bool = False, coupled_prefill: str = PACKED,
+                         pad_prefill_chunks: bool = False) -> SimResult:
     """Closed loop, as genai-perf/aiperf measure a deployment: `clients` each send a request,
     wait for its last token, think `think_s`, and send the next, until `requests` have been
     sent. Lengths are fixed (`prompt_tokens`, `output_tokens`) or drawn with replacement
@@ -220,7 +222,7 @@ def simulate_closed_loop(plan_or_deployment, *, clients: int, requests: int, tra
                       decode_batch_limit=decode_batch_limit, on_finish=on_finish,
                       coupled_admission=coupled_admission, max_prefill_tokens=max_prefill_tokens,
                       start_latency_s=start_latency_s, start_ahead=start_ahead,
-                      coupled_max_paddings=_paddings(coupled_prefill))
+                      coupled_max_paddings=_paddings(coupled_prefill), pad_prefill_chunks=pad_prefill_chunks)
     for _ in range(min(clients, requests)):
         loop.at(0.0, send, None, ARRIVAL)
     loop.run()

@@ -2,6 +2,15 @@
 V100-32GB, ChunkSize 512, the same total instances), for docs/paper-reproduction.md. Run:
 
     .venv/bin/python tests/benchmarks/paper_reproduction.py [--instances 4] [--seed 0]
+    .venv/bin/python tests/benchmarks/paper_reproduction.py --setup paper [--requests 128]
+
+`--setup paper` is the setup closest to the paper's testbed (see the doc): one server of
+four V100-32GB (32 GiB: 32,510 MiB as nvidia-smi reports it, not the catalog's 32e9
+bytes), vLLM of the paper's time (0.2: prompt batches padded to the longest, <= 2,048
+padded tokens, <= 256 paddings), TetriInfer's short chunks padded to ChunkSize, KV over
+200 Gbit/s (TS-RoCE), and a fixed set of
+`--requests` requests per workload sent at once (burst) or by 16 closed-loop clients,
+TetriInfer on 1P+1D against vLLM on 1 and on 2 instances, and 1P+3D / 2P+2D against 4.
 
 For each bundled class trace (traces/{lpld,lphd,hpld,hphd,mixed}.csv, rescaled in rate) and
 each load, it simulates vLLM-style coupled serving on N instances and TetriInfer (chunked
@@ -35,13 +44,67 @@ def vllm(N: int) -> Deployment:
     return Deployment(mode="coupled", model="opt-13b", chunk_tokens=512, coupled=Role(GPU, N))
 
 
+V100_GIB = "v100-32gib"
+PRICES = {V100_GIB: 3.90}   # the catalog's v100-32gb on-demand price (perf/$ ratios do not depend on it)
+PAIRINGS = ((1, 1, 1), (1, 1, 2), (1, 3, 4), (2, 2, 4))   # TetriInfer P, D vs vLLM instances
+
+
+def register_v100_gib() -> None:
+    """The V100-32GB as nvidia-smi sees it (32,510 MiB), otherwise the catalog's v100."""
+    import dataclasses
+
+    from planner import catalog
+    base = catalog.gpu("v100")
+    catalog.register_gpu(dataclasses.replace(base, name=V100_GIB, aliases=(), vendor="local",
+                                             memory_gb=32510 * 2 ** 20 / 1e9))
+
+
+def paper_setup(requests: int, seed: int) -> None:
+    import numpy as np
+
+    from planner.sim import simulate_closed_loop
+    from traces import Trace
+    register_v100_gib()
+    link = 200 / 8            # TS-RoCE: 200 Gbit/s
+    print(f"| workload | load | TetriInfer vs vLLM | TTFT | JCT | resource (busy GPU-s) | perf/$ "
+          f"| vLLM TTFT / JCT (s), preemptions | paper TTFT / JCT / perf/$ |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for w in ("lpld", "lphd", "hpld", "hphd", "mixed"):
+        tr = read_trace(ROOT / "traces" / f"{w}.csv")
+        fixed = Trace(np.zeros(requests), tr.prompt_tokens[:requests], tr.output_tokens[:requests], name=w)
+        for load in ("burst", "closed16"):
+            for P, D, V in PAIRINGS:
+                t_dep = Deployment(mode="disaggregated", model="opt-13b", chunk_tokens=512, prefill=Role(V100_GIB, P),
+                                   decode=Role(V100_GIB, D), kv_link_gb_s=link)
+                v_dep = Deployment(mode="coupled", model="opt-13b", chunk_tokens=512, coupled=Role(V100_GIB, V))
+                kw = dict(seed=seed, prices=PRICES)
+                if load == "burst":
+                    t = simulate(t_dep, fixed, pad_prefill_chunks=True, **kw).summary
+                    v = simulate(v_dep, fixed, coupled_prefill="padded", **kw).summary
+                else:
+                    ckw = dict(clients=16, requests=requests, trace=fixed, **kw)
+                    t = simulate_closed_loop(t_dep, pad_prefill_chunks=True, **ckw).summary
+                    v = simulate_closed_loop(v_dep, coupled_prefill="padded", **ckw).summary
+                res = t["busy_instance_s"]["total"] / v["busy_instance_s"]["total"] - 1
+                print(f"| {w.upper()} | {load} | {P}P+{D}D vs {V}x | {t['ttft_s']['mean'] / v['ttft_s']['mean'] - 1:+.0%} "
+                      f"| {t['jct_s']['mean'] / v['jct_s']['mean'] - 1:+.0%} | {res:+.0%} "
+                      f"| {t['perf_per_usd'] / v['perf_per_usd']:.2f}x | {v['ttft_s']['mean']:.1f} / "
+                      f"{v['jct_s']['mean']:.1f}, {v['preemptions']} | {' / '.join(PAPER[w])} |")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--instances", type=int, default=4)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--gpu", default="v100", help="v100 (the paper's) or another catalog GPU")
     ap.add_argument("--load-factor", type=float, default=1.0, help="multiply every load in LOADS")
+    ap.add_argument("--setup", choices=("open", "paper"), default="open",
+                    help="open: Poisson replay at two rates, N vs N instances; paper: the testbed closest "
+                         "to the paper's (fixed request sets, see the module docstring)")
+    ap.add_argument("--requests", type=int, default=128, help="--setup paper: requests per workload")
     args = ap.parse_args()
+    if args.setup == "paper":
+        return paper_setup(args.requests, args.seed)
     global GPU
     GPU = args.gpu
     N = args.instances
