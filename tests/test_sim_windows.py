@@ -139,3 +139,32 @@ def test_window_times_follow_the_rate_scale():
 def test_reactive_flips_are_off_while_windows_run():
     d = replace(dep([Window(0.0, 1, 2)]), policies=Policies(flip_idle_s=0.1))
     assert len(simulate(d, trace([(0.0, 4000, 20)] * 40)).flips) == 0
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_random_schedules_finish_every_request_and_bill_consistently(seed):
+    rng = np.random.default_rng(seed)
+    n_win = int(rng.integers(2, 6))
+    starts = np.sort(rng.uniform(0, 20, n_win))
+    starts[0] = 0.0
+    mode = ("disaggregated", "coupled", "chunked_coupled")[seed % 3]
+    if mode == "disaggregated":
+        wins = [Window(float(s), int(rng.integers(1, 4)), int(rng.integers(1, 4))) for s in starts]
+        d = dep(wins, flip_latency_s=float(rng.uniform(0, 2)))
+    else:
+        wins = [Window(float(s), 0, 0, int(rng.integers(1, 4))) for s in starts]
+        d = replace(coupled(wins), mode=mode)
+    n = 80
+    t = trace(list(zip(np.sort(rng.uniform(0, 25, n)), rng.integers(10, 1500, n), rng.integers(1, 300, n))))
+    res = simulate(d, t, seed=seed, start_latency_s=float(rng.uniform(0, 6)), start_ahead=bool(seed % 2))
+    s = res.summary
+    assert s["finished"] + s["aborted"] == n and s["finished"] > 0
+    log = res.scale
+    for iid, g in log.groupby("instance"):
+        acts = g.action.tolist()
+        if acts[0] == "start":
+            assert acts[1] in ("ready", "cancel", "switch")
+    billed = sum(s["billed_instance_s"].values())
+    busy = s["busy_instance_s"]["total"] - s["busy_instance_s"]["flipping"]
+    assert busy <= billed + 1e-6
+    assert sum(w["cost_usd"] for w in s["windows"]) == pytest.approx(s["run_cost_usd"])
