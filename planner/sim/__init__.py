@@ -7,6 +7,7 @@
 
 One file per concept: engine (event loop), costs (the PerfModel made cheap), prefill,
 predictor, kvlink, dispatch, decode, coupled (vLLM- and Sarathi-style baselines), flip,
+scale (plans over time: per-window instance counts, drains, flips, starts, billing),
 cluster (wiring), run (open and closed loop), result (summary).
 """
 from .predictor import LengthPredictor, read_confusion
