@@ -20,7 +20,7 @@ class GpuSpec:
     name: str
     vendor: str
     fp16_tflops: float          # dense FP16/BF16 tensor throughput, datasheet
-    memory_gb: float            # HBM/GDDR capacity, 1e9 bytes
+    memory_gb: float            # capacity as datasheets print it: "80 GB" of HBM is 80 GiB (2**30 bytes)
     memory_gb_s: float          # memory bandwidth, 1e9 bytes/s
     link_gb_s: float            # intra-node GPU-GPU bandwidth per direction, 1e9 bytes/s
     network_gbit_s: float       # typical inter-node network per node, 1e9 bits/s
@@ -30,7 +30,7 @@ class GpuSpec:
 
     @property
     def memory_bytes(self) -> float:
-        return self.memory_gb * 1e9
+        return self.memory_gb * 2**30
 
     @property
     def peak_flops(self) -> float:

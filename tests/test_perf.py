@@ -53,7 +53,7 @@ def test_kv_capacity_and_fit():
     assert not pm("l4").fits          # OPT-13B (25.7 GB) does not fit a 24 GB L4
     assert pm("l4", tp=2).fits
     p = pm("a100")
-    usable = 80e9 * (0.90 - 0.04) - p.weight_bytes
+    usable = 80 * 2**30 * (0.90 - 0.04) - p.weight_bytes  # datasheet GB of HBM are GiB
     assert p.kv_capacity_tokens == int(usable // 819_200)
 
 
