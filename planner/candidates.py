@@ -12,14 +12,16 @@ import numpy as np
 
 from . import catalog
 from .perf import Efficiency, PerfModel
-from .queueing import (arriving_work, chunk_fill_tokens, chunked_alone_s, chunked_work_s,
-                       decode_side, fluid_wait_s, percentiles)
+from .prefill_model import prefill_pool, prefill_ttft
+from .queueing import decode_side, percentiles
+from .transfer import kv_transfer_sample_s
 from .workload import Workload
 
 DEFAULT_CHUNKS = (256, 512, 1024, 2048)
 DEFAULT_TPS = (1, 2, 4, 8)
 DEFAULT_SARATHI_BUDGETS = (512, 1024, 2048)
 MAX_INSTANCES = 2048
+KV_LATENCY_S = 1e-4       # the Deployment's default kv_latency_s
 EXTRA_COUNTS = 1          # also offer n_min + 1 (JCT pairing, runners-up)
 
 
@@ -51,7 +53,8 @@ class Option:
     tpot_s: float = float("nan")       # at the SLO percentile (decode and coupled options)
     link_gb_s: float = 0.0             # KV link of the whole pool (prefill/decode)
     ttft_sample: np.ndarray | None = field(default=None, repr=False)
-    tpot_sample: np.ndarray | None = field(default=None, repr=False)
+    tpot_sample: np.ndarray | None = field(default=None, repr=False)   # decode: the decode step alone
+    transfer_sample: np.ndarray | None = field(default=None, repr=False)  # prefill: KV transfer at its own link
 
     @property
     def gpus(self) -> int:
@@ -138,38 +141,41 @@ def prefill_options(wl: Workload, perfs: dict, slo: SLO, prices: dict, chunks, b
     q = slo.percentile
     out = []
     for (g, tp), pm in perfs.items():
+        link = kv_link_gb_s(pm.gpu, tp)
         for chunk in sorted(set(chunks)):
-            alone_v = chunked_alone_s(pm, wl.prompt_values, chunk)
-            alone = alone_v[wl.prompt_index[wl.sample]]
-            floor = float(np.percentile(alone, q))
+            pool = prefill_pool(pm, wl, chunk, batch_limit)
+            floor = float(np.percentile(pool.alone_s[wl.sample], q))
             if floor > slo.ttft_s:
                 rejections.append(Rejection("prefill", g, tp, chunk, "service alone exceeds the TTFT target", floor))
                 continue
-            fill = chunk_fill_tokens(chunk, batch_limit, wl.mean_prompt_tokens)
-            work = chunked_work_s(pm, wl.prompt_values, chunk, fill)[wl.prompt_index]
-            aw = arriving_work(wl, work)
-            peak = np.bincount(wl.window_index, weights=work, minlength=wl.windows) / wl.window_duration_s
+            peak = np.bincount(wl.window_index, weights=pool.merged_s, minlength=wl.windows) / wl.window_duration_s
             n_lo = int(math.floor(peak.max())) + 1
+            cache: dict = {}
 
-            def ttft(n, alone=alone, aw=aw):
-                return fluid_wait_s(wl, aw, n) + alone
+            def run(n, pool=pool, cache=cache):
+                if n not in cache:
+                    cache.clear()        # one count at a time: keep memory O(N)
+                    cache[n] = prefill_ttft(pool, wl, n)
+                return cache[n]
 
-            n_min = _search_min(lambda n: np.percentile(ttft(n), q) <= slo.ttft_s, n_lo)
+            n_min = _search_min(lambda n: np.percentile(run(n).ttft_sample_s, q) <= slo.ttft_s, n_lo)
             if n_min is None:
                 rejections.append(Rejection("prefill", g, tp, chunk, f"more than {MAX_INSTANCES} instances needed"))
                 continue
 
-            def option(n, g=g, tp=tp, chunk=chunk, pm=pm, ttft=ttft, n_min=n_min):
+            def option(n, g=g, tp=tp, chunk=chunk, pm=pm, run=run, n_min=n_min, link=link):
                 if n < n_min:
                     return None
-                t = ttft(n)
+                r = run(n)
+                t = r.ttft_sample_s
                 val = float(np.percentile(t, q))
                 if val > slo.ttft_s:
                     return None
+                xfer = kv_transfer_sample_s(wl, r.start_s + r.work_s, n, pm.kv_bytes_per_token, link, KV_LATENCY_S)
                 return Option("prefill", g, tp, n, chunk, n * tp * prices[g], ttft_s=val,
-                              link_gb_s=n * kv_link_gb_s(pm.gpu, tp), ttft_sample=t)
+                              link_gb_s=n * link, ttft_sample=t, transfer_sample=xfer)
 
-            out += [o for o in map(option, _counts(n_min, kv_link_gb_s(pm.gpu, tp), kv_rate_gb_s)) if o is not None]
+            out += [o for o in map(option, _counts(n_min, link, kv_rate_gb_s)) if o is not None]
             if families is not None:
                 families.append(Family("prefill", g, tp, chunk, tp * prices[g], n_min, option))
     return out

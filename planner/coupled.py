@@ -17,6 +17,8 @@ import numpy as np
 
 from .queueing import (arriving_linear_work, arriving_work, batch_seen, decode_load, decode_side, decode_time_s,
                        fluid_wait_s, kv_tokens_needed, percentiles, slo_attainment, solve_fixed_point)
+from .prefill_model import round_robin_backlog_s
+from .transfer import admission_fraction
 from .workload import Workload
 
 
@@ -47,19 +49,67 @@ def _predict_vllm(dep, perf, wl: Workload, seed: int) -> dict:
     rho_w = wl.window_rate_per_s / n * _per_window_mean(wl, work)
     if rho_w.max() >= 1.0:
         limits.append(f"prefill alone needs {rho_w.max():.2f}x the instances' time in the busiest window")
-    stall_s = _per_window_mean(wl, work)
-    dec = decode_side(perf, wl, n, seed, limits, stall_fraction=np.minimum(rho_w, 1.0),
-                      stall_s=stall_s)
+    dec = decode_side(perf, wl, n, seed, limits, stall_fraction=np.minimum(rho_w, 1.0))
     tau = np.where(np.isinf(dec["tau_w"]), 0.0, dec["tau_w"]) * (1 - np.minimum(rho_w, 1.0))
-    residual = 0.5 * tau[wl.window_index[s]]        # the decode step in flight on arrival
-    ttft = fluid_wait_s(wl, aw, n) + whole[wl.prompt_index[s]] + residual
+    w = wl.window_index[s]
+    # the decode step in flight on arrival (uniform residual), and the prompts that arrive
+    # meanwhile: they are admitted with this one and prefilled in the same iteration
+    residual = admission_fraction(wl) * tau[w]
+    per_token = _marginal_prefill_s(perf, wl)
+    joiners = np.bincount(wl.window_index, weights=wl.prompt_tokens, minlength=wl.windows)[w] / wl.window_duration_s[w] / n
+    wait = round_robin_backlog_s(wl.arrival_s, work, n)[s]
+    ttft = wait + whole[wl.prompt_index[s]] + residual + per_token * joiners * residual
     steps = np.maximum(wl.output_tokens[s] - 1, 0)
-    jct = ttft + decode_time_s(steps, dec["tpot_sample"])
+    admitted = wl.arrival_s[s] + wait + residual          # its prefill iteration starts
+    tpot = _stalled_tpot(wl, work, n, admitted, wl.arrival_s[s] + ttft, dec["tpot_sample"], steps, seed)
+    jct = ttft + decode_time_s(steps, tpot)
     util = {"mean": float(work.sum() / (n * max(wl.span_s, 1e-9))), "peak_window": float(rho_w.max())}
     return {"mode": "coupled", "model": "queueing", "limits": limits, "feasible": not limits,
-            "ttft_s": percentiles(ttft), "tpot_s": percentiles(dec["tpot_sample"][steps > 0]),
+            "ttft_s": percentiles(ttft), "tpot_s": percentiles(tpot[steps > 0]),
             "jct_s": percentiles(jct), "utilisation": {"prefill": util, "decode_kv_peak": dec["kv_peak_fraction"]},
-            "decode_batch": dec["batch"], "kv_peak_fraction": dec["kv_peak_fraction"]}, (ttft, dec["tpot_sample"], steps)
+            "decode_batch": dec["batch"], "kv_peak_fraction": dec["kv_peak_fraction"]}, (ttft, tpot, steps)
+
+
+def _stalled_tpot(wl: Workload, work: np.ndarray, instances: int, admitted_s, first_token_s, step_s, steps,
+                  seed: int, passes: int = 8) -> np.ndarray:
+    """vLLM-style TPOT per sample request: its decode step plus the prefills that stall its
+    instance while it decodes, spread over its O - 1 steps. The prefills are the trace's own
+    arrivals from its admission (later ones miss its prefill iteration and run in the next,
+    after its first token) to the end of its decode life, first token + life (so bursts
+    count as bursts), each on its instance with probability 1/n (binomial), at the mean
+    prefill time of those arrivals; life = (O - 1) step + stalls, a fixed point (8 passes)."""
+    a = wl.arrival_s
+    cum = np.concatenate([[0.0], np.cumsum(work)])
+    lo = np.searchsorted(a, admitted_s, side="right")
+    finite = np.isfinite(step_s)
+    base = np.where(finite, steps * np.where(finite, step_s, 0.0), 0.0)
+    rng = np.random.default_rng(seed + 31337)
+    draw = rng.uniform(size=len(lo))
+    stalls = np.zeros(len(lo))
+    for _ in range(passes):
+        hi = np.searchsorted(a, first_token_s + base + stalls, side="right")
+        k = np.maximum(hi - lo, 0)
+        mean_w = np.where(k > 0, (cum[hi] - cum[lo]) / np.maximum(k, 1), 0.0)
+        mine = _binomial_quantile(k, 1.0 / instances, draw)
+        stalls = mine * mean_w
+    return np.where(finite, np.where(steps > 0, step_s + stalls / np.maximum(steps, 1), step_s), np.inf)
+
+
+def _binomial_quantile(k: np.ndarray, p: float, u: np.ndarray) -> np.ndarray:
+    """Binomial(k, p) at quantile u, vectorised (normal approximation with continuity
+    correction, exact at p = 1)."""
+    if p >= 1.0:
+        return k.astype(float)
+    from scipy.special import ndtri
+    mean = k * p
+    sd = np.sqrt(k * p * (1 - p))
+    return np.clip(np.round(mean + sd * ndtri(np.clip(u, 1e-9, 1 - 1e-9))), 0, k)
+
+
+def _marginal_prefill_s(perf, wl: Workload) -> float:
+    """Seconds one more prompt token adds to a whole-prompt prefill iteration (at the mean prompt)."""
+    p = max(float(wl.mean_prompt_tokens), 2.0)
+    return float(perf.prefill_time_s(2 * p, 0.0) - perf.prefill_time_s(p, 0.0)) / p
 
 
 def sarathi_window_times(perf, wl: Workload, instances: int, budget_tokens: int):

@@ -8,7 +8,7 @@ continuous h >= 0 (the plan's tightest SLO ratio).
                sum x + sum z = 1                   (exactly one deployment)
                sum (link_o - kv_rate) x_o >= 0     (prefill pool can send the KV it makes)
                sum (link_d - kv_rate) y_d >= 0     (decode pool can receive it)
-               x_o + y_d <= 1  for pairs whose JCT misses the SLO (when a JCT SLO is set)
+               x_o + y_d <= 1  for pairs whose TPOT (KV transfer included) or JCT misses the SLO
                sum gpus * (x, y, z) <= max_gpus    (optional budget)
                h >= r_o * (x_o | y_o | z_o)        r_o = the option's latency / target
                allowed modes only
@@ -38,6 +38,8 @@ import pulp
 
 from .candidates import Option, Rejection, SLO
 from .errors import InfeasibleError
+from .queueing import decode_time_s
+from .transfer import admission_fraction, record_tpot_s
 
 MODE_CHOICES = ("auto", "disaggregated", "coupled", "chunked_coupled")
 EQUAL_COST_REL = 1e-6     # $/hour within one part in a million count as equal
@@ -135,16 +137,45 @@ def _solver(name: str):
     return pulp.COIN_CMD(path=pulp.PULP_CBC_CMD.pulp_cbc_path, msg=False, gapRel=_GAP_REL)
 
 
-def jct_pair_ok(p: Option, d: Option, wl, kv_bytes_per_token: float, latency_s: float, slo: SLO) -> bool:
-    link = min(p.link_gb_s / p.instances, d.link_gb_s / d.instances)
+def pair_samples(p: Option, d: Option, wl, kv_bytes_per_token: float, latency_s: float,
+                 link_override_gb_s: float | None = None):
+    """(TTFT, TPOT, JCT) per sample request of a prefill pool paired with a decode pool, as
+    `queueing.predict_disaggregated` composes them: the KV transfer and the decode
+    admission wait are inside TPOT (the first token comes from the prefill instance). The
+    pair's link is the slower of the two pools' per-instance links (or the override); the
+    prefill option's transfer sample, made at its own link, is scaled to it."""
+    own = p.link_gb_s / p.instances
+    link = link_override_gb_s or min(own, d.link_gb_s / d.instances)
     s = wl.sample
-    transfer = latency_s + wl.prompt_tokens[s] * kv_bytes_per_token / (link * 1e9)
-    jct = p.ttft_sample + transfer + np.maximum(wl.output_tokens[s] - 1, 0) * d.tpot_sample
+    if p.transfer_sample is not None:
+        xfer = latency_s + (p.transfer_sample - latency_s) * (own / link)
+    else:
+        xfer = latency_s + wl.prompt_tokens[s] * kv_bytes_per_token / (link * 1e9)
+    step = d.tpot_sample
+    adm = admission_fraction(wl) * np.where(np.isinf(step), 0.0, step)
+    steps = np.maximum(wl.output_tokens[s] - 1, 0)
+    tpot = record_tpot_s(step, steps, xfer, adm)
+    jct = p.ttft_sample + np.where(steps > 0, xfer + adm, 0.0) + decode_time_s(steps, step)
+    return p.ttft_sample, tpot[steps > 0], jct
+
+
+def pair_ok(p: Option, d: Option, wl, kv_bytes_per_token: float, latency_s: float, slo: SLO,
+            link_override_gb_s: float | None = None) -> bool:
+    """Whether the pair meets the TPOT target (transfer included) and the JCT target if set."""
+    _, tpot, jct = pair_samples(p, d, wl, kv_bytes_per_token, latency_s, link_override_gb_s)
+    q = slo.percentile
+    if len(tpot) and float(np.percentile(tpot, q)) > slo.tpot_s:
+        return False
+    return slo.jct_s is None or float(np.percentile(jct, q)) <= slo.jct_s
+
+
+def jct_pair_ok(p: Option, d: Option, wl, kv_bytes_per_token: float, latency_s: float, slo: SLO) -> bool:
+    _, _, jct = pair_samples(p, d, wl, kv_bytes_per_token, latency_s)
     return float(np.percentile(jct, slo.percentile)) <= slo.jct_s
 
 
 def solve(prefill: list[Option], decode: list[Option], coupled: list[Option], *, kv_rate_gb_s: float,
-          slo: SLO, mode: str = "auto", max_gpus: int | None = None, jct_bad_pairs=(),
+          slo: SLO, mode: str = "auto", max_gpus: int | None = None, bad_pairs=(),
           runners_up: int = 3, solver: str = "highs") -> Solution:
     import time
     t0 = time.perf_counter()
@@ -171,8 +202,8 @@ def solve(prefill: list[Option], decode: list[Option], coupled: list[Option], *,
     if x:
         prob += pulp.lpSum((o.link_gb_s - kv_rate_gb_s) * v for o, v in zip(prefill, x)) >= 0, "kv_send"
         prob += pulp.lpSum((o.link_gb_s - kv_rate_gb_s) * v for o, v in zip(decode, y)) >= 0, "kv_receive"
-    for k, (i, j) in enumerate(jct_bad_pairs):
-        prob += x[i] + y[j] <= 1, f"jct_{k}"
+    for k, (i, j) in enumerate(bad_pairs):
+        prob += x[i] + y[j] <= 1, f"pair_{k}"
     if max_gpus is not None:
         prob += pulp.lpSum(o.gpus * v for o, v in pairs) <= max_gpus, "gpu_budget"
     solves = 0
@@ -216,7 +247,7 @@ def solve(prefill: list[Option], decode: list[Option], coupled: list[Option], *,
             prob += x[i_x] + y[i_y] <= 1, f"nogood_{cuts}"
     if not found:
         raise InfeasibleError("no candidate combination satisfies the KV-link, JCT and GPU-budget constraints")
-    best_per_mode = _best_per_mode(prefill, decode, coupled, kv_rate_gb_s, jct_bad_pairs, max_gpus, slo)
+    best_per_mode = _best_per_mode(prefill, decode, coupled, kv_rate_gb_s, bad_pairs, max_gpus, slo)
     return Solution(found[0], found[1:], best_per_mode, solver, len(x) + len(y) + len(z),
                     prob.numConstraints() - cuts, time.perf_counter() - t0, solves)
 

@@ -21,88 +21,43 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .perf import PerfModel, kv_transfer_time_s
+from .perf import PerfModel
+from .prefill_model import (backlog_s, chunk_fill_tokens, chunked_alone_s, chunked_work_s,  # noqa: F401
+                            pool_utilisation, pool_wait_s, prefill_pool, prefill_ttft)
+from .transfer import admission_fraction, kv_transfer_sample_s, record_tpot_s
 from .workload import Workload, build_workload
 
 PERCENTILES = (50, 90, 99)
 KV_HEADROOM_Z = 2.33           # KV memory sized for the 99th percentile of tokens held
+DECODE_BATCH_LIMIT = 256       # running sequences per instance (vLLM's max_num_seqs; the simulator's default)
 FIXED_POINT_MAX_S = 1e3        # TPOT above this reads as saturated
 
 
-# ---- prefill --------------------------------------------------------------------------
-def chunk_fill_tokens(chunk_tokens: int, batch_limit: int, mean_prompt_tokens: float) -> float:
-    """Tokens a merged chunk actually carries: at most `batch_limit` request slices."""
-    return float(min(chunk_tokens, max(batch_limit * mean_prompt_tokens, 1.0)))
-
-
-def chunked_work_s(perf: PerfModel, prompt_tokens, chunk_tokens: int, fill_tokens: float | None = None):
-    """Instance-seconds a prompt costs when its slices ride in merged chunks of `fill`
-    tokens: its share P/F of chunk iterations, attention at its mean cached context."""
-    p = np.asarray(prompt_tokens, dtype=float)
-    fill = float(chunk_tokens if fill_tokens is None else fill_tokens)
-    cached = np.maximum(p - chunk_tokens, 0.0) / 2.0
-    return p / fill * perf.prefill_time_s(np.full_like(p, fill), cached)
-
-
-def chunked_alone_s(perf: PerfModel, prompt_tokens, chunk_tokens: int):
-    """Time to prefill one prompt on an idle instance: full chunks then the remainder
-    (vectorised `PerfModel.prompt_prefill_time_s`, attention at the mean cached context)."""
-    p = np.asarray(prompt_tokens, dtype=float)
-    full = np.floor((p - 1) / chunk_tokens)
-    rem = p - full * chunk_tokens
-    t_full = full * perf.prefill_time_s(np.full_like(p, float(chunk_tokens)),
-                                        np.maximum(full - 1, 0) * chunk_tokens / 2.0)
-    t_full = np.where(full > 0, t_full, 0.0)
-    return t_full + perf.prefill_time_s(rem, full * chunk_tokens)
-
-
+# ---- prefill ---------------------------------------------------------------------------
 @dataclass(frozen=True, eq=False)
 class ArrivingWork:
-    """The prefill work of a trace binned for the fluid backlog model (independent of the
-    number of servers, so the optimizer builds it once per candidate and tries many n)."""
-    work_before_bin: np.ndarray     # instance-seconds arrived before each bin starts
-    work_ahead_in_bin: np.ndarray   # per sample request: work of earlier arrivals in its bin
+    """Per-request work (instance-seconds) of a trace for the fluid backlog model, built
+    once per candidate so that many instance counts can be tried on it."""
+    work_s: np.ndarray              # per request (all N)
     mean_work_s: float
     total_work_s: float
 
 
 def arriving_work(wl: Workload, work_s: np.ndarray) -> ArrivingWork:
-    per_bin = np.bincount(wl.bin_index, weights=work_s, minlength=wl.bins)
-    before = np.cumsum(per_bin) - per_bin
-    s = wl.sample
-    cum_before_req = np.cumsum(work_s) - work_s
-    ahead = cum_before_req[s] - before[wl.bin_index[s]]
-    return ArrivingWork(before, np.maximum(ahead, 0.0), float(work_s.mean()), float(work_s.sum()))
+    w = np.asarray(work_s, dtype=float)
+    return ArrivingWork(w, float(w.mean()), float(w.sum()))
 
 
 def arriving_linear_work(wl: Workload, seconds_per_token_w: np.ndarray) -> ArrivingWork:
-    """`arriving_work` for work linear in the prompt with a per-window rate, in O(bins)
-    (no pass over the requests): work_i = P_i * seconds_per_token_w[window of i]."""
-    per_bin = wl.bin_prompt_sum * seconds_per_token_w[wl.bin_window]
-    before = np.cumsum(per_bin) - per_bin
-    s = wl.sample
-    ahead = wl.sample_prompt_ahead * seconds_per_token_w[wl.window_index[s]]
-    total = float(per_bin.sum())
-    return ArrivingWork(before, ahead, total / wl.requests, total)
+    """`arriving_work` for work linear in the prompt with a per-window rate:
+    work_i = P_i * seconds_per_token_w[window of i]."""
+    return arriving_work(wl, wl.prompt_tokens * np.asarray(seconds_per_token_w, dtype=float)[wl.window_index])
 
 
 def fluid_wait_s(wl: Workload, aw: ArrivingWork, servers: int) -> np.ndarray:
-    """Queueing wait of each sample request in a pool of `servers` instances."""
-    t = np.arange(wl.bins) * wl.bin_width_s
-    x = aw.work_before_bin - servers * t
-    backlog_bin = x - np.minimum(np.minimum.accumulate(x), 0.0)
-    s = wl.sample
-    k = wl.bin_index[s]
-    elapsed = wl.arrival_s[s] - k * wl.bin_width_s
-    u = np.maximum(backlog_bin[k] + aw.work_ahead_in_bin - servers * elapsed, 0.0)
-    return np.maximum(u - (servers - 1) * aw.mean_work_s, 0.0) / servers
-
-
-def pool_utilisation(wl: Workload, work_s: np.ndarray, servers: int) -> dict:
-    per_win = np.bincount(wl.window_index, weights=work_s, minlength=wl.windows)
-    rho = per_win / (servers * wl.window_duration_s)
-    span = max(wl.span_s, float(wl.window_duration_s.sum()) if wl.span_s == 0 else wl.span_s)
-    return {"mean": float(work_s.sum() / (servers * span)), "peak_window": float(rho.max())}
+    """Queueing wait of each sample request in a pool of `servers` instances (exact
+    Lindley recursion on the trace's own arrivals, `prefill_model.pool_wait_s`)."""
+    return pool_wait_s(wl.arrival_s, aw.work_s, servers)[wl.sample]
 
 
 # ---- decode ---------------------------------------------------------------------------
@@ -174,6 +129,13 @@ def kv_tokens_needed(load: DecodeLoad, tpot_s: np.ndarray) -> np.ndarray:
     return mean + KV_HEADROOM_Z * sd
 
 
+def batch_needed(load: DecodeLoad, tpot_s: np.ndarray) -> np.ndarray:
+    """Running requests one instance must hold per window: the Little's-law mean plus
+    KV_HEADROOM_Z Poisson standard deviations (compared with DECODE_BATCH_LIMIT)."""
+    mean = load.rate_per_s * load.steps * np.where(np.isfinite(tpot_s), tpot_s, 0.0)
+    return mean + KV_HEADROOM_Z * np.sqrt(mean)
+
+
 def batch_seen(wl: Workload, load: DecodeLoad, tpot_w: np.ndarray, rng: np.random.Generator):
     """Per sample request: the other requests in its batch, time-averaged over its
     lifetime. Mean lambda m1 tau (Little); Poisson variance, shrunk by averaging over a
@@ -241,42 +203,51 @@ def predict(deployment, trace_or_workload, window_s: float | None = None, seed: 
     return predict_coupled(deployment, wl, seed, slo)
 
 
-def prefill_pool(perf: PerfModel, wl: Workload, chunk_tokens: int, batch_limit: int):
-    """(alone_s per distinct prompt, work_s per request) of a chunked prefill pool."""
-    fill = chunk_fill_tokens(chunk_tokens, batch_limit, wl.mean_prompt_tokens)
-    vals = wl.prompt_values
-    alone = chunked_alone_s(perf, vals, chunk_tokens)
-    work = chunked_work_s(perf, vals, chunk_tokens, fill)[wl.prompt_index]
-    return alone, work
-
-
 def predict_disaggregated(dep, wl: Workload, seed: int = 0, slo=None) -> dict:
     pp, dp = dep.perf("prefill"), dep.perf("decode")
     n_p, n_d = dep.prefill.instances, dep.decode.instances
-    alone, work = prefill_pool(pp, wl, dep.chunk_tokens, dep.policies.prefill_batch_limit)
-    aw = arriving_work(wl, work)
+    pool = prefill_pool(pp, wl, dep.chunk_tokens, dep.policies.prefill_batch_limit)
+    pre = prefill_ttft(pool, wl, n_p)
+    ttft = pre.ttft_sample_s
     s = wl.sample
-    ttft = fluid_wait_s(wl, aw, n_p) + alone[wl.prompt_index[s]]
     out = {"mode": "disaggregated", "model": "queueing", "limits": []}
-    util_p = pool_utilisation(wl, work, n_p)
+    util_p = pool_utilisation(wl, pool.merged_s, n_p)
     if util_p["peak_window"] >= 1.0:
         out["limits"].append(f"prefill pool over capacity in its busiest window "
                              f"(utilisation {util_p['peak_window']:.2f}); its queue grows")
+    link = kv_link_load(wl, dp.kv_bytes_per_token, dep.kv_link_gb_s, n_p)
+    if link["peak_window"] >= 1.0:
+        out["limits"].append(f"KV links over capacity in the busiest window (utilisation "
+                             f"{link['peak_window']:.2f} of {n_p} x {dep.kv_link_gb_s:g} GB/s); transfers queue")
     dec = decode_side(dp, wl, n_d, seed, out["limits"])
-    kv_bytes = wl.prompt_tokens[s] * dp.kv_bytes_per_token
-    transfer = kv_transfer_time_s(kv_bytes, dep.kv_link_gb_s, dep.kv_latency_s)
+    transfer = kv_transfer_sample_s(wl, pre.start_s + pre.work_s, n_p, dp.kv_bytes_per_token,
+                                    dep.kv_link_gb_s, dep.kv_latency_s)
+    step = dec["tpot_sample"]
+    admission = admission_fraction(wl) * np.where(np.isinf(step), 0.0, step)
     steps = np.maximum(wl.output_tokens[s] - 1, 0)
-    jct = ttft + transfer + decode_time_s(steps, dec["tpot_sample"])
+    tpot = record_tpot_s(step, steps, transfer, admission)
+    jct = ttft + np.where(steps > 0, transfer + admission, 0.0) + decode_time_s(steps, step)
     out.update({
-        "ttft_s": percentiles(ttft), "tpot_s": percentiles(dec["tpot_sample"][steps > 0]),
-        "jct_s": percentiles(jct), "kv_transfer_s": percentiles(transfer),
-        "utilisation": {"prefill": util_p, "decode_kv_peak": dec["kv_peak_fraction"]},
+        "ttft_s": percentiles(ttft), "tpot_s": percentiles(tpot[steps > 0]),
+        "tpot_decode_s": percentiles(step[steps > 0]),
+        "jct_s": percentiles(jct), "kv_transfer_s": percentiles(transfer[steps > 0]),
+        "utilisation": {"prefill": util_p, "kv_link": link, "decode_kv_peak": dec["kv_peak_fraction"]},
         "decode_batch": dec["batch"], "kv_peak_fraction": dec["kv_peak_fraction"],
     })
     out["feasible"] = not out["limits"]
     if slo is not None:
-        out["slo_attainment"] = slo_attainment(ttft, dec["tpot_sample"], steps, slo)
+        out["slo_attainment"] = slo_attainment(ttft, tpot, steps, slo)
     return out
+
+
+def kv_link_load(wl: Workload, kv_bytes_per_token: float, link_gb_s: float, links: int) -> dict:
+    """Utilisation of the prefill pool's KV links (requests with a decode step send KV)."""
+    sends = wl.output_tokens > 1
+    per_win = np.bincount(wl.window_index, weights=wl.prompt_tokens * sends, minlength=wl.windows)
+    rho = per_win * kv_bytes_per_token / (link_gb_s * 1e9 * links * wl.window_duration_s)
+    total = float((wl.prompt_tokens * sends).sum()) * kv_bytes_per_token / (link_gb_s * 1e9 * links)
+    return {"mean": total / max(wl.span_s, float(wl.window_duration_s.sum()) if wl.span_s == 0 else wl.span_s),
+            "peak_window": float(rho.max())}
 
 
 def decode_side(perf: PerfModel, wl: Workload, instances: int, seed: int, limits: list,
@@ -297,6 +268,10 @@ def decode_side(perf: PerfModel, wl: Workload, instances: int, seed: int, limits
     elif kv_peak > 1.0:
         limits.append(f"decode KV memory short: busiest window needs {kv_peak:.2f}x the "
                       f"{cap} tokens one instance holds")
+    batch_need = batch_needed(load, tau)
+    if np.isfinite(tau).all() and batch_need.max() > DECODE_BATCH_LIMIT:
+        limits.append(f"decode batch over the {DECODE_BATCH_LIMIT}-sequence limit: busiest window needs "
+                      f"{batch_need.max():.0f} running requests per instance; requests queue for a slot")
     rng = np.random.default_rng(seed)
     s = wl.sample
     b, t = batch_seen(wl, load, np.where(np.isinf(tau), 0.0, tau), rng)

@@ -7,10 +7,10 @@ import time
 import numpy as np
 
 from . import catalog
-from .candidates import (DEFAULT_CHUNKS, DEFAULT_SARATHI_BUDGETS, DEFAULT_TPS, SLO, coupled_options,
+from .candidates import (DEFAULT_CHUNKS, DEFAULT_SARATHI_BUDGETS, DEFAULT_TPS, KV_LATENCY_S, SLO, coupled_options,
                          decode_options, kv_link_gb_s, perf_models, prefill_options)
 from .errors import InfeasibleError, InputError
-from .optimizer import Choice, MODE_CHOICES, infeasible_message, jct_pair_ok, solve
+from .optimizer import Choice, MODE_CHOICES, infeasible_message, pair_ok as latency_pair_ok, solve
 from .perf import Efficiency
 from .plan import Deployment, Plan, Policies, Role
 from .budget import best_at, equal_budget
@@ -71,17 +71,21 @@ def recommend(trace, gpus=("a100",), model: str = "opt-13b", slo: SLO = SLO(), *
             cpl = [c for c in cpl if c.role == "coupled"]
             families = [f for f in families if f.role == "coupled"]
 
+    pair_cache: dict = {}
+
     def pair_ok(p, d):
-        return slo.jct_s is None or jct_pair_ok(p, d, wl, kv_bytes_tok, 1e-4, slo)
+        key = (_key(p), _key(d))
+        if key not in pair_cache:
+            pair_cache[key] = latency_pair_ok(p, d, wl, kv_bytes_tok, KV_LATENCY_S, slo, kv_link_override_gb_s)
+        return pair_cache[key]
 
     if not ((pre and dec) or cpl):
         raise InfeasibleError(infeasible_message(slo, rejections, bool(pre), bool(dec), bool(cpl)))
 
     def run(runners: int):
-        bad = [(i, j) for i, p in enumerate(pre) for j, d in enumerate(dec) if not pair_ok(p, d)] \
-            if slo.jct_s is not None else []
+        bad = [(i, j) for i, p in enumerate(pre) for j, d in enumerate(dec) if not pair_ok(p, d)]
         return solve(pre, dec, cpl, kv_rate_gb_s=kv_rate_options, slo=slo, mode=mode, max_gpus=max_gpus,
-                     jct_bad_pairs=bad, runners_up=runners, solver=solver)
+                     bad_pairs=bad, runners_up=runners, solver=solver)
 
     # The candidates hold a few instance counts per family; plans of any other counts that
     # cost exactly the least cost join them, so the tie-break by headroom sees every plan at

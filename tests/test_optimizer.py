@@ -36,7 +36,7 @@ def test_kv_link_constraint_excludes_thin_pools():
 def test_jct_pairs_and_gpu_budget_are_constraints():
     pre = [opt("prefill", 1.0, gpus=4), opt("prefill", 2.0, gpus=1)]
     dec = [opt("decode", 1.0, gpus=4), opt("decode", 3.0, gpus=1)]
-    sol = solve(pre, dec, [], kv_rate_gb_s=0.0, slo=SLO_, jct_bad_pairs=[(0, 0)], runners_up=0)
+    sol = solve(pre, dec, [], kv_rate_gb_s=0.0, slo=SLO_, bad_pairs=[(0, 0)], runners_up=0)
     assert sol.best.usd_per_hour == pytest.approx(3.0)       # (1,0): (0,0) at 2.0 is cut
     sol = solve(pre, dec, [opt("coupled", 9.0, gpus=8)], kv_rate_gb_s=0.0, slo=SLO_, max_gpus=2, runners_up=0)
     assert (sol.best.prefill, sol.best.decode) == (pre[1], dec[1])

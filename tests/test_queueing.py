@@ -1,3 +1,5 @@
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
@@ -6,6 +8,7 @@ from planner.perf import Efficiency, PerfModel
 from planner.plan import Deployment, Role
 from planner.queueing import (arriving_work, chunked_alone_s, chunked_work_s, decode_load,
                               decode_tpot_fixed_point, fluid_wait_s, predict)
+from planner.transfer import admission_fraction
 from planner.workload import build_workload
 from traces.trace import Trace
 
@@ -48,9 +51,15 @@ def test_single_request_ttft_tpot_jct_hand_computed():
     ttft = chunked_alone_s(p, [1000], 512)[0]
     tpot = p.decode_time_s(1, 1000 + 11 / 2)
     transfer = 1e-4 + 1000 * p.kv_bytes_per_token / 25e9
+    # the KV arrives at a uniform point of the running decode step (the workload's seeded draw)
+    u = admission_fraction(build_workload(tr))[0]
+    assert 0.0 <= u < 1.0
     assert r["ttft_s"]["p50"] == pytest.approx(ttft)
-    assert r["tpot_s"]["p99"] == pytest.approx(tpot)
-    assert r["jct_s"]["p50"] == pytest.approx(ttft + transfer + 10 * tpot)
+    assert r["kv_transfer_s"]["p50"] == pytest.approx(transfer)
+    assert r["tpot_decode_s"]["p99"] == pytest.approx(tpot)
+    # the record schema's TPOT counts from the first token, made on the prefill instance
+    assert r["tpot_s"]["p99"] == pytest.approx(tpot + (transfer + u * tpot) / 10)
+    assert r["jct_s"]["p50"] == pytest.approx(ttft + transfer + u * tpot + 10 * tpot)
     assert r["feasible"]
 
 
@@ -180,3 +189,89 @@ def test_slo_attainment_counts_requests_meeting_both_targets():
     r = predict(disagg(n_p=2, n_d=2), poisson_trace(2.0, 500), slo=SLO(10.0, 1.0))
     assert r["slo_attainment"] == 1.0
     assert predict(disagg(), poisson_trace(2.0, 500), slo=SLO(1e-4, 1.0))["slo_attainment"] == 0.0
+
+
+# ---- prefill pool, KV transfer and decode limits (planner.prefill_model, planner.transfer) ----
+def test_backlog_is_the_lindley_recursion_per_request():
+    from planner.prefill_model import backlog_s, round_robin_backlog_s
+    a = np.array([0.0, 0.0, 0.5, 3.0])
+    w = np.array([1.0, 1.0, 1.0, 1.0])
+    # one server: 0; 1 (the first); 1 + 1 - 0.5; drained by t=3 (2.5 s of work by 0.5 -> done at 3.0)
+    np.testing.assert_allclose(backlog_s(a, w, 1), [0.0, 1.0, 1.5, 0.0])
+    # two servers in turn: requests 0, 2 on one, 1, 3 on the other
+    np.testing.assert_allclose(round_robin_backlog_s(a, w, 2), [0.0, 0.0, 0.5, 0.0])
+
+
+def test_prefill_request_on_idle_instance_gets_its_own_chunks_busy_one_rides_in_full_chunks():
+    from planner.prefill_model import prefill_pool, prefill_ttft
+    tr = Trace(np.array([0.0, 0.0]), np.array([300, 300]), np.array([2, 2]), name="pair")
+    wl = build_workload(tr)
+    p = pm()
+    pool = prefill_pool(p, wl, 512, 16)
+    r = prefill_ttft(pool, wl, 1)
+    alone = float(p.prefill_time_s(300, 0))
+    # chunk fill = min(512, 16 x 300) = 512: a merged request costs 300/512 of a full chunk
+    merged = 300 / 512 * float(p.prefill_time_s(512, 0))
+    assert pool.alone_s[0] == pytest.approx(alone) and pool.merged_s[0] == pytest.approx(merged)
+    assert r.ttft_sample_s[0] == pytest.approx(alone)
+    # the second waits for the first (which opened its own chunk), then rides in a chunk
+    # that requests behind it would fill: none arrive here (the window's other prompts do
+    # not count for the room: fill rate x (wait + merged) tokens), so it pays its share plus
+    # the marginal cost of the 300 tokens that arrive per window-second
+    b = pool.seconds_per_token
+    rate = 600 / wl.window_duration_s[0]
+    extra = b * min(pool.fill_room[1] * 512, rate * (alone + merged))
+    assert r.ttft_sample_s[1] == pytest.approx(alone + merged + extra)
+    assert list(r.busy_sample) == [False, True]
+
+
+def test_expected_min_and_transfer_under_processor_sharing():
+    from planner.transfer import expected_min, kv_transfer_sample_s
+    assert list(expected_min(np.array([1.0, 3.0]), np.array([0.5, 2.0, 5.0]))) == [0.5, 1.5, 2.0]
+    # two equal transfers leave one prefill instance together: the second finds the first
+    # on the link (processor sharing: both would take 2x; the model gives x and 2x)
+    tr = Trace(np.array([0.0, 0.0]), np.array([1000, 1000]), np.array([5, 5]), name="pair")
+    wl = build_workload(tr)
+    kvb = pm().kv_bytes_per_token
+    x = 1000 * kvb / 1e9
+    t = kv_transfer_sample_s(wl, np.zeros(2), 1, kvb, 1.0, 0.0)
+    np.testing.assert_allclose(t, [x, 2 * x])
+    # two links: each has its own
+    np.testing.assert_allclose(kv_transfer_sample_s(wl, np.zeros(2), 2, kvb, 1.0, 0.0), [x, x])
+
+
+def test_slow_kv_link_shows_in_tpot_and_saturated_link_is_a_limit():
+    tr = poisson_trace(rate=2, n=600, prompt=2000, output=11)
+    fast = predict(disagg(n_p=2, n_d=2), tr)
+    slow_dep = Deployment("disaggregated", "opt-13b", 512, prefill=Role("a100", 2), decode=Role("a100", 2),
+                          kv_link_gb_s=2.0)
+    slow = predict(slow_dep, tr)
+    x = 2000 * pm().kv_bytes_per_token / 2e9          # 0.82 s alone on a 2 GB/s link
+    assert slow["kv_transfer_s"]["p50"] >= x
+    assert slow["tpot_s"]["p50"] >= slow["tpot_decode_s"]["p50"] + x / 10
+    assert fast["tpot_s"]["p50"] < slow["tpot_s"]["p50"]
+    over = Deployment("disaggregated", "opt-13b", 512, prefill=Role("a100", 2), decode=Role("a100", 2),
+                      kv_link_gb_s=1.0)
+    r = predict(over, tr)        # 2 req/s x 1.64 GB over 2 links of 1 GB/s: 164% busy
+    assert not r["feasible"] and any("KV links over capacity" in s for s in r["limits"])
+
+
+def test_decode_batch_over_the_sequence_limit_is_a_limit():
+    # ~300 running requests per instance by Little's law (30/s x 399 steps x ~25 ms); the
+    # KV (300 x 220 tokens) fits a TP2 instance, the batch does not fit the engine's 256 slots
+    tr = poisson_trace(rate=30, n=3000, prompt=20, output=400)
+    dep = Deployment("disaggregated", "opt-13b", 512, prefill=Role("a100", 1), decode=Role("a100", 1, 2))
+    r = predict(dep, tr)
+    assert r["decode_batch"]["mean"] > 256 and r["kv_peak_fraction"] < 1
+    assert any("256-sequence limit" in s for s in r["limits"])
+    assert not any("256-sequence" in s for s in predict(replace(dep, decode=Role("a100", 2, 2)), tr)["limits"])
+
+
+def test_vllm_stalls_come_from_the_prompts_arriving_during_a_decode():
+    # one long prompt lands while a short-output request decodes on the same instance
+    a = np.array([0.0, 0.05])
+    tr = Trace(a, np.array([100, 2000]), np.array([6, 1]), name="stall")
+    r = predict(Deployment("coupled", "opt-13b", 2048, coupled=Role("a100", 1)), tr)
+    p = pm()
+    # request 0's 5 decode steps are stalled by the 2000-token prefill: TPOT >= its time / 5
+    assert r["tpot_s"]["p50"] >= float(p.prefill_time_s(2000, 0)) / 5

@@ -1,0 +1,144 @@
+"""Chunked prefill pool (disaggregated): per-request TTFT, vectorised over the whole trace.
+
+TetriInfer's prefill instance runs chunks of C tokens made of whatever is queued when the
+chunk starts (requests sliced and merged, FCFS); it never waits to fill one. So a request
+that finds its instance idle opens a chunk of its own (`alone`, the prompt's chunks back to
+back), while one that finds it busy rides in merged chunks at full-chunk efficiency
+(`merged` = P/F of an iteration of F tokens) and its first token comes at the end of the
+chunk that carries its last slice - a chunk the requests queued behind it fill.
+
+Per request i (all N requests, in arrival order; docs/model.md "Prefill pool"):
+    U_i     = pool backlog found on arrival: Lindley recursion of the requests' work on the
+              trace's own arrival times, drained at n instance-seconds per second
+    busy_i  = U_i > (n - 1) * mean(w)        (every instance busy: JSQ keeps them balanced)
+    w_i     = merged_i if busy_i else alone_i  (two fixed-point passes: busy needs U needs w)
+    wait_i  = max(U_i - (n - 1) * mean(w), 0) / n
+    TTFT_i  = alone_i                                           if not busy_i
+            = wait_i + merged_i + b * min(V_i * C, q_i * (wait_i + merged_i))   if busy_i
+with V_i ~ U(0, 1) the room left in its last chunk, q_i the prompt tokens per second
+arriving at one instance in its window (what fills that room) and b the marginal
+seconds per prefill token at chunk C.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .perf import PerfModel
+
+BUSY_PASSES = 2
+FILL_SEED_OFFSET = 7919      # the chunk-room draw: a fixed stream per workload seed
+
+
+def chunk_fill_tokens(chunk_tokens: int, batch_limit: int, mean_prompt_tokens: float) -> float:
+    """Tokens a merged chunk actually carries: at most `batch_limit` request slices."""
+    return float(min(chunk_tokens, max(batch_limit * mean_prompt_tokens, 1.0)))
+
+
+def chunked_work_s(perf: PerfModel, prompt_tokens, chunk_tokens: int, fill_tokens: float | None = None):
+    """Instance-seconds a prompt costs when its slices ride in merged chunks of `fill`
+    tokens: its share P/F of chunk iterations, attention at its mean cached context."""
+    p = np.asarray(prompt_tokens, dtype=float)
+    fill = float(chunk_tokens if fill_tokens is None else fill_tokens)
+    cached = np.maximum(p - chunk_tokens, 0.0) / 2.0
+    return p / fill * perf.prefill_time_s(np.full_like(p, fill), cached)
+
+
+def chunked_alone_s(perf: PerfModel, prompt_tokens, chunk_tokens: int):
+    """Time to prefill one prompt on an idle instance: full chunks then the remainder
+    (vectorised `PerfModel.prompt_prefill_time_s`, attention at the mean cached context)."""
+    p = np.asarray(prompt_tokens, dtype=float)
+    full = np.floor((p - 1) / chunk_tokens)
+    rem = p - full * chunk_tokens
+    t_full = full * perf.prefill_time_s(np.full_like(p, float(chunk_tokens)),
+                                        np.maximum(full - 1, 0) * chunk_tokens / 2.0)
+    t_full = np.where(full > 0, t_full, 0.0)
+    return t_full + perf.prefill_time_s(rem, full * chunk_tokens)
+
+
+def backlog_s(arrival_s: np.ndarray, work_s: np.ndarray, servers: float) -> np.ndarray:
+    """Work (instance-seconds) each arrival finds in a pool draining `servers` per second,
+    not counting its own: the Lindley recursion U_i = max_{j<=i} (sum_{j<=m<i} w_m -
+    servers (a_i - a_j)), in O(N) numpy. Arrival times must not decrease."""
+    y = np.cumsum(work_s) - work_s - servers * np.asarray(arrival_s, dtype=float)
+    return y - np.minimum.accumulate(y)
+
+
+def round_robin_backlog_s(arrival_s: np.ndarray, work_s: np.ndarray, servers: int) -> np.ndarray:
+    """Work each arrival finds at its own server when consecutive arrivals go to the
+    servers in turn (request i to server i mod n), each draining 1 per second: a Lindley
+    recursion per server. For dispatch that does not look at the work queued (the coupled
+    pools' fewest-outstanding-requests rule, the prefill instance's own KV link)."""
+    n = len(work_s)
+    a = np.asarray(arrival_s, dtype=float)
+    w = np.asarray(work_s, dtype=float)
+    if servers <= 1:
+        return backlog_s(a, w, 1)
+    if n <= servers:
+        return np.zeros(n)
+    rows = -(-n // servers)
+    pad = rows * servers - n
+    t = np.concatenate([a, np.full(pad, a[-1])]).reshape(rows, servers)
+    ww = np.concatenate([w, np.zeros(pad)]).reshape(rows, servers)
+    y = np.cumsum(ww, axis=0) - ww - t
+    return (y - np.minimum.accumulate(y, axis=0)).reshape(-1)[:n]
+
+
+@dataclass(frozen=True, eq=False)
+class PrefillPool:
+    """What a prefill pool of one (GPU, TP, chunk) costs per request, independent of the
+    instance count (the optimizer builds it once per candidate and tries many counts)."""
+    alone_s: np.ndarray          # per request (all N)
+    merged_s: np.ndarray         # per request (all N)
+    chunk_tokens: int
+    seconds_per_token: float     # marginal cost of one more token in a chunk of C
+    fill_room: np.ndarray        # per sample request: V ~ U(0, 1)
+
+
+def prefill_pool(perf: PerfModel, wl, chunk_tokens: int, batch_limit: int) -> PrefillPool:
+    vals = wl.prompt_values
+    fill = chunk_fill_tokens(chunk_tokens, batch_limit, wl.mean_prompt_tokens)
+    alone = chunked_alone_s(perf, vals, chunk_tokens)[wl.prompt_index]
+    merged = chunked_work_s(perf, vals, chunk_tokens, fill)[wl.prompt_index]
+    half = max(chunk_tokens // 2, 1)
+    b = float(perf.prefill_time_s(chunk_tokens, 0.0) - perf.prefill_time_s(half, 0.0)) / max(chunk_tokens - half, 1)
+    room = np.random.default_rng(wl.seed + FILL_SEED_OFFSET).uniform(size=len(wl.sample))
+    return PrefillPool(alone, merged, int(chunk_tokens), max(b, 0.0), room)
+
+
+@dataclass(frozen=True, eq=False)
+class PrefillResult:
+    ttft_sample_s: np.ndarray    # per sample request
+    start_s: np.ndarray          # per request (all N): arrival + wait (when its work starts)
+    work_s: np.ndarray           # per request (all N): the work it costs its instance
+    busy_sample: np.ndarray      # per sample request: found every instance busy
+
+
+def pool_wait_s(arrival_s, work_s, servers: int) -> np.ndarray:
+    """Per request wait before its work starts: max(U - (n - 1) w_mean, 0) / n."""
+    u = backlog_s(arrival_s, work_s, servers)
+    return np.maximum(u - (servers - 1) * float(work_s.mean()), 0.0) / servers
+
+
+def prefill_ttft(pool: PrefillPool, wl, servers: int) -> PrefillResult:
+    a = wl.arrival_s
+    w = pool.merged_s
+    for _ in range(BUSY_PASSES):
+        busy = pool_wait_s(a, w, servers) > 0
+        w = np.where(busy, pool.merged_s, pool.alone_s)
+    wait = pool_wait_s(a, w, servers)
+    s = wl.sample
+    ws, ms = wait[s], pool.merged_s[s]
+    busy_s = ws > 0
+    fill_rate = (wl.window_sum_prompt / wl.window_duration_s)[wl.window_index[s]] / servers
+    extra = pool.seconds_per_token * np.minimum(pool.fill_room * pool.chunk_tokens, fill_rate * (ws + ms))
+    ttft = np.where(busy_s, ws + ms + extra, pool.alone_s[s])
+    return PrefillResult(ttft, a + wait, w, busy_s)
+
+
+def pool_utilisation(wl, work_s: np.ndarray, servers: int) -> dict:
+    per_win = np.bincount(wl.window_index, weights=work_s, minlength=wl.windows)
+    rho = per_win / (servers * wl.window_duration_s)
+    span = max(wl.span_s, float(wl.window_duration_s.sum()) if wl.span_s == 0 else wl.span_s)
+    return {"mean": float(work_s.sum() / (servers * span)), "peak_window": float(rho.max())}
