@@ -36,7 +36,7 @@ def _child(role, backend, payloads, device, conn, store_port, prefix, arena_byte
 
         from .dist import init_group
         if device.startswith("cuda"):
-            torch.cuda.set_device(torch.device(device))
+            torch.cuda.set_device(torch.device(device).index or 0)
         store = dist.TCPStore("127.0.0.1", store_port, is_master=False)
         init_group(backend, ranks[me], 2, store=store)
     conn_ = make_connector(backend, me, lambda dst, msg: conn.send(("kv", msg)), ranks=ranks, prefix=prefix,

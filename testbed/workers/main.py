@@ -34,7 +34,7 @@ def _build(cfg: dict, chan):
     torch.set_num_threads(int(cfg.get("threads", 1)))
     device = cfg.get("device", "cpu")
     if device.startswith("cuda"):
-        torch.cuda.set_device(torch.device(device))
+        torch.cuda.set_device(torch.device(device).index or 0)
     m = cfg["model"]
     config = scaled_config(m["name"], m.get("layers"), m.get("hidden"), max_context=m.get("max_context"))
     model = build_model(config, seed=int(m.get("seed", 0)), dtype=m.get("dtype", "fp32"), device=device,
