@@ -171,7 +171,8 @@ def prefill_options(wl: Workload, perfs: dict, slo: SLO, prices: dict, chunks, b
                 val = float(np.percentile(t, q))
                 if val > slo.ttft_s:
                     return None
-                xfer = kv_transfer_sample_s(wl, r.start_s + r.work_s, n, pm.kv_bytes_per_token, link, KV_LATENCY_S)
+                xfer = kv_transfer_sample_s(wl, r.start_s + r.work_s, n, pm.kv_bytes_per_token, link, KV_LATENCY_S,
+                                            wl.arrival_s)
                 return Option("prefill", g, tp, n, chunk, n * tp * prices[g], ttft_s=val,
                               link_gb_s=n * link, ttft_sample=t, transfer_sample=xfer)
 

@@ -246,7 +246,9 @@ def solve(prefill: list[Option], decode: list[Option], coupled: list[Option], *,
         else:
             prob += x[i_x] + y[i_y] <= 1, f"nogood_{cuts}"
     if not found:
-        raise InfeasibleError("no candidate combination satisfies the KV-link, JCT and GPU-budget constraints")
+        raise InfeasibleError("no candidate combination satisfies the KV-link, GPU-budget and pair constraints (TPOT with the KV "
+                              "transfer inside it, JCT if set): a faster KV link (--kv-link-gb-s, larger TP) or a looser "
+                              "--slo-tpot would help")
     best_per_mode = _best_per_mode(prefill, decode, coupled, kv_rate_gb_s, bad_pairs, max_gpus, slo)
     return Solution(found[0], found[1:], best_per_mode, solver, len(x) + len(y) + len(z),
                     prob.numConstraints() - cuts, time.perf_counter() - t0, solves)

@@ -221,7 +221,7 @@ def predict_disaggregated(dep, wl: Workload, seed: int = 0, slo=None) -> dict:
                              f"{link['peak_window']:.2f} of {n_p} x {dep.kv_link_gb_s:g} GB/s); transfers queue")
     dec = decode_side(dp, wl, n_d, seed, out["limits"])
     transfer = kv_transfer_sample_s(wl, pre.start_s + pre.work_s, n_p, dp.kv_bytes_per_token,
-                                    dep.kv_link_gb_s, dep.kv_latency_s)
+                                    dep.kv_link_gb_s, dep.kv_latency_s, wl.arrival_s)
     step = dec["tpot_sample"]
     admission = admission_fraction(wl) * np.where(np.isinf(step), 0.0, step)
     steps = np.maximum(wl.output_tokens[s] - 1, 0)

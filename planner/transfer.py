@@ -5,8 +5,11 @@ share it equally (processor sharing, as `planner.sim.kvlink`). A request's trans
 when its prefill work starts plus its prefill (start times from `prefill_model`, which keep
 the prefill stage's smoothing of bursts), so per request i (all N, then sampled):
     x_i   = P_i * kv_bytes_per_token / bandwidth  (alone on the link; 0 for O_i = 1: no KV sent)
-    L_i   = backlog found on its own link: consecutive transfers go to the n links in turn,
-            a Lindley recursion per link on the start times (`round_robin_backlog_s`)
+    L_i   = backlog found on its own link: a Lindley recursion per link on the start times.
+            The simulator's global scheduler sends a request to the least-loaded prefill
+            instance, ties to the lowest id, so at low load instance 0 gets most requests
+            and its link most bytes: `link_of_request` assigns requests to instances from
+            the number of earlier requests still in prefill when each arrives.
     T_i   = latency + x_i + L_i * E[min(x, x_i)] / E[x]
 Under processor sharing a transfer only waits for the part of each transfer ahead of it that
 is no larger than itself: E[min(x, x_i)] / E[x] of the backlog.
@@ -20,7 +23,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .prefill_model import round_robin_backlog_s
+from .prefill_model import backlog_s, round_robin_backlog_s
 
 ADMISSION_SEED_OFFSET = 104729
 
@@ -33,14 +36,64 @@ def expected_min(values: np.ndarray, x: np.ndarray) -> np.ndarray:
     return (cum[k] + np.asarray(x, dtype=float) * (len(v) - k)) / max(len(v), 1)
 
 
+HUNT_RANDOM_SHARE = 0.5      # busy instances: half the lowest ids, half a random set (see link_of_request)
+HUNT_MAX_LINKS = 64          # above this many prefill instances links are taken in turn
+
+
+def _first_idle_cdf(links: int) -> np.ndarray:
+    """Row m: CDF over instance ids of the lowest idle one when m of `links` are busy, as a
+    mix of "the busy ones are ids 0..m-1" and "a uniformly random set of m"."""
+    from math import comb
+    t = np.zeros((links, links))
+    for m in range(links):
+        rnd = np.array([comb(links - k - 1, m - k) / comb(links, m) if k <= m else 0.0 for k in range(links)])
+        t[m] = HUNT_RANDOM_SHARE * rnd
+        t[m, m] += 1.0 - HUNT_RANDOM_SHARE
+    return np.cumsum(t, axis=1)
+
+
+def link_of_request(arrival_s: np.ndarray, done_s: np.ndarray, links: int) -> np.ndarray:
+    """Prefill instance (hence KV link) of each request under the simulator's global
+    scheduler: the least-loaded instance, ties to the lowest id. A request that finds m
+    instances busy (m = requests that arrived before it and are not done, counted on the
+    trace's own arrivals) takes the lowest idle id - instance 0 gets most requests at low
+    load; where all are busy it goes to any (a golden-ratio sequence, deterministic)."""
+    n = len(arrival_s)
+    busy = np.arange(n) - np.searchsorted(np.sort(done_s), arrival_s, side="right")
+    busy = np.maximum(busy, 0)
+    u = (np.arange(n) * 0.6180339887498949) % 1.0
+    cdf = _first_idle_cdf(links)[np.minimum(busy, links - 1)]
+    k = np.zeros(n, dtype=np.int64)
+    for j in range(links - 1):
+        k += u >= cdf[:, j]
+    return np.where(busy >= links, (u * links).astype(np.int64), k)
+
+
+def per_link_backlog_s(start_s: np.ndarray, x_s: np.ndarray, link: np.ndarray, links: int) -> np.ndarray:
+    """Backlog each transfer finds on its own link: a Lindley recursion per link."""
+    out = np.zeros(len(x_s))
+    for j in range(links):
+        idx = np.flatnonzero(link == j)
+        if len(idx):
+            out[idx] = backlog_s(start_s[idx], x_s[idx], 1)
+    return out
+
+
 def kv_transfer_sample_s(wl, start_s: np.ndarray, links: int, kv_bytes_per_token: float,
-                         link_gb_s: float, latency_s: float) -> np.ndarray:
-    """Per sample request: KV transfer time over a pool of `links` shared links."""
+                         link_gb_s: float, latency_s: float, arrival_s: np.ndarray | None = None) -> np.ndarray:
+    """Per sample request: KV transfer time over a pool of `links` shared links, the
+    transfer of request i starting at start_s[i] (its prefill done). With the arrival
+    times, requests go to the link of the instance the least-loaded dispatch picks
+    (`link_of_request`); without, in turn (round robin)."""
     bw = link_gb_s * 1e9
     x = wl.prompt_tokens * (kv_bytes_per_token / bw) * (wl.output_tokens > 1)   # one-token requests send none
     start = np.maximum.accumulate(np.asarray(start_s, dtype=float))
     s = wl.sample
-    backlog = round_robin_backlog_s(start, x, links)[s]
+    if arrival_s is None or links <= 1 or links > HUNT_MAX_LINKS:
+        backlog = round_robin_backlog_s(start, x, links)[s]
+    else:
+        link = link_of_request(np.asarray(arrival_s, dtype=float), np.asarray(start_s, dtype=float), links)
+        backlog = per_link_backlog_s(start, x, link, links)[s]
     sent = x[x > 0]
     if len(sent) == 0:
         return np.full(len(s), latency_s)
