@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
@@ -171,11 +171,35 @@ def gpu(name: str) -> GpuSpec:
 
 
 def model(name_or_path: str) -> ModelSpec:
-    """A catalog model by name, or any Hugging Face `config.json` (file or folder) by path."""
+    """A catalog model by name, or any Hugging Face `config.json` (file or folder) by path.
+    A model read from a path is registered under its name for the rest of the process, so
+    plans that name it resolve (plans also carry its spec: see planner.plan)."""
     path = Path(name_or_path)
     if path.suffix == ".json" or path.is_dir():
-        return model_from_hf_config(path)
+        return register_model(model_from_hf_config(path))
     return _lookup(name_or_path, models(), "model", "see `planner catalog models`, or pass a config.json path")
+
+
+def is_builtin_model(name: str) -> bool:
+    return name in {r["name"] for r in _rows("models.csv")}
+
+
+def _same_shape(a: ModelSpec, b: ModelSpec) -> bool:
+    return replace(a, source="", aliases=()) == replace(b, source="", aliases=())
+
+
+def register_model(spec: ModelSpec) -> ModelSpec:
+    """Make a model from a config.json known to `model()` by name in this process. A built-in
+    name keeps its catalog shape; a config with the same name and another shape is an error."""
+    table = models()
+    old = table.get(spec.name)
+    if old is not None and not _same_shape(old, spec):
+        if is_builtin_model(spec.name):
+            raise InputError(f"model {spec.name!r} ({spec.source}) differs from the catalog's {spec.name}; "
+                             "give its config.json another _name_or_path")
+    if old is None or not is_builtin_model(spec.name):
+        table[spec.name] = spec
+    return table[spec.name]
 
 
 def model_from_hf_config(path: str | Path) -> ModelSpec:

@@ -119,6 +119,9 @@ class Plan:
     def to_dict(self) -> dict:
         d = asdict(self)
         d["plan_version"] = PLAN_VERSION
+        name = self.deployment.model
+        if not catalog.is_builtin_model(name):  # a config.json model: the plan carries its shape
+            d["inputs"] = {**d["inputs"], "model_spec": asdict(catalog.model(name))}
         return d
 
     def to_json(self, indent: int = 2) -> str:
@@ -154,8 +157,15 @@ def deployment_from_dict(d: dict, where: str = "plan") -> Deployment:
 def plan_from_dict(d: dict, where: str = "plan") -> Plan:
     if "deployment" not in d:
         raise InputError(f"{where}: no 'deployment' key; is this a plan written by `planner recommend -o`?")
-    for spec in (d.get("inputs") or {}).get("gpu_specs", {}).values():  # calibrated "local" devices
-        catalog.register_gpu(catalog.GpuSpec(**{**spec, "aliases": tuple(spec.get("aliases", ()))}))
+    inputs = d.get("inputs") or {}
+    try:
+        for spec in inputs.get("gpu_specs", {}).values():  # calibrated "local" devices
+            catalog.register_gpu(catalog.GpuSpec(**{**spec, "aliases": tuple(spec.get("aliases", ()))}))
+        if "model_spec" in inputs:  # models read from a config.json
+            spec = inputs["model_spec"]
+            catalog.register_model(catalog.ModelSpec(**{**spec, "aliases": tuple(spec.get("aliases", ()))}))
+    except TypeError as e:
+        raise InputError(f"{where}: malformed gpu_specs/model_spec in inputs ({e})") from None
     return Plan(deployment=deployment_from_dict(d["deployment"], where),
                 inputs=d.get("inputs", {}), predictions=d.get("predictions", {}),
                 cost=d.get("cost", {}), baselines=tuple(d.get("baselines", ())),

@@ -74,3 +74,28 @@ def test_catalog_json():
     r = CliRunner().invoke(main, ["catalog", "models", "--json"])
     rows = json.loads(r.output)
     assert {row["name"]: row["kv_bytes_per_token"] for row in rows}["opt-13b"] == 819_200
+
+
+def test_plan_carries_a_config_json_model(tmp_path):
+    from planner.plan import Deployment, Plan, Role, read_plan
+    cfg = {"model_type": "opt", "hidden_size": 256, "num_attention_heads": 4, "num_hidden_layers": 4,
+           "vocab_size": 50272, "ffn_dim": 1024, "max_position_embeddings": 2048,
+           "_name_or_path": "opt-125m-l4-h256-test"}
+    (tmp_path / "config.json").write_text(json.dumps(cfg))
+    spec = catalog.model(str(tmp_path / "config.json"))
+    dep = Deployment(mode="disaggregated", model=spec.name, chunk_tokens=512,
+                     prefill=Role("a100", 1), decode=Role("a100", 1))
+    Plan(dep).write(tmp_path / "plan.json")
+    saved = json.loads((tmp_path / "plan.json").read_text())
+    assert saved["inputs"]["model_spec"]["layers"] == 4
+    catalog.models().pop(spec.name)  # a fresh process knows only the catalog
+    plan = read_plan(tmp_path / "plan.json")
+    assert plan.deployment.perf("decode").model.hidden == 256
+
+
+def test_config_json_cannot_redefine_a_catalog_model(tmp_path):
+    cfg = {"model_type": "opt", "hidden_size": 256, "num_attention_heads": 4, "num_hidden_layers": 4,
+           "vocab_size": 50272, "_name_or_path": "opt-13b"}
+    (tmp_path / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(InputError, match="differs from the catalog"):
+        catalog.model(str(tmp_path))
