@@ -6,8 +6,9 @@ tokens on `context_tokens` cached; decode rows one step of `batch` requests hold
 `context_tokens` in all; kv rows a transfer of `bytes`.
 
 Least squares (scipy) on relative errors, weighted by sqrt(repeats), over
-(compute_eff, memory_eff, knee_tokens, prefill_overhead_s, decode_overhead_s); kv rows
-fit a link bandwidth and latency by linear regression. For `gpu="local"` the datasheet
+(compute_eff, memory_eff, knee_tokens, prefill_overhead_s, decode_overhead_s), once with
+the overhead added to the GPU time and once overlapping it (max), keeping the better; kv
+rows fit a link bandwidth and latency by linear regression, per copy path (`path` column). For `gpu="local"` the datasheet
 is unknown: the fit measures the achieved FLOP/s and bytes/s themselves and reports them
 as the nominal numbers of a GPU named `local` (efficiencies 1.0), clearly calibrated.
 """
@@ -27,6 +28,11 @@ from .perf import Efficiency, PerfModel
 PROFILE_COLUMNS = ("device", "model", "kind", "tokens", "batch", "context_tokens", "bytes", "seconds", "repeats")
 KINDS = ("prefill", "decode", "kv")
 LOCAL = "local"
+KV_TRAFFIC_MAX = 8.0   # bound on the fitted KV bytes moved per KV byte read
+KV_TRAFFIC_GAIN = 0.10  # fit the KV read factor only if it cuts the RMS error by 10%
+HOST = "host"          # the d2h and h2d legs in series
+ADDITIVE = "overhead added to GPU time"
+OVERLAP = "overhead overlapping GPU time (max)"
 
 
 @dataclass(frozen=True)
@@ -40,6 +46,10 @@ class Calibration:
     kv_link_gb_s: float | None = None
     kv_latency_s: float | None = None
     devices: tuple[str, ...] = ()
+    structure: str = ADDITIVE
+    alternative: dict | None = None     # every structure tried -> its RMS errors
+    kv_path: str | None = None
+    kv_paths: dict | None = None        # path -> link fit
 
     def as_dict(self) -> dict:
         e = self.efficiency
@@ -49,7 +59,10 @@ class Calibration:
                 "efficiency": {"compute_eff": e.compute_eff, "memory_eff": e.memory_eff,
                                "knee_tokens": e.knee_tokens, "prefill_overhead_s": e.prefill_overhead_s,
                                "decode_overhead_s": e.decode_overhead_s, "calibrated": e.calibrated,
+                               "overhead_overlaps": e.overhead_overlaps, "kv_traffic": e.kv_traffic,
                                "source": e.source},
+                "structure": self.structure, "alternative": self.alternative,
+                "kv_path": self.kv_path, "kv_paths": self.kv_paths,
                 "rows": self.rows, "rms_rel_error": self.rms_rel_error, "max_rel_error": self.max_rel_error,
                 "kv_link_gb_s": self.kv_link_gb_s, "kv_latency_s": self.kv_latency_s}
 
@@ -84,9 +97,12 @@ def _local_spec(memory_gb: float, link_gb_s: float) -> catalog.GpuSpec:
                            source="calibrated from a profile")
 
 
-def calibrate(profile, gpu: str, model: str, memory_gb: float | None = None, where: str = "profile") -> Calibration:
+def calibrate(profile, gpu: str, model: str, memory_gb: float | None = None, where: str = "profile",
+              kv_path: str = "auto") -> Calibration:
     """Fit the efficiencies of `model` on `gpu` (a catalog name or "local") to `profile`
-    (a DataFrame from read_profile or a path)."""
+    (a DataFrame from read_profile or a path): both overhead structures (additive and
+    overlapping, `Efficiency.overhead_overlaps`), keeping the one with the smaller RMS
+    relative error; the KV link from the rows of `kv_path` ("auto": see `_choose_path`)."""
     df = profile if isinstance(profile, pd.DataFrame) else read_profile(profile)
     if not isinstance(profile, pd.DataFrame):
         where = str(profile)
@@ -97,19 +113,58 @@ def calibrate(profile, gpu: str, model: str, memory_gb: float | None = None, whe
     if len(pre) < 3 or len(dec) < 3:
         raise InputError(f"{where}: need at least 3 prefill and 3 decode rows for model {spec_model.name} "
                          f"(found {len(pre)} and {len(dec)}); profile more chunk sizes and batches")
-    link, lat = _fit_link(kv)
     is_local = gpu.strip().lower() == LOCAL
-    spec = _local_spec(memory_gb or 16.0, link or 1.0) if is_local else catalog.gpu(gpu)
+    spec = _local_spec(memory_gb or 16.0, 1.0) if is_local else catalog.gpu(gpu)
     if memory_gb and not is_local:
         spec = replace(spec, memory_gb=memory_gb)
     base = PerfModel(spec, spec_model)
     ct, ck, cs, cw = (pre[c].to_numpy(float) for c in ("tokens", "context_tokens", "seconds", "repeats"))
     db, dc, ds, dw = (dec[c].to_numpy(float) for c in ("batch", "context_tokens", "seconds", "repeats"))
     w = np.sqrt(np.maximum(np.concatenate([cw, dw]), 1.0))
+    fits = {(overlap, free): _fit(base, spec_model, is_local, overlap, free, (ct, ck, cs), (db, dc, ds), w)
+            for overlap in (False, True) for free in (False, True)}
+    rms_of = {k: float(np.sqrt(np.mean(np.concatenate(v[1:]) ** 2))) for k, v in fits.items()}
+    best = min(((o, False) for o in (False, True)), key=rms_of.get)
+    richer = min(((o, True) for o in (False, True)), key=rms_of.get)
+    if rms_of[richer] < (1.0 - KV_TRAFFIC_GAIN) * rms_of[best]:   # a sixth parameter must earn its place
+        best = richer
+    overlap = best[0]
+    th, rel_p, rel_d = fits[best]
+    structure = (OVERLAP if overlap else ADDITIVE) + (f"; KV read {th[5]:.2f}x" if best[1] else "")
+    src = (f"fit to {where} ({len(pre)} prefill, {len(dec)} decode rows; {structure}; "
+           f"RMS error {rms_of[best]:.1%})")
+    if is_local:
+        spec = replace(spec, fp16_tflops=float(th[0]), memory_gb_s=float(th[1]))
+        eff = Efficiency(1.0, 1.0, float(th[2]), float(th[3]), float(th[4]), calibrated=True,
+                         source=src + "; nominal = achieved", overhead_overlaps=overlap, kv_traffic=float(th[5]))
+    else:
+        eff = Efficiency(float(th[0]), float(th[1]), float(th[2]), float(th[3]), float(th[4]), calibrated=True,
+                         source=src, overhead_overlaps=overlap, kv_traffic=float(th[5]))
+    rms = {"prefill": float(np.sqrt(np.mean(rel_p**2))), "decode": float(np.sqrt(np.mean(rel_d**2)))}
+    mx = {"prefill": float(np.max(np.abs(rel_p))), "decode": float(np.max(np.abs(rel_d)))}
+    alternative = {f"{OVERLAP if o else ADDITIVE}{'; KV read fitted' if f else ''}":
+                   {"prefill": float(np.sqrt(np.mean(v[1] ** 2))), "decode": float(np.sqrt(np.mean(v[2] ** 2)))}
+                   for (o, f), v in fits.items()}
+    paths = _fit_paths(kv)
+    chosen = _choose_path(paths, kv_path, where)
+    link = lat = None
+    if chosen is not None:
+        link, lat = paths[chosen]["link_gb_s"], paths[chosen]["latency_s"]
+        rms["kv"], mx["kv"] = paths[chosen]["rms_rel_error"], paths[chosen]["max_rel_error"]
+    return Calibration(spec, spec_model.name, eff, {"prefill": len(pre), "decode": len(dec), "kv": len(kv)},
+                       rms, mx, link, lat, tuple(sorted(set(df["device"].astype(str)))),
+                       structure=structure, alternative=alternative, kv_path=chosen, kv_paths=paths)
+
+
+def _fit(base: PerfModel, spec_model, is_local: bool, overlap: bool, free_kv: bool, prefill_rows, decode_rows, w):
+    """Bounded least squares on relative errors; (theta, prefill errors, decode errors)."""
+    ct, ck, cs = prefill_rows
+    db, dc, ds = decode_rows
     hi_eff = 1e7 if is_local else 1.0
 
     def model_times(theta):
-        e = Efficiency(theta[0], theta[1], theta[2], theta[3], theta[4])
+        e = Efficiency(theta[0], theta[1], theta[2], theta[3], theta[4], overhead_overlaps=overlap,
+                       kv_traffic=theta[5])
         pm = replace(base, eff=e)
         return pm.prefill_time_s(ct, ck), pm.decode_time_s(db, dc)
 
@@ -117,43 +172,68 @@ def calibrate(profile, gpu: str, model: str, memory_gb: float | None = None, whe
         tp_, td_ = model_times(theta)
         return w * (np.concatenate([tp_ / cs, td_ / ds]) - 1.0)
 
+    # an overlapping overhead is the floor of an iteration: start it at the fastest row
+    share = 1.0 if overlap else 0.1
     x0 = np.array([0.5 * hi_eff if is_local else 0.6, 0.5 * hi_eff if is_local else 0.7,
-                   base.knee_tokens, float(np.min(cs)) * 0.1, float(np.min(ds)) * 0.1])
+                   base.knee_tokens, float(np.min(cs)) * share, float(np.min(ds)) * share, 1.0])
     if is_local:  # start from the largest measured rates
         x0[0] = max(2.0 * spec_model.matmul_params * ct.max() / cs[np.argmax(ct)] / 1e12, 1e-6)
         x0[1] = max(base.weight_bytes / ds.min() / 1e9, 1e-6)
-    lo = [1e-6, 1e-6, 0.0, 0.0, 0.0]
-    hi = [hi_eff, hi_eff, 1e5, max(cs.max(), 1e-3), max(ds.max(), 1e-3)]
+    lo = [1e-6, 1e-6, 0.0, 0.0, 0.0, 1.0]
+    hi = [hi_eff, hi_eff, 1e5, max(cs.max(), 1e-3), max(ds.max(), 1e-3), KV_TRAFFIC_MAX if free_kv else 1.0 + 1e-12]
     x0 = np.clip(x0, lo, hi)
-    fit = least_squares(resid, x0, bounds=(lo, hi), x_scale="jac", max_nfev=2000)
-    th = fit.x
+    th = least_squares(resid, x0, bounds=(lo, hi), x_scale="jac", max_nfev=2000).x
     tp_, td_ = model_times(th)
-    rel_p, rel_d = tp_ / cs - 1.0, td_ / ds - 1.0
-    src = f"fit to {where} ({len(pre)} prefill, {len(dec)} decode rows; RMS error {np.sqrt(np.mean(np.concatenate([rel_p, rel_d])**2)):.1%})"
-    if is_local:
-        spec = replace(spec, fp16_tflops=float(th[0]), memory_gb_s=float(th[1]))
-        eff = Efficiency(1.0, 1.0, float(th[2]), float(th[3]), float(th[4]), calibrated=True,
-                         source=src + "; nominal = achieved")
-    else:
-        eff = Efficiency(float(th[0]), float(th[1]), float(th[2]), float(th[3]), float(th[4]), calibrated=True,
-                         source=src)
-    rms = {"prefill": float(np.sqrt(np.mean(rel_p**2))), "decode": float(np.sqrt(np.mean(rel_d**2)))}
-    mx = {"prefill": float(np.max(np.abs(rel_p))), "decode": float(np.max(np.abs(rel_d)))}
-    if link is not None:
-        pred = lat + kv["bytes"].to_numpy(float) / (link * 1e9)
-        rel = pred / kv["seconds"].to_numpy(float) - 1.0
-        rms["kv"], mx["kv"] = float(np.sqrt(np.mean(rel**2))), float(np.max(np.abs(rel)))
-    return Calibration(spec, spec_model.name, eff, {"prefill": len(pre), "decode": len(dec), "kv": len(kv)},
-                       rms, mx, link, lat, tuple(sorted(set(df["device"].astype(str)))))
+    return th, tp_ / cs - 1.0, td_ / ds - 1.0
+
+
+def _fit_paths(kv: pd.DataFrame) -> dict:
+    """Per KV copy path (the profile's `path` column; "" where it has none): bandwidth,
+    latency and fit errors of seconds = latency + bytes / bandwidth."""
+    out = {}
+    col = kv["path"].fillna("").astype(str) if "path" in kv.columns else pd.Series([""] * len(kv), index=kv.index)
+    for path in sorted(set(col)):
+        rows = kv[col == path]
+        link, lat = _fit_link(rows)
+        if link is None:
+            continue
+        pred = lat + rows["bytes"].to_numpy(float) / (link * 1e9)
+        rel = pred / rows["seconds"].to_numpy(float) - 1.0
+        out[path] = {"link_gb_s": link, "latency_s": lat, "rows": int(len(rows)),
+                     "rms_rel_error": float(np.sqrt(np.mean(rel**2))), "max_rel_error": float(np.max(np.abs(rel)))}
+    if "d2h" in out and "h2d" in out:
+        # a transfer between two GPUs staged through host memory: both legs in series
+        a, b = out["d2h"], out["h2d"]
+        out[HOST] = {"link_gb_s": 1.0 / (1.0 / a["link_gb_s"] + 1.0 / b["link_gb_s"]),
+                     "latency_s": a["latency_s"] + b["latency_s"], "rows": a["rows"] + b["rows"],
+                     "rms_rel_error": max(a["rms_rel_error"], b["rms_rel_error"]),
+                     "max_rel_error": max(a["max_rel_error"], b["max_rel_error"])}
+    return out
+
+
+def _choose_path(paths: dict, kv_path: str, where: str) -> str | None:
+    """`auto`: the host-staged path (d2h then h2d) where the profile has both legs - the
+    path between two instances' GPUs without a peer link, which is what a disaggregated
+    deployment's KV crosses - else the device copy, else rows without a path."""
+    if kv_path != "auto":
+        if kv_path not in paths:
+            raise InputError(f"{where}: no kv rows for path {kv_path!r} with two distinct sizes; "
+                             f"have {', '.join(sorted(paths)) or 'none'}")
+        return kv_path
+    for p in (HOST, "copy", ""):
+        if p in paths:
+            return p
+    return next(iter(paths), None)
 
 
 def _fit_link(kv: pd.DataFrame):
-    """seconds = latency + bytes / bandwidth, least squares; None without 2 distinct sizes."""
+    """seconds = latency + bytes / bandwidth, least squares on relative errors (weights
+    1/seconds, so small transfers count as much as large ones); None without 2 distinct sizes."""
     if len(kv) < 2 or kv["bytes"].nunique() < 2:
         return None, None
     b = kv["bytes"].to_numpy(float)
     s = kv["seconds"].to_numpy(float)
-    slope, intercept = np.polyfit(b, s, 1)
+    slope, intercept = np.polyfit(b, s, 1, w=1.0 / s)
     if slope <= 0:
         return None, None
     return float(1.0 / slope / 1e9), float(max(intercept, 0.0))

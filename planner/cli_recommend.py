@@ -212,12 +212,15 @@ def render_plan(plan) -> str:
               help="Catalog GPU the profile was measured on, or 'local' to derive its numbers from the fit.")
 @click.option("--model", default="opt-13b", show_default=True, help="Model whose rows to fit.")
 @click.option("--memory-gb", type=float, default=None, help="Device memory (for 'local').")
+@click.option("--kv-path", default="auto", show_default=True,
+              help="KV copy path whose rows give the link: auto (host-staged d2h+h2d if profiled, else the "
+                   "device copy), host, copy, d2h or h2d.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
-def calibrate(profile, gpu, model, memory_gb, as_json):
+def calibrate(profile, gpu, model, memory_gb, kv_path, as_json):
     """Fit compute/memory efficiency, GEMM knee and per-iteration overheads to a profile
     CSV (device, model, kind, tokens, batch, context_tokens, bytes, seconds, repeats)."""
     from .calibrate import calibrate as fit
-    cal = fit(profile, gpu, model, memory_gb=memory_gb)
+    cal = fit(profile, gpu, model, memory_gb=memory_gb, kv_path=kv_path)
     d = cal.as_dict()
     if as_json:
         return echo_json(d)
@@ -229,8 +232,11 @@ def calibrate(profile, gpu, model, memory_gb, as_json):
     click.echo(f"  memory_eff     {e['memory_eff']:.3f}")
     click.echo(f"  knee_tokens    {e['knee_tokens']:.1f}")
     click.echo(f"  overheads      prefill {e['prefill_overhead_s'] * 1e3:.3f} ms, decode {e['decode_overhead_s'] * 1e3:.3f} ms")
+    click.echo(f"  structure      {d['structure']}")
     if d["kv_link_gb_s"]:
-        click.echo(f"  kv link        {d['kv_link_gb_s']:.3g} GB/s + {d['kv_latency_s'] * 1e6:.0f} us")
+        click.echo(f"  kv link        {d['kv_link_gb_s']:.3g} GB/s + {d['kv_latency_s'] * 1e6:.0f} us "
+                   f"(path {d['kv_path'] or 'unlabelled'}; profiled: "
+                   + ", ".join(f"{k or 'unlabelled'} {v['link_gb_s']:.3g} GB/s" for k, v in d["kv_paths"].items()) + ")")
     for k in d["rms_rel_error"]:
         click.echo(f"  error {k:<8} RMS {d['rms_rel_error'][k]:.1%}, max {d['max_rel_error'][k]:.1%} "
                    f"over {d['rows'][k]} rows")

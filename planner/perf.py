@@ -33,6 +33,12 @@ class Efficiency:
     decode_overhead_s: float = 1.0e-3
     calibrated: bool = False
     source: str = "datasheet defaults (compute 70%, memory 80%)"
+    # False: overhead adds to the GPU time (an engine that launches ahead of the GPU still
+    # pays a fixed cost per iteration). True: the overhead is CPU time that overlaps the
+    # GPU's (a Python engine issuing kernels asynchronously), t = max(GPU time, overhead)
+    # + all-reduce; `planner.calibrate` picks whichever fits the profile better.
+    overhead_overlaps: bool = False
+    kv_traffic: float = 1.0            # bytes moved per KV byte read (an engine that gathers KV copies it)
 
 
 @dataclass(frozen=True)
@@ -120,11 +126,12 @@ class PerfModel:
         heads = b + (p > 0)
         linear = 2.0 * m.layers * m.layer_params * n + 2.0 * m.vocab * m.hidden * heads
         attn = 4.0 * m.layers * m.q_dim * (p * (k + (p + 1) / 2) + t_ctx)
-        mem = self.weight_bytes + self.kv_bytes_per_token * (k + p + t_ctx + b) + self._act_bytes(n)
+        mem = (self.weight_bytes + self.kv_bytes_per_token * (self.eff.kv_traffic * (k + t_ctx) + p + b)
+               + self._act_bytes(n))
         t = np.maximum(linear / self._gemm_rate(n) + attn / (self.tp * self.gpu.peak_flops * self.eff.compute_eff),
                        mem / self._mem_rate())
         overhead = np.where(p > 0, self.eff.prefill_overhead_s, self.eff.decode_overhead_s)
-        out = t + overhead + self._allreduce_s(n)
+        out = (np.maximum(t, overhead) if self.eff.overhead_overlaps else t + overhead) + self._allreduce_s(n)
         return np.where(n > 0, out, 0.0) if out.ndim else (float(out) if n > 0 else 0.0)
 
     # ---- derived -----------------------------------------------------------------

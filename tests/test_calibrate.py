@@ -67,3 +67,36 @@ def test_profile_errors_are_input_errors(tmp_path):
     few = synth_profile().head(3)
     with pytest.raises(InputError, match="at least 3 prefill and 3 decode"):
         calibrate(few, "a100", "opt-13b")
+
+
+def test_kv_rows_are_fitted_per_copy_path_and_the_host_path_is_both_legs_in_series():
+    df = synth_profile(noise=0.0)
+    df = df[df["kind"] != "kv"].assign(path="")
+    rows = []
+    for path, gb_s in (("copy", 1400.0), ("d2h", 50.0), ("h2d", 40.0)):
+        for nbytes in (1e6, 1e7, 1e8):
+            rows.append(("dev", "opt-13b", "kv", 0, 0, 0, nbytes, 1e-5 + nbytes / (gb_s * 1e9), 5, path))
+    df = pd.concat([df, pd.DataFrame(rows, columns=df.columns)], ignore_index=True)
+    cal = calibrate(df, "a100", "opt-13b")
+    assert {k: round(v["link_gb_s"]) for k, v in cal.kv_paths.items()} == {"copy": 1400, "d2h": 50, "h2d": 40,
+                                                                           "host": 22}
+    assert cal.kv_path == "host" and cal.kv_link_gb_s == pytest.approx(1 / (1 / 50 + 1 / 40))
+    assert cal.kv_latency_s == pytest.approx(2e-5) and cal.rms_rel_error["kv"] < 1e-6
+    assert calibrate(df, "a100", "opt-13b", kv_path="copy").kv_link_gb_s == pytest.approx(1400)
+    with pytest.raises(InputError, match="no kv rows for path 'nvlink'"):
+        calibrate(df, "a100", "opt-13b", kv_path="nvlink")
+
+
+def test_fit_picks_the_overlapping_overhead_and_the_kv_read_factor_where_the_data_has_them():
+    from dataclasses import replace
+    eff = replace(TRUE, overhead_overlaps=True, prefill_overhead_s=8e-3, decode_overhead_s=6e-3, kv_traffic=3.0)
+    cal = calibrate(synth_profile(eff=eff, noise=0.0), "a100", "opt-13b")
+    e = cal.efficiency
+    assert e.overhead_overlaps and e.kv_traffic == pytest.approx(3.0, rel=0.02)
+    assert cal.max_rel_error["decode"] < 0.01 and cal.max_rel_error["prefill"] < 0.01
+    # the additive structure without the factor cannot reach that
+    worst = cal.alternative["overhead added to GPU time"]
+    assert worst["decode"] > 10 * cal.rms_rel_error["decode"]
+    # and a plain profile keeps the simple structure (no spurious sixth parameter)
+    plain = calibrate(synth_profile(noise=0.0), "a100", "opt-13b").efficiency
+    assert not plain.overhead_overlaps and plain.kv_traffic == pytest.approx(1.0)
