@@ -156,7 +156,7 @@ def _predict_sarathi(dep, perf, wl: Workload, seed: int) -> dict:
     w = wl.window_index[s]
     ps = wl.prompt_tokens[s]
     alone = np.ceil(ps / np.maximum(p_tok[w], 1.0)) * t_mix[w]
-    ttft = fluid_wait_s(wl, aw, n) + alone
+    ttft = round_robin_backlog_s(wl.arrival_s, aw.work_s, n)[s] + alone   # per-instance queue (fewest-outstanding dispatch)
     ttft = np.where(np.isinf(tau[w]), np.inf, ttft)
     rng = np.random.default_rng(seed)
     b, t = batch_seen(wl, load, np.where(np.isinf(tau), 0.0, tau), rng)
