@@ -54,7 +54,12 @@ class Option:
     link_gb_s: float = 0.0             # KV link of the whole pool (prefill/decode)
     ttft_sample: np.ndarray | None = field(default=None, repr=False)
     tpot_sample: np.ndarray | None = field(default=None, repr=False)   # decode: the decode step alone
-    transfer_sample: np.ndarray | None = field(default=None, repr=False)  # prefill: KV transfer at its own link
+    transfer_fn: Callable[[], np.ndarray] | None = field(default=None, repr=False)  # prefill: KV transfer
+    # sample at its own link, computed on first use (the optimizer checks pairs lazily)
+
+    @property
+    def transfer_sample(self) -> np.ndarray | None:
+        return None if self.transfer_fn is None else self.transfer_fn()
 
     @property
     def gpus(self) -> int:
@@ -171,10 +176,16 @@ def prefill_options(wl: Workload, perfs: dict, slo: SLO, prices: dict, chunks, b
                 val = float(np.percentile(t, q))
                 if val > slo.ttft_s:
                     return None
-                xfer = kv_transfer_sample_s(wl, r.start_s + r.work_s, n, pm.kv_bytes_per_token, link, KV_LATENCY_S,
-                                            wl.arrival_s)
+                done = r.start_s + r.work_s      # O(N): kept only until the transfer is computed
+                memo: list = []
+
+                def transfer(done=done, n=n, pm=pm, link=link, memo=memo):
+                    if not memo:
+                        memo.append(kv_transfer_sample_s(wl, done, n, pm.kv_bytes_per_token, link, KV_LATENCY_S,
+                                                         wl.arrival_s))
+                    return memo[0]
                 return Option("prefill", g, tp, n, chunk, n * tp * prices[g], ttft_s=val,
-                              link_gb_s=n * link, ttft_sample=t, transfer_sample=xfer)
+                              link_gb_s=n * link, ttft_sample=t, transfer_fn=transfer)
 
             out += [o for o in map(option, _counts(n_min, link, kv_rate_gb_s)) if o is not None]
             if families is not None:

@@ -27,7 +27,7 @@ import numpy as np
 
 from .perf import PerfModel
 
-BUSY_PASSES = 2
+BUSY_PASSES = 1
 FILL_SEED_OFFSET = 7919      # the chunk-room draw: a fixed stream per workload seed
 
 

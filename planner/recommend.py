@@ -83,9 +83,29 @@ def recommend(trace, gpus=("a100",), model: str = "opt-13b", slo: SLO = SLO(), *
         raise InfeasibleError(infeasible_message(slo, rejections, bool(pre), bool(dec), bool(cpl)))
 
     def run(runners: int):
-        bad = [(i, j) for i, p in enumerate(pre) for j, d in enumerate(dec) if not pair_ok(p, d)]
-        return solve(pre, dec, cpl, kv_rate_gb_s=kv_rate_options, slo=slo, mode=mode, max_gpus=max_gpus,
-                     bad_pairs=bad, runners_up=runners, solver=solver)
+        """Solve with the pair constraints generated lazily: a chosen (prefill, decode) pair
+        that misses the TPOT (transfer included) or JCT target is cut, together with every
+        other decode option that prefill pool fails with, and the ILP re-solved."""
+        bad: set = set()
+        checked: set = set()
+        while True:
+            sol = solve(pre, dec, cpl, kv_rate_gb_s=kv_rate_options, slo=slo, mode=mode, max_gpus=max_gpus,
+                        bad_pairs=sorted(bad), runners_up=runners, solver=solver)
+            found = [c for c in [sol.best, *sol.runners_up, sol.best_per_mode.get("disaggregated")]
+                     if c is not None and c.prefill is not None]
+            new = False
+            for c in found:
+                i = next(k for k, o in enumerate(pre) if o is c.prefill)
+                j = next(k for k, o in enumerate(dec) if o is c.decode)
+                if (i, j) in bad or pair_ok(pre[i], dec[j]):
+                    continue
+                new = True
+                if i not in checked:
+                    checked.add(i)
+                    bad |= {(i, k) for k, d in enumerate(dec) if not pair_ok(pre[i], d)}
+                bad.add((i, j))
+            if not new:
+                return sol
 
     # The candidates hold a few instance counts per family; plans of any other counts that
     # cost exactly the least cost join them, so the tie-break by headroom sees every plan at

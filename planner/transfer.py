@@ -59,23 +59,33 @@ def link_of_request(arrival_s: np.ndarray, done_s: np.ndarray, links: int) -> np
     trace's own arrivals) takes the lowest idle id - instance 0 gets most requests at low
     load; where all are busy it goes to any (a golden-ratio sequence, deterministic)."""
     n = len(arrival_s)
-    busy = np.arange(n) - np.searchsorted(np.sort(done_s), arrival_s, side="right")
-    busy = np.maximum(busy, 0)
+    # done times are nearly sorted (start times are monotone): a stable (merge) sort is fast
+    busy = np.arange(n) - np.searchsorted(np.sort(done_s, kind="stable"), arrival_s, side="right")
+    busy = np.minimum(np.maximum(busy, 0), links)
     u = (np.arange(n) * 0.6180339887498949) % 1.0
-    cdf = _first_idle_cdf(links)[np.minimum(busy, links - 1)]
-    k = np.zeros(n, dtype=np.int64)
-    for j in range(links - 1):
-        k += u >= cdf[:, j]
-    return np.where(busy >= links, (u * links).astype(np.int64), k)
+    k = (u * links).astype(np.int64)               # all busy: any instance
+    cdf = _first_idle_cdf(links)
+    for m in range(links):
+        rows = np.flatnonzero(busy == m)
+        if len(rows):
+            k[rows] = np.minimum(np.searchsorted(cdf[m], u[rows], side="right"), links - 1)
+    return k
 
 
 def per_link_backlog_s(start_s: np.ndarray, x_s: np.ndarray, link: np.ndarray, links: int) -> np.ndarray:
-    """Backlog each transfer finds on its own link: a Lindley recursion per link."""
-    out = np.zeros(len(x_s))
-    for j in range(links):
-        idx = np.flatnonzero(link == j)
-        if len(idx):
-            out[idx] = backlog_s(start_s[idx], x_s[idx], 1)
+    """Backlog each transfer finds on its own link: a Lindley recursion per link (one
+    stable sort by link, then the recursion restarted at each link's first request)."""
+    order = np.argsort(link, kind="stable")
+    t, x = start_s[order], x_s[order]
+    y = np.cumsum(x) - x - t
+    first = np.r_[True, link[order][1:] != link[order][:-1]]
+    # running minimum within each link's segment: offset each segment far below the previous
+    seg = np.cumsum(first) - 1
+    big = (np.abs(y).max() + 1.0) * 4.0
+    shifted = y - seg * big
+    low = np.minimum.accumulate(shifted) + seg * big
+    out = np.empty(len(x_s))
+    out[order] = y - low
     return out
 
 
