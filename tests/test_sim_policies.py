@@ -1,10 +1,12 @@
 """Decode memory, admission policies, preemption, flips, dispatcher, predictor, closed loop."""
 import random
+from dataclasses import replace
 from types import SimpleNamespace
 
 import numpy as np
 import pytest
 
+from planner import catalog
 from planner.errors import InputError
 from planner.plan import Deployment, Policies, Role
 from planner.sim import LengthPredictor, read_confusion, simulate, simulate_closed_loop
@@ -17,11 +19,15 @@ def trace(rows):
     return Trace(np.array(a, float), np.array(p), np.array(o))
 
 
+# A V100 with 32e9 bytes (29.8 GiB) of memory: OPT-13B keeps 2213 KV tokens, 138 blocks of 16
+SMALL_V100 = catalog.register_gpu(replace(catalog.gpu("v100"), name="v100-32e9-bytes", memory_gb=32e9 / 2**30,
+                                          aliases=()))
+
+
 def small_memory(P=2, D=1, **pol):
-    # OPT-13B on one V100-32GB: 2213 KV tokens, 138 blocks of 16
     pol.setdefault("predictor_accuracy", 1.0)
-    return Deployment(mode="disaggregated", model="opt-13b", chunk_tokens=2048, prefill=Role("v100", P),
-                      decode=Role("v100", D), policies=Policies(**pol))
+    return Deployment(mode="disaggregated", model="opt-13b", chunk_tokens=2048, prefill=Role(SMALL_V100.name, P),
+                      decode=Role(SMALL_V100.name, D), policies=Policies(**pol))
 
 
 def dsum(perf, b, ctx0, k):
