@@ -3,7 +3,7 @@
 The trace's load changes (the Azure code trace has inter-arrival CV 13), so a plan sized
 for the whole trace's peak pays for idle GPUs most of the time. Here the trace is cut into
 windows, the queueing model gives each window's minimum prefill and decode instances
-(`Demand`), and a small ILP (PuLP) chooses per-window counts under one of four strategies:
+(`Demand`; planner.window_need says what each role's count controls), and a small ILP (PuLP) chooses per-window counts under one of four strategies:
 
 - `static_peak`    one plan for the whole trace, each role sized for its own peak window;
 - `fixed_fleet`    a fixed number of instances whose roles flip between windows (TetriInfer's
@@ -34,6 +34,7 @@ import pulp
 from .errors import InfeasibleError, InputError
 from .plan import Window
 from .sim.scale import DEFAULT_START_LATENCY_S
+from .window_need import disaggregated_need, role_need  # noqa: F401 (role_need: public here too)
 
 STRATEGIES = ("static_peak", "fixed_fleet", "autoscale", "reserved_burst")
 ROLE_ORDER = ("prefill", "decode", "coupled")
@@ -48,6 +49,7 @@ class Demand:
     duration_s: tuple[float, ...]
     need: dict[str, tuple[float, ...]]        # role -> per-window instances needed (may be fractional)
     requests: tuple[int, ...] = ()            # requests arriving per window (for display)
+    notes: tuple[str, ...] = ()               # targets a window cannot meet by instance counts, and why
 
     def __post_init__(self):
         n = len(self.start_s)
@@ -254,70 +256,19 @@ def _ilp(demand: Demand, costs: Costs, need: dict[str, list[int]], strategy: str
                     tuple(starts), tuple(val(b) for b in reserved), usd, lost)
 
 
-# ---- per-window demand from the queueing model -----------------------------------------------
+# ---- per-window demand from the queueing model (planner.window_need) ---------------------------
 # SLO: {metric: (percentile, limit_s)}, metric in ttft_s / tpot_s / jct_s, percentile "p50" etc.
-ROLE_METRICS = {"prefill": ("ttft_s",), "decode": ("tpot_s", "jct_s"), "coupled": ("ttft_s", "tpot_s", "jct_s")}
-
-
-def _meets(pred: dict, role: str, slo: dict) -> tuple[bool, float]:
-    """Whether a prediction meets the SLO metrics `role` controls, and by how much it misses
-    (the largest metric / limit ratio; inf when the pool cannot keep up)."""
-    util = (pred.get("utilisation") or {}).get("prefill") or {}
-    if role in ("prefill", "coupled") and util.get("peak_window", 0.0) >= 1.0:
-        return False, math.inf
-    if role in ("decode", "coupled") and pred.get("kv_peak_fraction", 0.0) > 1.0:
-        return False, math.inf
-    worst = 0.0
-    for metric in ROLE_METRICS[role]:
-        if metric in slo:
-            pct, limit = slo[metric]
-            v = float(pred[metric][pct])
-            worst = max(worst, v / limit if math.isfinite(v) else math.inf)
-    return worst <= 1.0, worst
-
-
-def _with_count(dep, role: str, n: int):
-    r = getattr(dep, role)
-    return replace(dep, **{role: replace(r, instances=int(n))})
-
-
-def role_need(predict_fn, dep, workload, role: str, slo: dict, start: int, max_instances: int) -> float:
-    """Fractional instances `role` needs on `workload`: the smallest count n meeting the SLO,
-    less how far n - 1 missed it (0 if it missed hugely or could not keep up, up to 1 if
-    it only just missed): need = n - 1 + clip((m(n-1) - 1) / (m(n-1) - m(n)), 0, 1), m the
-    worst metric/limit ratio."""
-    cache: dict[int, tuple[bool, float]] = {}
-
-    def test(n: int) -> tuple[bool, float]:
-        if n not in cache:
-            cache[n] = _meets(predict_fn(_with_count(dep, role, n), workload), role, slo)
-        return cache[n]
-
-    lo, hi = 0, max(1, int(start))          # test(lo) fails (0 instances never serve)
-    while not test(hi)[0]:
-        if hi >= max_instances:
-            raise InfeasibleError(f"{role}: {max_instances} instances do not meet the SLO in one window; "
-                                  "the base plan cannot be scaled to this window's load")
-        lo, hi = hi, min(2 * hi, max_instances)
-    while hi - lo > 1:
-        mid = (lo + hi) // 2
-        if test(mid)[0]:
-            hi = mid
-        else:
-            lo = mid
-    if hi == 1:
-        return 1.0
-    m_prev, m_n = test(hi - 1)[1], test(hi)[1]
-    if not math.isfinite(m_prev) or m_prev <= m_n:
-        return float(hi)
-    return hi - 1 + min(max((m_prev - 1.0) / (m_prev - m_n), 0.0), 1.0)
 
 
 def window_demand(trace, deployment, window_s: float, slo: dict, predict_fn=None,
-                  max_instances: int = 512) -> Demand:
+                  max_instances: int = 512, usd_per_instance_hour: dict | None = None) -> Demand:
     """Instances each role needs in each `window_s` window of `trace`, for `deployment`'s
     GPU types, TP, chunk and policies (only the counts change). Each window is predicted
-    on its own requests (the queue starts empty at each window's start)."""
+    on its own requests (the queue starts empty at each window's start); a disaggregated
+    window's prefill and decode counts each cover what that count controls
+    (planner.window_need: TPOT includes the KV transfer, which decode instances cannot
+    shorten; `usd_per_instance_hour` per role prices the prefill/decode trade), and
+    `notes` name the windows whose targets no count meets."""
     if predict_fn is None:
         from .queueing import predict as predict_fn
     if not window_s > 0:
@@ -327,24 +278,27 @@ def window_demand(trace, deployment, window_s: float, slo: dict, predict_fn=None
     t0 = float(trace.arrival_s[0]) if len(trace) else 0.0
     roles = [r for r in ROLE_ORDER if getattr(deployment, r) is not None]
     need = {r: [] for r in roles}
-    starts, durs, reqs = [], [], []
-    dep = deployment
+    starts, durs, reqs, notes = [], [], [], []
     for k in range(n_win):
         lo, hi = t0 + k * window_s, t0 + (k + 1) * window_s
         sub = trace.window(lo, hi if k < n_win - 1 else math.inf)
         starts.append(k * window_s)
         durs.append(window_s if k < n_win - 1 else max(span - k * window_s, 0.1 * window_s))
         reqs.append(len(sub))
-        for r in roles:
-            if len(sub) == 0:
+        if len(sub) == 0:
+            for r in roles:
                 need[r].append(0.0)
-                continue
-            x = role_need(predict_fn, dep, sub, r, slo, getattr(dep, r).instances, max_instances)
-            need[r].append(x)
-            # the next role's search runs with this role at its need (JCT couples them)
-            dep = _with_count(dep, r, math.ceil(x - 1e-9))
-        dep = deployment
-    return Demand(tuple(starts), tuple(durs), {r: tuple(v) for r, v in need.items()}, tuple(reqs))
+            continue
+        if deployment.mode == "disaggregated":
+            x = disaggregated_need(predict_fn, deployment, sub, slo, max_instances, usd_per_instance_hour)
+            notes.extend(f"window {k} ({k * window_s:g} s): {n}" for n in x.notes)
+            for r in roles:
+                need[r].append(x.need[r])
+        else:
+            need["coupled"].append(role_need(predict_fn, deployment, sub, "coupled", slo,
+                                             deployment.coupled.instances, max_instances))
+    return Demand(tuple(starts), tuple(durs), {r: tuple(v) for r, v in need.items()}, tuple(reqs),
+                  tuple(notes))
 
 
 # ---- from a plan: pools, prices, lead times; every strategy; the plan with its windows --------
@@ -374,11 +328,13 @@ def pools_for(deployment, price_kind: str = "on_demand", provider: str | None = 
 def lead_times(trace, predictions: dict) -> dict[str, float]:
     """How long an instance leaving a role stays busy with work it already holds: a decode
     instance, the mean residual decode time of the requests it runs (E[S^2] / 2E[S], S the
-    decode steps, times the predicted median TPOT); a prefill instance, its predicted
-    median TTFT."""
+    decode steps, times the predicted median decode step - `tpot_decode_s`, without the KV
+    transfer that the record TPOT spreads over the steps; `tpot_s` for coupled plans); a
+    prefill instance, its predicted median TTFT."""
     import numpy as np
     steps = np.maximum(np.asarray(trace.output_tokens, dtype=float) - 1, 0)
-    tpot = float(((predictions or {}).get("tpot_s") or {}).get("p50") or 0.0)
+    pred = predictions or {}
+    tpot = float((pred.get("tpot_decode_s") or pred.get("tpot_s") or {}).get("p50") or 0.0)
     ttft = float(((predictions or {}).get("ttft_s") or {}).get("p50") or 0.0)
     resid = float((steps ** 2).mean() / (2 * steps.mean())) if steps.mean() > 0 else 0.0
     out = {"decode": resid * tpot if math.isfinite(tpot) else 0.0,
@@ -432,8 +388,10 @@ def plan_over_time(trace, plan, window_s: float, *, strategy: str = "best", slo:
     from .plan import Plan  # noqa: F401 (type)
     dep = plan.deployment
     slo = slo or slo_of(plan)
-    demand = window_demand(trace, dep, window_s, slo, predict_fn)
-    costs = Costs(pools_for(dep, price_kind, provider, overrides), lead_times(trace, plan.predictions),
+    pools = pools_for(dep, price_kind, provider, overrides)
+    demand = window_demand(trace, dep, window_s, slo, predict_fn,
+                           usd_per_instance_hour={r: p.usd_per_instance_hour for p in pools for r in p.roles})
+    costs = Costs(pools, lead_times(trace, plan.predictions),
                   flip_latency_s=dep.policies.flip_latency_s, startup_s=startup_s)
     schedules = compare_strategies(demand, costs)
     if strategy == "best":
@@ -454,6 +412,7 @@ def plan_over_time(trace, plan, window_s: float, *, strategy: str = "best", slo:
         "window_s": float(window_s), "strategy": strategy, "price_kind": price_kind,
         "startup_s": startup_s, "flip_latency_s": costs.flip_latency_s, "lead_s": costs.drain_s,
         "need": {r: list(v) for r, v in demand.need.items()}, "requests": list(demand.requests),
+        "notes": list(demand.notes),
         "strategies": {s: dict(v.to_dict(), saved_vs_static=1 - v.usd_total / static.usd_total)
                        for s, v in schedules.items()},
     }
