@@ -20,7 +20,10 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from .decode_workspace import DecodeWorkspace
 from .kv_cache import RequestKV
+
+DECODE_PATHS = ("workspace", "gather")
 
 
 @dataclass(frozen=True)
@@ -61,7 +64,11 @@ def _ln(m) -> tuple | None:
 
 
 class Engine:
-    def __init__(self, model, device: str | torch.device | None = None, dtype: torch.dtype | None = None):
+    def __init__(self, model, device: str | torch.device | None = None, dtype: torch.dtype | None = None,
+                 decode_path: str = "workspace"):
+        if decode_path not in DECODE_PATHS:
+            raise ValueError(f"decode_path {decode_path!r} is not one of {', '.join(DECODE_PATHS)}")
+        self.decode_path = decode_path
         if device is not None or dtype is not None:
             model = model.to(device=device, dtype=dtype)
         self.model = model.eval()
@@ -90,6 +97,8 @@ class Engine:
                    qkv=_fuse_qkv(L.self_attn), o=_lin(L.self_attn.out_proj), fc1=_lin(L.fc1), fc2=_lin(L.fc2), act=L.activation_fn)
             for L in dec.layers]
         self._arange = torch.arange(self.max_positions, device=self.device)
+        self._workspace = DecodeWorkspace(self.n_layers, self.kv_heads, self.head_dim, self.dtype,
+                                          self.device, self.max_positions)
 
     # -- KV caches ---------------------------------------------------------------------------
     @property
@@ -193,6 +202,10 @@ class Engine:
         return self._logits(x[last])
 
     # -- one decode iteration ----------------------------------------------------------------
+    def reset_decode_workspace(self) -> None:
+        """Free the decode workspace (it is rebuilt, and caches copied in, on the next decode)."""
+        self._workspace.release()
+
     @torch.inference_mode()
     def decode(self, items: list[tuple[RequestKV, int]]) -> torch.Tensor:
         """One decode step for requests of any context lengths: each (KV, last token id)
@@ -204,6 +217,44 @@ class Engine:
             if kv.length < 1:
                 raise ValueError("decode needs a prefilled KV cache (length >= 1)")
             self._check(kv, 1, seen)
+        if self.decode_path == "gather":
+            return self._decode_gather(items)
+        ws = self._workspace
+        slot_of = ws.sync([kv for kv, _ in items])
+        B = len(items)
+        order = [0] * B                  # row r of the batch (= slot r) holds item order[r]
+        for i, s in enumerate(slot_of):
+            order[s] = i
+        kvs = [items[i][0] for i in order]
+        lens = ws.lengths                # per slot, before this step = the new token's position
+        max_ctx = max(lens) + 1
+        ids = torch.tensor([int(items[i][1]) for i in order], dtype=torch.long).to(self.device, non_blocking=True)
+        lens_t = torch.tensor(lens, dtype=torch.long).to(self.device, non_blocking=True)
+        x = self._embed(ids, lens_t)
+        mask = None
+        if min(lens) + 1 < max_ctx:      # ragged batch: mask each row's positions past its own
+            valid = (self._arange[:max_ctx][None, :] <= lens_t[:, None]).view(B, 1, 1, max_ctx)
+            mask = torch.zeros(valid.shape, dtype=self.dtype, device=self.device).masked_fill_(~valid, float("-inf"))
+        flat = torch.arange(B, device=self.device) * ws.capacity_tokens + lens_t   # slot, position
+        new = torch.empty((B, self.n_layers, 2, self.kv_heads, self.head_dim), dtype=self.dtype, device=self.device)
+        for li, w in enumerate(self.layers):
+            qkv = self._qkv(x, w)
+            new[:, li] = qkv[:, 1:]
+            layer = ws.data[li]                                          # [2, slots, T, H, D]
+            layer.view(2, -1, self.kv_heads, self.head_dim).index_copy_(1, flat, qkv[:, 1:].transpose(0, 1))
+            k = layer[0, :B, :max_ctx].transpose(1, 2)                   # [B, H, S, D]
+            v = layer[1, :B, :max_ctx].transpose(1, 2)
+            out = F.scaled_dot_product_attention(qkv[:, 0].unsqueeze(2), k, v, attn_mask=mask)
+            x = self._finish_layer(x, out.view(B, self.heads, self.head_dim), w)
+        torch._foreach_copy_([kv.data[n] for kv, n in zip(kvs, lens)], list(new.unbind(0)))
+        for kv, n in zip(kvs, lens):
+            kv.length = n + 1
+        ws.advance()
+        return self._logits(x[torch.tensor(slot_of, device=self.device)])     # back to item order
+
+    def _decode_gather(self, items: list[tuple[RequestKV, int]]) -> torch.Tensor:
+        """The previous decode (`decode_path="gather"`, kept for comparison): per layer the
+        batch's cached K/V are gathered into a padded tensor with one `torch.cat`."""
         B = len(items)
         lens = [kv.length for kv, _ in items]
         max_ctx = max(lens) + 1

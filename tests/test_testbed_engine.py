@@ -187,3 +187,66 @@ def test_engine_rejects_overflow_and_duplicates(engine):
         engine.decode([(kv, 1)])
     with pytest.raises(ValueError, match="positions"):
         engine.new_kv(129)
+
+
+def _mirrors(eng, kvs):
+    """The decode workspace holds exactly `kvs`, each slot equal to its cache's filled tokens."""
+    ws = eng._workspace
+    assert sorted(map(id, ws.kvs)) == sorted(map(id, kvs))
+    for slot, kv in enumerate(ws.kvs):
+        assert ws.lengths[slot] == kv.length
+        assert torch.equal(ws.data[:, :, slot, :kv.length], kv.data[:kv.length].permute(1, 2, 0, 3, 4))
+
+
+def test_decode_workspace_tracks_joins_leaves_and_outside_changes(model):
+    """Continuous batching on the workspace: requests join, leave, are rebuilt by a prefill
+    (preemption + recompute) and grow past the workspace's first token capacity (64); every
+    step's logits equal the per-layer gather path's and transformers' on the same tokens."""
+    ws_eng, ref_eng = Engine(model), Engine(model, decode_path="gather")
+    lens = {"a": 5, "b": 30, "c": 12, "d": 50}
+    caches = {}
+    seqs = {}
+    for r, n in lens.items():
+        p = prompt(n, 40 + n)
+        caches[r] = (ws_eng.new_kv(120), ref_eng.new_kv(120))
+        first = ws_eng.prefill([(caches[r][0], p)])
+        ref_eng.prefill([(caches[r][1], p)])
+        seqs[r] = p.tolist() + [int(first[0].argmax())]
+    plan = [("a", "b"), ("a", "b", "c"), ("b", "c"), ("c", "b", "a"), ("d", "a"), ("d", "a", "b", "c")] + \
+           [("d", "b")] * 20
+    ws = ws_eng._workspace
+    loads = 0
+    for step, batch in enumerate(plan):
+        if step == 4:    # "b" is preempted and recomputed: a new cache, prefilled from scratch
+            p = torch.tensor(seqs["b"][:-1])
+            caches["b"] = (ws_eng.new_kv(120), caches["b"][1])
+            ws_eng.prefill([(caches["b"][0], p)])
+        if step == 5:    # "c" continues by a prefill outside decode (same cache, longer)
+            extra = [3, 4]
+            for e in (ws_eng, ref_eng):
+                kv = caches["c"][0 if e is ws_eng else 1]
+                e.prefill([(kv, torch.tensor([seqs["c"][-1]] + extra[:-1]))])
+            seqs["c"] += extra[:-1]
+            seqs["c"].append(extra[-1])
+        got = ws_eng.decode([(caches[r][0], seqs[r][-1]) for r in batch])
+        want = ref_eng.decode([(caches[r][1], seqs[r][-1]) for r in batch])
+        assert torch.allclose(got, want, atol=1e-5), step
+        if step in (0, 4, 5, len(plan) - 1):
+            for i, r in enumerate(batch):
+                assert torch.allclose(got[i], hf_last_logits(model, seqs[r]), atol=ATOL, rtol=RTOL), (step, r)
+        for i, r in enumerate(batch):
+            seqs[r].append(int(got[i].argmax()))
+        _mirrors(ws_eng, [caches[r][0] for r in batch])
+        loads = ws.loads
+    # joins copied in: a, b (step 0), c (1), d (4), b again (4: rebuilt), c again (5: changed), a (5)
+    assert loads == 7
+    # first capacity: 31 tokens rounded to 64; "d" passing 64 grows it to max(65, 64 * 1.25)
+    # rounded up to a multiple of 64 = 128 (the model's positions)
+    assert caches["d"][0].length == 50 + 22 and ws.capacity_tokens == 128 and ws.slots == 4
+    ws_eng.reset_decode_workspace()
+    assert ws.nbytes == 0 and ws.kvs == []
+
+
+def test_decode_path_must_be_known(model):
+    with pytest.raises(ValueError, match="decode_path"):
+        Engine(model, decode_path="paged")
