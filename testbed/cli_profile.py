@@ -45,6 +45,14 @@ def _int_list(text: str | None, flag: str) -> tuple[int, ...] | None:
 @click.option("--repeats", type=int, help="Timed runs per point (median) [default: 5 cpu, 10 cuda].")
 @click.option("--warmup", type=int, help="Untimed runs per point first [default: 2 cpu, 3 cuda].")
 @click.option("--threads", type=int, help="CPU threads for torch (default: torch's choice).")
+@click.option("--classifier-layers", type=int, default=1, show_default=True,
+              help="Length classifier run before each fresh prefill chunk's slices, as the "
+                   "prefill worker does (testbed run's default); 0: profile prefill alone.")
+@click.option("--classifier-hidden", type=int, default=128, show_default=True,
+              help="Hidden size of the length classifier (testbed run's default).")
+@click.option("--decode-path", type=click.Choice(["workspace", "gather"]), default="workspace",
+              show_default=True, help="Engine decode: the persistent batch workspace, or the "
+                                      "previous per-layer gather (for comparison).")
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False),
               help="Profile CSV to write.")
 @click.option("--config-out", type=click.Path(),
@@ -54,7 +62,8 @@ def _int_list(text: str | None, flag: str) -> tuple[int, ...] | None:
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def profile_cmd(model_name, layers, hidden, device, dtype, seed, weights_dir, prefill_tokens,
                 prefill_context, prefill_slices, decode_batch, decode_context, kv_tokens, repeats,
-                warmup, threads, output, config_out, as_json, quiet):
+                warmup, threads, classifier_layers, classifier_hidden, decode_path, output, config_out,
+                as_json, quiet):
     """Time real prefill chunks, decode iterations and KV copies; write PROFILE CSV.
 
     \b
@@ -75,14 +84,15 @@ def profile_cmd(model_name, layers, hidden, device, dtype, seed, weights_dir, pr
                   decode_batch=_int_list(decode_batch, "--decode-batch"),
                   decode_context_tokens=_int_list(decode_context, "--decode-context"),
                   kv_tokens=_int_list(kv_tokens, "--kv-tokens"), repeats=repeats, warmup=warmup),
-             threads, output, config_out, as_json, quiet)
+             threads, output, config_out, as_json, quiet,
+             classifier=(classifier_layers, classifier_hidden), decode_path=decode_path)
     except InputError as e:
         click.echo(f"error: {e}", err=True)
         sys.exit(EXIT_BAD_INPUT)
 
 
 def _run(model_name, layers, hidden, device, dtype, seed, weights_dir, overrides, threads, output,
-         config_out, as_json, quiet):
+         config_out, as_json, quiet, classifier=(1, 128), decode_path="workspace"):
     import torch
 
     from .engine import Engine
@@ -99,14 +109,21 @@ def _run(model_name, layers, hidden, device, dtype, seed, weights_dir, overrides
     dev = torch.device(device)
     model = build_model(model_name, layers=layers, hidden=hidden, seed=seed, dtype=dtype, device=dev,
                         weights_dir=weights_dir)
-    eng = Engine(model)
+    eng = Engine(model, decode_path=decode_path)
     name = config_name(model.config)
+    cls = None
+    c_layers, c_hidden = classifier
+    if c_layers < 0 or c_hidden < 1:
+        raise InputError(f"--classifier-layers must be >= 0 and --classifier-hidden >= 1, got {c_layers}, {c_hidden}")
+    if c_layers > 0:
+        from .workers.classifier import LengthClassifier
+        cls = LengthClassifier(layers=c_layers, hidden=c_hidden, seed=seed, device=device, dtype=dtype)
     grid = default_grid(dev)
     grid = replace(grid, **{k: v for k, v in overrides.items() if v is not None})
     if dev.type == "cuda":
         free, _ = torch.cuda.mem_get_info(dev)
         grid = replace(grid, memory_budget_bytes=int(0.8 * free))
-    rows = profile(eng, grid, model_name=name, seed=seed, progress=not quiet)
+    rows = profile(eng, grid, model_name=name, seed=seed, progress=not quiet, classifier=cls)
     path = write_profile_csv(rows, output)
     cfg_path = write_config(model.config, config_out) if config_out else None
     summary = summarize(rows)

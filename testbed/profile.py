@@ -7,10 +7,14 @@ with `torch.cuda.synchronize()` around each on a GPU):
 - `prefill`: one chunk of `tokens` new tokens made of `batch` equal slices, each slice's
   request already holding `context_tokens` of cached KV (so `context_tokens` is the
   chunk's average cached context per new token, as `PerfModel.prefill_time_s` takes it);
-  `bytes` = KV bytes the chunk appends.
+  `bytes` = KV bytes the chunk appends. With the length classifier on (the testbed run's
+  default), a fresh chunk (`context_tokens` 0) also runs it over each slice first, as the
+  prefill worker does for every request that starts in a chunk.
 - `decode`: one iteration of `batch` requests (`tokens` = batch new tokens) holding
   `context_tokens` of KV IN TOTAL over the batch (as `PerfModel.decode_time_s` takes it);
-  `bytes` = the KV bytes the iteration reads.
+  `bytes` = the KV bytes the iteration reads. Consecutive iterations are timed (the
+  batch stays in the engine's decode workspace, as in a run), the caches starting a few
+  tokens short so that the timed steps' mean context is the grid's.
 - `kv`: copying one request's filled KV of `tokens` tokens (`bytes`), along `path`:
   `copy` (same device: host memcpy on CPU, device-to-device on a GPU), `d2h` (GPU to pinned
   host memory), `h2d` (pinned host to GPU). `path` is an extra column after the shared ones.
@@ -135,9 +139,10 @@ def grid_points(grid: ProfileGrid, max_positions: int, kv_bytes_per_token: int) 
                 pts.append(_Point("prefill", c, s, ctx))
     for ctx in grid.decode_context_tokens:
         for b in grid.decode_batch:
-            if ctx + 1 > max_positions:
+            if ctx > max_positions or grid.warmup + grid.repeats + 1 > max_positions:
                 continue
-            need = 1.2 * b * (ctx + 1) * kv_bytes_per_token     # caches + one layer's gather
+            # the caches plus the decode workspace's copy (token capacity rounded up)
+            need = 2.3 * b * (ctx + 1) * kv_bytes_per_token
             if grid.memory_budget_bytes is not None and need > grid.memory_budget_bytes:
                 continue
             pts.append(_Point("decode", b, b, ctx))
@@ -148,39 +153,61 @@ def _random_ids(n: int, vocab: int, gen: torch.Generator) -> torch.Tensor:
     return torch.randint(0, vocab, (n,), generator=gen)
 
 
-def _measure_prefill(eng: Engine, p: _Point, grid: ProfileGrid, gen: torch.Generator) -> float:
+def _measure_prefill(eng: Engine, p: _Point, grid: ProfileGrid, gen: torch.Generator,
+                     classifier=None) -> float:
+    """One chunk as the prefill worker runs it: with a `classifier`, its forward pass over
+    each request that starts in the chunk (here: every slice of a fresh chunk) comes first."""
     per = p.tokens // p.batch
     kvs = [eng.new_kv(p.context_tokens + per) for _ in range(p.batch)]
     if p.context_tokens:
         for kv in kvs:
             eng.prefill([(kv, _random_ids(p.context_tokens, eng.vocab, gen))])
     ids = [_random_ids(per, eng.vocab, gen) for _ in kvs]
+    starting = ids if classifier is not None and p.context_tokens == 0 else []
+
+    def run():
+        if starting:
+            classifier.run(starting)
+        return eng.prefill(list(zip(kvs, ids)))
 
     def reset():
         for kv in kvs:
             kv.length = p.context_tokens
-    return time_median_s(lambda: eng.prefill(list(zip(kvs, ids))), eng.device, grid.repeats, grid.warmup, reset)
+    return time_median_s(run, eng.device, grid.repeats, grid.warmup, reset)
+
+
+def decode_start_tokens(ctx: int, grid: ProfileGrid, max_positions: int) -> int:
+    """Decode points time consecutive iterations (the batch's KV stays in the engine's
+    decode workspace, as in a run): the caches start this much shorter than `ctx`, so
+    that the timed steps' mean context is `ctx` (when it is long enough and the last step
+    stays within the model's positions)."""
+    steps = grid.warmup + grid.repeats
+    return max(1, min(ctx - grid.warmup - (grid.repeats - 1) // 2, max_positions - steps))
 
 
 def _measure_decode(eng: Engine, p: _Point, grid: ProfileGrid, gen: torch.Generator,
-                    seed_kv: dict[int, object]) -> float:
-    ctx = p.context_tokens
-    if ctx not in seed_kv:   # one real prefill per context length, cloned into the batch
-        kv = eng.new_kv(ctx)
-        for s in range(0, ctx, 1024):
-            eng.prefill([(kv, _random_ids(min(1024, ctx - s), eng.vocab, gen))])
+                    seed_kv: dict[int, object]) -> tuple[float, int]:
+    """(median seconds, total context tokens over the batch at the timed steps' mean)."""
+    start = decode_start_tokens(p.context_tokens, grid, eng.max_positions)
+    if start not in seed_kv:   # one real prefill per context length, cloned into the batch
+        kv = eng.new_kv(start)
+        for s in range(0, start, 1024):
+            eng.prefill([(kv, _random_ids(min(1024, start - s), eng.vocab, gen))])
         seed_kv.clear()
-        seed_kv[ctx] = kv
-    src = seed_kv[ctx].view()
-    kvs = [eng.new_kv(ctx + 1) for _ in range(p.batch)]
+        seed_kv[start] = kv
+    src = seed_kv[start].view()
+    steps = grid.warmup + grid.repeats
+    eng.reset_decode_workspace()
+    kvs = [eng.new_kv(start + steps) for _ in range(p.batch)]
     for kv in kvs:
         kv.receive(src)
     toks = [int(t) for t in _random_ids(p.batch, eng.vocab, gen)]
-
-    def reset():
-        for kv in kvs:
-            kv.length = ctx
-    return time_median_s(lambda: eng.decode(list(zip(kvs, toks))), eng.device, grid.repeats, grid.warmup, reset)
+    items = list(zip(kvs, toks))
+    secs = time_median_s(lambda: eng.decode(items), eng.device, grid.repeats, grid.warmup)
+    del items, kvs
+    eng.reset_decode_workspace()
+    mean_ctx = start + grid.warmup + (grid.repeats - 1) / 2
+    return secs, round(p.batch * mean_ctx)
 
 
 def _kv_paths(device: torch.device) -> tuple[str, ...]:
@@ -207,8 +234,10 @@ def _measure_kv(eng: Engine, tokens: int, path: str, grid: ProfileGrid) -> float
 
 
 def profile(eng: Engine, grid: ProfileGrid, *, model_name: str, device_name: str | None = None,
-            seed: int = 0, progress: bool = True) -> list[ProfileRow]:
-    """Run the grid on `eng` and return one row per point (prefill, then decode, then kv)."""
+            seed: int = 0, progress: bool = True, classifier=None) -> list[ProfileRow]:
+    """Run the grid on `eng` and return one row per point (prefill, then decode, then kv).
+    `classifier` (a `workers.classifier.LengthClassifier`): prefill rows of fresh requests
+    include its forward pass over each slice, as the prefill worker's iterations do."""
     from tqdm import tqdm
 
     device_name = device_name or device_label(eng.device)
@@ -223,12 +252,11 @@ def profile(eng: Engine, grid: ProfileGrid, *, model_name: str, device_name: str
     for p in bar:
         bar.set_postfix_str(f"{p.kind} tokens={p.tokens} batch={p.batch} ctx={p.context_tokens}")
         if p.kind == "prefill":
-            s = _measure_prefill(eng, p, grid, gen)
+            s = _measure_prefill(eng, p, grid, gen, classifier)
             rows.append(ProfileRow(device_name, model_name, "prefill", p.tokens, p.batch, p.context_tokens,
                                    p.tokens * kvb, s, grid.repeats))
         elif p.kind == "decode":
-            total = p.batch * p.context_tokens
-            s = _measure_decode(eng, p, grid, gen, seed_kv)
+            s, total = _measure_decode(eng, p, grid, gen, seed_kv)
             rows.append(ProfileRow(device_name, model_name, "decode", p.batch, p.batch, total,
                                    total * kvb, s, grid.repeats))
         else:
