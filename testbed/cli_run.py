@@ -56,6 +56,9 @@ def run_options(fn):
                      help="Layers of the length classifier run on each prompt (0: none)."),
         click.option("--classifier-hidden", type=int, default=128, show_default=True),
         click.option("--threads", type=int, default=1, show_default=True, help="torch threads per worker."),
+        click.option("--pin-cpus", is_flag=True,
+                     help="Pin each local worker to its own CPU (round robin over this process's CPUs); "
+                          "keeps two workers off one core on a small machine."),
         click.option("--seed", type=int, default=0, show_default=True),
         click.option("--host", default="127.0.0.1", show_default=True,
                      help="Address the scheduler (and TCPStore) bind; 0.0.0.0 for workers on other hosts."),
@@ -70,6 +73,9 @@ def run_options(fn):
         click.option("--log-dir", type=click.Path(file_okay=False), default=None,
                      help="Worker logs here [default: a temporary folder]."),
         click.option("--no-progress", is_flag=True, help="No progress bar."),
+        click.option("--iterations-out", type=click.Path(dir_okay=False), default=None,
+                     help="Also write every worker iteration (worker, size, requests, "
+                          "context_tokens, start_s, seconds) to this CSV."),
     ]
     for o in reversed(opts):
         fn = o(fn)
@@ -101,14 +107,14 @@ def _load(kw):
                       dtype=kw["dtype"], device=kw["device"], weights_dir=kw["weights_dir"], seed=kw["seed"],
                       kv_backend=kw["kv_backend"], time_scale=kw["time_scale"], closed_loop=kw["closed_loop"],
                       decode_kv_tokens=kw["decode_kv_tokens"], classifier_layers=kw["classifier_layers"],
-                      classifier_hidden=kw["classifier_hidden"], threads=kw["threads"], host=kw["host"],
-                      advertise=kw["advertise"], dist_init=kw["dist_init"], remote_prefill=kw["remote_prefill"],
+                      classifier_hidden=kw["classifier_hidden"], threads=kw["threads"], pin_cpus=kw["pin_cpus"],
+                      host=kw["host"], advertise=kw["advertise"], dist_init=kw["dist_init"], remote_prefill=kw["remote_prefill"],
                       remote_decode=kw["remote_decode"], heartbeat_timeout_s=kw["heartbeat_timeout"],
                       log_dir=kw["log_dir"], instances=instances)
     return plan, trace, opts
 
 
-def _execute(plan, trace, opts, progress: bool, output: str | None):
+def _execute(plan, trace, opts, progress: bool, output: str | None, iterations_out: str | None = None):
     """Run; write records (also the partial ones of a failed run); exit 1 on failure."""
     from .run import RunFailed, records_or_nan, run_trace
     try:
@@ -121,6 +127,10 @@ def _execute(plan, trace, opts, progress: bool, output: str | None):
         sys.exit(EXIT_RUN_FAILED)
     if output:
         records_or_nan(result.records).to_csv(output, index=False)
+    if iterations_out:
+        import pandas as pd
+        cols = ["worker", "size", "requests", "context_tokens", "start_s", "seconds"]
+        pd.DataFrame(result.iterations, columns=cols).to_csv(iterations_out, index=False, float_format="%.6f")
     return result
 
 
@@ -138,7 +148,7 @@ def run_cmd(output, as_json, **kw):
     transfer, and write per-request records (the simulator's schema)."""
     from planner.records import summarize
     plan, trace, opts = _load(kw)
-    result = _execute(plan, trace, opts, not kw["no_progress"], output)
+    result = _execute(plan, trace, opts, not kw["no_progress"], output, kw["iterations_out"])
     summary = summarize(result.records)
     summary["transfers"] = {k: v for k, v in result.transfers.items() if k != "workers"}
     summary["wall_s"] = result.wall_s
@@ -168,7 +178,7 @@ def validate_cmd(output, as_json, **kw):
     p50/p90/p99 TTFT, TPOT, JCT and throughput side by side, with errors against measured."""
     from .validate import compare, render
     plan, trace, opts = _load(kw)
-    result = _execute(plan, trace, opts, not kw["no_progress"], output)
+    result = _execute(plan, trace, opts, not kw["no_progress"], output, kw["iterations_out"])
     table = compare(plan, trace, opts, result.records)
     if as_json:
         click.echo(json.dumps(table, indent=2, default=float))

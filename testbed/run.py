@@ -8,6 +8,7 @@ converted with the offsets measured at start-up).
 """
 from __future__ import annotations
 
+import os
 import sys
 import time
 from dataclasses import dataclass, field
@@ -47,6 +48,7 @@ class RunOptions:
     classifier_layers: int = 1
     classifier_hidden: int = 128
     threads: int = 1                   # torch threads per worker
+    pin_cpus: bool = False             # local worker k on the launcher's k-th allowed CPU (mod count)
     host: str = "127.0.0.1"
     advertise: str | None = None
     dist_init: str | None = None
@@ -66,7 +68,10 @@ class RunResult:
     wall_s: float = 0.0
     error: str = ""
     tokens: dict = field(default_factory=dict)    # rid -> generated tokens (return_tokens)
-    iterations: list = field(default_factory=list)  # (worker, chunk tokens or batch, seconds)
+    # one dict per worker iteration: worker, size (chunk tokens or decode batch), requests
+    # (slices in the chunk or the batch), context_tokens (prefill: cached tokens per new
+    # token; decode: KV tokens the batch held in total), start_s (run clock), seconds
+    iterations: list = field(default_factory=list)
     config: dict = field(default_factory=dict)
 
 
@@ -169,7 +174,7 @@ def run_trace(dep: Deployment, trace, opts: RunOptions = RunOptions(), *, progre
             echo("start these workers on their hosts (same project checkout and Python environment):")
             for c in cmds:
                 echo("  " + c)
-        cluster.start(lambda w, extra: dict(base, **extra), on_remote=on_remote)
+        cluster.start(lambda w, extra: dict(base, **extra, cpus=_cpus_for(w, opts)), on_remote=on_remote)
         if on_start is not None:
             on_start(cluster)
         if progress:
@@ -206,8 +211,10 @@ def run_trace(dep: Deployment, trace, opts: RunOptions = RunOptions(), *, progre
                 last_progress = time.monotonic()
                 if op == "events":
                     if "t_start" in msg:
-                        result.iterations.append((name, msg.get("chunk_tokens", msg.get("batch")),
-                                                  msg["t_end"] - msg["t_start"]))
+                        result.iterations.append({
+                            "worker": name, "size": msg.get("chunk_tokens", msg.get("batch")),
+                            "requests": msg.get("slices", 0), "context_tokens": msg.get("context_tokens", 0),
+                            "start_s": rel(name, msg["t_start"]), "seconds": msg["t_end"] - msg["t_start"]})
                     for ev in msg["items"]:
                         done = _on_event(ev, name, rel, cols, sched, cluster, dep, prompts, outputs,
                                          pred_tokens, result)
@@ -239,6 +246,15 @@ def run_trace(dep: Deployment, trace, opts: RunOptions = RunOptions(), *, progre
         cluster.stop(grace_s=1.0 if result.error else 5.0)
     _store(result, cols, t0, cluster)
     return result
+
+
+def _cpus_for(worker, opts: RunOptions) -> list[int] | None:
+    """--pin-cpus: local workers (rank order: prefill, then decode) on distinct CPUs of the
+    launcher's affinity set, round robin; remote workers keep theirs."""
+    if not opts.pin_cpus or worker.proc is None or not hasattr(os, "sched_getaffinity"):
+        return None
+    cpus = sorted(os.sched_getaffinity(0))
+    return [cpus[worker.rank % len(cpus)]]
 
 
 def _store(result: RunResult, cols: dict, t0, cluster: Cluster) -> None:

@@ -106,6 +106,42 @@ def reference_tokens(trace, seed=0):
     return out
 
 
+def test_prefill_worker_waits_for_dispatch_before_next_chunk(monkeypatch):
+    """A chunk that finishes a request is followed by the scheduler's send_kv before the
+    next chunk runs (the KV leaves when its prefill ends); a missing answer holds the
+    worker for at most DISPATCH_WAIT_S. In-process, reference connector at both ends."""
+    from testbed.engine import Engine
+    from testbed.kv.reference import ReferenceConnector
+    from testbed.model import build_model, scaled_config
+    from testbed.workers import prefill as prefill_mod
+    from testbed.workers.decode import DecodeWorker
+    from testbed.workers.prefill import PrefillWorker
+
+    eng = Engine(build_model(scaled_config("opt-125m", layers=1, hidden=64, vocab=256, max_context=64), seed=0))
+    mail: list = []
+    src = ReferenceConnector("p0", lambda dst, m: mail.append(m))
+    dst = ReferenceConnector("d0", None)
+    out_p, out_d = [], []
+    pw = PrefillWorker("p0", eng, src, out_p.append, chunk_tokens=8, order="fcfs")
+    dw = DecodeWorker("d0", eng, dst, out_d.append, capacity_tokens=256)
+    pw.on_request({"rid": 0, "prompt_tokens": 8})
+    pw.on_request({"rid": 1, "prompt_tokens": 8})
+    assert pw.step()                                   # chunk 1: request 0, done
+    done = [e for e in out_p[-1]["items"] if e["kind"] == "prefilled"]
+    assert [e["rid"] for e in done] == [0] and pw.awaiting == {0}
+    assert not pw.step() and len(pw.chunks) == 1       # request 1 waits for the dispatch answer
+    dw.on_expect({"xfer": 0, "src": "p0", "shape": done[0]["shape"], "dtype": done[0]["dtype"], "rid": 0,
+                  "prompt_tokens": 8, "output_tokens": 3, "first_token": done[0]["first_token"]})
+    pw.on_send_kv({"rid": 0, "xfer": 0, "dst": "d0"})
+    assert pw.awaiting == set() and len(mail) == 1    # the KV left before the next chunk
+    assert pw.step() and pw.awaiting == {1}            # chunk 2: request 1
+    dst.on_message(mail[0])
+    assert dw.step() and [e["kind"] for e in out_d[-1]["items"]] == ["kv_done", "decode_start"]
+    monkeypatch.setattr(prefill_mod, "DISPATCH_WAIT_S", 0.0)   # no answer: go on after the wait
+    pw.on_request({"rid": 2, "prompt_tokens": 8})
+    assert pw.step() and pw.awaiting == {1, 2}
+
+
 def check_records(rec, trace):
     assert list(rec["prompt_tokens"]) == list(trace.prompt_tokens)
     for a, b in (("arrival_s", "prefill_start_s"), ("prefill_start_s", "first_token_s"),

@@ -108,6 +108,7 @@ class DecodeWorker:
             return False
         t_start = time.monotonic()
         states = [self.state[it.rid] for it in self.running]
+        context = sum(s["kv"].length for s in states)
         logits = self.engine.decode([(s["kv"], s["tokens"][-1]) for s in states])
         nxt = logits.argmax(dim=-1).tolist()
         t_end = time.monotonic()
@@ -125,5 +126,7 @@ class DecodeWorker:
             else:
                 keep.append(it)
         self.running = keep
-        self.emit({"op": "events", "items": events, "batch": len(states), "t_start": t_start, "t_end": t_end})
+        self.emit({"op": "events", "items": events, "batch": len(states), "slices": len(states),
+                   "context_tokens": context,
+                   "t_start": t_start, "t_end": t_end})
         return True

@@ -31,6 +31,9 @@ def _build(cfg: dict, chan):
     from .decode import DecodeWorker
     from .prefill import PrefillWorker
 
+    cpus = set(cfg.get("cpus") or ()) & set(os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else ())
+    if cpus:
+        os.sched_setaffinity(0, cpus)      # --pin-cpus: this worker on its own core(s)
     torch.set_num_threads(int(cfg.get("threads", 1)))
     device = cfg.get("device", "cpu")
     if device.startswith("cuda"):

@@ -15,6 +15,12 @@ from ..kv.base import dtype_name
 from .chunks import ChunkScheduler
 from .tokens import prompt_ids
 
+# After a chunk that finished requests, wait (at most this long) for the scheduler's
+# dispatch answers (`send_kv`) before the next chunk, so that each KV transfer starts when
+# its prefill ends - TetriInfer dispatches on the prefill instance - instead of after the
+# next chunk (tens of ms on a CPU). Costs one control-plane round trip per such chunk.
+DISPATCH_WAIT_S = 0.05
+
 
 class PrefillWorker:
     def __init__(self, name, engine, connector, emit, *, chunk_tokens: int, batch_limit: int = 16,
@@ -25,6 +31,8 @@ class PrefillWorker:
         self.seed = seed
         self.requests: dict[int, dict] = {}     # rid -> {prompt_tokens, label, ids, kv}
         self.sending: dict[int, object] = {}    # xfer -> RequestKV kept alive until sent
+        self.awaiting: set[int] = set()         # prefilled, not yet told where to send the KV
+        self.awaiting_since = 0.0
         self.iterations = 0
 
     # ---- messages from the scheduler --------------------------------------------
@@ -35,6 +43,7 @@ class PrefillWorker:
         self.chunks.add(rid, int(msg["prompt_tokens"]))
 
     def on_send_kv(self, msg: dict) -> None:
+        self.awaiting.discard(int(msg["rid"]))
         req = self.requests.pop(int(msg["rid"]))
         kv = req["kv"]
         self.sending[int(msg["xfer"])] = kv
@@ -52,8 +61,11 @@ class PrefillWorker:
                        "seconds": t.seconds, "error": t.error})
 
     def step(self) -> bool:
-        """Run one chunk; False when there was nothing to prefill."""
+        """Run one chunk; False when there was nothing to prefill, or while the dispatch
+        answers for the last chunk's requests are due (see DISPATCH_WAIT_S)."""
         self.poll_transfers()
+        if self.awaiting and time.monotonic() - self.awaiting_since < DISPATCH_WAIT_S:
+            return False
         slices = self.chunks.next_chunk()
         if not slices:
             return False
@@ -83,6 +95,11 @@ class PrefillWorker:
                            "first_token": int(logits[i].argmax()), "label": req["label"],
                            "shape": list(kv.view().shape), "dtype": dtype_name(kv.data.dtype),
                            "nbytes": kv.filled_bytes})
-        self.emit({"op": "events", "items": events, "chunk_tokens": sum(s.tokens for s in slices),
+            self.awaiting.add(s.rid)
+        self.awaiting_since = t_end
+        tokens = sum(s.tokens for s in slices)
+        self.emit({"op": "events", "items": events, "chunk_tokens": tokens, "slices": len(slices),
+                   # cached tokens per new token, as PerfModel.prefill_time_s takes it
+                   "context_tokens": round(sum(s.start * s.tokens for s in slices) / tokens),
                    "t_start": t_start, "t_end": t_end})
         return True
