@@ -171,15 +171,24 @@ def run_cmd(output, as_json, **kw):
 @click.command("validate")
 @run_options
 @click.option("-o", "--output", type=click.Path(dir_okay=False), default=None, help="Write the measured records (CSV).")
+@click.option("--profile", "profile_path", type=click.Path(dir_okay=False), default=None,
+              help="Re-fit the plan's performance model to this profile (e.g. `testbed profile` of the "
+                   "engine on this machine) before predicting and simulating; the plan's decision stays.")
 @click.option("--json", "as_json", is_flag=True, help="Print the comparison as JSON.")
 @guarded
-def validate_cmd(output, as_json, **kw):
+def validate_cmd(output, profile_path, as_json, **kw):
     """Run the plan on the testbed and print predicted (analytical), simulated and measured
     p50/p90/p99 TTFT, TPOT, JCT and throughput side by side, with errors against measured."""
-    from .validate import compare, render
+    from .kv import default_backend
+    from .validate import compare, deployment_for, refit, render
     plan, trace, opts = _load(kw)
+    dep, note = deployment_for(plan, opts), None
+    if profile_path:    # before the run: a bad profile fails in seconds, not after the replay
+        dep, note = refit(dep, profile_path, opts.kv_backend or default_backend(opts.device))
     result = _execute(plan, trace, opts, not kw["no_progress"], output, kw["iterations_out"])
-    table = compare(plan, trace, opts, result.records)
+    table = compare(plan, trace, opts, result.records, dep=dep)
+    if note:
+        table["notes"].append(note)
     if as_json:
         click.echo(json.dumps(table, indent=2, default=float))
     else:

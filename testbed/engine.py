@@ -5,9 +5,13 @@
   own cached context) are packed into one batch of sum(len) tokens; every matrix multiply
   runs once over the packed tokens, attention runs per slice (causal over cached + new).
 - `decode(items)`: one continuous-batching iteration over requests of different context
-  lengths. Each layer gathers the batch's K/V into a padded tensor with one `torch.cat`
-  and runs one masked `scaled_dot_product_attention`; the new tokens' K/V are appended to
-  every request's cache with one `_foreach_copy_` at the end of the iteration.
+  lengths. The batch's K/V live in a persistent layer-major workspace
+  (`decode_workspace.DecodeWorkspace`): a request is copied in once when it joins, each
+  layer appends the new tokens' K/V with one `index_copy_` and runs one (masked, when the
+  contexts differ) `scaled_dot_product_attention` over the workspace in place; the new K/V
+  also go into every request's own cache (one `_foreach_copy_`), which stays the record
+  and what a connector sends. `decode_path="gather"` keeps the previous decode (per layer,
+  one `torch.cat` of the batch's caches into a padded tensor) for comparison.
 - Logits come back as float32, `[n, vocab]`, for the last token of each slice / item.
 
 No sampling here: callers pick tokens (greedy: `argmax`) and decide when to stop; the
@@ -233,6 +237,9 @@ class Engine:
         x = self._embed(ids, lens_t)
         mask = None
         if min(lens) + 1 < max_ctx:      # ragged batch: mask each row's positions past its own
+            # attend over a multiple of 16 positions (within the workspace's capacity, a
+            # multiple of 64): fused attention kernels want an aligned mask
+            max_ctx = min(-(-max_ctx // 16) * 16, ws.capacity_tokens)
             valid = (self._arange[:max_ctx][None, :] <= lens_t[:, None]).view(B, 1, 1, max_ctx)
             mask = torch.zeros(valid.shape, dtype=self.dtype, device=self.device).masked_fill_(~valid, float("-inf"))
         flat = torch.arange(B, device=self.device) * ws.capacity_tokens + lens_t   # slot, position

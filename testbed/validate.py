@@ -28,21 +28,45 @@ def deployment_for(plan, opts):
     return dep
 
 
+def refit(dep, profile_path: str, kv_backend: str | None = None):
+    """The deployment with its performance model re-fitted to `profile_path` (e.g. a
+    profile of the engine taken on this machine just now); the decision - roles, counts,
+    chunk, policies - stays. The KV link is fitted on the path the testbed's connector
+    takes: a same-host copy for shm / cuda-ipc, `calibrate`'s auto choice otherwise.
+    Returns (deployment, note)."""
+    from planner import catalog
+    from planner.calibrate import calibrate
+
+    from .kv import SAME_HOST
+
+    gpus = sorted({r.gpu for r in dep.roles().values()})
+    if len(gpus) != 1:
+        raise InputError(f"--profile re-fits one device; the plan uses {', '.join(gpus)}")
+    path = "copy" if kv_backend in SAME_HOST else "auto"
+    cal = calibrate(profile_path, gpus[0], dep.model, memory_gb=catalog.gpu(gpus[0]).memory_gb, kv_path=path)
+    if cal.gpu.vendor == "local":
+        catalog.register_gpu(cal.gpu)
+    dep = replace(dep, efficiency=cal.efficiency, kv_link_gb_s=cal.kv_link_gb_s or dep.kv_link_gb_s,
+                  kv_latency_s=dep.kv_latency_s if cal.kv_latency_s is None else max(cal.kv_latency_s, 1e-6))
+    return dep, f"models re-fitted to {profile_path}: {cal.efficiency.source}; KV link {cal.kv_path or '-'} path"
+
+
 def _err(model, measured):
     if model is None or measured is None or not (math.isfinite(model) and math.isfinite(measured)) or measured <= 0:
         return None
     return model / measured - 1.0
 
 
-def compare(plan, trace, opts, measured_records) -> dict:
+def compare(plan, trace, opts, measured_records, dep=None) -> dict:
     """{metric: {pct: {predicted, simulated, measured, predicted_error, simulated_error}}},
-    plus throughput rows and notes."""
+    plus throughput rows and notes. `dep`: the deployment the models see (default the
+    plan's, with the run's role counts)."""
     from planner.queueing import predict
     from planner.sim import simulate
 
     if opts.closed_loop is not None:
         raise InputError("validate compares open-loop replays; drop --closed-loop")
-    dep = deployment_for(plan, opts)
+    dep = dep or deployment_for(plan, opts)
     scaled = trace.time_scaled(opts.time_scale) if opts.time_scale != 1.0 else trace
     predicted = predict(dep, scaled, seed=opts.seed)
     sim = simulate(dep, scaled, seed=opts.seed, block_tokens=opts.block_tokens,
