@@ -106,3 +106,45 @@ def test_text_is_escaped():
     rep["options"][0]["verdict"] = "<script>a|b"
     assert "<script>" not in render_html(rep, [])
     assert "a\\|b" in render_markdown(rep, [], "f")
+
+
+def _ticks_in_view(axis):
+    lo, hi = sorted(axis.get_view_interval())
+    return [t.get_text() for t in axis.get_ticklabels() if lo * 0.999 <= t.get_position()[axis.axis_name == "y"] <= hi * 1.001]
+
+
+def test_log_axes_read_as_plain_numbers():
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots()
+    ax.plot([0.25, 4], [6, 60])
+    plots._load_axis(ax, [0.25, 0.5, 1, 2, 4])
+    ax.set_yscale("log")
+    ax.set_ylim(4, 70)
+    plots._plain_log(ax, "y", prefix="$")
+    fig.canvas.draw()
+    assert _ticks_in_view(ax.xaxis) == ["0.25x", "0.5x", "1x", "2x", "4x"]
+    assert _ticks_in_view(ax.yaxis) == ["$5", "$10", "$20", "$50"]
+    # a narrow range (45-110 ms) gets ticks inside it, not only at its ends
+    ax.set_ylim(45, 110)
+    plots._plain_log(ax, "y")
+    fig.canvas.draw()
+    assert _ticks_in_view(ax.yaxis) == ["50", "60", "70", "80", "90", "100"]
+    plt.close(fig)
+
+
+def test_identical_options_are_named_in_the_legend():
+    lab = plots._labels({"a100": [1, 2], "h100": [3, 4], "best mix": [3, 4]})
+    assert lab == {"a100": "a100", "h100": "h100", "best mix": "best mix (same as h100)"}
+    sty = plots._styles(["a", "b", "c"])
+    assert len({(s["marker"], s["ls"]) for s in sty.values()}) == 3
+
+
+def test_window_notes_and_simulated_misses_are_shown():
+    from planner.report.gather import _simulated_misses
+    rep = small_report()
+    rep["schedule"]["window_notes"] = ["window 3 (900 s): TPOT p90 0.0232 s > 0.022 s"]
+    assert "window 3 (900 s)" in render_html(rep, []) and "- window 3 (900 s)" in render_markdown(rep, [], "f")
+    row = {"simulated": {"ttft_s": {"p90": 1.04}, "tpot_s": {"p90": 0.05}}}
+    assert _simulated_misses(row, {"percentile": 90, "ttft_s": 1.0, "tpot_s": 0.1}) == \
+        "p90 TTFT 1.04 s against 1.00 s (+4%)"
+    assert _simulated_misses(row, {"percentile": 90, "ttft_s": 2.0, "tpot_s": 0.1}) == ""

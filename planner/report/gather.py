@@ -364,15 +364,19 @@ def _schedule_section(trace, sim_trace, plan, base_sim: dict, window_s, price_ki
                f"with simulated attainment {fmt_pct(recommended['simulated']['slo_attainment'])}: it meets the SLO "
                f"over the whole trace, not in every window. "
                f"Flip latency {sch['flip_latency_s']:g} s, instance start-up {sch['startup_s']:g} s (billed), "
-               f"prices {price_kind}; reserved_burst reserves a base at the catalog's reserved price"
-               + (" (none here: that price is not below the one used for on-demand)."
-                  if "reserved_burst" in by and not any(by["reserved_burst"]["reserved"]) else ")."))
+               f"{price_kind.replace('_', '-')} prices; reserved_burst reserves a base at the catalog's reserved "
+               "price" + (" (none here: that price is not below the one used for on-demand)."
+                          if "reserved_burst" in by and not any(by["reserved_burst"]["reserved"]) else "."))
     rate = [n / window_s for n in sch["requests"]]
     return {"window_s": window_s, "chosen": sch["strategy"], "summary": summary, "strategies": rows,
             "start_s": sch["strategies"][sch["strategy"]]["start_s"], "rate_per_s": rate, "counts": counts,
             "need": sch["need"], "last_window_s": sim_trace.span_s - sch["strategies"][sch["strategy"]]["start_s"][-1],
-            "note": (f"Plans over time are simulated window by window (the simulator runs one fixed deployment at a "
-                     f"time): each window's requests after the 60 s of requests before it, at that window's counts.")}
+            "usd_per_hour": {r["strategy"]: r["usd_per_hour"] for r in rows if r["strategy"] in counts},
+            "window_notes": list(sch.get("notes") or []),
+            "note": (f"Plans over time: each {window_s:g} s window sized by the queueing model on its own requests; "
+                     f"each schedule replayed in one simulation of the whole trace that follows it (instances "
+                     f"started {sch['startup_s']:g} s ahead and billed from then, drains and flips taking the time "
+                     f"they take, backlog carried from window to window).")}
 
 
 def _figures(rows, sweep, curves, sims, price_sens, pred_rows, schedule, slo, best, trace, window_s) -> list[Figure]:
@@ -382,7 +386,7 @@ def _figures(rows, sweep, curves, sims, price_sens, pred_rows, schedule, slo, be
     if curves:
         figs.append(Figure("latency_vs_load", "p90 TTFT and TPOT vs load",
                            "Each option's 1x plan kept fixed as load grows: lines predicted by the queueing model, "
-                           "circles simulated; dashed: the SLO.",
+                           "open markers simulated; dashed: the SLO. Both axes are logarithmic.",
                            plots.latency_vs_load(curves, slo.ttft_s, slo.tpot_s)))
         samples = {}
         for r in rows:
@@ -391,23 +395,35 @@ def _figures(rows, sweep, curves, sims, price_sens, pred_rows, schedule, slo, be
                 lat = latencies(sims[r["name"]].records)
                 samples[r["name"]] = {k: _thin(lat[k]) for k in ("ttft_s", "tpot_s")}
         figs.append(Figure("latency_cdfs", "Latency CDFs (simulated)",
-                           "TTFT and TPOT of every simulated request per option; dashed: the SLO, dotted: the 90th "
-                           "percentile.", plots.latency_cdfs(samples, slo.ttft_s, slo.tpot_s)))
+                           "TTFT and TPOT of every simulated request per option (log time axis); dashed: the SLO, "
+                           "dotted: 90% of requests. A curve crossing the dotted line left of the dashed one meets "
+                           "the p90 target.", plots.latency_cdfs(samples, slo.ttft_s, slo.tpot_s)))
     if schedule:
         counts = {k: schedule["counts"][k] for k in schedule["counts"]}
         figs.append(Figure("instances_over_time", "Instances per role over the trace's time",
-                           f"Request rate per {window_s:g} s window and the instances each strategy runs.",
+                           f"Request rate per {window_s:g} s window and the instances each strategy runs (solid), "
+                           "with the fractional instances the queueing model says each window needs (dotted); "
+                           "each panel's title gives the strategy's $/hour.",
                            plots.instances_over_time(schedule["start_s"], schedule["rate_per_s"], counts,
-                                                     schedule["start_s"][-1] + schedule["last_window_s"])))
+                                                     schedule["start_s"][-1] + schedule["last_window_s"],
+                                                     usd_per_hour=schedule.get("usd_per_hour"),
+                                                     need=schedule.get("need"))))
     if price_sens:
         figs.append(Figure("price_sensitivity", "Sensitivity to price",
                            "Each option's plan priced at the catalog's on-demand, spot and reserved prices "
-                           "(medians over providers; n/a: no such price listed).", plots.price_sensitivity(price_sens)))
+                           "(each kind's median over the providers that list it, so a kind listed only by "
+                           "dearer providers can cost more than on-demand; n/a: no such price listed).",
+                           plots.price_sensitivity(price_sens)))
     if pred_rows:
+        flat = all(len({round(r[k], 6) if r.get(k) is not None else None for r in pred_rows}) == 1
+                   for k in ("ttft_p90_s", "tpot_p90_s", "slo_attainment"))
         figs.append(Figure("predictor_sensitivity", "Sensitivity to the length predictor",
                            f"The {best['name']} option's disaggregated plan simulated with output-length predictors of "
-                           "several accuracies (1.0: perfect; the paper's classifier: 0.749).",
-                           plots.predictor_sensitivity(pred_rows, slo.ttft_s, slo.tpot_s)))
+                           "several accuracies (1.0: perfect; the paper's classifier: 0.749)."
+                           + (" The lines are flat: for this plan the predicted lengths change neither which decode "
+                              "instance takes a request nor when it is admitted (a single decode instance, or KV "
+                              "memory to spare)." if flat else ""),
+                           plots.predictor_sensitivity(pred_rows, slo.ttft_s, slo.tpot_s, slo.percentile)))
     return figs
 
 
@@ -416,6 +432,17 @@ def _thin(x: np.ndarray) -> list[float]:
     if len(x) > CDF_POINTS:
         x = x[np.linspace(0, len(x) - 1, CDF_POINTS).astype(int)]
     return x.tolist()
+
+
+def _simulated_misses(row: dict, slo: dict) -> str:
+    """'p90 TTFT 1.04 s against 1.00 s (+4%)' for each simulated percentile over its target."""
+    sim, q = row.get("simulated") or {}, f"p{slo.get('percentile', 90)}"
+    out = []
+    for key, name in (("ttft_s", "TTFT"), ("tpot_s", "TPOT"), ("jct_s", "JCT")):
+        v, limit = (sim.get(key) or {}).get(q), slo.get(key)
+        if v is not None and limit and v > limit:
+            out.append(f"{q} {name} {fmt_s(v)} against {fmt_s(limit)} ({v / limit - 1:+.0%})")
+    return "; ".join(out)
 
 
 def _recommendation(report: dict, plans: dict) -> tuple[str, list[str]]:
@@ -431,6 +458,10 @@ def _recommendation(report: dict, plans: dict) -> tuple[str, list[str]]:
     facts = [f"Predicted p90 TTFT {fmt_s(best['predicted']['ttft_s']['p90'])}, p90 TPOT "
              f"{fmt_s(best['predicted']['tpot_s']['p90'])}; simulated {fmt_s((sim.get('ttft_s') or {}).get('p90'))} "
              f"and {fmt_s((sim.get('tpot_s') or {}).get('p90'))}, SLO attainment {fmt_pct(sim.get('slo_attainment'))}."]
+    miss = _simulated_misses(best, report["slo"])
+    if miss:
+        facts.append(f"Caution: in the simulator this plan misses the target: {miss}; the queueing model, which "
+                     "sized it, puts it inside. Budget headroom, or take the next option or a schedule below.")
     others = sorted((r for r in report["options"] if r["feasible"] and r["name"] not in (best["name"], "best mix")),
                     key=lambda r: r["usd_per_hour"])
     if others:

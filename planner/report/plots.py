@@ -1,6 +1,11 @@
 """The report's figures: pure functions from plain data (dicts and lists, as gathered in
 `report.gather`) to PNG bytes. matplotlib's Agg backend, no display needed; every figure
-is closed after saving so a long report does not hold them in memory."""
+is closed after saving so a long report does not hold them in memory.
+
+For a reader deciding a purchase: every figure has a title, every axis its unit, log axes
+plain numbers (0.5, 1, 2, 5 - never 5x10^-1), each option its own colour, marker and line
+style (so a line hidden under another still shows, and the legend says which options are
+the same plan), and the SLO drawn and labelled with its value."""
 from __future__ import annotations
 
 import io
@@ -10,42 +15,130 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+from matplotlib.lines import Line2D  # noqa: E402
+from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormatter, NullLocator  # noqa: E402
 
 DPI = 100
 PRICE_KINDS = ("on_demand", "spot", "reserved")
+PRICE_LABELS = {"on_demand": "on-demand", "spot": "spot", "reserved": "reserved"}
+MARKERS = ("o", "s", "^", "D", "v", "P")
+LINESTYLES = ("-", "--", "-.", ":")
+STRATEGY_TITLES = {"static_peak": "static peak: one plan sized for the busiest window",
+                   "fixed_fleet": "fixed fleet: the same instances all along (disaggregated: roles flip between windows)",
+                   "autoscale": "autoscale: on-demand instances started and stopped per window",
+                   "reserved_burst": "reserved base + on-demand burst"}
+ROLE_COLORS = {"prefill": "tab:blue", "decode": "tab:orange", "coupled": "tab:green"}
 
 
-def _png(fig) -> bytes:
+def _png(fig, bottom_in: float = 0.0) -> bytes:
+    """PNG bytes; `bottom_in` inches kept free at the bottom for a figure legend."""
     buf = io.BytesIO()
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, bottom_in / fig.get_figheight(), 1, 1))
     fig.savefig(buf, format="png", dpi=DPI)
     plt.close(fig)
     return buf.getvalue()
 
 
-def _colors(names):
+def _styles(names) -> dict[str, dict]:
+    """Colour, marker and line style per option (all three differ between neighbours)."""
     cmap = plt.get_cmap("tab10")
-    return {n: cmap(i % 10) for i, n in enumerate(names)}
+    return {n: {"color": cmap(i % 10), "marker": MARKERS[i % len(MARKERS)], "ls": LINESTYLES[i % len(LINESTYLES)]}
+            for i, n in enumerate(names)}
+
+
+def _labels(series: dict) -> dict[str, str]:
+    """Legend label per option; an option whose data equal an earlier one's says so (its
+    line lies under that one)."""
+    out, seen = {}, {}
+    for name, values in series.items():
+        key = repr(values)
+        out[name] = f"{name} (same as {seen[key]})" if key in seen else name
+        seen.setdefault(key, name)
+    return out
+
+
+def _plain(v: float) -> str:
+    if v == 0:
+        return "0"
+    if abs(v) >= 1000:
+        return f"{v:,.0f}"
+    return f"{v:.3g}"
+
+
+def _plain_log(ax, axis: str = "y", prefix: str = "", suffix: str = "") -> None:
+    """Log scale labelled with plain numbers: ticks at 1, 2, 5 per decade, or at 1-9 where
+    the data span less than a factor of 5 (call after plotting: it reads the limits)."""
+    (ax.set_yscale if axis == "y" else ax.set_xscale)("log")
+    lo, hi = ax.get_ylim() if axis == "y" else ax.get_xlim()
+    narrow = lo > 0 and hi / lo < 5
+    a = ax.yaxis if axis == "y" else ax.xaxis
+    major = (1.0, 1.5, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0) if narrow else (1.0, 2.0, 5.0)
+    a.set_major_locator(LogLocator(base=10, subs=major))
+    a.set_major_formatter(FuncFormatter(lambda v, _: f"{prefix}{_plain(v)}{suffix}"))
+    a.set_minor_locator(NullLocator() if narrow else LogLocator(base=10, subs=(3.0, 4.0, 6.0, 7.0, 8.0, 9.0)))
+    a.set_minor_formatter(NullFormatter())
+
+
+def _load_axis(ax, loads) -> None:
+    """x: load scale on a log-2 axis, ticks at the loads, labelled 0.25x, 1x, 4x."""
+    ax.set_xscale("log", base=2)
+    xs = sorted(set(float(x) for x in loads))
+    ax.xaxis.set_major_locator(matplotlib.ticker.FixedLocator(xs))
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{_plain(v)}x"))
+    ax.xaxis.set_minor_locator(NullLocator())
+    ax.set_xlabel("load (x the trace's request rate; 1x = the trace as recorded)")
+
+
+def _slo_line(ax, value, text: str, horizontal: bool = True) -> None:
+    """The SLO as a dashed line, its value written on it (and in the legend)."""
+    if not value:
+        return
+    (ax.axhline if horizontal else ax.axvline)(value, color="k", ls="--", lw=1.2, label=text)
+    if horizontal:
+        ax.annotate(text, (1.0, value), xycoords=("axes fraction", "data"), xytext=(-4, 3),
+                    textcoords="offset points", ha="right", va="bottom", fontsize=8)
+    else:
+        ax.annotate(text, (value, 1.0), xycoords=("data", "axes fraction"), xytext=(3, -4),
+                    textcoords="offset points", ha="left", va="top", fontsize=8, rotation=90)
+
+
+def _finite(v):
+    return v if v is not None and np.isfinite(v) else np.nan
 
 
 def cost_vs_load(sweep: dict[str, list[dict]]) -> bytes:
     """$/hour of the cheapest plan meeting the SLO vs the trace's rate scale, per option.
     `sweep[option] = [{"scale", "usd_per_hour" (None when infeasible)}, ...]`."""
-    fig, ax = plt.subplots(figsize=(7, 4))
-    col = _colors(sweep)
+    fig, ax = plt.subplots(figsize=(8, 4.6))
+    sty = _styles(sweep)
+    lab = _labels({n: [(r["scale"], r.get("usd_per_hour")) for r in rows] for n, rows in sweep.items()})
+    loads, all_ys, missing = [], [], False
     for name, rows in sweep.items():
+        s = sty[name]
+        loads += [r["scale"] for r in rows]
         xs = [r["scale"] for r in rows if r.get("usd_per_hour") is not None]
         ys = [r["usd_per_hour"] for r in rows if r.get("usd_per_hour") is not None]
-        ax.plot(xs, ys, "o-", color=col[name], label=name)
-        bad = [r["scale"] for r in rows if r.get("usd_per_hour") is None]
-        if bad:
-            ax.plot(bad, [min(ys) if ys else 1.0] * len(bad), "x", color=col[name], ms=9)
-    ax.set_xscale("log", base=2)
+        all_ys += ys
+        ax.plot(xs, ys, color=s["color"], marker=s["marker"], ls=s["ls"], ms=7, mfc="none", mew=1.6, lw=1.6,
+                label=lab[name])
+        for r in rows:
+            if r.get("usd_per_hour") is None:
+                missing = True
+                ax.plot([r["scale"]], [0.0], "x", color=s["color"], ms=10, mew=2,
+                        transform=ax.get_xaxis_transform(), clip_on=False)
+    _load_axis(ax, loads or [1.0])
     ax.set_yscale("log")
-    ax.set_xlabel("load (x the trace's request rate)")
+    if all_ys:
+        ax.set_ylim(min(all_ys) / 1.25, max(all_ys) * 1.25)
+    _plain_log(ax, "y", prefix="$")
+    ax.axvline(1.0, color="grey", lw=0.8, ls=":")
     ax.set_ylabel("$/hour of the cheapest plan meeting the SLO")
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend(title="x: no plan meets the SLO", fontsize=8, title_fontsize=8)
+    ax.set_title("What the SLO costs as traffic grows (each load re-planned)")
+    ax.grid(True, which="major", alpha=0.35)
+    ax.grid(True, which="minor", alpha=0.12)
+    if missing:
+        ax.plot([], [], "x", color="grey", ms=9, mew=2, label="x on the axis: no plan meets the SLO")
+    ax.legend(fontsize=8, title="GPU option", title_fontsize=8)
     return _png(fig)
 
 
@@ -53,65 +146,92 @@ def latency_vs_load(curves: dict[str, list[dict]], slo_ttft_s: float | None,
                     slo_tpot_s: float | None) -> bytes:
     """p90 TTFT and p90 TPOT of each option's plan (sized for 1x) as load grows.
     `curves[option] = [{"scale", "pred_ttft_p90_s", "pred_tpot_p90_s", "sim_ttft_p90_s"?,
-    "sim_tpot_p90_s"?}, ...]`; predicted as lines, simulated as markers."""
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-    col = _colors(curves)
-    for ax, metric, slo, label in ((axes[0], "ttft", slo_ttft_s, "p90 TTFT (s)"),
-                                   (axes[1], "tpot", slo_tpot_s, "p90 TPOT (s)")):
+    "sim_tpot_p90_s"?}, ...]`; predicted as lines, simulated as open markers; a prediction
+    that does not keep up (infinite) as a triangle on the top edge."""
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.8))
+    sty = _styles(curves)
+    lab = _labels({n: [(r.get("pred_ttft_p90_s"), r.get("pred_tpot_p90_s")) for r in rows]
+                   for n, rows in curves.items()})
+    loads = [r["scale"] for rows in curves.values() for r in rows] or [1.0]
+    saturated = False
+    for ax, metric, slo, scale, unit, title in (
+            (axes[0], "ttft", slo_ttft_s, 1.0, "s", "p90 time to first token"),
+            (axes[1], "tpot", slo_tpot_s, 1e3, "ms", "p90 time per output token")):
         for name, rows in curves.items():
+            s = sty[name]
             xs = [r["scale"] for r in rows]
-            pred = [_finite(r.get(f"pred_{metric}_p90_s")) for r in rows]
-            ax.plot(xs, pred, "-", color=col[name], label=f"{name} predicted")
-            sim = [(r["scale"], r[f"sim_{metric}_p90_s"]) for r in rows
-                   if r.get(f"sim_{metric}_p90_s") is not None]
+            pred = [_finite(r.get(f"pred_{metric}_p90_s")) * scale for r in rows]
+            ax.plot(xs, pred, color=s["color"], ls=s["ls"], lw=1.8)
+            sim = [(r["scale"], r[f"sim_{metric}_p90_s"] * scale) for r in rows
+                   if r.get(f"sim_{metric}_p90_s") is not None and np.isfinite(r[f"sim_{metric}_p90_s"])]
             if sim:
-                ax.plot(*zip(*sim), "o", color=col[name], mfc="none", label=f"{name} simulated")
-        if slo:
-            ax.axhline(slo, color="k", ls="--", lw=1, label="SLO")
-        ax.set_xscale("log", base=2)
-        ax.set_yscale("log")
-        ax.set_xlabel("load (x the trace's request rate)")
-        ax.set_ylabel(label)
-        ax.grid(True, which="both", alpha=0.3)
-    axes[1].legend(fontsize=7, ncol=1)
-    return _png(fig)
-
-
-def _finite(v):
-    return v if v is not None and np.isfinite(v) else np.nan
+                ax.plot(*zip(*sim), ls="none", marker=s["marker"], color=s["color"], mfc="none", ms=8, mew=1.6)
+            for x, v in zip(xs, pred):
+                if np.isnan(v):
+                    saturated = True
+                    ax.plot([x], [1.0], marker="^", color=s["color"], ms=9, ls="none",
+                            transform=ax.get_xaxis_transform(), clip_on=False)
+        _slo_line(ax, slo * scale if slo else None, f"SLO {_plain(slo * scale)} {unit}" if slo else "")
+        _load_axis(ax, loads)
+        _plain_log(ax, "y")
+        ax.set_ylabel(f"{title.split(' ', 1)[1]} ({unit}, p90)")
+        ax.set_title(f"{title} ({unit})")
+        ax.grid(True, which="major", alpha=0.35)
+        ax.grid(True, which="minor", alpha=0.12)
+    handles = [Line2D([], [], color=sty[n]["color"], ls=sty[n]["ls"], marker=sty[n]["marker"], mfc="none",
+                      label=lab[n]) for n in curves]
+    handles += [Line2D([], [], color="grey", lw=1.8, label="line: predicted (queueing model)"),
+                Line2D([], [], color="grey", marker="o", mfc="none", ls="none", label="open marker: simulated")]
+    if saturated:
+        handles.append(Line2D([], [], color="grey", marker="^", ls="none", label="triangle: queue grows without bound"))
+    handles.append(Line2D([], [], color="k", ls="--", lw=1.2, label="SLO (value on the line)"))
+    fig.legend(handles=handles, loc="lower center", ncol=4, fontsize=8, frameon=False)
+    fig.suptitle("Latency of each option's 1x plan as load grows (the plan kept fixed)", fontsize=11)
+    return _png(fig, bottom_in=0.25 * (1 + (len(handles) - 1) // 4) + 0.1)
 
 
 def latency_cdfs(samples: dict[str, dict[str, list[float]]], slo_ttft_s: float | None,
                  slo_tpot_s: float | None) -> bytes:
     """Empirical CDFs of TTFT and TPOT from the simulator, per option.
     `samples[option] = {"ttft_s": [...], "tpot_s": [...]}`."""
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-    col = _colors(samples)
-    for ax, key, slo, label in ((axes[0], "ttft_s", slo_ttft_s, "TTFT (s)"),
-                                (axes[1], "tpot_s", slo_tpot_s, "TPOT (s)")):
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.6))
+    sty = _styles(samples)
+    lab = _labels({n: (s.get("ttft_s"), s.get("tpot_s")) for n, s in samples.items()})
+    for ax, key, slo, scale, unit, title in ((axes[0], "ttft_s", slo_ttft_s, 1.0, "s", "Time to first token"),
+                                             (axes[1], "tpot_s", slo_tpot_s, 1e3, "ms", "Time per output token")):
         for name, s in samples.items():
-            v = np.sort(np.asarray(s.get(key, []), dtype=float))
+            v = np.sort(np.asarray(s.get(key, []), dtype=float)) * scale
             v = v[np.isfinite(v) & (v > 0)]
             if len(v):
-                ax.plot(v, np.arange(1, len(v) + 1) / len(v), color=col[name], label=name)
-        if slo:
-            ax.axvline(slo, color="k", ls="--", lw=1, label="SLO")
-        ax.axhline(0.9, color="grey", ls=":", lw=1)
-        ax.set_xscale("log")
-        ax.set_xlabel(label)
-        ax.set_ylabel("fraction of requests")
-        ax.grid(True, which="both", alpha=0.3)
-    axes[0].legend(fontsize=8)
+                st = sty[name]
+                every = max(len(v) // 8, 1)
+                ax.plot(v, np.arange(1, len(v) + 1) / len(v), color=st["color"], ls=st["ls"], lw=1.8,
+                        marker=st["marker"], markevery=every, mfc="none", ms=6, label=lab[name])
+        _slo_line(ax, slo * scale if slo else None, f"SLO {_plain(slo * scale)} {unit}" if slo else "",
+                  horizontal=False)
+        ax.axhline(0.9, color="grey", ls=":", lw=1, label="90% of requests")
+        _plain_log(ax, "x")
+        ax.set_ylim(0, 1.02)
+        ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:.0%}"))
+        ax.set_xlabel(f"{title.lower()} ({unit}, log scale)")
+        ax.set_ylabel("share of requests at or below")
+        ax.set_title(f"{title} of every simulated request")
+        ax.grid(True, which="major", alpha=0.35)
+        ax.legend(fontsize=8, loc="lower right")
     return _png(fig)
 
 
 def instances_over_time(start_s: list[float], rate_per_s: list[float],
-                        schedules: dict[str, dict[str, list[int]]], end_s: float | None = None) -> bytes:
+                        schedules: dict[str, dict[str, list[int]]], end_s: float | None = None,
+                        usd_per_hour: dict[str, float] | None = None,
+                        need: dict[str, list[float]] | None = None) -> bytes:
     """Instances per role per window for each strategy, above the trace's request rate.
     `schedules[strategy] = {"prefill": [...], "decode": [...]}` (or "coupled"); the last
-    window lasts until `end_s` (default: as long as the one before it)."""
+    window lasts until `end_s` (default: as long as the one before it). With
+    `usd_per_hour[strategy]` each panel's title carries its cost; with `need[role]` (the
+    queueing model's fractional need per window) a dotted line shows it."""
     n = len(schedules)
-    fig, axes = plt.subplots(n + 1, 1, figsize=(10, 1.9 * (n + 1)), sharex=True)
+    fig, axes = plt.subplots(n + 1, 1, figsize=(10, 1.3 + 1.75 * (n + 1)), sharex=True)
     axes = np.atleast_1d(axes)
     starts = list(map(float, start_s))
     if end_s is None:
@@ -119,54 +239,84 @@ def instances_over_time(start_s: list[float], rate_per_s: list[float],
     t_min = np.asarray(starts + [end_s]) / 60.0
     ext = lambda v: list(v) + [list(v)[-1]]  # noqa: E731 - repeat the last value to the end
     axes[0].step(t_min, ext(rate_per_s), where="post", color="k")
-    axes[0].set_ylabel("req/s")
-    axes[0].set_title("request rate per window", fontsize=9)
-    role_col = {"prefill": "tab:blue", "decode": "tab:orange", "coupled": "tab:green"}
+    axes[0].set_ylabel("requests/s")
+    axes[0].set_ylim(bottom=0)
+    axes[0].set_title("request rate of the trace per window", fontsize=9)
+    axes[0].grid(True, alpha=0.3)
+    top = max([max(v) for c in schedules.values() for v in c.values()] + [1])
     for ax, (strategy, counts) in zip(axes[1:], schedules.items()):
         for role, v in counts.items():
-            ax.step(t_min, ext(v), where="post", color=role_col.get(role, "tab:grey"), label=role)
+            ax.step(t_min, ext(v), where="post", color=ROLE_COLORS.get(role, "tab:grey"), lw=2,
+                    label=f"{role} instances")
+            if need and role in need:
+                ax.step(t_min, ext(need[role]), where="post", color=ROLE_COLORS.get(role, "tab:grey"), lw=1,
+                        ls=":", label=f"{role} needed (queueing model)")
+        cost = (usd_per_hour or {}).get(strategy)
+        ax.set_title(STRATEGY_TITLES.get(strategy, strategy) + (f" - ${cost:,.2f}/hour" if cost else ""),
+                     fontsize=9)
         ax.set_ylabel("instances")
-        ax.set_title(strategy, fontsize=9)
-        ax.set_ylim(bottom=0)
+        ax.set_ylim(0, top + 0.6)
+        ax.yaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(True, alpha=0.3)
-    axes[1].legend(fontsize=8, loc="upper right")
+    handles, labels = axes[1].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=4, fontsize=8, frameon=False)
     axes[-1].set_xlabel("time (minutes from the first request)")
-    return _png(fig)
+    fig.suptitle("Instances per role over the trace, per scheduling strategy", fontsize=11)
+    return _png(fig, bottom_in=0.35)
 
 
 def price_sensitivity(usd_per_hour: dict[str, dict[str, float | None]]) -> bytes:
-    """$/hour of each option's plan at on-demand, spot and reserved prices (grouped bars;
-    a missing bar: no such price in the catalog). `usd_per_hour[option][kind]`."""
-    fig, ax = plt.subplots(figsize=(8, 4))
+    """$/hour of each option's plan at on-demand, spot and reserved prices (grouped bars,
+    each labelled with its value; n/a: no such price in the catalog). `usd_per_hour[option][kind]`."""
+    fig, ax = plt.subplots(figsize=(8.5, 4.4))
     names = list(usd_per_hour)
     x = np.arange(len(names))
     width = 0.8 / len(PRICE_KINDS)
+    top = max([v for d in usd_per_hour.values() for v in d.values() if v is not None] + [1.0])
     for i, kind in enumerate(PRICE_KINDS):
         vals = [usd_per_hour[n].get(kind) for n in names]
-        ax.bar(x + (i - 1) * width, [v if v is not None else 0 for v in vals], width, label=kind)
-        for xi, v in zip(x, vals):
-            if v is None:
-                ax.text(xi + (i - 1) * width, 0, "n/a", ha="center", va="bottom", fontsize=7)
+        pos = x + (i - 1) * width
+        bars = ax.bar(pos, [v if v is not None else 0 for v in vals], width, label=PRICE_LABELS[kind])
+        for b, v in zip(bars, vals):
+            ax.text(b.get_x() + b.get_width() / 2, (v or 0) + top * 0.01,
+                    f"${v:,.2f}" if v is not None else "n/a", ha="center", va="bottom", fontsize=7,
+                    rotation=0 if len(names) <= 4 else 90)
     ax.set_xticks(x, names)
-    ax.set_ylabel("$/hour")
-    ax.legend(fontsize=8)
+    ax.set_ylim(0, top * 1.15)
+    ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"${v:,.0f}"))
+    ax.set_ylabel("$/hour of the option's plan")
+    ax.set_title("The same plans at each price kind (catalog medians; n/a: no such price listed)")
+    ax.legend(fontsize=8, title="price kind", title_fontsize=8)
     ax.grid(True, axis="y", alpha=0.3)
     return _png(fig)
 
 
-def predictor_sensitivity(rows: list[dict], slo_ttft_s: float | None, slo_tpot_s: float | None) -> bytes:
+def predictor_sensitivity(rows: list[dict], slo_ttft_s: float | None, slo_tpot_s: float | None,
+                          slo_percentile: int | None = None, paper_accuracy: float = 0.749) -> bytes:
     """Simulated p90 TTFT, p90 TPOT and SLO attainment of the recommended plan as the
     output-length predictor's accuracy varies. `rows = [{"accuracy", "ttft_p90_s",
-    "tpot_p90_s", "slo_attainment"}, ...]`."""
-    fig, axes = plt.subplots(1, 3, figsize=(12, 3.6))
+    "tpot_p90_s", "slo_attainment"}, ...]`. Axes start at 0, so a flat line reads as flat."""
+    fig, axes = plt.subplots(1, 3, figsize=(12.5, 3.9))
     acc = [r["accuracy"] for r in rows]
-    for ax, key, slo, label in ((axes[0], "ttft_p90_s", slo_ttft_s, "p90 TTFT (s)"),
-                                (axes[1], "tpot_p90_s", slo_tpot_s, "p90 TPOT (s)"),
-                                (axes[2], "slo_attainment", None, "SLO attainment")):
-        ax.plot(acc, [_finite(r.get(key)) for r in rows], "o-")
+    for ax, key, slo, scale, label in ((axes[0], "ttft_p90_s", slo_ttft_s, 1.0, "p90 TTFT (s)"),
+                                       (axes[1], "tpot_p90_s", slo_tpot_s, 1e3, "p90 TPOT (ms)"),
+                                       (axes[2], "slo_attainment", None, 100.0, "SLO attainment (%)")):
+        vals = [_finite(r.get(key)) * scale for r in rows]
+        ax.plot(acc, vals, "o-", color="tab:blue", label="simulated")
+        unit = label[label.index("(") + 1:-1]
         if slo:
-            ax.axhline(slo, color="k", ls="--", lw=1)
-        ax.set_xlabel("length-predictor accuracy")
+            _slo_line(ax, slo * scale, f"SLO {_plain(slo * scale)} {unit}")
+        if key == "slo_attainment" and slo_percentile:
+            _slo_line(ax, slo_percentile, f"{slo_percentile}%: p{slo_percentile} targets met")
+        finite = [v for v in vals if np.isfinite(v)] + ([slo * scale] if slo else [])
+        hi = 100.0 if key == "slo_attainment" else (max(finite) * 1.25 if finite else 1.0)
+        ax.set_ylim(0, hi * (1.03 if key == "slo_attainment" else 1.0))
+        ax.axvline(paper_accuracy, color="grey", ls=":", lw=1, label=f"paper's classifier ({paper_accuracy:g})")
+        ax.set_xticks(acc, [f"{a:g}" + ("\n(perfect)" if a >= 1.0 else "") for a in acc])
+        ax.set_xlabel("output-length predictor accuracy")
         ax.set_ylabel(label)
+        ax.set_title(label.split(" (")[0], fontsize=10)
         ax.grid(True, alpha=0.3)
+        ax.legend(fontsize=7, loc="best")
+    fig.suptitle("Sensitivity to the output-length predictor (simulated; 1.0 = perfect)", fontsize=11)
     return _png(fig)

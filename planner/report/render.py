@@ -9,6 +9,8 @@ import math
 from dataclasses import dataclass
 
 HOURS_PER_MONTH = 730.0   # 8,760 hours a year / 12
+WINDOW_NOTES_INTRO = ("Windows where no instance count meets a target (the KV transfer of long prompts over one "
+                      "link is part of TPOT; only a faster link or a larger TP shortens it):")
 
 
 @dataclass(frozen=True)
@@ -179,6 +181,10 @@ def render_html(report: dict, figures: list[Figure]) -> str:
             if k == "table:schedule":
                 parts.append(f"<p>{_h(report['schedule']['summary'])}</p>")
                 parts.append(_html_table(*schedule_table(report)))
+                wn = report["schedule"].get("window_notes") or []
+                if wn:
+                    parts.append(f"<p>{_h(WINDOW_NOTES_INTRO)}</p><ul>" + "".join(f"<li>{_h(x)}</li>" for x in wn)
+                                 + "</ul>")
             elif k in figs:
                 parts.append(_html_figure(figs[k]))
     parts += ["<h2>Prices</h2>", "<p>Prices used for the plans:</p>", _html_table(*price_used_table(report)),
@@ -222,6 +228,9 @@ def render_markdown(report: dict, figures: list[Figure], figure_dir: str) -> str
         for k in keys:
             if k == "table:schedule":
                 parts += [report["schedule"]["summary"], "", _md_table(*schedule_table(report)), ""]
+                wn = report["schedule"].get("window_notes") or []
+                if wn:
+                    parts += [WINDOW_NOTES_INTRO, ""] + [f"- {x}" for x in wn] + [""]
             elif k in figs:
                 f = figs[k]
                 parts += [f"![{f.title}]({figure_dir}/{f.key}.png)", "", f"*{f.title}.* {f.caption}", ""]
