@@ -56,6 +56,7 @@ class Option:
     tpot_sample: np.ndarray | None = field(default=None, repr=False)   # decode: the decode step alone
     transfer_fn: Callable[[], np.ndarray] | None = field(default=None, repr=False)  # prefill: KV transfer
     # sample at its own link, computed on first use (the optimizer checks pairs lazily)
+    prediction: dict | None = field(default=None, repr=False)   # coupled: the full `predict` result
 
     @property
     def transfer_sample(self) -> np.ndarray | None:
@@ -117,6 +118,26 @@ def _search_min(ok, lo: int, hi: int = MAX_INSTANCES) -> int | None:
     return lo_
 
 
+def _search_up(ok, lo: int, hi: int = MAX_INSTANCES) -> int | None:
+    """Smallest n in [lo, hi] with ok(n), assuming ok is monotone and the answer is likely
+    at or just above lo: tries lo, lo + 1, lo + 3, lo + 7, ... then bisects; None if none."""
+    n, step, fail = max(lo, 1), 1, None
+    while not ok(n):
+        if n >= hi:
+            return None
+        fail = n
+        n = min(hi, n + step)
+        step *= 2
+    lo_, hi_ = (fail + 1 if fail is not None else n), n
+    while lo_ < hi_:
+        mid = (lo_ + hi_) // 2
+        if ok(mid):
+            hi_ = mid
+        else:
+            lo_ = mid + 1
+    return lo_
+
+
 def perf_models(gpu_names, model_name: str, tps, eff: Efficiency, dtype: str = "fp16"):
     """(gpu, tp) -> PerfModel for every TP at which the weights fit."""
     out = {}
@@ -155,37 +176,38 @@ def prefill_options(wl: Workload, perfs: dict, slo: SLO, prices: dict, chunks, b
                 continue
             peak = np.bincount(wl.window_index, weights=pool.merged_s, minlength=wl.windows) / wl.window_duration_s
             n_lo = int(math.floor(peak.max())) + 1
-            cache: dict = {}
+            made: dict = {}
 
-            def run(n, pool=pool, cache=cache):
-                if n not in cache:
-                    cache.clear()        # one count at a time: keep memory O(N)
-                    cache[n] = prefill_ttft(pool, wl, n)
-                return cache[n]
+            def make(n, g=g, tp=tp, chunk=chunk, pm=pm, pool=pool, link=link, made=made):
+                """The Option of n instances, or None where n misses the TTFT target; one
+                O(N) prediction per count, kept (the search, the offered counts and the
+                equal-budget comparison ask for the same counts)."""
+                if n not in made:
+                    r = prefill_ttft(pool, wl, n)
+                    t = r.ttft_sample_s
+                    val = float(np.percentile(t, q))
+                    if val > slo.ttft_s:
+                        made[n] = None
+                        return None
+                    pending = [r.start_s + r.work_s]      # O(N) completion times: dropped once the transfer is made
+                    memo: list = []
 
-            n_min = _search_min(lambda n: np.percentile(run(n).ttft_sample_s, q) <= slo.ttft_s, n_lo)
+                    def transfer(n=n, pm=pm, link=link, memo=memo, pending=pending):
+                        if not memo:
+                            memo.append(kv_transfer_sample_s(wl, pending.pop(), n, pm.kv_bytes_per_token, link,
+                                                             KV_LATENCY_S, wl.arrival_s))
+                        return memo[0]
+                    made[n] = Option("prefill", g, tp, n, chunk, n * tp * prices[g], ttft_s=val,
+                                     link_gb_s=n * link, ttft_sample=t, transfer_fn=transfer)
+                return made[n]
+
+            n_min = _search_min(lambda n: make(n) is not None, n_lo)
             if n_min is None:
                 rejections.append(Rejection("prefill", g, tp, chunk, f"more than {MAX_INSTANCES} instances needed"))
                 continue
 
-            def option(n, g=g, tp=tp, chunk=chunk, pm=pm, run=run, n_min=n_min, link=link):
-                if n < n_min:
-                    return None
-                r = run(n)
-                t = r.ttft_sample_s
-                val = float(np.percentile(t, q))
-                if val > slo.ttft_s:
-                    return None
-                done = r.start_s + r.work_s      # O(N): kept only until the transfer is computed
-                memo: list = []
-
-                def transfer(done=done, n=n, pm=pm, link=link, memo=memo):
-                    if not memo:
-                        memo.append(kv_transfer_sample_s(wl, done, n, pm.kv_bytes_per_token, link, KV_LATENCY_S,
-                                                         wl.arrival_s))
-                    return memo[0]
-                return Option("prefill", g, tp, n, chunk, n * tp * prices[g], ttft_s=val,
-                              link_gb_s=n * link, ttft_sample=t, transfer_fn=transfer)
+            def option(n, make=make, n_min=n_min):
+                return None if n < n_min else make(n)
 
             out += [o for o in map(option, _counts(n_min, link, kv_rate_gb_s)) if o is not None]
             if families is not None:
@@ -224,14 +246,16 @@ def decode_options(wl: Workload, perfs: dict, slo: SLO, prices: dict, rejections
             rejections.append(Rejection("decode", g, tp, 0, f"more than {MAX_INSTANCES} instances needed"))
             continue
 
-        def option(n, g=g, tp=tp, pm=pm, evaluate=evaluate, n_min=n_min):
+        made: dict = {}
+
+        def option(n, g=g, tp=tp, pm=pm, evaluate=evaluate, n_min=n_min, made=made):
             if n < n_min:
                 return None
-            ok, val, tp_s = evaluate(n)
-            if not ok:
-                return None
-            return Option("decode", g, tp, n, 0, n * tp * prices[g], tpot_s=val,
-                          link_gb_s=n * kv_link_gb_s(pm.gpu, tp), tpot_sample=tp_s)
+            if n not in made:
+                ok, val, tp_s = evaluate(n)
+                made[n] = Option("decode", g, tp, n, 0, n * tp * prices[g], tpot_s=val,
+                                 link_gb_s=n * kv_link_gb_s(pm.gpu, tp), tpot_sample=tp_s) if ok else None
+            return made[n]
 
         out += [o for o in map(option, _counts(n_min, kv_link_gb_s(pm.gpu, tp), kv_rate_gb_s)) if o is not None]
         if families is not None:
@@ -243,37 +267,53 @@ def coupled_options(wl: Workload, perfs: dict, slo: SLO, prices: dict, model_nam
                     eff: Efficiency, budgets, rejections: list, seed: int = 0,
                     families: list | None = None) -> list[Option]:
     """vLLM-style (chunk = the longest prompt) and Sarathi-style (chunk = token budget)."""
-    from .coupled import predict_coupled
+    from .coupled import passes_screen, predict_coupled, vllm_base
     from .plan import Deployment, Role
     q = f"p{slo.percentile}"
     vllm_chunk = int(max(wl.prompt_values.max(), 1))
     out = []
     for (g, tp), pm in perfs.items():
         for mode, chunk in [("coupled", vllm_chunk)] + [("chunked_coupled", b) for b in budgets]:
-            cache = {}
+            cache, screened = {}, {}
+            base = vllm_base(pm, wl) if mode == "coupled" else None   # instance-count independent, O(N)
 
-            def evaluate(n, g=g, tp=tp, mode=mode, chunk=chunk, cache=cache):
+            def dep_of(n, g=g, tp=tp, mode=mode, chunk=chunk):
+                return Deployment(mode, model_name, chunk, coupled=Role(g, n, tp), dtype=dtype, efficiency=eff)
+
+            def passes(n, dep_of=dep_of, base=base, screened=screened):
+                """Queue-free screen (per window and sample): False means evaluate(n) is not ok."""
+                if n not in screened:
+                    screened[n] = passes_screen(dep_of(n), wl, slo, seed, base)
+                return screened[n]
+
+            def evaluate(n, dep_of=dep_of, cache=cache, base=base, passes=passes):
                 if n not in cache:
-                    dep = Deployment(mode, model_name, chunk, coupled=Role(g, n, tp), dtype=dtype, efficiency=eff)
-                    r = predict_coupled(dep, wl, seed)
-                    ok = r["feasible"] and r["ttft_s"][q] <= slo.ttft_s and r["tpot_s"][q] <= slo.tpot_s
-                    if slo.jct_s is not None:
+                    # screened: counts whose queue-free bounds already miss the SLO skip the O(N) queue
+                    r = predict_coupled(dep_of(n), wl, seed, slo=slo, base=base, screen=slo) if passes(n) else None
+                    ok = r is not None and r["feasible"] and r["ttft_s"][q] <= slo.ttft_s and r["tpot_s"][q] <= slo.tpot_s
+                    if r is not None and slo.jct_s is not None:
                         ok = ok and r["jct_s"][q] <= slo.jct_s
                     cache[n] = (ok, r)
                 return cache[n]
 
-            n_min = _search_min(lambda n: evaluate(n)[0], 1, hi=MAX_INSTANCES // 4)
+            # the smallest count passing the cheap screen bounds the answer from below; the
+            # full prediction usually confirms it at once (the queue rarely decides)
+            n_screen = _search_min(passes, 1, hi=MAX_INSTANCES // 4)
+            n_min = None if n_screen is None else _search_up(lambda n: evaluate(n)[0], n_screen, hi=MAX_INSTANCES // 4)
             if n_min is None:
                 rejections.append(Rejection(mode, g, tp, chunk, "SLO not met at any instance count searched"))
                 continue
 
-            def option(n, g=g, tp=tp, mode=mode, chunk=chunk, evaluate=evaluate, n_min=n_min):
+            made: dict = {}
+
+            def option(n, g=g, tp=tp, mode=mode, chunk=chunk, evaluate=evaluate, n_min=n_min, made=made):
                 if n < n_min:
                     return None
-                ok, r = evaluate(n)
-                if not ok:
-                    return None
-                return Option(mode, g, tp, n, chunk, n * tp * prices[g], ttft_s=r["ttft_s"][q], tpot_s=r["tpot_s"][q])
+                if n not in made:
+                    ok, r = evaluate(n)
+                    made[n] = Option(mode, g, tp, n, chunk, n * tp * prices[g], ttft_s=r["ttft_s"][q],
+                                     tpot_s=r["tpot_s"][q], prediction=r) if ok else None
+                return made[n]
 
             out.append(option(n_min))
             if families is not None:

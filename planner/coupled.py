@@ -13,24 +13,64 @@ prefill slice filling a token budget of C tokens:
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
-from .queueing import (arriving_linear_work, arriving_work, batch_seen, decode_load, decode_side, decode_time_s,
-                       fluid_wait_s, kv_tokens_needed, percentiles, slo_attainment, solve_fixed_point)
+from .queueing import (batch_seen, decode_load, decode_side, decode_time_s, kv_tokens_needed, percentiles,
+                       slo_attainment, solve_fixed_point)
 from .prefill_model import round_robin_backlog_s
 from .transfer import admission_fraction
 from .workload import Workload
 
+SCREEN_MARGIN = 1e-9      # a bound must miss its target by this relative margin to screen a pool out
 
-def predict_coupled(dep, wl: Workload, seed: int = 0, slo=None) -> dict:
-    perf = dep.perf("coupled")
-    if dep.mode == "coupled":
-        out, (ttft, tpot, steps) = _predict_vllm(dep, perf, wl, seed)
-    else:
-        out, (ttft, tpot, steps) = _predict_sarathi(dep, perf, wl, seed)
+
+def predict_coupled(dep, wl: Workload, seed: int = 0, slo=None, base: "VllmBase | None" = None,
+                    screen=None) -> dict | None:
+    """Predicted percentiles of a coupled deployment (vLLM- or Sarathi-style).
+
+    `base`: the instance-count-independent part of a vLLM-style pool (`vllm_base`), so a
+    search over counts builds it once. `screen` (an SLO): return None, before the O(N)
+    per-instance prefill queue is run, when the deployment is infeasible or lower bounds
+    that leave the queue wait out (TTFT without the wait, TPOT without vLLM's stalls, JCT
+    from both) already miss a target at the SLO percentile - the full prediction would miss
+    it too, so the candidate search skips it at a fraction of the cost."""
+    got = _predict(dep, wl, seed, base, screen, False)
+    if got is None:
+        return None
+    out, (ttft, tpot, steps) = got
     if slo is not None:
         out["slo_attainment"] = slo_attainment(ttft, tpot, steps, slo)
     return out
+
+
+def passes_screen(dep, wl: Workload, slo, seed: int = 0, base: "VllmBase | None" = None) -> bool:
+    """False where `predict_coupled(..., screen=slo)` would return None (the deployment is
+    infeasible or its queue-free bounds miss `slo`), at the cost of the screen alone:
+    per window and per sample request, never over all N requests."""
+    return _predict(dep, wl, seed, base, slo, True) is not None
+
+
+def _predict(dep, wl, seed, base, screen, screen_only):
+    perf = dep.perf("coupled")
+    if dep.mode == "coupled":
+        return _predict_vllm(dep, perf, wl, seed, base or vllm_base(perf, wl), screen, screen_only)
+    return _predict_sarathi(dep, perf, wl, seed, screen, screen_only)
+
+
+def _misses(slo, ttft_low_s, tpot_low_s, steps) -> bool:
+    """Whether elementwise lower bounds of TTFT and TPOT (per sample request) already miss
+    `slo` at its percentile (percentiles are monotone in the samples; JCT = TTFT + steps x
+    TPOT is bounded by the same bounds)."""
+    q = slo.percentile
+
+    def over(x, target):
+        return len(x) > 0 and percentiles(x, (q,))[f"p{q}"] > target * (1.0 + SCREEN_MARGIN)
+
+    if over(ttft_low_s, slo.ttft_s) or over(tpot_low_s[steps > 0], slo.tpot_s):
+        return True
+    return slo.jct_s is not None and over(ttft_low_s + decode_time_s(steps, tpot_low_s), slo.jct_s)
 
 
 def _per_window_mean(wl: Workload, values: np.ndarray) -> np.ndarray:
@@ -38,15 +78,31 @@ def _per_window_mean(wl: Workload, values: np.ndarray) -> np.ndarray:
     return tot / np.maximum(wl.window_requests, 1.0)
 
 
-def _predict_vllm(dep, perf, wl: Workload, seed: int) -> dict:
-    n = dep.coupled.instances
-    vals = wl.prompt_values
-    whole = perf.prefill_time_s(vals.astype(float), 0.0)
+@dataclass(frozen=True, eq=False)
+class VllmBase:
+    """What a vLLM-style pool of one (GPU, TP) costs per request whatever its instance
+    count (built once per candidate family; O(N))."""
+    whole_s: np.ndarray          # per distinct prompt length: its whole-prompt prefill iteration
+    work_s: np.ndarray           # per request (all N)
+    cum_work_s: np.ndarray       # N + 1 prefix sums of work_s (the stall windows)
+    total_work_s: float
+    mean_work_w: np.ndarray      # per window: mean work of its arrivals
+    per_token_s: float           # marginal prefill seconds per prompt token
+
+
+def vllm_base(perf, wl: Workload) -> VllmBase:
+    whole = perf.prefill_time_s(wl.prompt_values.astype(float), 0.0)
     work = whole[wl.prompt_index]
-    aw = arriving_work(wl, work)
+    return VllmBase(whole, work, np.concatenate([[0.0], np.cumsum(work)]), float(work.sum()),
+                    _per_window_mean(wl, work), _marginal_prefill_s(perf, wl))
+
+
+def _predict_vllm(dep, perf, wl: Workload, seed: int, base: VllmBase, screen=None, screen_only: bool = False):
+    n = dep.coupled.instances
+    whole, work = base.whole_s, base.work_s
     s = wl.sample
     limits: list[str] = []
-    rho_w = wl.window_rate_per_s / n * _per_window_mean(wl, work)
+    rho_w = wl.window_rate_per_s / n * base.mean_work_w
     if rho_w.max() >= 1.0:
         limits.append(f"prefill alone needs {rho_w.max():.2f}x the instances' time in the busiest window")
     dec = decode_side(perf, wl, n, seed, limits, stall_fraction=np.minimum(rho_w, 1.0))
@@ -55,31 +111,38 @@ def _predict_vllm(dep, perf, wl: Workload, seed: int) -> dict:
     # the decode step in flight on arrival (uniform residual), and the prompts that arrive
     # meanwhile: they are admitted with this one and prefilled in the same iteration
     residual = admission_fraction(wl) * tau[w]
-    per_token = _marginal_prefill_s(perf, wl)
+    per_token = base.per_token_s
     joiners = np.bincount(wl.window_index, weights=wl.prompt_tokens, minlength=wl.windows)[w] / wl.window_duration_s[w] / n
-    wait = round_robin_backlog_s(wl.arrival_s, work, n)[s]
-    ttft = wait + whole[wl.prompt_index[s]] + residual + per_token * joiners * residual
     steps = np.maximum(wl.output_tokens[s] - 1, 0)
+    own = whole[wl.prompt_index[s]]
+    if screen is not None and (limits or _misses(screen, own + residual + per_token * joiners * residual,
+                                                  dec["tpot_sample"], steps)):
+        return None                 # the wait and the stalls only add to these
+    if screen_only:
+        return True
+    wait = round_robin_backlog_s(wl.arrival_s, work, n)[s]
+    ttft = wait + own + residual + per_token * joiners * residual
     admitted = wl.arrival_s[s] + wait + residual          # its prefill iteration starts
-    tpot = _stalled_tpot(wl, work, n, admitted, wl.arrival_s[s] + ttft, dec["tpot_sample"], steps, seed)
+    tpot = _stalled_tpot(wl, base.cum_work_s, n, admitted, wl.arrival_s[s] + ttft, dec["tpot_sample"], steps, seed)
     jct = ttft + decode_time_s(steps, tpot)
-    util = {"mean": float(work.sum() / (n * max(wl.span_s, 1e-9))), "peak_window": float(rho_w.max())}
+    util = {"mean": float(base.total_work_s / (n * max(wl.span_s, 1e-9))), "peak_window": float(rho_w.max())}
     return {"mode": "coupled", "model": "queueing", "limits": limits, "feasible": not limits,
             "ttft_s": percentiles(ttft), "tpot_s": percentiles(tpot[steps > 0]),
             "jct_s": percentiles(jct), "utilisation": {"prefill": util, "decode_kv_peak": dec["kv_peak_fraction"]},
             "decode_batch": dec["batch"], "kv_peak_fraction": dec["kv_peak_fraction"]}, (ttft, tpot, steps)
 
 
-def _stalled_tpot(wl: Workload, work: np.ndarray, instances: int, admitted_s, first_token_s, step_s, steps,
+def _stalled_tpot(wl: Workload, cum_work_s: np.ndarray, instances: int, admitted_s, first_token_s, step_s, steps,
                   seed: int, passes: int = 8) -> np.ndarray:
     """vLLM-style TPOT per sample request: its decode step plus the prefills that stall its
     instance while it decodes, spread over its O - 1 steps. The prefills are the trace's own
     arrivals from its admission (later ones miss its prefill iteration and run in the next,
     after its first token) to the end of its decode life, first token + life (so bursts
     count as bursts), each on its instance with probability 1/n (binomial), at the mean
-    prefill time of those arrivals; life = (O - 1) step + stalls, a fixed point (8 passes)."""
+    prefill time of those arrivals; life = (O - 1) step + stalls, a fixed point (8 passes).
+    `cum_work_s`: prefix sums of the requests' prefill work (N + 1, from 0)."""
     a = wl.arrival_s
-    cum = np.concatenate([[0.0], np.cumsum(work)])
+    cum = cum_work_s
     lo = np.searchsorted(a, admitted_s, side="right")
     finite = np.isfinite(step_s)
     base = np.where(finite, steps * np.where(finite, step_s, 0.0), 0.0)
@@ -142,7 +205,7 @@ def sarathi_window_times(perf, wl: Workload, instances: int, budget_tokens: int)
     return tau, t_mix, t_dec, p, rho, load
 
 
-def _predict_sarathi(dep, perf, wl: Workload, seed: int) -> dict:
+def _predict_sarathi(dep, perf, wl: Workload, seed: int, screen=None, screen_only: bool = False):
     n = dep.coupled.instances
     budget = dep.chunk_tokens
     tau, t_mix, t_dec, p_tok, rho, load = sarathi_window_times(perf, wl, n, budget)
@@ -150,14 +213,18 @@ def _predict_sarathi(dep, perf, wl: Workload, seed: int) -> dict:
     if np.isinf(tau).any():
         limits.append(f"chunked coupled pool saturated in {int(np.isinf(tau).sum())} of {wl.windows} windows "
                       f"(decode batch plus prefill exceed the {budget}-token budget)")
-    per_tok = np.where(np.isinf(tau), 0.0, t_mix / np.maximum(p_tok, 1.0))
-    aw = arriving_linear_work(wl, per_tok)
+    need = kv_tokens_needed(load, np.where(np.isinf(tau), 0.0, tau))
+    cap = perf.kv_capacity_tokens
+    kv_peak = float(need.max() / cap) if cap > 0 else float("inf")
+    biggest = int((wl.prompt_tokens + wl.output_tokens).max())
+    if biggest > cap:
+        limits.append(f"the longest request needs {biggest} KV tokens, one instance holds {cap}")
+    elif kv_peak > 1.0:
+        limits.append(f"KV memory short: busiest window needs {kv_peak:.2f}x the {cap} tokens one instance holds")
     s = wl.sample
     w = wl.window_index[s]
     ps = wl.prompt_tokens[s]
     alone = np.ceil(ps / np.maximum(p_tok[w], 1.0)) * t_mix[w]
-    ttft = round_robin_backlog_s(wl.arrival_s, aw.work_s, n)[s] + alone   # per-instance queue (fewest-outstanding dispatch)
-    ttft = np.where(np.isinf(tau[w]), np.inf, ttft)
     rng = np.random.default_rng(seed)
     b, t = batch_seen(wl, load, np.where(np.isinf(tau), 0.0, tau), rng)
     steps = np.maximum(wl.output_tokens[s] - 1, 0)
@@ -168,15 +235,15 @@ def _predict_sarathi(dep, perf, wl: Workload, seed: int) -> dict:
     r = np.minimum(rho[w], 1.0)
     share = np.clip(r + rng.standard_normal(len(s)) * np.sqrt(r * (1 - r) / np.maximum(steps, 1)), 0.0, 1.0)
     tpot = np.where(np.isinf(tau[w]), np.inf, share * mix_i + (1.0 - share) * dec_i)
+    if screen is not None and (limits or _misses(screen, np.where(np.isinf(tau[w]), np.inf, alone), tpot, steps)):
+        return None                 # the queue wait only adds to TTFT
+    if screen_only:
+        return True
+    per_tok = np.where(np.isinf(tau), 0.0, t_mix / np.maximum(p_tok, 1.0))
+    work = wl.prompt_tokens * per_tok[wl.window_index]
+    ttft = round_robin_backlog_s(wl.arrival_s, work, n)[s] + alone   # per-instance queue (fewest-outstanding dispatch)
+    ttft = np.where(np.isinf(tau[w]), np.inf, ttft)
     jct = ttft + decode_time_s(steps, tpot)
-    need = kv_tokens_needed(load, np.where(np.isinf(tau), 0.0, tau))
-    cap = perf.kv_capacity_tokens
-    kv_peak = float(need.max() / cap) if cap > 0 else float("inf")
-    biggest = int((wl.prompt_tokens + wl.output_tokens).max())
-    if biggest > cap:
-        limits.append(f"the longest request needs {biggest} KV tokens, one instance holds {cap}")
-    elif kv_peak > 1.0:
-        limits.append(f"KV memory short: busiest window needs {kv_peak:.2f}x the {cap} tokens one instance holds")
     mean_b = load.rate_per_s * load.steps * np.where(np.isinf(tau), 0.0, tau)
     util = {"mean": float(np.average(np.where(np.isfinite(rho), rho, 1.0), weights=np.maximum(wl.window_requests, 1e-12))),
             "peak_window": float(np.max(np.where(np.isfinite(rho), rho, np.inf)))}

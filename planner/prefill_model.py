@@ -61,8 +61,11 @@ def backlog_s(arrival_s: np.ndarray, work_s: np.ndarray, servers: float) -> np.n
     """Work (instance-seconds) each arrival finds in a pool draining `servers` per second,
     not counting its own: the Lindley recursion U_i = max_{j<=i} (sum_{j<=m<i} w_m -
     servers (a_i - a_j)), in O(N) numpy. Arrival times must not decrease."""
-    y = np.cumsum(work_s) - work_s - servers * np.asarray(arrival_s, dtype=float)
-    return y - np.minimum.accumulate(y)
+    y = np.cumsum(work_s, dtype=float)
+    y -= work_s
+    y -= servers * np.asarray(arrival_s, dtype=float)
+    y -= np.minimum.accumulate(y)          # in place: O(N) with few temporaries
+    return y
 
 
 def round_robin_backlog_s(arrival_s: np.ndarray, work_s: np.ndarray, servers: int) -> np.ndarray:
@@ -118,7 +121,10 @@ class PrefillResult:
 def pool_wait_s(arrival_s, work_s, servers: int) -> np.ndarray:
     """Per request wait before its work starts: max(U - (n - 1) w_mean, 0) / n."""
     u = backlog_s(arrival_s, work_s, servers)
-    return np.maximum(u - (servers - 1) * float(work_s.mean()), 0.0) / servers
+    u -= (servers - 1) * float(work_s.mean())
+    np.maximum(u, 0.0, out=u)
+    u /= servers
+    return u
 
 
 def prefill_ttft(pool: PrefillPool, wl, servers: int) -> PrefillResult:

@@ -63,7 +63,8 @@ def fluid_wait_s(wl: Workload, aw: ArrivingWork, servers: int) -> np.ndarray:
 # ---- decode ---------------------------------------------------------------------------
 def solve_fixed_point(f, lo, hi: float = FIXED_POINT_MAX_S, iters: int = 60):
     """Least tau >= lo with f(tau) = tau for increasing f, vectorised over windows; inf where
-    f(hi) > hi (the pool cannot keep up)."""
+    f(hi) > hi (the pool cannot keep up). `f` must be elementwise and broadcast over a
+    leading axis (the bracketing grid is evaluated in one call)."""
     with np.errstate(all="ignore"):
         return _bracket_and_bisect(f, np.maximum(np.asarray(lo, dtype=float), 1e-9), hi, iters)
 
@@ -72,7 +73,7 @@ def _bracket_and_bisect(f, lo, hi, iters):
     # bracket: the first tau = lo * 2^j with f(tau) <= tau (f may blow up beyond it again)
     grid = lo[None, :] * (2.0 ** np.arange(0, 64))[:, None]
     grid = np.minimum(grid, hi)
-    below = np.vstack([f(g) <= g for g in grid])
+    below = f(grid) <= grid                 # one call over the whole (64, windows) grid
     saturated = ~below.any(axis=0)
     j = np.argmax(below, axis=0)
     hi_arr = grid[j, np.arange(len(lo))]
@@ -80,8 +81,11 @@ def _bracket_and_bisect(f, lo, hi, iters):
     for _ in range(iters):
         mid = 0.5 * (lo + hi_arr)
         above = f(mid) > mid
-        lo = np.where(above, mid, lo)
-        hi_arr = np.where(above, hi_arr, mid)
+        new_lo = np.where(above, mid, lo)
+        new_hi = np.where(above, hi_arr, mid)
+        if np.array_equal(new_lo, lo) and np.array_equal(new_hi, hi_arr):
+            break                           # converged to adjacent floats: later passes change nothing
+        lo, hi_arr = new_lo, new_hi
     return np.where(saturated, np.inf, hi_arr)
 
 

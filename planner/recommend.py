@@ -2,6 +2,7 @@
 program, then full predictions, cost and the verdict for the chosen plan and the baselines."""
 from __future__ import annotations
 
+import copy
 import time
 
 import numpy as np
@@ -133,11 +134,20 @@ def recommend(trace, gpus=("a100",), model: str = "opt-13b", slo: SLO = SLO(), *
 
     tokens_s = float((wl.prompt_tokens.sum() + wl.output_tokens.sum()) / max(wl.span_s, 1e-9))
 
+    summaries: dict = {}
+
     def summary(c: Choice) -> dict:
-        dep = deployment(c)
-        pred = predict(dep, wl, seed=seed, slo=slo)
-        return {"deployment": _dep_dict(dep), "usd_per_hour": c.usd_per_hour, "gpus": c.gpus,
-                "cost": _cost(c.usd_per_hour, tokens_s, wl), "predictions": _clean(pred)}
+        """Full prediction of a chosen deployment, once per deployment (the plan, its
+        baselines, runners-up and the equal-budget pair often name the same one)."""
+        key = tuple(None if o is None else _key(o) for o in (c.prefill, c.decode, c.coupled))
+        if key not in summaries:
+            dep = deployment(c)
+            # a coupled option carries its full prediction (same deployment, seed and SLO)
+            pred = c.coupled.prediction if c.coupled is not None and c.coupled.prediction is not None \
+                else predict(dep, wl, seed=seed, slo=slo)
+            summaries[key] = {"deployment": _dep_dict(dep), "usd_per_hour": c.usd_per_hour, "gpus": c.gpus,
+                              "cost": _cost(c.usd_per_hour, tokens_s, wl), "predictions": _clean(pred)}
+        return copy.deepcopy(summaries[key])
 
     best = summary(sol.best)
     baselines = [summary(c) | {"mode": m} for m, c in sol.best_per_mode.items() if m != sol.best.mode]

@@ -21,6 +21,8 @@ first token comes from the prefill instance, so TPOT_i = step_i + (T_i + admissi
 """
 from __future__ import annotations
 
+from functools import lru_cache
+
 import numpy as np
 
 from .prefill_model import backlog_s, round_robin_backlog_s
@@ -30,7 +32,10 @@ ADMISSION_SEED_OFFSET = 104729
 
 def expected_min(values: np.ndarray, x: np.ndarray) -> np.ndarray:
     """E[min(V, x)] over the empirical distribution of `values`, for each x."""
-    v = np.sort(np.asarray(values, dtype=float))
+    return _expected_min_sorted(np.sort(np.asarray(values, dtype=float)), x)
+
+
+def _expected_min_sorted(v: np.ndarray, x: np.ndarray) -> np.ndarray:
     cum = np.concatenate([[0.0], np.cumsum(v)])
     k = np.searchsorted(v, x, side="left")
     return (cum[k] + np.asarray(x, dtype=float) * (len(v) - k)) / max(len(v), 1)
@@ -40,6 +45,7 @@ HUNT_RANDOM_SHARE = 0.5      # busy instances: half the lowest ids, half a rando
 HUNT_MAX_LINKS = 64          # above this many prefill instances links are taken in turn
 
 
+@lru_cache(maxsize=None)
 def _first_idle_cdf(links: int) -> np.ndarray:
     """Row m: CDF over instance ids of the lowest idle one when m of `links` are busy, as a
     mix of "the busy ones are ids 0..m-1" and "a uniformly random set of m"."""
@@ -49,7 +55,9 @@ def _first_idle_cdf(links: int) -> np.ndarray:
         rnd = np.array([comb(links - k - 1, m - k) / comb(links, m) if k <= m else 0.0 for k in range(links)])
         t[m] = HUNT_RANDOM_SHARE * rnd
         t[m, m] += 1.0 - HUNT_RANDOM_SHARE
-    return np.cumsum(t, axis=1)
+    cdf = np.cumsum(t, axis=1)
+    cdf.flags.writeable = False      # cached per link count
+    return cdf
 
 
 def link_of_request(arrival_s: np.ndarray, done_s: np.ndarray, links: int) -> np.ndarray:
@@ -62,20 +70,40 @@ def link_of_request(arrival_s: np.ndarray, done_s: np.ndarray, links: int) -> np
     # done times are nearly sorted (start times are monotone): a stable (merge) sort is fast
     busy = np.arange(n) - np.searchsorted(np.sort(done_s, kind="stable"), arrival_s, side="right")
     busy = np.minimum(np.maximum(busy, 0), links)
-    u = (np.arange(n) * 0.6180339887498949) % 1.0
+    u = _golden_sequence(n)
     k = (u * links).astype(np.int64)               # all busy: any instance
     cdf = _first_idle_cdf(links)
+    rows_by_busy, bounds = _group_rows(busy, links + 1)
     for m in range(links):
-        rows = np.flatnonzero(busy == m)
+        rows = rows_by_busy[bounds[m]:bounds[m + 1]]
         if len(rows):
             k[rows] = np.minimum(np.searchsorted(cdf[m], u[rows], side="right"), links - 1)
     return k
 
 
+@lru_cache(maxsize=2)
+def _golden_sequence(n: int) -> np.ndarray:
+    """(i x golden ratio) mod 1 for i < n: a deterministic low-discrepancy sequence (kept for
+    the last two lengths: every prefill option of a workload asks for the same one)."""
+    u = (np.arange(n) * 0.6180339887498949) % 1.0
+    u.flags.writeable = False
+    return u
+
+
+def _group_rows(values: np.ndarray, groups: int) -> tuple[np.ndarray, np.ndarray]:
+    """Row indices grouped by a small non-negative integer value (ascending within each
+    group) and the group bounds: rows of value m are rows[bounds[m]:bounds[m + 1]]. A
+    stable radix argsort (values below 2^16), O(N)."""
+    small = values.astype(np.uint8 if groups <= 256 else np.uint16 if groups <= 65536 else np.int64)
+    rows = np.argsort(small, kind="stable")
+    bounds = np.concatenate([[0], np.cumsum(np.bincount(values, minlength=groups))])
+    return rows, bounds
+
+
 def per_link_backlog_s(start_s: np.ndarray, x_s: np.ndarray, link: np.ndarray, links: int) -> np.ndarray:
     """Backlog each transfer finds on its own link: a Lindley recursion per link (one
     stable sort by link, then the recursion restarted at each link's first request)."""
-    order = np.argsort(link, kind="stable")
+    order, _ = _group_rows(link, links)
     t, x = start_s[order], x_s[order]
     y = np.cumsum(x) - x - t
     first = np.r_[True, link[order][1:] != link[order][:-1]]
@@ -96,7 +124,8 @@ def kv_transfer_sample_s(wl, start_s: np.ndarray, links: int, kv_bytes_per_token
     times, requests go to the link of the instance the least-loaded dispatch picks
     (`link_of_request`); without, in turn (round robin)."""
     bw = link_gb_s * 1e9
-    x = wl.prompt_tokens * (kv_bytes_per_token / bw) * (wl.output_tokens > 1)   # one-token requests send none
+    scale = kv_bytes_per_token / bw
+    x = wl.prompt_tokens * scale * (wl.output_tokens > 1)   # one-token requests send none
     start = np.maximum.accumulate(np.asarray(start_s, dtype=float))
     s = wl.sample
     if arrival_s is None or links <= 1 or links > HUNT_MAX_LINKS:
@@ -104,10 +133,13 @@ def kv_transfer_sample_s(wl, start_s: np.ndarray, links: int, kv_bytes_per_token
     else:
         link = link_of_request(np.asarray(arrival_s, dtype=float), np.asarray(start_s, dtype=float), links)
         backlog = per_link_backlog_s(start, x, link, links)[s]
-    sent = x[x > 0]
-    if len(sent) == 0:
+    sends = x[x > 0]
+    if len(sends) == 0:
         return np.full(len(s), latency_s)
-    share = expected_min(sent, x[s]) / float(sent.mean())
+    sent = wl.sorted_sent_prompt_tokens * scale       # = np.sort(sends): scaling keeps the order
+    if len(sent) != len(sends):
+        sent = np.sort(sends)
+    share = _expected_min_sorted(sent, x[s]) / float(sends.mean())
     return latency_s + x[s] + backlog * share
 
 

@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 
@@ -76,6 +77,12 @@ class Workload:
     @property
     def mean_output_tokens(self) -> float:
         return float(self.output_tokens.mean())
+
+    @cached_property
+    def sorted_sent_prompt_tokens(self) -> np.ndarray:
+        """Prompt lengths of the requests that send KV to a decode instance (output > 1),
+        sorted; computed on first use and kept (the KV-transfer model's share of a backlog)."""
+        return np.sort(self.prompt_tokens[self.output_tokens > 1])
 
     @property
     def interarrival_cv(self) -> float:
