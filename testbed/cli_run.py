@@ -186,7 +186,7 @@ def validate_cmd(output, profile_path, as_json, **kw):
     if profile_path:    # before the run: a bad profile fails in seconds, not after the replay
         dep, note = refit(dep, profile_path, opts.kv_backend or default_backend(opts.device))
     result = _execute(plan, trace, opts, not kw["no_progress"], output, kw["iterations_out"])
-    table = compare(plan, trace, opts, result.records, dep=dep)
+    table = compare(plan, trace, opts, result.records, dep=dep, iterations=result.iterations)
     if note:
         table["notes"].append(note)
     if as_json:

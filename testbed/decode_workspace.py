@@ -71,6 +71,9 @@ class DecodeWorkspace:
         self.data = None            # drop the old buffer before anyone else allocates
         self.data = data
 
+    def reserve(self, slots: int, tokens: int) -> None:
+        self._ensure(slots, tokens)
+
     def release(self) -> None:
         self.data, self.kvs, self.lengths, self._ptrs = None, [], [], []
 

@@ -210,6 +210,13 @@ class Engine:
         """Free the decode workspace (it is rebuilt, and caches copied in, on the next decode)."""
         self._workspace.release()
 
+    def reserve_decode_workspace(self, requests: int, tokens: int) -> None:
+        """Size the decode workspace for `requests` caches of up to `tokens` tokens now
+        (a fresh one is sized exactly, rounded to 64 tokens), so decoding up to there
+        never reallocates it. (No-op on the gather path, which has none.)"""
+        if self.decode_path == "workspace":
+            self._workspace.reserve(requests, min(tokens, self.max_positions))
+
     @torch.inference_mode()
     def decode(self, items: list[tuple[RequestKV, int]]) -> torch.Tensor:
         """One decode step for requests of any context lengths: each (KV, last token id)

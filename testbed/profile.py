@@ -33,6 +33,7 @@ import torch
 
 from planner.errors import InputError
 
+from .decode_workspace import TOKEN_ROUND
 from .engine import Engine
 
 COLUMNS = ("device", "model", "kind", "tokens", "batch", "context_tokens", "bytes", "seconds",
@@ -137,12 +138,14 @@ def grid_points(grid: ProfileGrid, max_positions: int, kv_bytes_per_token: int) 
                 if c % s or ctx + c // s > max_positions or (s > 1 and ctx > 0):
                     continue        # merged chunks are profiled on fresh requests only
                 pts.append(_Point("prefill", c, s, ctx))
+    steps = grid.warmup + grid.repeats
     for ctx in grid.decode_context_tokens:
         for b in grid.decode_batch:
-            if ctx > max_positions or grid.warmup + grid.repeats + 1 > max_positions:
+            if ctx > max_positions or steps + 1 > max_positions:
                 continue
-            # the caches plus the decode workspace's copy (token capacity rounded up)
-            need = 2.3 * b * (ctx + 1) * kv_bytes_per_token
+            end = decode_start_tokens(ctx, grid, max_positions) + steps
+            # the caches plus the decode workspace's copy (its token capacity rounded up), +10%
+            need = 1.1 * b * (end + -(-end // TOKEN_ROUND) * TOKEN_ROUND) * kv_bytes_per_token
             if grid.memory_budget_bytes is not None and need > grid.memory_budget_bytes:
                 continue
             pts.append(_Point("decode", b, b, ctx))
@@ -198,6 +201,7 @@ def _measure_decode(eng: Engine, p: _Point, grid: ProfileGrid, gen: torch.Genera
     src = seed_kv[start].view()
     steps = grid.warmup + grid.repeats
     eng.reset_decode_workspace()
+    eng.reserve_decode_workspace(p.batch, start + steps)   # no growth (and no 2x peak) mid-point
     kvs = [eng.new_kv(start + steps) for _ in range(p.batch)]
     for kv in kvs:
         kv.receive(src)

@@ -57,10 +57,12 @@ def _err(model, measured):
     return model / measured - 1.0
 
 
-def compare(plan, trace, opts, measured_records, dep=None) -> dict:
+def compare(plan, trace, opts, measured_records, dep=None, iterations=None) -> dict:
     """{metric: {pct: {predicted, simulated, measured, predicted_error, simulated_error}}},
-    plus throughput rows and notes. `dep`: the deployment the models see (default the
-    plan's, with the run's role counts)."""
+    plus throughput rows, notes, request segments (simulated vs measured) and, given the
+    run's `iterations`, measured iteration times against the model (`diagnose`). `dep`:
+    the deployment the models see (default the plan's, with the run's role counts)."""
+    from .diagnose import iteration_fit, segments
     from planner.queueing import predict
     from planner.sim import simulate
 
@@ -92,6 +94,9 @@ def compare(plan, trace, opts, measured_records, dep=None) -> dict:
     out["requests_per_s"] = thr
     out["finished"] = {"simulated": simulated.get("finished"), "measured": measured.get("finished"),
                        "requests": len(scaled)}
+    out["segments"] = {"simulated": segments(sim.records), "measured": segments(measured_records)}
+    if iterations:
+        out["iterations"] = iteration_fit(iterations, dep)
     if not predicted.get("feasible", True):
         out["notes"].append("analytical model: infeasible (" + "; ".join(map(str, predicted.get("limits", []))) + ")")
     if opts.decode_kv_tokens is not None:
@@ -124,4 +129,6 @@ def render(table: dict) -> str:
     fin = table["finished"]
     lines.append(f"finished: simulated {fin['simulated']}/{fin['requests']}, measured {fin['measured']}/{fin['requests']}")
     lines.extend("note: " + n for n in table["notes"])
-    return "\n".join(lines)
+    from .diagnose import render as render_diagnosis
+    extra = render_diagnosis(table)
+    return "\n".join(lines + ([extra] if extra else []))

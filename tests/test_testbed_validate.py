@@ -58,3 +58,26 @@ def test_validate_path_imports_without_pulp_or_highspy():
             "print('ok')")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr[-2000:]
+
+
+def test_segments_and_iteration_fit_by_hand():
+    from testbed.diagnose import iteration_fit, segments
+    rec = pd.DataFrame({"arrival_s": [0.0, 1.0], "prefill_start_s": [0.5, 1.0], "first_token_s": [1.5, 2.0],
+                        "decode_start_s": [1.7, 2.0], "finish_s": [2.7, 2.0], "output_tokens": [11, 1]})
+    s = segments(rec)
+    assert s["queue"]["p50"] == pytest.approx(0.25) and s["prefill"]["p90"] == pytest.approx(1.0)
+    # hand-off and decode per token over requests with more than one output token only
+    assert s["handoff"]["p50"] == pytest.approx(0.2) and s["decode_per_token"]["p50"] == pytest.approx(0.1)
+    dep = Deployment(mode="disaggregated", model=MODEL, chunk_tokens=512, prefill=Role(GPU, 1), decode=Role(GPU, 1))
+    p, d = dep.perf("prefill"), dep.perf("decode")
+    its = [{"worker": "p0", "size": 256, "context_tokens": 0, "seconds": 2 * p.prefill_time_s(256, 0)},
+           {"worker": "d0", "size": 4, "context_tokens": 400, "seconds": 3 * d.decode_time_s(4, 400)},
+           {"worker": "d0", "size": 4, "context_tokens": 800, "seconds": 3 * d.decode_time_s(4, 800)},
+           {"worker": "d0", "size": 1, "context_tokens": 100, "seconds": d.decode_time_s(1, 100)}]
+    fit = iteration_fit(its, dep)
+    assert fit["prefill"]["p50"] == pytest.approx(2.0) and fit["prefill"]["iterations"] == 1
+    assert fit["decode"]["by_size"][4]["ratio"] == pytest.approx(3.0)
+    assert fit["decode"]["by_size"][1]["ratio"] == pytest.approx(1.0)
+    w = (3 * d.decode_time_s(4, 400) + 3 * d.decode_time_s(4, 800) + d.decode_time_s(1, 100)) / (
+        d.decode_time_s(4, 400) + d.decode_time_s(4, 800) + d.decode_time_s(1, 100))
+    assert fit["decode"]["time_weighted"] == pytest.approx(w)

@@ -109,3 +109,33 @@ def test_profile_runs_on_cuda():
     assert kinds.count("prefill") == 6 and kinds.count("decode") == 2 and kinds.count("kv") == 3
     assert {r.path for r in rows if r.kind == "kv"} == {"copy", "d2h", "h2d"}
     assert all(0 < r.seconds < 1 for r in rows)
+
+
+@pytest.mark.parametrize("dtype", ["fp32", "fp16"])
+def test_decode_workspace_matches_gather_path_on_cuda(dtype):
+    """The workspace decode (fused attention over the resident batch, masked when ragged)
+    against the previous per-layer gather on the same caches, while requests join and
+    leave and contexts grow past the workspace's first capacity."""
+    torch.backends.cuda.matmul.allow_tf32 = False
+    m = build_model(cfg(), seed=0, dtype=dtype, device="cuda")
+    ws, ref = Engine(m), Engine(m, decode_path="gather")
+    vocab = m.config.vocab_size
+    lens = (30, 77, 5, 200, 64)
+    caches, last = [], []
+    for i, n in enumerate(lens):
+        a, b = ws.new_kv(n + 80), ref.new_kv(n + 80)
+        p = ids(n, 500 + i, vocab)
+        last.append(int(ws.prefill([(a, p)])[0].argmax()))
+        ref.prefill([(b, p)])
+        caches.append((a, b))
+    worst = 0.0
+    for step in range(70):
+        batch = [i for i in range(len(lens)) if (step + i) % 7 != 0]      # members change every step
+        got = ws.decode([(caches[i][0], last[i]) for i in batch])
+        want = ref.decode([(caches[i][1], last[i]) for i in batch])
+        worst = max(worst, rel_err(got, want))
+        for j, i in enumerate(batch):
+            last[i] = int(want[j].argmax())
+    assert worst <= {"fp32": 1e-4, "fp16": 1e-2}[dtype], worst
+    for a, b in caches:
+        assert a.length == b.length and torch.allclose(a.view().float(), b.view().float(), atol=1e-2)
