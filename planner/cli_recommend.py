@@ -14,7 +14,7 @@ from .cli import echo_json
 from .cli_trace import read_with_options, trace_read_options
 from .errors import InputError
 from .optimizer import MODE_CHOICES
-from .verdict import describe
+from .verdict import NAMES, describe
 from .workload import DEFAULT_WINDOW_S
 
 
@@ -159,11 +159,25 @@ def _f(v, unit="s", scale=1.0, digits=3):
     return "inf" if v is None else f"{v * scale:.{digits}f}{unit}"
 
 
-def _row(label: str, summary: dict) -> str:
+def _row(label: str, summary: dict, note: str = "") -> str:
     p = summary["predictions"]
     c = summary["cost"]
     return (f"{label:<10} {describe(summary['deployment']):<62} ${c['usd_per_hour']:>8.2f}/h  "
-            f"TTFT p90 {_f(p['ttft_s']['p90'])}  TPOT p90 {_f(p['tpot_s']['p90'], 'ms', 1e3, 1)}")
+            f"TTFT p90 {_f(p['ttft_s']['p90'])}  TPOT p90 {_f(p['tpot_s']['p90'], 'ms', 1e3, 1)}" + note)
+
+
+def comparison_rows(plan) -> list[str]:
+    """Runner-up and baseline lines, each deployment once: a runner-up that is also a mode's
+    baseline (its best plan) says so instead of being listed twice."""
+    lines, shown = [], []
+    for r in plan.runners_up:
+        modes = [NAMES[b["mode"]] for b in plan.baselines if b["deployment"] == r["deployment"]]
+        lines.append(_row("runner-up", r, f"  (also the {' and '.join(modes)} baseline)" if modes else ""))
+        shown.append(r["deployment"])
+    for b in plan.baselines:
+        if b["deployment"] not in shown:
+            lines.append(_row("baseline", b))
+    return lines
 
 
 def render_plan(plan) -> str:
@@ -194,10 +208,7 @@ def render_plan(plan) -> str:
                  f"{u['prefill']['peak_window']:.0%}), decode batch mean {p['decode_batch']['mean']:.1f}, "
                  f"KV memory peak {u['decode_kv_peak']:.0%}")
     lines.append("")
-    for r in plan.runners_up:
-        lines.append(_row("runner-up", r))
-    for b in plan.baselines:
-        lines.append(_row("baseline", b))
+    lines += comparison_rows(plan)
     lines += ["", f"VERDICT   {plan.verdict}"]
     for w in i.get("warnings", []):
         lines.append(f"warning   {w}")

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from planner.candidates import SLO, Option, _search_min
+from planner.candidates import SLO, Option, _search_min, _search_up
 from planner.errors import InfeasibleError
 from planner.optimizer import solve
 
@@ -59,6 +59,20 @@ def test_search_min_finds_threshold():
     assert _search_min(lambda n: n >= 37, 1) == 37
     assert _search_min(lambda n: n >= 5, 8) == 8
     assert _search_min(lambda n: False, 1, hi=64) is None
+
+
+def test_search_up_gallops_from_the_bound_and_counts_its_probes():
+    probes = []
+
+    def ok(n):
+        probes.append(n)
+        return n >= 37
+    assert _search_up(ok, 37) == 37 and probes == [37]          # a tight bound: one probe
+    probes.clear()
+    assert _search_up(ok, 30) == 37
+    assert probes[:4] == [30, 31, 33, 37] and len(probes) <= 6  # lo, lo+1, lo+3, lo+7, then bisect
+    assert _search_up(lambda n: n >= 100, 1, hi=64) is None
+    assert _search_up(lambda n: n >= 64, 60, hi=64) == 64
 
 
 def lat(role, cost, ttft=float("nan"), tpot=float("nan"), gpus=1, n=1):

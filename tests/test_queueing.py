@@ -275,3 +275,59 @@ def test_vllm_stalls_come_from_the_prompts_arriving_during_a_decode():
     p = pm()
     # request 0's 5 decode steps are stalled by the 2000-token prefill: TPOT >= its time / 5
     assert r["tpot_s"]["p50"] >= float(p.prefill_time_s(2000, 0)) / 5
+
+
+def test_coupled_screen_only_rejects_what_the_full_prediction_rejects():
+    # the candidate search's cheap screen (no O(N) queue) must never reject a count the full
+    # prediction accepts, and where it passes, the screened prediction is the full one
+    from planner.candidates import SLO
+    from planner.coupled import passes_screen, predict_coupled, vllm_base
+    wl = build_workload(poisson_trace(6.0, 3000, prompt=900, output=150, seed=3, cv=3.0))
+    slo = SLO(ttft_s=0.6, tpot_s=0.04, jct_s=8.0)
+    seen = {True: 0, False: 0}
+    for mode, chunk in (("coupled", 900), ("chunked_coupled", 512), ("chunked_coupled", 2048)):
+        base = vllm_base(pm(), wl) if mode == "coupled" else None
+        for n in range(1, 9):
+            dep = Deployment(mode, "opt-13b", chunk, coupled=Role("a100", n))
+            full = predict_coupled(dep, wl, seed=1, slo=slo)
+            ok = (full["feasible"] and full["ttft_s"]["p90"] <= slo.ttft_s and full["tpot_s"]["p90"] <= slo.tpot_s
+                  and full["jct_s"]["p90"] <= slo.jct_s)
+            passed = passes_screen(dep, wl, slo, seed=1, base=base)
+            seen[passed] += 1
+            assert passed or not ok, (mode, chunk, n)
+            if passed:
+                assert predict_coupled(dep, wl, seed=1, slo=slo, base=base, screen=slo) == full
+            else:
+                assert predict_coupled(dep, wl, seed=1, slo=slo, base=base, screen=slo) is None
+    assert seen[True] and seen[False]       # both branches exercised
+
+
+def test_link_assignment_and_transfer_share_match_their_direct_definitions():
+    # the grouped (radix-sorted) link assignment equals one scan per busy count, and the
+    # cached sorted sends give the same processor-sharing share as sorting the sends
+    from planner.transfer import _first_idle_cdf, expected_min, kv_transfer_sample_s, link_of_request
+    rng = np.random.default_rng(5)
+    a = np.sort(rng.uniform(0, 50, 4000))
+    done = a + rng.exponential(0.4, 4000)
+    for links in (1, 3, 16):
+        k = link_of_request(a, done, links)
+        busy = np.arange(4000) - np.searchsorted(np.sort(done, kind="stable"), a, side="right")
+        busy = np.minimum(np.maximum(busy, 0), links)
+        u = (np.arange(4000) * 0.6180339887498949) % 1.0
+        ref = (u * links).astype(np.int64)
+        cdf = _first_idle_cdf(links)
+        for m in range(links):
+            rows = np.flatnonzero(busy == m)
+            ref[rows] = np.minimum(np.searchsorted(cdf[m], u[rows], side="right"), links - 1)
+        assert np.array_equal(k, ref)
+    tr = poisson_trace(5.0, 2000, seed=2)
+    tr = Trace(tr.arrival_s, rng.integers(10, 2000, 2000), rng.integers(1, 300, 2000), name="t")
+    wl = build_workload(tr)
+    x = wl.prompt_tokens * (1e6 / 10e9) * (wl.output_tokens > 1)
+    sent = x[x > 0]
+    got = kv_transfer_sample_s(wl, wl.arrival_s, 1, 1e6, 10.0, 0.0)
+    backlog = got - x[wl.sample]
+    # one link, starts at the arrivals: the backlog found times E[min(x, x_i)] / E[x]
+    from planner.prefill_model import backlog_s
+    share = expected_min(sent, x[wl.sample]) / sent.mean()
+    assert np.allclose(backlog, backlog_s(wl.arrival_s, x, 1)[wl.sample] * share, rtol=1e-9, atol=1e-12)

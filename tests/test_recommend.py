@@ -184,3 +184,24 @@ def test_cli_recommend_windows_adds_a_schedule(tmp_path):
     assert r.exit_code == 0 and "SCHEDULE  20 s windows" in r.output and "strategies: static_peak" in r.output
     r = CliRunner().invoke(main, ["recommend", "--trace", str(path), "--windows", "0"])
     assert r.exit_code == 2 and "--windows" in r.output
+
+
+def test_terminal_lists_each_deployment_once_marking_runner_up_baselines():
+    from planner.cli_recommend import comparison_rows
+    from planner.plan import Plan
+
+    def summary(mode, n, usd, ttft, tpot):
+        dep = {"mode": mode, "chunk_tokens": 512, "coupled": {"gpu": "a100-80gb", "instances": n, "tp": 1},
+               "prefill": None, "decode": None}
+        return {"deployment": dep, "usd_per_hour": usd, "cost": {"usd_per_hour": usd},
+                "predictions": {"ttft_s": {"p90": ttft}, "tpot_s": {"p90": tpot}}}
+
+    vllm, sarathi, other = summary("coupled", 2, 3.58, 0.1, 0.02), summary("chunked_coupled", 2, 3.58, 0.2, 0.03), \
+        summary("chunked_coupled", 3, 5.37, 0.1, 0.02)
+    plan = Plan(deployment=None, runners_up=(vllm, other), baselines=(vllm | {"mode": "coupled"}, sarathi | {"mode": "chunked_coupled"}))
+    lines = comparison_rows(plan)
+    assert len(lines) == 3                                   # vLLM 2x is listed once, not twice
+    assert lines[0].startswith("runner-up") and "2x a100-80gb TP1 (vLLM-style)" in lines[0]
+    assert lines[0].endswith("(also the vLLM-style coupled baseline)")
+    assert lines[1].startswith("runner-up") and "also" not in lines[1]
+    assert lines[2].startswith("baseline") and "Sarathi-style budget 512" in lines[2]
