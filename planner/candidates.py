@@ -225,7 +225,7 @@ def decode_options(wl: Workload, perfs: dict, slo: SLO, prices: dict, rejections
         if single > slo.tpot_s:
             rejections.append(Rejection("decode", g, tp, 0, "one request alone exceeds the TPOT target", single))
             continue
-        biggest = int((wl.prompt_tokens + wl.output_tokens).max())
+        biggest = wl.max_request_tokens
         if biggest > pm.kv_capacity_tokens:
             rejections.append(Rejection("decode", g, tp, 0,
                                         f"the longest request needs {biggest} KV tokens, an instance holds {pm.kv_capacity_tokens}"))

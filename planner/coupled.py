@@ -112,7 +112,7 @@ def _predict_vllm(dep, perf, wl: Workload, seed: int, base: VllmBase, screen=Non
     # meanwhile: they are admitted with this one and prefilled in the same iteration
     residual = admission_fraction(wl) * tau[w]
     per_token = base.per_token_s
-    joiners = np.bincount(wl.window_index, weights=wl.prompt_tokens, minlength=wl.windows)[w] / wl.window_duration_s[w] / n
+    joiners = wl.window_sum_prompt[w] / wl.window_duration_s[w] / n
     steps = np.maximum(wl.output_tokens[s] - 1, 0)
     own = whole[wl.prompt_index[s]]
     if screen is not None and (limits or _misses(screen, own + residual + per_token * joiners * residual,
@@ -216,7 +216,7 @@ def _predict_sarathi(dep, perf, wl: Workload, seed: int, screen=None, screen_onl
     need = kv_tokens_needed(load, np.where(np.isinf(tau), 0.0, tau))
     cap = perf.kv_capacity_tokens
     kv_peak = float(need.max() / cap) if cap > 0 else float("inf")
-    biggest = int((wl.prompt_tokens + wl.output_tokens).max())
+    biggest = wl.max_request_tokens
     if biggest > cap:
         limits.append(f"the longest request needs {biggest} KV tokens, one instance holds {cap}")
     elif kv_peak > 1.0:

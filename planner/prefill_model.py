@@ -131,7 +131,8 @@ def prefill_ttft(pool: PrefillPool, wl, servers: int) -> PrefillResult:
     a = wl.arrival_s
     w = pool.merged_s
     for _ in range(BUSY_PASSES):
-        busy = pool_wait_s(a, w, servers) > 0
+        # wait > 0 exactly where the backlog exceeds (n - 1) mean(w) (pool_wait_s's numerator)
+        busy = backlog_s(a, w, servers) > (servers - 1) * float(w.mean())
         w = np.where(busy, pool.merged_s, pool.alone_s)
     wait = pool_wait_s(a, w, servers)
     s = wl.sample

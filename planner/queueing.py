@@ -78,15 +78,46 @@ def _bracket_and_bisect(f, lo, hi, iters):
     j = np.argmax(below, axis=0)
     hi_arr = grid[j, np.arange(len(lo))]
     lo = np.where(j > 0, grid[np.maximum(j - 1, 0), np.arange(len(lo))], lo)
-    for _ in range(iters):
-        mid = 0.5 * (lo + hi_arr)
-        above = f(mid) > mid
-        new_lo = np.where(above, mid, lo)
-        new_hi = np.where(above, hi_arr, mid)
-        if np.array_equal(new_lo, lo) and np.array_equal(new_hi, hi_arr):
-            break                           # converged to adjacent floats: later passes change nothing
-        lo, hi_arr = new_lo, new_hi
+    hi_arr = _bisect(f, lo, hi_arr, iters)
     return np.where(saturated, np.inf, hi_arr)
+
+
+SPECULATIVE_LEVELS = 4       # bisection levels per call of f (all 2^4 - 1 midpoints they may visit)
+
+
+def _bisect(f, lo, hi, iters):
+    """`iters` steps of bisection (lo moves up to mid where f(mid) > mid, else hi moves down),
+    vectorised over windows, exactly as one step per call would run them; but each call of
+    f evaluates every midpoint the next few levels could visit, so f (numpy overhead on a
+    few hundred windows) is called a quarter as often. Stops once a step changes nothing."""
+    cols = np.arange(len(lo))
+    depth = SPECULATIVE_LEVELS if len(lo) * (2 ** SPECULATIVE_LEVELS - 1) <= 1 << 15 else 1
+    done = 0
+    while done < iters:
+        d = min(depth, iters - done)
+        inner = 2 ** d - 1
+        # breadth-first tree of the intervals: node k's children are 2k + 1 (f(mid) > mid:
+        # (mid, hi)) and 2k + 2 ((lo, mid)), each midpoint as the sequential step computes it
+        node_lo, node_hi, mids = [lo] + [None] * (inner - 1), [hi] + [None] * (inner - 1), []
+        for k in range(inner):
+            m = 0.5 * (node_lo[k] + node_hi[k])
+            mids.append(m)
+            if 2 * k + 2 < inner:
+                node_lo[2 * k + 1], node_hi[2 * k + 1] = m, node_hi[k]
+                node_lo[2 * k + 2], node_hi[2 * k + 2] = node_lo[k], m
+        mid_all = np.stack(mids)
+        above_all = f(mid_all) > mid_all
+        node = np.zeros(len(lo), dtype=np.int64)
+        for _ in range(d):
+            mid, above = mid_all[node, cols], above_all[node, cols]
+            new_lo = np.where(above, mid, lo)
+            new_hi = np.where(above, hi, mid)
+            if np.array_equal(new_lo, lo) and np.array_equal(new_hi, hi):
+                return hi                   # converged to adjacent floats: later steps change nothing
+            lo, hi = new_lo, new_hi
+            node = 2 * node + np.where(above, 1, 2)
+        done += d
+    return hi
 
 
 @dataclass(frozen=True)
@@ -207,12 +238,16 @@ def predict(deployment, trace_or_workload, window_s: float | None = None, seed: 
     return predict_coupled(deployment, wl, seed, slo)
 
 
-def predict_disaggregated(dep, wl: Workload, seed: int = 0, slo=None) -> dict:
+def predict_disaggregated(dep, wl: Workload, seed: int = 0, slo=None, known_ttft_s=None, known_transfer_s=None) -> dict:
+    """`known_ttft_s`, `known_transfer_s`: the prefill TTFT and KV transfer samples of this
+    very deployment already computed (by `prefill_ttft` and `kv_transfer_sample_s` at
+    `dep.kv_link_gb_s`, as here - the candidate search's), so they are not computed twice."""
     pp, dp = dep.perf("prefill"), dep.perf("decode")
     n_p, n_d = dep.prefill.instances, dep.decode.instances
     pool = prefill_pool(pp, wl, dep.chunk_tokens, dep.policies.prefill_batch_limit)
-    pre = prefill_ttft(pool, wl, n_p)
-    ttft = pre.ttft_sample_s
+    known = known_ttft_s is not None and known_transfer_s is not None
+    pre = None if known else prefill_ttft(pool, wl, n_p)
+    ttft = known_ttft_s if known else pre.ttft_sample_s
     s = wl.sample
     out = {"mode": "disaggregated", "model": "queueing", "limits": []}
     util_p = pool_utilisation(wl, pool.merged_s, n_p)
@@ -224,8 +259,8 @@ def predict_disaggregated(dep, wl: Workload, seed: int = 0, slo=None) -> dict:
         out["limits"].append(f"KV links over capacity in the busiest window (utilisation "
                              f"{link['peak_window']:.2f} of {n_p} x {dep.kv_link_gb_s:g} GB/s); transfers queue")
     dec = decode_side(dp, wl, n_d, seed, out["limits"])
-    transfer = kv_transfer_sample_s(wl, pre.start_s + pre.work_s, n_p, dp.kv_bytes_per_token,
-                                    dep.kv_link_gb_s, dep.kv_latency_s, wl.arrival_s)
+    transfer = known_transfer_s if known else kv_transfer_sample_s(
+        wl, pre.start_s + pre.work_s, n_p, dp.kv_bytes_per_token, dep.kv_link_gb_s, dep.kv_latency_s, wl.arrival_s)
     step = dec["tpot_sample"]
     admission = admission_fraction(wl) * np.where(np.isinf(step), 0.0, step)
     steps = np.maximum(wl.output_tokens[s] - 1, 0)
@@ -263,7 +298,7 @@ def decode_side(perf: PerfModel, wl: Workload, instances: int, seed: int, limits
     need = kv_tokens_needed(load, tau)
     cap = perf.kv_capacity_tokens
     kv_peak = float(np.max(need) / cap) if cap > 0 else float("inf")
-    biggest = int((wl.prompt_tokens + wl.output_tokens).max())
+    biggest = wl.max_request_tokens
     if np.isinf(tau).any():
         limits.append(f"decode pool saturated in {int(np.isinf(tau).sum())} of {wl.windows} windows "
                       f"(iteration time grows faster than requests leave)")

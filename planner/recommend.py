@@ -15,7 +15,7 @@ from .optimizer import Choice, MODE_CHOICES, infeasible_message, pair_ok as late
 from .perf import Efficiency
 from .plan import Deployment, Plan, Policies, Role
 from .budget import best_at, equal_budget
-from .queueing import predict
+from .queueing import predict, predict_disaggregated
 from .verdict import compare
 from .workload import DEFAULT_WINDOW_S, build_workload
 
@@ -142,9 +142,14 @@ def recommend(trace, gpus=("a100",), model: str = "opt-13b", slo: SLO = SLO(), *
         key = tuple(None if o is None else _key(o) for o in (c.prefill, c.decode, c.coupled))
         if key not in summaries:
             dep = deployment(c)
-            # a coupled option carries its full prediction (same deployment, seed and SLO)
-            pred = c.coupled.prediction if c.coupled is not None and c.coupled.prediction is not None \
-                else predict(dep, wl, seed=seed, slo=slo)
+            if c.coupled is not None and c.coupled.prediction is not None:
+                pred = c.coupled.prediction   # the candidate's own prediction (same deployment, seed and SLO)
+            elif c.prefill is not None and _reusable(c.prefill, dep, policies, kv_bytes_tok):
+                # the prefill option's TTFT and KV-transfer samples are this deployment's
+                pred = predict_disaggregated(dep, wl, seed, slo, known_ttft_s=c.prefill.ttft_sample,
+                                             known_transfer_s=c.prefill.transfer_sample)
+            else:
+                pred = predict(dep, wl, seed=seed, slo=slo)
             summaries[key] = {"deployment": _dep_dict(dep), "usd_per_hour": c.usd_per_hour, "gpus": c.gpus,
                               "cost": _cost(c.usd_per_hour, tokens_s, wl), "predictions": _clean(pred)}
         return copy.deepcopy(summaries[key])
@@ -174,6 +179,16 @@ def recommend(trace, gpus=("a100",), model: str = "opt-13b", slo: SLO = SLO(), *
     }
     return Plan(deployment(sol.best), inputs=inputs, predictions=best["predictions"], cost=best["cost"],
                 baselines=tuple(baselines), runners_up=tuple(runners), verdict=verdict, comparison=comparison)
+
+
+def _reusable(p, dep: Deployment, policies: Policies, kv_bytes_per_token: float) -> bool:
+    """Whether a prefill option's samples are exactly what `predict_disaggregated` computes
+    for `dep`: its transfer was made at the deployment's link, latency and KV size, with the
+    same prefill batch limit."""
+    return (p.transfer_fn is not None and p.ttft_sample is not None
+            and dep.kv_link_gb_s == kv_link_gb_s(catalog.gpu(p.gpu), p.tp) and dep.kv_latency_s == KV_LATENCY_S
+            and dep.perf("decode").kv_bytes_per_token == kv_bytes_per_token
+            and dep.policies.prefill_batch_limit == policies.prefill_batch_limit)
 
 
 def _key(o) -> tuple:

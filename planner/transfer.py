@@ -103,12 +103,13 @@ def _group_rows(values: np.ndarray, groups: int) -> tuple[np.ndarray, np.ndarray
 def per_link_backlog_s(start_s: np.ndarray, x_s: np.ndarray, link: np.ndarray, links: int) -> np.ndarray:
     """Backlog each transfer finds on its own link: a Lindley recursion per link (one
     stable sort by link, then the recursion restarted at each link's first request)."""
-    order, _ = _group_rows(link, links)
+    order, bounds = _group_rows(link, links)
     t, x = start_s[order], x_s[order]
     y = np.cumsum(x) - x - t
-    first = np.r_[True, link[order][1:] != link[order][:-1]]
     # running minimum within each link's segment: offset each segment far below the previous
-    seg = np.cumsum(first) - 1
+    sizes = np.diff(bounds)
+    sizes = sizes[sizes > 0]
+    seg = np.repeat(np.arange(len(sizes)), sizes)      # segment number of each sorted row
     big = (np.abs(y).max() + 1.0) * 4.0
     shifted = y - seg * big
     low = np.minimum.accumulate(shifted) + seg * big

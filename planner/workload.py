@@ -79,6 +79,11 @@ class Workload:
         return float(self.output_tokens.mean())
 
     @cached_property
+    def max_request_tokens(self) -> int:
+        """The longest request's prompt + output tokens (its KV at the end); cached."""
+        return int((self.prompt_tokens + self.output_tokens).max())
+
+    @cached_property
     def sorted_sent_prompt_tokens(self) -> np.ndarray:
         """Prompt lengths of the requests that send KV to a decode instance (output > 1),
         sorted; computed on first use and kept (the KV-transfer model's share of a backlog)."""

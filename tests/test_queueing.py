@@ -331,3 +331,24 @@ def test_link_assignment_and_transfer_share_match_their_direct_definitions():
     from planner.prefill_model import backlog_s
     share = expected_min(sent, x[wl.sample]) / sent.mean()
     assert np.allclose(backlog, backlog_s(wl.arrival_s, x, 1)[wl.sample] * share, rtol=1e-9, atol=1e-12)
+
+
+def test_speculative_bisection_is_step_for_step_the_plain_one():
+    # several levels per call of f must give the very floats one step per call gives
+    from planner.queueing import _bisect
+
+    def f(t):
+        return 0.004 + 0.7 * t + 0.3 * np.sqrt(t) * np.array([0.01, 0.02, 0.5, 1.0, 3.0])
+
+    def plain(lo, hi, iters):
+        for _ in range(iters):
+            mid = 0.5 * (lo + hi)
+            above = f(mid) > mid
+            lo, hi = np.where(above, mid, lo), np.where(above, hi, mid)
+        return hi
+
+    lo, hi = np.full(5, 1e-3), np.full(5, 16.0)
+    for iters in (1, 3, 4, 7, 60):
+        assert np.array_equal(_bisect(f, lo, hi, iters), plain(lo, hi, iters)), iters
+    root = _bisect(f, lo, hi, 60)
+    assert np.all(f(root) <= root) and np.allclose(f(root), root, rtol=1e-12, atol=0)
