@@ -1,16 +1,19 @@
 """TetriInfer vs vLLM-style coupled serving in the simulator, on the paper's setup (OPT-13B,
 V100-32GB, ChunkSize 512, the same total instances), for docs/paper-reproduction.md. Run:
 
-    .venv/bin/python tests/benchmarks/paper_reproduction.py [--instances 4] [--seed 0]
+    .venv/bin/python tests/benchmarks/paper_reproduction.py [--gpu v100|a100] [--instances 4] [--seed 0]
     .venv/bin/python tests/benchmarks/paper_reproduction.py --setup paper [--requests 128]
 
 `--setup paper` is the setup closest to the paper's testbed (see the doc): one server of
-four V100-32GB (32 GiB: 32,510 MiB as nvidia-smi reports it, not the catalog's 32e9
-bytes), vLLM of the paper's time (0.2: prompt batches padded to the longest, <= 2,048
+four V100-32GB (32,510 MiB as nvidia-smi reports it, slightly under the catalog's
+32 GiB), vLLM of the paper's time (0.2: prompt batches padded to the longest, <= 2,048
 padded tokens, <= 256 paddings), TetriInfer's short chunks padded to ChunkSize, KV over
 200 Gbit/s (TS-RoCE), and a fixed set of
 `--requests` requests per workload sent at once (burst) or by 16 closed-loop clients,
 TetriInfer on 1P+1D against vLLM on 1 and on 2 instances, and 1P+3D / 2P+2D against 4.
+
+Setup A (the default) uses the catalog's v100-32gb (32 GiB: OPT-13B leaves ~4,690 KV
+tokens per instance; setup B's 32,510 MiB ~4,406).
 
 For each bundled class trace (traces/{lpld,lphd,hpld,hphd,mixed}.csv, rescaled in rate) and
 each load, it simulates vLLM-style coupled serving on N instances and TetriInfer (chunked
@@ -31,8 +34,14 @@ ROOT = Path(__file__).resolve().parents[2]
 GPU = "v100"
 PAPER = {"lpld": ("-44%", "-40%", "1.4x"), "lphd": ("-97%", "-47%", "2.4x"), "hpld": ("-9%", "-23%", "worse"),
          "hphd": ("marginal", "marginal", "marginal"), "mixed": ("-85%", "-50%", "1.9x")}
-# per workload: a moderate load (vLLM keeps up) and a heavy one (vLLM queues), req/s
-LOADS = {"lpld": (1.0, 4.0), "lphd": (0.5, 1.0), "hpld": (0.5, 1.0), "hphd": (0.2, 0.5), "mixed": (0.4, 1.0)}
+# per GPU and workload, req/s. V100: a moderate load (vLLM keeps up), the heavy load of the
+# 2,213-token memory model (where vLLM queued then; with the ~4,690 KV tokens OPT-13B leaves
+# per 32 GiB V100 it keeps up), and where vLLM on four V100s starts to queue now (mean TTFT
+# 0.6-3.9 s, hundreds of preemptions). A100 (80 GiB): the V100 table's first two x10.
+LOADS = {"v100": {"lpld": (1.0, 4.0, 10.0), "lphd": (0.5, 1.0, 2.0), "hpld": (0.5, 1.0, 3.0),
+                  "hphd": (0.2, 0.5, 1.0), "mixed": (0.4, 1.0, 1.5)},
+         "a100": {"lpld": (10.0, 40.0), "lphd": (5.0, 10.0), "hpld": (5.0, 10.0), "hphd": (2.0, 5.0),
+                  "mixed": (4.0, 10.0)}}
 
 
 def tetri(P: int, D: int, flip_idle_s=None) -> Deployment:
@@ -50,13 +59,14 @@ PAIRINGS = ((1, 1, 1), (1, 1, 2), (1, 3, 4), (2, 2, 4))   # TetriInfer P, D vs v
 
 
 def register_v100_gib() -> None:
-    """The V100-32GB as nvidia-smi sees it (32,510 MiB), otherwise the catalog's v100."""
+    """The V100-32GB as nvidia-smi sees it (32,510 MiB; the catalog's `memory_gb` is GiB),
+    otherwise the catalog's v100."""
     import dataclasses
 
     from planner import catalog
     base = catalog.gpu("v100")
     catalog.register_gpu(dataclasses.replace(base, name=V100_GIB, aliases=(), vendor="local",
-                                             memory_gb=32510 * 2 ** 20 / 1e9))
+                                             memory_gb=32510 / 1024))
 
 
 def paper_setup(requests: int, seed: int) -> None:
@@ -97,7 +107,8 @@ def main() -> None:
     ap.add_argument("--instances", type=int, default=4)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--gpu", default="v100", help="v100 (the paper's) or another catalog GPU")
-    ap.add_argument("--load-factor", type=float, default=1.0, help="multiply every load in LOADS")
+    ap.add_argument("--load-factor", type=float, default=1.0,
+                    help="multiply every load in LOADS (the GPU's own, v100's for GPUs not listed)")
     ap.add_argument("--setup", choices=("open", "paper"), default="open",
                     help="open: Poisson replay at two rates, N vs N instances; paper: the testbed closest "
                          "to the paper's (fixed request sets, see the module docstring)")
@@ -113,7 +124,7 @@ def main() -> None:
     print("|---|---|---|---|---|---|---|---|---|")
     for w in ("lpld", "lphd", "hpld", "hphd", "mixed"):
         tr = read_trace(ROOT / "traces" / f"{w}.csv")
-        for rate in (r * args.load_factor for r in LOADS[w]):
+        for rate in (r * args.load_factor for r in LOADS.get(GPU, LOADS["v100"])[w]):
             scale = rate / tr.rate_per_s
             v = simulate(vllm(N), tr, rate_scale=scale, seed=args.seed).summary
             rows = {}
