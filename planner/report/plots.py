@@ -157,7 +157,7 @@ def latency_vs_load(curves: dict[str, list[dict]], slo_ttft_s: float | None,
     for ax, metric, slo, scale, unit, title in (
             (axes[0], "ttft", slo_ttft_s, 1.0, "s", "p90 time to first token"),
             (axes[1], "tpot", slo_tpot_s, 1e3, "ms", "p90 time per output token")):
-        for name, rows in curves.items():
+        for k, (name, rows) in enumerate(curves.items()):
             s = sty[name]
             xs = [r["scale"] for r in rows]
             pred = [_finite(r.get(f"pred_{metric}_p90_s")) * scale for r in rows]
@@ -169,7 +169,8 @@ def latency_vs_load(curves: dict[str, list[dict]], slo_ttft_s: float | None,
             for x, v in zip(xs, pred):
                 if np.isnan(v):
                     saturated = True
-                    ax.plot([x], [1.0], marker="^", color=s["color"], ms=9, ls="none",
+                    # on the top edge, one row per option so they do not hide each other
+                    ax.plot([x], [0.98 - 0.05 * k], marker="^", color=s["color"], ms=8, ls="none",
                             transform=ax.get_xaxis_transform(), clip_on=False)
         _slo_line(ax, slo * scale if slo else None, f"SLO {_plain(slo * scale)} {unit}" if slo else "")
         _load_axis(ax, loads)
@@ -183,7 +184,7 @@ def latency_vs_load(curves: dict[str, list[dict]], slo_ttft_s: float | None,
     handles += [Line2D([], [], color="grey", lw=1.8, label="line: predicted (queueing model)"),
                 Line2D([], [], color="grey", marker="o", mfc="none", ls="none", label="open marker: simulated")]
     if saturated:
-        handles.append(Line2D([], [], color="grey", marker="^", ls="none", label="triangle: queue grows without bound"))
+        handles.append(Line2D([], [], color="grey", marker="^", ls="none", label="triangle (top): queue grows without bound"))
     handles.append(Line2D([], [], color="k", ls="--", lw=1.2, label="SLO (value on the line)"))
     fig.legend(handles=handles, loc="lower center", ncol=4, fontsize=8, frameon=False)
     fig.suptitle("Latency of each option's 1x plan as load grows (the plan kept fixed)", fontsize=11)
