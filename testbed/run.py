@@ -26,6 +26,7 @@ from .kv import BACKENDS, NEEDS_GROUP, default_backend
 from .launcher import Cluster, ClusterSpec, WorkerFailed
 
 DEFAULT_DECODE_KV_TOKENS = 65536
+RELEASE_EARLY_S = 1e-3
 
 
 @dataclass(frozen=True)
@@ -203,7 +204,9 @@ def run_trace(dep: Deployment, trace, opts: RunOptions = RunOptions(), *, progre
                 next_i += 1
                 in_flight += 1
             if opts.closed_loop is None and next_i < n:
-                timeout = min(max(arrivals[next_i] - now, 0.0), 0.5)
+                # wake 1 ms early: the poll's timeout is rounded up to whole milliseconds, so
+                # waiting the full gap would release requests up to 1 ms late
+                timeout = min(max(arrivals[next_i] - now - RELEASE_EARLY_S, 0.0), 0.5)
             else:
                 timeout = 0.5
             for name, msg in cluster.wait(timeout):
