@@ -147,7 +147,7 @@ def latency_vs_load(curves: dict[str, list[dict]], slo_ttft_s: float | None,
     """p90 TTFT and p90 TPOT of each option's plan (sized for 1x) as load grows.
     `curves[option] = [{"scale", "pred_ttft_p90_s", "pred_tpot_p90_s", "sim_ttft_p90_s"?,
     "sim_tpot_p90_s"?}, ...]`; predicted as lines, simulated as open markers; a prediction
-    that does not keep up (infinite) as a triangle on the top edge."""
+    that does not keep up (infinite) as a triangle in a grey band above the data."""
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.8))
     sty = _styles(curves)
     lab = _labels({n: [(r.get("pred_ttft_p90_s"), r.get("pred_tpot_p90_s")) for r in rows]
@@ -157,6 +157,7 @@ def latency_vs_load(curves: dict[str, list[dict]], slo_ttft_s: float | None,
     for ax, metric, slo, scale, unit, title in (
             (axes[0], "ttft", slo_ttft_s, 1.0, "s", "p90 time to first token"),
             (axes[1], "tpot", slo_tpot_s, 1e3, "ms", "p90 time per output token")):
+        sat = []
         for k, (name, rows) in enumerate(curves.items()):
             s = sty[name]
             xs = [r["scale"] for r in rows]
@@ -166,14 +167,13 @@ def latency_vs_load(curves: dict[str, list[dict]], slo_ttft_s: float | None,
                    if r.get(f"sim_{metric}_p90_s") is not None and np.isfinite(r[f"sim_{metric}_p90_s"])]
             if sim:
                 ax.plot(*zip(*sim), ls="none", marker=s["marker"], color=s["color"], mfc="none", ms=8, mew=1.6)
-            for x, v in zip(xs, pred):
-                if np.isnan(v):
-                    saturated = True
-                    # on the top edge, one row per option so they do not hide each other
-                    ax.plot([x], [0.98 - 0.05 * k], marker="^", color=s["color"], ms=8, ls="none",
-                            transform=ax.get_xaxis_transform(), clip_on=False)
+            sat += [(x, k, s["color"]) for x, v in zip(xs, pred) if np.isnan(v)]
         _slo_line(ax, slo * scale if slo else None, f"SLO {_plain(slo * scale)} {unit}" if slo else "")
         _load_axis(ax, loads)
+        ax.set_yscale("log")
+        if sat:
+            saturated = True
+            _unbounded_band(ax, sat, len(curves))
         _plain_log(ax, "y")
         ax.set_ylabel(f"{title.split(' ', 1)[1]} ({unit}, p90)")
         ax.set_title(f"{title} ({unit})")
@@ -184,11 +184,26 @@ def latency_vs_load(curves: dict[str, list[dict]], slo_ttft_s: float | None,
     handles += [Line2D([], [], color="grey", lw=1.8, label="line: predicted (queueing model)"),
                 Line2D([], [], color="grey", marker="o", mfc="none", ls="none", label="open marker: simulated")]
     if saturated:
-        handles.append(Line2D([], [], color="grey", marker="^", ls="none", label="triangle (top): queue grows without bound"))
+        handles.append(Line2D([], [], color="grey", marker="^", ls="none", label="triangle in the grey band: queue grows without bound"))
     handles.append(Line2D([], [], color="k", ls="--", lw=1.2, label="SLO (value on the line)"))
     fig.legend(handles=handles, loc="lower center", ncol=4, fontsize=8, frameon=False)
     fig.suptitle("Latency of each option's 1x plan as load grows (the plan kept fixed)", fontsize=11)
     return _png(fig, bottom_in=0.25 * (1 + (len(handles) - 1) // 4) + 0.1)
+
+
+def _unbounded_band(ax, points, n_options: int) -> None:
+    """A grey band above the data for loads whose prediction has no steady state (the
+    queue grows without bound): one triangle per option there, side by side, so it reads as
+    'unbounded', not as a value."""
+    lo, hi = ax.get_ylim()
+    band_lo, band_hi = hi * 1.3, hi * 3.0
+    ax.axhspan(band_lo, band_hi, color="0.9", zorder=0)
+    y = (band_lo * band_hi) ** 0.5
+    ax.text(0.01, y, "queue grows without bound", transform=ax.get_yaxis_transform(), fontsize=7,
+            va="center", color="0.35")
+    for x, k, color in points:
+        ax.plot([x * 2 ** (0.09 * (k - (n_options - 1) / 2))], [y], marker="^", color=color, ms=8, ls="none")
+    ax.set_ylim(lo, band_hi)
 
 
 def latency_cdfs(samples: dict[str, dict[str, list[float]]], slo_ttft_s: float | None,
