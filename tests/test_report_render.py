@@ -144,7 +144,7 @@ def test_window_notes_and_simulated_misses_are_shown():
     rep = small_report()
     rep["schedule"]["window_notes"] = ["window 3 (900 s): TPOT p90 0.0232 s > 0.022 s"]
     assert "window 3 (900 s)" in render_html(rep, []) and "- window 3 (900 s)" in render_markdown(rep, [], "f")
-    row = {"simulated": {"ttft_s": {"p90": 1.04}, "tpot_s": {"p90": 0.05}}}
+    row = {"simulated": {"ttft_s": {"p90": 1.04}, "tpot_s": {"p90": 0.05}}, "predicted": {"ttft_s": {"p90": 0.891}}}
     assert _simulated_misses(row, {"percentile": 90, "ttft_s": 1.0, "tpot_s": 0.1}) == \
-        "p90 TTFT 1.04 s against 1.00 s (+4%)"
+        "p90 TTFT 1.04 s against 1.00 s (+4%; predicted 891 ms)"
     assert _simulated_misses(row, {"percentile": 90, "ttft_s": 2.0, "tpot_s": 0.1}) == ""
