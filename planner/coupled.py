@@ -105,6 +105,8 @@ def _predict_vllm(dep, perf, wl: Workload, seed: int, base: VllmBase, screen=Non
     rho_w = wl.window_rate_per_s / n * base.mean_work_w
     if rho_w.max() >= 1.0:
         limits.append(f"prefill alone needs {rho_w.max():.2f}x the instances' time in the busiest window")
+        if screen is not None:
+            return None             # infeasible: no need for the decode side
     dec = decode_side(perf, wl, n, seed, limits, stall_fraction=np.minimum(rho_w, 1.0))
     tau = np.where(np.isinf(dec["tau_w"]), 0.0, dec["tau_w"]) * (1 - np.minimum(rho_w, 1.0))
     w = wl.window_index[s]
@@ -221,6 +223,8 @@ def _predict_sarathi(dep, perf, wl: Workload, seed: int, screen=None, screen_onl
         limits.append(f"the longest request needs {biggest} KV tokens, one instance holds {cap}")
     elif kv_peak > 1.0:
         limits.append(f"KV memory short: busiest window needs {kv_peak:.2f}x the {cap} tokens one instance holds")
+    if screen is not None and limits:
+        return None                 # infeasible: no need for the per-request part
     s = wl.sample
     w = wl.window_index[s]
     ps = wl.prompt_tokens[s]
