@@ -1,8 +1,10 @@
 """Profiler: time the engine's real iterations and KV copies on this machine, in the shared
 profile format the planner calibrates from (`planner recommend --gpu local --profile ...`).
 
-Rows (one per grid point; `seconds` is the median of `repeats` timed runs after warm-up,
-with `torch.cuda.synchronize()` around each on a GPU):
+Rows (one per grid point; `seconds` is the median of all timed runs - `repeats` after
+`warmup` untimed ones, in each of `passes` sweeps over the grid, so that a burst of other
+load on a shared machine spoils one sweep of a point, not the point; `repeats` in the row
+is repeats x passes; `torch.cuda.synchronize()` around each run on a GPU):
 
 - `prefill`: one chunk of `tokens` new tokens made of `batch` equal slices, each slice's
   request already holding `context_tokens` of cached KV (so `context_tokens` is the
@@ -65,6 +67,7 @@ class ProfileGrid:
     repeats: int = 5
     warmup: int = 2
     memory_budget_bytes: int | None = None      # skip decode points whose KV would not fit
+    passes: int = 1                             # sweeps over the grid; a row's median is over all
 
     def __post_init__(self):
         for f in ("prefill_tokens", "prefill_slices", "decode_batch", "decode_context_tokens", "kv_tokens"):
@@ -73,8 +76,9 @@ class ProfileGrid:
                 raise InputError(f"profile grid {f} must be a non-empty list of integers >= 1, got {vals}")
         if not self.prefill_context_tokens or min(self.prefill_context_tokens) < 0:
             raise InputError("profile grid prefill_context_tokens must be integers >= 0")
-        if self.repeats < 1 or self.warmup < 0:
-            raise InputError(f"repeats must be >= 1 and warmup >= 0, got {self.repeats}, {self.warmup}")
+        if self.repeats < 1 or self.warmup < 0 or self.passes < 1:
+            raise InputError(f"repeats and passes must be >= 1 and warmup >= 0, got {self.repeats}, "
+                             f"{self.passes}, {self.warmup}")
 
 
 CPU_GRID = ProfileGrid(prefill_tokens=(16, 32, 64, 128, 256, 512), prefill_context_tokens=(0, 256),
@@ -108,6 +112,12 @@ def time_median_s(fn: Callable[[], object], device: torch.device, repeats: int, 
                   reset: Callable[[], object] | None = None) -> float:
     """Median wall time of `fn()` over `repeats` runs after `warmup` runs; `reset()` runs
     before each, untimed."""
+    return statistics.median(time_runs_s(fn, device, repeats, warmup, reset))
+
+
+def time_runs_s(fn: Callable[[], object], device: torch.device, repeats: int, warmup: int,
+                reset: Callable[[], object] | None = None) -> list[float]:
+    """Wall times of `repeats` runs of `fn()` after `warmup` untimed ones."""
     times = []
     for i in range(warmup + repeats):
         if reset is not None:
@@ -118,7 +128,7 @@ def time_median_s(fn: Callable[[], object], device: torch.device, repeats: int, 
         _sync(device)
         if i >= warmup:
             times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+    return times
 
 
 @dataclass(frozen=True)
@@ -176,7 +186,7 @@ def _measure_prefill(eng: Engine, p: _Point, grid: ProfileGrid, gen: torch.Gener
     def reset():
         for kv in kvs:
             kv.length = p.context_tokens
-    return time_median_s(run, eng.device, grid.repeats, grid.warmup, reset)
+    return time_runs_s(run, eng.device, grid.repeats, grid.warmup, reset)
 
 
 def decode_start_tokens(ctx: int, grid: ProfileGrid, max_positions: int) -> int:
@@ -189,8 +199,8 @@ def decode_start_tokens(ctx: int, grid: ProfileGrid, max_positions: int) -> int:
 
 
 def _measure_decode(eng: Engine, p: _Point, grid: ProfileGrid, gen: torch.Generator,
-                    seed_kv: dict[int, object]) -> tuple[float, int]:
-    """(median seconds, total context tokens over the batch at the timed steps' mean)."""
+                    seed_kv: dict[int, object]) -> tuple[list[float], int]:
+    """(timed seconds, total context tokens over the batch at the timed steps' mean)."""
     start = decode_start_tokens(p.context_tokens, grid, eng.max_positions)
     if start not in seed_kv:   # one real prefill per context length, cloned into the batch
         kv = eng.new_kv(start)
@@ -207,7 +217,7 @@ def _measure_decode(eng: Engine, p: _Point, grid: ProfileGrid, gen: torch.Genera
         kv.receive(src)
     toks = [int(t) for t in _random_ids(p.batch, eng.vocab, gen)]
     items = list(zip(kvs, toks))
-    secs = time_median_s(lambda: eng.decode(items), eng.device, grid.repeats, grid.warmup)
+    secs = time_runs_s(lambda: eng.decode(items), eng.device, grid.repeats, grid.warmup)
     del items, kvs
     eng.reset_decode_workspace()
     mean_ctx = start + grid.warmup + (grid.repeats - 1) / 2
@@ -234,7 +244,7 @@ def _measure_kv(eng: Engine, tokens: int, path: str, grid: ProfileGrid) -> float
         host = torch.empty(src.shape, dtype=src.dtype, pin_memory=pinned).copy_(src)
         dst = torch.empty_like(src)
         fn = lambda: dst.copy_(host, non_blocking=True)  # noqa: E731
-    return time_median_s(fn, eng.device, grid.repeats, grid.warmup)
+    return time_runs_s(fn, eng.device, grid.repeats, grid.warmup)
 
 
 def profile(eng: Engine, grid: ProfileGrid, *, model_name: str, device_name: str | None = None,
@@ -250,24 +260,36 @@ def profile(eng: Engine, grid: ProfileGrid, *, model_name: str, device_name: str
     kv_pts = [_Point("kv", t, 1, 0, path) for t in grid.kv_tokens if t <= eng.max_positions
               for path in _kv_paths(eng.device)]
     gen = torch.Generator().manual_seed(seed)
-    rows: list[ProfileRow] = []
     seed_kv: dict[int, object] = {}
-    bar = tqdm(pts + kv_pts, desc=f"profile {model_name}", unit="pt", disable=not progress, leave=False)
-    for p in bar:
-        bar.set_postfix_str(f"{p.kind} tokens={p.tokens} batch={p.batch} ctx={p.context_tokens}")
-        if p.kind == "prefill":
-            s = _measure_prefill(eng, p, grid, gen, classifier)
-            rows.append(ProfileRow(device_name, model_name, "prefill", p.tokens, p.batch, p.context_tokens,
-                                   p.tokens * kvb, s, grid.repeats))
-        elif p.kind == "decode":
-            s, total = _measure_decode(eng, p, grid, gen, seed_kv)
-            rows.append(ProfileRow(device_name, model_name, "decode", p.batch, p.batch, total,
-                                   total * kvb, s, grid.repeats))
-        else:
-            s = _measure_kv(eng, p.tokens, p.path, grid)
-            rows.append(ProfileRow(device_name, model_name, "kv", p.tokens, 1, 0, p.tokens * kvb, s,
-                                   grid.repeats, p.path))
+    everything = pts + kv_pts
+    times: list[list[float]] = [[] for _ in everything]
+    totals: dict[int, int] = {}
+    bar = tqdm(total=len(everything) * grid.passes, desc=f"profile {model_name}", unit="pt",
+               disable=not progress, leave=False)
+    for _ in range(grid.passes):       # sweeps: a burst of other load hits one pass of a point
+        for i, p in enumerate(everything):
+            bar.set_postfix_str(f"{p.kind} tokens={p.tokens} batch={p.batch} ctx={p.context_tokens}")
+            if p.kind == "prefill":
+                times[i] += _measure_prefill(eng, p, grid, gen, classifier)
+            elif p.kind == "decode":
+                t, totals[i] = _measure_decode(eng, p, grid, gen, seed_kv)
+                times[i] += t
+            else:
+                times[i] += _measure_kv(eng, p.tokens, p.path, grid)
+            bar.update(1)
     bar.close()
+    n = grid.repeats * grid.passes
+    rows: list[ProfileRow] = []
+    for i, p in enumerate(everything):
+        s = statistics.median(times[i])
+        if p.kind == "prefill":
+            rows.append(ProfileRow(device_name, model_name, "prefill", p.tokens, p.batch, p.context_tokens,
+                                   p.tokens * kvb, s, n))
+        elif p.kind == "decode":
+            rows.append(ProfileRow(device_name, model_name, "decode", p.batch, p.batch, totals[i],
+                                   totals[i] * kvb, s, n))
+        else:
+            rows.append(ProfileRow(device_name, model_name, "kv", p.tokens, 1, 0, p.tokens * kvb, s, n, p.path))
     return rows
 
 

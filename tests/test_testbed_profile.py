@@ -56,6 +56,24 @@ def test_profile_rows_have_the_shared_meaning(engine):
     assert [(r.tokens, r.bytes, r.path) for r in kv] == [(4, 4 * kvb, "copy"), (32, 32 * kvb, "copy")]
 
 
+def test_passes_sweep_the_grid_and_pool_their_runs(engine, monkeypatch):
+    from testbed import profile as prof
+    order = []
+    real = prof._measure_kv
+
+    def spy(eng, tokens, path, grid):
+        order.append(tokens)
+        return real(eng, tokens, path, grid)
+    monkeypatch.setattr(prof, "_measure_kv", spy)
+    g = ProfileGrid(**{**TINY, "prefill_tokens": (8,), "prefill_context_tokens": (0,), "prefill_slices": (1,),
+                       "decode_batch": (1,), "decode_context_tokens": (5,), "passes": 2})
+    rows = profile(engine, g, model_name="tiny", progress=False)
+    assert order == [4, 32, 4, 32]                    # whole sweeps, not one point twice in a row
+    assert [r.repeats for r in rows] == [6, 6, 6, 6]   # 3 repeats x 2 passes per row
+    with pytest.raises(InputError, match="passes"):
+        ProfileGrid(**{**TINY, "passes": 0})
+
+
 def test_csv_round_trip(tmp_path):
     rows = [ProfileRow("cpu", "m", "prefill", 16, 1, 0, 100, 0.00125, 5),
             ProfileRow("cpu", "m", "kv", 4, 1, 0, 64, 1.5e-6, 5, "copy")]
