@@ -54,8 +54,9 @@ class Option:
     link_gb_s: float = 0.0             # KV link of the whole pool (prefill/decode)
     ttft_sample: np.ndarray | None = field(default=None, repr=False)
     tpot_sample: np.ndarray | None = field(default=None, repr=False)   # decode: the decode step alone
-    transfer_fn: Callable[[], np.ndarray] | None = field(default=None, repr=False)  # prefill: KV transfer
-    # sample at its own link, computed on first use (the optimizer checks pairs lazily)
+    transfer_fn: Callable[..., np.ndarray] | None = field(default=None, repr=False)  # prefill: KV transfer
+    # sample at its own link, or at transfer_fn(link_gb_s) per instance; computed on first use
+    # (the optimizer checks pairs lazily)
     prediction: dict | None = field(default=None, repr=False)   # coupled: the full `predict` result
 
     @property
@@ -94,9 +95,22 @@ class Rejection:
     best_s: float = float("nan")     # the best latency it could reach (at the percentile)
 
 
+GPUS_PER_NODE = 8         # an instance's TP group lives in one node (NVLink all-reduce)
+
+
 def kv_link_gb_s(gpu: catalog.GpuSpec, tp: int) -> float:
     """Per-instance KV bandwidth: the node's network shared by its 8 GPUs, `tp` of them."""
-    return gpu.network_gbit_s / 8.0 * tp / 8.0
+    return gpu.network_gbit_s / 8.0 * tp / GPUS_PER_NODE
+
+
+def tp_problem(model: catalog.ModelSpec, tp: int) -> str | None:
+    """Why a TP degree cannot serve `model` (None if it can): the TP group must fit one
+    node and split the attention heads evenly (as vLLM requires)."""
+    if tp > GPUS_PER_NODE:
+        return f"TP={tp} spans more than one {GPUS_PER_NODE}-GPU node"
+    if model.heads % tp:
+        return f"TP={tp} does not divide {model.name}'s {model.heads} attention heads"
+    return None
 
 
 def _search_min(ok, lo: int, hi: int = MAX_INSTANCES) -> int | None:
@@ -190,13 +204,22 @@ def prefill_options(wl: Workload, perfs: dict, slo: SLO, prices: dict, chunks, b
                         made[n] = None
                         return None
                     pending = [r.start_s + r.work_s]      # O(N) completion times: dropped once the transfer is made
-                    memo: list = []
+                    memo: dict = {}
 
-                    def transfer(n=n, pm=pm, link=link, memo=memo, pending=pending):
-                        if not memo:
-                            memo.append(kv_transfer_sample_s(wl, pending.pop(), n, pm.kv_bytes_per_token, link,
-                                                             KV_LATENCY_S, wl.arrival_s))
-                        return memo[0]
+                    def transfer(link_gb_s=None, n=n, pm=pm, pool=pool, link=link, memo=memo, pending=pending):
+                        """KV transfer sample over n links of `link_gb_s` each (default: this
+                        pool's own); the queue on the links is nonlinear in their speed, so a
+                        slower link (a pair with a thinner decode side) is computed, not scaled."""
+                        at = link if link_gb_s is None else float(link_gb_s)
+                        if at not in memo:
+                            if pending:
+                                done = pending.pop() if at == link else pending[0]
+                            else:
+                                r2 = prefill_ttft(pool, wl, n)
+                                done = r2.start_s + r2.work_s
+                            memo[at] = kv_transfer_sample_s(wl, done, n, pm.kv_bytes_per_token, at, KV_LATENCY_S,
+                                                            wl.arrival_s)
+                        return memo[at]
                     made[n] = Option("prefill", g, tp, n, chunk, n * tp * prices[g], ttft_s=val,
                                      link_gb_s=n * link, ttft_sample=t, transfer_fn=transfer)
                 return made[n]

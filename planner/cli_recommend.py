@@ -3,6 +3,7 @@ performance model to a measured profile)."""
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import asdict
 from pathlib import Path
 
@@ -16,6 +17,8 @@ from .errors import InputError
 from .optimizer import MODE_CHOICES
 from .verdict import NAMES, describe
 from .workload import DEFAULT_WINDOW_S
+
+MAX_SCHEDULE_WINDOWS = 2_000   # --windows: a few seconds of sizing per thousand windows
 
 
 def _ints(text: str | None, what: str):
@@ -132,6 +135,11 @@ def recommend(trace_path, gpus, model, slo_ttft, slo_tpot, slo_jct, slo_percenti
     if schedule_window_s is not None:
         if not schedule_window_s > 0:
             raise InputError(f"--windows must be > 0 seconds, got {schedule_window_s}")
+        span_s = float(trace.arrival_s[-1] - trace.arrival_s[0]) if len(trace.arrival_s) else 0.0
+        if span_s / schedule_window_s > MAX_SCHEDULE_WINDOWS:
+            raise InputError(f"--windows {schedule_window_s:g} s splits the {span_s:,.1f} s trace into "
+                             f"{math.ceil(span_s / schedule_window_s):,} windows, more than {MAX_SCHEDULE_WINDOWS:,} "
+                             f"(each is sized on its own): use --windows >= {span_s / MAX_SCHEDULE_WINDOWS:.3g}")
         from .schedule import plan_over_time
         plan = plan_over_time(trace, plan, schedule_window_s, strategy=schedule_strategy, price_kind=price_kind,
                               provider=provider, overrides=overrides)

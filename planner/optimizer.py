@@ -142,13 +142,15 @@ def pair_samples(p: Option, d: Option, wl, kv_bytes_per_token: float, latency_s:
     """(TTFT, TPOT, JCT) per sample request of a prefill pool paired with a decode pool, as
     `queueing.predict_disaggregated` composes them: the KV transfer and the decode
     admission wait are inside TPOT (the first token comes from the prefill instance). The
-    pair's link is the slower of the two pools' per-instance links (or the override); the
-    prefill option's transfer sample, made at its own link, is scaled to it."""
+    pair's link is the slower of the two pools' per-instance links (or the override), as the
+    deployment's; the prefill option's transfer sample is made at that link (transfers queue
+    on it, so a slower link is not a linear rescaling: half the speed can mean a queue that
+    never drains)."""
     own = p.link_gb_s / p.instances
     link = link_override_gb_s or min(own, d.link_gb_s / d.instances)
     s = wl.sample
-    if p.transfer_sample is not None:
-        xfer = latency_s + (p.transfer_sample - latency_s) * (own / link)
+    if p.transfer_fn is not None:
+        xfer = p.transfer_fn() if link == own else p.transfer_fn(link)
     else:
         xfer = latency_s + wl.prompt_tokens[s] * kv_bytes_per_token / (link * 1e9)
     step = d.tpot_sample
@@ -176,7 +178,10 @@ def jct_pair_ok(p: Option, d: Option, wl, kv_bytes_per_token: float, latency_s: 
 
 def solve(prefill: list[Option], decode: list[Option], coupled: list[Option], *, kv_rate_gb_s: float,
           slo: SLO, mode: str = "auto", max_gpus: int | None = None, bad_pairs=(),
-          runners_up: int = 3, solver: str = "highs") -> Solution:
+          runners_up: int = 3, solver: str = "highs", pair_detail=None) -> Solution:
+    """The cheapest deployment (then most headroom) and the runners-up. `pair_detail`
+    (optional): pairs [(i, j)] -> text with their best latencies, for the message of an
+    InfeasibleError when every pair is cut."""
     import time
     t0 = time.perf_counter()
     if mode == "disaggregated":
@@ -208,29 +213,49 @@ def solve(prefill: list[Option], decode: list[Option], coupled: list[Option], *,
         prob += pulp.lpSum(o.gpus * v for o, v in pairs) <= max_gpus, "gpu_budget"
     solves = 0
 
-    def level(objective) -> float | None:
+    def level(objective) -> tuple | None:
+        """Solve with `objective`; the deployment chosen, as (i_x, i_y, i_z) read off the
+        rounded binaries, or None when the solver found none (or a selection that is not
+        one deployment)."""
         nonlocal solves
         prob.setObjective(objective)
         solves += 1
         with _quiet_stdout():
             status = prob.solve(_solver(solver))
-        return pulp.value(objective) if pulp.LpStatus[status] == "Optimal" else None
-
-    def solve_lexicographic():
-        c_star = level(cost)
-        if c_star is None:
+        if pulp.LpStatus[status] != "Optimal":
             return None
-        cost.upBound = c_star + EQUAL_COST_REL * max(abs(c_star), 1.0)
-        h_star = level(h)
-        h.upBound = h_star * (1 + 1e-9) + 1e-9
-        level(ratio_sum)
-        cost.upBound = h.upBound = None
         pick = lambda vs: next((i for i, v in enumerate(vs) if (v.value() or 0) > 0.5), None)
         i_x, i_y, i_z = pick(x), pick(y), pick(z)
+        pair = i_x is not None and i_y is not None and i_z is None
+        single = i_z is not None and i_x is None and i_y is None
+        if not (pair or single):
+            return None
+        return i_x, i_y, i_z
+
+    def choice(sel) -> Choice:
+        i_x, i_y, i_z = sel
         p = prefill[i_x] if i_x is not None else None
         d = decode[i_y] if i_y is not None else None
         c = coupled[i_z] if i_z is not None else None
-        return Choice(sum(o.usd_per_hour for o in (p, d, c) if o is not None), p, d, c), (i_x, i_y, i_z)
+        return Choice(sum(o.usd_per_hour for o in (p, d, c) if o is not None), p, d, c)
+
+    def solve_lexicographic():
+        """Levels 1-3. Each level's bound is set from the exact cost / ratios of the
+        selection it chose, not from the solver's objective value: that value may sit
+        below the selection's own by the integrality tolerance (a binary at 0.999999
+        times a ratio), and a bound taken from it can exclude the very selection found,
+        making the next level infeasible. A level that finds nothing keeps the one above."""
+        sel = level(cost)
+        if sel is None:
+            return None
+        c_star = choice(sel).usd_per_hour
+        cost.upBound = c_star + EQUAL_COST_REL * max(abs(c_star), 1.0)
+        sel = level(h) or sel
+        h_star = choice(sel).headroom_key(slo)[0]
+        h.upBound = h_star * (1 + 1e-9) + 1e-9
+        sel = level(ratio_sum) or sel
+        cost.upBound = h.upBound = None
+        return choice(sel), sel
 
     found = []
     cuts = 0
@@ -238,17 +263,16 @@ def solve(prefill: list[Option], decode: list[Option], coupled: list[Option], *,
         got = solve_lexicographic()
         if got is None:
             break
-        choice, (i_x, i_y, i_z) = got
-        found.append(choice)
+        chosen, (i_x, i_y, i_z) = got
+        found.append(chosen)
         cuts += 1
         if i_z is not None:
             prob += z[i_z] <= 0, f"nogood_{cuts}"
         else:
             prob += x[i_x] + y[i_y] <= 1, f"nogood_{cuts}"
     if not found:
-        raise InfeasibleError("no candidate combination satisfies the KV-link, GPU-budget and pair constraints (TPOT with the KV "
-                              "transfer inside it, JCT if set): a faster KV link (--kv-link-gb-s, larger TP) or a looser "
-                              "--slo-tpot would help")
+        raise InfeasibleError(unsolvable_message(prefill, decode, coupled, kv_rate_gb_s, bad_pairs, max_gpus, slo,
+                                                 pair_detail))
     best_per_mode = _best_per_mode(prefill, decode, coupled, kv_rate_gb_s, bad_pairs, max_gpus, slo)
     return Solution(found[0], found[1:], best_per_mode, solver, len(x) + len(y) + len(z),
                     prob.numConstraints() - cuts, time.perf_counter() - t0, solves)
@@ -278,6 +302,53 @@ def _best_per_mode(prefill, decode, coupled, kv_rate, bad_pairs, max_gpus, slo: 
         if better(c, out.get(o.role), slo):
             out[o.role] = c
     return out
+
+
+def _label(o: Option) -> str:
+    return f"{o.instances}x {o.gpu} TP{o.tp}"
+
+
+def unsolvable_message(prefill, decode, coupled, kv_rate_gb_s: float, bad_pairs, max_gpus, slo: SLO,
+                       pair_detail=None) -> str:
+    """Why the integer program has no solution although pools meeting the SLO on their
+    own exist, in numbers, and what would help: the KV link, the pairs' TPOT (transfer
+    included) or JCT, or the GPU budget."""
+    q = f"p{slo.percentile}"
+    parts = []
+    send = [i for i, o in enumerate(prefill) if o.link_gb_s >= kv_rate_gb_s]
+    recv = [j for j, o in enumerate(decode) if o.link_gb_s >= kv_rate_gb_s]
+    if prefill and decode:
+        if not send or not recv:
+            side, pool = ("prefill", prefill) if not send else ("decode", decode)
+            o = max(pool, key=lambda o: o.link_gb_s)
+            parts.append(f"the trace's peak KV rate is {kv_rate_gb_s:.2f} GB/s but the fastest {side} pool candidate "
+                         f"({_label(o)}) has {o.link_gb_s:.2f} GB/s of links: a faster KV link (--kv-link-gb-s) or a "
+                         f"larger TP would help")
+        else:
+            bad = set(map(tuple, bad_pairs))
+            linked = [(i, j) for i in send for j in recv]
+            cut = [ij for ij in linked if ij in bad]
+            if len(cut) == len(linked):
+                what = f"the {q} TPOT target ({slo.tpot_s * 1e3:g} ms, KV transfer included)" + (
+                    f" or the {q} JCT target ({slo.jct_s:g} s)" if slo.jct_s is not None else "")
+                detail = pair_detail(cut) if pair_detail is not None else ""
+                parts.append(f"all {len(cut)} (prefill, decode) pool pairs miss {what}" + (f" ({detail})" if detail else "")
+                             + ": relax that target, or a faster KV link (--kv-link-gb-s) would help")
+    elif not coupled:
+        parts.append("no pool meets the SLO on its own")
+    if max_gpus is not None:
+        bad = set(map(tuple, bad_pairs))
+        sizes = [(prefill[i].gpus + decode[j].gpus, f"prefill {_label(prefill[i])} + decode {_label(decode[j])}")
+                 for i in send for j in recv if (i, j) not in bad]
+        sizes += [(o.gpus, f"{o.role} {_label(o)}") for o in coupled]
+        if sizes:
+            n, what = min(sizes)
+            parts.append(f"the smallest candidate deployment whose pools meet the SLO takes {n} GPUs ({what}) against "
+                         f"--max-gpus {max_gpus}: raise --max-gpus to >= {n} or relax the SLO")
+    if not parts:
+        parts.append(f"{len(prefill)} prefill, {len(decode)} decode and {len(coupled)} coupled pool candidates admit "
+                     f"no combination: relax the SLO or allow more GPU types or TP degrees")
+    return "no deployment meets the SLO: " + "; ".join(parts)
 
 
 def infeasible_message(slo: SLO, rejections: list[Rejection], have_prefill: bool, have_decode: bool,

@@ -9,9 +9,9 @@ import numpy as np
 
 from . import catalog
 from .candidates import (DEFAULT_CHUNKS, DEFAULT_SARATHI_BUDGETS, DEFAULT_TPS, KV_LATENCY_S, SLO, coupled_options,
-                         decode_options, kv_link_gb_s, perf_models, prefill_options)
+                         decode_options, kv_link_gb_s, perf_models, prefill_options, tp_problem)
 from .errors import InfeasibleError, InputError
-from .optimizer import Choice, MODE_CHOICES, infeasible_message, pair_ok as latency_pair_ok, solve
+from .optimizer import Choice, MODE_CHOICES, infeasible_message, pair_ok as latency_pair_ok, pair_samples, solve
 from .perf import Efficiency
 from .plan import Deployment, Plan, Policies, Role
 from .budget import best_at, equal_budget
@@ -36,8 +36,18 @@ def recommend(trace, gpus=("a100",), model: str = "opt-13b", slo: SLO = SLO(), *
         raise InputError(f"SLO percentile must be 50, 90 or 99, got {slo.percentile}")
     if not (slo.ttft_s > 0 and slo.tpot_s > 0) or (slo.jct_s is not None and not slo.jct_s > 0):
         raise InputError("SLO targets must be > 0 seconds")
+    if runners_up < 0:
+        raise InputError(f"--runners-up must be >= 0, got {runners_up}")
+    if max_gpus is not None and max_gpus < 1:
+        raise InputError(f"--max-gpus must be >= 1, got {max_gpus}")
     eff = efficiency or Efficiency()
     spec_model = catalog.model(model)
+    tp_notes = {tp: tp_problem(spec_model, tp) for tp in tps}
+    if all(tp_notes.values()):
+        raise InputError("no usable --tp: " + "; ".join(tp_notes.values())
+                         + f" (usable: {', '.join(str(t) for t in range(1, 9) if not tp_problem(spec_model, t))})")
+    tps = tuple(tp for tp, why in tp_notes.items() if why is None)
+    tp_warnings = [f"{why}: not considered" for why in tp_notes.values() if why]
     gpu_names = list(dict.fromkeys(catalog.gpu(g).name for g in gpus))
     prices, price_src = {}, {}
     for g in gpu_names:
@@ -80,6 +90,18 @@ def recommend(trace, gpus=("a100",), model: str = "opt-13b", slo: SLO = SLO(), *
             pair_cache[key] = latency_pair_ok(p, d, wl, kv_bytes_tok, KV_LATENCY_S, slo, kv_link_override_gb_s)
         return pair_cache[key]
 
+    def pair_detail(pairs) -> str:
+        """The best percentile TPOT (and JCT) any of `pairs` reaches, for the message."""
+        q = slo.percentile
+        best_tpot, best_jct = float("inf"), float("inf")
+        for i, j in pairs:
+            _, tpot, jct = pair_samples(pre[i], dec[j], wl, kv_bytes_tok, KV_LATENCY_S, kv_link_override_gb_s)
+            if len(tpot):
+                best_tpot = min(best_tpot, float(np.percentile(tpot, q)))
+            best_jct = min(best_jct, float(np.percentile(jct, q)))
+        text = f"the best pair reaches p{q} TPOT {best_tpot * 1e3:.1f} ms"
+        return text + (f" and p{q} JCT {best_jct:.2f} s" if slo.jct_s is not None else "")
+
     if not ((pre and dec) or cpl):
         raise InfeasibleError(infeasible_message(slo, rejections, bool(pre), bool(dec), bool(cpl)))
 
@@ -91,7 +113,7 @@ def recommend(trace, gpus=("a100",), model: str = "opt-13b", slo: SLO = SLO(), *
         checked: set = set()
         while True:
             sol = solve(pre, dec, cpl, kv_rate_gb_s=kv_rate_options, slo=slo, mode=mode, max_gpus=max_gpus,
-                        bad_pairs=sorted(bad), runners_up=runners, solver=solver)
+                        bad_pairs=sorted(bad), runners_up=runners, solver=solver, pair_detail=pair_detail)
             found = [c for c in [sol.best, *sol.runners_up, sol.best_per_mode.get("disaggregated")]
                      if c is not None and c.prefill is not None]
             new = False
@@ -160,7 +182,7 @@ def recommend(trace, gpus=("a100",), model: str = "opt-13b", slo: SLO = SLO(), *
     same = equal_budget(sol.best_per_mode, families, slo, kv_rate_options, max_gpus, pair_ok)
     comparison = compare(sol, best, baselines, same, summary, slo)
     verdict = comparison["verdict"]
-    warnings = _warnings(wl, spec_model, best["predictions"])
+    warnings = tp_warnings + _warnings(wl, spec_model, best["predictions"])
     inputs = {
         "trace": wl.stats(), "model": spec_model.name, "dtype": dtype, "gpus": gpu_names,
         "prices": {g: {"usd_per_gpu_hour": prices[g], "source": price_src[g]} for g in gpu_names},

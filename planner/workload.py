@@ -21,6 +21,7 @@ from .errors import InputError
 DEFAULT_WINDOW_S = 60.0
 MAX_BINS = 1 << 17
 MAX_SAMPLE = 20_000
+MAX_WINDOWS = 10_000             # per-window fixed points run over every window: keep them bounded
 LIGHT_PREFILL_MAX_TOKENS = 512   # TetriInfer's class thresholds
 LIGHT_DECODE_MAX_TOKENS = 128
 
@@ -143,6 +144,9 @@ def build_workload(trace, window_s: float = DEFAULT_WINDOW_S, max_sample: int = 
     b_index = np.minimum((a / width).astype(np.int64), bins - 1)
 
     n_win = max(1, int(np.ceil(span / window_s)) if span > 0 else 1)
+    if n_win > MAX_WINDOWS:
+        raise InputError(f"the trace spans {span:,.0f} s: windows of {window_s:g} s make {n_win:,} of them, more than "
+                         f"{MAX_WINDOWS:,}; use --window >= {span / MAX_WINDOWS:,.0f} (or check the arrival times' unit)")
     w_index = np.minimum((a / window_s).astype(np.int64), n_win - 1)
     starts = np.arange(n_win) * window_s
     # the last window ends at the last arrival; give it at least a tenth of a window so a

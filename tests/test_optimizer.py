@@ -1,6 +1,8 @@
 import numpy as np
+import pulp
 import pytest
 
+from planner import catalog
 from planner.candidates import SLO, Option, _search_min, _search_up
 from planner.errors import InfeasibleError
 from planner.optimizer import solve
@@ -120,3 +122,72 @@ def test_best_per_mode_breaks_ties_by_headroom():
     d = sol.best_per_mode["disaggregated"]
     assert d.prefill is pre[1] and d.decode is dec[0]
     assert d.headroom_key(SLO_) == pytest.approx((0.3, 0.5))
+
+
+class _TolerantHiGHS(pulp.HiGHS):
+    """HiGHS reporting its solution as a MIP solver with an integrality tolerance of 1e-5
+    may: each binary at 1 reads 1 - 1e-5 and the continuous variables (h, cost) take the
+    smallest values those binaries allow. (Real HiGHS returned h 1e-6 below the ratio on
+    the crashing case, and then declared the next level infeasible.)"""
+
+    def actualSolve(self, lp, **kw):
+        status = super().actualSolve(lp, **kw)
+        if lp.status == pulp.LpStatusOptimal:
+            for v in lp.variables():
+                if v.cat == pulp.LpInteger and (v.varValue or 0) > 0.5:
+                    v.varValue = 1 - 1e-5
+            for v in lp.variables():
+                if v.name in ("h", "cost"):
+                    v.varValue *= 1 - 1e-5
+        return status
+
+
+def test_levels_bound_by_the_selection_not_the_solver_value(monkeypatch):
+    """Regression (azure conv, l4, --mode disaggregated crashed with a TypeError): the
+    headroom level's h came back below the chosen pool's own ratio, the bound taken from
+    it excluded that pool, level 3 was infeasible and no deployment was read off."""
+    import planner.optimizer as optimizer
+    monkeypatch.setattr(optimizer, "_solver", lambda name: _TolerantHiGHS(msg=False, gapRel=1e-9))
+    pre = [Option("prefill", "l4", 8, 2, c, 11.36, ttft_s=t, link_gb_s=12.5)
+           for c, t in ((512, 0.40), (1024, 0.39), (2048, 0.3666))]
+    dec = [Option("decode", "l4", 8, 2, 0, 11.36, tpot_s=0.027, link_gb_s=12.5),
+           Option("decode", "l4", 4, 4, 0, 11.36, tpot_s=0.050, link_gb_s=12.5)]
+    sol = solve(pre, dec, [], kv_rate_gb_s=1.0, slo=SLO_, mode="disaggregated", runners_up=3)
+    got = [(c.prefill.chunk_tokens, c.decode.tp) for c in [sol.best] + sol.runners_up]
+    # all cost $22.72/h: by headroom max(TTFT/1 s, TPOT/0.1 s), then by the ratio sum
+    assert got == [(2048, 8), (1024, 8), (512, 8), (2048, 4)]
+
+
+def test_pair_transfer_is_computed_at_the_pairs_slower_link_not_rescaled():
+    """A TP8 prefill pool paired with a TP4 decode pool sends KV at the TP4 link (half the
+    speed). The pair's TPOT must be the deployment's own prediction at that link: transfers
+    queue, so halving the speed is not doubling the time (the old linear rescaling let a
+    pair through whose p90 TPOT was 27x the target)."""
+    from planner.candidates import decode_options, kv_link_gb_s, perf_models, prefill_options
+    from planner.perf import Efficiency
+    from planner.plan import Deployment, Role
+    from planner.queueing import predict_disaggregated
+    from planner.workload import build_workload
+    from traces.trace import Trace
+    from planner.optimizer import pair_samples
+
+    n = 400
+    a = np.arange(n) * 0.2               # 5 req/s of 1,000-token prompts: 4.1 GB/s of KV (819 kB/token)
+    wl = build_workload(Trace(a, np.full(n, 1000), np.full(n, 50), name="t"))
+    perfs = perf_models(["l4"], "opt-13b", (4, 8), Efficiency())
+    slo = SLO(ttft_s=5.0, tpot_s=1.0)
+    pre = [o for o in prefill_options(wl, perfs, slo, {"l4": 1.0}, [2048], 16, []) if o.tp == 8]
+    dec = [o for o in decode_options(wl, perfs, slo, {"l4": 1.0}, [], 0) if o.tp == 4]
+    p, d = pre[0], dec[0]
+    own, link = kv_link_gb_s(catalog.gpu("l4"), 8), kv_link_gb_s(catalog.gpu("l4"), 4)
+    assert p.link_gb_s / p.instances == own and d.link_gb_s / d.instances == link == own / 2
+    dep = Deployment("disaggregated", "opt-13b", 2048, prefill=Role("l4", p.instances, 8),
+                     decode=Role("l4", d.instances, 4), kv_link_gb_s=link)
+    want = predict_disaggregated(dep, wl, 0, slo)
+    _, tpot, _ = pair_samples(p, d, wl, catalog.model("opt-13b").kv_bytes_per_token("fp16"), 1e-4)
+    assert np.percentile(tpot, 90) == pytest.approx(want["tpot_s"]["p90"], rel=1e-9)
+    # one prefill instance: 66% of its own 6.25 GB/s link, 131% of the pair's 3.125 GB/s - the
+    # queue grows all trace long, where the old rescaling said "twice 0.13 s"
+    assert p.instances == 1
+    assert np.percentile(p.transfer_fn(), 90) == pytest.approx(1e-4 + 1000 * 819200 / 6.25e9, rel=1e-6)
+    assert np.percentile(p.transfer_fn(link), 90) > 20.0

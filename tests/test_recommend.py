@@ -205,3 +205,70 @@ def test_terminal_lists_each_deployment_once_marking_runner_up_baselines():
     assert lines[0].endswith("(also the vLLM-style coupled baseline)")
     assert lines[1].startswith("runner-up") and "also" not in lines[1]
     assert lines[2].startswith("baseline") and "Sarathi-style budget 512" in lines[2]
+
+
+def test_schedule_text_prints_notes_and_says_one_replay(tmp_path):
+    """--windows --verify: the schedule's notes (windows no count meets, e.g. the KV transfer
+    alone misses TPOT) are printed, and the simulation is described as what it is - one
+    replay in which the counts follow Deployment.windows - not "window by window"."""
+    from dataclasses import replace
+    from planner.schedule import plan_over_time
+    from planner.verify_render import render_schedule, schedule_verification
+    tr = trace(n=300, rate=6)
+    plan = plan_over_time(tr, recommend(tr, gpus=["a100"], runners_up=0), 20.0)
+    note = "window 1 (20 s): TPOT p90 0.2 s > 0.1 s with unlimited decode instances: the KV transfer ..."
+    cost = dict(plan.cost, schedule=dict(plan.cost["schedule"], notes=[note]))
+    sim = schedule_verification(plan, tr)
+    text = render_schedule(replace(plan, cost=cost), sim)
+    assert f"note      {note}" in text
+    assert "window by window" not in text and "one replay of the whole trace" in text
+    assert f"SLO attainment {sim['slo_attainment']:.1%}" in text
+    low = min(w["slo_attainment"] for w in sim["windows"])
+    assert f"lowest window SLO attainment {low:.1%}" in text
+    assert "note " not in render_schedule(plan)             # no notes, no note lines
+
+
+def _cli(args):
+    """Run `planner recommend`; a traceback (any exception other than the exit) fails."""
+    r = CliRunner().invoke(main, ["recommend"] + args)
+    assert r.exception is None or isinstance(r.exception, SystemExit), r.output
+    return r
+
+
+def test_sweep_case_azure_conv_l4_disaggregated_plans(shared_traces):
+    """Crashed with a TypeError in the optimizer (tests/benchmarks/sweep_recommend.py)."""
+    r = _cli(["--trace", str(shared_traces / "azure2023_conv.csv"), "--gpu", "l4", "--mode", "disaggregated",
+              "--json"])
+    assert r.exit_code == 0, r.output
+    d = json.loads(r.output)
+    assert d["deployment"]["mode"] == "disaggregated"
+    for s in [d] + d["runners_up"]:               # every listed pair meets the SLO, KV transfer included
+        assert s["predictions"]["tpot_s"]["p90"] <= 0.1 and s["predictions"]["ttft_s"]["p90"] <= 1.0
+
+
+def test_sweep_cases_odd_inputs_exit_2_or_3_with_what_would_help(tmp_path):
+    path = tmp_path / "t.csv"
+    write_trace_csv(path, trace(n=300, rate=6))
+    r = _cli(["--trace", str(path), "--tp", "3"])
+    assert r.exit_code == 2 and "does not divide opt-13b's 40 attention heads" in r.output and "1, 2, 4, 5, 8" in r.output
+    r = _cli(["--trace", str(path), "--max-gpus", "1", "--mode", "disaggregated"])
+    import re
+    m = re.search(r"takes (\d+) GPUs \(prefill 1x \S+ TP(\d) \+ decode 1x \S+ TP(\d)\) against --max-gpus 1: "
+                  r"raise --max-gpus to >= (\d+)", r.output)
+    assert r.exit_code == 3 and m, r.output
+    assert int(m[1]) == int(m[2]) + int(m[3]) == int(m[4]) >= 2
+    r = _cli(["--trace", str(path), "--slo-jct", "0.01"])
+    assert r.exit_code == 3 and "p90 JCT target (0.01 s)" in r.output and "the best pair reaches" in r.output
+    r = _cli(["--trace", str(path), "--windows", "0.001"])
+    assert r.exit_code == 2 and "use --windows >= " in r.output
+    r = _cli(["--trace", str(path), "--rate-scale", "1e-6"])
+    assert r.exit_code == 2 and "use --window >= " in r.output
+
+
+def test_sweep_case_one_request_trace_plans_verifies_and_schedules(tmp_path):
+    path = tmp_path / "one.csv"
+    path.write_text("arrival_s,prompt_tokens,output_tokens\n0,100,10\n")
+    r = _cli(["--trace", str(path), "--verify", "--windows", "60", "--json"])
+    assert r.exit_code == 0, r.output
+    d = json.loads(r.output)
+    assert d["verification"][0]["simulated"]["finished"] == 1 and d["schedule_verification"]["requests"] == 1
