@@ -65,8 +65,10 @@ def render_verification(rows: list[dict]) -> str:
 
 
 def schedule_verification(plan, trace, *, seed: int = 0) -> dict:
-    """Simulate a plan with windows window by window (`planner.schedule.simulate_schedule`):
-    percentiles and SLO attainment over the whole trace and per window."""
+    """Simulate a plan with windows (`planner.schedule.simulate_schedule`): one replay of the
+    whole trace in which the instance counts change at each window's start as planned
+    (`Deployment.windows`; backlog, drains and flips carry over from window to window).
+    Percentiles and SLO attainment over the whole trace and per window."""
     from .schedule import simulate_schedule
     slo = plan.inputs.get("slo") or {}
     res = simulate_schedule(plan.deployment, trace, slo_ttft_s=slo.get("ttft_s"), slo_tpot_s=slo.get("tpot_s"),
@@ -97,11 +99,20 @@ def render_schedule(plan, simulated: dict | None = None) -> str:
                      + "  ".join(f"{chosen['counts'][r][k]:>8}" for r in roles))
     lines.append("          strategies: " + ", ".join(
         f"{name} ${v['usd_per_hour']:.2f}/h" for name, v in strat.items()))
+    for note in sched.get("notes") or ():
+        lines.append(f"note      {note}")
     if simulated is not None:
         t, p = simulated["ttft_s"], simulated["tpot_s"]
         att = simulated["slo_attainment"]
-        lines.append(f"          simulated window by window: TTFT p50/p90/p99 "
+        lines.append("          simulated in one replay of the whole trace (counts change at each window's start; "
+                     "backlog, drains and flips carry over):")
+        lines.append("          TTFT p50/p90/p99 "
                      + "/".join(_v(t[q], "", 1, 3) for q in QS) + " s, TPOT "
                      + "/".join(_v(p[q], "", 1e3, 1) for q in QS) + " ms"
                      + ("" if att is None else f", SLO attainment {att:.1%}"))
+        scored = [w for w in simulated.get("windows") or () if w.get("slo_attainment") is not None]
+        if scored:
+            w = min(scored, key=lambda w: w["slo_attainment"])
+            lines.append(f"          lowest window SLO attainment {w['slo_attainment']:.1%} (window at "
+                         f"{w['start_s']:g} s, {w['requests']} requests)")
     return "\n".join(lines)
