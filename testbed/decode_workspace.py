@@ -12,8 +12,9 @@ transpose - with S the longest context in the batch; shorter requests are masked
 
 The workspace mirrors the requests' `RequestKV`s (which stay the record: the engine writes
 each new token into both): `sync` keeps exactly the caches of the current iteration,
-each identified by object identity, storage and length. A cache that left the batch, or
-changed outside `decode` (another length or another tensor), is dropped and the last slot
+each identified by object identity, storage, length and `version` (bumped by
+`RequestKV.receive`). A cache that left the batch, or changed outside `decode` (another
+length, another tensor, received contents), is dropped and the last slot
 moved into its place; a new or changed one is copied in. Capacity grows by reallocation
 (x1.25, rounded), never shrinks; `Engine.reset_decode_workspace()` frees it.
 """
@@ -37,7 +38,7 @@ class DecodeWorkspace:
         self.data: torch.Tensor | None = None
         self.kvs: list[RequestKV] = []          # slot -> cache
         self.lengths: list[int] = []            # slot -> tokens held (== kvs[slot].length)
-        self._ptrs: list[int] = []              # slot -> kvs[slot].data.data_ptr()
+        self._marks: list[tuple] = []            # slot -> (data_ptr, version) of kvs[slot]
         self.loads = 0                          # caches copied in (joins), for tests/metrics
 
     # -- capacity -----------------------------------------------------------------------
@@ -75,7 +76,7 @@ class DecodeWorkspace:
         self._ensure(slots, tokens)
 
     def release(self) -> None:
-        self.data, self.kvs, self.lengths, self._ptrs = None, [], [], []
+        self.data, self.kvs, self.lengths, self._marks = None, [], [], []
 
     # -- membership ---------------------------------------------------------------------
     def _drop(self, slot: int) -> None:
@@ -83,10 +84,10 @@ class DecodeWorkspace:
         if slot != last:
             n = self.lengths[last]
             self.data[:, :, slot, :n].copy_(self.data[:, :, last, :n])
-            self.kvs[slot], self.lengths[slot], self._ptrs[slot] = self.kvs[last], n, self._ptrs[last]
+            self.kvs[slot], self.lengths[slot], self._marks[slot] = self.kvs[last], n, self._marks[last]
         self.kvs.pop()
         self.lengths.pop()
-        self._ptrs.pop()
+        self._marks.pop()
 
     def sync(self, kvs: list[RequestKV], extra_tokens: int = 1) -> list[int]:
         """Make the workspace hold exactly `kvs` (distinct caches) with room for
@@ -95,7 +96,7 @@ class DecodeWorkspace:
         for slot in range(len(self.kvs) - 1, -1, -1):
             kv = self.kvs[slot]
             if (want.get(id(kv)) is not kv or kv.length != self.lengths[slot]
-                    or kv.data.data_ptr() != self._ptrs[slot]):
+                    or (kv.data.data_ptr(), kv.version) != self._marks[slot]):
                 self._drop(slot)
         where = {id(kv): s for s, kv in enumerate(self.kvs)}
         joining = [kv for kv in kvs if id(kv) not in where]
@@ -106,7 +107,7 @@ class DecodeWorkspace:
             self.data[:, :, slot, :n].copy_(kv.data[:n].permute(1, 2, 0, 3, 4))
             self.kvs.append(kv)
             self.lengths.append(n)
-            self._ptrs.append(kv.data.data_ptr())
+            self._marks.append((kv.data.data_ptr(), kv.version))
             where[id(kv)] = slot
             self.loads += 1
         return [where[id(kv)] for kv in kvs]

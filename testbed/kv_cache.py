@@ -16,6 +16,7 @@ import torch
 class RequestKV:
     data: torch.Tensor      # [capacity_tokens, layers, 2, kv_heads, head_dim], model dtype
     length: int = 0         # tokens filled (positions 0 .. length-1)
+    version: int = 0        # bumped by `receive` (contents replaced): the decode workspace re-copies
 
     def __post_init__(self):
         if self.data.dim() != 5 or self.data.shape[2] != 2:
@@ -66,6 +67,7 @@ class RequestKV:
             raise ValueError(f"{n} tokens do not fit in a KV cache of {self.capacity_tokens}")
         self.data[:n].copy_(filled)
         self.length = n
+        self.version += 1
 
     @classmethod
     def allocate(cls, capacity_tokens: int, layers: int, kv_heads: int, head_dim: int,

@@ -250,3 +250,18 @@ def test_decode_workspace_tracks_joins_leaves_and_outside_changes(model):
 def test_decode_path_must_be_known(model):
     with pytest.raises(ValueError, match="decode_path"):
         Engine(model, decode_path="paged")
+
+
+def test_decode_workspace_recopies_a_cache_whose_contents_were_received(model):
+    """Same object, same length, new contents (`receive`): the workspace copies it again."""
+    eng, ref = Engine(model), Engine(model, decode_path="gather")
+    a, b, c = eng.new_kv(40), eng.new_kv(40), ref.new_kv(40)
+    eng.prefill([(a, prompt(10, 1))])
+    eng.decode([(a, 3)])                      # a resident in the workspace, 11 tokens
+    eng.prefill([(b, prompt(11, 2))])
+    a.receive(b.view().clone())               # 11 tokens again, b's contents
+    ref.prefill([(c, prompt(11, 2))])
+    got = eng.decode([(a, 7)])
+    assert eng._workspace.loads == 2           # copied in again, not decoded on stale K/V
+    assert torch.allclose(got, ref.decode([(c, 7)]), atol=1e-5)
+    _mirrors(eng, [a])
