@@ -200,11 +200,104 @@ def sarathi_window_times(perf, wl: Workload, instances: int, budget_tokens: int)
 
     def f(tau):
         _, t_mix, t_dec, p, rho = parts(tau)
-        return np.where((rho < 1.0) & (p > 0), rho * t_mix + (1.0 - rho) * t_dec, np.inf)
+        with np.errstate(invalid="ignore"):
+            return np.where((rho < 1.0) & (p > 0), _iteration_mean_s(np.minimum(rho, 1.0), t_mix, t_dec), np.inf)
 
     tau = solve_fixed_point(f, f(np.zeros_like(lam)))
     _, t_mix, t_dec, p, rho = parts(np.where(np.isinf(tau), 0.0, tau))
     return tau, t_mix, t_dec, p, rho, load
+
+
+class PrefillBusy:
+    """When each instance of a coupled pool is busy with prefill work, from the per-instance
+    Lindley recursion (request j to instance j mod n, as `round_robin_backlog_s`): request
+    j's prefill runs from a_j + W_j for w_j seconds, and on one FCFS instance these
+    intervals do not overlap. Kept sorted by (instance, start) with prefix sums of the
+    busy time, so the busy time up to any moment is one binary search."""
+
+    def __init__(self, arrival_s, backlog_s, work_s, instances: int):
+        a = np.asarray(arrival_s, dtype=float)
+        n = len(a)
+        self.instances = int(max(instances, 1))
+        k = np.arange(n) % self.instances
+        order = np.argsort(k, kind="stable")          # by instance, FCFS within it
+        self.start = (a + backlog_s)[order]            # per instance, non-decreasing
+        self.length = np.asarray(work_s, dtype=float)[order]
+        self.cum = np.concatenate([[0.0], np.cumsum(self.length)])
+        # [bounds[k], bounds[k + 1]): instance k's rows
+        self.bounds = np.searchsorted(k[order], np.arange(self.instances + 1), side="left")
+
+    def _before(self, request, t_s) -> np.ndarray:
+        """Per query: the last row of the request's instance starting at or before t_s
+        (bounds[k] - 1 where none), by a vectorised bisection within the instance's rows."""
+        k = np.asarray(request) % self.instances
+        lo = self.bounds[k] - 1                       # invariant: start[lo] <= t (or lo = first - 1)
+        hi = self.bounds[k + 1] - 1                   # candidates up to the instance's last row
+        t = np.asarray(t_s, dtype=float)
+        while True:
+            open_ = lo < hi
+            if not open_.any():
+                return lo
+            mid = (lo + hi + 1) // 2
+            ok = open_ & (self.start[np.minimum(mid, len(self.start) - 1)] <= t)
+            lo = np.where(ok, mid, lo)
+            hi = np.where(open_ & ~ok, mid - 1, hi)
+
+    def busy_until(self, request, t_s) -> np.ndarray:
+        """Prefill-busy seconds of `request`'s instance from the start of the trace to t_s."""
+        k = np.asarray(request) % self.instances
+        j = self._before(request, t_s)
+        first = j < self.bounds[k]
+        jj = np.maximum(j, 0)
+        inside = np.clip(np.asarray(t_s, dtype=float) - self.start[jj], 0.0, self.length[jj])
+        return np.where(first, self.cum[self.bounds[k]], self.cum[jj] + inside) - self.cum[self.bounds[k]]
+
+
+def decode_life_s(busy: PrefillBusy, request, first_s, steps, t_mix_s, t_dec_s) -> np.ndarray:
+    """Per request: the time its `steps` decode iterations take from its first token, when
+    the iterations falling in its instance's prefill-busy time carry a prefill slice (t_mix
+    each) and the others are plain decode steps (t_dec). Progress in steps,
+        prog(t) = t / t_dec - busy(t) (1 / t_dec - 1 / t_mix),
+    grows piecewise linearly; the life ends where prog(first + life) = prog(first) + steps.
+    Found exactly: bisect the instance's busy intervals for the last one starting before
+    that point, then walk its busy part (t_mix per step) and the idle gap (t_dec per step)."""
+    request = np.asarray(request)
+    first = np.asarray(first_s, dtype=float)
+    steps = np.asarray(steps, dtype=float)
+    c = 1.0 / t_dec_s - 1.0 / t_mix_s
+    k = request % busy.instances
+    base = busy.cum[busy.bounds[k]]
+    target = first / t_dec_s - busy.busy_until(request, first) * c + steps
+    lo = busy.bounds[k] - 1                            # last row with prog(start) <= target
+    hi = busy.bounds[k + 1] - 1
+    top = len(busy.start) - 1
+    while True:
+        open_ = lo < hi
+        if not open_.any():
+            break
+        mid = np.minimum((lo + hi + 1) // 2, top)
+        prog = busy.start[mid] / t_dec_s - (busy.cum[mid] - base) * c
+        ok = open_ & (prog <= target)
+        lo = np.where(ok, mid, lo)
+        hi = np.where(open_ & ~ok, mid - 1, hi)
+    has = lo >= busy.bounds[k]
+    j = np.maximum(lo, 0)
+    start = np.where(has, busy.start[j], -np.inf)
+    end = np.where(has, busy.start[j] + busy.length[j], -np.inf)
+    anchor = np.maximum(first, start)                  # from here: busy until `end`, then idle
+    done_before = np.where(has & (start > first), busy.cum[j] - base, busy.busy_until(request, first))
+    left = target - (anchor / t_dec_s - done_before * c)
+    busy_part = np.maximum(end - anchor, 0.0)
+    t_end = np.where(left <= busy_part / t_mix_s, anchor + left * t_mix_s,
+                     anchor + busy_part + (left - busy_part / t_mix_s) * t_dec_s)
+    return np.where(steps > 0, np.maximum(t_end - first, 0.0), 0.0)
+
+
+def _iteration_mean_s(busy_share, t_mix_s, t_dec_s):
+    """Mean iteration time of an instance busy with prefill for a share `busy_share` of
+    its time: rho / t_mix mixed iterations and (1 - rho) / t_dec plain decode iterations
+    per second."""
+    return 1.0 / (busy_share / t_mix_s + (1.0 - busy_share) / t_dec_s)
 
 
 def _predict_sarathi(dep, perf, wl: Workload, seed: int, screen=None, screen_only: bool = False):
@@ -236,17 +329,21 @@ def _predict_sarathi(dep, perf, wl: Workload, seed: int, screen=None, screen_onl
     p_i = np.maximum(budget - 1.0 - b, 1.0)
     mix_i = perf.mixed_time_s(p_i, np.maximum(ps - p_i, 0.0) / 2.0, 1.0 + b, own + t)
     dec_i = perf.decode_time_s(1.0 + b, own + t)
-    r = np.minimum(rho[w], 1.0)
-    share = np.clip(r + rng.standard_normal(len(s)) * np.sqrt(r * (1 - r) / np.maximum(steps, 1)), 0.0, 1.0)
-    tpot = np.where(np.isinf(tau[w]), np.inf, share * mix_i + (1.0 - share) * dec_i)
-    if screen is not None and (limits or _misses(screen, np.where(np.isinf(tau[w]), np.inf, alone), tpot, steps)):
-        return None                 # the queue wait only adds to TTFT
+    saturated = np.isinf(tau[w])
+    # lower bounds for the screen: no queue wait, and decode-only iterations (share 0)
+    if screen is not None and (limits or _misses(screen, np.where(saturated, np.inf, alone),
+                                                  np.where(saturated, np.inf, dec_i), steps)):
+        return None
     if screen_only:
         return True
     per_tok = np.where(np.isinf(tau), 0.0, t_mix / np.maximum(p_tok, 1.0))
     work = wl.prompt_tokens * per_tok[wl.window_index]
-    ttft = round_robin_backlog_s(wl.arrival_s, work, n)[s] + alone   # per-instance queue (fewest-outstanding dispatch)
-    ttft = np.where(np.isinf(tau[w]), np.inf, ttft)
+    backlog = round_robin_backlog_s(wl.arrival_s, work, n)     # per-instance queue (fewest-outstanding dispatch)
+    ttft = np.where(saturated, np.inf, backlog[s] + alone)
+    busy = PrefillBusy(wl.arrival_s, backlog, work, n)
+    first = wl.arrival_s[s] + np.where(saturated, 0.0, ttft)
+    life = decode_life_s(busy, s, np.where(saturated, 0.0, first), steps, mix_i, dec_i)
+    tpot = np.where(saturated, np.inf, np.where(steps > 0, life / np.maximum(steps, 1), dec_i))
     jct = ttft + decode_time_s(steps, tpot)
     mean_b = load.rate_per_s * load.steps * np.where(np.isinf(tau), 0.0, tau)
     util = {"mean": float(np.average(np.where(np.isfinite(rho), rho, 1.0), weights=np.maximum(wl.window_requests, 1e-12))),

@@ -69,15 +69,35 @@ def solve_fixed_point(f, lo, hi: float = FIXED_POINT_MAX_S, iters: int = 60):
         return _bracket_and_bisect(f, np.maximum(np.asarray(lo, dtype=float), 1e-9), hi, iters)
 
 
+REFINE_POINTS = 64           # where doubling misses a fixed point before f turns infinite
+
+
 def _bracket_and_bisect(f, lo, hi, iters):
     # bracket: the first tau = lo * 2^j with f(tau) <= tau (f may blow up beyond it again)
     grid = lo[None, :] * (2.0 ** np.arange(0, 64))[:, None]
     grid = np.minimum(grid, hi)
-    below = f(grid) <= grid                 # one call over the whole (64, windows) grid
+    fg = f(grid)                            # one call over the whole (64, windows) grid
+    below = fg <= grid
     saturated = ~below.any(axis=0)
+    cols = np.arange(len(lo))
     j = np.argmax(below, axis=0)
-    hi_arr = grid[j, np.arange(len(lo))]
-    lo = np.where(j > 0, grid[np.maximum(j - 1, 0), np.arange(len(lo))], lo)
+    hi_arr = grid[j, cols]
+    lo = np.where(j > 0, grid[np.maximum(j - 1, 0), cols], lo)
+    # f infinite past a capacity edge (e.g. a Sarathi budget filled): the fixed points may lie
+    # in a stretch shorter than one doubling just before it; look there on a fine grid
+    finite = np.isfinite(fg)
+    miss = saturated & finite[0] & ~finite[-1]
+    if miss.any():
+        edge = np.argmin(finite, axis=0)                  # first grid point where f is infinite
+        a, b = grid[np.maximum(edge - 1, 0), cols], grid[edge, cols]
+        frac = np.linspace(0.0, 1.0, REFINE_POINTS + 1)[1:-1, None]
+        fine = np.where(miss, a + (b - a) * frac, lo)
+        fb = f(fine) <= fine
+        found = miss & fb.any(axis=0)
+        k = np.argmax(fb, axis=0)
+        hi_arr = np.where(found, fine[k, cols], hi_arr)
+        lo = np.where(found, np.where(k > 0, fine[np.maximum(k - 1, 0), cols], a), lo)
+        saturated &= ~found
     hi_arr = _bisect(f, lo, hi_arr, iters)
     return np.where(saturated, np.inf, hi_arr)
 

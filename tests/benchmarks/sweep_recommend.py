@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
+import signal
 import subprocess
 import sys
 import tempfile
@@ -119,13 +121,26 @@ def judge(rc: int, out: str, err: str) -> str | None:
     return None
 
 
+TIMEOUT_S = 300.0    # a case running longer is a failure (and its process group is ended)
+
+
 def run(case: tuple[str, list[str]]) -> dict:
     name, args = case
     t0 = time.perf_counter()
-    p = subprocess.run(PLANNER + ["recommend"] + args, capture_output=True, text=True, cwd=ROOT)
-    err = p.stderr.strip()
+    # its own session, so a timeout ends the solver subprocesses it started too
+    proc = subprocess.Popen(PLANNER + ["recommend"] + args, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, cwd=ROOT, start_new_session=True)
+    try:
+        out, err_text = proc.communicate(timeout=TIMEOUT_S)
+        rc, problem = proc.returncode, judge(proc.returncode, out, err_text)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        out, err_text = proc.communicate()
+        rc, problem = -9, f"over {TIMEOUT_S:.0f} s"
+    err = err_text.strip()
+    p = subprocess.CompletedProcess(proc.args, rc, out, err_text)
     return {"case": name, "rc": p.returncode, "seconds": round(time.perf_counter() - t0, 2),
-            "problem": judge(p.returncode, p.stdout, p.stderr),
+            "problem": problem,
             "message": (err.splitlines() or [""])[-1][:300] if p.returncode else "",
             "plan": next((ln.split(None, 1)[1] for ln in p.stdout.splitlines() if ln.startswith("PLAN")), "")}
 
