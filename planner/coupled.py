@@ -2,14 +2,17 @@
 
 vLLM-style (`coupled`): each instance prefills whole prompts in iterations that take
 priority over decoding, so running decodes stall for every prefill:
-    TTFT_i = prefill wait (fluid, whole-prompt work) + t_prefill(P_i) + half a decode step
-    TPOT   = t_decode(1 + B, c + T) / (1 - rho_prefill)           (fixed point)
+    TTFT_i = per-instance prefill wait (Lindley, whole-prompt work) + t_prefill(P_i) + residual step
+    window tau = t_decode(1 + B, c + T) / (1 - rho_prefill)       (fixed point, batch by Little)
+    decode life_i: O_i - 1 steps made only outside its instance's prefill-busy intervals
 Sarathi-style (`chunked_coupled`): every iteration carries the running decodes plus a
 prefill slice filling a token budget of C tokens:
     t_mix  = t_mixed(C - B prefill tokens, decode batch B, context T)
-    rho    = lambda E[P] t_mix / (C - B)        share of iterations that carry prefill
-    TPOT   = rho t_mix + (1 - rho) t_decode(B, T)                  (fixed point)
-    TTFT_i = prefill wait (fluid, P_i t_mix / (C - B) per request) + ceil(P_i / (C - B)) t_mix
+    rho    = lambda E[P] t_mix / (C - B)        share of time in iterations with a slice
+    window tau = 1 / (rho / t_mix + (1 - rho) / t_decode(B, T))    (fixed point)
+    TTFT_i = per-instance prefill wait (P_i t_mix / (C - B) per request) + ceil(P_i / (C - B)) t_mix
+    decode life_i: O_i - 1 iterations, t_mix inside its instance's prefill-busy intervals,
+                   t_decode outside (`decode_life_s`)
 """
 from __future__ import annotations
 
@@ -24,6 +27,7 @@ from .transfer import admission_fraction
 from .workload import Workload
 
 SCREEN_MARGIN = 1e-9      # a bound must miss its target by this relative margin to screen a pool out
+STALL_T_MIX_S = 1e30      # vLLM: a decode step makes no progress inside a prefill iteration
 
 
 def predict_coupled(dep, wl: Workload, seed: int = 0, slo=None, base: "VllmBase | None" = None,
@@ -84,7 +88,6 @@ class VllmBase:
     count (built once per candidate family; O(N))."""
     whole_s: np.ndarray          # per distinct prompt length: its whole-prompt prefill iteration
     work_s: np.ndarray           # per request (all N)
-    cum_work_s: np.ndarray       # N + 1 prefix sums of work_s (the stall windows)
     total_work_s: float
     mean_work_w: np.ndarray      # per window: mean work of its arrivals
     per_token_s: float           # marginal prefill seconds per prompt token
@@ -93,7 +96,7 @@ class VllmBase:
 def vllm_base(perf, wl: Workload) -> VllmBase:
     whole = perf.prefill_time_s(wl.prompt_values.astype(float), 0.0)
     work = whole[wl.prompt_index]
-    return VllmBase(whole, work, np.concatenate([[0.0], np.cumsum(work)]), float(work.sum()),
+    return VllmBase(whole, work, float(work.sum()),
                     _per_window_mean(wl, work), _marginal_prefill_s(perf, wl))
 
 
@@ -122,53 +125,22 @@ def _predict_vllm(dep, perf, wl: Workload, seed: int, base: VllmBase, screen=Non
         return None                 # the wait and the stalls only add to these
     if screen_only:
         return True
-    wait = round_robin_backlog_s(wl.arrival_s, work, n)[s]
+    backlog = round_robin_backlog_s(wl.arrival_s, work, n)
+    wait = backlog[s]
     ttft = wait + own + residual + per_token * joiners * residual
-    admitted = wl.arrival_s[s] + wait + residual          # its prefill iteration starts
-    tpot = _stalled_tpot(wl, base.cum_work_s, n, admitted, wl.arrival_s[s] + ttft, dec["tpot_sample"], steps, seed)
+    # its decode steps run only while its instance is not prefilling (prefill iterations
+    # take priority): the same busy intervals as the queue, walked per request
+    step = dec["tpot_sample"]
+    finite = np.isfinite(step)
+    life = decode_life_s(PrefillBusy(wl.arrival_s, backlog, work, n), s, wl.arrival_s[s] + ttft, steps,
+                         STALL_T_MIX_S, np.where(finite, step, 1.0))
+    tpot = np.where(finite, np.where(steps > 0, life / np.maximum(steps, 1), step), np.inf)
     jct = ttft + decode_time_s(steps, tpot)
     util = {"mean": float(base.total_work_s / (n * max(wl.span_s, 1e-9))), "peak_window": float(rho_w.max())}
     return {"mode": "coupled", "model": "queueing", "limits": limits, "feasible": not limits,
             "ttft_s": percentiles(ttft), "tpot_s": percentiles(tpot[steps > 0]),
             "jct_s": percentiles(jct), "utilisation": {"prefill": util, "decode_kv_peak": dec["kv_peak_fraction"]},
             "decode_batch": dec["batch"], "kv_peak_fraction": dec["kv_peak_fraction"]}, (ttft, tpot, steps)
-
-
-def _stalled_tpot(wl: Workload, cum_work_s: np.ndarray, instances: int, admitted_s, first_token_s, step_s, steps,
-                  seed: int, passes: int = 8) -> np.ndarray:
-    """vLLM-style TPOT per sample request: its decode step plus the prefills that stall its
-    instance while it decodes, spread over its O - 1 steps. The prefills are the trace's own
-    arrivals from its admission (later ones miss its prefill iteration and run in the next,
-    after its first token) to the end of its decode life, first token + life (so bursts
-    count as bursts), each on its instance with probability 1/n (binomial), at the mean
-    prefill time of those arrivals; life = (O - 1) step + stalls, a fixed point (8 passes).
-    `cum_work_s`: prefix sums of the requests' prefill work (N + 1, from 0)."""
-    a = wl.arrival_s
-    cum = cum_work_s
-    lo = np.searchsorted(a, admitted_s, side="right")
-    finite = np.isfinite(step_s)
-    base = np.where(finite, steps * np.where(finite, step_s, 0.0), 0.0)
-    rng = np.random.default_rng(seed + 31337)
-    draw = rng.uniform(size=len(lo))
-    stalls = np.zeros(len(lo))
-    for _ in range(passes):
-        hi = np.searchsorted(a, first_token_s + base + stalls, side="right")
-        k = np.maximum(hi - lo, 0)
-        mean_w = np.where(k > 0, (cum[hi] - cum[lo]) / np.maximum(k, 1), 0.0)
-        mine = _binomial_quantile(k, 1.0 / instances, draw)
-        stalls = mine * mean_w
-    return np.where(finite, np.where(steps > 0, step_s + stalls / np.maximum(steps, 1), step_s), np.inf)
-
-
-def _binomial_quantile(k: np.ndarray, p: float, u: np.ndarray) -> np.ndarray:
-    """Binomial(k, p) at quantile u, vectorised (normal approximation with continuity
-    correction, exact at p = 1)."""
-    if p >= 1.0:
-        return k.astype(float)
-    from scipy.special import ndtri
-    mean = k * p
-    sd = np.sqrt(k * p * (1 - p))
-    return np.clip(np.round(mean + sd * ndtri(np.clip(u, 1e-9, 1 - 1e-9))), 0, k)
 
 
 def _marginal_prefill_s(perf, wl: Workload) -> float:
