@@ -98,6 +98,10 @@ def _load(kw):
         if kw[flag] is not None and kw[flag] < 1:
             raise InputError(f"--{flag.replace('n_', '').replace('_', '-')} must be >= 1, got {kw[flag]}")
     dep = plan.deployment
+    if dep.windows:
+        click.echo(f"note: the plan has {len(dep.windows)} time windows; the testbed runs each role's peak "
+                   "instance count for the whole trace and does not follow the schedule "
+                   "(`planner simulate` does)", err=True)
     instances = None
     if kw["n_prefill"] or kw["n_decode"]:
         if dep.mode != "disaggregated" and not (kw["n_prefill"] and kw["n_decode"]):
