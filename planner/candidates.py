@@ -113,6 +113,17 @@ def tp_problem(model: catalog.ModelSpec, tp: int) -> str | None:
     return None
 
 
+def _bisect(ok, lo: int, hi: int) -> int:
+    """Smallest n in [lo, hi] with ok(n), given ok(hi) and ok monotone."""
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if ok(mid):
+            hi = mid
+        else:
+            lo = mid + 1
+    return lo
+
+
 def _search_min(ok, lo: int, hi: int = MAX_INSTANCES) -> int | None:
     """Smallest n in [lo, hi] with ok(n), assuming ok is monotone; None if none."""
     n = max(lo, 1)
@@ -122,14 +133,7 @@ def _search_min(ok, lo: int, hi: int = MAX_INSTANCES) -> int | None:
             return None
         step_lo = n + 1
         n = min(hi, 2 * n)
-    lo_, hi_ = step_lo, n
-    while lo_ < hi_:
-        mid = (lo_ + hi_) // 2
-        if ok(mid):
-            hi_ = mid
-        else:
-            lo_ = mid + 1
-    return lo_
+    return _bisect(ok, step_lo, n)
 
 
 def _search_up(ok, lo: int, hi: int = MAX_INSTANCES) -> int | None:
@@ -142,14 +146,7 @@ def _search_up(ok, lo: int, hi: int = MAX_INSTANCES) -> int | None:
         fail = n
         n = min(hi, n + step)
         step *= 2
-    lo_, hi_ = (fail + 1 if fail is not None else n), n
-    while lo_ < hi_:
-        mid = (lo_ + hi_) // 2
-        if ok(mid):
-            hi_ = mid
-        else:
-            lo_ = mid + 1
-    return lo_
+    return _bisect(ok, fail + 1 if fail is not None else n, n)
 
 
 def perf_models(gpu_names, model_name: str, tps, eff: Efficiency, dtype: str = "fp16"):
