@@ -15,7 +15,8 @@ from .cli import echo_json
 from .cli_trace import read_with_options, trace_read_options
 from .errors import InputError
 from .optimizer import MODE_CHOICES
-from .verdict import NAMES, describe
+from .plan import MODE_NAMES
+from .verdict import describe
 from .workload import DEFAULT_WINDOW_S
 
 MAX_SCHEDULE_WINDOWS = 2_000   # --windows: a few seconds of sizing per thousand windows
@@ -179,7 +180,7 @@ def comparison_rows(plan) -> list[str]:
     baseline (its best plan) says so instead of being listed twice."""
     lines, shown = [], []
     for r in plan.runners_up:
-        modes = [NAMES[b["mode"]] for b in plan.baselines if b["deployment"] == r["deployment"]]
+        modes = [MODE_NAMES[b["mode"]] for b in plan.baselines if b["deployment"] == r["deployment"]]
         lines.append(_row("runner-up", r, f"  (also the {' and '.join(modes)} baseline)" if modes else ""))
         shown.append(r["deployment"])
     for b in plan.baselines:

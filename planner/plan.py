@@ -15,6 +15,8 @@ from .perf import Efficiency, PerfModel
 
 PLAN_VERSION = 1
 MODES = ("disaggregated", "coupled", "chunked_coupled")
+MODE_NAMES = {"disaggregated": "disaggregated", "coupled": "vLLM-style coupled",
+              "chunked_coupled": "Sarathi-style chunked coupled"}
 PREFILL_ORDERS = ("fcfs", "sjf", "ljf")
 DISPATCHERS = ("power_of_two", "least_loaded", "random")
 DECODE_ADMISSIONS = ("greedy", "reserve_static", "reserve_dynamic")

@@ -12,9 +12,8 @@ from __future__ import annotations
 
 from .candidates import SLO
 from .optimizer import better, same_cost
+from .plan import MODE_NAMES
 
-NAMES = {"disaggregated": "disaggregated", "coupled": "vLLM-style coupled",
-         "chunked_coupled": "Sarathi-style chunked coupled"}
 COUPLED_MODES = ("coupled", "chunked_coupled")
 
 
@@ -82,7 +81,7 @@ def _sentence(a: dict, b: dict) -> tuple[str, str]:
     """'X (pools) has p90 TTFT a vs b ... against Y (pools): why' and the winner's mode."""
     win, why = head_to_head(a, b)
     w, l = (a, b) if win == "a" else (b, a)
-    text = (f"{NAMES[w['mode']]} ({w['label']}) has {_numbers(w, l)} against {NAMES[l['mode']]} ({l['label']}): "
+    text = (f"{MODE_NAMES[w['mode']]} ({w['label']}) has {_numbers(w, l)} against {MODE_NAMES[l['mode']]} ({l['label']}): "
             f"{why}")
     return text, w["mode"]
 
@@ -120,11 +119,11 @@ def compare(sol, best: dict, baselines: list[dict], same, summary, slo: SLO) -> 
         else:
             saving = 1.0 - chosen.usd_per_hour / cpl.usd_per_hour
             out["verdict"] = (f"disaggregate: {cost}, {saving:.0%} less than the cheapest coupled deployment meeting "
-                              f"the same SLO ({NAMES[cpl.mode]}, ${cpl.usd_per_hour:.2f}/h)" + _equal(eq))
+                              f"the same SLO ({MODE_NAMES[cpl.mode]}, ${cpl.usd_per_hour:.2f}/h)" + _equal(eq))
         return out
     out["decision"] = "do_not_disaggregate"
     if dis is None:
-        out["verdict"] = (f"do not disaggregate: {NAMES[chosen.mode]} at {cost} meets the SLO; no disaggregated "
+        out["verdict"] = (f"do not disaggregate: {MODE_NAMES[chosen.mode]} at {cost} meets the SLO; no disaggregated "
                           f"plan does within the candidates")
     elif same_cost(dis.usd_per_hour, chosen.usd_per_hour):
         out["tie"] = True
@@ -132,7 +131,7 @@ def compare(sol, best: dict, baselines: list[dict], same, summary, slo: SLO) -> 
                           + _tie_sentence(best, summary(dis), slo))
     else:
         more = dis.usd_per_hour / chosen.usd_per_hour - 1.0
-        out["verdict"] = (f"do not disaggregate: {NAMES[chosen.mode]} at {cost}; the cheapest disaggregated plan "
+        out["verdict"] = (f"do not disaggregate: {MODE_NAMES[chosen.mode]} at {cost}; the cheapest disaggregated plan "
                           f"costs {more:.0%} more (${dis.usd_per_hour:.2f}/h)" + _equal(eq))
     return out
 

@@ -14,6 +14,7 @@ import numpy as np
 from .. import catalog
 from ..candidates import SLO
 from ..errors import InfeasibleError, InputError
+from ..plan import MODE_NAMES
 from ..queueing import predict
 from ..recommend import recommend
 from ..schedule import plan_over_time, simulate_schedule
@@ -27,8 +28,6 @@ DEFAULT_ACCURACIES = (0.5, 0.749, 0.9, 1.0)
 MAX_SIM_REQUESTS = 20_000             # the simulations replay at most this many requests
 MAX_SWEEP_SIM_REQUESTS = 5_000        # ... and fewer at the other loads
 CDF_POINTS = 2_000
-MODE_NAMES = {"disaggregated": "disaggregated", "coupled": "vLLM-style coupled",
-              "chunked_coupled": "Sarathi-style chunked coupled"}
 
 
 class _Steps:
