@@ -1,5 +1,6 @@
 """Every reader on small fixtures written here; numbers checkable by hand."""
 import gzip
+from datetime import datetime
 import json
 
 import numpy as np
@@ -58,6 +59,23 @@ def test_azure_wall_clock_with_seven_fractional_digits(tmp_path):
     assert len(t) == 3 and t.dropped == {"GeneratedTokens = 0": 1}
     np.testing.assert_allclose(t.arrival_s, [0.0, 0.052, 61.02004], atol=1e-9)
     assert t.prompt_tokens.tolist() == [4808, 3180, 10]
+
+
+def test_azure_dates_outside_nanosecond_range_keep_their_true_spacing(tmp_path):
+    """Regression: 3023 is past pandas' nanosecond range (2262); converting to ns wrapped
+    around silently and gave a positive, wrong gap."""
+    p = write(tmp_path, "far.csv", "TIMESTAMP,ContextTokens,GeneratedTokens\n"
+                                   "2023-01-01 00:00:00,5,6\n3023-01-01 00:00:00,5,6\n")
+    expected = (datetime(3023, 1, 1) - datetime(2023, 1, 1)).total_seconds()
+    assert read_trace(p).arrival_s[1] == pytest.approx(expected, rel=1e-12)
+
+
+def test_azure_dates_centuries_apart_are_an_input_error(tmp_path):
+    """Regression (found by the fuzz test): differences in nanoseconds overflowed int64."""
+    p = write(tmp_path, "old.csv", "TIMESTAMP,ContextTokens,GeneratedTokens\n"
+                                   "2023-11-16 18:17:03.9799600,5,6\n1731-01-01 00:00:00,5,6\n")
+    with pytest.raises(InputError, match="span too many years"):
+        read_trace(p)
 
 
 def test_mooncake_jsonl_ms_timestamps_shared(tmp_path):

@@ -79,7 +79,13 @@ def azure(rows: Rows, drop_zero: bool, **_) -> Parsed:
         i = int(np.argmax(bad))
         raise InputError(f"{rows.where(i)}, column {t}: {str(raw.iloc[i])!r} is not a date-time like "
                          "'2023-11-16 18:17:03.9799600'; fix or remove that row")
-    seconds = (ts - ts.iloc[0]).dt.total_seconds().to_numpy(dtype=np.float64)
+    stamps = ts.dt.tz_convert(None).to_numpy()  # in pandas' own unit: no wrap-around outside 1677-2262
+    unit = np.datetime_data(stamps.dtype)[0]
+    ticks = stamps.view(np.int64)
+    if int(ticks.max()) - int(ticks.min()) > np.iinfo(np.int64).max:  # differences would overflow
+        raise InputError(f"{rows.path}: column {t}: the date-times span too many years to be one trace "
+                         f"({ts.min()} to {ts.max()}); fix the wrong dates")
+    seconds = (ticks - ticks[0]) / (np.timedelta64(1, "s") / np.timedelta64(1, unit))
     prompt, zp = rows.tokens(p, drop_zero)
     output, zo = rows.tokens(o, drop_zero)
     return Parsed(seconds, prompt, output, {}, zp | zo)
