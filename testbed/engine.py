@@ -8,7 +8,8 @@
   lengths. The batch's K/V live in a persistent layer-major workspace
   (`decode_workspace.DecodeWorkspace`): a request is copied in once when it joins, each
   layer appends the new tokens' K/V with one `index_copy_` and runs one (masked, when the
-  contexts differ) `scaled_dot_product_attention` over the workspace in place; the new K/V
+  contexts differ) `scaled_dot_product_attention` over the workspace in place - on CPU,
+  one per request when the contexts differ enough (`_split_attention`); the new K/V
   also go into every request's own cache (one `_foreach_copy_`), which stays the record
   and what a connector sends. `decode_path="gather"` keeps the previous decode (per layer,
   one `torch.cat` of the batch's caches into a padded tensor) for comparison.
@@ -47,6 +48,23 @@ def _fast_attention_backends(fn):
         with sdpa_kernel(_SDPA_BACKENDS):
             return fn(self, *args, **kwargs)
     return step
+
+
+# A ragged decode batch padded to its longest context costs batch x longest in attention,
+# where a serving engine's variable-length kernel (vLLM's paged attention, FlashAttention's
+# varlen) costs the sum of the contexts - what planner/perf.py charges. On CPU the engine
+# then runs attention row by row over each request's own context, when that is cheaper:
+# one call costs about as much as attending over SPLIT_CALL_TOKENS positions (measured:
+# ~9 us per call, ~0.11 us per position and layer at hidden 256, one thread). On CUDA the
+# padded batch stays (a launch per row would cost more than the padding).
+SPLIT_CALL_TOKENS = 80
+
+
+def _split_attention(device: torch.device, lens: list[int]) -> bool:
+    if device.type != "cpu" or len(lens) < 2:
+        return False
+    padded = len(lens) * (max(lens) + 1)
+    return sum(lens) + len(lens) * (1 + SPLIT_CALL_TOKENS) < padded
 
 
 @dataclass(frozen=True)
@@ -264,7 +282,8 @@ class Engine:
         lens_t = torch.tensor(lens, dtype=torch.long).to(self.device, non_blocking=True)
         x = self._embed(ids, lens_t)
         mask = None
-        if min(lens) + 1 < max_ctx:      # ragged batch: mask each row's positions past its own
+        split = _split_attention(self.device, lens)
+        if min(lens) + 1 < max_ctx and not split:   # ragged batch: mask each row's positions past its own
             # attend over a multiple of 16 positions (within the workspace's capacity, a
             # multiple of 64): fused attention kernels want an aligned mask
             max_ctx = min(-(-max_ctx // 16) * 16, ws.capacity_tokens)
@@ -277,9 +296,15 @@ class Engine:
             new[:, li] = qkv[:, 1:]
             layer = ws.data[li]                                          # [2, slots, T, H, D]
             layer.view(2, -1, self.kv_heads, self.head_dim).index_copy_(1, flat, qkv[:, 1:].transpose(0, 1))
-            k = layer[0, :B, :max_ctx].transpose(1, 2)                   # [B, H, S, D]
-            v = layer[1, :B, :max_ctx].transpose(1, 2)
-            out = F.scaled_dot_product_attention(qkv[:, 0].unsqueeze(2), k, v, attn_mask=mask)
+            q = qkv[:, 0].unsqueeze(2)                                   # [B, H, 1, D]
+            if split:    # each row over its own context: cost follows the sum of contexts
+                out = torch.cat([F.scaled_dot_product_attention(
+                    q[r:r + 1], layer[0, r:r + 1, :n + 1].transpose(1, 2), layer[1, r:r + 1, :n + 1].transpose(1, 2))
+                    for r, n in enumerate(lens)])
+            else:
+                k = layer[0, :B, :max_ctx].transpose(1, 2)               # [B, H, S, D]
+                v = layer[1, :B, :max_ctx].transpose(1, 2)
+                out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
             x = self._finish_layer(x, out.view(B, self.heads, self.head_dim), w)
         torch._foreach_copy_([kv.data[n] for kv, n in zip(kvs, lens)], list(new.unbind(0)))
         for kv, n in zip(kvs, lens):

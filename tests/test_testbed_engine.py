@@ -116,7 +116,11 @@ def test_chunked_prefill_merges_requests_and_matches_hf(model, engine):
     assert torch.allclose(a.view(), whole.view(), atol=1e-5)
 
 
-def test_batched_decode_different_contexts_matches_hf(model, engine):
+@pytest.mark.parametrize("split_call_tokens", [80, 0, 10**9])   # as shipped, row by row, padded
+def test_batched_decode_different_contexts_matches_hf(model, engine, monkeypatch, split_call_tokens):
+    import testbed.engine as eng_mod
+    monkeypatch.setattr(eng_mod, "SPLIT_CALL_TOKENS", split_call_tokens)
+    assert eng_mod._split_attention(engine.device, [3, 17, 9]) == (split_call_tokens == 0)
     prompts = [prompt(n, 10 + n) for n in (3, 17, 9)]
     kvs = [engine.new_kv(40) for _ in prompts]
     first = engine.prefill([(kv, p) for kv, p in zip(kvs, prompts)])
@@ -265,3 +269,14 @@ def test_decode_workspace_recopies_a_cache_whose_contents_were_received(model):
     assert eng._workspace.loads == 2           # copied in again, not decoded on stale K/V
     assert torch.allclose(got, ref.decode([(c, 7)]), atol=1e-5)
     _mirrors(eng, [a])
+
+
+def test_cpu_splits_attention_only_when_padding_costs_more_than_the_calls():
+    from testbed.engine import SPLIT_CALL_TOKENS, _split_attention
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    long_and_short = [600] + [143] * 7          # padded: 8 x 601 positions; split: 1608 + 8 calls
+    assert 8 * 601 > sum(long_and_short) + 8 * (1 + SPLIT_CALL_TOKENS)
+    assert _split_attention(cpu, long_and_short)
+    assert not _split_attention(cpu, [200] * 8)          # equal contexts: nothing padded
+    assert not _split_attention(cpu, [600])
+    assert not _split_attention(cuda, long_and_short)    # one launch per row costs more on a GPU
