@@ -48,8 +48,15 @@ def run_options(fn):
         click.option("--device", default="cpu", show_default=True, help="cpu or cuda[:N]."),
         click.option("--kv-backend", type=click.Choice(["reference", "gloo", "nccl", "shm", "cuda-ipc"]),
                      default=None, help="KV transfer backend [default: shm on cpu, cuda-ipc on cuda]."),
-        click.option("--prefill", "n_prefill", type=int, default=None, help="Override the plan's prefill instances."),
+        click.option("--prefill", "n_prefill", type=int, default=None,
+                     help="Override the plan's prefill instances (a static run: with --no-windows on a plan over time)."),
         click.option("--decode", "n_decode", type=int, default=None, help="Override the plan's decode instances."),
+        click.option("--no-windows", is_flag=True,
+                     help="A plan over time: run its role counts (each role's peak) for the whole trace instead of "
+                          "following its time windows (to compare static vs scheduled)."),
+        click.option("--scale-out", type=click.Path(dir_okay=False), default=None,
+                     help="Write the scale log (plans over time: time_s, window, instance (slot), action, "
+                          "from_role, to_role, ready_s, worker) to this CSV."),
         click.option("--decode-kv-tokens", type=int, default=None,
                      help="KV tokens a decode worker may hold [default: the plan's decode capacity]."),
         click.option("--classifier-layers", type=int, default=1, show_default=True,
@@ -98,15 +105,23 @@ def _load(kw):
         if kw[flag] is not None and kw[flag] < 1:
             raise InputError(f"--{flag.replace('n_', '').replace('_', '-')} must be >= 1, got {kw[flag]}")
     dep = plan.deployment
-    if dep.windows:
-        click.echo(f"note: the plan has {len(dep.windows)} time windows; the testbed runs each role's peak "
-                   "instance count for the whole trace and does not follow the schedule "
-                   "(`planner simulate` does)", err=True)
     instances = None
     if kw["n_prefill"] or kw["n_decode"]:
+        if dep.windows and not kw["no_windows"]:
+            raise InputError(f"the plan has {len(dep.windows)} time windows and --prefill/--decode set static counts; "
+                             "add --no-windows to run those counts for the whole trace")
         if dep.mode != "disaggregated" and not (kw["n_prefill"] and kw["n_decode"]):
             raise InputError("the plan is not disaggregated: give both --prefill and --decode")
         instances = (kw["n_prefill"] or dep.prefill.instances, kw["n_decode"] or dep.decode.instances)
+    if dep.windows and dep.mode == "disaggregated":
+        from .windows import summary
+        if kw["no_windows"]:
+            p, d = instances or (dep.prefill.instances, dep.decode.instances)
+            click.echo(f"note: --no-windows: {p} prefill + {d} decode instances for the whole trace, not the "
+                       f"plan's {len(dep.windows)} time windows", err=True)
+        else:
+            click.echo(summary(dep.windows) + " (all processes start at once; routing follows the schedule)",
+                       err=True)
     opts = RunOptions(model=kw["model"], layers=kw["layers"], hidden=kw["hidden"], max_context=kw["max_context"],
                       dtype=kw["dtype"], device=kw["device"], weights_dir=kw["weights_dir"], seed=kw["seed"],
                       kv_backend=kw["kv_backend"], time_scale=kw["time_scale"], closed_loop=kw["closed_loop"],
@@ -114,11 +129,12 @@ def _load(kw):
                       classifier_hidden=kw["classifier_hidden"], threads=kw["threads"], pin_cpus=kw["pin_cpus"],
                       host=kw["host"], advertise=kw["advertise"], dist_init=kw["dist_init"], remote_prefill=kw["remote_prefill"],
                       remote_decode=kw["remote_decode"], heartbeat_timeout_s=kw["heartbeat_timeout"],
-                      log_dir=kw["log_dir"], instances=instances)
+                      log_dir=kw["log_dir"], instances=instances, follow_windows=not kw["no_windows"])
     return plan, trace, opts
 
 
-def _execute(plan, trace, opts, progress: bool, output: str | None, iterations_out: str | None = None):
+def _execute(plan, trace, opts, progress: bool, output: str | None, iterations_out: str | None = None,
+             scale_out: str | None = None):
     """Run; write records (also the partial ones of a failed run); exit 1 on failure."""
     from .run import RunFailed, records_or_nan, run_trace
     try:
@@ -127,6 +143,8 @@ def _execute(plan, trace, opts, progress: bool, output: str | None, iterations_o
         if output:
             records_or_nan(e.result.records).to_csv(output, index=False)
             click.echo(f"records so far written to {output}", err=True)
+        if scale_out:
+            e.result.scale.to_csv(scale_out, index=False, float_format="%.6f")
         click.echo(f"error: {e}", err=True)
         sys.exit(EXIT_RUN_FAILED)
     if output:
@@ -135,6 +153,8 @@ def _execute(plan, trace, opts, progress: bool, output: str | None, iterations_o
         import pandas as pd
         cols = ["worker", "size", "requests", "context_tokens", "start_s", "seconds"]
         pd.DataFrame(result.iterations, columns=cols).to_csv(iterations_out, index=False, float_format="%.6f")
+    if scale_out:
+        result.scale.to_csv(scale_out, index=False, float_format="%.6f")
     return result
 
 
@@ -152,10 +172,15 @@ def run_cmd(output, as_json, **kw):
     transfer, and write per-request records (the simulator's schema)."""
     from planner.records import summarize
     plan, trace, opts = _load(kw)
-    result = _execute(plan, trace, opts, not kw["no_progress"], output, kw["iterations_out"])
+    result = _execute(plan, trace, opts, not kw["no_progress"], output, kw["iterations_out"], kw["scale_out"])
     summary = summarize(result.records)
     summary["transfers"] = {k: v for k, v in result.transfers.items() if k != "workers"}
     summary["wall_s"] = result.wall_s
+    from .run import follows_windows
+    following = follows_windows(plan.deployment, opts)
+    if following:
+        summary["scale"] = {str(k): int(v) for k, v in result.scale["action"].value_counts().sort_index().items()}
+        summary["rerouted"] = result.rerouted
     if as_json:
         click.echo(json.dumps(summary, indent=2, default=float))
         return
@@ -168,6 +193,9 @@ def run_cmd(output, as_json, **kw):
     if t and t["count"]:
         click.echo(f"  KV    {t['count']} transfers ({result.transfers['backend']}), {t['bytes'] / 1e6:.1f} MB, "
                    f"mean {t['seconds'] / t['count'] * 1e3:.2f} ms send-to-arrival")
+    if following:
+        acts = ", ".join(f"{k} {v}" for k, v in summary["scale"].items()) or "no changes"
+        click.echo(f"  scale {acts}; {result.rerouted} requests re-routed")
     if output:
         click.echo(f"records written to {output}")
 
@@ -189,8 +217,8 @@ def validate_cmd(output, profile_path, as_json, **kw):
     dep, note = deployment_for(plan, opts), None
     if profile_path:    # before the run: a bad profile fails in seconds, not after the replay
         dep, note = refit(dep, profile_path, opts.kv_backend or default_backend(opts.device))
-    result = _execute(plan, trace, opts, not kw["no_progress"], output, kw["iterations_out"])
-    table = compare(plan, trace, opts, result.records, dep=dep, iterations=result.iterations)
+    result = _execute(plan, trace, opts, not kw["no_progress"], output, kw["iterations_out"], kw["scale_out"])
+    table = compare(plan, trace, opts, result.records, dep=dep, iterations=result.iterations, scale=result.scale)
     if note:
         table["notes"].append(note)
     if as_json:

@@ -5,6 +5,11 @@ clock. Closed loop N: N requests in flight, the next released when one finishes 
 arrival is its release time). Records come back in the shared schema (planner.records),
 times in seconds from the start of the replay on the launcher's clock (worker clocks are
 converted with the offsets measured at start-up).
+
+Plans over time (a plan with `deployment.windows`, unless `follow_windows` is off or the
+role counts are overridden): every process the windows need is started with the cluster
+and the routing follows the schedule - drains, flips, re-routes (testbed/windows.py,
+testbed/follow.py); the changes come back in `RunResult.scale`.
 """
 from __future__ import annotations
 
@@ -21,6 +26,8 @@ from planner.plan import Deployment
 from planner.records import empty_records
 from planner.sim.predictor import predictor_from_policies
 
+from . import windows as tw
+from .follow import FollowWindows
 from .global_scheduler import GlobalScheduler
 from .kv import BACKENDS, NEEDS_GROUP, default_backend
 from .launcher import Cluster, ClusterSpec, WorkerFailed
@@ -59,7 +66,8 @@ class RunOptions:
     startup_timeout_s: float = 300.0
     log_dir: str | None = None
     return_tokens: bool = False
-    instances: tuple[int, int] | None = None   # override (prefill, decode) counts
+    instances: tuple[int, int] | None = None   # override (prefill, decode) counts (static run)
+    follow_windows: bool = True        # follow the plan's time windows (when it has any)
 
 
 @dataclass
@@ -74,6 +82,9 @@ class RunResult:
     # token; decode: KV tokens the batch held in total), start_s (run clock), seconds
     iterations: list = field(default_factory=list)
     config: dict = field(default_factory=dict)
+    # plans over time: every drain / resume / ready / flip / stop / cancel (windows.py)
+    scale: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=list(tw.TESTBED_SCALE_COLUMNS)))
+    rerouted: int = 0                  # requests a draining (or busiest) prefill process gave back
 
 
 class RunFailed(RuntimeError):
@@ -84,12 +95,22 @@ class RunFailed(RuntimeError):
         self.result = result
 
 
+def follows_windows(dep: Deployment, opts: RunOptions) -> bool:
+    """Whether a run of `dep` follows its time windows (not with overridden counts)."""
+    return bool(dep.windows) and opts.follow_windows and opts.instances is None
+
+
 def _counts(dep: Deployment, opts: RunOptions) -> tuple[int, int]:
     if opts.instances is not None:
         return opts.instances
     if dep.mode != "disaggregated":
         raise InputError(f"the plan is {dep.mode}; the testbed runs disaggregated plans "
                          "(prefill and decode roles)")
+    if follows_windows(dep, opts):
+        from planner.sim.scale import check_windows
+        check_windows(dep)
+        lay = tw.layout(dep.windows)
+        return lay.prefill, lay.decode
     return dep.prefill.instances, dep.decode.instances
 
 
@@ -167,6 +188,18 @@ def run_trace(dep: Deployment, trace, opts: RunOptions = RunOptions(), *, progre
                        heartbeat_timeout_s=opts.heartbeat_timeout_s, log_dir=opts.log_dir)
     cluster = Cluster(spec)
     result = RunResult(rec, config=base)
+    lay = tw.layout(dep.windows) if follows_windows(dep, opts) else None
+    follow = None
+    if lay is not None:
+        origin = float(arrivals[0]) if opts.closed_loop is None else 0.0
+        schedule = tw.Schedule(dep.windows, time_scale=opts.time_scale, origin_s=origin,
+                               flip_latency_s=dep.policies.flip_latency_s)
+
+        def place(rid, p):
+            cols["prefill_instance"][rid] = p
+            _send_request(cluster, p, rid, prompts, outputs, buckets)
+        follow = FollowWindows(schedule, sched, cluster.send, place)
+        result.config["windows"] = tw.summary(dep.windows)
     bar = None
     finished = 0
     t0 = None
@@ -175,7 +208,7 @@ def run_trace(dep: Deployment, trace, opts: RunOptions = RunOptions(), *, progre
             echo("start these workers on their hosts (same project checkout and Python environment):")
             for c in cmds:
                 echo("  " + c)
-        cluster.start(lambda w, extra: dict(base, **extra, cpus=_cpus_for(w, opts)), on_remote=on_remote)
+        cluster.start(lambda w, extra: dict(base, **extra, cpus=_cpus_for(w, opts, lay)), on_remote=on_remote)
         if on_start is not None:
             on_start(cluster)
         if progress:
@@ -188,6 +221,8 @@ def run_trace(dep: Deployment, trace, opts: RunOptions = RunOptions(), *, progre
         last_progress = time.monotonic()
         while finished < n:
             now = time.monotonic() - t0
+            if follow is not None:          # window starts and flip ends before the arrivals
+                follow.tick(now)
             # release arrivals
             while next_i < n and ((opts.closed_loop is None and arrivals[next_i] <= now)
                                   or (opts.closed_loop is not None and in_flight < opts.closed_loop)):
@@ -199,8 +234,7 @@ def run_trace(dep: Deployment, trace, opts: RunOptions = RunOptions(), *, progre
                 p = sched.route(i, int(prompts[i]))
                 cols["prefill_instance"][i] = p
                 cols["predicted_bucket"][i] = int(buckets[i])
-                cluster.send(f"p{p}", {"op": "request", "rid": i, "prompt_tokens": int(prompts[i]),
-                                       "output_tokens": int(outputs[i]), "label": int(buckets[i])})
+                _send_request(cluster, p, i, prompts, outputs, buckets)
                 next_i += 1
                 in_flight += 1
             if opts.closed_loop is None and next_i < n:
@@ -209,6 +243,8 @@ def run_trace(dep: Deployment, trace, opts: RunOptions = RunOptions(), *, progre
                 timeout = min(max(arrivals[next_i] - now - RELEASE_EARLY_S, 0.0), 0.5)
             else:
                 timeout = 0.5
+            if follow is not None:
+                timeout = min(timeout, max(follow.next_event_s() - now - RELEASE_EARLY_S, 0.0))
             for name, msg in cluster.wait(timeout):
                 op = msg["op"]
                 last_progress = time.monotonic()
@@ -226,13 +262,18 @@ def run_trace(dep: Deployment, trace, opts: RunOptions = RunOptions(), *, progre
                             in_flight -= 1
                             if bar is not None:
                                 bar.update(1)
+                elif op == "given_back":
+                    follow.on_given_back(msg)
                 elif op == "kv_sent":
+                    sched.kv_sent(int(name[1:]))
                     t = result.transfers.setdefault("sent", {"count": 0, "bytes": 0, "seconds": 0.0})
                     t["count"] += 1
                     t["bytes"] += int(msg["nbytes"])
                     t["seconds"] += float(msg["seconds"])
                     if msg["state"] != "done":
                         raise WorkerFailed(f"KV transfer {msg['xfer']} from {name} failed: {msg['error']}")
+            if follow is not None:
+                follow.check(time.monotonic() - t0)
             stalled = time.monotonic() - last_progress
             if in_flight and stalled > opts.heartbeat_timeout_s:
                 raise WorkerFailed(f"no worker made progress for {stalled:.1f} s with {in_flight} requests "
@@ -244,6 +285,9 @@ def run_trace(dep: Deployment, trace, opts: RunOptions = RunOptions(), *, progre
         _store(result, cols, t0, cluster)
         raise RunFailed(f"testbed run stopped after {finished} of {n} requests: {why}", result) from None
     finally:
+        if follow is not None:
+            result.scale = follow.log_frame()
+            result.rerouted = follow.rerouted
         if bar is not None:
             bar.close()
         cluster.stop(grace_s=1.0 if result.error else 5.0)
@@ -251,13 +295,21 @@ def run_trace(dep: Deployment, trace, opts: RunOptions = RunOptions(), *, progre
     return result
 
 
-def _cpus_for(worker, opts: RunOptions) -> list[int] | None:
+def _cpus_for(worker, opts: RunOptions, lay=None) -> list[int] | None:
     """--pin-cpus: local workers (rank order: prefill, then decode) on distinct CPUs of the
-    launcher's affinity set, round robin; remote workers keep theirs."""
+    launcher's affinity set, round robin; remote workers keep theirs. Following windows
+    (`lay`, windows.Layout), a worker sits on its slot's CPU (slot mod CPUs): a prefill and
+    a decode process of one slot share it, like one instance that flips."""
     if not opts.pin_cpus or worker.proc is None or not hasattr(os, "sched_getaffinity"):
         return None
     cpus = sorted(os.sched_getaffinity(0))
-    return [cpus[worker.rank % len(cpus)]]
+    k = worker.rank if lay is None else lay.slot(worker.role, worker.index)
+    return [cpus[k % len(cpus)]]
+
+
+def _send_request(cluster, p: int, rid: int, prompts, outputs, buckets) -> None:
+    cluster.send(f"p{p}", {"op": "request", "rid": rid, "prompt_tokens": int(prompts[rid]),
+                           "output_tokens": int(outputs[rid]), "label": int(buckets[rid])})
 
 
 def _store(result: RunResult, cols: dict, t0, cluster: Cluster) -> None:
@@ -273,6 +325,7 @@ def _on_event(ev, name, rel, cols, sched, cluster, dep, prompts, outputs, pred_t
     t = rel(name, ev["t"])
     if kind == "prefill_start":
         cols["prefill_start_s"][rid] = t
+        sched.started(rid)
     elif kind == "prefilled":
         cols["first_token_s"][rid] = t
         sched.prefilled(rid)
@@ -309,4 +362,4 @@ def records_or_nan(df: pd.DataFrame) -> pd.DataFrame:
 
 
 __all__ = ["RunOptions", "RunResult", "RunFailed", "run_trace", "worker_config", "decode_kv_tokens",
-           "records_or_nan"]
+           "records_or_nan", "follows_windows"]

@@ -7,6 +7,12 @@ and the simulator's dispatch and admission rules. Errors are model / measured - 
 Throughput is finished requests per second from the first arrival to the last finish
 (planner.records.summarize); the analytical model's figure is the trace's requests over
 its span plus the predicted median JCT (it predicts latencies, not a makespan).
+
+Plans over time: when the run follows the plan's windows, the simulator replays the same
+windows on the same clock (`time_scale`), with new instances ready at once (the testbed's
+processes are already running: start latency 0), and both scale logs are counted side by
+side. The analytical column is "-": it predicts one static deployment per window, not a
+replay whose counts change under it.
 """
 from __future__ import annotations
 
@@ -21,10 +27,15 @@ PCTS = ("p50", "p90", "p99")
 
 
 def deployment_for(plan, opts):
+    """The deployment the run serves: the plan's, with overridden counts (a static run),
+    or without its windows when the run does not follow them."""
+    from .run import follows_windows
     dep = plan.deployment
     if opts.instances is not None:
         p, d = opts.instances
         dep = replace(dep, prefill=replace(dep.prefill, instances=p), decode=replace(dep.decode, instances=d))
+    if dep.windows and not follows_windows(dep, opts):
+        dep = replace(dep, windows=())
     return dep
 
 
@@ -57,11 +68,18 @@ def _err(model, measured):
     return model / measured - 1.0
 
 
-def compare(plan, trace, opts, measured_records, dep=None, iterations=None) -> dict:
+def _actions(log) -> dict:
+    if log is None or len(log) == 0:
+        return {}
+    return {str(k): int(v) for k, v in log["action"].value_counts().sort_index().items()}
+
+
+def compare(plan, trace, opts, measured_records, dep=None, iterations=None, scale=None) -> dict:
     """{metric: {pct: {predicted, simulated, measured, predicted_error, simulated_error}}},
     plus throughput rows, notes, request segments (simulated vs measured) and, given the
     run's `iterations`, measured iteration times against the model (`diagnose`). `dep`:
-    the deployment the models see (default the plan's, with the run's role counts)."""
+    the deployment the models see (default the plan's, with the run's role counts).
+    `scale`: the run's scale log (RunResult.scale), counted against the simulator's."""
     from .diagnose import iteration_fit, segments
     from planner.queueing import predict
     from planner.sim import simulate
@@ -70,9 +88,15 @@ def compare(plan, trace, opts, measured_records, dep=None, iterations=None) -> d
         raise InputError("validate compares open-loop replays; drop --closed-loop")
     dep = dep or deployment_for(plan, opts)
     scaled = trace.time_scaled(opts.time_scale) if opts.time_scale != 1.0 else trace
-    predicted = predict(dep, scaled, seed=opts.seed)
-    sim = simulate(dep, scaled, seed=opts.seed, block_tokens=opts.block_tokens,
-                   decode_batch_limit=opts.decode_batch_limit)
+    if dep.windows:
+        # the windows' times scale with the arrivals: the simulator scales both
+        predicted = {}
+        sim = simulate(dep, trace, seed=opts.seed, block_tokens=opts.block_tokens, time_scale=opts.time_scale,
+                       decode_batch_limit=opts.decode_batch_limit, start_latency_s=0.0)
+    else:
+        predicted = predict(dep, scaled, seed=opts.seed)
+        sim = simulate(dep, scaled, seed=opts.seed, block_tokens=opts.block_tokens,
+                       decode_batch_limit=opts.decode_batch_limit)
     simulated = sim.summary
     measured = summarize(measured_records)
     out: dict = {"metrics": {}, "notes": []}
@@ -97,6 +121,10 @@ def compare(plan, trace, opts, measured_records, dep=None, iterations=None) -> d
     out["segments"] = {"simulated": segments(sim.records), "measured": segments(measured_records)}
     if iterations:
         out["iterations"] = iteration_fit(iterations, dep)
+    if dep.windows:
+        out["scale"] = {"simulated": _actions(sim.scale), "measured": _actions(scale)}
+        out["notes"].append(f"predicted: - (the analytical model sizes one static deployment; this run follows "
+                            f"{len(dep.windows)} time windows); simulated: the same windows, start latency 0")
     if not predicted.get("feasible", True):
         out["notes"].append("analytical model: infeasible (" + "; ".join(map(str, predicted.get("limits", []))) + ")")
     if opts.decode_kv_tokens is not None:
@@ -128,6 +156,11 @@ def render(table: dict) -> str:
                  f"{_pct(t['predicted_error']):>10}{_pct(t['simulated_error']):>10}")
     fin = table["finished"]
     lines.append(f"finished: simulated {fin['simulated']}/{fin['requests']}, measured {fin['measured']}/{fin['requests']}")
+    if "scale" in table:
+        def acts(d):
+            return ", ".join(f"{k} {v}" for k, v in d.items()) or "none"
+        lines.append(f"scale log: simulated {acts(table['scale']['simulated'])}; "
+                     f"measured {acts(table['scale']['measured'])}")
     lines.extend("note: " + n for n in table["notes"])
     from .diagnose import render as render_diagnosis
     extra = render_diagnosis(table)

@@ -64,6 +64,14 @@ class ChunkScheduler:
             return (-item.prompt_tokens, item.seq)
         return (item.seq,)
 
+    def take_waiting(self, count: int | None = None) -> list[int]:
+        """Remove and return up to `count` (None: all) requests not started yet, in the
+        order they would start (a draining instance gives them back)."""
+        self._waiting.sort(key=self._key)
+        n = len(self._waiting) if count is None else max(min(int(count), len(self._waiting)), 0)
+        taken, self._waiting = self._waiting[:n], self._waiting[n:]
+        return [i.rid for i in taken]
+
     def next_chunk(self) -> list[Slice]:
         """The next chunk's slices (empty when idle); advances the requests' progress."""
         self._waiting.sort(key=self._key)

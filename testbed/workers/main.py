@@ -108,7 +108,7 @@ def serve(chan, role: str, index: int) -> int:
     worker, connector, outbox = _build(cfg, chan)
     chan.send({"op": "ready", "t": time.monotonic()})
     handlers = {"request": getattr(worker, "on_request", None), "send_kv": getattr(worker, "on_send_kv", None),
-                "expect": getattr(worker, "on_expect", None)}
+                "expect": getattr(worker, "on_expect", None), "give_back": getattr(worker, "on_give_back", None)}
     try:
         while True:
             while chan.poll(0):

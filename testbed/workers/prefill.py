@@ -2,7 +2,8 @@
 
 Driven by the process loop in `main.py` (or directly, in tests): `on_request` queues a
 request, `on_send_kv` starts its KV transfer once the scheduler has picked a decode
-instance, `step` runs one chunk. Events for the scheduler go to `emit` as dicts with the
+instance, `on_give_back` returns requests not started yet (plans over time: a draining
+instance), `step` runs one chunk. Events for the scheduler go to `emit` as dicts with the
 worker's `time.monotonic()` timestamps.
 """
 from __future__ import annotations
@@ -48,6 +49,14 @@ class PrefillWorker:
         kv = req["kv"]
         self.sending[int(msg["xfer"])] = kv
         self.connector.send(int(msg["xfer"]), msg["dst"], kv.view())
+
+    def on_give_back(self, msg: dict) -> None:
+        """Hand back up to `count` (None: all) requests not started yet, in the order they
+        would start (plans over time: a draining instance, or work for a new one)."""
+        rids = self.chunks.take_waiting(msg.get("count"))
+        for rid in rids:
+            del self.requests[rid]
+        self.emit({"op": "given_back", "rids": rids, "tag": msg.get("tag")})
 
     @property
     def busy(self) -> bool:
