@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from scipy.optimize import least_squares
+from scipy.stats import f as f_dist
 
 from . import catalog
 from .errors import InputError
@@ -30,6 +31,8 @@ KINDS = ("prefill", "decode", "kv")
 LOCAL = "local"
 KV_TRAFFIC_MAX = 8.0   # bound on the fitted KV bytes moved per KV byte read
 KV_TRAFFIC_GAIN = 0.10  # fit the KV read factor only if it cuts the RMS error by 10%
+PIECEWISE_GAIN = 0.10   # keep per-batch / per-chunk corrections only if they cut a kind's RMS error by 10%
+PIECEWISE_P = 0.01      # ... and explain more than noise (F-test at this significance)
 HOST = "host"          # the d2h and h2d legs in series
 ADDITIVE = "overhead added to GPU time"
 OVERLAP = "overhead overlapping GPU time (max)"
@@ -60,6 +63,8 @@ class Calibration:
                                "knee_tokens": e.knee_tokens, "prefill_overhead_s": e.prefill_overhead_s,
                                "decode_overhead_s": e.decode_overhead_s, "calibrated": e.calibrated,
                                "overhead_overlaps": e.overhead_overlaps, "kv_traffic": e.kv_traffic,
+                               "decode_batch_factors": [list(x) for x in e.decode_batch_factors],
+                               "prefill_chunk_factors": [list(x) for x in e.prefill_chunk_factors],
                                "source": e.source},
                 "structure": self.structure, "alternative": self.alternative,
                 "kv_path": self.kv_path, "kv_paths": self.kv_paths,
@@ -140,6 +145,15 @@ def calibrate(profile, gpu: str, model: str, memory_gb: float | None = None, whe
     else:
         eff = Efficiency(float(th[0]), float(th[1]), float(th[2]), float(th[3]), float(th[4]), calibrated=True,
                          source=src, overhead_overlaps=overlap, kv_traffic=float(th[5]))
+    eff, rel_p, rel_d = _piecewise(replace(base, gpu=spec, eff=eff), (ct, ck, cs, pre["batch"].to_numpy(float)),
+                                   (db, dc, ds), rel_p, rel_d)
+    if eff.decode_batch_factors or eff.prefill_chunk_factors:
+        parts = [f"{k} by {x} ({len(v)} points)" for k, x, v in (("decode", "batch", eff.decode_batch_factors),
+                                                                  ("prefill", "chunk", eff.prefill_chunk_factors)) if v]
+        structure += "; piecewise " + ", ".join(parts)
+        rms_all = float(np.sqrt(np.mean(np.concatenate([rel_p, rel_d]) ** 2)))
+        eff = replace(eff, source=eff.source.replace(f"RMS error {rms_of[best]:.1%}",
+                                                     f"RMS error {rms_of[best]:.1%}, {rms_all:.1%} piecewise"))
     rms = {"prefill": float(np.sqrt(np.mean(rel_p**2))), "decode": float(np.sqrt(np.mean(rel_d**2)))}
     mx = {"prefill": float(np.max(np.abs(rel_p))), "decode": float(np.max(np.abs(rel_d)))}
     alternative = {f"{OVERLAP if o else ADDITIVE}{'; KV read fitted' if f else ''}":
@@ -185,6 +199,56 @@ def _fit(base: PerfModel, spec_model, is_local: bool, overlap: bool, free_kv: bo
     th = least_squares(resid, x0, bounds=(lo, hi), x_scale="jac", max_nfev=2000).x
     tp_, td_ = model_times(th)
     return th, tp_ / cs - 1.0, td_ / ds - 1.0
+
+
+def _point_factors(x, ratio, w):
+    """((x, factor), ...): per distinct x, the weighted geometric mean of measured / model."""
+    out = []
+    for v in np.unique(x):
+        sel = x == v
+        out.append((float(v), float(np.exp(np.average(np.log(ratio[sel]), weights=w[sel])))))
+    return tuple(out)
+
+
+def _earns_place(rms_new: float, rms_old: float, rows: int, points: int) -> bool:
+    """Whether `points` fitted factors explain more than noise: an F-test of the nested
+    models at PIECEWISE_P (the factors add points - 1 parameters: a common scale is the
+    roofline's), and an RMS cut of at least PIECEWISE_GAIN."""
+    extra, resid_df = points - 1, rows - points
+    if extra < 1 or resid_df < 1 or rms_new >= (1.0 - PIECEWISE_GAIN) * rms_old:
+        return False
+    rss_new, rss_old = rows * rms_new ** 2, rows * rms_old ** 2
+    if rss_new <= 0.0:
+        return True
+    return (rss_old - rss_new) / extra / (rss_new / resid_df) > f_dist.ppf(1.0 - PIECEWISE_P, extra, resid_df)
+
+
+def _piecewise(pm: PerfModel, prefill_rows, decode_rows, rel_p, rel_d):
+    """Per-point corrections on top of the roofline fit (`Efficiency.decode_batch_factors`,
+    `prefill_chunk_factors`), each kept only where it cuts that kind's RMS error by
+    PIECEWISE_GAIN and pass an F-test (`_earns_place`) and the profile has at least 3 distinct batch sizes / chunk sizes.
+    Prefill factors come from, and are judged on, chunks of one request where the profile
+    has them: a chunk smaller than the chunk size is one request's prompt at low load, and
+    merged chunks are full ones (whose factor is close); the model has no per-request term.
+    Returns (efficiency, prefill errors, decode errors) after correction."""
+    ct, ck, cs, cb = prefill_rows
+    db, dc, ds = decode_rows
+    eff = pm.eff
+    rms = lambda r: float(np.sqrt(np.mean(r ** 2)))   # noqa: E731
+    if len(np.unique(db)) >= 3:
+        factors = _point_factors(db, 1.0 / (rel_d + 1.0), np.ones_like(db))
+        trial = replace(eff, decode_batch_factors=factors)
+        new_d = replace(pm, eff=trial).decode_time_s(db, dc) / ds - 1.0
+        if _earns_place(rms(new_d), rms(rel_d), len(db), len(factors)):
+            eff, rel_d = trial, new_d
+    one = cb <= 1 if np.any(cb <= 1) else np.ones_like(cb, dtype=bool)
+    if len(np.unique(ct[one])) >= 3:
+        factors = _point_factors(ct[one], 1.0 / (rel_p[one] + 1.0), np.ones(int(one.sum())))
+        trial = replace(eff, prefill_chunk_factors=factors)
+        new_p = replace(pm, eff=trial).prefill_time_s(ct, ck) / cs - 1.0
+        if _earns_place(rms(new_p[one]), rms(rel_p[one]), int(one.sum()), len(factors)):
+            eff, rel_p = trial, new_p
+    return eff, rel_p, rel_d
 
 
 def _fit_paths(kv: pd.DataFrame) -> dict:

@@ -58,3 +58,21 @@ def test_mixed_cost_is_the_perf_models_sarathi_iteration(model, gpu, tp):
     assert mc.exact
     for args in ((511, 0, 1, 101), (189, 511, 1, 102), (0, 0, 64, 9000), (300, 20, 0, 0), (0, 0, 0, 0)):
         assert mc.time_s(*args) == pytest.approx(float(perf.mixed_time_s(*args)), rel=1e-12, abs=0)
+
+
+def test_costs_match_a_perf_model_with_piecewise_corrections():
+    """Per-batch and per-chunk factors keep decode/prefill piecewise linear in the context:
+    the closed forms stay exact."""
+    from dataclasses import replace
+    from planner.perf import Efficiency
+    perf = _perf("llama-2-7b", "a100")
+    perf = replace(perf, eff=Efficiency(decode_batch_factors=((1, 1.2), (2, 0.8), (8, 1.5)),
+                                        prefill_chunk_factors=((16, 0.9), (512, 1.3))))
+    pc, dc = PrefillCost(perf), DecodeCost(perf)
+    for c in (1, 16, 100, 512, 2048):
+        for k in (0, 512, 4000):
+            assert pc.time_s(c, k) == pytest.approx(perf.prefill_time_s(c, k), rel=1e-12)
+    for b in (1, 2, 3, 8, 100):
+        assert dc.lines(b).exact
+        assert dc.time_s(b, 5000) == pytest.approx(perf.decode_time_s(b, 5000), rel=1e-12)
+        assert dc.run_time_s(b, 5000, 7) == pytest.approx(sum(perf.decode_time_s(b, 5000 + i * b) for i in range(7)))
