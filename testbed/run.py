@@ -298,12 +298,12 @@ def run_trace(dep: Deployment, trace, opts: RunOptions = RunOptions(), *, progre
 def _cpus_for(worker, opts: RunOptions, lay=None) -> list[int] | None:
     """--pin-cpus: local workers (rank order: prefill, then decode) on distinct CPUs of the
     launcher's affinity set, round robin; remote workers keep theirs. Following windows
-    (`lay`, windows.Layout), a worker sits on its slot's CPU (slot mod CPUs): a prefill and
-    a decode process of one slot share it, like one instance that flips."""
+    (`lay`, windows.Layout), a worker sits on its slot's CPU (`Layout.cpu_rank` mod CPUs):
+    a prefill and a decode process of one slot share it, like one instance that flips."""
     if not opts.pin_cpus or worker.proc is None or not hasattr(os, "sched_getaffinity"):
         return None
     cpus = sorted(os.sched_getaffinity(0))
-    k = worker.rank if lay is None else lay.slot(worker.role, worker.index)
+    k = worker.rank if lay is None else lay.cpu_rank(lay.slot(worker.role, worker.index))
     return [cpus[k % len(cpus)]]
 
 

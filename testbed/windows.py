@@ -6,7 +6,8 @@ started with the cluster, and the *routing* follows the schedule (planner.plan.W
 - Processes: P = the most prefill instances of any window, D = the most decode ones.
   Slots (the physical fleet) S = the most prefill + decode instances of any window.
   Prefill process k sits on slot k, decode process j on slot S-1-j; a prefill and a decode
-  process on one slot stand for one instance that flips (with `--pin-cpus` they share a CPU).
+  process on one slot stand for one instance that flips (with `--pin-cpus` they share a CPU:
+  `Layout.cpu_rank`).
 - In window w the active processes are prefill 0..p_w-1 and decode 0..d_w-1 (p_w + d_w <= S,
   so two active processes never share a slot). Window w starts `origin_s + start_s x
   time_scale` on the run clock (the arrivals' clock).
@@ -46,6 +47,12 @@ class Layout:
 
     def slot(self, role: str, index: int) -> int:
         return index if role == "prefill" else self.slots - 1 - index
+
+    def cpu_rank(self, slot: int) -> int:
+        """The slot's place in the order CPUs are handed out (--pin-cpus: rank mod CPUs):
+        slots from both ends alternately (0, S-1, 1, S-2, ...), so the processes active
+        in most windows - the lowest-indexed of each role - get CPUs of their own first."""
+        return 2 * slot if slot <= self.slots - 1 - slot else 2 * (self.slots - 1 - slot) + 1
 
     def partner(self, role: str, index: int) -> tuple[str, int] | None:
         """The other role's process on the same slot, if there is one."""

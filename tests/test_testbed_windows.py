@@ -32,6 +32,8 @@ def test_layout_slots_and_partners():
     assert [lay.slot("prefill", 0), lay.slot("prefill", 1), lay.slot("decode", 0), lay.slot("decode", 1)] == [0, 1, 2, 1]
     assert lay.partner("prefill", 1) == ("decode", 1) and lay.partner("decode", 1) == ("prefill", 1)
     assert lay.partner("prefill", 0) is None and lay.partner("decode", 0) is None
+    assert [lay.cpu_rank(s) for s in range(3)] == [0, 2, 1]         # p0 and d0 (slots 0, 2) apart first
+    assert [Layout(3, 3, 4).cpu_rank(s) for s in range(4)] == [0, 2, 3, 1]
     assert layout(W((0, 1, 3), (5, 3, 1))) == Layout(3, 3, 4)     # 3 + 1 = 4 slots: p2 and d1 share slot 2
     assert summary(W((0, 2, 1), (10, 1, 2))) == "following 2 windows: prefill 1-2, decode 1-2 instances, 3 slots"
 
