@@ -31,7 +31,7 @@ KINDS = ("prefill", "decode", "kv")
 LOCAL = "local"
 KV_TRAFFIC_MAX = 8.0   # bound on the fitted KV bytes moved per KV byte read
 KV_TRAFFIC_GAIN = 0.10  # fit the KV read factor only if it cuts the RMS error by 10%
-PIECEWISE_GAIN = 0.10   # keep per-batch / per-chunk corrections only if they cut a kind's RMS error by 10%
+PIECEWISE_GAIN = 0.10   # keep per-batch / per-chunk offsets only if they cut a kind's RMS error by 10%
 PIECEWISE_P = 0.01      # ... and explain more than noise (F-test at this significance)
 HOST = "host"          # the d2h and h2d legs in series
 ADDITIVE = "overhead added to GPU time"
@@ -63,8 +63,8 @@ class Calibration:
                                "knee_tokens": e.knee_tokens, "prefill_overhead_s": e.prefill_overhead_s,
                                "decode_overhead_s": e.decode_overhead_s, "calibrated": e.calibrated,
                                "overhead_overlaps": e.overhead_overlaps, "kv_traffic": e.kv_traffic,
-                               "decode_batch_factors": [list(x) for x in e.decode_batch_factors],
-                               "prefill_chunk_factors": [list(x) for x in e.prefill_chunk_factors],
+                               "decode_batch_offsets_s": [list(x) for x in e.decode_batch_offsets_s],
+                               "prefill_chunk_offsets_s": [list(x) for x in e.prefill_chunk_offsets_s],
                                "source": e.source},
                 "structure": self.structure, "alternative": self.alternative,
                 "kv_path": self.kv_path, "kv_paths": self.kv_paths,
@@ -134,26 +134,19 @@ def calibrate(profile, gpu: str, model: str, memory_gb: float | None = None, whe
     if rms_of[richer] < (1.0 - KV_TRAFFIC_GAIN) * rms_of[best]:   # a sixth parameter must earn its place
         best = richer
     overlap = best[0]
-    th, rel_p, rel_d = fits[best]
+    th, rel_p, rel_d, d_pts, p_pts = _with_offsets(base, spec_model, is_local, best, fits[best],
+                                                   (ct, ck, cs), (db, dc, ds), w)
     structure = (OVERLAP if overlap else ADDITIVE) + (f"; KV read {th[5]:.2f}x" if best[1] else "")
-    src = (f"fit to {where} ({len(pre)} prefill, {len(dec)} decode rows; {structure}; "
-           f"RMS error {rms_of[best]:.1%})")
-    if is_local:
+    rms_now = float(np.sqrt(np.mean(np.concatenate([rel_p, rel_d]) ** 2)))
+    parts = [f"{k} by {x} ({len(v)} points)" for k, x, v in (("decode", "batch", d_pts), ("prefill", "chunk", p_pts)) if v]
+    if parts:
+        structure += "; piecewise offsets " + ", ".join(parts)
+    src = (f"fit to {where} ({len(pre)} prefill, {len(dec)} decode rows; {structure}; RMS error "
+           + (f"{rms_of[best]:.1%} roofline, {rms_now:.1%} with offsets)" if parts else f"{rms_now:.1%})"))
+    eff = replace(_efficiency(th, overlap, d_pts, p_pts), calibrated=True, source=src)
+    if is_local:   # the achieved rates become the nominal ones
         spec = replace(spec, fp16_tflops=float(th[0]), memory_gb_s=float(th[1]))
-        eff = Efficiency(1.0, 1.0, float(th[2]), float(th[3]), float(th[4]), calibrated=True,
-                         source=src + "; nominal = achieved", overhead_overlaps=overlap, kv_traffic=float(th[5]))
-    else:
-        eff = Efficiency(float(th[0]), float(th[1]), float(th[2]), float(th[3]), float(th[4]), calibrated=True,
-                         source=src, overhead_overlaps=overlap, kv_traffic=float(th[5]))
-    eff, rel_p, rel_d = _piecewise(replace(base, gpu=spec, eff=eff), (ct, ck, cs, pre["batch"].to_numpy(float)),
-                                   (db, dc, ds), rel_p, rel_d)
-    if eff.decode_batch_factors or eff.prefill_chunk_factors:
-        parts = [f"{k} by {x} ({len(v)} points)" for k, x, v in (("decode", "batch", eff.decode_batch_factors),
-                                                                  ("prefill", "chunk", eff.prefill_chunk_factors)) if v]
-        structure += "; piecewise " + ", ".join(parts)
-        rms_all = float(np.sqrt(np.mean(np.concatenate([rel_p, rel_d]) ** 2)))
-        eff = replace(eff, source=eff.source.replace(f"RMS error {rms_of[best]:.1%}",
-                                                     f"RMS error {rms_of[best]:.1%}, {rms_all:.1%} piecewise"))
+        eff = replace(eff, compute_eff=1.0, memory_eff=1.0, source=src + "; nominal = achieved")
     rms = {"prefill": float(np.sqrt(np.mean(rel_p**2))), "decode": float(np.sqrt(np.mean(rel_d**2)))}
     mx = {"prefill": float(np.max(np.abs(rel_p))), "decode": float(np.max(np.abs(rel_d)))}
     alternative = {f"{OVERLAP if o else ADDITIVE}{'; KV read fitted' if f else ''}":
@@ -170,16 +163,26 @@ def calibrate(profile, gpu: str, model: str, memory_gb: float | None = None, whe
                        structure=structure, alternative=alternative, kv_path=chosen, kv_paths=paths)
 
 
-def _fit(base: PerfModel, spec_model, is_local: bool, overlap: bool, free_kv: bool, prefill_rows, decode_rows, w):
-    """Bounded least squares on relative errors; (theta, prefill errors, decode errors)."""
+def _efficiency(theta, overlap: bool, d_points=(), p_points=()) -> Efficiency:
+    """theta = (compute, memory, knee, prefill overhead, decode overhead, KV read, then one
+    offset per decode point, then one per prefill point)."""
+    nd = len(d_points)
+    return Efficiency(theta[0], theta[1], theta[2], theta[3], theta[4], overhead_overlaps=overlap,
+                      kv_traffic=theta[5], decode_batch_offsets_s=tuple(zip(d_points, theta[6:6 + nd])),
+                      prefill_chunk_offsets_s=tuple(zip(p_points, theta[6 + nd:])))
+
+
+def _fit(base: PerfModel, spec_model, is_local: bool, overlap: bool, free_kv: bool, prefill_rows, decode_rows, w,
+         d_points=(), p_points=(), start=None):
+    """Bounded least squares on relative errors; (theta, prefill errors, decode errors).
+    With `d_points` / `p_points`, one additive offset per decode batch size / prefill chunk
+    size is fitted jointly (`start`: the roofline's theta to begin from)."""
     ct, ck, cs = prefill_rows
     db, dc, ds = decode_rows
     hi_eff = 1e7 if is_local else 1.0
 
     def model_times(theta):
-        e = Efficiency(theta[0], theta[1], theta[2], theta[3], theta[4], overhead_overlaps=overlap,
-                       kv_traffic=theta[5])
-        pm = replace(base, eff=e)
+        pm = replace(base, eff=_efficiency(theta, overlap, d_points, p_points))
         return pm.prefill_time_s(ct, ck), pm.decode_time_s(db, dc)
 
     def resid(theta):
@@ -195,25 +198,21 @@ def _fit(base: PerfModel, spec_model, is_local: bool, overlap: bool, free_kv: bo
         x0[1] = max(base.weight_bytes / ds.min() / 1e9, 1e-6)
     lo = [1e-6, 1e-6, 0.0, 0.0, 0.0, 1.0]
     hi = [hi_eff, hi_eff, 1e5, max(cs.max(), 1e-3), max(ds.max(), 1e-3), KV_TRAFFIC_MAX if free_kv else 1.0 + 1e-12]
-    x0 = np.clip(x0, lo, hi)
+    if start is not None:
+        x0 = np.array(start[:6], dtype=float)
+    span_d, span_p = float(ds.max()), float(cs.max())
+    x0 = np.concatenate([np.clip(x0, lo, hi), np.zeros(len(d_points) + len(p_points))])
+    lo = lo + [-span_d] * len(d_points) + [-span_p] * len(p_points)
+    hi = hi + [span_d] * len(d_points) + [span_p] * len(p_points)
     th = least_squares(resid, x0, bounds=(lo, hi), x_scale="jac", max_nfev=2000).x
     tp_, td_ = model_times(th)
     return th, tp_ / cs - 1.0, td_ / ds - 1.0
 
 
-def _point_factors(x, ratio, w):
-    """((x, factor), ...): per distinct x, the weighted geometric mean of measured / model."""
-    out = []
-    for v in np.unique(x):
-        sel = x == v
-        out.append((float(v), float(np.exp(np.average(np.log(ratio[sel]), weights=w[sel])))))
-    return tuple(out)
-
-
 def _earns_place(rms_new: float, rms_old: float, rows: int, points: int) -> bool:
-    """Whether `points` fitted factors explain more than noise: an F-test of the nested
-    models at PIECEWISE_P (the factors add points - 1 parameters: a common scale is the
-    roofline's), and an RMS cut of at least PIECEWISE_GAIN."""
+    """Whether `points` fitted offsets explain more than noise: an F-test of the nested
+    models at PIECEWISE_P (the offsets add points - 1 parameters: a common one is the
+    roofline's overhead), and an RMS cut of at least PIECEWISE_GAIN."""
     extra, resid_df = points - 1, rows - points
     if extra < 1 or resid_df < 1 or rms_new >= (1.0 - PIECEWISE_GAIN) * rms_old:
         return False
@@ -223,32 +222,25 @@ def _earns_place(rms_new: float, rms_old: float, rows: int, points: int) -> bool
     return (rss_old - rss_new) / extra / (rss_new / resid_df) > f_dist.ppf(1.0 - PIECEWISE_P, extra, resid_df)
 
 
-def _piecewise(pm: PerfModel, prefill_rows, decode_rows, rel_p, rel_d):
-    """Per-point corrections on top of the roofline fit (`Efficiency.decode_batch_factors`,
-    `prefill_chunk_factors`), each kept only where it cuts that kind's RMS error by
-    PIECEWISE_GAIN and pass an F-test (`_earns_place`) and the profile has at least 3 distinct batch sizes / chunk sizes.
-    Prefill factors come from, and are judged on, chunks of one request where the profile
-    has them: a chunk smaller than the chunk size is one request's prompt at low load, and
-    merged chunks are full ones (whose factor is close); the model has no per-request term.
-    Returns (efficiency, prefill errors, decode errors) after correction."""
-    ct, ck, cs, cb = prefill_rows
-    db, dc, ds = decode_rows
-    eff = pm.eff
+def _with_offsets(base, spec_model, is_local, best, fitted, prefill_rows, decode_rows, w):
+    """Per-shape offsets on top of the chosen roofline (`Efficiency.decode_batch_offsets_s`,
+    `prefill_chunk_offsets_s`), fitted jointly with it; each kind's kept only where it
+    passes `_earns_place` and the profile has at least 3 distinct batch / chunk sizes.
+    Returns (theta, prefill errors, decode errors, decode points, prefill points)."""
+    th, rel_p, rel_d = fitted
+    dpts = tuple(float(x) for x in np.unique(decode_rows[0]))
+    ppts = tuple(float(x) for x in np.unique(prefill_rows[0]))
     rms = lambda r: float(np.sqrt(np.mean(r ** 2)))   # noqa: E731
-    if len(np.unique(db)) >= 3:
-        factors = _point_factors(db, 1.0 / (rel_d + 1.0), np.ones_like(db))
-        trial = replace(eff, decode_batch_factors=factors)
-        new_d = replace(pm, eff=trial).decode_time_s(db, dc) / ds - 1.0
-        if _earns_place(rms(new_d), rms(rel_d), len(db), len(factors)):
-            eff, rel_d = trial, new_d
-    one = cb <= 1 if np.any(cb <= 1) else np.ones_like(cb, dtype=bool)
-    if len(np.unique(ct[one])) >= 3:
-        factors = _point_factors(ct[one], 1.0 / (rel_p[one] + 1.0), np.ones(int(one.sum())))
-        trial = replace(eff, prefill_chunk_factors=factors)
-        new_p = replace(pm, eff=trial).prefill_time_s(ct, ck) / cs - 1.0
-        if _earns_place(rms(new_p[one]), rms(rel_p[one]), int(one.sum()), len(factors)):
-            eff, rel_p = trial, new_p
-    return eff, rel_p, rel_d
+
+    def fit(d, p):
+        return _fit(base, spec_model, is_local, best[0], best[1], prefill_rows, decode_rows, w, d, p, start=th)
+
+    use_d = len(dpts) >= 3 and _earns_place(rms(fit(dpts, ())[2]), rms(rel_d), len(decode_rows[0]), len(dpts))
+    use_p = len(ppts) >= 3 and _earns_place(rms(fit((), ppts)[1]), rms(rel_p), len(prefill_rows[0]), len(ppts))
+    if not (use_d or use_p):
+        return th, rel_p, rel_d, (), ()
+    d, p = (dpts if use_d else ()), (ppts if use_p else ())
+    return (*fit(d, p), d, p)
 
 
 def _fit_paths(kv: pd.DataFrame) -> dict:

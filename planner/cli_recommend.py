@@ -253,9 +253,10 @@ def calibrate(profile, gpu, model, memory_gb, kv_path, as_json):
     click.echo(f"  knee_tokens    {e['knee_tokens']:.1f}")
     click.echo(f"  overheads      prefill {e['prefill_overhead_s'] * 1e3:.3f} ms, decode {e['decode_overhead_s'] * 1e3:.3f} ms")
     click.echo(f"  structure      {d['structure']}")
-    for key, x in (("decode_batch_factors", "batch"), ("prefill_chunk_factors", "chunk")):
+    for key, x in (("decode_batch_offsets_s", "batch"), ("prefill_chunk_offsets_s", "chunk")):
         if e[key]:
-            click.echo(f"  {key.split('_')[0]} factors ".ljust(17) + ", ".join(f"{x} {v:g}: {f:.2f}" for v, f in e[key]))
+            click.echo(f"  {key.split('_')[0]} offsets ".ljust(17)
+                       + ", ".join(f"{x} {v:g}: {s * 1e3:+.2f} ms" for v, s in e[key]))
     if d["kv_link_gb_s"]:
         click.echo(f"  kv link        {d['kv_link_gb_s']:.3g} GB/s + {d['kv_latency_s'] * 1e6:.0f} us "
                    f"(path {d['kv_path'] or 'unlabelled'}; profiled: "

@@ -20,6 +20,7 @@ ACT_BYTES_PER_TOKEN_LAYER = 24  # activation reads+writes per token and layer, i
 ALLREDUCE_LATENCY_S = 8e-6      # per all-reduce launch on NVLink-class links
 MEMORY_UTILISATION = 0.90       # fraction of GPU memory the serving engine may use (vLLM default)
 ACTIVATION_RESERVE_FRACTION = 0.04  # of GPU memory kept for activations and workspace
+MIN_CORRECTED = 0.1             # a piecewise offset never takes an iteration below this share of its roofline time
 
 
 @dataclass(frozen=True)
@@ -39,34 +40,36 @@ class Efficiency:
     # + all-reduce; `planner.calibrate` picks whichever fits the profile better.
     overhead_overlaps: bool = False
     kv_traffic: float = 1.0            # bytes moved per KV byte read (an engine that gathers KV copies it)
-    # Piecewise corrections, fitted by `planner.calibrate` where they earn their place:
-    # ((batch, factor), ...) multiplies a decode step of `batch` requests (linear between
-    # the points, flat beyond), ((tokens, factor), ...) a prefill chunk of `tokens` (linear
-    # in log tokens). They carry what a roofline cannot: a BLAS library switching kernels
-    # with the matrix shape (on one CPU, a batch-2 decode step is faster than batch 1 and
-    # batch 4 jumps). Mixed (prefill + decode) iterations are not corrected. Empty: none.
-    decode_batch_factors: tuple = ()
-    prefill_chunk_factors: tuple = ()
+    # Piecewise offsets (seconds), fitted jointly with the rest by `planner.calibrate` where
+    # they earn their place: ((batch, seconds), ...) added to a decode step of `batch`
+    # requests (linear between the points, flat beyond), ((tokens, seconds), ...) to a
+    # prefill chunk of `tokens` (linear in log tokens). They carry what a roofline cannot: a
+    # BLAS library switching GEMM kernels with the matrix shape (on one CPU a batch-2 decode
+    # step is faster than batch 1 and batch 4 jumps) - a cost of the linear layers, so an
+    # offset independent of the context, which keeps the context's slope. An iteration
+    # never drops below MIN_CORRECTED of its roofline time. Mixed iterations: none. Empty: none.
+    decode_batch_offsets_s: tuple = ()
+    prefill_chunk_offsets_s: tuple = ()
 
     def __post_init__(self):
-        for name in ("decode_batch_factors", "prefill_chunk_factors"):
-            pts = tuple(sorted((float(x), float(f)) for x, f in getattr(self, name)))   # lists from a plan's JSON
-            if any(x <= 0 or not f > 0 for x, f in pts):
-                raise ValueError(f"{name}: points need x > 0 and factor > 0, got {pts}")
+        for name in ("decode_batch_offsets_s", "prefill_chunk_offsets_s"):
+            pts = tuple(sorted((float(x), float(v)) for x, v in getattr(self, name)))   # lists from a plan's JSON
+            if any(not (x > 0 and np.isfinite(v)) for x, v in pts):
+                raise ValueError(f"{name}: points need x > 0 and finite seconds, got {pts}")
             object.__setattr__(self, name, pts)
 
-    def correction(self, prefill_tokens, decode_batch):
-        """The factor on an iteration of `prefill_tokens` and `decode_batch` (1 if mixed or uncorrected)."""
+    def offset_s(self, prefill_tokens, decode_batch):
+        """Seconds added to an iteration of `prefill_tokens` and `decode_batch` (0 if mixed)."""
         p = np.asarray(prefill_tokens, dtype=float)
         b = np.asarray(decode_batch, dtype=float)
-        f = np.ones(np.broadcast(p, b).shape)
-        if self.decode_batch_factors:
-            x, y = zip(*self.decode_batch_factors)
-            f = np.where((p == 0) & (b > 0), np.interp(b, x, y), f)
-        if self.prefill_chunk_factors:
-            x, y = zip(*self.prefill_chunk_factors)
-            f = np.where((b == 0) & (p > 0), np.interp(np.log(np.maximum(p, 1.0)), np.log(x), y), f)
-        return f
+        out = np.zeros(np.broadcast(p, b).shape)
+        if self.decode_batch_offsets_s:
+            x, y = zip(*self.decode_batch_offsets_s)
+            out = np.where((p == 0) & (b > 0), np.interp(b, x, y), out)
+        if self.prefill_chunk_offsets_s:
+            x, y = zip(*self.prefill_chunk_offsets_s)
+            out = np.where((b == 0) & (p > 0), np.interp(np.log(np.maximum(p, 1.0)), np.log(x), y), out)
+        return out
 
 
 @dataclass(frozen=True)
@@ -160,8 +163,8 @@ class PerfModel:
                        mem / self._mem_rate())
         overhead = np.where(p > 0, self.eff.prefill_overhead_s, self.eff.decode_overhead_s)
         out = (np.maximum(t, overhead) if self.eff.overhead_overlaps else t + overhead) + self._allreduce_s(n)
-        if self.eff.decode_batch_factors or self.eff.prefill_chunk_factors:
-            out = out * self.eff.correction(p, b)
+        if self.eff.decode_batch_offsets_s or self.eff.prefill_chunk_offsets_s:
+            out = np.maximum(out + self.eff.offset_s(p, b), MIN_CORRECTED * out)
         return np.where(n > 0, out, 0.0) if out.ndim else (float(out) if n > 0 else 0.0)
 
     # ---- derived -----------------------------------------------------------------

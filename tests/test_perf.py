@@ -61,25 +61,31 @@ def test_kv_transfer():
     assert kv_transfer_time_s(25e9, 25.0, latency_s=0.0) == pytest.approx(1.0)
 
 
-def test_piecewise_corrections_apply_to_pure_iterations_only():
+def test_piecewise_offsets_apply_to_pure_iterations_only():
     from dataclasses import replace
     base = PerfModel(catalog.gpu("a100"), catalog.model("opt-13b"))
-    eff = Efficiency(decode_batch_factors=[[4, 1.5], [1, 1.0]], prefill_chunk_factors=[[64, 2.0], [256, 1.0]])
+    eff = Efficiency(decode_batch_offsets_s=[[4, 3e-3], [1, 0.0]], prefill_chunk_offsets_s=[[64, 2e-3], [256, 0.0]])
     pm = replace(base, eff=eff)
-    assert eff.decode_batch_factors == ((1.0, 1.0), (4.0, 1.5))          # sorted tuples (hashable, from JSON lists)
-    assert pm.decode_time_s(4, 4000) == pytest.approx(1.5 * base.decode_time_s(4, 4000))
-    assert pm.decode_time_s(2, 4000) == pytest.approx((1 + 0.5 / 3) * base.decode_time_s(2, 4000))
-    assert pm.decode_time_s(64, 4000) == pytest.approx(1.5 * base.decode_time_s(64, 4000))   # flat beyond
-    assert pm.prefill_time_s(128, 0) == pytest.approx(1.5 * base.prefill_time_s(128, 0))     # halfway in log
+    assert eff.decode_batch_offsets_s == ((1.0, 0.0), (4.0, 3e-3))       # sorted tuples (hashable, from JSON lists)
+    assert pm.decode_time_s(4, 4000) == pytest.approx(base.decode_time_s(4, 4000) + 3e-3)
+    assert pm.decode_time_s(2, 4000) == pytest.approx(base.decode_time_s(2, 4000) + 1e-3)     # linear in batch
+    assert pm.decode_time_s(64, 4000) == pytest.approx(base.decode_time_s(64, 4000) + 3e-3)   # flat beyond
+    assert pm.prefill_time_s(128, 0) == pytest.approx(base.prefill_time_s(128, 0) + 1e-3)     # halfway in log
     assert pm.mixed_time_s(128, 0, 4, 4000) == pytest.approx(base.mixed_time_s(128, 0, 4, 4000))
-    with pytest.raises(ValueError, match="factor > 0"):
-        Efficiency(decode_batch_factors=((1, 0.0),))
+    # the context's slope is the roofline's: an offset moves the line, it does not tilt it
+    slope = lambda m: m.decode_time_s(4, 9000) - m.decode_time_s(4, 8000)   # noqa: E731
+    assert slope(pm) == pytest.approx(slope(base))
+    # never below a tenth of the roofline time
+    neg = replace(base, eff=Efficiency(decode_batch_offsets_s=((1, -1.0),)))
+    assert neg.decode_time_s(1, 100) == pytest.approx(0.1 * base.decode_time_s(1, 100))
+    with pytest.raises(ValueError, match="finite seconds"):
+        Efficiency(decode_batch_offsets_s=((0, 1e-3),))
 
 
 def test_piecewise_corrections_survive_a_plan_json_round_trip():
     import json
     from planner.plan import Deployment, Plan, Role, plan_from_dict
-    eff = Efficiency(calibrated=True, decode_batch_factors=((1, 1.13), (2, 0.84)), prefill_chunk_factors=((64, 1.08),))
+    eff = Efficiency(calibrated=True, decode_batch_offsets_s=((1, 1e-3), (2, -4e-4)), prefill_chunk_offsets_s=((64, 2e-3),))
     dep = Deployment(mode="disaggregated", model="opt-13b", chunk_tokens=512, prefill=Role("a100", 1),
                      decode=Role("a100", 1), efficiency=eff)
     again = plan_from_dict(json.loads(Plan(dep).to_json())).deployment

@@ -61,13 +61,13 @@ def test_mixed_cost_is_the_perf_models_sarathi_iteration(model, gpu, tp):
 
 
 def test_costs_match_a_perf_model_with_piecewise_corrections():
-    """Per-batch and per-chunk factors keep decode/prefill piecewise linear in the context:
+    """Per-batch and per-chunk offsets keep decode/prefill piecewise linear in the context:
     the closed forms stay exact."""
     from dataclasses import replace
     from planner.perf import Efficiency
     perf = _perf("llama-2-7b", "a100")
-    perf = replace(perf, eff=Efficiency(decode_batch_factors=((1, 1.2), (2, 0.8), (8, 1.5)),
-                                        prefill_chunk_factors=((16, 0.9), (512, 1.3))))
+    perf = replace(perf, eff=Efficiency(decode_batch_offsets_s=((1, 2e-3), (2, -1e-3), (8, 4e-3)),
+                                        prefill_chunk_offsets_s=((16, -1e-3), (512, 3e-3))))
     pc, dc = PrefillCost(perf), DecodeCost(perf)
     for c in (1, 16, 100, 512, 2048):
         for k in (0, 512, 4000):
