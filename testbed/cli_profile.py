@@ -47,6 +47,9 @@ def _int_list(text: str | None, flag: str) -> tuple[int, ...] | None:
 @click.option("--passes", type=int, default=1, show_default=True,
               help="Sweep the grid this many times; each row is the median over all passes "
                    "(robust to bursts of other load on a shared machine).")
+@click.option("--decode-spread", type=float, default=0.5, show_default=True,
+              help="Coefficient of variation of the contexts within a decode batch (a server's "
+                   "batch mixes lengths; 0: all equal, as profiles before 2026-11-25).")
 @click.option("--threads", type=int, help="CPU threads for torch (default: torch's choice).")
 @click.option("--classifier-layers", type=int, default=1, show_default=True,
               help="Length classifier run before each fresh prefill chunk's slices, as the "
@@ -65,7 +68,7 @@ def _int_list(text: str | None, flag: str) -> tuple[int, ...] | None:
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def profile_cmd(model_name, layers, hidden, device, dtype, seed, weights_dir, prefill_tokens,
                 prefill_context, prefill_slices, decode_batch, decode_context, kv_tokens, repeats,
-                warmup, passes, threads, classifier_layers, classifier_hidden, decode_path, output, config_out,
+                warmup, passes, decode_spread, threads, classifier_layers, classifier_hidden, decode_path, output, config_out,
                 as_json, quiet):
     """Time real prefill chunks, decode iterations and KV copies; write PROFILE CSV.
 
@@ -87,7 +90,7 @@ def profile_cmd(model_name, layers, hidden, device, dtype, seed, weights_dir, pr
                   decode_batch=_int_list(decode_batch, "--decode-batch"),
                   decode_context_tokens=_int_list(decode_context, "--decode-context"),
                   kv_tokens=_int_list(kv_tokens, "--kv-tokens"), repeats=repeats, warmup=warmup,
-                  passes=passes),
+                  passes=passes, decode_spread=decode_spread),
              threads, output, config_out, as_json, quiet,
              classifier=(classifier_layers, classifier_hidden), decode_path=decode_path)
     except InputError as e:

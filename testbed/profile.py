@@ -14,9 +14,12 @@ is repeats x passes; `torch.cuda.synchronize()` around each run on a GPU):
   prefill worker does for every request that starts in a chunk.
 - `decode`: one iteration of `batch` requests (`tokens` = batch new tokens) holding
   `context_tokens` of KV IN TOTAL over the batch (as `PerfModel.decode_time_s` takes it);
-  `bytes` = the KV bytes the iteration reads. Consecutive iterations are timed (the
-  batch stays in the engine's decode workspace, as in a run), the caches starting a few
-  tokens short so that the timed steps' mean context is the grid's.
+  `bytes` = the KV bytes the iteration reads. The requests hold different contexts, as a
+  server's batch does: evenly spaced around the grid's context with coefficient of
+  variation `decode_spread` (default 0.5; 0 = all equal, as profiles before 2026-11-25
+  were taken). Consecutive iterations are timed (the batch stays in the engine's decode
+  workspace, as in a run), the caches starting a few tokens short so that the timed
+  steps' mean context is the grid's.
 - `kv`: copying one request's filled KV of `tokens` tokens (`bytes`), along `path`:
   `copy` (same device: host memcpy on CPU, device-to-device on a GPU), `d2h` (GPU to pinned
   host memory), `h2d` (pinned host to GPU). `path` is an extra column after the shared ones.
@@ -56,6 +59,22 @@ class ProfileRow:
     path: str = ""          # kv rows: copy | d2h | h2d
 
 
+MAX_SPREAD = 0.95 / 3 ** 0.5    # evenly spaced contexts within (0.05, 1.95) x the mean
+
+
+def batch_contexts(mean_tokens: int, batch: int, spread: float) -> list[int]:
+    """Per-request contexts of a decode batch: evenly spaced around `mean_tokens` with
+    coefficient of variation `spread` (a server's batch holds requests of different
+    lengths), whole tokens >= 1, summing to batch x mean_tokens."""
+    if batch == 1 or spread == 0:
+        return [mean_tokens] * batch
+    half = spread * 3 ** 0.5 * (batch - 1) / (batch + 1) ** 0.5 / (batch - 1) ** 0.5   # CV of the grid = spread
+    raw = [mean_tokens * (1 + half * (2 * i / (batch - 1) - 1)) for i in range(batch)]
+    out = [max(1, round(x)) for x in raw]
+    out[-1] += batch * mean_tokens - sum(out)
+    return out
+
+
 @dataclass(frozen=True)
 class ProfileGrid:
     prefill_tokens: tuple[int, ...]
@@ -68,6 +87,7 @@ class ProfileGrid:
     warmup: int = 2
     memory_budget_bytes: int | None = None      # skip decode points whose KV would not fit
     passes: int = 1                             # sweeps over the grid; a row's median is over all
+    decode_spread: float = 0.5                  # CV of the contexts in a decode batch (0: all equal)
 
     def __post_init__(self):
         for f in ("prefill_tokens", "prefill_slices", "decode_batch", "decode_context_tokens", "kv_tokens"):
@@ -76,6 +96,8 @@ class ProfileGrid:
                 raise InputError(f"profile grid {f} must be a non-empty list of integers >= 1, got {vals}")
         if not self.prefill_context_tokens or min(self.prefill_context_tokens) < 0:
             raise InputError("profile grid prefill_context_tokens must be integers >= 0")
+        if not 0.0 <= self.decode_spread <= MAX_SPREAD:
+            raise InputError(f"decode spread must be within 0 and {MAX_SPREAD:.2f}, got {self.decode_spread}")
         if self.repeats < 1 or self.warmup < 0 or self.passes < 1:
             raise InputError(f"repeats and passes must be >= 1 and warmup >= 0, got {self.repeats}, "
                              f"{self.passes}, {self.warmup}")
@@ -153,9 +175,10 @@ def grid_points(grid: ProfileGrid, max_positions: int, kv_bytes_per_token: int) 
         for b in grid.decode_batch:
             if ctx > max_positions or steps + 1 > max_positions:
                 continue
-            end = decode_start_tokens(ctx, grid, max_positions) + steps
+            starts = [decode_start_tokens(c, grid, max_positions) for c in batch_contexts(ctx, b, grid.decode_spread)]
+            end = max(starts) + steps
             # the caches plus the decode workspace's copy (its token capacity rounded up), +10%
-            need = 1.1 * b * (end + -(-end // TOKEN_ROUND) * TOKEN_ROUND) * kv_bytes_per_token
+            need = 1.1 * (sum(starts) + b * steps + b * -(-end // TOKEN_ROUND) * TOKEN_ROUND) * kv_bytes_per_token
             if grid.memory_budget_bytes is not None and need > grid.memory_budget_bytes:
                 continue
             pts.append(_Point("decode", b, b, ctx))
@@ -200,28 +223,32 @@ def decode_start_tokens(ctx: int, grid: ProfileGrid, max_positions: int) -> int:
 
 def _measure_decode(eng: Engine, p: _Point, grid: ProfileGrid, gen: torch.Generator,
                     seed_kv: dict[int, object]) -> tuple[list[float], int]:
-    """(timed seconds, total context tokens over the batch at the timed steps' mean)."""
-    start = decode_start_tokens(p.context_tokens, grid, eng.max_positions)
-    if start not in seed_kv:   # one real prefill per context length, cloned into the batch
-        kv = eng.new_kv(start)
-        for s in range(0, start, 1024):
-            eng.prefill([(kv, _random_ids(min(1024, start - s), eng.vocab, gen))])
+    """(timed seconds, total context tokens over the batch at the timed steps' mean). The
+    batch's requests hold different contexts (`batch_contexts`, CV `grid.decode_spread`)."""
+    starts = [decode_start_tokens(c, grid, eng.max_positions)
+              for c in batch_contexts(p.context_tokens, p.batch, grid.decode_spread)]
+    longest = max(starts)
+    have = next(iter(seed_kv.values()), None)
+    if have is None or have.length < longest:   # one real prefill, its prefixes cloned into the batch
+        kv = eng.new_kv(longest)
+        for s in range(0, longest, 1024):
+            eng.prefill([(kv, _random_ids(min(1024, longest - s), eng.vocab, gen))])
         seed_kv.clear()
-        seed_kv[start] = kv
-    src = seed_kv[start].view()
+        seed_kv[longest] = have = kv
+    src = have.view()
     steps = grid.warmup + grid.repeats
     eng.reset_decode_workspace()
-    eng.reserve_decode_workspace(p.batch, start + steps)   # no growth (and no 2x peak) mid-point
-    kvs = [eng.new_kv(start + steps) for _ in range(p.batch)]
-    for kv in kvs:
-        kv.receive(src)
+    eng.reserve_decode_workspace(p.batch, longest + steps)   # no growth (and no 2x peak) mid-point
+    kvs = [eng.new_kv(n + steps) for n in starts]
+    for kv, n in zip(kvs, starts):
+        kv.receive(src[:n])
     toks = [int(t) for t in _random_ids(p.batch, eng.vocab, gen)]
     items = list(zip(kvs, toks))
     secs = time_runs_s(lambda: eng.decode(items), eng.device, grid.repeats, grid.warmup)
     del items, kvs
     eng.reset_decode_workspace()
-    mean_ctx = start + grid.warmup + (grid.repeats - 1) / 2
-    return secs, round(p.batch * mean_ctx)
+    mean_step = grid.warmup + (grid.repeats - 1) / 2
+    return secs, round(sum(starts) + p.batch * mean_step)
 
 
 def _kv_paths(device: torch.device) -> tuple[str, ...]:

@@ -2,6 +2,8 @@
 import csv
 import json
 
+import numpy as np
+
 import pytest
 
 torch = pytest.importorskip("torch")
@@ -49,8 +51,10 @@ def test_profile_rows_have_the_shared_meaning(engine):
     assert all(r.bytes == r.tokens * kvb for r in pre)
     dec = [r for r in rows if r.kind == "decode"]
     # context_tokens is the batch's total KV, as PerfModel.decode_time_s takes it: the
-    # 1 + 3 consecutive steps start at 5 - 1 - 1 = 3 tokens, so the timed ones hold 4, 5, 6
-    assert {(r.batch, r.tokens, r.context_tokens) for r in dec} == {(1, 1, 5), (3, 3, 15), (1, 1, 20), (3, 3, 60)}
+    # 1 + 3 consecutive steps start at 5 - 1 - 1 = 3 tokens, so the timed ones hold 4, 5, 6;
+    # a batch of 3 holds contexts 2, 5, 8 (spread 0.5), whose first can start no lower than
+    # 1 token: 1 + 3 + 6 at the start, + 3 x 2 at the timed steps' mean = 16
+    assert {(r.batch, r.tokens, r.context_tokens) for r in dec} == {(1, 1, 5), (3, 3, 16), (1, 1, 20), (3, 3, 60)}
     assert all(r.bytes == r.context_tokens * kvb for r in dec)
     kv = [r for r in rows if r.kind == "kv"]
     assert [(r.tokens, r.bytes, r.path) for r in kv] == [(4, 4 * kvb, "copy"), (32, 32 * kvb, "copy")]
@@ -139,3 +143,20 @@ def test_cli_bad_input_exits_2_with_one_line(tmp_path, args, message):
 def test_cli_cuda_without_gpu_is_a_user_error(tmp_path):
     res = CliRunner().invoke(main, ["profile", "--device", "cuda", "-o", str(tmp_path / "p.csv")])
     assert res.exit_code == 2 and "no CUDA device" in res.output
+
+
+def test_decode_batches_mix_context_lengths_around_the_grid_point():
+    from testbed.profile import batch_contexts
+    ctx = batch_contexts(200, 4, 0.5)
+    assert ctx == [66, 155, 245, 334] and sum(ctx) == 800
+    assert np.std(ctx) / np.mean(ctx) == pytest.approx(0.5, abs=0.01)
+    assert batch_contexts(200, 4, 0.0) == [200] * 4 and batch_contexts(7, 1, 0.5) == [7]
+    assert min(batch_contexts(10, 16, 0.5)) >= 1 and sum(batch_contexts(10, 16, 0.5)) == 160
+    with pytest.raises(InputError, match="decode spread"):
+        ProfileGrid(**{**TINY, "decode_spread": 0.7})
+
+
+def test_equal_contexts_profile_as_before(engine):
+    rows = profile(engine, ProfileGrid(**{**TINY, "decode_spread": 0.0}), model_name="tiny", progress=False)
+    dec = {(r.batch, r.context_tokens) for r in rows if r.kind == "decode"}
+    assert dec == {(1, 5), (3, 15), (1, 20), (3, 60)}
