@@ -43,7 +43,9 @@ def _int_list(text: str | None, flag: str) -> tuple[int, ...] | None:
 @click.option("--decode-context", help="Context tokens per decoding request, e.g. 128,1024.")
 @click.option("--kv-tokens", help="KV copy sizes in tokens, e.g. 16,512,2048.")
 @click.option("--repeats", type=int, help="Timed runs per point (median) [default: 5 cpu, 10 cuda].")
-@click.option("--warmup", type=int, help="Untimed runs per point first [default: 2 cpu, 3 cuda].")
+@click.option("--warmup", type=int, help="Untimed runs per prefill/kv point first [default: 2 cpu, 3 cuda].")
+@click.option("--decode-warmup", type=int, help="Untimed steps per decode point first (steady state, as in a "
+                                                "run) [default: 10].")
 @click.option("--passes", type=int, default=1, show_default=True,
               help="Sweep the grid this many times; each row is the median over all passes "
                    "(robust to bursts of other load on a shared machine).")
@@ -68,7 +70,7 @@ def _int_list(text: str | None, flag: str) -> tuple[int, ...] | None:
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def profile_cmd(model_name, layers, hidden, device, dtype, seed, weights_dir, prefill_tokens,
                 prefill_context, prefill_slices, decode_batch, decode_context, kv_tokens, repeats,
-                warmup, passes, decode_spread, threads, classifier_layers, classifier_hidden, decode_path, output, config_out,
+                warmup, decode_warmup, passes, decode_spread, threads, classifier_layers, classifier_hidden, decode_path, output, config_out,
                 as_json, quiet):
     """Time real prefill chunks, decode iterations and KV copies; write PROFILE CSV.
 
@@ -89,7 +91,7 @@ def profile_cmd(model_name, layers, hidden, device, dtype, seed, weights_dir, pr
                   prefill_slices=_int_list(prefill_slices, "--prefill-slices"),
                   decode_batch=_int_list(decode_batch, "--decode-batch"),
                   decode_context_tokens=_int_list(decode_context, "--decode-context"),
-                  kv_tokens=_int_list(kv_tokens, "--kv-tokens"), repeats=repeats, warmup=warmup,
+                  kv_tokens=_int_list(kv_tokens, "--kv-tokens"), repeats=repeats, warmup=warmup, decode_warmup=decode_warmup,
                   passes=passes, decode_spread=decode_spread),
              threads, output, config_out, as_json, quiet,
              classifier=(classifier_layers, classifier_hidden), decode_path=decode_path)

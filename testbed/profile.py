@@ -2,7 +2,7 @@
 profile format the planner calibrates from (`planner recommend --gpu local --profile ...`).
 
 Rows (one per grid point; `seconds` is the median of all timed runs - `repeats` after
-`warmup` untimed ones, in each of `passes` sweeps over the grid, so that a burst of other
+`warmup` untimed ones (`decode_warmup` for decode points), in each of `passes` sweeps over the grid, so that a burst of other
 load on a shared machine spoils one sweep of a point, not the point; `repeats` in the row
 is repeats x passes; `torch.cuda.synchronize()` around each run on a GPU):
 
@@ -85,6 +85,10 @@ class ProfileGrid:
     kv_tokens: tuple[int, ...]
     repeats: int = 5
     warmup: int = 2
+    # decode points run longer first: a run's decode worker steps back to back, and on a CPU
+    # the first steps of a new batch shape are 10-20% slower than the steady ones (measured:
+    # batch 1 at 128-256 tokens 4.7-4.9 ms after 2 untimed steps, 4.0-4.2 ms after 20)
+    decode_warmup: int = 10
     memory_budget_bytes: int | None = None      # skip decode points whose KV would not fit
     passes: int = 1                             # sweeps over the grid; a row's median is over all
     decode_spread: float = 0.5                  # CV of the contexts in a decode batch (0: all equal)
@@ -98,7 +102,7 @@ class ProfileGrid:
             raise InputError("profile grid prefill_context_tokens must be integers >= 0")
         if not 0.0 <= self.decode_spread <= MAX_SPREAD:
             raise InputError(f"decode spread must be within 0 and {MAX_SPREAD:.2f}, got {self.decode_spread}")
-        if self.repeats < 1 or self.warmup < 0 or self.passes < 1:
+        if self.repeats < 1 or self.warmup < 0 or self.decode_warmup < 0 or self.passes < 1:
             raise InputError(f"repeats and passes must be >= 1 and warmup >= 0, got {self.repeats}, "
                              f"{self.passes}, {self.warmup}")
 
@@ -170,7 +174,7 @@ def grid_points(grid: ProfileGrid, max_positions: int, kv_bytes_per_token: int) 
                 if c % s or ctx + c // s > max_positions or (s > 1 and ctx > 0):
                     continue        # merged chunks are profiled on fresh requests only
                 pts.append(_Point("prefill", c, s, ctx))
-    steps = grid.warmup + grid.repeats
+    steps = grid.decode_warmup + grid.repeats
     for ctx in grid.decode_context_tokens:
         for b in grid.decode_batch:
             if ctx > max_positions or steps + 1 > max_positions:
@@ -217,8 +221,8 @@ def decode_start_tokens(ctx: int, grid: ProfileGrid, max_positions: int) -> int:
     decode workspace, as in a run): the caches start this much shorter than `ctx`, so
     that the timed steps' mean context is `ctx` (when it is long enough and the last step
     stays within the model's positions)."""
-    steps = grid.warmup + grid.repeats
-    return max(1, min(ctx - grid.warmup - (grid.repeats - 1) // 2, max_positions - steps))
+    steps = grid.decode_warmup + grid.repeats
+    return max(1, min(ctx - grid.decode_warmup - (grid.repeats - 1) // 2, max_positions - steps))
 
 
 def _measure_decode(eng: Engine, p: _Point, grid: ProfileGrid, gen: torch.Generator,
@@ -236,7 +240,7 @@ def _measure_decode(eng: Engine, p: _Point, grid: ProfileGrid, gen: torch.Genera
         seed_kv.clear()
         seed_kv[longest] = have = kv
     src = have.view()
-    steps = grid.warmup + grid.repeats
+    steps = grid.decode_warmup + grid.repeats
     eng.reset_decode_workspace()
     eng.reserve_decode_workspace(p.batch, longest + steps)   # no growth (and no 2x peak) mid-point
     kvs = [eng.new_kv(n + steps) for n in starts]
@@ -244,10 +248,10 @@ def _measure_decode(eng: Engine, p: _Point, grid: ProfileGrid, gen: torch.Genera
         kv.receive(src[:n])
     toks = [int(t) for t in _random_ids(p.batch, eng.vocab, gen)]
     items = list(zip(kvs, toks))
-    secs = time_runs_s(lambda: eng.decode(items), eng.device, grid.repeats, grid.warmup)
+    secs = time_runs_s(lambda: eng.decode(items), eng.device, grid.repeats, grid.decode_warmup)
     del items, kvs
     eng.reset_decode_workspace()
-    mean_step = grid.warmup + (grid.repeats - 1) / 2
+    mean_step = grid.decode_warmup + (grid.repeats - 1) / 2
     return secs, round(sum(starts) + p.batch * mean_step)
 
 

@@ -19,7 +19,7 @@ from testbed.profile import (COLUMNS, ProfileGrid, ProfileRow, grid_points, prof
                              read_profile_csv, summarize, time_median_s, write_profile_csv)
 
 TINY = dict(prefill_tokens=(8, 16), prefill_context_tokens=(0, 8), prefill_slices=(1, 4),
-            decode_batch=(1, 3), decode_context_tokens=(5, 20), kv_tokens=(4, 32), repeats=3, warmup=1)
+            decode_batch=(1, 3), decode_context_tokens=(5, 20), kv_tokens=(4, 32), repeats=3, warmup=1, decode_warmup=1)
 
 
 @pytest.fixture(scope="module")
