@@ -33,6 +33,7 @@ KV_TRAFFIC_MAX = 8.0   # bound on the fitted KV bytes moved per KV byte read
 KV_TRAFFIC_GAIN = 0.10  # fit the KV read factor only if it cuts the RMS error by 10%
 PIECEWISE_GAIN = 0.10   # keep per-batch / per-chunk offsets only if they cut a kind's RMS error by 10%
 PIECEWISE_P = 0.01      # ... and explain more than noise (F-test at this significance)
+N_BASE = 7              # fitted parameters before the piecewise offsets (see _efficiency)
 HOST = "host"          # the d2h and h2d legs in series
 ADDITIVE = "overhead added to GPU time"
 OVERLAP = "overhead overlapping GPU time (max)"
@@ -123,10 +124,11 @@ def calibrate(profile, gpu: str, model: str, memory_gb: float | None = None, whe
     if memory_gb and not is_local:
         spec = replace(spec, memory_gb=memory_gb)
     base = PerfModel(spec, spec_model)
-    ct, ck, cs, cw = (pre[c].to_numpy(float) for c in ("tokens", "context_tokens", "seconds", "repeats"))
+    ct, ck, cs, cw, cb = (pre[c].to_numpy(float) for c in ("tokens", "context_tokens", "seconds", "repeats", "batch"))
+    cb = np.maximum(cb, 1.0)
     db, dc, ds, dw = (dec[c].to_numpy(float) for c in ("batch", "context_tokens", "seconds", "repeats"))
     w = np.sqrt(np.maximum(np.concatenate([cw, dw]), 1.0))
-    fits = {(overlap, free): _fit(base, spec_model, is_local, overlap, free, (ct, ck, cs), (db, dc, ds), w)
+    fits = {(overlap, free): _fit(base, spec_model, is_local, overlap, free, (ct, ck, cs, cb), (db, dc, ds), w)
             for overlap in (False, True) for free in (False, True)}
     rms_of = {k: float(np.sqrt(np.mean(np.concatenate(v[1:]) ** 2))) for k, v in fits.items()}
     best = min(((o, False) for o in (False, True)), key=rms_of.get)
@@ -135,7 +137,7 @@ def calibrate(profile, gpu: str, model: str, memory_gb: float | None = None, whe
         best = richer
     overlap = best[0]
     th, rel_p, rel_d, d_pts, p_pts = _with_offsets(base, spec_model, is_local, best, fits[best],
-                                                   (ct, ck, cs), (db, dc, ds), w)
+                                                   (ct, ck, cs, cb), (db, dc, ds), w)
     structure = (OVERLAP if overlap else ADDITIVE) + (f"; KV read {th[5]:.2f}x" if best[1] else "")
     rms_now = float(np.sqrt(np.mean(np.concatenate([rel_p, rel_d]) ** 2)))
     parts = [f"{k} by {x} ({len(v)} points)" for k, x, v in (("decode", "batch", d_pts), ("prefill", "chunk", p_pts)) if v]
@@ -164,12 +166,13 @@ def calibrate(profile, gpu: str, model: str, memory_gb: float | None = None, whe
 
 
 def _efficiency(theta, overlap: bool, d_points=(), p_points=()) -> Efficiency:
-    """theta = (compute, memory, knee, prefill overhead, decode overhead, KV read, then one
-    offset per decode point, then one per prefill point)."""
+    """theta = (compute, memory, knee, prefill overhead, decode overhead, KV read, seconds
+    per extra request in a chunk, then one offset per decode point, then one per prefill point)."""
     nd = len(d_points)
     return Efficiency(theta[0], theta[1], theta[2], theta[3], theta[4], overhead_overlaps=overlap,
-                      kv_traffic=theta[5], decode_batch_offsets_s=tuple(zip(d_points, theta[6:6 + nd])),
-                      prefill_chunk_offsets_s=tuple(zip(p_points, theta[6 + nd:])))
+                      kv_traffic=theta[5], prefill_request_s=theta[6],
+                      decode_batch_offsets_s=tuple(zip(d_points, theta[N_BASE:N_BASE + nd])),
+                      prefill_chunk_offsets_s=tuple(zip(p_points, theta[N_BASE + nd:])))
 
 
 def _fit(base: PerfModel, spec_model, is_local: bool, overlap: bool, free_kv: bool, prefill_rows, decode_rows, w,
@@ -177,34 +180,43 @@ def _fit(base: PerfModel, spec_model, is_local: bool, overlap: bool, free_kv: bo
     """Bounded least squares on relative errors; (theta, prefill errors, decode errors).
     With `d_points` / `p_points`, one additive offset per decode batch size / prefill chunk
     size is fitted jointly (`start`: the roofline's theta to begin from)."""
-    ct, ck, cs = prefill_rows
+    ct, ck, cs, cb = prefill_rows
     db, dc, ds = decode_rows
     hi_eff = 1e7 if is_local else 1.0
 
     def model_times(theta):
         pm = replace(base, eff=_efficiency(theta, overlap, d_points, p_points))
-        return pm.prefill_time_s(ct, ck), pm.decode_time_s(db, dc)
+        return pm.prefill_time_s(ct, ck, cb), pm.decode_time_s(db, dc)
 
-    def resid(theta):
-        tp_, td_ = model_times(theta)
+    merged = bool(np.any(cb > 1))   # the per-request seconds are fitted only from merged-chunk rows
+
+    def full(x):
+        return x if merged else np.concatenate([x[:6], [0.0], x[6:]])
+
+    def resid(x):
+        tp_, td_ = model_times(full(x))
         return w * (np.concatenate([tp_ / cs, td_ / ds]) - 1.0)
 
     # an overlapping overhead is the floor of an iteration: start it at the fastest row
     share = 1.0 if overlap else 0.1
     x0 = np.array([0.5 * hi_eff if is_local else 0.6, 0.5 * hi_eff if is_local else 0.7,
-                   base.knee_tokens, float(np.min(cs)) * share, float(np.min(ds)) * share, 1.0])
+                   base.knee_tokens, float(np.min(cs)) * share, float(np.min(ds)) * share, 1.0, 0.0])
     if is_local:  # start from the largest measured rates
         x0[0] = max(2.0 * spec_model.matmul_params * ct.max() / cs[np.argmax(ct)] / 1e12, 1e-6)
         x0[1] = max(base.weight_bytes / ds.min() / 1e9, 1e-6)
-    lo = [1e-6, 1e-6, 0.0, 0.0, 0.0, 1.0]
-    hi = [hi_eff, hi_eff, 1e5, max(cs.max(), 1e-3), max(ds.max(), 1e-3), KV_TRAFFIC_MAX if free_kv else 1.0 + 1e-12]
+    lo = [1e-6, 1e-6, 0.0, 0.0, 0.0, 1.0, 0.0]
+    hi = [hi_eff, hi_eff, 1e5, max(cs.max(), 1e-3), max(ds.max(), 1e-3), KV_TRAFFIC_MAX if free_kv else 1.0 + 1e-12,
+          float(cs.max())]
     if start is not None:
-        x0 = np.array(start[:6], dtype=float)
+        x0 = np.array(start[:N_BASE], dtype=float)
     span_d, span_p = float(ds.max()), float(cs.max())
     x0 = np.concatenate([np.clip(x0, lo, hi), np.zeros(len(d_points) + len(p_points))])
     lo = lo + [-span_d] * len(d_points) + [-span_p] * len(p_points)
     hi = hi + [span_d] * len(d_points) + [span_p] * len(p_points)
-    th = least_squares(resid, x0, bounds=(lo, hi), x_scale="jac", max_nfev=2000).x
+    keep = np.ones(len(x0), dtype=bool)
+    keep[6] = merged
+    x0, lo, hi = x0[keep], np.asarray(lo)[keep], np.asarray(hi)[keep]
+    th = full(least_squares(resid, x0, bounds=(lo, hi), x_scale="jac", max_nfev=2000).x)
     tp_, td_ = model_times(th)
     return th, tp_ / cs - 1.0, td_ / ds - 1.0
 

@@ -50,6 +50,10 @@ class Efficiency:
     # never drops below MIN_CORRECTED of its roofline time. Mixed iterations: none. Empty: none.
     decode_batch_offsets_s: tuple = ()
     prefill_chunk_offsets_s: tuple = ()
+    # per request slice in a prefill chunk beyond the first (its own attention call, the
+    # testbed's length classifier over a new prompt, sampling): fitted from a profile's
+    # merged-chunk rows; 0 without them
+    prefill_request_s: float = 0.0
 
     def __post_init__(self):
         for name in ("decode_batch_offsets_s", "prefill_chunk_offsets_s"):
@@ -131,11 +135,17 @@ class PerfModel:
         return (np.asarray(tokens, dtype=float) * m.hidden * dtype_bytes(self.dtype)
                 * m.layers * ACT_BYTES_PER_TOKEN_LAYER)
 
-    def prefill_time_s(self, chunk_tokens, cached_tokens=0):
+    def prefill_time_s(self, chunk_tokens, cached_tokens=0, requests=1):
         """One prefill iteration of `chunk_tokens` new tokens whose requests already hold
         `cached_tokens` of context in the KV cache (for a merged chunk: the sum over its
-        slices of slice_len * cached_len / chunk_tokens is the exact equivalent)."""
-        return self.mixed_time_s(chunk_tokens, cached_tokens, 0, 0)
+        slices of slice_len * cached_len / chunk_tokens is the exact equivalent), made of
+        `requests` request slices (each beyond the first costs `prefill_request_s`)."""
+        t = self.mixed_time_s(chunk_tokens, cached_tokens, 0, 0)
+        if self.eff.prefill_request_s:
+            extra = self.eff.prefill_request_s * np.maximum(np.asarray(requests, dtype=float) - 1.0, 0.0)
+            t = t + np.where(np.asarray(chunk_tokens) > 0, extra, 0.0)
+            return t if np.ndim(t) else float(t)
+        return t
 
     def decode_time_s(self, batch, context_tokens):
         """One decode iteration: `batch` requests generate one token each, holding

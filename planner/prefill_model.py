@@ -38,11 +38,13 @@ def chunk_fill_tokens(chunk_tokens: int, batch_limit: int, mean_prompt_tokens: f
 
 def chunked_work_s(perf: PerfModel, prompt_tokens, chunk_tokens: int, fill_tokens: float | None = None):
     """Instance-seconds a prompt costs when its slices ride in merged chunks of `fill`
-    tokens: its share P/F of chunk iterations, attention at its mean cached context."""
+    tokens: its share P/F of chunk iterations, attention at its mean cached context, and
+    `prefill_request_s` for its slice in each of the ceil(P/F) chunks it rides in."""
     p = np.asarray(prompt_tokens, dtype=float)
     fill = float(chunk_tokens if fill_tokens is None else fill_tokens)
     cached = np.maximum(p - chunk_tokens, 0.0) / 2.0
-    return p / fill * perf.prefill_time_s(np.full_like(p, fill), cached)
+    # plus its own slice in each chunk it rides in (one more request in that chunk)
+    return p / fill * perf.prefill_time_s(np.full_like(p, fill), cached) + np.ceil(p / fill) * perf.eff.prefill_request_s
 
 
 def chunked_alone_s(perf: PerfModel, prompt_tokens, chunk_tokens: int):

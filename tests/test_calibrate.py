@@ -121,3 +121,21 @@ def test_piecewise_decode_offsets_follow_a_kernel_switch_the_roofline_cannot():
     assert e.compute_eff == pytest.approx(0.55, rel=0.05) and e.memory_eff == pytest.approx(0.65, rel=0.05)
     plain = calibrate(synth_profile(noise=0.01), "a100", "opt-13b")
     assert plain.efficiency.decode_batch_offsets_s == () and plain.efficiency.prefill_chunk_offsets_s == ()
+
+
+def test_per_request_prefill_seconds_are_fitted_from_merged_chunk_rows():
+    """A chunk of 4 requests costs 3 x 1.5 ms more than one request's chunk of the same
+    tokens (their classifier passes, attention calls): the fit finds the 1.5 ms, and the
+    one-request rows keep their roofline fit."""
+    from dataclasses import replace
+    df = synth_profile(noise=0.0)
+    merged = df[(df["kind"] == "prefill") & (df["context_tokens"] == 0)].copy()
+    merged["batch"] = 4
+    merged["seconds"] += 3 * 1.5e-3
+    cal = calibrate(pd.concat([df, merged], ignore_index=True), "a100", "opt-13b")
+    assert cal.efficiency.prefill_request_s == pytest.approx(1.5e-3, rel=0.02)
+    assert cal.max_rel_error["prefill"] < 0.01 and cal.efficiency.compute_eff == pytest.approx(0.55, rel=0.02)
+    pm = PerfModel(catalog.gpu("a100"), catalog.model("opt-13b"), eff=cal.efficiency)
+    assert pm.prefill_time_s(256, 0, 4) - pm.prefill_time_s(256, 0) == pytest.approx(4.5e-3, rel=0.02)
+    # a profile without merged chunks cannot say: no per-request term
+    assert calibrate(df, "a100", "opt-13b").efficiency.prefill_request_s == 0.0

@@ -76,3 +76,20 @@ def test_costs_match_a_perf_model_with_piecewise_corrections():
         assert dc.lines(b).exact
         assert dc.time_s(b, 5000) == pytest.approx(perf.decode_time_s(b, 5000), rel=1e-12)
         assert dc.run_time_s(b, 5000, 7) == pytest.approx(sum(perf.decode_time_s(b, 5000 + i * b) for i in range(7)))
+
+
+def test_prefill_cost_charges_each_request_slice_beyond_the_first():
+    from dataclasses import replace
+    from planner.perf import Efficiency
+    from planner.prefill_model import chunked_work_s
+    perf = _perf("llama-2-7b", "a100")
+    perf = replace(perf, eff=Efficiency(prefill_request_s=2e-3))
+    pc = PrefillCost(perf)
+    assert pc.time_s(512, 100, 3) == pytest.approx(perf.prefill_time_s(512, 100) + 4e-3, rel=1e-12)
+    assert perf.prefill_time_s(512, 100, 3) == pytest.approx(perf.prefill_time_s(512, 100) + 4e-3, rel=1e-12)
+    assert pc.time_s(0, 0, 3) == 0.0
+    # the analytical model: a prompt riding in merged chunks pays its slice in each of them
+    plain = replace(perf, eff=Efficiency())
+    got = chunked_work_s(perf, [100, 1000], 512)
+    want = chunked_work_s(plain, [100, 1000], 512) + np.array([1, 2]) * 2e-3
+    assert got == pytest.approx(want)

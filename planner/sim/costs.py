@@ -94,9 +94,11 @@ class PrefillCost:
         self._uncached: dict[int, float] = {}
         self._seen: dict[int, int] = {}
 
-    def time_s(self, chunk_tokens: int, cached_tokens: float = 0.0) -> float:
+    def time_s(self, chunk_tokens: int, cached_tokens: float = 0.0, requests: int = 1) -> float:
         if chunk_tokens <= 0:
             return 0.0
+        if requests > 1:
+            return self.time_s(chunk_tokens, cached_tokens) + (requests - 1) * self.perf.eff.prefill_request_s
         lines = self._by_chunk.get(chunk_tokens)
         if lines is not None:
             return lines(cached_tokens)

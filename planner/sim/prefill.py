@@ -5,9 +5,9 @@ queued; the instance never waits to fill a chunk). Requests are sliced and merge
 chunks: the chunk takes the unfinished rest of the request it last sliced first
 (non-preemptive), then whole or sliced requests in the queue's order - FCFS (arrival), SJF
 (shortest prompt first) or LJF (longest first) - up to `batch_limit` requests a chunk. A
-chunk's time is `PerfModel.prefill_time_s(tokens, cached)` with `cached` the slice-weighted
-context already in the KV cache (sum of slice_len * cached_len / tokens), as perf.py
-defines for merged chunks. A request's first token is out when its last slice's chunk ends.
+chunk's time is `PerfModel.prefill_time_s(tokens, cached, slices)` with `cached` the
+slice-weighted context already in the KV cache (sum of slice_len * cached_len / tokens), as
+perf.py defines for merged chunks. A request's first token is out when its last slice's chunk ends.
 With `pad_to_chunk` (the paper's implementation: "pad the last chunk with zeros") a chunk
 with fewer tokens costs a full chunk.
 """
@@ -115,7 +115,7 @@ class PrefillInstance:
                 self.on_idle(now, self)
             return
         self.busy = True
-        dur = self.cost.time_s(self.chunk if self.pad_to_chunk else tokens, weighted / tokens)
+        dur = self.cost.time_s(self.chunk if self.pad_to_chunk else tokens, weighted / tokens, slices)
         self.busy_s += dur
         self.chunks += 1
         if self.win is not None:
