@@ -168,3 +168,23 @@ def test_random_schedules_finish_every_request_and_bill_consistently(seed):
     busy = s["busy_instance_s"]["total"] - s["busy_instance_s"]["flipping"]
     assert busy <= billed + 1e-6
     assert sum(w["cost_usd"] for w in s["windows"]) == pytest.approx(s["run_cost_usd"])
+
+
+def test_an_idle_released_instance_flips_to_the_growing_role_instead_of_stopping():
+    # 2P+1D, then 1P+2D from 40 s on a fixed fleet: both prefill instances are idle at
+    # 40 s, the newest (1) is released, its drain is over at once, and the growing decode
+    # role takes it: it flips and serves decode from 41 s (flip latency 1 s), no stop, no
+    # start (a new instance would serve only 120 s later)
+    d = dep([Window(0.0, 2, 1), Window(40.0, 1, 2)], flip_latency_s=1.0)
+    rows = [(0.0, 300, 20), (0.0, 300, 20), (45.0, 300, 200), (45.0, 300, 200)]
+    res = simulate(d, trace(rows))
+    log = res.scale[["time_s", "instance", "action", "from_role", "to_role", "ready_s"]].values.tolist()
+    nan = pytest.approx(np.nan, nan_ok=True)
+    assert log == [[40.0, 1, "drain", "prefill", "", nan], [40.0, 1, "flip", "prefill", "decode", 41.0],
+                   [41.0, 1, "ready", "", "decode", nan]]
+    assert res.flips.values.tolist() == [[40.0, 1, "prefill", "decode", 41.0]]
+    rec = res.records
+    assert rec.prefill_instance.tolist()[2:] == [0, 0]
+    assert sorted(rec.decode_instance.tolist()[2:]) == [1, 2]       # the flipped instance serves decode
+    end = rec.finish_s.max()
+    assert res.summary["billed_instance_s"] == pytest.approx({"prefill": end + 40.0, "decode": end + end - 40.0})

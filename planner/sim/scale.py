@@ -19,9 +19,11 @@ At each later window start, per role:
   (`start_ahead`), instances draining out of this role (they resume at once), released
   instances of the same pool (same GPU type and TP) that had not started yet (they switch
   role and keep their ready time), released instances of the other role of the pool
-  (they flip: serve the new role `flip_latency_s` after their drain ends), and new
-  instances, which serve `start_latency_s` after they are started (default
-  `DEFAULT_START_LATENCY_S`: boot a VM and load the weights). Instances left released
+  (they flip: serve the new role `flip_latency_s` after their drain ends; one idle at the
+  window start flips at once), and new instances, which serve `start_latency_s` after
+  they are started (default `DEFAULT_START_LATENCY_S`: boot a VM and load the weights).
+  Whether a released instance's drain is already over is checked only after the growing
+  roles have taken theirs, so an idle one flips rather than stops. Instances left released
   stop once drained (a release that never started is cancelled).
 With `start_ahead`, the instances a window must start (its growth beyond what flips can
 cover, known from the counts alone) are started `start_latency_s` before the window
@@ -255,6 +257,10 @@ class Scaler:
                 self._bill(m, now, None)
                 m.state = STOPPED
                 self._log(now, m, "cancel", m.role, None)
+            elif m.state == DRAINING:
+                # only now, after the growing roles had their pick: a drain that is
+                # already over flips (taken by the other role) or stops
+                self._check_drained(now, m)
 
     def _leave_key(self, m: Machine):
         rank = {STARTING: 0, FLIPPING: 1, DRAINING: 2, ACTIVE: 3}[m.state]
@@ -267,8 +273,7 @@ class Scaler:
         if m.state == ACTIVE:
             m.state, m.then = DRAINING, None
             self._log(now, m, "drain", m.role, None)
-            self.c.deactivate(now, m.iid, m.role)
-            self._check_drained(now, m)
+            self.c.deactivate(now, m.iid, m.role)   # drained yet? checked after the grow step
         elif m.state == DRAINING:
             m.then = None
 
