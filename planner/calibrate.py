@@ -64,6 +64,7 @@ class Calibration:
                                "knee_tokens": e.knee_tokens, "prefill_overhead_s": e.prefill_overhead_s,
                                "decode_overhead_s": e.decode_overhead_s, "calibrated": e.calibrated,
                                "overhead_overlaps": e.overhead_overlaps, "kv_traffic": e.kv_traffic,
+                               "prefill_request_s": e.prefill_request_s,
                                "decode_batch_offsets_s": [list(x) for x in e.decode_batch_offsets_s],
                                "prefill_chunk_offsets_s": [list(x) for x in e.prefill_chunk_offsets_s],
                                "source": e.source},
