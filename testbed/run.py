@@ -249,11 +249,11 @@ def run_trace(dep: Deployment, trace, opts: RunOptions = RunOptions(), *, progre
                 op = msg["op"]
                 last_progress = time.monotonic()
                 if op == "events":
-                    if "t_start" in msg:
+                    for it in msg.get("iterations") or ([msg] if "t_start" in msg else []):
                         result.iterations.append({
-                            "worker": name, "size": msg.get("chunk_tokens", msg.get("batch")),
-                            "requests": msg.get("slices", 0), "context_tokens": msg.get("context_tokens", 0),
-                            "start_s": rel(name, msg["t_start"]), "seconds": msg["t_end"] - msg["t_start"]})
+                            "worker": name, "size": it.get("chunk_tokens", it.get("batch")),
+                            "requests": it.get("slices", 0), "context_tokens": it.get("context_tokens", 0),
+                            "start_s": rel(name, it["t_start"]), "seconds": it["t_end"] - it["t_start"]})
                     for ev in msg["items"]:
                         done = _on_event(ev, name, rel, cols, sched, cluster, dep, prompts, outputs,
                                          pred_tokens, result)

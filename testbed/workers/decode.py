@@ -19,6 +19,12 @@ from .admission import Admission, DecodeItem
 from .tokens import prompt_ids
 
 
+# Iteration records (batch, context, times) ride with the next request events, or leave
+# on their own after this long: one control message per decode step would wake the
+# scheduler ~200 times a second, and on a small machine it runs on the workers' cores.
+FLUSH_S = 0.1
+
+
 class DecodeWorker:
     def __init__(self, name, engine, connector, emit, *, policy: str = "reserve_dynamic",
                  capacity_tokens: int = 65536, block_tokens: int = 16, batch_limit: int = 256,
@@ -33,6 +39,7 @@ class DecodeWorker:
         self.running: list[DecodeItem] = []
         self.iterations = 0
         self.preemptions = 0
+        self._records: list[dict] = []           # iteration records not sent yet
 
     def on_expect(self, msg: dict) -> None:
         xfer = int(msg["xfer"])
@@ -103,8 +110,8 @@ class DecodeWorker:
                 self.state[it.rid]["kv"] = None
             self.waiting[:0] = evicted
         if not self.running:
-            if events:
-                self.emit({"op": "events", "items": events})
+            if events or self._records:
+                self.flush(events)
             return False
         t_start = time.monotonic()
         states = [self.state[it.rid] for it in self.running]
@@ -126,7 +133,13 @@ class DecodeWorker:
             else:
                 keep.append(it)
         self.running = keep
-        self.emit({"op": "events", "items": events, "batch": len(states), "slices": len(states),
-                   "context_tokens": context,
-                   "t_start": t_start, "t_end": t_end})
+        self._records.append({"batch": len(states), "slices": len(states), "context_tokens": context,
+                              "t_start": t_start, "t_end": t_end})
+        if events or t_end - self._records[0]["t_start"] > FLUSH_S:
+            self.flush(events)
         return True
+
+    def flush(self, events: list = ()) -> None:
+        """Send `events` with the iteration records held back (see FLUSH_S)."""
+        self.emit({"op": "events", "items": list(events), "iterations": self._records})
+        self._records = []
