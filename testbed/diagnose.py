@@ -6,8 +6,9 @@ prefill (prefill start -> first token), hand-off (first token -> decode start: K
 plus the wait for the decode instance's next iteration), decode per token ((finish -
 decode start) / (output - 1)). TTFT = queue + prefill; TPOT = (hand-off + decode) / (output - 1).
 
-Iterations (`RunResult.iterations`): a prefill chunk of `size` tokens with `context_tokens`
-cached per new token is compared with `PerfModel.prefill_time_s(size, context)`; a decode
+Iterations (`RunResult.iterations`): a prefill chunk of `size` tokens from `requests`
+slices with `context_tokens` cached per new token is compared with
+`PerfModel.prefill_time_s(size, context, requests)`; a decode
 step of batch `size` holding `context_tokens` in total with `decode_time_s(size, context)`.
 A ratio above 1 means the engine ran slower in the run than the model says.
 """
@@ -48,7 +49,9 @@ def iteration_fit(iterations: list[dict], dep) -> dict:
             continue
         pm = dep.perf(role)
         if role == "prefill":
-            model = np.array([pm.prefill_time_s(int(c), float(k)) for c, k in zip(d["size"], d["context_tokens"])])
+            reqs = d["requests"] if "requests" in d else pd.Series(1, index=d.index)
+            model = np.array([pm.prefill_time_s(int(c), float(k), max(int(r), 1))
+                              for c, k, r in zip(d["size"], d["context_tokens"], reqs)])
         else:
             model = np.array([pm.decode_time_s(int(b), float(t)) for b, t in zip(d["size"], d["context_tokens"])])
         secs = d["seconds"].to_numpy(float)

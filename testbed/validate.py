@@ -81,33 +81,16 @@ def compare(plan, trace, opts, measured_records, dep=None, iterations=None, scal
     the deployment the models see (default the plan's, with the run's role counts).
     `scale`: the run's scale log (RunResult.scale), counted against the simulator's."""
     from .diagnose import iteration_fit, segments
-    from planner.queueing import predict
-    from planner.sim import simulate
+    from .speed import retimed
 
     if opts.closed_loop is not None:
         raise InputError("validate compares open-loop replays; drop --closed-loop")
     dep = dep or deployment_for(plan, opts)
     scaled = trace.time_scaled(opts.time_scale) if opts.time_scale != 1.0 else trace
-    if dep.windows:
-        # the windows' times scale with the arrivals: the simulator scales both
-        predicted = {}
-        sim = simulate(dep, trace, seed=opts.seed, block_tokens=opts.block_tokens, time_scale=opts.time_scale,
-                       decode_batch_limit=opts.decode_batch_limit, start_latency_s=0.0)
-    else:
-        predicted = predict(dep, scaled, seed=opts.seed)
-        sim = simulate(dep, scaled, seed=opts.seed, block_tokens=opts.block_tokens,
-                       decode_batch_limit=opts.decode_batch_limit)
+    predicted, sim = _models(dep, trace, scaled, opts)
     simulated = sim.summary
     measured = summarize(measured_records)
-    out: dict = {"metrics": {}, "notes": []}
-    for m in METRICS:
-        out["metrics"][m] = {}
-        for q in PCTS:
-            a = (predicted.get(m) or {}).get(q)
-            s = (simulated.get(m) or {}).get(q)
-            x = (measured.get(m) or {}).get(q)
-            out["metrics"][m][q] = {"predicted": a, "simulated": s, "measured": x,
-                                    "predicted_error": _err(a, x), "simulated_error": _err(s, x)}
+    out: dict = {"metrics": _metrics(predicted, simulated, measured), "notes": []}
     jct50 = (predicted.get("jct_s") or {}).get("p50")
     span = float(scaled.span_s)
     pred_rps = len(scaled) / (span + jct50) if jct50 is not None and math.isfinite(jct50) else None
@@ -120,7 +103,11 @@ def compare(plan, trace, opts, measured_records, dep=None, iterations=None, scal
                        "requests": len(scaled)}
     out["segments"] = {"simulated": segments(sim.records), "measured": segments(measured_records)}
     if iterations:
-        out["iterations"] = iteration_fit(iterations, dep)
+        out["iterations"] = fit = iteration_fit(iterations, dep)
+        if dep.mode == "disaggregated" and {"prefill", "decode"} <= set(fit):
+            factors = {r: fit[r]["time_weighted"] for r in ("prefill", "decode")}
+            p2, s2 = _models(retimed(dep, factors["prefill"], factors["decode"]), trace, scaled, opts)
+            out["retimed"] = {"factors": factors, "metrics": _metrics(p2, s2.summary, measured)}
     if dep.windows:
         out["scale"] = {"simulated": _actions(sim.scale), "measured": _actions(scale)}
         out["notes"].append(f"predicted: - (the analytical model sizes one static deployment; this run follows "
@@ -130,6 +117,31 @@ def compare(plan, trace, opts, measured_records, dep=None, iterations=None, scal
     if opts.decode_kv_tokens is not None:
         out["notes"].append(f"testbed decode KV capacity {opts.decode_kv_tokens} tokens (--decode-kv-tokens); "
                             "the models use the plan's")
+    return out
+
+
+def _models(dep, trace, scaled, opts):
+    """(analytical prediction, simulation) of `dep` on the trace."""
+    from planner.queueing import predict
+    from planner.sim import simulate
+    if dep.windows:
+        # the windows' times scale with the arrivals: the simulator scales both
+        return {}, simulate(dep, trace, seed=opts.seed, block_tokens=opts.block_tokens, time_scale=opts.time_scale,
+                            decode_batch_limit=opts.decode_batch_limit, start_latency_s=0.0)
+    return predict(dep, scaled, seed=opts.seed), simulate(dep, scaled, seed=opts.seed, block_tokens=opts.block_tokens,
+                                                          decode_batch_limit=opts.decode_batch_limit)
+
+
+def _metrics(predicted: dict, simulated: dict, measured: dict) -> dict:
+    out = {}
+    for m in METRICS:
+        out[m] = {}
+        for q in PCTS:
+            a = (predicted.get(m) or {}).get(q)
+            s = (simulated.get(m) or {}).get(q)
+            x = (measured.get(m) or {}).get(q)
+            out[m][q] = {"predicted": a, "simulated": s, "measured": x,
+                         "predicted_error": _err(a, x), "simulated_error": _err(s, x)}
     return out
 
 
@@ -162,6 +174,15 @@ def render(table: dict) -> str:
         lines.append(f"scale log: simulated {acts(table['scale']['simulated'])}; "
                      f"measured {acts(table['scale']['measured'])}")
     lines.extend("note: " + n for n in table["notes"])
+    rt = table.get("retimed")
+    if rt:
+        f = rt["factors"]
+        lines.append(f"at the run's own speed (not a prediction: model iteration times x{f['prefill']:.2f} prefill, "
+                     f"x{f['decode']:.2f} decode, the run's measured/model; what is left is queueing and hand-off), "
+                     "errors pred/sim:")
+        lines.append("  " + "   ".join(f"{m[:-2].upper()} {q} {_pct(r['predicted_error']).strip()}/"
+                                       f"{_pct(r['simulated_error']).strip()}"
+                                       for m, rows in rt["metrics"].items() for q, r in rows.items() if q != "p99"))
     from .diagnose import render as render_diagnosis
     extra = render_diagnosis(table)
     return "\n".join(lines + ([extra] if extra else []))

@@ -81,3 +81,46 @@ def test_segments_and_iteration_fit_by_hand():
     w = (3 * d.decode_time_s(4, 400) + 3 * d.decode_time_s(4, 800) + d.decode_time_s(1, 100)) / (
         d.decode_time_s(4, 400) + d.decode_time_s(4, 800) + d.decode_time_s(1, 100))
     assert fit["decode"]["time_weighted"] == pytest.approx(w)
+
+
+@pytest.mark.parametrize("overlaps", [False, True])
+def test_retimed_scales_every_iteration_of_a_role_exactly(overlaps):
+    from testbed.speed import retimed
+    eff = Efficiency(overhead_overlaps=overlaps, prefill_request_s=1e-3, kv_traffic=2.0,
+                     decode_batch_offsets_s=((1, 2e-4), (8, 1e-3)), prefill_chunk_offsets_s=((64, 5e-4), (512, 0.0)))
+    dep = Deployment(mode="disaggregated", model=MODEL, chunk_tokens=512, prefill=Role(GPU, 1),
+                     decode=Role(GPU, 2), efficiency=eff)
+    slow = retimed(dep, 1.5, 0.8)
+    p, p2 = dep.perf("prefill"), slow.perf("prefill")
+    d, d2 = dep.perf("decode"), slow.perf("decode")
+    for c, k, r in ((16, 0, 1), (300, 200, 3), (512, 4000, 1), (2048, 0, 2)):
+        assert p2.prefill_time_s(c, k, r) == pytest.approx(1.5 * p.prefill_time_s(c, k, r), rel=1e-12)
+    for b, t in ((1, 100), (4, 3000), (64, 200_000)):
+        assert d2.decode_time_s(b, t) == pytest.approx(0.8 * d.decode_time_s(b, t), rel=1e-12)
+    assert slow.decode.instances == 2 and slow.kv_link_gb_s == dep.kv_link_gb_s
+    assert d2.kv_capacity_tokens == d.kv_capacity_tokens      # memory untouched
+
+
+def test_validate_retimes_the_models_at_the_runs_measured_speed():
+    """Given the run's iterations, validate re-runs both models with each role's iteration
+    times scaled by its measured/model ratio: at ratio 1 the same errors, at 2x the decode a
+    slower TPOT."""
+    from planner.sim import simulate
+    from testbed.run import RunOptions
+    from testbed.validate import compare
+    from traces.synthetic import generate
+    trace = generate("mixed", n_requests=150, rate_per_s=4.0, seed=3)
+    dep = Deployment(mode="disaggregated", model=MODEL, chunk_tokens=512, prefill=Role(GPU, 1), decode=Role(GPU, 1))
+    measured = simulate(dep, trace).records
+    p, d = dep.perf("prefill"), dep.perf("decode")
+
+    def its(fd):
+        return [{"worker": "p0", "size": 256, "requests": 1, "context_tokens": 0, "seconds": p.prefill_time_s(256, 0)},
+                {"worker": "d0", "size": 4, "context_tokens": 800, "seconds": fd * d.decode_time_s(4, 800)}]
+    same = compare(None, trace, RunOptions(), measured, dep=dep, iterations=its(1.0))
+    assert same["retimed"]["factors"] == pytest.approx({"prefill": 1.0, "decode": 1.0})
+    assert same["retimed"]["metrics"] == same["metrics"]
+    slow = compare(None, trace, RunOptions(), measured, dep=dep, iterations=its(2.0))
+    assert slow["retimed"]["factors"]["decode"] == pytest.approx(2.0)
+    tpot = slow["retimed"]["metrics"]["tpot_s"]["p50"]
+    assert tpot["simulated"] > 1.8 * slow["metrics"]["tpot_s"]["p50"]["simulated"]
