@@ -203,12 +203,14 @@ def run_trace(dep: Deployment, trace, opts: RunOptions = RunOptions(), *, progre
     bar = None
     finished = 0
     t0 = None
+    ctrl_c = None
     try:
         def on_remote(cmds):
             echo("start these workers on their hosts (same project checkout and Python environment):")
             for c in cmds:
                 echo("  " + c)
         cluster.start(lambda w, extra: dict(base, **extra, cpus=_cpus_for(w, opts, lay)), on_remote=on_remote)
+        ctrl_c = _CtrlC()               # from here Ctrl-C sets a flag the loop checks
         if on_start is not None:
             on_start(cluster)
         if progress:
@@ -220,6 +222,8 @@ def run_trace(dep: Deployment, trace, opts: RunOptions = RunOptions(), *, progre
         in_flight = 0
         last_progress = time.monotonic()
         while finished < n:
+            if ctrl_c.pressed:
+                raise KeyboardInterrupt
             now = time.monotonic() - t0
             if follow is not None:          # window starts and flip ends before the arrivals
                 follow.tick(now)
@@ -285,6 +289,8 @@ def run_trace(dep: Deployment, trace, opts: RunOptions = RunOptions(), *, progre
         _store(result, cols, t0, cluster)
         raise RunFailed(f"testbed run stopped after {finished} of {n} requests: {why}", result) from None
     finally:
+        if ctrl_c is not None:
+            ctrl_c.restore()
         if follow is not None:
             result.scale = follow.log_frame()
             result.rerouted = follow.rerouted
@@ -293,6 +299,30 @@ def run_trace(dep: Deployment, trace, opts: RunOptions = RunOptions(), *, progre
         cluster.stop(grace_s=1.0 if result.error else 5.0)
     _store(result, cols, t0, cluster)
     return result
+
+
+class _CtrlC:
+    """SIGINT sets a flag instead of raising KeyboardInterrupt wherever the main thread
+    happens to be: an exception raised inside a finaliser or callback is printed and lost
+    (CPython), and the run would go on. The replay loop checks the flag (it wakes at least
+    every 0.5 s). Only in the main thread; the previous handler comes back with restore()."""
+
+    def __init__(self):
+        import signal
+        import threading
+        self.pressed = False
+        self._previous = None
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGINT, self._on_signal)
+
+    def _on_signal(self, signum, frame):
+        self.pressed = True
+
+    def restore(self) -> None:
+        if self._previous is not None:
+            import signal
+            signal.signal(signal.SIGINT, self._previous)
+            self._previous = None
 
 
 def _cpus_for(worker, opts: RunOptions, lay=None) -> list[int] | None:
