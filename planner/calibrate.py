@@ -7,7 +7,9 @@ tokens on `context_tokens` cached; decode rows one step of `batch` requests hold
 
 Least squares (scipy) on relative errors, weighted by sqrt(repeats), over
 (compute_eff, memory_eff, knee_tokens, prefill_overhead_s, decode_overhead_s), once with
-the overhead added to the GPU time and once overlapping it (max), keeping the better; kv
+the overhead added to the GPU time and once overlapping it (max), keeping the better, with
+the seconds per extra request in a merged prefill chunk where the profile has such rows,
+then per-batch / per-chunk offsets where they pass an F-test (docs/model.md); kv
 rows fit a link bandwidth and latency by linear regression, per copy path (`path` column). For `gpu="local"` the datasheet
 is unknown: the fit measures the achieved FLOP/s and bytes/s themselves and reports them
 as the nominal numbers of a GPU named `local` (efficiencies 1.0), clearly calibrated.
