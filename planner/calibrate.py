@@ -9,7 +9,8 @@ Least squares (scipy) on relative errors, weighted by sqrt(repeats), over
 (compute_eff, memory_eff, knee_tokens, prefill_overhead_s, decode_overhead_s), once with
 the overhead added to the GPU time and once overlapping it (max), keeping the better, with
 the seconds per extra request in a merged prefill chunk where the profile has such rows,
-then per-batch / per-chunk offsets where they pass an F-test (docs/model.md); kv
+then per-batch / per-chunk offsets where they pass an F-test, and the cost of a chunk
+that starts an idle instance from rows timed after an idle gap (docs/model.md); kv
 rows fit a link bandwidth and latency by linear regression, per copy path (`path` column). For `gpu="local"` the datasheet
 is unknown: the fit measures the achieved FLOP/s and bytes/s themselves and reports them
 as the nominal numbers of a GPU named `local` (efficiencies 1.0), clearly calibrated.
@@ -67,6 +68,7 @@ class Calibration:
                                "decode_overhead_s": e.decode_overhead_s, "calibrated": e.calibrated,
                                "overhead_overlaps": e.overhead_overlaps, "kv_traffic": e.kv_traffic,
                                "prefill_request_s": e.prefill_request_s,
+                               "prefill_idle_factor": e.prefill_idle_factor,
                                "decode_batch_offsets_s": [list(x) for x in e.decode_batch_offsets_s],
                                "prefill_chunk_offsets_s": [list(x) for x in e.prefill_chunk_offsets_s],
                                "source": e.source},
@@ -119,6 +121,7 @@ def calibrate(profile, gpu: str, model: str, memory_gb: float | None = None, whe
     names = {model.lower(), spec_model.name.lower(), *spec_model.aliases}
     rows = df[df["model"].astype(str).str.lower().isin(names) | (df["kind"] == "kv")]
     pre, dec, kv = (rows[rows["kind"] == k] for k in KINDS)
+    pre, idle = _split_idle(pre)
     if len(pre) < 3 or len(dec) < 3:
         raise InputError(f"{where}: need at least 3 prefill and 3 decode rows for model {spec_model.name} "
                          f"(found {len(pre)} and {len(dec)}); profile more chunk sizes and batches")
@@ -146,9 +149,13 @@ def calibrate(profile, gpu: str, model: str, memory_gb: float | None = None, whe
     parts = [f"{k} by {x} ({len(v)} points)" for k, x, v in (("decode", "batch", d_pts), ("prefill", "chunk", p_pts)) if v]
     if parts:
         structure += "; piecewise offsets " + ", ".join(parts)
+    idle_factor = _idle_factor(pre, idle)
+    if idle_factor is not None:
+        structure += f"; a chunk on an idle instance x{idle_factor:.2f} ({len(idle)} idle rows)"
     src = (f"fit to {where} ({len(pre)} prefill, {len(dec)} decode rows; {structure}; RMS error "
            + (f"{rms_of[best]:.1%} roofline, {rms_now:.1%} with offsets)" if parts else f"{rms_now:.1%})"))
-    eff = replace(_efficiency(th, overlap, d_pts, p_pts), calibrated=True, source=src)
+    eff = replace(_efficiency(th, overlap, d_pts, p_pts), calibrated=True, source=src,
+                  prefill_idle_factor=idle_factor or 1.0)
     if is_local:   # the achieved rates become the nominal ones
         spec = replace(spec, fp16_tflops=float(th[0]), memory_gb_s=float(th[1]))
         eff = replace(eff, compute_eff=1.0, memory_eff=1.0, source=src + "; nominal = achieved")
@@ -222,6 +229,26 @@ def _fit(base: PerfModel, spec_model, is_local: bool, overlap: bool, free_kv: bo
     th = full(least_squares(resid, x0, bounds=(lo, hi), x_scale="jac", max_nfev=2000).x)
     tp_, td_ = model_times(th)
     return th, tp_ / cs - 1.0, td_ / ds - 1.0
+
+
+def _split_idle(pre: pd.DataFrame):
+    """(back-to-back prefill rows, rows timed after an idle gap: `path` "idle")."""
+    if "path" not in pre.columns:
+        return pre, pre.iloc[0:0]
+    is_idle = pre["path"].fillna("").astype(str) == "idle"
+    return pre[~is_idle], pre[is_idle]
+
+
+def _idle_factor(pre: pd.DataFrame, idle: pd.DataFrame) -> float | None:
+    """`Efficiency.prefill_idle_factor`: the geometric mean of an idle row's time over the
+    back-to-back row of the same chunk (tokens, batch, context); None without such pairs."""
+    if idle.empty:
+        return None
+    key = ["tokens", "batch", "context_tokens"]
+    pairs = idle.merge(pre, on=key, suffixes=("_idle", ""))
+    if pairs.empty:
+        return None
+    return float(np.exp(np.mean(np.log(pairs["seconds_idle"].to_numpy(float) / pairs["seconds"].to_numpy(float)))))
 
 
 def _earns_place(rms_new: float, rms_old: float, rows: int, points: int) -> bool:

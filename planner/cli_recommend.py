@@ -252,7 +252,9 @@ def calibrate(profile, gpu, model, memory_gb, kv_path, as_json):
     click.echo(f"  memory_eff     {e['memory_eff']:.3f}")
     click.echo(f"  knee_tokens    {e['knee_tokens']:.1f}")
     click.echo(f"  overheads      prefill {e['prefill_overhead_s'] * 1e3:.3f} ms, decode {e['decode_overhead_s'] * 1e3:.3f} ms"
-               + (f"; {e['prefill_request_s'] * 1e3:.3f} ms per extra request in a chunk" if e["prefill_request_s"] else ""))
+               + (f"; {e['prefill_request_s'] * 1e3:.3f} ms per extra request in a chunk" if e["prefill_request_s"] else "")
+               + (f"; a chunk on an idle instance x{e['prefill_idle_factor']:.2f}"
+                  if e["prefill_idle_factor"] != 1.0 else ""))
     click.echo(f"  structure      {d['structure']}")
     for key, x in (("decode_batch_offsets_s", "batch"), ("prefill_chunk_offsets_s", "chunk")):
         if e[key]:

@@ -54,6 +54,10 @@ class Efficiency:
     # testbed's length classifier over a new prompt, sampling): fitted from a profile's
     # merged-chunk rows; 0 without them
     prefill_request_s: float = 0.0
+    # a prefill chunk that starts an idle instance runs this many times as long as the same
+    # chunk back to back (caches refilled, clocks ramping up): measured by the testbed
+    # profiler's "idle" rows (chunks timed after an idle gap); 1.0 without them
+    prefill_idle_factor: float = 1.0
 
     def __post_init__(self):
         for name in ("decode_batch_offsets_s", "prefill_chunk_offsets_s"):

@@ -49,14 +49,21 @@ def chunked_work_s(perf: PerfModel, prompt_tokens, chunk_tokens: int, fill_token
 
 def chunked_alone_s(perf: PerfModel, prompt_tokens, chunk_tokens: int):
     """Time to prefill one prompt on an idle instance: full chunks then the remainder
-    (vectorised `PerfModel.prompt_prefill_time_s`, attention at the mean cached context)."""
+    (vectorised `PerfModel.prompt_prefill_time_s`, attention at the mean cached context),
+    the first chunk `prefill_idle_factor` times as long (it starts the idle instance)."""
     p = np.asarray(prompt_tokens, dtype=float)
     full = np.floor((p - 1) / chunk_tokens)
     rem = p - full * chunk_tokens
     t_full = full * perf.prefill_time_s(np.full_like(p, float(chunk_tokens)),
                                         np.maximum(full - 1, 0) * chunk_tokens / 2.0)
     t_full = np.where(full > 0, t_full, 0.0)
-    return t_full + perf.prefill_time_s(rem, full * chunk_tokens)
+    t = t_full + perf.prefill_time_s(rem, full * chunk_tokens)
+    idle = perf.eff.prefill_idle_factor
+    if idle != 1.0:   # its first chunk starts the idle instance: cold
+        first = np.where(full > 0, perf.prefill_time_s(np.full_like(p, float(chunk_tokens)), 0.0),
+                         perf.prefill_time_s(rem, 0.0))
+        t = t + (idle - 1.0) * first
+    return t
 
 
 def backlog_s(arrival_s: np.ndarray, work_s: np.ndarray, servers: float) -> np.ndarray:

@@ -49,6 +49,9 @@ def _int_list(text: str | None, flag: str) -> tuple[int, ...] | None:
 @click.option("--passes", type=int, default=1, show_default=True,
               help="Sweep the grid this many times; each row is the median over all passes "
                    "(robust to bursts of other load on a shared machine).")
+@click.option("--prefill-idle-gap", type=float, default=0.1, show_default=True,
+              help="Also time chunks of one fresh request after this many seconds idle (rows with path "
+                   "'idle': the planner's cost of a chunk that starts an idle instance); 0: none.")
 @click.option("--decode-spread", type=float, default=0.5, show_default=True,
               help="Coefficient of variation of the contexts within a decode batch (a server's "
                    "batch mixes lengths; 0: all equal, as profiles before 2026-11-25).")
@@ -70,7 +73,7 @@ def _int_list(text: str | None, flag: str) -> tuple[int, ...] | None:
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def profile_cmd(model_name, layers, hidden, device, dtype, seed, weights_dir, prefill_tokens,
                 prefill_context, prefill_slices, decode_batch, decode_context, kv_tokens, repeats,
-                warmup, decode_warmup, passes, decode_spread, threads, classifier_layers, classifier_hidden, decode_path, output, config_out,
+                warmup, decode_warmup, passes, prefill_idle_gap, decode_spread, threads, classifier_layers, classifier_hidden, decode_path, output, config_out,
                 as_json, quiet):
     """Time real prefill chunks, decode iterations and KV copies; write PROFILE CSV.
 
@@ -92,7 +95,7 @@ def profile_cmd(model_name, layers, hidden, device, dtype, seed, weights_dir, pr
                   decode_batch=_int_list(decode_batch, "--decode-batch"),
                   decode_context_tokens=_int_list(decode_context, "--decode-context"),
                   kv_tokens=_int_list(kv_tokens, "--kv-tokens"), repeats=repeats, warmup=warmup, decode_warmup=decode_warmup,
-                  passes=passes, decode_spread=decode_spread),
+                  passes=passes, decode_spread=decode_spread, prefill_idle_gap_s=prefill_idle_gap),
              threads, output, config_out, as_json, quiet,
              classifier=(classifier_layers, classifier_hidden), decode_path=decode_path)
     except InputError as e:

@@ -9,7 +9,8 @@ is repeats x passes; `torch.cuda.synchronize()` around each run on a GPU):
 - `prefill`: one chunk of `tokens` new tokens made of `batch` equal slices, each slice's
   request already holding `context_tokens` of cached KV (so `context_tokens` is the
   chunk's average cached context per new token, as `PerfModel.prefill_time_s` takes it);
-  `bytes` = KV bytes the chunk appends. With the length classifier on (the testbed run's
+  `bytes` = KV bytes the chunk appends; `path` "idle": timed after `prefill_idle_gap_s` idle
+  (chunks of one fresh request), "" back to back. With the length classifier on (the testbed run's
   default), a fresh chunk (`context_tokens` 0) also runs it over each slice first, as the
   prefill worker does for every request that starts in a chunk.
 - `decode`: one iteration of `batch` requests (`tokens` = batch new tokens) holding
@@ -43,6 +44,7 @@ from .engine import Engine
 
 COLUMNS = ("device", "model", "kind", "tokens", "batch", "context_tokens", "bytes", "seconds",
            "repeats", "path")
+IDLE = "idle"       # a prefill row's path: timed after `prefill_idle_gap_s` of idle time
 
 
 @dataclass(frozen=True)
@@ -56,7 +58,7 @@ class ProfileRow:
     bytes: int
     seconds: float
     repeats: int
-    path: str = ""          # kv rows: copy | d2h | h2d
+    path: str = ""          # kv rows: copy | d2h | h2d; prefill rows: "" or idle
 
 
 MAX_SPREAD = 0.95 / 3 ** 0.5    # evenly spaced contexts within (0.05, 1.95) x the mean
@@ -89,6 +91,10 @@ class ProfileGrid:
     # the first steps of a new batch shape are 10-20% slower than the steady ones (measured:
     # batch 1 at 128-256 tokens 4.7-4.9 ms after 2 untimed steps, 4.0-4.2 ms after 20)
     decode_warmup: int = 10
+    # prefill chunks of one fresh request are also timed after this long idle (rows with
+    # path "idle"): a lightly loaded prefill instance starts most chunks cold (this CPU: a
+    # 96-token chunk 10.9 ms back to back, 12.0-12.5 ms after 20-300 ms idle); 0: no such rows
+    prefill_idle_gap_s: float = 0.1
     memory_budget_bytes: int | None = None      # skip decode points whose KV would not fit
     passes: int = 1                             # sweeps over the grid; a row's median is over all
     decode_spread: float = 0.5                  # CV of the contexts in a decode batch (0: all equal)
@@ -102,6 +108,8 @@ class ProfileGrid:
             raise InputError("profile grid prefill_context_tokens must be integers >= 0")
         if not 0.0 <= self.decode_spread <= MAX_SPREAD:
             raise InputError(f"decode spread must be within 0 and {MAX_SPREAD:.2f}, got {self.decode_spread}")
+        if self.prefill_idle_gap_s < 0:
+            raise InputError(f"prefill idle gap must be >= 0 seconds, got {self.prefill_idle_gap_s}")
         if self.repeats < 1 or self.warmup < 0 or self.decode_warmup < 0 or self.passes < 1:
             raise InputError(f"repeats and passes must be >= 1 and warmup >= 0, got {self.repeats}, "
                              f"{self.passes}, {self.warmup}")
@@ -174,6 +182,8 @@ def grid_points(grid: ProfileGrid, max_positions: int, kv_bytes_per_token: int) 
                 if c % s or ctx + c // s > max_positions or (s > 1 and ctx > 0):
                     continue        # merged chunks are profiled on fresh requests only
                 pts.append(_Point("prefill", c, s, ctx))
+                if grid.prefill_idle_gap_s > 0 and s == 1 and ctx == 0:
+                    pts.append(_Point("prefill", c, 1, 0, IDLE))
     steps = grid.decode_warmup + grid.repeats
     for ctx in grid.decode_context_tokens:
         for b in grid.decode_batch:
@@ -213,6 +223,9 @@ def _measure_prefill(eng: Engine, p: _Point, grid: ProfileGrid, gen: torch.Gener
     def reset():
         for kv in kvs:
             kv.length = p.context_tokens
+        if p.path == IDLE:      # the instance sits idle before the chunk (untimed)
+            _sync(eng.device)
+            time.sleep(grid.prefill_idle_gap_s)
     return time_runs_s(run, eng.device, grid.repeats, grid.warmup, reset)
 
 
@@ -315,7 +328,7 @@ def profile(eng: Engine, grid: ProfileGrid, *, model_name: str, device_name: str
         s = statistics.median(times[i])
         if p.kind == "prefill":
             rows.append(ProfileRow(device_name, model_name, "prefill", p.tokens, p.batch, p.context_tokens,
-                                   p.tokens * kvb, s, n))
+                                   p.tokens * kvb, s, n, p.path))
         elif p.kind == "decode":
             rows.append(ProfileRow(device_name, model_name, "decode", p.batch, p.batch, totals[i],
                                    totals[i] * kvb, s, n))

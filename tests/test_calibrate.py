@@ -139,3 +139,16 @@ def test_per_request_prefill_seconds_are_fitted_from_merged_chunk_rows():
     assert pm.prefill_time_s(256, 0, 4) - pm.prefill_time_s(256, 0) == pytest.approx(4.5e-3, rel=0.02)
     # a profile without merged chunks cannot say: no per-request term
     assert calibrate(df, "a100", "opt-13b").efficiency.prefill_request_s == 0.0
+
+
+def test_idle_prefill_rows_give_the_cold_chunk_factor_and_stay_out_of_the_fit():
+    df = synth_profile(noise=0.0)
+    df["path"] = ""
+    idle = df[(df["kind"] == "prefill") & (df["context_tokens"] == 0)].copy()
+    idle["seconds"] *= 1.2
+    idle["path"] = "idle"
+    cal = calibrate(pd.concat([df, idle], ignore_index=True), "a100", "opt-13b")
+    assert cal.efficiency.prefill_idle_factor == pytest.approx(1.2, rel=1e-9)
+    assert cal.efficiency.compute_eff == pytest.approx(0.55, rel=1e-3)      # the warm rows alone are fitted
+    assert "idle instance x1.20" in cal.structure and cal.rows["prefill"] == 16
+    assert calibrate(df, "a100", "opt-13b").efficiency.prefill_idle_factor == 1.0

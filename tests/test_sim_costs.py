@@ -93,3 +93,21 @@ def test_prefill_cost_charges_each_request_slice_beyond_the_first():
     got = chunked_work_s(perf, [100, 1000], 512)
     want = chunked_work_s(plain, [100, 1000], 512) + np.array([1, 2]) * 2e-3
     assert got == pytest.approx(want)
+
+
+def test_a_chunk_that_starts_an_idle_prefill_instance_costs_the_idle_factor():
+    from dataclasses import replace
+    from planner.perf import Efficiency
+    from planner.prefill_model import chunked_alone_s
+    from planner.sim import simulate
+    from traces import Trace
+    dep = Deployment(mode="disaggregated", model="llama-2-7b", chunk_tokens=512, prefill=Role("a100", 1),
+                     decode=Role("a100", 1))
+    cold = replace(dep, efficiency=Efficiency(prefill_idle_factor=1.5))
+    # one 1000-token prompt alone: chunk 1 (512, cold) then chunk 2 (488 on 512 cached, warm)
+    trace = Trace(arrival_s=np.array([0.0]), prompt_tokens=np.array([1000]), output_tokens=np.array([2]))
+    p = dep.perf("prefill")
+    want = 1.5 * p.prefill_time_s(512, 0) + p.prefill_time_s(488, 512)
+    assert simulate(cold, trace).records["first_token_s"].iloc[0] == pytest.approx(want, rel=1e-9)
+    assert float(chunked_alone_s(cold.perf("prefill"), [1000], 512)[0]) == pytest.approx(
+        float(chunked_alone_s(p, [1000], 512)[0]) + 0.5 * p.prefill_time_s(512, 0), rel=1e-12)

@@ -19,7 +19,8 @@ from testbed.profile import (COLUMNS, ProfileGrid, ProfileRow, grid_points, prof
                              read_profile_csv, summarize, time_median_s, write_profile_csv)
 
 TINY = dict(prefill_tokens=(8, 16), prefill_context_tokens=(0, 8), prefill_slices=(1, 4),
-            decode_batch=(1, 3), decode_context_tokens=(5, 20), kv_tokens=(4, 32), repeats=3, warmup=1, decode_warmup=1)
+            decode_batch=(1, 3), decode_context_tokens=(5, 20), kv_tokens=(4, 32), repeats=3, warmup=1, decode_warmup=1,
+            prefill_idle_gap_s=0.0)
 
 
 @pytest.fixture(scope="module")
@@ -120,9 +121,11 @@ def test_cli_writes_profile_and_config(tmp_path):
         "-o", str(out), "--config-out", str(cfg)])
     assert res.exit_code == 0, res.output
     summary = json.loads(res.output)
-    assert summary["model"] == "opt-125m-l1-h128" and summary["rows"] == 5
+    assert summary["model"] == "opt-125m-l1-h128" and summary["rows"] == 7
     rows = read_profile_csv(out)
     assert {r.model for r in rows} == {"opt-125m-l1-h128"}
+    # each fresh one-request chunk is also timed after an idle gap (default 0.1 s)
+    assert sorted(r.tokens for r in rows if r.path == "idle") == [8, 16]
     spec = catalog_model(str(cfg / "config.json"))
     assert (spec.name, spec.layers, spec.hidden, spec.heads) == ("opt-125m-l1-h128", 1, 128, 2)
 
@@ -160,3 +163,17 @@ def test_equal_contexts_profile_as_before(engine):
     rows = profile(engine, ProfileGrid(**{**TINY, "decode_spread": 0.0}), model_name="tiny", progress=False)
     dec = {(r.batch, r.context_tokens) for r in rows if r.kind == "decode"}
     assert dec == {(1, 5), (3, 15), (1, 20), (3, 60)}
+
+
+def test_idle_prefill_rows_are_timed_after_the_gap(engine, monkeypatch):
+    from testbed import profile as prof
+    slept = []
+    monkeypatch.setattr(prof.time, "sleep", lambda s: slept.append(s))
+    g = ProfileGrid(**{**TINY, "prefill_tokens": (8,), "prefill_context_tokens": (0, 8), "prefill_slices": (1, 4),
+                       "prefill_idle_gap_s": 0.25})
+    rows = profile(engine, g, model_name="tiny", progress=False)
+    idle = [r for r in rows if r.kind == "prefill" and r.path == "idle"]
+    assert [(r.tokens, r.batch, r.context_tokens) for r in idle] == [(8, 1, 0)]   # one fresh request only
+    assert slept == [0.25] * (g.warmup + g.repeats)          # before every run of that point, untimed
+    with pytest.raises(InputError, match="idle gap"):
+        ProfileGrid(**{**TINY, "prefill_idle_gap_s": -1.0})

@@ -9,7 +9,8 @@ chunk's time is `PerfModel.prefill_time_s(tokens, cached, slices)` with `cached`
 slice-weighted context already in the KV cache (sum of slice_len * cached_len / tokens), as
 perf.py defines for merged chunks. A request's first token is out when its last slice's chunk ends.
 With `pad_to_chunk` (the paper's implementation: "pad the last chunk with zeros") a chunk
-with fewer tokens costs a full chunk.
+with fewer tokens costs a full chunk. A chunk that starts an idle instance costs
+`Efficiency.prefill_idle_factor` times as much (cold caches; 1.0 unless calibrated).
 """
 from __future__ import annotations
 
@@ -37,6 +38,7 @@ class PrefillInstance:
         self.partial = -1                 # request sliced by the last chunk, or -1
         self.partial_done = 0             # its tokens already prefilled
         self.busy = False
+        self.cold = True                  # the next chunk starts an idle instance
         self.load_tokens = 0              # prompt tokens routed here and not yet prefilled
         self.queued = 0                   # requests waiting (not started)
         self.busy_s = 0.0
@@ -111,11 +113,15 @@ class PrefillInstance:
         tokens = self.chunk - left
         if tokens == 0:
             self.busy = False
+            self.cold = True
             if self.on_idle is not None:
                 self.on_idle(now, self)
             return
         self.busy = True
         dur = self.cost.time_s(self.chunk if self.pad_to_chunk else tokens, weighted / tokens, slices)
+        if self.cold:
+            dur *= self.cost.perf.eff.prefill_idle_factor
+            self.cold = False
         self.busy_s += dur
         self.chunks += 1
         if self.win is not None:
