@@ -8,7 +8,8 @@ decode start) / (output - 1)). TTFT = queue + prefill; TPOT = (hand-off + decode
 
 Iterations (`RunResult.iterations`): a prefill chunk of `size` tokens from `requests`
 slices with `context_tokens` cached per new token is compared with
-`PerfModel.prefill_time_s(size, context, requests)`; a decode
+`PerfModel.prefill_time_s(size, context, requests)` (times `prefill_idle_factor` for a
+chunk its worker started after sitting idle); a decode
 step of batch `size` holding `context_tokens` in total with `decode_time_s(size, context)`.
 A ratio above 1 means the engine ran slower in the run than the model says.
 """
@@ -18,6 +19,7 @@ import numpy as np
 import pandas as pd
 
 SEGMENTS = ("queue", "prefill", "handoff", "decode_per_token")
+IDLE_GAP_S = 2e-3     # a prefill worker that waited longer than this between chunks was idle
 
 
 def segments(records: pd.DataFrame) -> dict:
@@ -52,6 +54,8 @@ def iteration_fit(iterations: list[dict], dep) -> dict:
             reqs = d["requests"] if "requests" in d else pd.Series(1, index=d.index)
             model = np.array([pm.prefill_time_s(int(c), float(k), max(int(r), 1))
                               for c, k, r in zip(d["size"], d["context_tokens"], reqs)])
+            if "start_s" in d and pm.eff.prefill_idle_factor != 1.0:
+                model = model * np.where(_after_idle(d), pm.eff.prefill_idle_factor, 1.0)
         else:
             model = np.array([pm.decode_time_s(int(b), float(t)) for b, t in zip(d["size"], d["context_tokens"])])
         secs = d["seconds"].to_numpy(float)
@@ -64,6 +68,19 @@ def iteration_fit(iterations: list[dict], dep) -> dict:
                               "model_s": float(np.median(model[m])), "ratio": float(np.median(ratio[m]))}
         out[role] = {"iterations": len(d), "p50": float(np.median(ratio)), "p90": float(np.percentile(ratio, 90)),
                      "time_weighted": float(secs.sum() / model.sum()), "busy_s": float(secs.sum()), "by_size": by}
+    return out
+
+
+def _after_idle(d: pd.DataFrame) -> np.ndarray:
+    """Per prefill iteration: did its worker sit idle before it (a gap over IDLE_GAP_S
+    since its previous chunk ended, or its first)? As the simulator charges
+    `prefill_idle_factor`."""
+    out = np.zeros(len(d), dtype=bool)
+    for _, g in d.groupby("worker"):
+        g = g.sort_values("start_s")
+        prev_end = (g["start_s"] + g["seconds"]).shift(1)
+        idle = (g["start_s"] - prev_end).fillna(np.inf) > IDLE_GAP_S
+        out[d.index.get_indexer(g.index)] = idle.to_numpy()
     return out
 
 

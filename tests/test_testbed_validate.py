@@ -124,3 +124,16 @@ def test_validate_retimes_the_models_at_the_runs_measured_speed():
     assert slow["retimed"]["factors"]["decode"] == pytest.approx(2.0)
     tpot = slow["retimed"]["metrics"]["tpot_s"]["p50"]
     assert tpot["simulated"] > 1.8 * slow["metrics"]["tpot_s"]["p50"]["simulated"]
+
+
+def test_iteration_fit_charges_the_idle_factor_to_chunks_after_a_pause():
+    from testbed.diagnose import iteration_fit
+    dep = Deployment(mode="disaggregated", model=MODEL, chunk_tokens=512, prefill=Role(GPU, 1), decode=Role(GPU, 1),
+                     efficiency=Efficiency(prefill_idle_factor=1.5))
+    t = dep.perf("prefill").prefill_time_s(256, 0)            # the back-to-back (warm) time
+    # chunk 1 starts the idle worker (cold: 1.5 t), chunk 2 follows at once (t), chunk 3 after 1 s (1.5 t)
+    its = [{"worker": "p0", "size": 256, "requests": 1, "context_tokens": 0, "start_s": 0.0, "seconds": 1.5 * t},
+           {"worker": "p0", "size": 256, "requests": 1, "context_tokens": 0, "start_s": 1.5 * t, "seconds": t},
+           {"worker": "p0", "size": 256, "requests": 1, "context_tokens": 0, "start_s": 1.0 + 2.5 * t, "seconds": 1.5 * t}]
+    fit = iteration_fit(its, dep)
+    assert fit["prefill"]["p50"] == pytest.approx(1.0) and fit["prefill"]["time_weighted"] == pytest.approx(1.0)
