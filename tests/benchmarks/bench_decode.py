@@ -35,9 +35,11 @@ def _sync(dev):
         torch.cuda.synchronize(dev)
 
 
-def _round(eng, batch, ctx, steps, gen):
+def step_s(eng, contexts, steps, gen):
+    """Median seconds of `steps` consecutive decode steps over fresh caches prefilled to
+    `contexts` (one per request), after two untimed steps; the workspace is freed after."""
     kvs = []
-    for _ in range(batch):
+    for ctx in contexts:
         kv = eng.new_kv(ctx + steps + 3)
         eng.prefill([(kv, torch.randint(4, eng.vocab, (ctx,), generator=gen))])
         kvs.append(kv)
@@ -53,6 +55,10 @@ def _round(eng, batch, ctx, steps, gen):
         times.append(time.perf_counter() - t)
     eng.reset_decode_workspace()
     return statistics.median(times)
+
+
+def _round(eng, batch, ctx, steps, gen):
+    return step_s(eng, [ctx] * batch, steps, gen)
 
 
 def main(argv=None):

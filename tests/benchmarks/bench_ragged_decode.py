@@ -17,10 +17,10 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import torch  # noqa: E402
 
@@ -28,6 +28,7 @@ import testbed.engine as engine_mod  # noqa: E402
 from testbed.engine import Engine  # noqa: E402
 from testbed.model import build_model  # noqa: E402
 from testbed.profile import batch_contexts  # noqa: E402
+from bench_decode import step_s  # noqa: E402
 
 
 def _ints(text):
@@ -36,21 +37,7 @@ def _ints(text):
 
 def _step_ms(eng, contexts, steps, gen, split_call_tokens):
     engine_mod.SPLIT_CALL_TOKENS = split_call_tokens
-    kvs = []
-    for n in contexts:
-        kv = eng.new_kv(n + steps + 3)
-        eng.prefill([(kv, torch.randint(4, eng.vocab, (n,), generator=gen))])
-        kvs.append(kv)
-    items = [(kv, 5) for kv in kvs]
-    eng.decode(items)
-    eng.decode(items)
-    times = []
-    for _ in range(steps):
-        t = time.perf_counter()
-        eng.decode(items)
-        times.append(time.perf_counter() - t)
-    eng.reset_decode_workspace()
-    return statistics.median(times) * 1e3
+    return step_s(eng, contexts, steps, gen) * 1e3
 
 
 def main(argv=None):
