@@ -201,7 +201,7 @@ def _fit(base: PerfModel, spec_model, is_local: bool, overlap: bool, free_kv: bo
     merged = bool(np.any(cb > 1))   # the per-request seconds are fitted only from merged-chunk rows
 
     def full(x):
-        return x if merged else np.concatenate([x[:6], [0.0], x[6:]])
+        return x if merged else np.concatenate([x[:N_BASE - 1], [0.0], x[N_BASE - 1:]])
 
     def resid(x):
         tp_, td_ = model_times(full(x))
@@ -224,7 +224,7 @@ def _fit(base: PerfModel, spec_model, is_local: bool, overlap: bool, free_kv: bo
     lo = lo + [-span_d] * len(d_points) + [-span_p] * len(p_points)
     hi = hi + [span_d] * len(d_points) + [span_p] * len(p_points)
     keep = np.ones(len(x0), dtype=bool)
-    keep[6] = merged
+    keep[N_BASE - 1] = merged
     x0, lo, hi = x0[keep], np.asarray(lo)[keep], np.asarray(hi)[keep]
     th = full(least_squares(resid, x0, bounds=(lo, hi), x_scale="jac", max_nfev=2000).x)
     tp_, td_ = model_times(th)
@@ -274,15 +274,20 @@ def _with_offsets(base, spec_model, is_local, best, fitted, prefill_rows, decode
     ppts = tuple(float(x) for x in np.unique(prefill_rows[0]))
     rms = lambda r: float(np.sqrt(np.mean(r ** 2)))   # noqa: E731
 
+    fits: dict = {}
+
     def fit(d, p):
-        return _fit(base, spec_model, is_local, best[0], best[1], prefill_rows, decode_rows, w, d, p, start=th)
+        if (d, p) not in fits:
+            fits[d, p] = _fit(base, spec_model, is_local, best[0], best[1], prefill_rows, decode_rows, w, d, p,
+                              start=th)
+        return fits[d, p]
 
     use_d = len(dpts) >= 3 and _earns_place(rms(fit(dpts, ())[2]), rms(rel_d), len(decode_rows[0]), len(dpts))
     use_p = len(ppts) >= 3 and _earns_place(rms(fit((), ppts)[1]), rms(rel_p), len(prefill_rows[0]), len(ppts))
     if not (use_d or use_p):
         return th, rel_p, rel_d, (), ()
     d, p = (dpts if use_d else ()), (ppts if use_p else ())
-    return (*fit(d, p), d, p)
+    return (*fit(d, p), d, p)     # one of the trials above unless both earned their place
 
 
 def _fit_paths(kv: pd.DataFrame) -> dict:
