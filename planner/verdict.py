@@ -17,26 +17,27 @@ from .plan import MODE_NAMES
 COUPLED_MODES = ("coupled", "chunked_coupled")
 
 
+def _pool(role: dict) -> str:
+    return f"{role['instances']}x {role['gpu']} TP{role['tp']}"
+
+
+def _disaggregated(dep: dict, joint: str) -> str:
+    return f"prefill {_pool(dep['prefill'])} chunk {dep['chunk_tokens']}{joint}decode {_pool(dep['decode'])}"
+
+
 def describe(dep: dict) -> str:
     """One-line pools of a deployment dict (`Plan.to_dict()["deployment"]` or a summary's)."""
     if dep["mode"] == "disaggregated":
-        p, q = dep["prefill"], dep["decode"]
-        return (f"prefill {p['instances']}x {p['gpu']} TP{p['tp']} chunk {dep['chunk_tokens']} | "
-                f"decode {q['instances']}x {q['gpu']} TP{q['tp']}")
-    c = dep["coupled"]
+        return _disaggregated(dep, " | ")
     what = "vLLM-style" if dep["mode"] == "coupled" else f"Sarathi-style budget {dep['chunk_tokens']}"
-    return f"coupled {c['instances']}x {c['gpu']} TP{c['tp']} ({what})"
+    return f"coupled {_pool(dep['coupled'])} ({what})"
 
 
 def short(dep: dict) -> str:
     """Pools without the mode name (the verdict names the mode itself)."""
     if dep["mode"] == "disaggregated":
-        p, q = dep["prefill"], dep["decode"]
-        return (f"prefill {p['instances']}x {p['gpu']} TP{p['tp']} chunk {dep['chunk_tokens']} + "
-                f"decode {q['instances']}x {q['gpu']} TP{q['tp']}")
-    c = dep["coupled"]
-    return f"{c['instances']}x {c['gpu']} TP{c['tp']}" + (
-        f", budget {dep['chunk_tokens']}" if dep["mode"] == "chunked_coupled" else "")
+        return _disaggregated(dep, " + ")
+    return _pool(dep["coupled"]) + (f", budget {dep['chunk_tokens']}" if dep["mode"] == "chunked_coupled" else "")
 
 
 def _at(summary: dict, q: str) -> dict:
