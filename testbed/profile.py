@@ -70,7 +70,8 @@ def batch_contexts(mean_tokens: int, batch: int, spread: float) -> list[int]:
     lengths), whole tokens >= 1, summing to batch x mean_tokens."""
     if batch == 1 or spread == 0:
         return [mean_tokens] * batch
-    half = spread * 3 ** 0.5 * (batch - 1) / (batch + 1) ** 0.5 / (batch - 1) ** 0.5   # CV of the grid = spread
+    # n evenly spaced points over mean x (1 +- h) have CV h * sqrt((n + 1) / (3 (n - 1)))
+    half = spread * (3 * (batch - 1) / (batch + 1)) ** 0.5
     raw = [mean_tokens * (1 + half * (2 * i / (batch - 1) - 1)) for i in range(batch)]
     out = [max(1, round(x)) for x in raw]
     out[-1] += batch * mean_tokens - sum(out)
