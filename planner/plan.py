@@ -9,9 +9,9 @@ import json
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
-from . import catalog
-from .errors import InputError
-from .perf import Efficiency, PerfModel
+from planner import catalog
+from planner.errors import InputError
+from planner.perf.roofline import Efficiency, PerfModel
 
 PLAN_VERSION = 1
 MODES = ("disaggregated", "coupled", "chunked_coupled")

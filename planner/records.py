@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from .errors import InputError
+from planner.errors import InputError
 
 RECORD_COLUMNS = (
     "request_id", "arrival_s", "prompt_tokens", "output_tokens", "prefill_instance",

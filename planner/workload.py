@@ -16,7 +16,7 @@ from functools import cached_property
 
 import numpy as np
 
-from .errors import InputError
+from planner.errors import InputError
 
 DEFAULT_WINDOW_S = 60.0
 MAX_BINS = 1 << 17

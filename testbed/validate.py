@@ -46,7 +46,7 @@ def refit(dep, profile_path: str, kv_backend: str | None = None):
     takes: a same-host copy for shm / cuda-ipc, `calibrate`'s auto choice otherwise.
     Returns (deployment, note)."""
     from planner import catalog
-    from planner.calibrate import calibrate
+    from planner.perf.calibrate import calibrate
 
     from .kv import SAME_HOST
 
@@ -122,7 +122,7 @@ def compare(plan, trace, opts, measured_records, dep=None, iterations=None, scal
 
 def _models(dep, trace, scaled, opts):
     """(analytical prediction, simulation) of `dep` on the trace."""
-    from planner.queueing import predict
+    from planner.analytic.predict import predict
     from planner.sim import simulate
     if dep.windows:
         # the windows' times scale with the arrivals: the simulator scales both

@@ -3,9 +3,9 @@ import pandas as pd
 import pytest
 
 from planner import catalog
-from planner.calibrate import calibrate, read_profile
+from planner.perf.calibrate import calibrate, read_profile
 from planner.errors import InputError
-from planner.perf import Efficiency, PerfModel
+from planner.perf.roofline import Efficiency, PerfModel
 
 TRUE = Efficiency(compute_eff=0.55, memory_eff=0.65, knee_tokens=90.0, prefill_overhead_s=3e-3,
                   decode_overhead_s=1.5e-3)

@@ -3,9 +3,9 @@ import pulp
 import pytest
 
 from planner import catalog
-from planner.candidates import SLO, Option, _search_min, _search_up
+from planner.search.candidates import SLO, Option, _search_min, _search_up
 from planner.errors import InfeasibleError
-from planner.optimizer import solve
+from planner.search.optimizer import solve
 
 
 def opt(role, cost, gpus=1, link=100.0, gpu="a100-80gb", n=1, chunk=512):
@@ -146,7 +146,7 @@ def test_levels_bound_by_the_selection_not_the_solver_value(monkeypatch):
     """Regression (azure conv, l4, --mode disaggregated crashed with a TypeError): the
     headroom level's h came back below the chosen pool's own ratio, the bound taken from
     it excluded that pool, level 3 was infeasible and no deployment was read off."""
-    import planner.optimizer as optimizer
+    import planner.search.optimizer as optimizer
     monkeypatch.setattr(optimizer, "_solver", lambda name: _TolerantHiGHS(msg=False, gapRel=1e-9))
     pre = [Option("prefill", "l4", 8, 2, c, 11.36, ttft_s=t, link_gb_s=12.5)
            for c, t in ((512, 0.40), (1024, 0.39), (2048, 0.3666))]
@@ -163,13 +163,13 @@ def test_pair_transfer_is_computed_at_the_pairs_slower_link_not_rescaled():
     speed). The pair's TPOT must be the deployment's own prediction at that link: transfers
     queue, so halving the speed is not doubling the time (the old linear rescaling let a
     pair through whose p90 TPOT was 27x the target)."""
-    from planner.candidates import decode_options, kv_link_gb_s, perf_models, prefill_options
-    from planner.perf import Efficiency
+    from planner.search.candidates import decode_options, kv_link_gb_s, perf_models, prefill_options
+    from planner.perf.roofline import Efficiency
     from planner.plan import Deployment, Role
-    from planner.queueing import predict_disaggregated
+    from planner.analytic.queueing import predict_disaggregated
     from planner.workload import build_workload
     from traces.trace import Trace
-    from planner.optimizer import pair_samples
+    from planner.search.optimizer import pair_samples
 
     n = 400
     a = np.arange(n) * 0.2               # 5 req/s of 1,000-token prompts: 4.1 GB/s of KV (819 kB/token)

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from planner import catalog
-from planner.perf import Efficiency, PerfModel, kv_transfer_time_s
+from planner.perf.roofline import Efficiency, PerfModel, kv_transfer_time_s
 
 
 def pm(gpu="a100", model="opt-13b", tp=1, **eff):

@@ -4,11 +4,12 @@ import numpy as np
 import pytest
 
 from planner import catalog
-from planner.perf import Efficiency, PerfModel
+from planner.perf.roofline import Efficiency, PerfModel
 from planner.plan import Deployment, Role
-from planner.queueing import (arriving_work, chunked_alone_s, chunked_work_s, decode_load,
-                              decode_tpot_fixed_point, fluid_wait_s, predict)
-from planner.transfer import admission_fraction
+from planner.analytic.predict import predict
+from planner.analytic.prefill import chunked_alone_s, chunked_work_s
+from planner.analytic.queueing import arriving_work, decode_load, decode_tpot_fixed_point, fluid_wait_s
+from planner.analytic.transfer import admission_fraction
 from planner.workload import build_workload
 from traces.trace import Trace
 
@@ -162,7 +163,7 @@ def test_sarathi_single_request_is_chunk_iterations():
 
 def test_saturated_pools_with_one_token_outputs_predict_without_nan_or_warnings():
     import warnings
-    from planner.queueing import decode_time_s
+    from planner.analytic.queueing import decode_time_s
     assert list(decode_time_s([0, 2, 3], [np.inf, 0.1, np.inf])) == [0.0, pytest.approx(0.2), np.inf]
     rng = np.random.default_rng(0)
     n = 3000
@@ -181,8 +182,8 @@ def test_saturated_pools_with_one_token_outputs_predict_without_nan_or_warnings(
 
 
 def test_slo_attainment_counts_requests_meeting_both_targets():
-    from planner.candidates import SLO
-    from planner.queueing import slo_attainment
+    from planner.search.candidates import SLO
+    from planner.analytic.queueing import slo_attainment
     # met; TTFT missed; TPOT missed but no decode step (one-token output) so met; TPOT missed
     got = slo_attainment([0.1, 2.0, 0.5, 0.5], [0.05, 0.01, 0.2, 0.2], [3, 3, 0, 5], SLO(1.0, 0.1))
     assert got == pytest.approx(0.5)
@@ -191,9 +192,9 @@ def test_slo_attainment_counts_requests_meeting_both_targets():
     assert predict(disagg(), poisson_trace(2.0, 500), slo=SLO(1e-4, 1.0))["slo_attainment"] == 0.0
 
 
-# ---- prefill pool, KV transfer and decode limits (planner.prefill_model, planner.transfer) ----
+# ---- prefill pool, KV transfer and decode limits (planner.analytic.prefill, planner.analytic.transfer) ----
 def test_backlog_is_the_lindley_recursion_per_request():
-    from planner.prefill_model import backlog_s, round_robin_backlog_s
+    from planner.analytic.prefill import backlog_s, round_robin_backlog_s
     a = np.array([0.0, 0.0, 0.5, 3.0])
     w = np.array([1.0, 1.0, 1.0, 1.0])
     # one server: 0; 1 (the first); 1 + 1 - 0.5; drained by t=3 (2.5 s of work by 0.5 -> done at 3.0)
@@ -203,7 +204,7 @@ def test_backlog_is_the_lindley_recursion_per_request():
 
 
 def test_prefill_request_on_idle_instance_gets_its_own_chunks_busy_one_rides_in_full_chunks():
-    from planner.prefill_model import prefill_pool, prefill_ttft
+    from planner.analytic.prefill import prefill_pool, prefill_ttft
     tr = Trace(np.array([0.0, 0.0]), np.array([300, 300]), np.array([2, 2]), name="pair")
     wl = build_workload(tr)
     p = pm()
@@ -226,7 +227,7 @@ def test_prefill_request_on_idle_instance_gets_its_own_chunks_busy_one_rides_in_
 
 
 def test_expected_min_and_transfer_under_processor_sharing():
-    from planner.transfer import expected_min, kv_transfer_sample_s
+    from planner.analytic.transfer import expected_min, kv_transfer_sample_s
     assert list(expected_min(np.array([1.0, 3.0]), np.array([0.5, 2.0, 5.0]))) == [0.5, 1.5, 2.0]
     # two equal transfers leave one prefill instance together: the second finds the first
     # on the link (processor sharing: both would take 2x; the model gives x and 2x)
@@ -280,8 +281,8 @@ def test_vllm_stalls_come_from_the_prompts_arriving_during_a_decode():
 def test_coupled_screen_only_rejects_what_the_full_prediction_rejects():
     # the candidate search's cheap screen (no O(N) queue) must never reject a count the full
     # prediction accepts, and where it passes, the screened prediction is the full one
-    from planner.candidates import SLO
-    from planner.coupled import passes_screen, predict_coupled, vllm_base
+    from planner.search.candidates import SLO
+    from planner.analytic.coupled import passes_screen, predict_coupled, vllm_base
     wl = build_workload(poisson_trace(6.0, 3000, prompt=900, output=150, seed=3, cv=3.0))
     slo = SLO(ttft_s=0.6, tpot_s=0.04, jct_s=8.0)
     seen = {True: 0, False: 0}
@@ -305,7 +306,7 @@ def test_coupled_screen_only_rejects_what_the_full_prediction_rejects():
 def test_link_assignment_and_transfer_share_match_their_direct_definitions():
     # the grouped (radix-sorted) link assignment equals one scan per busy count, and the
     # cached sorted sends give the same processor-sharing share as sorting the sends
-    from planner.transfer import _first_idle_cdf, expected_min, kv_transfer_sample_s, link_of_request
+    from planner.analytic.transfer import _first_idle_cdf, expected_min, kv_transfer_sample_s, link_of_request
     rng = np.random.default_rng(5)
     a = np.sort(rng.uniform(0, 50, 4000))
     done = a + rng.exponential(0.4, 4000)
@@ -328,14 +329,14 @@ def test_link_assignment_and_transfer_share_match_their_direct_definitions():
     got = kv_transfer_sample_s(wl, wl.arrival_s, 1, 1e6, 10.0, 0.0)
     backlog = got - x[wl.sample]
     # one link, starts at the arrivals: the backlog found times E[min(x, x_i)] / E[x]
-    from planner.prefill_model import backlog_s
+    from planner.analytic.prefill import backlog_s
     share = expected_min(sent, x[wl.sample]) / sent.mean()
     assert np.allclose(backlog, backlog_s(wl.arrival_s, x, 1)[wl.sample] * share, rtol=1e-9, atol=1e-12)
 
 
 def test_speculative_bisection_is_step_for_step_the_plain_one():
     # several levels per call of f must give the very floats one step per call gives
-    from planner.queueing import _bisect
+    from planner.analytic.queueing import _bisect
 
     def f(t):
         return 0.004 + 0.7 * t + 0.3 * np.sqrt(t) * np.array([0.01, 0.02, 0.5, 1.0, 3.0])
@@ -355,8 +356,8 @@ def test_speculative_bisection_is_step_for_step_the_plain_one():
 
 
 def test_prefill_busy_time_and_sarathi_decode_life_hand_computed():
-    from planner.coupled import PrefillBusy, _iteration_mean_s, decode_life_s
-    from planner.prefill_model import round_robin_backlog_s
+    from planner.analytic.coupled import PrefillBusy, _iteration_mean_s, decode_life_s
+    from planner.analytic.prefill import round_robin_backlog_s
     a = np.array([0.0, 0.2, 0.5, 10.5, 20.0])
     work = np.array([1.0, 3.0, 0.5, 2.0, 0.5])
     back = round_robin_backlog_s(a, work, 2)                 # request 2 waits 0.5 s behind request 0

@@ -4,12 +4,12 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from planner.candidates import SLO
+from planner.search.candidates import SLO
 from planner.cli import main
 from planner.errors import InfeasibleError
 from planner.plan import plan_from_dict
-from planner.queueing import predict
-from planner.recommend import recommend
+from planner.analytic.predict import predict
+from planner.search.recommend import recommend
 from traces.trace import Trace
 
 
@@ -86,7 +86,7 @@ def test_cli_recommend_local_from_profile(tmp_path):
 
 
 def test_equal_cost_plans_rank_by_headroom_and_verdict_says_so():
-    from planner.optimizer import same_cost
+    from planner.search.optimizer import same_cost
     plan = recommend(trace(rate=12, n=2000), gpus=["a100"], runners_up=3)
     slo = plan.inputs["slo"]
 
@@ -187,7 +187,7 @@ def test_cli_recommend_windows_adds_a_schedule(tmp_path):
 
 
 def test_terminal_lists_each_deployment_once_marking_runner_up_baselines():
-    from planner.cli_recommend import comparison_rows
+    from planner.cli.recommend import comparison_rows
     from planner.plan import Plan
 
     def summary(mode, n, usd, ttft, tpot):
@@ -212,8 +212,8 @@ def test_schedule_text_prints_notes_and_says_one_replay(tmp_path):
     alone misses TPOT) are printed, and the simulation is described as what it is - one
     replay in which the counts follow Deployment.windows - not "window by window"."""
     from dataclasses import replace
-    from planner.schedule import plan_over_time
-    from planner.verify_render import render_schedule, schedule_verification
+    from planner.search.schedule import plan_over_time
+    from planner.cli.verify_render import render_schedule, schedule_verification
     tr = trace(n=300, rate=6)
     plan = plan_over_time(tr, recommend(tr, gpus=["a100"], runners_up=0), 20.0)
     note = "window 1 (20 s): TPOT p90 0.2 s > 0.1 s with unlimited decode instances: the KV transfer ..."

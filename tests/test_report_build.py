@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from planner.candidates import SLO
+from planner.search.candidates import SLO
 from planner.cli import main
-from planner.recommend import recommend
+from planner.search.recommend import recommend
 from planner.report import write_report
 from planner.report.gather import build_report
 from planner.report.render import HOURS_PER_MONTH, fmt_num, fmt_usd

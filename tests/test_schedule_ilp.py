@@ -5,7 +5,7 @@ from hypothesis import strategies as st
 
 from planner.errors import InputError
 from planner.plan import Window
-from planner.schedule import STRATEGIES, Costs, Demand, Pool, solve_schedule
+from planner.search.schedule import STRATEGIES, Costs, Demand, Pool, solve_schedule
 
 HALF_HOUR = 1800.0
 

@@ -1,4 +1,4 @@
-"""Per-window need when TPOT carries the KV transfer (planner.window_need): the decode count
+"""Per-window need when TPOT carries the KV transfer (planner.analytic.window_need): the decode count
 sets the decode step, the prefill count TTFT and the links' queue; a hand-computable stand-in
 for the queueing model."""
 import numpy as np
@@ -6,8 +6,8 @@ import pytest
 
 from planner.errors import InfeasibleError
 from planner.plan import Deployment, Role
-from planner.schedule import window_demand
-from planner.window_need import INSTANT_LINK_GB_S, disaggregated_need
+from planner.search.schedule import window_demand
+from planner.analytic.window_need import INSTANT_LINK_GB_S, disaggregated_need
 from traces import Trace
 
 SLO = {"ttft_s": ("p90", 1.5), "tpot_s": ("p90", 0.0207)}

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from planner.plan import Deployment, Plan, Role
-from planner.schedule import STRATEGIES, plan_over_time, slo_of, window_demand
+from planner.search.schedule import STRATEGIES, plan_over_time, slo_of, window_demand
 from traces import Trace
 
 

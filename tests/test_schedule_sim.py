@@ -5,7 +5,7 @@ import pytest
 
 from planner.errors import InputError
 from planner.plan import Deployment, Policies, Role, Window
-from planner.schedule import DEFAULT_STARTUP_S, simulate_schedule
+from planner.search.schedule import DEFAULT_STARTUP_S, simulate_schedule
 from planner.sim import simulate
 from planner.sim.scale import DEFAULT_START_LATENCY_S
 from traces import Trace

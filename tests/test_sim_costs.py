@@ -64,7 +64,7 @@ def test_costs_match_a_perf_model_with_piecewise_corrections():
     """Per-batch and per-chunk offsets keep decode/prefill piecewise linear in the context:
     the closed forms stay exact."""
     from dataclasses import replace
-    from planner.perf import Efficiency
+    from planner.perf.roofline import Efficiency
     perf = _perf("llama-2-7b", "a100")
     perf = replace(perf, eff=Efficiency(decode_batch_offsets_s=((1, 2e-3), (2, -1e-3), (8, 4e-3)),
                                         prefill_chunk_offsets_s=((16, -1e-3), (512, 3e-3))))
@@ -80,8 +80,8 @@ def test_costs_match_a_perf_model_with_piecewise_corrections():
 
 def test_prefill_cost_charges_each_request_slice_beyond_the_first():
     from dataclasses import replace
-    from planner.perf import Efficiency
-    from planner.prefill_model import chunked_work_s
+    from planner.perf.roofline import Efficiency
+    from planner.analytic.prefill import chunked_work_s
     perf = _perf("llama-2-7b", "a100")
     perf = replace(perf, eff=Efficiency(prefill_request_s=2e-3))
     pc = PrefillCost(perf)
@@ -97,8 +97,8 @@ def test_prefill_cost_charges_each_request_slice_beyond_the_first():
 
 def test_a_chunk_that_starts_an_idle_prefill_instance_costs_the_idle_factor():
     from dataclasses import replace
-    from planner.perf import Efficiency
-    from planner.prefill_model import chunked_alone_s
+    from planner.perf.roofline import Efficiency
+    from planner.analytic.prefill import chunked_alone_s
     from planner.sim import simulate
     from traces import Trace
     dep = Deployment(mode="disaggregated", model="llama-2-7b", chunk_tokens=512, prefill=Role("a100", 1),

@@ -10,7 +10,7 @@ import pytest
 pytest.importorskip("torch")
 
 from planner import catalog  # noqa: E402
-from planner.perf import Efficiency, PerfModel  # noqa: E402
+from planner.perf.roofline import Efficiency, PerfModel  # noqa: E402
 from planner.plan import Deployment, Policies, Role  # noqa: E402
 from testbed.validate import refit  # noqa: E402
 
@@ -54,7 +54,7 @@ def test_refit_keeps_the_decision_and_takes_the_profiles_model(tmp_path):
 def test_validate_path_imports_without_pulp_or_highspy():
     code = ("import sys; sys.modules['pulp'] = None; sys.modules['highspy'] = None\n"
             "import testbed.validate, testbed.run, testbed.cli\n"
-            "from planner.queueing import predict; from planner.sim import simulate; from planner.calibrate import calibrate\n"
+            "from planner.analytic.predict import predict; from planner.sim import simulate; from planner.perf.calibrate import calibrate\n"
             "print('ok')")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr[-2000:]

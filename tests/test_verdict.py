@@ -1,12 +1,12 @@
-"""Ties, equal-budget comparison and the verdict sentence (planner.budget, planner.verdict)."""
+"""Ties, equal-budget comparison and the verdict sentence (planner.search.budget, planner.search.verdict)."""
 from types import SimpleNamespace
 
 import pytest
 
-from planner.budget import best_coupled_at, best_disaggregated_at, equal_budget
-from planner.candidates import SLO, Family, Option
-from planner.optimizer import Choice
-from planner.verdict import compare, head_to_head
+from planner.search.budget import best_coupled_at, best_disaggregated_at, equal_budget
+from planner.search.candidates import SLO, Family, Option
+from planner.search.optimizer import Choice
+from planner.search.verdict import compare, head_to_head
 
 SLO_ = SLO(ttft_s=1.0, tpot_s=0.1)
 

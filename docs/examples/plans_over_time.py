@@ -6,7 +6,7 @@ For each Azure 2023 trace and GPU, the recommended plan (auto mode, and disaggre
 forced) is planned per window with every strategy of planner/schedule.py and each
 schedule is replayed in the simulator (one run over the whole trace following the
 schedule: starts ahead, drains, flips, backlog carried over). The last column counts the
-windows where no instance count meets a target (planner.window_need: the KV transfer of
+windows where no instance count meets a target (planner.analytic.window_need: the KV transfer of
 long prompts is part of TPOT)."""
 import os
 import sys
@@ -14,8 +14,8 @@ import time
 from pathlib import Path
 
 from planner.errors import InfeasibleError
-from planner.recommend import recommend
-from planner.schedule import STRATEGIES, plan_over_time, simulate_schedule
+from planner.search.recommend import recommend
+from planner.search.schedule import STRATEGIES, plan_over_time, simulate_schedule
 from planner.sim import simulate
 from traces import read_trace
 

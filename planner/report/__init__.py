@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .render import Figure, render_html, render_markdown
+from planner.report.render import Figure, render_html, render_markdown
 
 
 def write_report(data: dict, figures: list[Figure], output, figures_dir=None) -> list[Path]:

@@ -11,16 +11,16 @@ from dataclasses import asdict, replace
 
 import numpy as np
 
-from .. import catalog
-from ..candidates import SLO
-from ..errors import InfeasibleError, InputError
-from ..plan import MODE_NAMES
-from ..queueing import predict
-from ..recommend import recommend
-from ..schedule import plan_over_time, simulate_schedule
-from ..sim import simulate
-from . import plots
-from .render import HOURS_PER_MONTH, Figure, fmt_pct, fmt_s, fmt_usd
+from planner import catalog
+from planner.search.candidates import SLO
+from planner.errors import InfeasibleError, InputError
+from planner.plan import MODE_NAMES
+from planner.analytic.predict import predict
+from planner.search.recommend import recommend
+from planner.search.schedule import plan_over_time, simulate_schedule
+from planner.sim import simulate
+from planner.report import plots
+from planner.report.render import HOURS_PER_MONTH, Figure, fmt_pct, fmt_s, fmt_usd
 
 DEFAULT_LOADS = (0.25, 0.5, 1.0, 2.0, 4.0)
 DEFAULT_SIM_LOADS = (0.5, 2.0)        # simulated points on the latency-vs-load curves (1x is always)
@@ -267,7 +267,7 @@ def _predictor_subject(plan):
     """The deployment whose sensitivity to the length predictor is worth showing: the plan
     itself when disaggregated (the predictor steers dispatch and decode admission), else
     the cheapest disaggregated plan meeting the SLO (coupled modes do not use it)."""
-    from ..plan import deployment_from_dict
+    from planner.plan import deployment_from_dict
     dep = plan.deployment
     if dep.mode == "disaggregated":
         return dep, None
@@ -292,7 +292,7 @@ def _slo_text(slo: SLO) -> str:
 
 
 def _trace_stats(trace) -> dict:
-    from ..workload import interarrival_cv
+    from planner.workload import interarrival_cv
     p, o = trace.prompt_tokens, trace.output_tokens
 
     def pc(x):
@@ -321,7 +321,7 @@ def _prices(gpu_names, plans, overrides, price_file) -> dict:
 
 def _schedule_section(trace, sim_trace, plan, base_sim: dict, window_s, price_kind, provider, overrides, seed,
                       slo_kw, steps) -> dict:
-    from ..schedule import STRATEGIES
+    from planner.search.schedule import STRATEGIES
     # the schedule is planned and checked on the same requests the simulations replay
     timed = plan_over_time(sim_trace, plan, window_s, price_kind=price_kind, provider=provider,
                            overrides=overrides)
@@ -390,7 +390,7 @@ def _figures(rows, sweep, curves, sims, price_sens, pred_rows, schedule, slo, be
         samples = {}
         for r in rows:
             if r["feasible"]:
-                from ..records import latencies
+                from planner.records import latencies
                 lat = latencies(sims[r["name"]].records)
                 samples[r["name"]] = {k: _thin(lat[k]) for k in ("ttft_s", "tpot_s")}
         figs.append(Figure("latency_cdfs", "Latency CDFs (simulated)",

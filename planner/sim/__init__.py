@@ -10,10 +10,10 @@ predictor, kvlink, dispatch, decode, coupled (vLLM- and Sarathi-style baselines)
 scale (plans over time: per-window instance counts, drains, flips, starts, billing),
 cluster (wiring), run (open and closed loop), result (summary).
 """
-from .predictor import LengthPredictor, read_confusion
-from .result import SimResult
-from .run import simulate, simulate_closed_loop
-from .verify import relative_errors, verify_plan
+from planner.sim.predictor import LengthPredictor, read_confusion
+from planner.sim.result import SimResult
+from planner.sim.run import simulate, simulate_closed_loop
+from planner.sim.verify import relative_errors, verify_plan
 
 __all__ = ["simulate", "simulate_closed_loop", "verify_plan", "relative_errors", "SimResult", "LengthPredictor",
            "read_confusion"]

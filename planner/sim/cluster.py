@@ -12,14 +12,14 @@ from __future__ import annotations
 
 import random
 
-from .coupled import ChunkedCoupledInstance
-from .costs import DecodeCost, PrefillCost
-from .decode import GREEDY, DecodeInstance
-from .dispatch import Dispatcher, least_loaded_prefill
-from .flip import Flipper
-from .kvlink import KvLink
-from .prefill import PrefillInstance
-from .scale import Scaler
+from planner.sim.coupled import ChunkedCoupledInstance
+from planner.sim.costs import DecodeCost, PrefillCost
+from planner.sim.decode import GREEDY, DecodeInstance
+from planner.sim.dispatch import Dispatcher, least_loaded_prefill
+from planner.sim.flip import Flipper
+from planner.sim.kvlink import KvLink
+from planner.sim.prefill import PrefillInstance
+from planner.sim.scale import Scaler
 
 VLLM_MAX_BATCHED_TOKENS = 2048   # vLLM's default max_num_batched_tokens (2023-24 releases)
 
@@ -55,7 +55,7 @@ class Cluster:
         # with windows the plan decides the roles: no reactive flips
         self.flipper = Flipper(loop, self, None if windows else pol.flip_idle_s, pol.flip_latency_s)
         if windows:
-            from .scale import DEFAULT_START_LATENCY_S
+            from planner.sim.scale import DEFAULT_START_LATENCY_S
             self.scaler = Scaler(self, loop, deployment, origin_s=origin_s, time_factor=time_factor,
                                  start_latency_s=DEFAULT_START_LATENCY_S if start_latency_s is None
                                  else start_latency_s, start_ahead=start_ahead)

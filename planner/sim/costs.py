@@ -1,6 +1,6 @@
 """Iteration costs from the planner's PerfModel, made cheap enough to call per event.
 
-The simulator and the analytical model share one performance model (`planner.perf`). Calling
+The simulator and the analytical model share one performance model (`planner.perf.roofline`). Calling
 it costs microseconds of numpy per scalar, and the simulator needs millions of iteration
 times, so this module reads the same function in a cheaper form:
 
@@ -205,8 +205,8 @@ class MixedCost:
     performance model can make this slower but never different."""
 
     def __init__(self, perf, seed: int = 0):
-        from ..catalog import dtype_bytes
-        from ..perf import ACT_BYTES_PER_TOKEN_LAYER, ALLREDUCE_LATENCY_S
+        from planner.catalog import dtype_bytes
+        from planner.perf.roofline import ACT_BYTES_PER_TOKEN_LAYER, ALLREDUCE_LATENCY_S
         self.perf = perf
         m = perf.model
         self._lin = 2.0 * m.layers * m.layer_params

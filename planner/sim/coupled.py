@@ -18,8 +18,8 @@ from __future__ import annotations
 
 from collections import deque
 
-from .costs import MixedCost
-from .decode import GREEDY, DecodeInstance
+from planner.sim.costs import MixedCost
+from planner.sim.decode import GREEDY, DecodeInstance
 
 
 class ChunkedCoupledInstance(DecodeInstance):

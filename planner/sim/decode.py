@@ -33,8 +33,8 @@ import heapq
 import math
 from collections import deque
 
-from .costs import DecodeCost, PrefillCost
-from .engine import COMPLETE, CONTROL
+from planner.sim.costs import DecodeCost, PrefillCost
+from planner.sim.engine import COMPLETE, CONTROL
 
 GREEDY, RESERVE_STATIC, RESERVE_DYNAMIC = "greedy", "reserve_static", "reserve_dynamic"
 

@@ -8,7 +8,7 @@ role `flip_latency_s` later. Every flip is logged.
 """
 from __future__ import annotations
 
-from .engine import CONTROL
+from planner.sim.engine import CONTROL
 
 FLIP_LOG_COLUMNS = ("time_s", "instance", "from_role", "to_role", "ready_s")
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import InputError
+from planner.errors import InputError
 
 MISS_DECAY = 0.3   # P(miss by 2 buckets) / P(miss by 1 bucket), and so on
 

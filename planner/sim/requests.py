@@ -13,7 +13,7 @@ from array import array
 import numpy as np
 import pandas as pd
 
-from ..records import RECORD_COLUMNS
+from planner.records import RECORD_COLUMNS
 
 NAN = math.nan
 

@@ -22,11 +22,11 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from .. import catalog
-from ..errors import InputError
-from ..records import latencies, summarize
-from .flip import FLIP_LOG_COLUMNS
-from .scale import SCALE_LOG_COLUMNS
+from planner import catalog
+from planner.errors import InputError
+from planner.records import latencies, summarize
+from planner.sim.flip import FLIP_LOG_COLUMNS
+from planner.sim.scale import SCALE_LOG_COLUMNS
 
 
 @dataclass(frozen=True, eq=False)

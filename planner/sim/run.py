@@ -7,16 +7,16 @@ import time
 import numpy as np
 import pandas as pd
 
-from ..errors import InputError
-from ..plan import Deployment, Plan
-from .cluster import Cluster
-from .decode import GREEDY
-from .engine import ARRIVAL, EventLoop
-from .flip import FLIP_LOG_COLUMNS
-from .predictor import LengthPredictor, predictor_from_policies
-from .requests import Requests
-from .result import SimResult, build_summary, window_summaries
-from .scale import SCALE_LOG_COLUMNS, check_windows
+from planner.errors import InputError
+from planner.plan import Deployment, Plan
+from planner.sim.cluster import Cluster
+from planner.sim.decode import GREEDY
+from planner.sim.engine import ARRIVAL, EventLoop
+from planner.sim.flip import FLIP_LOG_COLUMNS
+from planner.sim.predictor import LengthPredictor, predictor_from_policies
+from planner.sim.requests import Requests
+from planner.sim.result import SimResult, build_summary, window_summaries
+from planner.sim.scale import SCALE_LOG_COLUMNS, check_windows
 
 PROGRESS_MIN_REQUESTS = 50_000   # below this a run takes well under a few seconds
 PACKED, PADDED = "packed", "padded"

@@ -46,8 +46,8 @@ from __future__ import annotations
 import bisect
 import math
 
-from ..errors import InputError
-from .engine import COMPLETE, CONTROL
+from planner.errors import InputError
+from planner.sim.engine import COMPLETE, CONTROL
 
 DEFAULT_START_LATENCY_S = 120.0
 SCALE_LOG_COLUMNS = ("time_s", "window", "instance", "action", "from_role", "to_role", "ready_s")

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import math
 
-from ..plan import Plan, deployment_from_dict
-from .run import simulate
+from planner.plan import Plan, deployment_from_dict
+from planner.sim.run import simulate
 
 METRICS = ("ttft_s", "tpot_s", "jct_s")
 

@@ -24,7 +24,7 @@ sys.path.insert(0, str(ROOT))
 from traces import write_trace  # noqa: E402
 from traces.synthetic import generate  # noqa: E402
 
-API = ("import sys, time; sys.path.insert(0, {root!r}); from planner.recommend import recommend; "
+API = ("import sys, time; sys.path.insert(0, {root!r}); from planner.search.recommend import recommend; "
        "from traces.synthetic import generate; tr = generate('mixed', n_requests={n}, rate_per_s={rate}, seed=1); "
        "t = time.perf_counter(); plan = recommend(tr, gpus=['a100']); s = time.perf_counter() - t; "
        "print(plan.verdict, file=sys.stderr); print(s)")

@@ -22,7 +22,7 @@ SHARED = ROOT.parent / "shared" / "traces"
 CHILD = r"""
 import json, resource, sys, time
 from planner.plan import deployment_from_dict
-from planner.recommend import recommend
+from planner.search.recommend import recommend
 from planner.sim import simulate
 from traces import read_trace
 from traces.synthetic import generate

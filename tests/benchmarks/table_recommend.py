@@ -15,8 +15,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from planner.recommend import recommend  # noqa: E402
-from planner.verify_render import verification_rows  # noqa: E402
+from planner.search.recommend import recommend  # noqa: E402
+from planner.cli.verify_render import verification_rows  # noqa: E402
 from traces import read_trace  # noqa: E402
 
 BUNDLED = ("lpld", "lphd", "hpld", "hphd", "mixed")

@@ -1,4 +1,4 @@
-"""Analytical (planner.queueing.predict) vs simulated (planner.sim.simulate) percentiles, for
+"""Analytical (planner.analytic.predict) vs simulated (planner.sim.simulate) percentiles, for
 docs/validation.md. Run:
 
     .venv/bin/python tests/benchmarks/validate_analytical.py [--gpu a100] [--model opt-13b]
@@ -22,8 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
-from planner.queueing import predict
-from planner.recommend import recommend
+from planner.analytic.predict import predict
+from planner.search.recommend import recommend
 from planner.sim import relative_errors, simulate
 from traces import read_trace
 

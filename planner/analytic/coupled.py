@@ -20,11 +20,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .queueing import (batch_seen, decode_load, decode_side, decode_time_s, kv_tokens_needed, percentiles,
+from planner.analytic.queueing import (batch_seen, decode_load, decode_side, decode_time_s, kv_tokens_needed, percentiles,
                        slo_attainment, solve_fixed_point)
-from .prefill_model import round_robin_backlog_s
-from .transfer import admission_fraction
-from .workload import Workload
+from planner.analytic.prefill import round_robin_backlog_s
+from planner.analytic.transfer import admission_fraction
+from planner.workload import Workload
 
 SCREEN_MARGIN = 1e-9      # a bound must miss its target by this relative margin to screen a pool out
 STALL_T_MIX_S = 1e30      # vLLM: a decode step makes no progress inside a prefill iteration

@@ -14,7 +14,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from .catalog import GpuSpec, ModelSpec, dtype_bytes
+from planner.catalog import GpuSpec, ModelSpec, dtype_bytes
 
 ACT_BYTES_PER_TOKEN_LAYER = 24  # activation reads+writes per token and layer, in units of hidden*dtype
 ALLREDUCE_LATENCY_S = 8e-6      # per all-reduce launch on NVLink-class links
@@ -26,7 +26,7 @@ MIN_CORRECTED = 0.1             # a piecewise offset never takes an iteration be
 @dataclass(frozen=True)
 class Efficiency:
     """How far the hardware is from its datasheet. Defaults are stated, not measured;
-    `planner.calibrate` fits them to a profile and sets `calibrated=True`."""
+    `planner.perf.calibrate` fits them to a profile and sets `calibrated=True`."""
     compute_eff: float = 0.70          # of peak FLOP/s, large GEMMs
     memory_eff: float = 0.80           # of peak bandwidth, streaming weights and KV
     knee_tokens: float | None = None   # None: the GPU catalog's gemm_knee_tokens
@@ -37,10 +37,10 @@ class Efficiency:
     # False: overhead adds to the GPU time (an engine that launches ahead of the GPU still
     # pays a fixed cost per iteration). True: the overhead is CPU time that overlaps the
     # GPU's (a Python engine issuing kernels asynchronously), t = max(GPU time, overhead)
-    # + all-reduce; `planner.calibrate` picks whichever fits the profile better.
+    # + all-reduce; `planner.perf.calibrate` picks whichever fits the profile better.
     overhead_overlaps: bool = False
     kv_traffic: float = 1.0            # bytes moved per KV byte read (an engine that gathers KV copies it)
-    # Piecewise offsets (seconds), fitted jointly with the rest by `planner.calibrate` where
+    # Piecewise offsets (seconds), fitted jointly with the rest by `planner.perf.calibrate` where
     # they earn their place: ((batch, seconds), ...) added to a decode step of `batch`
     # requests (linear between the points, flat beyond), ((tokens, seconds), ...) to a
     # prefill chunk of `tokens` (linear in log tokens). They carry what a roofline cannot: a

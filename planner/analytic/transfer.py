@@ -2,7 +2,7 @@
 
 Each prefill instance sends the KV caches it makes over its own link; transfers in flight
 share it equally (processor sharing, as `planner.sim.kvlink`). A request's transfer starts
-when its prefill work starts plus its prefill (start times from `prefill_model`, which keep
+when its prefill work starts plus its prefill (start times from `analytic.prefill`, which keep
 the prefill stage's smoothing of bursts), so per request i (all N, then sampled):
     x_i   = P_i * kv_bytes_per_token / bandwidth  (alone on the link; 0 for O_i = 1: no KV sent)
     L_i   = backlog found on its own link: a Lindley recursion per link on the start times.
@@ -25,7 +25,7 @@ from functools import lru_cache
 
 import numpy as np
 
-from .prefill_model import backlog_s, round_robin_backlog_s
+from planner.analytic.prefill import backlog_s, round_robin_backlog_s
 
 ADMISSION_SEED_OFFSET = 104729
 

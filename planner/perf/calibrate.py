@@ -25,9 +25,9 @@ import pandas as pd
 from scipy.optimize import least_squares
 from scipy.stats import f as f_dist
 
-from . import catalog
-from .errors import InputError
-from .perf import Efficiency, PerfModel
+from planner import catalog
+from planner.errors import InputError
+from planner.perf.roofline import Efficiency, PerfModel
 
 PROFILE_COLUMNS = ("device", "model", "kind", "tokens", "batch", "context_tokens", "bytes", "seconds", "repeats")
 KINDS = ("prefill", "decode", "kv")

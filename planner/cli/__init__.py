@@ -1,16 +1,15 @@
-"""`planner` command: the entry point. Subcommands live in `cli_*.py`, one per concept.
+"""`planner` command: the entry point. Subcommands live in `planner/cli/*.py`, one per concept.
 
 Errors a user can fix (InputError) print one line and exit 2; an SLO no plan meets
 (InfeasibleError) prints why and exits 3. Neither shows a traceback.
 """
 from __future__ import annotations
 
-import json
 import sys
 
 import click
 
-from .errors import InfeasibleError, InputError
+from planner.errors import InfeasibleError, InputError
 
 EXIT_BAD_INPUT = 2
 EXIT_INFEASIBLE = 3
@@ -33,24 +32,6 @@ class GuardedGroup(click.Group):
             ctx.exit(0)
 
 
-def echo_json(obj) -> None:
-    click.echo(json.dumps(obj, indent=2, default=_json_default))
-
-
-def _json_default(o):
-    try:
-        import numpy as np
-        if isinstance(o, np.integer):
-            return int(o)
-        if isinstance(o, np.floating):
-            return float(o)
-        if isinstance(o, np.ndarray):
-            return o.tolist()
-    except ImportError:  # pragma: no cover
-        pass
-    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
-
-
 @click.group(cls=GuardedGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="disagg-planner")
 def main():
@@ -66,19 +47,10 @@ def main():
 
 
 def _register() -> None:
-    from . import cli_catalog, cli_trace
-    main.add_command(cli_trace.trace)
-    main.add_command(cli_catalog.catalog)
-    for modname, attr in (("cli_recommend", "recommend"), ("cli_recommend", "calibrate"),
-                          ("cli_simulate", "simulate"), ("cli_report", "report")):
-        try:
-            module = __import__(f"planner.{modname}", fromlist=[attr])
-        except ModuleNotFoundError as e:
-            if e.name != f"planner.{modname}":
-                raise
-            continue  # subcommand not built yet in this checkout
-        if hasattr(module, attr):
-            main.add_command(getattr(module, attr))
+    from planner.cli import catalog, recommend, report, simulate, trace
+    for command in (trace.trace, catalog.catalog, recommend.recommend, recommend.calibrate,
+                    simulate.simulate, report.report):
+        main.add_command(command)
 
 
 _register()

@@ -3,7 +3,7 @@
 The trace's load changes (the Azure code trace has inter-arrival CV 13), so a plan sized
 for the whole trace's peak pays for idle GPUs most of the time. Here the trace is cut into
 windows, the queueing model gives each window's minimum prefill and decode instances
-(`Demand`; planner.window_need says what each role's count controls), and a small ILP (PuLP) chooses per-window counts under one of four strategies:
+(`Demand`; planner.analytic.window_need says what each role's count controls), and a small ILP (PuLP) chooses per-window counts under one of four strategies:
 
 - `static_peak`    one plan for the whole trace, each role sized for its own peak window;
 - `fixed_fleet`    a fixed number of instances whose roles flip between windows (TetriInfer's
@@ -31,10 +31,10 @@ from dataclasses import dataclass, field, replace
 
 import pulp
 
-from .errors import InfeasibleError, InputError
-from .plan import Window
-from .sim.scale import DEFAULT_START_LATENCY_S
-from .window_need import disaggregated_need, role_need  # noqa: F401 (role_need: public here too)
+from planner.errors import InfeasibleError, InputError
+from planner.plan import Window
+from planner.sim.scale import DEFAULT_START_LATENCY_S
+from planner.analytic.window_need import disaggregated_need, role_need  # noqa: F401 (role_need: public here too)
 
 STRATEGIES = ("static_peak", "fixed_fleet", "autoscale", "reserved_burst")
 ROLE_ORDER = ("prefill", "decode", "coupled")
@@ -256,7 +256,7 @@ def _ilp(demand: Demand, costs: Costs, need: dict[str, list[int]], strategy: str
                     tuple(starts), tuple(val(b) for b in reserved), usd, lost)
 
 
-# ---- per-window demand from the queueing model (planner.window_need) ---------------------------
+# ---- per-window demand from the queueing model (planner.analytic.window_need) ---------------------------
 # SLO: {metric: (percentile, limit_s)}, metric in ttft_s / tpot_s / jct_s, percentile "p50" etc.
 
 
@@ -266,11 +266,11 @@ def window_demand(trace, deployment, window_s: float, slo: dict, predict_fn=None
     GPU types, TP, chunk and policies (only the counts change). Each window is predicted
     on its own requests (the queue starts empty at each window's start); a disaggregated
     window's prefill and decode counts each cover what that count controls
-    (planner.window_need: TPOT includes the KV transfer, which decode instances cannot
+    (planner.analytic.window_need: TPOT includes the KV transfer, which decode instances cannot
     shorten; `usd_per_instance_hour` per role prices the prefill/decode trade), and
     `notes` name the windows whose targets no count meets."""
     if predict_fn is None:
-        from .queueing import predict as predict_fn
+        from planner.analytic.predict import predict as predict_fn
     if not window_s > 0:
         raise InputError(f"--windows must be > 0 s, got {window_s}")
     span = float(trace.arrival_s[-1] - trace.arrival_s[0]) if len(trace) else 0.0
@@ -309,7 +309,7 @@ def pools_for(deployment, price_kind: str = "on_demand", provider: str | None = 
               overrides: dict | None = None) -> tuple[Pool, ...]:
     """Roles on the same GPU type and TP share a pool (they can flip). Prices per instance:
     GPU-hour price x TP, on-demand (or `price_kind`) and reserved where the catalog has one."""
-    from .catalog import price_usd_per_gpu_hour
+    from planner.catalog import price_usd_per_gpu_hour
     groups: dict[tuple[str, int], list[str]] = {}
     for role, r in deployment.roles().items():
         groups.setdefault((r.gpu, r.tp), []).append(role)
@@ -358,7 +358,7 @@ def slo_of(plan) -> dict:
     """The plan's SLO as {metric: (percentile, limit_s)}."""
     raw = (plan.inputs or {}).get("slo") or {}
     out = {}
-    if "percentile" in raw:   # planner.candidates.SLO.as_dict(): one percentile for all metrics
+    if "percentile" in raw:   # planner.search.candidates.SLO.as_dict(): one percentile for all metrics
         pct = f"p{int(raw['percentile'])}"
         out = {m: (pct, float(raw[m])) for m in ("ttft_s", "tpot_s", "jct_s") if raw.get(m) is not None}
         raw = {}
@@ -385,7 +385,7 @@ def plan_over_time(trace, plan, window_s: float, *, strategy: str = "best", slo:
     ("best": the cheapest of fixed_fleet, autoscale and reserved_burst), the role counts set
     to each role's peak (the instances the simulator must be able to address), and the cost
     of every strategy in `cost["schedule"]`."""
-    from .plan import Plan  # noqa: F401 (type)
+    from planner.plan import Plan  # noqa: F401 (type)
     dep = plan.deployment
     slo = slo or slo_of(plan)
     pools = pools_for(dep, price_kind, provider, overrides)
@@ -452,7 +452,7 @@ def simulate_schedule(deployment, trace, *, slo_ttft_s: float | None = None, slo
     per-window summaries (start_s, requests, ttft_s, tpot_s, jct_s, slo_attainment,
     instances, billed and busy instance-seconds, cost_usd)}."""
     if sim_fn is None:
-        from .sim import simulate as sim_fn
+        from planner.sim import simulate as sim_fn
     if not deployment.windows:
         raise InputError("the deployment has no windows; simulate it directly")
     sim_kw.setdefault("start_latency_s", DEFAULT_STARTUP_S)

@@ -9,7 +9,7 @@ from traces.io import FORMAT_NAMES, read_trace, write_trace
 from traces.lengths import PROFILES
 from traces.stats import trace_stats
 
-from .errors import InputError
+from planner.errors import InputError
 
 
 def trace_read_options(f):
@@ -87,7 +87,7 @@ def trace():
 @trace_read_options
 def stats(file, as_json, window_s, light_prompt, light_output, **read_kw):
     """Requests, span, rate, burstiness, lengths and class shares of a trace FILE."""
-    from .cli import echo_json
+    from planner.cli.output import echo_json
     t = read_with_options(file, **read_kw)
     s = trace_stats(t, window_s, ClassThresholds(light_prompt, light_output))
     _report_dropped(t)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 
-from .verdict import describe
+from planner.search.verdict import describe
 
 METRICS = (("TTFT", "ttft_s", "s", 1.0, 3), ("TPOT", "tpot_s", "ms", 1e3, 1), ("JCT", "jct_s", "s", 1.0, 3))
 QS = ("p50", "p90", "p99")
@@ -18,7 +18,7 @@ def verification_rows(plan, trace, *, seed: int = 0, progress: bool = False) -> 
     """Simulate the plan's deployment and each baseline on `trace` (`planner.sim.verify_plan`);
     one JSON-ready row each: predicted and simulated p50/p90/p99 TTFT, TPOT, JCT and SLO
     attainment, and the relative error predicted / simulated - 1."""
-    from .sim import verify_plan
+    from planner.sim import verify_plan
     out = []
     for r in verify_plan(plan, trace, seed=seed, progress=progress):
         pred, sim = r["predicted"], r["simulated"]
@@ -65,11 +65,11 @@ def render_verification(rows: list[dict]) -> str:
 
 
 def schedule_verification(plan, trace, *, seed: int = 0) -> dict:
-    """Simulate a plan with windows (`planner.schedule.simulate_schedule`): one replay of the
+    """Simulate a plan with windows (`planner.search.schedule.simulate_schedule`): one replay of the
     whole trace in which the instance counts change at each window's start as planned
     (`Deployment.windows`; backlog, drains and flips carry over from window to window).
     Percentiles and SLO attainment over the whole trace and per window."""
-    from .schedule import simulate_schedule
+    from planner.search.schedule import simulate_schedule
     slo = plan.inputs.get("slo") or {}
     res = simulate_schedule(plan.deployment, trace, slo_ttft_s=slo.get("ttft_s"), slo_tpot_s=slo.get("tpot_s"),
                             seed=seed)

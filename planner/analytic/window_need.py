@@ -1,4 +1,4 @@
-"""Instances each role needs in one time window, from the queueing model (planner.schedule).
+"""Instances each role needs in one time window, from the queueing model (planner.search.schedule).
 
 What each role's count controls. A disaggregated request's record TPOT (the schema's, from
 the first token) is, per request i with O_i output tokens,
@@ -31,7 +31,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, replace
 
-from .errors import InfeasibleError
+from planner.errors import InfeasibleError
 
 PREFILL_METRICS = ("ttft_s",)
 DECODE_METRICS = ("tpot_s", "jct_s")

@@ -5,8 +5,8 @@ from dataclasses import asdict
 
 import click
 
-from . import catalog as cat
-from .cli import echo_json
+from planner import catalog as cat
+from planner.cli.output import echo_json
 
 
 @click.group()

@@ -7,17 +7,18 @@ import time
 
 import numpy as np
 
-from . import catalog
-from .candidates import (DEFAULT_CHUNKS, DEFAULT_SARATHI_BUDGETS, DEFAULT_TPS, KV_LATENCY_S, SLO, coupled_options,
+from planner import catalog
+from planner.search.candidates import (DEFAULT_CHUNKS, DEFAULT_SARATHI_BUDGETS, DEFAULT_TPS, KV_LATENCY_S, SLO, coupled_options,
                          decode_options, kv_link_gb_s, perf_models, prefill_options, tp_problem)
-from .errors import InfeasibleError, InputError
-from .optimizer import Choice, MODE_CHOICES, infeasible_message, pair_ok as latency_pair_ok, pair_samples, solve
-from .perf import Efficiency
-from .plan import Deployment, Plan, Policies, Role
-from .budget import best_at, equal_budget
-from .queueing import predict, predict_disaggregated
-from .verdict import compare
-from .workload import DEFAULT_WINDOW_S, build_workload
+from planner.errors import InfeasibleError, InputError
+from planner.search.optimizer import Choice, MODE_CHOICES, infeasible_message, pair_ok as latency_pair_ok, pair_samples, solve
+from planner.perf.roofline import Efficiency
+from planner.plan import Deployment, Plan, Policies, Role
+from planner.search.budget import best_at, equal_budget
+from planner.analytic.predict import predict
+from planner.analytic.queueing import predict_disaggregated
+from planner.search.verdict import compare
+from planner.workload import DEFAULT_WINDOW_S, build_workload
 
 
 def recommend(trace, gpus=("a100",), model: str = "opt-13b", slo: SLO = SLO(), *,

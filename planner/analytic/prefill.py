@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .perf import PerfModel
+from planner.perf.roofline import PerfModel
 
 BUSY_PASSES = 1
 FILL_SEED_OFFSET = 7919      # the chunk-room draw: a fixed stream per workload seed

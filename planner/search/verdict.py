@@ -4,15 +4,15 @@ modes cost the same - which is faster and why.
 `compare` returns the numbers (`Plan.comparison`) with the sentence under "verdict":
 - cheapest disaggregated and cheapest coupled (vLLM- or Sarathi-style) $/hour;
 - `equal_budget`: the best plan of each mode spending the same money (the larger of the two
-  least costs; `planner.budget`), with their latency percentiles at the SLO percentile and
+  least costs; `planner.search.budget`), with their latency percentiles at the SLO percentile and
   which is better: faster on both targets, or else more SLO headroom (the smaller
   max(TTFT / target, TPOT / target), the optimizer's own tie-break).
 """
 from __future__ import annotations
 
-from .candidates import SLO
-from .optimizer import better, same_cost
-from .plan import MODE_NAMES
+from planner.search.candidates import SLO
+from planner.search.optimizer import better, same_cost
+from planner.plan import MODE_NAMES
 
 COUPLED_MODES = ("coupled", "chunked_coupled")
 

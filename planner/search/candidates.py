@@ -10,12 +10,12 @@ from typing import Callable
 
 import numpy as np
 
-from . import catalog
-from .perf import Efficiency, PerfModel
-from .prefill_model import prefill_pool, prefill_ttft
-from .queueing import decode_side, percentiles
-from .transfer import kv_transfer_sample_s
-from .workload import Workload
+from planner import catalog
+from planner.perf.roofline import Efficiency, PerfModel
+from planner.analytic.prefill import prefill_pool, prefill_ttft
+from planner.analytic.queueing import decode_side, percentiles
+from planner.analytic.transfer import kv_transfer_sample_s
+from planner.workload import Workload
 
 DEFAULT_CHUNKS = (256, 512, 1024, 2048)
 DEFAULT_TPS = (1, 2, 4, 8)
@@ -73,7 +73,7 @@ class Family:
     """All pools of one kind (role, GPU, TP, chunk) that differ only in instance count:
     `evaluate(n)` gives the Option of n instances, or None where n misses the SLO. The
     optimizer's candidates are a few counts per family; the equal-budget comparison
-    (`planner.budget`) asks a family for any count."""
+    (`planner.search.budget`) asks a family for any count."""
     role: str
     gpu: str
     tp: int
@@ -287,8 +287,8 @@ def coupled_options(wl: Workload, perfs: dict, slo: SLO, prices: dict, model_nam
                     eff: Efficiency, budgets, rejections: list, seed: int = 0,
                     families: list | None = None) -> list[Option]:
     """vLLM-style (chunk = the longest prompt) and Sarathi-style (chunk = token budget)."""
-    from .coupled import passes_screen, predict_coupled, vllm_base
-    from .plan import Deployment, Role
+    from planner.analytic.coupled import passes_screen, predict_coupled, vllm_base
+    from planner.plan import Deployment, Role
     q = f"p{slo.percentile}"
     vllm_chunk = int(max(wl.prompt_values.max(), 1))
     out = []

@@ -1,5 +1,5 @@
 """The integer program: choose the cheapest deployment meeting the SLO among precomputed
-candidate pools (`planner.candidates`), and among equal-cost ones the one with the most
+candidate pools (`planner.search.candidates`), and among equal-cost ones the one with the most
 SLO headroom.
 
 Variables: binary x_o per prefill option, y_d per decode option, z_c per coupled option;
@@ -36,10 +36,10 @@ from dataclasses import dataclass, field
 import numpy as np
 import pulp
 
-from .candidates import Option, Rejection, SLO
-from .errors import InfeasibleError
-from .queueing import decode_time_s
-from .transfer import admission_fraction, record_tpot_s
+from planner.search.candidates import Option, Rejection, SLO
+from planner.errors import InfeasibleError
+from planner.analytic.queueing import decode_time_s
+from planner.analytic.transfer import admission_fraction, record_tpot_s
 
 MODE_CHOICES = ("auto", "disaggregated", "coupled", "chunked_coupled")
 EQUAL_COST_REL = 1e-6     # $/hour within one part in a million count as equal

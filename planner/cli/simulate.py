@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import click
 
-from .cli import echo_json
-from .errors import InputError
+from planner.cli.output import echo_json
+from planner.errors import InputError
 
 
 def _fmt(v, unit: str, scale: float = 1.0) -> str:
@@ -110,8 +110,8 @@ def simulate(plan_path, trace_path, records_path, flips_path, scale_path, start_
     over time (`planner recommend --windows`) changes its instance counts at each window's
     start: instances drain, flip or stop, new ones serve after --start-latency; the cost
     follows the instances billed, per window."""
-    from .plan import deployment_from_dict, read_plan
-    from .sim import simulate as run_open, simulate_closed_loop
+    from planner.plan import deployment_from_dict, read_plan
+    from planner.sim import simulate as run_open, simulate_closed_loop
 
     plan = read_plan(plan_path)
     trace = None

@@ -9,15 +9,15 @@ from pathlib import Path
 
 import click
 
-from . import catalog
-from .candidates import DEFAULT_CHUNKS, DEFAULT_TPS, SLO
-from .cli import echo_json
-from .cli_trace import read_with_options, trace_read_options
-from .errors import InputError
-from .optimizer import MODE_CHOICES
-from .plan import MODE_NAMES
-from .verdict import describe
-from .workload import DEFAULT_WINDOW_S
+from planner import catalog
+from planner.search.candidates import DEFAULT_CHUNKS, DEFAULT_TPS, SLO
+from planner.cli.output import echo_json
+from planner.cli.trace import read_with_options, trace_read_options
+from planner.errors import InputError
+from planner.search.optimizer import MODE_CHOICES
+from planner.plan import MODE_NAMES
+from planner.search.verdict import describe
+from planner.workload import DEFAULT_WINDOW_S
 
 MAX_SCHEDULE_WINDOWS = 2_000   # --windows: a few seconds of sizing per thousand windows
 
@@ -77,7 +77,7 @@ def _ints(text: str | None, what: str):
               help="Replay the trace in the simulator against the plan and its baselines and print predicted "
                    "next to simulated percentiles and SLO attainment (JSON: 'verification').")
 @click.option("--windows", "schedule_window_s", type=float, default=None,
-              help="Also plan over time in windows of this many seconds (planner.schedule): per-window instances "
+              help="Also plan over time in windows of this many seconds (planner.search.schedule): per-window instances "
                    "(deployment.windows) and the cost of each strategy.")
 @click.option("--schedule", "schedule_strategy", default="best", show_default=True,
               type=click.Choice(["best", "static_peak", "fixed_fleet", "autoscale", "reserved_burst"]),
@@ -92,7 +92,7 @@ def recommend(trace_path, gpus, model, slo_ttft, slo_tpot, slo_jct, slo_percenti
 
     The trace options are those of `planner trace stats`; --seed seeds both the drawn
     arrivals and the queueing model's sampling."""
-    from .recommend import recommend as plan_for
+    from planner.search.recommend import recommend as plan_for
 
     seed = read_kw["seed"]
     trace = read_with_options(trace_path, **read_kw)
@@ -105,7 +105,7 @@ def recommend(trace_path, gpus, model, slo_ttft, slo_tpot, slo_jct, slo_percenti
         trace = trace.time_scaled(1.0 / rate_scale)
     eff, gpu_specs = None, {}
     if profile_path:
-        from .calibrate import calibrate as fit
+        from planner.perf.calibrate import calibrate as fit
         if len(gpus) != 1:
             raise InputError("--profile calibrates one device: give exactly one --gpu with it")
         cal = fit(profile_path, gpus[0], model, memory_gb=memory_gb)
@@ -129,7 +129,7 @@ def recommend(trace_path, gpus, model, slo_ttft, slo_tpot, slo_jct, slo_percenti
     d = plan.to_dict()
     rows = None
     if verify:
-        from .verify_render import verification_rows
+        from planner.cli.verify_render import verification_rows
         rows = verification_rows(plan, trace, seed=seed, progress=True)
         d["verification"] = rows
     sched_sim = None
@@ -141,12 +141,12 @@ def recommend(trace_path, gpus, model, slo_ttft, slo_tpot, slo_jct, slo_percenti
             raise InputError(f"--windows {schedule_window_s:g} s splits the {span_s:,.1f} s trace into "
                              f"{math.ceil(span_s / schedule_window_s):,} windows, more than {MAX_SCHEDULE_WINDOWS:,} "
                              f"(each is sized on its own): use --windows >= {span_s / MAX_SCHEDULE_WINDOWS:.3g}")
-        from .schedule import plan_over_time
+        from planner.search.schedule import plan_over_time
         plan = plan_over_time(trace, plan, schedule_window_s, strategy=schedule_strategy, price_kind=price_kind,
                               provider=provider, overrides=overrides)
         d.update({k: v for k, v in plan.to_dict().items() if k in ("deployment", "cost")})
         if verify:
-            from .verify_render import schedule_verification
+            from planner.cli.verify_render import schedule_verification
             sched_sim = schedule_verification(plan, trace, seed=seed)
             d["schedule_verification"] = sched_sim
     if output:
@@ -155,10 +155,10 @@ def recommend(trace_path, gpus, model, slo_ttft, slo_tpot, slo_jct, slo_percenti
         return echo_json(d)
     click.echo(render_plan(plan))
     if schedule_window_s is not None:
-        from .verify_render import render_schedule
+        from planner.cli.verify_render import render_schedule
         click.echo("\n" + render_schedule(plan, sched_sim))
     if rows is not None:
-        from .verify_render import render_verification
+        from planner.cli.verify_render import render_verification
         click.echo("\n" + render_verification(rows))
     if output:
         click.echo(f"plan written to {output}")
@@ -239,7 +239,7 @@ def render_plan(plan) -> str:
 def calibrate(profile, gpu, model, memory_gb, kv_path, as_json):
     """Fit compute/memory efficiency, GEMM knee and per-iteration overheads to a profile
     CSV (device, model, kind, tokens, batch, context_tokens, bytes, seconds, repeats)."""
-    from .calibrate import calibrate as fit
+    from planner.perf.calibrate import calibrate as fit
     cal = fit(profile, gpu, model, memory_gb=memory_gb, kv_path=kv_path)
     d = cal.as_dict()
     if as_json:

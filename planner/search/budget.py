@@ -12,8 +12,8 @@ are few (at most `MAX_COUNTS` prefill counts per family pair).
 """
 from __future__ import annotations
 
-from .candidates import Family, SLO
-from .optimizer import Choice, better, same_cost
+from planner.search.candidates import Family, SLO
+from planner.search.optimizer import Choice, better, same_cost
 
 MAX_COUNTS = 512
 COUPLED_MODES = ("coupled", "chunked_coupled")

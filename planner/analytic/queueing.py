@@ -21,11 +21,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .perf import PerfModel
-from .prefill_model import (backlog_s, chunk_fill_tokens, chunked_alone_s, chunked_work_s,  # noqa: F401
-                            pool_utilisation, pool_wait_s, prefill_pool, prefill_ttft)
-from .transfer import admission_fraction, kv_transfer_sample_s, record_tpot_s
-from .workload import Workload, build_workload
+from planner.perf.roofline import PerfModel
+from planner.analytic.prefill import pool_utilisation, pool_wait_s, prefill_pool, prefill_ttft
+from planner.analytic.transfer import admission_fraction, kv_transfer_sample_s, record_tpot_s
+from planner.workload import Workload
 
 PERCENTILES = (50, 90, 99)
 KV_HEADROOM_Z = 2.33           # KV memory sized for the 99th percentile of tokens held
@@ -56,7 +55,7 @@ def arriving_linear_work(wl: Workload, seconds_per_token_w: np.ndarray) -> Arriv
 
 def fluid_wait_s(wl: Workload, aw: ArrivingWork, servers: int) -> np.ndarray:
     """Queueing wait of each sample request in a pool of `servers` instances (exact
-    Lindley recursion on the trace's own arrivals, `prefill_model.pool_wait_s`)."""
+    Lindley recursion on the trace's own arrivals, `prefill.pool_wait_s`)."""
     return pool_wait_s(wl.arrival_s, aw.work_s, servers)[wl.sample]
 
 
@@ -236,28 +235,6 @@ def percentiles(x: np.ndarray, pcts=PERCENTILES) -> dict:
 
 
 # ---- the public API -------------------------------------------------------------------
-def as_workload(trace_or_workload, window_s: float | None = None) -> Workload:
-    if isinstance(trace_or_workload, Workload):
-        return trace_or_workload
-    return build_workload(trace_or_workload, **({} if window_s is None else {"window_s": window_s}))
-
-
-def predict(deployment, trace_or_workload, window_s: float | None = None, seed: int = 0, slo=None) -> dict:
-    """Predicted latency percentiles of `deployment` (planner.plan.Deployment) serving a
-    trace (traces.Trace) or a prebuilt Workload.
-
-    Returns {"ttft_s": {p50,p90,p99}, "tpot_s": {...}, "jct_s": {...}, "kv_transfer_s":
-    {...} (disaggregated), "utilisation": {...}, "decode_batch": {...}, "kv_peak_fraction",
-    "feasible": bool, "limits": [reasons], "mode", "model": "queueing"}, and with `slo`
-    (an SLO: ttft_s, tpot_s) "slo_attainment", the predicted share of requests meeting both
-    targets. Infinite values mean the deployment cannot keep up (the reason is in "limits")."""
-    wl = as_workload(trace_or_workload, window_s)
-    if deployment.mode == "disaggregated":
-        return predict_disaggregated(deployment, wl, seed, slo)
-    from .coupled import predict_coupled
-    return predict_coupled(deployment, wl, seed, slo)
-
-
 def predict_disaggregated(dep, wl: Workload, seed: int = 0, slo=None, known_ttft_s=None, known_transfer_s=None) -> dict:
     """`known_ttft_s`, `known_transfer_s`: the prefill TTFT and KV transfer samples of this
     very deployment already computed (by `prefill_ttft` and `kv_transfer_sample_s` at

@@ -5,9 +5,9 @@ from pathlib import Path
 
 import click
 
-from . import catalog
-from .candidates import SLO
-from .errors import InputError
+from planner import catalog
+from planner.search.candidates import SLO
+from planner.errors import InputError
 
 
 def _floats(text: str, what: str) -> tuple[float, ...]:
@@ -75,9 +75,9 @@ def report(trace_path, gpus, model, slo_ttft, slo_tpot, slo_jct, slo_percentile,
     """
     from traces import read_trace
 
-    from .cli import echo_json
-    from .report import write_report
-    from .report.gather import build_report
+    from planner.cli.output import echo_json
+    from planner.report import write_report
+    from planner.report.gather import build_report
 
     out = Path(output)
     if out.suffix.lower() not in (".html", ".htm", ".md"):

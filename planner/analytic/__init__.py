@@ -1,0 +1,1 @@
+"""Analytical queueing models: prefill pools, decode batches, KV transfer, coupled baselines."""

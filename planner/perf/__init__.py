@@ -1,0 +1,1 @@
+"""Cost of one engine step, op by op, from its sources."""

@@ -1,0 +1,1 @@
+"""Plan search: candidates, the integer program, plans over time, verdicts."""
