@@ -11,7 +11,8 @@ from pathlib import Path
 
 from planner import catalog
 from planner.errors import InputError
-from planner.perf.roofline import Efficiency, PerfModel
+from planner.perf.model import PerfModel
+from planner.perf.profile import Efficiency
 
 PLAN_VERSION = 1
 MODES = ("disaggregated", "coupled", "chunked_coupled")
@@ -75,11 +76,12 @@ class Deployment:
     prefill: Role | None = None
     decode: Role | None = None
     coupled: Role | None = None
-    dtype: str = "fp16"
+    dtype: str = "bf16"
     policies: Policies = Policies()
     kv_link_gb_s: float = 25.0
     kv_latency_s: float = 1e-4
-    efficiency: Efficiency = Efficiency()
+    efficiency: Efficiency | None = None     # a calibrated testbed profile; None: the GPU's step-cost source
+    engine: str = "vllm"
     windows: tuple[Window, ...] = ()
 
     def __post_init__(self):
@@ -100,7 +102,7 @@ class Deployment:
         """The performance model of one instance of `role` (one source of truth)."""
         r = self.roles()[role]
         return PerfModel(catalog.gpu(r.gpu), catalog.model(self.model), tp=r.tp,
-                         dtype=self.dtype, eff=self.efficiency)
+                         dtype=self.dtype, eff=self.efficiency, engine=self.engine)
 
     @property
     def gpus(self) -> int:
@@ -149,7 +151,8 @@ def deployment_from_dict(d: dict, where: str = "plan") -> Deployment:
         for role in ("prefill", "decode", "coupled"):
             d[role] = _build(Role, d.get(role), f"{where}.deployment.{role}")
         d["policies"] = _build(Policies, d.get("policies") or {}, f"{where}.deployment.policies")
-        d["efficiency"] = _build(Efficiency, d.get("efficiency") or {}, f"{where}.deployment.efficiency")
+        d["efficiency"] = _build(Efficiency, d["efficiency"], f"{where}.deployment.efficiency") \
+            if d.get("efficiency") else None
         d["windows"] = tuple(_build(Window, w, f"{where}.deployment.windows") for w in d.get("windows") or ())
         return _build(Deployment, d, f"{where}.deployment")
     except TypeError as e:

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Create .venv and install the project. Usage: scripts/setup.sh [planner|all]
 #   planner: the light planner only (no torch)
-#   all:     planner + testbed (torch CPU build 2.13.0, transformers) + test tools
+#   all:     planner + testbed (torch CPU build 2.13.0, transformers) + test tools + measured kernel tables
 # pip's output goes to .venv/setup.log; it is shown only if a step fails.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -22,7 +22,7 @@ pip_install --upgrade pip
 if [ "$what" = "all" ]; then
   # Pin torch first: an unpinned torch pulls the multi-gigabyte CUDA build.
   .venv/bin/python -c 'import torch' 2>/dev/null || pip_install "torch==2.13.0"
-  pip_install -e '.[testbed,test]'
+  pip_install -e '.[testbed,test,silicon]'
 else
   pip_install -e .
 fi

@@ -54,8 +54,8 @@ def iteration_fit(iterations: list[dict], dep) -> dict:
             reqs = d["requests"] if "requests" in d else pd.Series(1, index=d.index)
             model = np.array([pm.prefill_time_s(int(c), float(k), max(int(r), 1))
                               for c, k, r in zip(d["size"], d["context_tokens"], reqs)])
-            if "start_s" in d and pm.eff.prefill_idle_factor != 1.0:
-                model = model * np.where(_after_idle(d), pm.eff.prefill_idle_factor, 1.0)
+            if "start_s" in d and pm.prefill_idle_factor != 1.0:
+                model = model * np.where(_after_idle(d), pm.prefill_idle_factor, 1.0)
         else:
             model = np.array([pm.decode_time_s(int(b), float(t)) for b, t in zip(d["size"], d["context_tokens"])])
         secs = d["seconds"].to_numpy(float)

@@ -9,13 +9,15 @@ structure - not the calibration's drift. It is not a prediction (it uses the run
 measurements), and validate says so where it prints it.
 
 The scaling is exact: iteration time = max(FLOPs / rate, bytes / bandwidth) + overheads +
-offsets (perf.py), so dividing both rates by f and multiplying every overhead, offset and
+offsets (planner/perf/profile.py), so dividing both rates by f and multiplying every overhead, offset and
 per-request second by f multiplies every time by f. Each role gets its own copy of its
 GPU spec (`<gpu>-x<f>`) so prefill and decode can differ.
 """
 from __future__ import annotations
 
 from dataclasses import replace
+
+from planner.errors import InputError
 
 from planner import catalog
 
@@ -37,6 +39,9 @@ def retimed(dep, prefill_factor: float, decode_factor: float):
     every decode iteration `decode_factor` times as long; KV transfers unchanged."""
     fp, fd = float(prefill_factor), float(decode_factor)
     e = dep.efficiency
+    if e is None:
+        raise InputError("re-timing needs a plan calibrated to a testbed profile: "
+                         "pass `testbed validate --profile PROFILE.csv`")
     # each role only runs its own kind of iteration, so the shared efficiency scales the
     # prefill terms by fp and the decode terms by fd
     eff = replace(e, prefill_overhead_s=e.prefill_overhead_s * fp, prefill_request_s=e.prefill_request_s * fp,

@@ -5,9 +5,11 @@ import pytest
 from planner import catalog
 from planner.perf.calibrate import calibrate, read_profile
 from planner.errors import InputError
-from planner.perf.roofline import Efficiency, PerfModel
+from planner.perf.model import PerfModel
+from planner.perf.profile import Efficiency
+from profile_eff import profile_eff
 
-TRUE = Efficiency(compute_eff=0.55, memory_eff=0.65, knee_tokens=90.0, prefill_overhead_s=3e-3,
+TRUE = profile_eff(compute_eff=0.55, memory_eff=0.65, knee_tokens=90.0, prefill_overhead_s=3e-3,
                   decode_overhead_s=1.5e-3)
 
 

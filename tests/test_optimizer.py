@@ -164,7 +164,7 @@ def test_pair_transfer_is_computed_at_the_pairs_slower_link_not_rescaled():
     queue, so halving the speed is not doubling the time (the old linear rescaling let a
     pair through whose p90 TPOT was 27x the target)."""
     from planner.search.candidates import decode_options, kv_link_gb_s, perf_models, prefill_options
-    from planner.perf.roofline import Efficiency
+    from profile_eff import profile_eff
     from planner.plan import Deployment, Role
     from planner.analytic.queueing import predict_disaggregated
     from planner.workload import build_workload
@@ -174,7 +174,7 @@ def test_pair_transfer_is_computed_at_the_pairs_slower_link_not_rescaled():
     n = 400
     a = np.arange(n) * 0.2               # 5 req/s of 1,000-token prompts: 4.1 GB/s of KV (819 kB/token)
     wl = build_workload(Trace(a, np.full(n, 1000), np.full(n, 50), name="t"))
-    perfs = perf_models(["l4"], "opt-13b", (4, 8), Efficiency())
+    perfs = perf_models(["l4"], "opt-13b", (4, 8), profile_eff())
     slo = SLO(ttft_s=5.0, tpot_s=1.0)
     pre = [o for o in prefill_options(wl, perfs, slo, {"l4": 1.0}, [2048], 16, []) if o.tp == 8]
     dec = [o for o in decode_options(wl, perfs, slo, {"l4": 1.0}, [], 0) if o.tp == 4]
@@ -182,7 +182,7 @@ def test_pair_transfer_is_computed_at_the_pairs_slower_link_not_rescaled():
     own, link = kv_link_gb_s(catalog.gpu("l4"), 8), kv_link_gb_s(catalog.gpu("l4"), 4)
     assert p.link_gb_s / p.instances == own and d.link_gb_s / d.instances == link == own / 2
     dep = Deployment("disaggregated", "opt-13b", 2048, prefill=Role("l4", p.instances, 8),
-                     decode=Role("l4", d.instances, 4), kv_link_gb_s=link)
+                     decode=Role("l4", d.instances, 4), kv_link_gb_s=link, efficiency=profile_eff())
     want = predict_disaggregated(dep, wl, 0, slo)
     _, tpot, _ = pair_samples(p, d, wl, catalog.model("opt-13b").kv_bytes_per_token("fp16"), 1e-4)
     assert np.percentile(tpot, 90) == pytest.approx(want["tpot_s"]["p90"], rel=1e-9)

@@ -2,11 +2,13 @@ import numpy as np
 import pytest
 
 from planner import catalog
-from planner.perf.roofline import Efficiency, PerfModel, kv_transfer_time_s
+from planner.perf.model import PerfModel, kv_transfer_time_s
+from planner.perf.profile import Efficiency
+from profile_eff import profile_eff
 
 
 def pm(gpu="a100", model="opt-13b", tp=1, **eff):
-    return PerfModel(catalog.gpu(gpu), catalog.model(model), tp=tp, eff=Efficiency(**eff))
+    return PerfModel(catalog.gpu(gpu), catalog.model(model), tp=tp, eff=profile_eff(**eff))
 
 
 def test_opt13b_v100_chunk_saturation_near_paper_512():
@@ -21,7 +23,7 @@ def test_empty_iterations_take_no_time():
 
 def test_decode_single_request_is_weight_bandwidth_bound():
     p = pm(decode_overhead_s=0.0)
-    expected = (p.weight_bytes + p.kv_bytes_per_token * 101 + p._act_bytes(1)) / (2039e9 * 0.8)
+    expected = (p.weight_bytes + p.kv_bytes_per_token * 101 + p._profile._act_bytes(1)) / (2039e9 * 0.8)
     assert p.decode_time_s(1, 100) == pytest.approx(float(expected), rel=1e-9)
 
 
@@ -63,8 +65,8 @@ def test_kv_transfer():
 
 def test_piecewise_offsets_apply_to_pure_iterations_only():
     from dataclasses import replace
-    base = PerfModel(catalog.gpu("a100"), catalog.model("opt-13b"))
-    eff = Efficiency(decode_batch_offsets_s=[[4, 3e-3], [1, 0.0]], prefill_chunk_offsets_s=[[64, 2e-3], [256, 0.0]])
+    base = PerfModel(catalog.gpu("a100"), catalog.model("opt-13b"), eff=profile_eff())
+    eff = profile_eff(decode_batch_offsets_s=[[4, 3e-3], [1, 0.0]], prefill_chunk_offsets_s=[[64, 2e-3], [256, 0.0]])
     pm = replace(base, eff=eff)
     assert eff.decode_batch_offsets_s == ((1.0, 0.0), (4.0, 3e-3))       # sorted tuples (hashable, from JSON lists)
     assert pm.decode_time_s(4, 4000) == pytest.approx(base.decode_time_s(4, 4000) + 3e-3)
@@ -76,16 +78,16 @@ def test_piecewise_offsets_apply_to_pure_iterations_only():
     slope = lambda m: m.decode_time_s(4, 9000) - m.decode_time_s(4, 8000)   # noqa: E731
     assert slope(pm) == pytest.approx(slope(base))
     # never below a tenth of the roofline time
-    neg = replace(base, eff=Efficiency(decode_batch_offsets_s=((1, -1.0),)))
+    neg = replace(base, eff=profile_eff(decode_batch_offsets_s=((1, -1.0),)))
     assert neg.decode_time_s(1, 100) == pytest.approx(0.1 * base.decode_time_s(1, 100))
     with pytest.raises(ValueError, match="finite seconds"):
-        Efficiency(decode_batch_offsets_s=((0, 1e-3),))
+        profile_eff(decode_batch_offsets_s=((0, 1e-3),))
 
 
 def test_piecewise_corrections_survive_a_plan_json_round_trip():
     import json
     from planner.plan import Deployment, Plan, Role, plan_from_dict
-    eff = Efficiency(calibrated=True, decode_batch_offsets_s=((1, 1e-3), (2, -4e-4)), prefill_chunk_offsets_s=((64, 2e-3),))
+    eff = profile_eff(calibrated=True, decode_batch_offsets_s=((1, 1e-3), (2, -4e-4)), prefill_chunk_offsets_s=((64, 2e-3),))
     dep = Deployment(mode="disaggregated", model="opt-13b", chunk_tokens=512, prefill=Role("a100", 1),
                      decode=Role("a100", 1), efficiency=eff)
     again = plan_from_dict(json.loads(Plan(dep).to_json())).deployment

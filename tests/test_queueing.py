@@ -4,8 +4,15 @@ import numpy as np
 import pytest
 
 from planner import catalog
-from planner.perf.roofline import Efficiency, PerfModel
-from planner.plan import Deployment, Role
+from planner.perf.model import PerfModel
+from planner.perf.profile import Efficiency
+from profile_eff import profile_eff
+from planner.plan import Deployment as _Deployment, Role
+
+def Deployment(*args, **kw):
+    """These tests hand-compute the queueing and simulator formulas on a calibrated-profile
+    performance model (planner.perf.profile), the same for every release of kernel tables."""
+    return _Deployment(*args, **{"efficiency": profile_eff(), **kw})
 from planner.analytic.predict import predict
 from planner.analytic.prefill import chunked_alone_s, chunked_work_s
 from planner.analytic.queueing import arriving_work, decode_load, decode_tpot_fixed_point, fluid_wait_s
@@ -15,7 +22,7 @@ from traces.trace import Trace
 
 
 def pm(gpu="a100", tp=1):
-    return PerfModel(catalog.gpu(gpu), catalog.model("opt-13b"), tp=tp, eff=Efficiency())
+    return PerfModel(catalog.gpu(gpu), catalog.model("opt-13b"), tp=tp, eff=profile_eff())
 
 
 def disagg(n_p=1, n_d=1, chunk=512, gpu="a100"):

@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from planner.perf.roofline import kv_transfer_time_s
+from planner.perf.model import kv_transfer_time_s
 from planner.plan import Deployment, Policies, Role
 from planner.sim import simulate
 from traces.trace import Trace

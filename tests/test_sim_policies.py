@@ -8,7 +8,13 @@ import pytest
 
 from planner import catalog
 from planner.errors import InputError
-from planner.plan import Deployment, Policies, Role
+from profile_eff import profile_eff
+from planner.plan import Deployment as _Deployment, Policies, Role
+
+def Deployment(*args, **kw):
+    """These tests hand-compute the queueing and simulator formulas on a calibrated-profile
+    performance model (planner.perf.profile), the same for every release of kernel tables."""
+    return _Deployment(*args, **{"efficiency": profile_eff(), **kw})
 from planner.sim import LengthPredictor, read_confusion, simulate, simulate_closed_loop
 from planner.sim.dispatch import Dispatcher
 from traces.trace import Trace

@@ -10,7 +10,9 @@ import pytest
 pytest.importorskip("torch")
 
 from planner import catalog  # noqa: E402
-from planner.perf.roofline import Efficiency, PerfModel  # noqa: E402
+from planner.perf.model import PerfModel  # noqa: E402
+from planner.perf.profile import Efficiency  # noqa: E402
+from profile_eff import profile_eff  # noqa: E402
 from planner.plan import Deployment, Policies, Role  # noqa: E402
 from testbed.validate import refit  # noqa: E402
 
@@ -33,19 +35,19 @@ def synthetic_profile(path, eff):
 
 
 def test_refit_keeps_the_decision_and_takes_the_profiles_model(tmp_path):
-    truth = Efficiency(0.5, 0.4, None, 3e-3, 2e-3)
+    truth = Efficiency(compute_eff=0.5, memory_eff=0.4, prefill_overhead_s=3e-3, decode_overhead_s=2e-3)
     pm = synthetic_profile(tmp_path / "p.csv", truth)
     dep = Deployment(mode="disaggregated", model=MODEL, chunk_tokens=512, prefill=Role(GPU, 2),
                      decode=Role(GPU, 3), policies=Policies(decode_admission="greedy"))
     new, note = refit(dep, str(tmp_path / "p.csv"), "shm")
     assert (new.prefill, new.decode, new.chunk_tokens, new.policies) == (dep.prefill, dep.decode, 512, dep.policies)
     assert new.efficiency.calibrated and "re-fitted" in note
-    # the plan's datasheet defaults are 1.5-2x off the profile; the re-fit is within 5%
+    # the plan's own model (the GPU's kernel tables or fitted roofline) is not the profile's; the re-fit is within 5%
     for c, k in ((64, 0), (1024, 512)):
         assert new.perf("prefill").prefill_time_s(c, k) == pytest.approx(pm.prefill_time_s(c, k), rel=0.05)
     for b, t in ((8, 1024), (64, 65536)):
         assert new.perf("decode").decode_time_s(b, t) == pytest.approx(pm.decode_time_s(b, t), rel=0.05)
-        assert dep.perf("decode").decode_time_s(b, t) < 0.7 * pm.decode_time_s(b, t)
+        assert abs(dep.perf("decode").decode_time_s(b, t) / pm.decode_time_s(b, t) - 1) > 0.2
     assert new.kv_link_gb_s == pytest.approx(100.0, rel=1e-3)      # shm: a same-host copy
     gloo, _ = refit(dep, str(tmp_path / "p.csv"), "gloo")            # d2h then h2d in series
     assert gloo.kv_link_gb_s == pytest.approx(25.0, rel=1e-3)
@@ -86,7 +88,7 @@ def test_segments_and_iteration_fit_by_hand():
 @pytest.mark.parametrize("overlaps", [False, True])
 def test_retimed_scales_every_iteration_of_a_role_exactly(overlaps):
     from testbed.speed import retimed
-    eff = Efficiency(overhead_overlaps=overlaps, prefill_request_s=1e-3, kv_traffic=2.0,
+    eff = profile_eff(overhead_overlaps=overlaps, prefill_request_s=1e-3, kv_traffic=2.0,
                      decode_batch_offsets_s=((1, 2e-4), (8, 1e-3)), prefill_chunk_offsets_s=((64, 5e-4), (512, 0.0)))
     dep = Deployment(mode="disaggregated", model=MODEL, chunk_tokens=512, prefill=Role(GPU, 1),
                      decode=Role(GPU, 2), efficiency=eff)
@@ -110,7 +112,8 @@ def test_validate_retimes_the_models_at_the_runs_measured_speed():
     from testbed.validate import compare
     from traces.synthetic import generate
     trace = generate("mixed", n_requests=150, rate_per_s=4.0, seed=3)
-    dep = Deployment(mode="disaggregated", model=MODEL, chunk_tokens=512, prefill=Role(GPU, 1), decode=Role(GPU, 1))
+    dep = Deployment(mode="disaggregated", model=MODEL, chunk_tokens=512, prefill=Role(GPU, 1), decode=Role(GPU, 1),
+                     efficiency=profile_eff())
     measured = simulate(dep, trace).records
     p, d = dep.perf("prefill"), dep.perf("decode")
 
@@ -129,7 +132,7 @@ def test_validate_retimes_the_models_at_the_runs_measured_speed():
 def test_iteration_fit_charges_the_idle_factor_to_chunks_after_a_pause():
     from testbed.diagnose import iteration_fit
     dep = Deployment(mode="disaggregated", model=MODEL, chunk_tokens=512, prefill=Role(GPU, 1), decode=Role(GPU, 1),
-                     efficiency=Efficiency(prefill_idle_factor=1.5))
+                     efficiency=profile_eff(prefill_idle_factor=1.5))
     t = dep.perf("prefill").prefill_time_s(256, 0)            # the back-to-back (warm) time
     # chunk 1 starts the idle worker (cold: 1.5 t), chunk 2 follows at once (t), chunk 3 after 1 s (1.5 t)
     its = [{"worker": "p0", "size": 256, "requests": 1, "context_tokens": 0, "start_s": 0.0, "seconds": 1.5 * t},

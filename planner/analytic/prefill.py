@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from planner.perf.roofline import PerfModel
+from planner.perf.model import PerfModel
 
 BUSY_PASSES = 1
 FILL_SEED_OFFSET = 7919      # the chunk-room draw: a fixed stream per workload seed
@@ -44,7 +44,7 @@ def chunked_work_s(perf: PerfModel, prompt_tokens, chunk_tokens: int, fill_token
     fill = float(chunk_tokens if fill_tokens is None else fill_tokens)
     cached = np.maximum(p - chunk_tokens, 0.0) / 2.0
     # plus its own slice in each chunk it rides in (one more request in that chunk)
-    return p / fill * perf.prefill_time_s(np.full_like(p, fill), cached) + np.ceil(p / fill) * perf.eff.prefill_request_s
+    return p / fill * perf.prefill_time_s(np.full_like(p, fill), cached) + np.ceil(p / fill) * perf.prefill_request_s
 
 
 def chunked_alone_s(perf: PerfModel, prompt_tokens, chunk_tokens: int):
@@ -58,7 +58,7 @@ def chunked_alone_s(perf: PerfModel, prompt_tokens, chunk_tokens: int):
                                         np.maximum(full - 1, 0) * chunk_tokens / 2.0)
     t_full = np.where(full > 0, t_full, 0.0)
     t = t_full + perf.prefill_time_s(rem, full * chunk_tokens)
-    idle = perf.eff.prefill_idle_factor
+    idle = perf.prefill_idle_factor
     if idle != 1.0:   # its first chunk starts the idle instance: cold
         first = np.where(full > 0, perf.prefill_time_s(np.full_like(p, float(chunk_tokens)), 0.0),
                          perf.prefill_time_s(rem, 0.0))

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from planner.perf.roofline import PerfModel
+from planner.perf.model import PerfModel
 from planner.analytic.prefill import pool_utilisation, pool_wait_s, prefill_pool, prefill_ttft
 from planner.analytic.transfer import admission_fraction, kv_transfer_sample_s, record_tpot_s
 from planner.workload import Workload

@@ -24,7 +24,11 @@ class GpuSpec:
     memory_gb_s: float          # memory bandwidth, 1e9 bytes/s
     link_gb_s: float            # intra-node GPU-GPU bandwidth per direction, 1e9 bytes/s
     network_gbit_s: float       # typical inter-node network per node, 1e9 bits/s
-    gemm_knee_tokens: float     # tokens at which GEMM efficiency reaches half its maximum
+    gemm_knee_tokens: float     # tokens at which GEMM efficiency reaches half its maximum (calibrated profiles)
+    fp8_tflops: float = 0.0     # dense FP8 tensor throughput (0: no FP8 tensor cores)
+    fp4_tflops: float = 0.0     # dense FP4 tensor throughput (0: no FP4 tensor cores)
+    nvlink_domain: int = 1      # GPUs that share one NVLink domain (8 in an HGX node, 72 in an NVL72 rack)
+    kernel_system: str = ""     # the system name of its measured kernel tables (planner.perf.tables), if any
     source: str = ""
     aliases: tuple[str, ...] = ()
 
@@ -35,6 +39,12 @@ class GpuSpec:
     @property
     def peak_flops(self) -> float:
         return self.fp16_tflops * 1e12
+
+    def peak_flops_for(self, compute_dtype: str) -> float:
+        """Dense tensor FLOP/s for GEMMs computed in `compute_dtype` (fp8/fp4 where the GPU
+        has such tensor cores; others run at the FP16 rate, as weight-only kernels do)."""
+        tflops = {"fp8": self.fp8_tflops, "fp4": self.fp4_tflops}.get(compute_dtype, 0.0) or self.fp16_tflops
+        return tflops * 1e12
 
     @property
     def memory_bytes_s(self) -> float:
@@ -126,10 +136,11 @@ def gpus() -> dict[str, GpuSpec]:
     for r in _rows("gpus.csv"):
         out[r["name"]] = GpuSpec(
             name=r["name"], vendor=r["vendor"], fp16_tflops=float(r["fp16_tflops"]),
+            fp8_tflops=float(r["fp8_tflops"]), fp4_tflops=float(r["fp4_tflops"]),
             memory_gb=float(r["memory_gb"]), memory_gb_s=float(r["memory_gb_s"]),
             link_gb_s=float(r["link_gb_s"]), network_gbit_s=float(r["network_gbit_s"]),
-            gemm_knee_tokens=float(r["gemm_knee_tokens"]), source=r["source"],
-            aliases=_aliases(r["aliases"]))
+            gemm_knee_tokens=float(r["gemm_knee_tokens"]), nvlink_domain=int(r["nvlink_domain"]),
+            kernel_system=r["kernel_system"], source=r["source"], aliases=_aliases(r["aliases"]))
     return out
 
 

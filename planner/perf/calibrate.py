@@ -27,7 +27,7 @@ from scipy.stats import f as f_dist
 
 from planner import catalog
 from planner.errors import InputError
-from planner.perf.roofline import Efficiency, PerfModel
+from planner.perf.profile import Efficiency, ProfileModel
 
 PROFILE_COLUMNS = ("device", "model", "kind", "tokens", "batch", "context_tokens", "bytes", "seconds", "repeats")
 KINDS = ("prefill", "decode", "kv")
@@ -129,7 +129,7 @@ def calibrate(profile, gpu: str, model: str, memory_gb: float | None = None, whe
     spec = _local_spec(memory_gb or 16.0, 1.0) if is_local else catalog.gpu(gpu)
     if memory_gb and not is_local:
         spec = replace(spec, memory_gb=memory_gb)
-    base = PerfModel(spec, spec_model)
+    base = ProfileModel(spec, spec_model, 1, "fp16", eff=Efficiency(1.0, 1.0, 0.0, 0.0))   # every fit replaces eff
     ct, ck, cs, cw, cb = (pre[c].to_numpy(float) for c in ("tokens", "context_tokens", "seconds", "repeats", "batch"))
     cb = np.maximum(cb, 1.0)
     db, dc, ds, dw = (dec[c].to_numpy(float) for c in ("batch", "context_tokens", "seconds", "repeats"))
@@ -179,13 +179,14 @@ def _efficiency(theta, overlap: bool, d_points=(), p_points=()) -> Efficiency:
     """theta = (compute, memory, knee, prefill overhead, decode overhead, KV read, seconds
     per extra request in a chunk, then one offset per decode point, then one per prefill point)."""
     nd = len(d_points)
-    return Efficiency(theta[0], theta[1], theta[2], theta[3], theta[4], overhead_overlaps=overlap,
+    return Efficiency(compute_eff=theta[0], memory_eff=theta[1], knee_tokens=theta[2], prefill_overhead_s=theta[3],
+                      decode_overhead_s=theta[4], overhead_overlaps=overlap,
                       kv_traffic=theta[5], prefill_request_s=theta[6],
                       decode_batch_offsets_s=tuple(zip(d_points, theta[N_BASE:N_BASE + nd])),
                       prefill_chunk_offsets_s=tuple(zip(p_points, theta[N_BASE + nd:])))
 
 
-def _fit(base: PerfModel, spec_model, is_local: bool, overlap: bool, free_kv: bool, prefill_rows, decode_rows, w,
+def _fit(base: ProfileModel, spec_model, is_local: bool, overlap: bool, free_kv: bool, prefill_rows, decode_rows, w,
          d_points=(), p_points=(), start=None):
     """Bounded least squares on relative errors; (theta, prefill errors, decode errors).
     With `d_points` / `p_points`, one additive offset per decode batch size / prefill chunk

@@ -11,7 +11,8 @@ from typing import Callable
 import numpy as np
 
 from planner import catalog
-from planner.perf.roofline import Efficiency, PerfModel
+from planner.perf.model import PerfModel
+from planner.perf.profile import Efficiency
 from planner.analytic.prefill import prefill_pool, prefill_ttft
 from planner.analytic.queueing import decode_side, percentiles
 from planner.analytic.transfer import kv_transfer_sample_s
@@ -149,7 +150,7 @@ def _search_up(ok, lo: int, hi: int = MAX_INSTANCES) -> int | None:
     return _bisect(ok, fail + 1 if fail is not None else n, n)
 
 
-def perf_models(gpu_names, model_name: str, tps, eff: Efficiency, dtype: str = "fp16"):
+def perf_models(gpu_names, model_name: str, tps, eff: Efficiency | None, dtype: str = "bf16"):
     """(gpu, tp) -> PerfModel for every TP at which the weights fit."""
     out = {}
     for g in gpu_names:

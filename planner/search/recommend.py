@@ -12,7 +12,7 @@ from planner.search.candidates import (DEFAULT_CHUNKS, DEFAULT_SARATHI_BUDGETS, 
                          decode_options, kv_link_gb_s, perf_models, prefill_options, tp_problem)
 from planner.errors import InfeasibleError, InputError
 from planner.search.optimizer import Choice, MODE_CHOICES, infeasible_message, pair_ok as latency_pair_ok, pair_samples, solve
-from planner.perf.roofline import Efficiency
+from planner.perf.profile import Efficiency
 from planner.plan import Deployment, Plan, Policies, Role
 from planner.search.budget import best_at, equal_budget
 from planner.analytic.predict import predict
@@ -41,7 +41,7 @@ def recommend(trace, gpus=("a100",), model: str = "opt-13b", slo: SLO = SLO(), *
         raise InputError(f"--runners-up must be >= 0, got {runners_up}")
     if max_gpus is not None and max_gpus < 1:
         raise InputError(f"--max-gpus must be >= 1, got {max_gpus}")
-    eff = efficiency or Efficiency()
+    eff = efficiency
     spec_model = catalog.model(model)
     tp_notes = {tp: tp_problem(spec_model, tp) for tp in tps}
     if all(tp_notes.values()):
@@ -61,7 +61,7 @@ def recommend(trace, gpus=("a100",), model: str = "opt-13b", slo: SLO = SLO(), *
     sat = {k: pm.saturation_chunk_tokens() for k, pm in perfs.items()}
     chunk_set = sorted(set(chunks or DEFAULT_CHUNKS) | (set() if chunks else {v for (g, tp), v in sat.items() if tp == 1}))
 
-    kv_bytes_tok = spec_model.kv_bytes_per_token(dtype)
+    kv_bytes_tok = next(iter(perfs.values())).kv_bytes_per_token
     kv_rate = float((wl.window_sum_prompt / wl.window_duration_s).max() * kv_bytes_tok / 1e9)
     if kv_link_override_gb_s:
         kv_rate_options = 0.0   # the link is the user's; size pools by the SLO only
@@ -188,7 +188,8 @@ def recommend(trace, gpus=("a100",), model: str = "opt-13b", slo: SLO = SLO(), *
         "trace": wl.stats(), "model": spec_model.name, "dtype": dtype, "gpus": gpu_names,
         "prices": {g: {"usd_per_gpu_hour": prices[g], "source": price_src[g]} for g in gpu_names},
         "price_kind": price_kind, "slo": slo.as_dict(), "mode": mode, "max_gpus": max_gpus,
-        "calibrated": eff.calibrated, "efficiency_source": eff.source,
+        "calibrated": eff is not None, "efficiency_source": perfs[next(iter(perfs))].source_name,
+        "step_cost_sources": {f"{g}/tp{tp}": pm.source_name for (g, tp), pm in perfs.items()},
         "candidates": {"tp": sorted({tp for _, tp in perfs}), "chunks": chunk_set,
                        "sarathi_budgets": list(sarathi_budgets),
                        "saturation_chunk_tokens": {f"{g}/tp{tp}": v for (g, tp), v in sat.items()},

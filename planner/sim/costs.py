@@ -1,6 +1,6 @@
 """Iteration costs from the planner's PerfModel, made cheap enough to call per event.
 
-The simulator and the analytical model share one performance model (`planner.perf.roofline`). Calling
+The simulator and the analytical model share one performance model (`planner.perf.model`). Calling
 it costs microseconds of numpy per scalar, and the simulator needs millions of iteration
 times, so this module reads the same function in a cheaper form:
 
@@ -98,7 +98,7 @@ class PrefillCost:
         if chunk_tokens <= 0:
             return 0.0
         if requests > 1:
-            return self.time_s(chunk_tokens, cached_tokens) + (requests - 1) * self.perf.eff.prefill_request_s
+            return self.time_s(chunk_tokens, cached_tokens) + (requests - 1) * self.perf.prefill_request_s
         lines = self._by_chunk.get(chunk_tokens)
         if lines is not None:
             return lines(cached_tokens)
@@ -198,56 +198,11 @@ class DecodeCost:
 
 
 class MixedCost:
-    """`time_s(p, k, b, T)` = `PerfModel.mixed_time_s(p, k, b, T)` for scalars (a Sarathi
-    iteration), without numpy's per-call cost: the same arithmetic on the PerfModel's own
-    constants. It is checked against `mixed_time_s` at 300 random points when built and
-    calls the PerfModel directly if any differs (`exact` says which), so a change to the
-    performance model can make this slower but never different."""
+    """`time_s(p, k, b, T)`: a mixed (Sarathi-style) iteration, the performance model's
+    scalar fast path (`PerfModel.step_s`: plain lookups, no numpy per call)."""
 
-    def __init__(self, perf, seed: int = 0):
-        from planner.catalog import dtype_bytes
-        from planner.perf.roofline import ACT_BYTES_PER_TOKEN_LAYER, ALLREDUCE_LATENCY_S
+    def __init__(self, perf):
         self.perf = perf
-        m = perf.model
-        self._lin = 2.0 * m.layers * m.layer_params
-        self._head = 2.0 * m.vocab * m.hidden
-        self._attn = 4.0 * m.layers * m.q_dim
-        self._peak = perf.tp * perf.gpu.peak_flops * perf.eff.compute_eff
-        self._knee = float(perf.knee_tokens)
-        self._w = float(perf.weight_bytes)
-        self._kvb = float(perf.kv_bytes_per_token)
-        self._act = m.hidden * dtype_bytes(perf.dtype) * m.layers * ACT_BYTES_PER_TOKEN_LAYER
-        self._mem = float(perf._mem_rate())
-        self._ov_p = perf.eff.prefill_overhead_s
-        self._ov_d = perf.eff.decode_overhead_s
-        if perf.tp > 1:
-            ring = 2.0 * (perf.tp - 1) / perf.tp * m.hidden * dtype_bytes(perf.dtype) / (perf.gpu.link_gb_s * 1e9)
-            self._ar0, self._ar1 = 2 * m.layers * ALLREDUCE_LATENCY_S, 2 * m.layers * ring
-        else:
-            self._ar0 = self._ar1 = 0.0
-        rng = np.random.default_rng(seed)
-        p = rng.integers(0, 4097, 300).astype(float)
-        p[:50] = 0
-        b = rng.integers(0, 257, 300).astype(float)
-        b[50:100] = 0
-        k = rng.uniform(0, 8192, 300)
-        t = rng.uniform(0, 5e5, 300) * (b > 0)
-        want = perf.mixed_time_s(p, k, b, t)
-        self.exact = all(abs(self._fast(*x) - w) <= _REL_TOL * max(abs(w), 1e-12)
-                         for x, w in zip(zip(p, k, b, t), want))
-
-    def _fast(self, p, k, b, ctx) -> float:
-        n = p + b
-        if n <= 0:
-            return 0.0
-        nn = n if n > 1.0 else 1.0
-        compute = ((self._lin * n + self._head * (b + (1 if p > 0 else 0))) / (self._peak * nn / (nn + self._knee))
-                   + self._attn * (p * (k + (p + 1) / 2.0) + ctx) / self._peak)
-        memory = (self._w + self._kvb * (k + p + ctx + b) + self._act * n) / self._mem
-        t = compute if compute > memory else memory
-        return t + (self._ov_p if p > 0 else self._ov_d) + (self._ar0 + self._ar1 * n if self._ar1 else 0.0)
 
     def time_s(self, prefill_tokens, cached_tokens, decode_batch, context_tokens) -> float:
-        if self.exact:
-            return self._fast(prefill_tokens, cached_tokens, decode_batch, context_tokens)
-        return float(self.perf.mixed_time_s(prefill_tokens, cached_tokens, decode_batch, context_tokens))
+        return self.perf.step_s(prefill_tokens, cached_tokens, decode_batch, context_tokens)

@@ -2,7 +2,7 @@
 
 Each prefill instance sends over its own link (its NIC); the transfers in flight on a link
 share its bandwidth equally (processor sharing). A transfer of `b` bytes alone on the link
-takes `latency_s + b / bandwidth`, exactly `planner.perf.roofline.kv_transfer_time_s`. Sharing is
+takes `latency_s + b / bandwidth`, exactly `planner.perf.model.kv_transfer_time_s`. Sharing is
 tracked in "virtual bytes": every active transfer has received the same number of bytes
 since the link's virtual clock started, so a transfer is done when the virtual clock passes
 its start mark plus its size, and only the earliest such mark needs an event.

@@ -7,7 +7,7 @@ chunks: the chunk takes the unfinished rest of the request it last sliced first
 (shortest prompt first) or LJF (longest first) - up to `batch_limit` requests a chunk. A
 chunk's time is `PerfModel.prefill_time_s(tokens, cached, slices)` with `cached` the
 slice-weighted context already in the KV cache (sum of slice_len * cached_len / tokens), as
-perf/roofline.py defines for merged chunks. A request's first token is out when its last slice's chunk ends.
+perf/profile.py defines for merged chunks. A request's first token is out when its last slice's chunk ends.
 With `pad_to_chunk` (the paper's implementation: "pad the last chunk with zeros") a chunk
 with fewer tokens costs a full chunk. A chunk that starts an idle instance costs
 `Efficiency.prefill_idle_factor` times as much (cold caches; 1.0 unless calibrated).
@@ -120,7 +120,7 @@ class PrefillInstance:
         self.busy = True
         dur = self.cost.time_s(self.chunk if self.pad_to_chunk else tokens, weighted / tokens, slices)
         if self.cold:
-            dur *= self.cost.perf.eff.prefill_idle_factor
+            dur *= self.cost.perf.prefill_idle_factor
             self.cold = False
         self.busy_s += dur
         self.chunks += 1

@@ -8,7 +8,7 @@ import sys
 import pandas as pd
 
 from planner import catalog
-from planner.perf.roofline import PerfModel
+from planner.perf.model import PerfModel
 
 
 def decode_rows(path):

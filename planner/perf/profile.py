@@ -1,4 +1,6 @@
-"""Performance model: time of one prefill or decode iteration on one instance.
+"""Step costs calibrated from a testbed profile (`testbed profile` -> `planner calibrate`):
+the source for a device measured end to end (the CPU testbed, a GPU testbed run), not for
+catalog GPUs, which use measured kernels or the fitted roofline (planner.perf.step).
 
 Roofline per iteration: the larger of FLOPs over effective compute and bytes over
 effective memory bandwidth, plus a fixed per-iteration overhead and the tensor-parallel
@@ -25,15 +27,15 @@ MIN_CORRECTED = 0.1             # a piecewise offset never takes an iteration be
 
 @dataclass(frozen=True)
 class Efficiency:
-    """How far the hardware is from its datasheet. Defaults are stated, not measured;
-    `planner.perf.calibrate` fits them to a profile and sets `calibrated=True`."""
-    compute_eff: float = 0.70          # of peak FLOP/s, large GEMMs
-    memory_eff: float = 0.80           # of peak bandwidth, streaming weights and KV
+    """How far a profiled device is from its nominal figures, as `planner.perf.calibrate`
+    fits them to a testbed profile (there is no default: catalog GPUs do not use this)."""
+    compute_eff: float                 # of peak FLOP/s, large GEMMs
+    memory_eff: float                  # of peak bandwidth, streaming weights and KV
+    prefill_overhead_s: float          # per iteration: launch, scheduling, sampling
+    decode_overhead_s: float
     knee_tokens: float | None = None   # None: the GPU catalog's gemm_knee_tokens
-    prefill_overhead_s: float = 2.0e-3  # per iteration: launch, scheduling, sampling
-    decode_overhead_s: float = 1.0e-3
-    calibrated: bool = False
-    source: str = "datasheet defaults (compute 70%, memory 80%)"
+    calibrated: bool = True
+    source: str = "calibrated from a profile"
     # False: overhead adds to the GPU time (an engine that launches ahead of the GPU still
     # pays a fixed cost per iteration). True: the overhead is CPU time that overlaps the
     # GPU's (a Python engine issuing kernels asynchronously), t = max(GPU time, overhead)
@@ -81,14 +83,14 @@ class Efficiency:
 
 
 @dataclass(frozen=True)
-class PerfModel:
+class ProfileModel:
     gpu: GpuSpec
     model: ModelSpec
-    tp: int = 1
-    dtype: str = "fp16"
-    eff: Efficiency = Efficiency()
+    tp: int
+    dtype: str
+    eff: Efficiency
 
-    def with_tp(self, tp: int) -> "PerfModel":
+    def with_tp(self, tp: int) -> "ProfileModel":
         return replace(self, tp=tp)
 
     # ---- sizes -------------------------------------------------------------------
@@ -180,27 +182,3 @@ class PerfModel:
         if self.eff.decode_batch_offsets_s or self.eff.prefill_chunk_offsets_s:
             out = np.maximum(out + self.eff.offset_s(p, b), MIN_CORRECTED * out)
         return np.where(n > 0, out, 0.0) if out.ndim else (float(out) if n > 0 else 0.0)
-
-    # ---- derived -----------------------------------------------------------------
-    def prefill_throughput_tokens_s(self, chunk_tokens):
-        c = np.asarray(chunk_tokens, dtype=float)
-        return c / self.prefill_time_s(c)
-
-    def saturation_chunk_tokens(self, fraction: float = 0.95, max_tokens: int = 16384) -> int:
-        """Smallest chunk (multiple of 16) whose prefill throughput reaches `fraction` of
-        the best throughput over chunks up to `max_tokens` (TetriInfer's ChunkSize)."""
-        chunks = np.arange(16, max_tokens + 1, 16)
-        thr = self.prefill_throughput_tokens_s(chunks)
-        return int(chunks[np.argmax(thr >= fraction * thr.max())])
-
-    def prompt_prefill_time_s(self, prompt_tokens, chunk_tokens: int):
-        """Time to prefill one whole prompt alone, in chunks of `chunk_tokens`."""
-        p = int(prompt_tokens)
-        starts = np.arange(0, p, chunk_tokens)
-        sizes = np.minimum(chunk_tokens, p - starts)
-        return float(np.sum(self.prefill_time_s(sizes, starts)))
-
-
-def kv_transfer_time_s(kv_bytes, link_gb_s: float, latency_s: float = 1e-4):
-    """Request-level KV transfer: bytes over a link of `link_gb_s` (1e9 B/s) plus latency."""
-    return latency_s + np.asarray(kv_bytes, dtype=float) / (link_gb_s * 1e9)

@@ -1,0 +1,171 @@
+"""Sources of op latencies behind the step-cost model: measured kernel tables (per GPU and
+engine) or a roofline whose efficiency curves were fitted to such tables
+(`planner/data/roofline_fits.csv`, made by `planner.perf.fit_roofline`).
+
+Every source answers the same five questions, in seconds, on one GPU of a TP group:
+`gemm_s(m, n, k)`, `context_attention_s(batch, length)` (causal prefill of `length` tokens),
+`generation_attention_s(batch, kv_length)`, `allreduce_s(bytes)` and `memory_s(bytes)`
+(elementwise ops: norms, residuals, activations), plus `describe()` for footnotes.
+"""
+from __future__ import annotations
+
+import csv
+from dataclasses import dataclass
+from functools import lru_cache
+from importlib import resources
+
+import numpy as np
+
+from planner.catalog import GpuSpec
+from planner.perf import tables
+
+
+@dataclass(frozen=True)
+class Geometry:
+    """The attention geometry and formats one GPU of the TP group runs."""
+    heads: int            # query heads per GPU
+    kv_heads: int         # KV heads per GPU (replicated when TP exceeds the model's)
+    head_dim: int
+    gemm_dtype: str       # bf16 | fp8 | fp8_block | fp4
+    kv_dtype: str         # bf16 | fp8
+    tp: int
+
+
+def _compute_dtype(gemm_dtype: str) -> str:
+    return {"fp8_block": "fp8", "nvfp4": "fp4"}.get(gemm_dtype, gemm_dtype)
+
+
+def _weight_bytes(gemm_dtype: str) -> float:
+    return {"fp8": 1.0, "fp8_block": 1.0, "fp4": 0.5625, "nvfp4": 0.5625}.get(gemm_dtype, 2.0)  # fp4: + 1/16 scales
+
+
+def _kv_bytes(kv_dtype: str) -> float:
+    return 1.0 if kv_dtype == "fp8" else 2.0
+
+
+@lru_cache(maxsize=1)
+def roofline_fits() -> dict[tuple[str, str], dict]:
+    """{(gpu or "*", curve): parameters} from planner/data/roofline_fits.csv."""
+    text = resources.files("planner").joinpath("data", "roofline_fits.csv").read_text(encoding="utf-8")
+    out = {}
+    for r in csv.DictReader(text.splitlines()):
+        out[(r["gpu"], r["curve"])] = {k: (float(v) if k.startswith(("p_", "rms")) else v) for k, v in r.items() if v != ""}
+    return out
+
+
+def _fit(gpu: str, curve: str) -> dict:
+    fits = roofline_fits()
+    return fits.get((gpu, curve)) or fits[("*", curve)]
+
+
+class Roofline:
+    """Datasheet peaks times efficiency curves fitted to measured kernel tables: the GPU's
+    own fit where it has tables, else the median fit of the GPUs that do ("*")."""
+
+    def __init__(self, gpu: GpuSpec, geo: Geometry):
+        self.gpu, self.geo = gpu, geo
+        self.peak = gpu.peak_flops_for(_compute_dtype(geo.gemm_dtype))
+        self.attn_peak = gpu.peak_flops_for("fp8" if geo.kv_dtype == "fp8" else "bf16")
+        self.bw = gpu.memory_bytes_s
+        self.g = _fit(gpu.name, f"gemm_{_compute_dtype(geo.gemm_dtype)}")
+        self.c = _fit(gpu.name, "context_attention")
+        self.d = _fit(gpu.name, "generation_attention")
+        self.a = _fit(gpu.name, "allreduce")
+        self.name = ("roofline fitted to " + (f"{gpu.name}'s kernel tables" if (gpu.name, "gemm_fp8") in roofline_fits()
+                                              else "other GPUs' kernel tables (median)"))
+
+    def gemm_s(self, m, n: float, k: float):
+        g = self.g
+        m = np.asarray(m, dtype=float)
+        eff = g["p_eff"] * m / (m + g["p_knee"])
+        flops = 2.0 * m * n * k
+        bytes_ = n * k * _weight_bytes(self.geo.gemm_dtype) + 2.0 * m * (n + k)
+        return g["p_t0"] + np.maximum(flops / (self.peak * eff), bytes_ / (self.bw * g["p_bw"]))
+
+    def context_attention_s(self, batch, length):
+        c, geo = self.c, self.geo
+        s = np.asarray(length, dtype=float)
+        flops = 2.0 * geo.heads * geo.head_dim * s * s * np.asarray(batch, dtype=float)  # causal: half of 4hds^2
+        eff = c["p_eff"] * s / (s + c["p_knee"])
+        return c["p_t0"] + flops / (self.attn_peak * eff)
+
+    def generation_attention_s(self, batch, kv_length):
+        d, geo = self.d, self.geo
+        bytes_ = np.asarray(batch, dtype=float) * np.asarray(kv_length, dtype=float) * 2 * geo.kv_heads * geo.head_dim \
+            * _kv_bytes(geo.kv_dtype)
+        return d["p_t0"] + d["p_t_per_seq"] * np.asarray(batch, dtype=float) + bytes_ / (self.bw * d["p_bw"])
+
+    def allreduce_s(self, message_bytes):
+        a, n = self.a, self.geo.tp
+        if n <= 1:
+            return np.zeros_like(np.asarray(message_bytes, dtype=float))
+        ring = 2.0 * (n - 1) / n * np.asarray(message_bytes, dtype=float)
+        return a["p_t0"] + ring / (self.gpu.link_gb_s * 1e9 * a["p_bw"])
+
+    def memory_s(self, nbytes):
+        return np.asarray(nbytes, dtype=float) / (self.bw * self.d["p_bw"])
+
+    def describe(self) -> str:
+        return self.name
+
+
+class Kernels(Roofline):
+    """Measured kernel tables for this GPU system and engine; the fitted roofline for any op
+    the tables lack (named in `missing`)."""
+
+    def __init__(self, gpu: GpuSpec, geo: Geometry, engine: str):
+        super().__init__(gpu, geo)
+        sysname = gpu.kernel_system
+        gd = tables.GEMM_DTYPES.get(geo.gemm_dtype, "bfloat16")
+        self.missing: list[str] = []
+        self.versions: dict[str, str] = {}
+        self._gemm = self._take("gemm", tables.gemm_table(sysname, engine, gd, self.peak))
+        self._ctx = self._take("context attention", tables.attention_table(
+            sysname, engine, geo.heads, geo.kv_heads, geo.head_dim, geo.kv_dtype, False))
+        self._gen = self._take("generation attention", tables.attention_table(
+            sysname, engine, geo.heads, geo.kv_heads, geo.head_dim, geo.kv_dtype, True))
+        self._ar = self._take("all-reduce", tables.allreduce_table(sysname, engine, geo.tp) if geo.tp > 1 else None,
+                              needed=geo.tp > 1)
+        self.engine, self.system = engine, sysname
+
+    def _take(self, what: str, found, needed: bool = True):
+        if found is None:
+            if needed:
+                self.missing.append(what)
+            return None
+        self.versions[what] = found[1]
+        return found[0]
+
+    def gemm_s(self, m, n, k):
+        return self._gemm.seconds(m, n, k) if self._gemm else super().gemm_s(m, n, k)
+
+    def context_attention_s(self, batch, length):
+        return self._ctx.seconds(batch, length) if self._ctx else super().context_attention_s(batch, length)
+
+    def generation_attention_s(self, batch, kv_length):
+        return self._gen.seconds(batch, kv_length) if self._gen else super().generation_attention_s(batch, kv_length)
+
+    def allreduce_s(self, message_bytes):
+        if self.geo.tp <= 1:
+            return np.zeros_like(np.asarray(message_bytes, dtype=float))
+        return self._ar.seconds(message_bytes) if self._ar else super().allreduce_s(message_bytes)
+
+    def describe(self) -> str:
+        vers = sorted(set(self.versions.values()))
+        text = f"measured kernels, {self.engine} {'/'.join(vers)} tables, {self.system}"
+        if self.missing:
+            text += f" ({', '.join(self.missing)}: {self.name})"
+        return text
+
+
+def op_source(gpu: GpuSpec, geo: Geometry, engine: str, prefer: str = "auto"):
+    """The best source for this GPU and engine: measured kernels where the `silicon` extra
+    has tables for it (and `prefer` is not "roofline"), else the fitted roofline."""
+    if prefer != "roofline" and gpu.kernel_system and tables.data_root() is not None:
+        src = Kernels(gpu, geo, engine)
+        if src._gemm is not None:
+            return src
+    if prefer == "kernels":
+        why = "no `silicon` extra installed" if tables.data_root() is None else f"no kernel tables for {gpu.name}"
+        raise LookupError(f"measured kernels requested but {why} + {engine}")
+    return Roofline(gpu, geo)

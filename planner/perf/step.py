@@ -1,0 +1,244 @@
+"""The cost of one engine step, op by op: the one place step time is computed for GPUs.
+
+A step is a set of requests, each computing `new` tokens over `cached` tokens already in
+its KV cache (a prefill chunk: new > 1 or nothing cached; a decode: new = 1). Per layer:
+QKV projection, attention (context: each chunk over its prefix; generation: the decode
+batch over its KV lengths; costed separately, never folded into a max with the GEMMs),
+output projection, MLP (gated or not), norms and elementwise ops, and two TP all-reduces;
+per step: embedding, LM head, sampling and the engine's per-step CPU overhead. GEMMs run on
+the step's total tokens; a decode-only step of an engine with CUDA graphs pads its batch to
+the next captured size.
+
+Op latencies come from a source (planner.perf.sources): measured kernel tables or the fitted
+roofline. For speed, the step's parts are tabulated once per (GPU, model, layout, engine):
+linear ops by token count, attention by length and batch. The decode attention of a batch
+of b is two lines in its total KV length T, max(floor_b, a_b + s_b T), through the source's
+points at short and long KV, so a run of decode steps sums in closed form (planner.sim.costs).
+"""
+from __future__ import annotations
+
+import math
+from bisect import bisect_right
+from dataclasses import dataclass
+
+import numpy as np
+
+from planner.catalog import GpuSpec, ModelSpec
+from planner.perf.sources import Geometry, _kv_bytes, op_source
+
+TOKENS_MAX = 16384      # linear ops tabulated per token count up to this; linear beyond
+BATCH_MAX = 2048        # decode batches tabulated up to this; linear beyond
+LENGTH_POINTS = 96      # context-attention samples (log-spaced) up to LENGTH_MAX
+LENGTH_MAX = 1 << 20
+ACT_BYTES = 2           # activations run in 16-bit
+
+
+@dataclass(frozen=True)
+class StepCost:
+    seconds: float
+    ops: dict            # op name -> seconds (sums to `seconds`)
+
+
+def linear_ops(model: ModelSpec, tp: int) -> dict[str, tuple[float, float]]:
+    """{op: (n, k)} of one layer's GEMMs on one GPU of a TP group (m = the step's tokens)."""
+    h = model.hidden
+    up = (2 if model.mlp == "gated" else 1) * model.ffn
+    return {"qkv_proj": ((model.q_dim + 2 * model.kv_dim) / tp, h), "o_proj": (h, model.q_dim / tp),
+            "mlp_up": (up / tp, h), "mlp_down": (h, model.ffn / tp)}
+
+
+def elementwise_bytes_per_token(model: ModelSpec, tp: int) -> float:
+    """Bytes one token moves through a layer's non-GEMM ops: two norms and two residual adds
+    over the hidden state, rotary embedding of q and k, and the MLP activation."""
+    h = model.hidden
+    norms = 2 * 2 * h
+    residual = 2 * 3 * h
+    rope = 2 * (model.q_dim + model.kv_dim) / tp
+    act = (3 if model.mlp == "gated" else 2) * model.ffn / tp
+    return (norms + residual + rope + act) * ACT_BYTES
+
+
+class StepModel:
+    def __init__(self, gpu: GpuSpec, model: ModelSpec, tp: int = 1, gemm_dtype: str = "bf16",
+                 kv_dtype: str = "bf16", engine: str = "vllm", graph_sizes: tuple[int, ...] = (),
+                 step_overhead_s: float = 0.0, source: str = "auto"):
+        self.gpu, self.model, self.tp = gpu, model, tp
+        self.engine, self.graph_sizes, self.step_overhead_s = engine, tuple(sorted(graph_sizes)), step_overhead_s
+        self.geo = Geometry(heads=max(1, model.heads // tp), kv_heads=max(1, model.kv_heads // tp),
+                            head_dim=model.head_dim, gemm_dtype=gemm_dtype, kv_dtype=kv_dtype, tp=tp)
+        self.src = op_source(gpu, self.geo, engine, source)
+        self.kv_bytes_per_token_gpu = 2 * self.geo.kv_heads * model.head_dim * _kv_bytes(kv_dtype) * model.layers
+        self._tabulate()
+
+    # ---- tables of the step's parts ----------------------------------------------------------
+    def _tabulate(self) -> None:
+        m, L, src = self.model, self.model.layers, self.src
+        n = np.arange(TOKENS_MAX + 1, dtype=float)
+        n[0] = 1.0
+        ops = {name: L * src.gemm_s(n, *nk) for name, nk in linear_ops(m, self.tp).items()}
+        ops["norms_elementwise"] = L * src.memory_s(n * elementwise_bytes_per_token(m, self.tp))
+        ops["allreduce"] = 2 * L * src.allreduce_s(n * m.hidden * ACT_BYTES)
+        ops["embedding"] = src.memory_s(n * m.hidden * ACT_BYTES * 2)
+        for v in ops.values():
+            v[0] = 0.0
+        self._lin_ops = ops
+        self._lin = sum(ops.values()).tolist()
+        # LM head and sampling on the sequences that produce a token
+        lm = src.gemm_s(n, m.vocab / self.tp, m.hidden) + src.memory_s(n * m.vocab / self.tp * 4 * 2)
+        lm[0] = 0.0
+        self._head = lm.tolist()
+        # context attention of one request: causal cost over its first s tokens, and the
+        # memory floor of reading s tokens of KV once (a chunk over a long prefix)
+        s = np.unique(np.round(np.geomspace(1, LENGTH_MAX, LENGTH_POINTS)))
+        self._ctx_len = s
+        self._ctx_causal = L * src.context_attention_s(1, s)
+        self._ctx_floor = L * src.generation_attention_s(1, s)
+        self._ctx_lists = (s.tolist(), self._ctx_causal.tolist(), self._ctx_floor.tolist())
+        # decode attention per batch: floor_b and the line through long-KV points
+        b = np.arange(1, BATCH_MAX + 1, dtype=float)
+        s_lo, s_hi1, s_hi2 = 1.0, 8192.0, 32768.0
+        floor = L * src.generation_attention_s(b, s_lo)
+        y1 = L * src.generation_attention_s(b, s_hi1)
+        y2 = L * src.generation_attention_s(b, s_hi2)
+        slope = np.maximum((y2 - y1) / (b * (s_hi2 - s_hi1)), 0.0)
+        self._dec_arrays = (np.concatenate([[0.0], floor]), np.concatenate([[0.0], slope]),
+                            np.concatenate([[0.0], y1 - slope * b * s_hi1]))
+        self._dec_floor, self._dec_slope, self._dec_icpt = (a.tolist() for a in self._dec_arrays)
+        self._lin_arr, self._head_arr = np.asarray(self._lin), np.asarray(self._head)
+        self._graph_arr = np.asarray(self.graph_sizes, dtype=float)
+
+    # ---- scalar lookups (the simulator's hot path) ----------------------------------------------
+    def _lin_s(self, tokens: float) -> float:
+        if tokens <= TOKENS_MAX:
+            i = int(tokens)
+            if i == tokens:
+                return self._lin[i]
+            lo = self._lin[i]
+            return lo + (self._lin[i + 1] - lo) * (tokens - i)
+        tail = (self._lin[TOKENS_MAX] - self._lin[TOKENS_MAX // 2]) / (TOKENS_MAX / 2)
+        return self._lin[TOKENS_MAX] + tail * (tokens - TOKENS_MAX)
+
+    def _head_s(self, seqs: float) -> float:
+        if seqs <= TOKENS_MAX:
+            return self._head[int(seqs)]
+        return self._head[TOKENS_MAX] * seqs / TOKENS_MAX
+
+    def _causal_s(self, length: float) -> float:
+        return self._at(length, 1) if length <= LENGTH_MAX else self._ctx_lists[1][-1] * (length / LENGTH_MAX) ** 2
+
+    def _floor_s(self, length: float) -> float:
+        return self._at(length, 2) if length <= LENGTH_MAX else self._ctx_lists[2][-1] * length / LENGTH_MAX
+
+    def _at(self, x: float, which: int) -> float:
+        xs, ys = self._ctx_lists[0], self._ctx_lists[which]
+        i = bisect_right(xs, x)
+        if i <= 0:
+            return ys[0]
+        if i >= len(xs):
+            return ys[-1]
+        x0, x1 = xs[i - 1], xs[i]
+        return ys[i - 1] + (ys[i] - ys[i - 1]) * (x - x0) / (x1 - x0)
+
+    def chunk_attention_s(self, new: float, cached: float) -> float:
+        """Context attention of one chunk of `new` tokens over `cached` tokens of prefix: the
+        causal cost of extending the sequence from `cached` to `cached + new` tokens, at least
+        one read of its KV."""
+        if new <= 0:
+            return 0.0
+        total = cached + new
+        work = self._causal_s(total) - (self._causal_s(cached) if cached > 0 else 0.0)
+        return max(work, self._floor_s(total))
+
+    def decode_attention_s(self, batch: int, kv_tokens: float) -> float:
+        if batch <= 0:
+            return 0.0
+        if batch > BATCH_MAX:
+            return self.decode_attention_s(BATCH_MAX, kv_tokens * BATCH_MAX / batch) * batch / BATCH_MAX
+        line = self._dec_icpt[batch] + self._dec_slope[batch] * kv_tokens
+        floor = self._dec_floor[batch]
+        return line if line > floor else floor
+
+    def padded_batch(self, batch: int) -> int:
+        for size in self.graph_sizes:
+            if size >= batch:
+                return size
+        return batch
+
+    # ---- the step --------------------------------------------------------------------------------
+    def mixed_s(self, prefill_tokens: float, cached_tokens: float, decode_batch: int, decode_kv_tokens: float,
+                prefill_requests: int = 1) -> float:
+        """A step of `prefill_tokens` (one chunk, or `prefill_requests` chunks whose prefixes
+        total `cached_tokens`) and a decode batch holding `decode_kv_tokens` of KV."""
+        if prefill_tokens <= 0 and decode_batch <= 0:
+            return 0.0
+        m = prefill_tokens + decode_batch
+        if prefill_tokens <= 0:
+            m = self.padded_batch(decode_batch)
+        reqs = prefill_requests if prefill_tokens > 0 else 0
+        if reqs > 1:
+            per = prefill_tokens / reqs
+            attn = reqs * self.chunk_attention_s(per, cached_tokens / reqs)
+        else:
+            attn = self.chunk_attention_s(prefill_tokens, cached_tokens)
+        return (self._lin_s(m) + attn + self.decode_attention_s(decode_batch, decode_kv_tokens)
+                + self._head_s(decode_batch + reqs) + self.step_overhead_s)
+
+    def mixed_v(self, p, k, b, ctx, reqs):
+        """`mixed_s` over numpy arrays (the analytical model's path): the same tables."""
+        b = np.asarray(b, dtype=float)
+        reqs = np.where(p > 0, np.maximum(reqs, 1.0), 0.0)
+        m = np.where(p > 0, p + b, self._pad_v(b))
+        per = np.maximum(reqs, 1.0)
+        attn = reqs * self._chunk_attention_v(p / per, k / per)
+        out = (self._interp_lin(self._lin_arr, m) + attn + self._decode_attention_v(b, ctx)
+               + self._interp_lin(self._head_arr, b + reqs) + self.step_overhead_s)
+        return np.where((p > 0) | (b > 0), out, 0.0)
+
+    def _pad_v(self, b):
+        if not len(self._graph_arr):
+            return b
+        i = np.searchsorted(self._graph_arr, b)
+        return np.where(i < len(self._graph_arr), self._graph_arr[np.minimum(i, len(self._graph_arr) - 1)], b)
+
+    @staticmethod
+    def _interp_lin(arr, x):
+        x = np.asarray(x, dtype=float)
+        inside = np.interp(np.minimum(x, TOKENS_MAX), np.arange(len(arr)), arr)
+        tail = (arr[TOKENS_MAX] - arr[TOKENS_MAX // 2]) / (TOKENS_MAX / 2)
+        return inside + np.maximum(x - TOKENS_MAX, 0.0) * tail
+
+    def _chunk_attention_v(self, new, cached):
+        total = cached + new
+        causal = np.interp(total, self._ctx_len, self._ctx_causal) - np.interp(cached, self._ctx_len, self._ctx_causal) \
+            * (cached > 0)
+        return np.where(new > 0, np.maximum(causal, np.interp(total, self._ctx_len, self._ctx_floor)), 0.0)
+
+    def _decode_attention_v(self, b, kv):
+        floor, slope, icpt = self._dec_arrays
+        bi = np.clip(b, 0, BATCH_MAX).astype(int)
+        scale = np.maximum(b / BATCH_MAX, 1.0)
+        kv_per = kv / scale
+        return np.maximum(icpt[bi] + slope[bi] * kv_per, floor[bi]) * scale
+
+    def step(self, new_tokens, cached_tokens) -> StepCost:
+        """One step given per request: tokens computed now and tokens already cached. Returns
+        the seconds and their breakdown by op."""
+        new = np.asarray(new_tokens, dtype=float)
+        cached = np.asarray(cached_tokens, dtype=float)
+        decode = (new == 1) & (cached > 0)
+        chunks = ~decode & (new > 0)
+        b = int(decode.sum())
+        tokens = float(new.sum())
+        m = tokens if chunks.any() else float(self.padded_batch(b))
+        ops = {}
+        for name, arr in self._lin_ops.items():
+            ops[name] = float(np.interp(m, np.arange(len(arr)), arr)) if m <= TOKENS_MAX else \
+                float(arr[TOKENS_MAX] * m / TOKENS_MAX)
+        ops["attention_context"] = float(sum(self.chunk_attention_s(p, k) for p, k in zip(new[chunks], cached[chunks])))
+        ops["attention_generation"] = self.decode_attention_s(b, float((cached[decode] + 1).sum()))
+        ops["lm_head_sampling"] = self._head_s(b + int(chunks.sum()))
+        ops["engine_overhead"] = self.step_overhead_s if tokens > 0 else 0.0
+        return StepCost(seconds=math.fsum(ops.values()), ops=ops)
+
+    def describe(self) -> str:
+        return self.src.describe()
