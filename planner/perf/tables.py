@@ -230,16 +230,22 @@ def _nearest(values, x: float):
     return values[np.argmin(np.abs(np.log(values) - np.log(max(x, 1e-9))))]
 
 
+SIXTEEN_BIT = ("half", "bfloat16", "float16", "fp16", "bf16")
+
+
 class AllReduceTable:
-    """All-reduce latency by message size (bytes) for a GPU count."""
+    """All-reduce latency by message size in bytes for a GPU count, from the 16-bit rows
+    (activations are all-reduced in 16 bit). The tables count a message in elements."""
 
     def __init__(self, frame, gpus: int):
         d = frame[(frame.op_name == "all_reduce") & (frame.num_gpus == gpus)] if "op_name" in frame else \
             frame[frame.num_gpus == gpus]
+        dtype_col = "nccl_dtype" if "nccl_dtype" in d else "allreduce_dtype"
+        d = d[d[dtype_col].astype(str).str.lower().isin(SIXTEEN_BIT)]
         if d.empty:
             raise KeyError(gpus)
         d = d.groupby("message_size", as_index=False).latency.min()
-        self.sizes = d.message_size.to_numpy(float)
+        self.sizes = d.message_size.to_numpy(float) * 2.0
         self.lat = d.latency.to_numpy(float) * 1e-3
         self.gpus = gpus
 
@@ -291,8 +297,9 @@ def allreduce_table(system: str, engine: str, gpus: int) -> tuple[AllReduceTable
     """All-reduce by message size: per size the faster of the engine's own (custom, for small
     messages) and NCCL's, as engines switch to NCCL where it wins."""
     found_tables, names = [], []
-    for op_engine, name, cols in ((engine, "custom_allreduce_perf.parquet", ("num_gpus", "message_size", "latency")),
-                                  ("nccl", "nccl_perf.parquet", ("op_name", "num_gpus", "message_size", "latency"))):
+    for op_engine, name, cols in ((engine, "custom_allreduce_perf.parquet",
+                                   ("allreduce_dtype", "num_gpus", "message_size", "latency")),
+                                  ("nccl", "nccl_perf.parquet", ("op_name", "nccl_dtype", "num_gpus", "message_size", "latency"))):
         found = table_path(system, "comm", op_engine, name)
         if found is None:
             continue
