@@ -11,6 +11,7 @@ from pathlib import Path
 
 from planner import catalog
 from planner.errors import InputError
+from planner.engines.config import EngineConfig, config_from_dict
 from planner.perf.model import PerfModel
 from planner.perf.profile import Efficiency
 
@@ -81,7 +82,7 @@ class Deployment:
     kv_link_gb_s: float = 25.0
     kv_latency_s: float = 1e-4
     efficiency: Efficiency | None = None     # a calibrated testbed profile; None: the GPU's step-cost source
-    engine: str = "vllm"
+    engine: EngineConfig = EngineConfig()    # the serving engine and its settings (planner.engines)
     windows: tuple[Window, ...] = ()
 
     def __post_init__(self):
@@ -102,7 +103,8 @@ class Deployment:
         """The performance model of one instance of `role` (one source of truth)."""
         r = self.roles()[role]
         return PerfModel(catalog.gpu(r.gpu), catalog.model(self.model), tp=r.tp,
-                         dtype=self.dtype, eff=self.efficiency, engine=self.engine)
+                         dtype=self.dtype, eff=self.efficiency, kv_dtype=self.engine.kv_dtype(self.dtype),
+                         **self.engine.perf_kwargs())
 
     @property
     def gpus(self) -> int:
@@ -153,6 +155,7 @@ def deployment_from_dict(d: dict, where: str = "plan") -> Deployment:
         d["policies"] = _build(Policies, d.get("policies") or {}, f"{where}.deployment.policies")
         d["efficiency"] = _build(Efficiency, d["efficiency"], f"{where}.deployment.efficiency") \
             if d.get("efficiency") else None
+        d["engine"] = config_from_dict(d.get("engine"), f"{where}.deployment.engine")
         d["windows"] = tuple(_build(Window, w, f"{where}.deployment.windows") for w in d.get("windows") or ())
         return _build(Deployment, d, f"{where}.deployment")
     except TypeError as e:

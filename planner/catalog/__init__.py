@@ -4,6 +4,7 @@ bytes, KV bytes per token)."""
 from __future__ import annotations
 
 import csv
+import difflib
 import json
 from dataclasses import dataclass, replace
 from functools import lru_cache
@@ -164,7 +165,10 @@ def _lookup(name: str, table: dict, what: str, hint: str):
     for spec in table.values():
         if key in spec.aliases:
             return spec
-    raise InputError(f"unknown {what} {name!r}; known: {', '.join(sorted(table))} ({hint})")
+    names = sorted({*table, *(a for s in table.values() for a in s.aliases)})
+    close = difflib.get_close_matches(key, names, n=3, cutoff=0.5)
+    guess = f"did you mean {', '.join(close)}? " if close else ""
+    raise InputError(f"unknown {what} {name!r}; {guess}known: {', '.join(sorted(table))} ({hint})")
 
 
 def register_gpu(spec: GpuSpec) -> GpuSpec:

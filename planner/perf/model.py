@@ -11,22 +11,17 @@ All time methods take numpy arrays as well as scalars.
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from functools import cached_property, lru_cache
+from functools import cached_property
 
 import numpy as np
 
 from planner.catalog import GpuSpec, ModelSpec
 from planner.perf.memory import instance_memory, kv_bytes_per_token, weight_bytes
 from planner.perf.profile import Efficiency, ProfileModel
-from planner.perf.step import StepCost, StepModel
+from planner.perf.step import CpuCost, StepCost, StepModel
 
 WEIGHT_TO_GEMM = {"fp16": "bf16", "bf16": "bf16", "fp32": "bf16", "fp8": "fp8", "fp8_block": "fp8_block",
                   "fp4": "fp4", "nvfp4": "fp4", "mxfp4": "fp4", "int4": "bf16", "int8": "bf16"}
-
-
-@lru_cache(maxsize=256)
-def _step_model(gpu, model, tp, gemm_dtype, kv_dtype, engine, graph_sizes, overhead_s, source) -> StepModel:
-    return StepModel(gpu, model, tp, gemm_dtype, kv_dtype, engine, graph_sizes, overhead_s, source)
 
 
 @dataclass(frozen=True)
@@ -39,11 +34,12 @@ class PerfModel:
     engine: str = "vllm"                # whose kernel tables, CUDA graphs and step overhead
     kv_dtype: str | None = None         # None: 16-bit KV
     source: str = "auto"                # auto | kernels | roofline
-    step_overhead_s: float = 0.0        # the engine's CPU time per step (planner.engines)
+    cpu: CpuCost = CpuCost()            # the engine's CPU time per step (planner.engines)
     graph_sizes: tuple = ()             # CUDA-graph batch sizes of decode-only steps
     memory_fraction: float = 0.90       # of GPU memory the engine may use
     token_budget: int = 8192            # the engine's largest step, for its activation peak
     max_seqs: int = 256
+    fused_quant: bool = False           # the engine fuses activation quantisation before FP8/FP4 GEMMs
 
     def with_tp(self, tp: int) -> "PerfModel":
         return replace(self, tp=tp)
@@ -59,12 +55,12 @@ class PerfModel:
     def steps(self) -> StepModel | None:
         if self.eff is not None:
             return None
-        return _step_model(self.gpu, self.model, self.tp, WEIGHT_TO_GEMM.get(self.dtype, "bf16"), self.kv_format,
-                           self.engine, tuple(self.graph_sizes), float(self.step_overhead_s), self.source)
+        return StepModel(self.gpu, self.model, self.tp, WEIGHT_TO_GEMM.get(self.dtype, "bf16"), self.kv_format,
+                         self.engine, tuple(self.graph_sizes), self.cpu, self.source, self.fused_quant)
 
     @property
     def kv_format(self) -> str:
-        return self.kv_dtype or ("bf16" if self.dtype in ("bf16", "fp16", "fp32") else "bf16")
+        return self.kv_dtype or "bf16"
 
     @property
     def source_name(self) -> str:

@@ -5,7 +5,8 @@ its KV cache (a prefill chunk: new > 1 or nothing cached; a decode: new = 1). Pe
 QKV projection, attention (context: each chunk over its prefix; generation: the decode
 batch over its KV lengths; costed separately, never folded into a max with the GEMMs),
 output projection, MLP (gated or not), norms and elementwise ops, and two TP all-reduces;
-per step: embedding, LM head, sampling and the engine's per-step CPU overhead. GEMMs run on
+per step: embedding, LM head, sampling and the engine's CPU time (CpuCost: added, or
+hidden under the GPU's time by engines that overlap scheduling). GEMMs run on
 the step's total tokens; a decode-only step of an engine with CUDA graphs pads its batch to
 the next captured size.
 
@@ -20,6 +21,7 @@ from __future__ import annotations
 import math
 from bisect import bisect_right
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 
@@ -31,6 +33,22 @@ BATCH_MAX = 2048        # decode batches tabulated up to this; linear beyond
 LENGTH_POINTS = 96      # context-attention samples (log-spaced) up to LENGTH_MAX
 LENGTH_MAX = 1 << 20
 ACT_BYTES = 2           # activations run in 16-bit
+
+
+@dataclass(frozen=True)
+class CpuCost:
+    """The engine's CPU time per step (scheduling, input preparation, sampling bookkeeping,
+    detokenising and streaming): `per_step_s + per_seq_s * sequences in the step`. With
+    `overlap` the engine prepares the next step while the GPU runs this one (SGLang's and
+    TensorRT-LLM's overlap schedulers, vLLM's async scheduling): a step then takes
+    max(GPU, CPU); otherwise GPU + CPU. Fitted per engine (planner.engines)."""
+    per_step_s: float = 0.0
+    per_seq_s: float = 0.0
+    overlap: bool = False
+
+    def total(self, gpu_s, seqs):
+        cpu = self.per_step_s + self.per_seq_s * seqs
+        return np.maximum(gpu_s, cpu) if self.overlap else gpu_s + cpu
 
 
 @dataclass(frozen=True)
@@ -58,53 +76,61 @@ def elementwise_bytes_per_token(model: ModelSpec, tp: int) -> float:
     return (norms + residual + rope + act) * ACT_BYTES
 
 
+class _Tables:
+    """The tabulated parts of a step for one (GPU, model, layout, formats, engine, source)."""
+
+
+@lru_cache(maxsize=128)
+def _tabulated(gpu: GpuSpec, model: ModelSpec, tp: int, gemm_dtype: str, kv_dtype: str, engine: str,
+               source: str, fused_quant: bool = False) -> dict:
+    self = _Tables()
+    geo = Geometry(heads=max(1, model.heads // tp), kv_heads=max(1, model.kv_heads // tp),
+                   head_dim=model.head_dim, gemm_dtype=gemm_dtype, kv_dtype=kv_dtype, tp=tp, fused_quant=fused_quant)
+    src = self.src = op_source(gpu, geo, engine, source)
+    self.geo = geo
+    m, L = model, model.layers
+    n = np.arange(TOKENS_MAX + 1, dtype=float)
+    n[0] = 1.0
+    ops = {name: L * src.gemm_s(n, *nk) for name, nk in linear_ops(m, tp).items()}
+    ops["norms_elementwise"] = L * src.memory_s(n * elementwise_bytes_per_token(m, tp))
+    ops["allreduce"] = 2 * L * src.allreduce_s(n * m.hidden * ACT_BYTES)
+    ops["embedding"] = src.memory_s(n * m.hidden * ACT_BYTES * 2)
+    for v in ops.values():
+        v[0] = 0.0
+    self._lin_ops = ops
+    self._lin = sum(ops.values()).tolist()
+    # LM head and sampling on the sequences that produce a token
+    lm = src.gemm_s(n, m.vocab / tp, m.hidden) + src.memory_s(n * m.vocab / tp * 4 * 2)
+    lm[0] = 0.0
+    self._head = lm.tolist()
+    # context attention of one request: causal cost over its first s tokens, and the
+    # memory floor of reading s tokens of KV once (a chunk over a long prefix)
+    s = np.unique(np.round(np.geomspace(1, LENGTH_MAX, LENGTH_POINTS)))
+    self._ctx_len = s
+    self._ctx_causal = L * src.context_attention_s(1, s)
+    self._ctx_floor = L * src.generation_attention_s(1, s)
+    self._ctx_lists = (s.tolist(), self._ctx_causal.tolist(), self._ctx_floor.tolist())
+    # decode attention per batch: floor_b and the line through long-KV points
+    b = np.arange(1, BATCH_MAX + 1, dtype=float)
+    s_lo, s_hi1, s_hi2 = 1.0, 8192.0, 32768.0
+    floor = L * src.generation_attention_s(b, s_lo)
+    y1 = L * src.generation_attention_s(b, s_hi1)
+    y2 = L * src.generation_attention_s(b, s_hi2)
+    slope = np.maximum((y2 - y1) / (b * (s_hi2 - s_hi1)), 0.0)
+    self._dec_arrays = (np.concatenate([[0.0], floor]), np.concatenate([[0.0], slope]),
+                        np.concatenate([[0.0], y1 - slope * b * s_hi1]))
+    self._dec_floor, self._dec_slope, self._dec_icpt = (a.tolist() for a in self._dec_arrays)
+    self._lin_arr, self._head_arr = np.asarray(self._lin), np.asarray(self._head)
+    return vars(self)
+
+
 class StepModel:
     def __init__(self, gpu: GpuSpec, model: ModelSpec, tp: int = 1, gemm_dtype: str = "bf16",
                  kv_dtype: str = "bf16", engine: str = "vllm", graph_sizes: tuple[int, ...] = (),
-                 step_overhead_s: float = 0.0, source: str = "auto"):
+                 cpu: CpuCost = CpuCost(), source: str = "auto", fused_quant: bool = False):
         self.gpu, self.model, self.tp = gpu, model, tp
-        self.engine, self.graph_sizes, self.step_overhead_s = engine, tuple(sorted(graph_sizes)), step_overhead_s
-        self.geo = Geometry(heads=max(1, model.heads // tp), kv_heads=max(1, model.kv_heads // tp),
-                            head_dim=model.head_dim, gemm_dtype=gemm_dtype, kv_dtype=kv_dtype, tp=tp)
-        self.src = op_source(gpu, self.geo, engine, source)
-        self.kv_bytes_per_token_gpu = 2 * self.geo.kv_heads * model.head_dim * _kv_bytes(kv_dtype) * model.layers
-        self._tabulate()
-
-    # ---- tables of the step's parts ----------------------------------------------------------
-    def _tabulate(self) -> None:
-        m, L, src = self.model, self.model.layers, self.src
-        n = np.arange(TOKENS_MAX + 1, dtype=float)
-        n[0] = 1.0
-        ops = {name: L * src.gemm_s(n, *nk) for name, nk in linear_ops(m, self.tp).items()}
-        ops["norms_elementwise"] = L * src.memory_s(n * elementwise_bytes_per_token(m, self.tp))
-        ops["allreduce"] = 2 * L * src.allreduce_s(n * m.hidden * ACT_BYTES)
-        ops["embedding"] = src.memory_s(n * m.hidden * ACT_BYTES * 2)
-        for v in ops.values():
-            v[0] = 0.0
-        self._lin_ops = ops
-        self._lin = sum(ops.values()).tolist()
-        # LM head and sampling on the sequences that produce a token
-        lm = src.gemm_s(n, m.vocab / self.tp, m.hidden) + src.memory_s(n * m.vocab / self.tp * 4 * 2)
-        lm[0] = 0.0
-        self._head = lm.tolist()
-        # context attention of one request: causal cost over its first s tokens, and the
-        # memory floor of reading s tokens of KV once (a chunk over a long prefix)
-        s = np.unique(np.round(np.geomspace(1, LENGTH_MAX, LENGTH_POINTS)))
-        self._ctx_len = s
-        self._ctx_causal = L * src.context_attention_s(1, s)
-        self._ctx_floor = L * src.generation_attention_s(1, s)
-        self._ctx_lists = (s.tolist(), self._ctx_causal.tolist(), self._ctx_floor.tolist())
-        # decode attention per batch: floor_b and the line through long-KV points
-        b = np.arange(1, BATCH_MAX + 1, dtype=float)
-        s_lo, s_hi1, s_hi2 = 1.0, 8192.0, 32768.0
-        floor = L * src.generation_attention_s(b, s_lo)
-        y1 = L * src.generation_attention_s(b, s_hi1)
-        y2 = L * src.generation_attention_s(b, s_hi2)
-        slope = np.maximum((y2 - y1) / (b * (s_hi2 - s_hi1)), 0.0)
-        self._dec_arrays = (np.concatenate([[0.0], floor]), np.concatenate([[0.0], slope]),
-                            np.concatenate([[0.0], y1 - slope * b * s_hi1]))
-        self._dec_floor, self._dec_slope, self._dec_icpt = (a.tolist() for a in self._dec_arrays)
-        self._lin_arr, self._head_arr = np.asarray(self._lin), np.asarray(self._head)
+        self.engine, self.graph_sizes, self.cpu = engine, tuple(sorted(graph_sizes)), cpu
+        self.__dict__.update(_tabulated(gpu, model, tp, gemm_dtype, kv_dtype, engine, source, fused_quant))
         self._graph_arr = np.asarray(self.graph_sizes, dtype=float)
 
     # ---- scalar lookups (the simulator's hot path) ----------------------------------------------
@@ -180,8 +206,12 @@ class StepModel:
             attn = reqs * self.chunk_attention_s(per, cached_tokens / reqs)
         else:
             attn = self.chunk_attention_s(prefill_tokens, cached_tokens)
-        return (self._lin_s(m) + attn + self.decode_attention_s(decode_batch, decode_kv_tokens)
-                + self._head_s(decode_batch + reqs) + self.step_overhead_s)
+        gpu = (self._lin_s(m) + attn + self.decode_attention_s(decode_batch, decode_kv_tokens)
+               + self._head_s(decode_batch + reqs))
+        cpu = self.cpu.per_step_s + self.cpu.per_seq_s * (decode_batch + reqs)
+        if self.cpu.overlap:
+            return gpu if gpu > cpu else cpu
+        return gpu + cpu
 
     def mixed_v(self, p, k, b, ctx, reqs):
         """`mixed_s` over numpy arrays (the analytical model's path): the same tables."""
@@ -190,9 +220,9 @@ class StepModel:
         m = np.where(p > 0, p + b, self._pad_v(b))
         per = np.maximum(reqs, 1.0)
         attn = reqs * self._chunk_attention_v(p / per, k / per)
-        out = (self._interp_lin(self._lin_arr, m) + attn + self._decode_attention_v(b, ctx)
-               + self._interp_lin(self._head_arr, b + reqs) + self.step_overhead_s)
-        return np.where((p > 0) | (b > 0), out, 0.0)
+        gpu = (self._interp_lin(self._lin_arr, m) + attn + self._decode_attention_v(b, ctx)
+               + self._interp_lin(self._head_arr, b + reqs))
+        return np.where((p > 0) | (b > 0), self.cpu.total(gpu, b + reqs), 0.0)
 
     def _pad_v(self, b):
         if not len(self._graph_arr):
@@ -237,7 +267,9 @@ class StepModel:
         ops["attention_context"] = float(sum(self.chunk_attention_s(p, k) for p, k in zip(new[chunks], cached[chunks])))
         ops["attention_generation"] = self.decode_attention_s(b, float((cached[decode] + 1).sum()))
         ops["lm_head_sampling"] = self._head_s(b + int(chunks.sum()))
-        ops["engine_overhead"] = self.step_overhead_s if tokens > 0 else 0.0
+        gpu = math.fsum(ops.values())
+        seqs = b + int(chunks.sum())
+        ops["engine_cpu"] = float(self.cpu.total(gpu, seqs)) - gpu if tokens > 0 else 0.0
         return StepCost(seconds=math.fsum(ops.values()), ops=ops)
 
     def describe(self) -> str:

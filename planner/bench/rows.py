@@ -1,0 +1,105 @@
+"""Benchmark rows: the configuration columns of a serving benchmark (those of
+`../shared/silicon/dev.csv`) read into what the planner predicts, or the reason it cannot.
+
+A row names a model (Hugging Face id), a GPU system, an engine and version, a precision,
+a mode (`agg`: one engine instance; `disagg`: x prefill + y decode engines), ISL / OSL and
+the closed-loop concurrency, and the parallel layout (tp/pp/ep/attention-dp columns, with
+`prefill_` / `decode_` prefixes for disaggregated rows).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from planner import catalog
+from planner.engines.config import EngineConfig, engine_config
+from planner.errors import InputError
+
+REQUIRED = ("model_path", "system", "backend", "precision", "mode", "isl", "osl", "concurrency")
+MEASURED = ("silicon_ttft_ms", "silicon_tpot_ms")
+LAYOUT = ("tp_size", "pp_size", "attention_dp_size", "moe_tp_size", "moe_ep_size", "batch_size")
+
+
+@dataclass(frozen=True)
+class RowSpec:
+    id: str
+    model: str                # catalog name
+    gpu: str                  # catalog name
+    engine: EngineConfig
+    dtype: str                # weight / GEMM format
+    kv_dtype: str
+    tp: int
+    isl: int
+    osl: int
+    concurrency: int
+    max_batch: int
+
+
+def read_rows(path: str | Path) -> pd.DataFrame:
+    path = Path(path)
+    try:
+        df = pd.read_csv(path)
+    except FileNotFoundError:
+        raise InputError(f"{path}: no such file") from None
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
+        raise InputError(f"{path}: not a CSV of benchmark rows ({str(e)[:200]})") from None
+    missing = [c for c in REQUIRED if c not in df.columns]
+    if missing:
+        raise InputError(f"{path}: missing column(s) {', '.join(missing)}; needs {', '.join(REQUIRED)} "
+                         "(and tp_size, batch_size for aggregated rows)")
+    if "id" not in df.columns:
+        df.insert(0, "id", [f"row{i + 1}" for i in range(len(df))])
+    return df
+
+
+def _num(row, col, default=None):
+    v = row.get(col, default)
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return default
+    return v
+
+
+def gemm_format(precision: str, gemm_quant_mode) -> str:
+    """The GEMM kernel family a row's weights run: bf16, fp8 (per-tensor), fp8_block, fp4."""
+    mode = str(gemm_quant_mode or "").lower()
+    if mode in ("fp8_block", "fp8_blockwise"):
+        return "fp8_block"
+    if mode in ("nvfp4", "fp4", "mxfp4") or precision == "fp4":
+        return "fp4"
+    if mode == "fp8" or precision == "fp8":
+        return "fp8"
+    if precision in ("int4", "w4a16", "awq", "gptq"):
+        return "int4"
+    return "bf16"
+
+
+def resolve(row: dict, engine_overrides: dict | None = None) -> RowSpec | str:
+    """The row as a RowSpec, or a one-line reason it cannot be predicted yet."""
+    try:
+        model = catalog.model(str(row["model_path"]))
+    except InputError:
+        return f"model {row['model_path']} not in the catalog (MoE and other modern models: not supported yet)"
+    if str(row["mode"]) != "agg":
+        return "disaggregated (xPyD) rows: not supported yet"
+    try:
+        gpu = catalog.gpu(str(row["system"]))
+    except InputError:
+        return f"unknown GPU system {row['system']}"
+    pp = int(_num(row, "pp_size", 1))
+    dp = int(_num(row, "attention_dp_size", 1))
+    if pp != 1 or dp != 1:
+        return f"pipeline / attention-DP layouts (pp {pp}, dp {dp}): not supported yet"
+    try:
+        engine = engine_config(str(row["backend"]), **(engine_overrides or {}))
+    except InputError as e:
+        return str(e)
+    dtype = gemm_format(str(row["precision"]), _num(row, "gemm_quant_mode"))
+    conc = int(row["concurrency"])
+    tp = int(_num(row, "tp_size", 1))
+    kv = engine.kv_dtype(dtype)
+    return RowSpec(id=str(row["id"]), model=model.name, gpu=gpu.name, engine=engine, dtype=dtype, kv_dtype=kv,
+                   tp=tp, isl=int(row["isl"]), osl=int(row["osl"]), concurrency=conc,
+                   max_batch=int(_num(row, "batch_size", conc)))

@@ -1,0 +1,126 @@
+"""`planner predict`: what a closed-loop benchmark of a serving engine would measure."""
+from __future__ import annotations
+
+import difflib
+import json
+import math
+from pathlib import Path
+
+import click
+
+from planner.errors import InputError
+
+
+def _engine_settings(items: tuple[str, ...]) -> dict:
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise InputError(f"--engine-setting {item!r}: expected NAME=VALUE, e.g. token_budget=16384")
+        try:
+            out[key.strip()] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key.strip()] = value
+    return out
+
+
+def _write_csv_atomic(df, path: Path) -> None:
+    if not path.parent.is_dir():
+        raise InputError(f"-o {path}: folder {path.parent} does not exist")
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        df.to_csv(tmp, index=False)
+        tmp.replace(path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+@click.command()
+@click.option("--rows", "rows_path", type=click.Path(dir_okay=False), default=None,
+              help="CSV of benchmark configurations (the columns of ../shared/silicon/dev.csv); measured "
+                   "silicon_ttft_ms / silicon_tpot_ms columns are optional and, if present, scored.")
+@click.option("-o", "--output", type=click.Path(dir_okay=False), default=None,
+              help="Write the rows with pred_ttft_ms, pred_tpot_ms, pred_tokens_per_s_per_gpu, source, status.")
+@click.option("--model", default=None, help="One configuration: model (catalog name or Hugging Face id).")
+@click.option("--gpu", default=None, help="GPU type or benchmark system name (h200, h200_sxm, b200, ...).")
+@click.option("--engine", default="vllm", show_default=True, help="vllm | sglang | trtllm.")
+@click.option("--dtype", "precision", default="bf16", show_default=True,
+              help="Weight format: bf16, fp8 (per-tensor), fp8_block, fp4.")
+@click.option("--tp", type=int, default=1, show_default=True, help="Tensor-parallel GPUs of the instance.")
+@click.option("--isl", type=int, default=None, help="Input tokens per request.")
+@click.option("--osl", type=int, default=None, help="Output tokens per request.")
+@click.option("--concurrency", type=int, default=None, help="Closed-loop clients (requests in flight).")
+@click.option("--engine-setting", "settings", multiple=True,
+              help="Override an engine default, NAME=VALUE (token_budget, max_seqs, memory_fraction, "
+                   "cpu_per_step_s, ...); repeat.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+def predict(rows_path, output, model, gpu, engine, precision, tp, isl, osl, concurrency, settings, as_json):
+    """Predict mean TTFT and TPOT of a closed-loop benchmark (N clients, fixed ISL/OSL).
+
+    \b
+    Examples:
+      planner predict --model meta-llama/Llama-3.1-70B --gpu h200 --engine vllm --dtype fp8 \\
+          --tp 4 --isl 1024 --osl 1024 --concurrency 64
+      planner predict --rows ../shared/silicon/dev.csv -o predictions.csv
+    Rows that cannot be predicted yet (MoE, disaggregated) keep a status saying why.
+    """
+    import pandas as pd
+
+    from planner.bench.accuracy import render, table
+    from planner.bench.rows import read_rows
+    from planner.bench.run import predict_frame
+    from planner.cli.output import echo_json
+
+    overrides = _engine_settings(settings)
+    if rows_path:
+        df = read_rows(rows_path)
+    else:
+        missing = [n for n, v in (("--model", model), ("--gpu", gpu), ("--isl", isl), ("--osl", osl),
+                                  ("--concurrency", concurrency)) if v is None]
+        if missing:
+            raise InputError(f"give --rows FILE, or one configuration with {', '.join(missing)}")
+        for name, v in (("--tp", tp), ("--isl", isl), ("--osl", osl), ("--concurrency", concurrency)):
+            if v < 1:
+                raise InputError(f"{name} must be >= 1, got {v}")
+        _check_names(model, gpu, engine)
+        df = pd.DataFrame([{"id": "cli", "model_path": model, "system": gpu, "backend": engine,
+                            "precision": precision.replace("_block", ""), "gemm_quant_mode": precision,
+                            "mode": "agg", "isl": isl, "osl": osl, "concurrency": concurrency, "tp_size": tp,
+                            "pp_size": 1, "batch_size": concurrency}])
+    engines = {str(b).lower() for b in df["backend"]} if overrides else set()
+    pred = predict_frame(df, {e: overrides for e in engines}, progress=len(df) > 1)
+    if output:
+        _write_csv_atomic(pred, Path(output))
+    rows = table(pred)
+    if as_json:
+        cols = ["id", "pred_ttft_ms", "pred_tpot_ms", "pred_tokens_per_s_per_gpu", "source", "status"]
+        recs = [{k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in r.items()}
+                for r in pred[cols].to_dict("records")]
+        return echo_json({"rows": recs if len(pred) <= 50 or not output else len(pred), "accuracy": rows,
+                          "statuses": pred["status"].value_counts().to_dict()})
+    if len(pred) == 1 and not rows:
+        r = pred.iloc[0]
+        if r["status"] != "ok":
+            raise InputError(f"cannot predict this configuration: {r['status']}")
+        click.echo(f"TTFT {r['pred_ttft_ms']:.1f} ms, TPOT {r['pred_tpot_ms']:.2f} ms, "
+                   f"{r['pred_tokens_per_s_per_gpu']:.0f} output tokens/s per GPU")
+        click.echo(f"step costs: {r['source']}")
+        return
+    counts = pred["status"].where(pred["status"] == "ok", "not predicted: " + pred["status"]).value_counts()
+    click.echo(f"{len(pred)} rows: " + "; ".join(f"{n} {s}" for s, n in counts.items()))
+    if rows:
+        click.echo(render(rows))
+    if output:
+        click.echo(f"wrote {output}")
+
+
+def _check_names(model: str, gpu: str, engine: str) -> None:
+    from planner import catalog
+    from planner.engines.config import ALIASES, ENGINES
+    key = engine.strip().lower()
+    if key not in ENGINES and key not in ALIASES:
+        close = difflib.get_close_matches(key, list(ENGINES) + list(ALIASES), n=3)
+        raise InputError(f"unknown engine {engine!r}" + (f"; did you mean {', '.join(close)}?" if close else
+                                                         f"; use one of {', '.join(ENGINES)}"))
+    catalog.gpu(gpu)
+    catalog.model(model)

@@ -1,0 +1,162 @@
+"""`EngineConfig`: one engine's scheduling settings, defaults per engine, user overrides,
+and what the performance model and the simulator take from it."""
+from __future__ import annotations
+
+import csv
+from dataclasses import asdict, dataclass, fields, replace
+from functools import lru_cache
+from importlib import resources
+
+from planner.errors import InputError
+from planner.perf.step import CpuCost
+
+ENGINES = ("vllm", "sglang", "trtllm")
+SCHEDULES = ("mixed", "prefill_first")         # decodes + prefill chunks in one step | a prefill step pauses decodes
+ADMISSIONS = ("on_demand", "reserve", "no_evict")
+PREEMPTIONS = ("recompute", "retract", "none")
+
+
+def _vllm_graph_sizes(max_bs: int) -> tuple[int, ...]:
+    return tuple(s for s in (1, 2, 4, *range(8, 8193, 8)) if s <= max_bs)
+
+
+def _sglang_graph_sizes(max_bs: int) -> tuple[int, ...]:
+    return tuple(s for s in (1, 2, 4, 8, 12, *range(16, 257, 8), *range(272, 8193, 16)) if s <= max_bs)
+
+
+def _trtllm_graph_sizes(max_bs: int) -> tuple[int, ...]:
+    sizes = [1, 2, 4, 8, 16, 32, 64, 128] + list(range(256, 8193, 256))
+    return tuple(s for s in sizes if s <= max_bs)
+
+
+GRAPH_RULES = {"vllm": _vllm_graph_sizes, "sglang": _sglang_graph_sizes, "trtllm": _trtllm_graph_sizes}
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    name: str = "vllm"
+    token_budget: int = 8192          # tokens per step (max_num_batched_tokens / chunked_prefill_size / max_num_tokens)
+    max_seqs: int = 1024              # running requests (max_num_seqs / max_running_requests / max_batch_size)
+    chunked_prefill: bool = True
+    schedule: str = "mixed"
+    admission: str = "on_demand"
+    preemption: str = "recompute"
+    block_tokens: int = 16
+    memory_fraction: float = 0.90
+    graph_max_batch: int = 512        # decode-only steps up to this batch replay a CUDA graph (padded)
+    fp8_kv_when_quantized: bool = False   # an FP8/FP4 checkpoint runs an FP8 KV cache (ModelOpt checkpoints on TRT-LLM)
+    fused_quant: bool = False         # activation quantisation fused into the preceding norm (TRT-LLM)
+    # CPU time per step; None: the fitted value for this engine (planner/data/engine_fits.csv)
+    cpu_per_step_s: float | None = None
+    cpu_per_seq_s: float | None = None
+    frontend_s: float | None = None   # per request, added to TTFT: HTTP, tokenising, first-token streaming
+    overlap: bool = False             # CPU work of the next step overlaps the GPU's (overlap / async scheduler)
+
+    def __post_init__(self):
+        for name, value, allowed in (("name", self.name, ENGINES), ("schedule", self.schedule, SCHEDULES),
+                                     ("admission", self.admission, ADMISSIONS),
+                                     ("preemption", self.preemption, PREEMPTIONS)):
+            if value not in allowed:
+                raise InputError(f"engine {name}={value!r} is not one of {', '.join(allowed)}")
+        for name in ("token_budget", "max_seqs", "block_tokens"):
+            if not int(getattr(self, name)) >= 1:
+                raise InputError(f"engine {name} must be >= 1, got {getattr(self, name)}")
+        if not 0.05 <= self.memory_fraction <= 1.0:
+            raise InputError(f"engine memory_fraction must be in [0.05, 1], got {self.memory_fraction}")
+
+    @property
+    def graph_sizes(self) -> tuple[int, ...]:
+        return GRAPH_RULES[self.name](min(self.graph_max_batch, self.max_seqs))
+
+    @property
+    def cpu(self) -> CpuCost:
+        fit = engine_fits().get(self.name, {})
+        return CpuCost(per_step_s=self.cpu_per_step_s if self.cpu_per_step_s is not None else fit.get("per_step_s", 0.0),
+                       per_seq_s=self.cpu_per_seq_s if self.cpu_per_seq_s is not None else fit.get("per_seq_s", 0.0),
+                       overlap=self.overlap)
+
+    def kv_dtype(self, weight_dtype: str) -> str:
+        return "fp8" if self.fp8_kv_when_quantized and weight_dtype in ("fp8", "fp8_block", "fp4") else "bf16"
+
+    @property
+    def frontend(self) -> float:
+        if self.frontend_s is not None:
+            return self.frontend_s
+        return engine_fits().get(self.name, {}).get("frontend_s", 0.0)
+
+    def perf_kwargs(self) -> dict:
+        """What PerfModel takes from the engine."""
+        return {"engine": self.name, "graph_sizes": self.graph_sizes, "cpu": self.cpu,
+                "memory_fraction": self.memory_fraction, "token_budget": self.token_budget,
+                "max_seqs": self.max_seqs, "fused_quant": self.fused_quant}
+
+    def settings(self) -> dict:
+        """The flags to deploy with, in the engine's own names."""
+        names = {"vllm": ("max_num_batched_tokens", "max_num_seqs", "gpu_memory_utilization"),
+                 "sglang": ("chunked_prefill_size", "max_running_requests", "mem_fraction_static"),
+                 "trtllm": ("max_num_tokens", "max_batch_size", "free_gpu_memory_fraction")}[self.name]
+        return dict(zip(names, (self.token_budget, self.max_seqs, self.memory_fraction)))
+
+
+# Defaults (sources in planner/engines/defaults.csv):
+# - vLLM V1 serving on a >= 70 GiB GPU: one token budget of 8192 per step, running requests
+#   (decodes) first then waiting prefills FCFS, chunked; KV blocks of 16 allocated on demand,
+#   the newest running request preempted by recompute; 90% of GPU memory; CUDA graphs to 512.
+# - SGLang: a prefill batch (chunked at 8192) runs first and pauses decoding (mixed chunks
+#   off); admission reserves a share of each running request's remaining output
+#   (new_token_ratio), decodes retracted when memory runs out; page 1; overlap scheduler on.
+# - TensorRT-LLM (PyTorch backend): in-flight batching mixes context and generation in one
+#   step within max_num_tokens 8192, chunked context off; GUARANTEED_NO_EVICT reserves a
+#   request's full prompt + output at admission, so nothing is preempted; blocks of 32;
+#   90% of free memory; overlap scheduler on.
+DEFAULTS = {
+    "vllm": EngineConfig(),
+    "sglang": EngineConfig(name="sglang", token_budget=8192, max_seqs=1024, chunked_prefill=True,
+                           schedule="prefill_first", admission="reserve", preemption="retract", block_tokens=1,
+                           memory_fraction=0.88, graph_max_batch=256, overlap=True),
+    "trtllm": EngineConfig(name="trtllm", token_budget=8192, max_seqs=2048, chunked_prefill=False, schedule="mixed",
+                           admission="no_evict", preemption="none", block_tokens=32, memory_fraction=0.90,
+                           graph_max_batch=2048, fp8_kv_when_quantized=True, fused_quant=True, overlap=True),
+}
+ALIASES = {"tensorrt-llm": "trtllm", "trt-llm": "trtllm", "tensorrt_llm": "trtllm", "vllm-v1": "vllm"}
+
+
+def engine_config(name: str = "vllm", **overrides) -> EngineConfig:
+    key = ALIASES.get(name.strip().lower(), name.strip().lower())
+    if key not in DEFAULTS:
+        raise InputError(f"unknown engine {name!r}; use one of {', '.join(ENGINES)}")
+    known = {f.name for f in fields(EngineConfig)}
+    bad = set(overrides) - known
+    if bad:
+        raise InputError(f"unknown engine setting(s) {', '.join(sorted(bad))}; known: {', '.join(sorted(known))}")
+    return replace(DEFAULTS[key], **{k: v for k, v in overrides.items() if v is not None})
+
+
+def config_from_dict(d: dict | None, where: str = "plan") -> EngineConfig:
+    if not d:
+        return DEFAULTS["vllm"]
+    if isinstance(d, str):
+        return engine_config(d)
+    try:
+        return EngineConfig(**d)
+    except TypeError as e:
+        raise InputError(f"{where}: malformed engine settings ({e})") from None
+
+
+def as_dict(cfg: EngineConfig) -> dict:
+    return asdict(cfg)
+
+
+@lru_cache(maxsize=1)
+def engine_fits() -> dict[str, dict]:
+    """{engine: {per_step_s, per_seq_s, frontend_s, fitted_on}} from planner/data/engine_fits.csv
+    (empty where not fitted yet)."""
+    try:
+        text = resources.files("planner").joinpath("data", "engine_fits.csv").read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return {}
+    out = {}
+    for r in csv.DictReader(text.splitlines()):
+        out[r["engine"]] = {"per_step_s": float(r["per_step_s"]), "per_seq_s": float(r["per_seq_s"]),
+                            "frontend_s": float(r["frontend_s"]), "fitted_on": r["fitted_on"]}
+    return out

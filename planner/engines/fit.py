@@ -1,0 +1,121 @@
+"""Fit each engine's CPU and front-end times to measured benchmark rows and write
+`planner/data/engine_fits.csv`:
+
+    python -m planner.engines.fit --rows ../shared/silicon/dev.csv [--exclude-system b200_sxm] [-o FILE]
+
+Per engine, three parameters: seconds per step and seconds per sequence in the step (the
+scheduler's, sampler's and detokeniser's Python work), and the front-end seconds per
+request added to TTFT (HTTP, tokenising, streaming the first token). Whether the CPU time
+overlaps the GPU's is the engine's documented default (EngineConfig.overlap), not fitted.
+The objective is the median over rows of |log(predicted / measured)| for TPOT plus the same
+for TTFT, on the rows the performance model can predict: Nelder-Mead over the two CPU
+parameters from a grid start, the front-end time by a line search at each point (it only
+adds to TTFT). `--exclude-system` leaves one system out (leave-one-system-out validation).
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from scipy.optimize import minimize
+
+from planner.bench.rows import read_rows, resolve
+from planner.bench.run import predict_frame
+from planner.engines.config import ENGINES
+
+FIT_REQUESTS_PER_USER = 3      # shorter closed loops while fitting; the prediction uses the full length
+MAX_FIT_ROWS = 80              # a stratified sample per engine keeps a fit to minutes on 2 cores
+SCALE = np.array([1e-3, 1e-5])  # parameter units: ms per step, 10 us per sequence
+
+
+FRONTEND_GRID_MS = np.arange(0.0, 300.0, 2.5)
+
+
+def objective(rows: pd.DataFrame, engine: str, params, with_frontend: bool = False):
+    per_step, per_seq = np.maximum(np.asarray(params, float), 0.0) * SCALE
+    pred = predict_frame(rows, {engine: {"cpu_per_step_s": per_step, "cpu_per_seq_s": per_seq, "frontend_s": 0.0}},
+                         requests_per_user=FIT_REQUESTS_PER_USER)
+    ok = pred[pred["status"] == "ok"]
+    if ok.empty:
+        return (float("inf"), 0.0) if with_frontend else float("inf")
+    e_tpot = np.median(np.abs(np.log(ok["pred_tpot_ms"] / ok["silicon_tpot_ms"])))
+    ttft, meas = ok["pred_ttft_ms"].to_numpy(float), ok["silicon_ttft_ms"].to_numpy(float)
+    e_ttft = [np.median(np.abs(np.log((ttft + f) / meas))) for f in FRONTEND_GRID_MS]
+    i = int(np.argmin(e_ttft))
+    total = float(e_tpot + e_ttft[i])
+    return (total, FRONTEND_GRID_MS[i] * 1e-3) if with_frontend else total
+
+
+def sample(rows: pd.DataFrame, n: int = MAX_FIT_ROWS, seed: int = 0) -> pd.DataFrame:
+    if len(rows) <= n:
+        return rows
+    # stratified by system, model and concurrency band so no group is left out
+    band = pd.cut(rows["concurrency"], [0, 8, 32, 128, 1 << 20]).astype(str)
+    key = rows["system"].astype(str) + rows["model_path"].astype(str) + band
+    per = max(1, n // key.nunique())
+    return rows.groupby(key, group_keys=False).apply(lambda g: g.sample(min(len(g), per), random_state=seed))
+
+
+def fit_engine(rows: pd.DataFrame, engine: str, progress=None) -> dict | None:
+    mine = rows[rows["backend"].astype(str).str.lower() == engine]
+    mine = mine[[not isinstance(resolve(r), str) for r in mine.to_dict("records")]]   # rows the model covers
+    if mine.empty:
+        return None
+    fit_rows = sample(mine)
+    starts = [(0.0, 0.0), (2.0, 0.0), (1.0, 2.0), (4.0, 5.0), (8.0, 10.0)]
+    best = min(((objective(fit_rows, engine, s), s) for s in starts), key=lambda t: t[0])
+    res = minimize(lambda x: objective(fit_rows, engine, x), best[1], method="Nelder-Mead",
+                   options={"xatol": 0.05, "fatol": 1e-3, "maxfev": 40})
+    per_step, per_seq = np.maximum(res.x, 0.0) * SCALE
+    _, frontend = objective(fit_rows, engine, res.x, with_frontend=True)
+    if progress:
+        progress(f"{engine}: {per_step * 1e3:.2f} ms/step + {per_seq * 1e6:.1f} us/seq, front end "
+                 f"{frontend * 1e3:.1f} ms (objective {res.fun:.3f} on {len(fit_rows)} rows)")
+    return {"engine": engine, "per_step_s": float(per_step), "per_seq_s": float(per_seq), "frontend_s": frontend,
+            "objective": float(res.fun), "fit_rows": len(fit_rows),
+            "fitted_on": ";".join(sorted(mine["system"].astype(str).unique()))}
+
+
+def fit_all(rows: pd.DataFrame, exclude_system: str | None = None, progress=None) -> list[dict]:
+    from planner.engines.config import DEFAULTS
+    if exclude_system:
+        rows = rows[rows["system"].astype(str) != exclude_system]
+    out = []
+    for engine in ENGINES:
+        got = fit_engine(rows, engine, progress)
+        if got is not None:
+            got["overlap"] = int(DEFAULTS[engine].overlap)
+            out.append(got)
+    return out
+
+
+def write(fits: list[dict], path: Path) -> None:
+    cols = ["engine", "per_step_s", "per_seq_s", "frontend_s", "overlap", "objective", "fit_rows", "fitted_on"]
+    tmp = path.with_suffix(".tmp")
+    with tmp.open("w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=cols)
+        w.writeheader()
+        for r in fits:
+            w.writerow({c: (f"{r[c]:.6g}" if isinstance(r[c], float) else r[c]) for c in cols})
+    tmp.replace(path)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--rows", default=str(Path(__file__).resolve().parents[2].parent / "shared" / "silicon" / "dev.csv"))
+    ap.add_argument("--exclude-system", default=None)
+    ap.add_argument("-o", "--output", default=str(Path(__file__).resolve().parents[1] / "data" / "engine_fits.csv"))
+    args = ap.parse_args(argv)
+    rows = read_rows(args.rows)
+    fits = fit_all(rows, args.exclude_system, progress=lambda s: print(s, file=sys.stderr))
+    write(fits, Path(args.output))
+    print(f"wrote {len(fits)} engine fits to {args.output}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

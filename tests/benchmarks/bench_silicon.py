@@ -1,0 +1,166 @@
+"""Accuracy of `planner predict` on the real benchmark rows of ../shared/silicon/dev.csv,
+in-sample and leave-one-system-out (LOSO: the engines' fitted CPU and front-end times
+re-fitted without the held-out system, then that system predicted). Run:
+
+    .venv/bin/python tests/benchmarks/bench_silicon.py [--out docs/validation-silicon.md] [--figures docs/figures]
+
+Prints (and writes) Markdown: per system x engine x model x mode, TTFT and TPOT median and
+p90 absolute % error and median signed error, in-sample next to LOSO, the row statuses,
+and log-log plots of predicted against measured. Takes ~10 minutes on 2 cores (each LOSO
+fold re-fits three engines by simulation).
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+DEV = ROOT.parent / "shared" / "silicon" / "dev.csv"
+SYSTEMS = ("h200_sxm", "b200_sxm", "b300_sxm")
+KEYS = ["system", "backend", "model_path", "mode"]
+
+
+def _fit_overrides(fits: list[dict]) -> dict:
+    return {f["engine"]: {"cpu_per_step_s": f["per_step_s"], "cpu_per_seq_s": f["per_seq_s"],
+                          "frontend_s": f["frontend_s"]} for f in fits}
+
+
+def loso(df: pd.DataFrame, log) -> pd.DataFrame:
+    from planner.bench.run import predict_frame
+    from planner.engines.fit import fit_all
+    parts = []
+    for system in SYSTEMS:
+        held = df[df["system"] == system]
+        if held.empty:
+            continue
+        t0 = time.perf_counter()
+        fits = fit_all(df, exclude_system=system, progress=lambda s, sy=system: log(f"  [without {sy}] {s}"))
+        # an engine with no training rows outside the held-out system falls back to no fitted times
+        over = {e: {"cpu_per_step_s": 0.0, "cpu_per_seq_s": 0.0, "frontend_s": 0.0} for e in ("vllm", "sglang", "trtllm")}
+        over.update(_fit_overrides(fits))
+        pred = predict_frame(held, over)
+        pred["fit_without"] = system
+        pred["fitted_engines"] = ",".join(sorted(f["engine"] for f in fits))
+        parts.append(pred)
+        log(f"LOSO {system}: {len(held)} rows in {time.perf_counter() - t0:.0f} s")
+    return pd.concat(parts) if parts else df.iloc[0:0]
+
+
+def _pct(x):
+    return "-" if x is None or not np.isfinite(x) else f"{x:.0f}%"
+
+
+def group_table(ins: pd.DataFrame, out: pd.DataFrame, by: list[str]) -> str:
+    from planner.bench.accuracy import errors, summarize
+    ei, eo = errors(ins), errors(out)
+    lines = ["| " + " | ".join(by) + " | rows | TTFT med / p90 / signed (in) | TTFT med / p90 / signed (LOSO) "
+             "| TPOT med / p90 / signed (in) | TPOT med / p90 / signed (LOSO) |",
+             "|" + "---|" * (len(by) + 5)]
+    keys = sorted(set(map(tuple, ei[by].astype(str).values)) | set(map(tuple, eo[by].astype(str).values)))
+    for key in keys:
+        def pick(e):
+            m = np.ones(len(e), dtype=bool)
+            for c, v in zip(by, key):
+                m &= e[c].astype(str).to_numpy() == v
+            return e[m]
+        gi, go = pick(ei), pick(eo)
+        cells = []
+        for name in ("ttft", "tpot"):
+            for g in (gi, go):
+                s = summarize(g[f"err_{name}"]) if len(g) else {"rows": 0}
+                cells.append(" / ".join(_pct(s.get(k)) for k in ("median_abs_pct", "p90_abs_pct", "median_signed_pct"))
+                             if s["rows"] else "-")
+        lines.append("| " + " | ".join(key) + f" | {max(len(gi), len(go))} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def plots(ins: pd.DataFrame, out: pd.DataFrame, folder: Path) -> list[str]:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    folder.mkdir(parents=True, exist_ok=True)
+    names = []
+    for metric, meas, pred in (("ttft", "silicon_ttft_ms", "pred_ttft_ms"), ("tpot", "silicon_tpot_ms", "pred_tpot_ms")):
+        fig, axes = plt.subplots(1, 2, figsize=(10, 4.6), sharex=True, sharey=True)
+        for ax, (title, d) in zip(axes, (("in-sample", ins), ("leave-one-system-out", out))):
+            d = d[d["status"] == "ok"]
+            for (system, backend), g in d.groupby(["system", "backend"]):
+                ax.scatter(g[meas], g[pred], s=8, alpha=0.6, label=f"{system} {backend}")
+            lo = max(1e-1, float(np.nanmin(d[[meas, pred]].to_numpy()))) if len(d) else 1
+            hi = float(np.nanmax(d[[meas, pred]].to_numpy())) if len(d) else 10
+            ax.plot([lo, hi], [lo, hi], "k-", lw=0.8)
+            ax.plot([lo, hi], [lo * 1.2, hi * 1.2], "k:", lw=0.6)
+            ax.plot([lo, hi], [lo / 1.2, hi / 1.2], "k:", lw=0.6)
+            ax.set_xscale("log")
+            ax.set_yscale("log")
+            ax.set_title(f"{metric.upper()} (ms), {title}")
+            ax.set_xlabel("measured")
+            ax.set_ylabel("predicted")
+        axes[0].legend(fontsize=6)
+        fig.tight_layout()
+        name = f"silicon_{metric}.png"
+        fig.savefig(folder / name, dpi=110)
+        plt.close(fig)
+        names.append(name)
+    return names
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--rows", default=str(DEV))
+    ap.add_argument("--out", default=None, help="write the Markdown here (e.g. docs/validation-silicon.md)")
+    ap.add_argument("--figures", default=str(ROOT / "docs" / "figures"))
+    ap.add_argument("--predictions", default=None, help="also write every row's in-sample and LOSO predictions (CSV)")
+    args = ap.parse_args(argv)
+    if not Path(args.rows).is_file():
+        print(f"error: {args.rows} not found (../shared/silicon/dev.csv beside the project)", file=sys.stderr)
+        return 2
+    from planner.bench.rows import read_rows
+    from planner.bench.run import predict_frame
+    from planner.engines.config import engine_fits
+
+    def log(s):
+        print(s, file=sys.stderr, flush=True)
+    t0 = time.perf_counter()
+    df = read_rows(args.rows)
+    ins = predict_frame(df, progress=True)
+    log(f"in-sample: {len(df)} rows in {time.perf_counter() - t0:.0f} s")
+    out = loso(df, log)
+    if args.predictions:
+        ins.assign(kind="in-sample").to_csv(args.predictions, index=False)
+        out.assign(kind="loso").to_csv(args.predictions, mode="a", header=False, index=False)
+    figs = plots(ins, out, Path(args.figures))
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+    dense = lambda d: d[(d["mode"] == "agg") & d["model_path"].str.contains("Llama", case=False)]  # noqa: E731
+    status = ins["status"].where(ins["status"] == "ok", "not predicted: " + ins["status"].astype(str).str.slice(0, 90))
+    fits = engine_fits()
+    md = [f"Command: `.venv/bin/python tests/benchmarks/bench_silicon.py --out docs/validation-silicon.md`. "
+          f"Date {datetime.date.today()}, commit {commit}, machine {platform.machine()} {platform.node()} "
+          f"({len(df)} rows, {time.perf_counter() - t0:.0f} s).", "",
+          "Fitted engine parameters (in-sample, planner/data/engine_fits.csv): " + "; ".join(
+              f"{e}: {v['per_step_s'] * 1e3:.2f} ms/step + {v['per_seq_s'] * 1e6:.1f} us/seq, front end "
+              f"{v['frontend_s'] * 1e3:.0f} ms (fitted on {v['fitted_on']})" for e, v in fits.items()), "",
+          "### Dense aggregated rows (the targets)", "", group_table(dense(ins), dense(out), ["system", "backend"]), "",
+          group_table(dense(ins), dense(out), ["backend"]), "",
+          "### Every predicted row, per system, engine, model and mode", "", group_table(ins, out, KEYS), "",
+          "### Row statuses", "", "| status | rows |", "|---|---|"]
+    md += [f"| {s} | {n} |" for s, n in status.value_counts().items()]
+    md += ["", *[f"![{f}](figures/{f})" for f in figs]]
+    text = "\n".join(md) + "\n"
+    print(text)
+    if args.out:
+        Path(args.out).write_text(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
