@@ -71,6 +71,9 @@ def _ints(text: str | None, what: str):
               help="Multiply the trace's arrival rate (2 = the same requests in half the time).")
 @click.option("--runners-up", type=int, default=3, show_default=True)
 @click.option("--solver", type=click.Choice(["highs", "cbc"]), default="highs", show_default=True)
+@click.option("--engine", "engine_name", default="vllm", show_default=True,
+              help="Serving engine the plan deploys with: vllm | sglang | trtllm (its scheduling, CUDA graphs, "
+                   "CPU time; the plan names the settings to launch it with).")
 @click.option("-o", "--output", type=click.Path(dir_okay=False), default=None, help="Write the plan JSON here.")
 @click.option("--json", "as_json", is_flag=True, help="Print the plan JSON instead of the table.")
 @click.option("--verify", is_flag=True,
@@ -85,13 +88,14 @@ def _ints(text: str | None, what: str):
 @trace_read_options
 def recommend(trace_path, gpus, model, slo_ttft, slo_tpot, slo_jct, slo_percentile, mode, tp_text, chunks_text,
               max_gpus, window_s, price_items, prices_file, price_kind, provider, profile_path, memory_gb,
-              kv_link_gb_s, rate_scale, runners_up, solver, output, as_json, verify, schedule_window_s,
+              kv_link_gb_s, rate_scale, runners_up, solver, engine_name, output, as_json, verify, schedule_window_s,
               schedule_strategy, **read_kw):
     """Plan prefill/decode instances, chunk size and TP for a trace at the least $/hour
     that meets the SLO, and say whether disaggregation pays against coupled serving.
 
     The trace options are those of `planner trace stats`; --seed seeds both the drawn
     arrivals and the queueing model's sampling."""
+    from planner.engines.config import engine_config
     from planner.search.recommend import recommend as plan_for
 
     seed = read_kw["seed"]
@@ -123,7 +127,7 @@ def recommend(trace_path, gpus, model, slo_ttft, slo_tpot, slo_jct, slo_percenti
                     price_overrides=overrides, tps=_ints(tp_text, "tp") or DEFAULT_TPS,
                     chunks=_ints(chunks_text, "chunks"), mode=mode, max_gpus=max_gpus, window_s=window_s,
                     efficiency=eff, kv_link_override_gb_s=kv_link_gb_s, runners_up=runners_up, solver=solver,
-                    seed=seed)
+                    seed=seed, engine=engine_config(engine_name))
     if gpu_specs:
         plan.inputs["gpu_specs"] = gpu_specs
     d = plan.to_dict()
@@ -204,6 +208,8 @@ def render_plan(plan) -> str:
         + f"; performance model {'CALIBRATED: ' if i['calibrated'] else ''}{i['efficiency_source']}",
         "",
         f"PLAN      {describe(dep)}",
+        f"          engine {plan.deployment.engine.name}: " + ", ".join(
+            f"{k}={v}" for k, v in plan.deployment.engine.settings().items()),
         f"          GPUs {plan.deployment.gpus}, ${c['usd_per_hour']:.2f}/h, ${c['usd_per_million_tokens']:.3f} per "
         f"million tokens, {c['tokens_per_s_per_usd_hour']:.0f} tokens/s per $/h",
         "          predicted     p50        p90        p99",

@@ -5,12 +5,13 @@ the integer program in `optimizer.py` chooses among the candidates."""
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable
 
 import numpy as np
 
 from planner import catalog
+from planner.engines.config import EngineConfig
 from planner.perf.model import PerfModel
 from planner.perf.profile import Efficiency
 from planner.analytic.prefill import prefill_pool, prefill_ttft
@@ -150,13 +151,20 @@ def _search_up(ok, lo: int, hi: int = MAX_INSTANCES) -> int | None:
     return _bisect(ok, fail + 1 if fail is not None else n, n)
 
 
-def perf_models(gpu_names, model_name: str, tps, eff: Efficiency | None, dtype: str = "bf16"):
-    """(gpu, tp) -> PerfModel for every TP at which the weights fit."""
+def engine_for(engine: EngineConfig, mode: str, chunk_tokens: int) -> EngineConfig:
+    """The engine settings a plan deploys with: a Sarathi-style plan's token budget is its chunk."""
+    return replace(engine, token_budget=int(chunk_tokens)) if mode == "chunked_coupled" else engine
+
+
+def perf_models(gpu_names, model_name: str, tps, eff: Efficiency | None, dtype: str = "bf16",
+                engine: EngineConfig = EngineConfig()):
+    """(gpu, tp) -> PerfModel for every TP at which the weights fit, on `engine`."""
     out = {}
     for g in gpu_names:
         spec = catalog.gpu(g)
         for tp in tps:
-            pm = PerfModel(spec, catalog.model(model_name), tp=tp, dtype=dtype, eff=eff)
+            pm = PerfModel(spec, catalog.model(model_name), tp=tp, dtype=dtype, eff=eff,
+                           kv_dtype=engine.kv_dtype(dtype), **engine.perf_kwargs())
             if pm.fits:
                 out[(spec.name, tp)] = pm
     return out
@@ -286,7 +294,7 @@ def decode_options(wl: Workload, perfs: dict, slo: SLO, prices: dict, rejections
 
 def coupled_options(wl: Workload, perfs: dict, slo: SLO, prices: dict, model_name: str, dtype: str,
                     eff: Efficiency, budgets, rejections: list, seed: int = 0,
-                    families: list | None = None) -> list[Option]:
+                    families: list | None = None, engine: EngineConfig = EngineConfig()) -> list[Option]:
     """vLLM-style (chunk = the longest prompt) and Sarathi-style (chunk = token budget)."""
     from planner.analytic.coupled import passes_screen, predict_coupled, vllm_base
     from planner.plan import Deployment, Role
@@ -299,7 +307,8 @@ def coupled_options(wl: Workload, perfs: dict, slo: SLO, prices: dict, model_nam
             base = vllm_base(pm, wl) if mode == "coupled" else None   # instance-count independent, O(N)
 
             def dep_of(n, g=g, tp=tp, mode=mode, chunk=chunk):
-                return Deployment(mode, model_name, chunk, coupled=Role(g, n, tp), dtype=dtype, efficiency=eff)
+                return Deployment(mode, model_name, chunk, coupled=Role(g, n, tp), dtype=dtype, efficiency=eff,
+                                  engine=engine_for(engine, mode, chunk))
 
             def passes(n, dep_of=dep_of, base=base, screened=screened):
                 """Queue-free screen (per window and sample): False means evaluate(n) is not ok."""

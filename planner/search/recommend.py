@@ -8,10 +8,11 @@ import time
 import numpy as np
 
 from planner import catalog
-from planner.search.candidates import (DEFAULT_CHUNKS, DEFAULT_SARATHI_BUDGETS, DEFAULT_TPS, KV_LATENCY_S, SLO, coupled_options,
+from planner.search.candidates import (DEFAULT_CHUNKS, DEFAULT_SARATHI_BUDGETS, DEFAULT_TPS, KV_LATENCY_S, SLO, coupled_options, engine_for,
                          decode_options, kv_link_gb_s, perf_models, prefill_options, tp_problem)
 from planner.errors import InfeasibleError, InputError
 from planner.search.optimizer import Choice, MODE_CHOICES, infeasible_message, pair_ok as latency_pair_ok, pair_samples, solve
+from planner.engines.config import EngineConfig
 from planner.perf.profile import Efficiency
 from planner.plan import Deployment, Plan, Policies, Role
 from planner.search.budget import best_at, equal_budget
@@ -26,7 +27,8 @@ def recommend(trace, gpus=("a100",), model: str = "opt-13b", slo: SLO = SLO(), *
               tps=DEFAULT_TPS, chunks=None, sarathi_budgets=DEFAULT_SARATHI_BUDGETS, mode: str = "auto",
               max_gpus: int | None = None, window_s: float = DEFAULT_WINDOW_S, efficiency: Efficiency | None = None,
               kv_link_override_gb_s: float | None = None, policies: Policies = Policies(), runners_up: int = 3,
-              solver: str = "highs", dtype: str = "fp16", seed: int = 0) -> Plan:
+              solver: str = "highs", dtype: str = "fp16", seed: int = 0,
+              engine: EngineConfig = EngineConfig()) -> Plan:
     """Plan the cheapest deployment of `model` on `gpus` meeting `slo` for `trace`.
 
     Raises InfeasibleError (why, in numbers, and what would help) when nothing meets it."""
@@ -54,7 +56,7 @@ def recommend(trace, gpus=("a100",), model: str = "opt-13b", slo: SLO = SLO(), *
     for g in gpu_names:
         prices[g], price_src[g] = catalog.price_usd_per_gpu_hour(g, price_kind, provider, price_overrides)
     wl = build_workload(trace, window_s=window_s, seed=seed)
-    perfs = perf_models(gpu_names, model, tps, eff, dtype)
+    perfs = perf_models(gpu_names, model, tps, eff, dtype, engine)
     if not perfs:
         raise InfeasibleError(f"{spec_model.name} ({spec_model.weight_bytes(dtype) / 1e9:.1f} GB of weights) fits "
                               f"none of {', '.join(gpu_names)} at TP in {sorted(tps)}: allow a larger --tp or a bigger GPU")
@@ -78,7 +80,7 @@ def recommend(trace, gpus=("a100",), model: str = "opt-13b", slo: SLO = SLO(), *
     if mode != "disaggregated":
         cpl = coupled_options(wl, perfs, slo, prices, model, dtype, eff,
                               sarathi_budgets if mode in ("auto", "chunked_coupled") else (), rejections, seed,
-                              families)
+                              families, engine)
         if mode == "coupled":
             cpl = [c for c in cpl if c.role == "coupled"]
             families = [f for f in families if f.role == "coupled"]
@@ -147,13 +149,14 @@ def recommend(trace, gpus=("a100",), model: str = "opt-13b", slo: SLO = SLO(), *
         if c.coupled is not None:
             o = c.coupled
             return Deployment(o.role, spec_model.name, o.chunk_tokens, coupled=Role(o.gpu, o.instances, o.tp),
-                              dtype=dtype, policies=policies, efficiency=eff)
+                              dtype=dtype, policies=policies, efficiency=eff,
+                              engine=engine_for(engine, o.role, o.chunk_tokens))
         link = kv_link_override_gb_s or min(kv_link_gb_s(catalog.gpu(c.prefill.gpu), c.prefill.tp),
                                             kv_link_gb_s(catalog.gpu(c.decode.gpu), c.decode.tp))
         return Deployment("disaggregated", spec_model.name, c.prefill.chunk_tokens,
                           prefill=Role(c.prefill.gpu, c.prefill.instances, c.prefill.tp),
                           decode=Role(c.decode.gpu, c.decode.instances, c.decode.tp),
-                          dtype=dtype, policies=policies, kv_link_gb_s=link, efficiency=eff)
+                          dtype=dtype, policies=policies, kv_link_gb_s=link, efficiency=eff, engine=engine)
 
     tokens_s = float((wl.prompt_tokens.sum() + wl.output_tokens.sum()) / max(wl.span_s, 1e-9))
 
