@@ -10,6 +10,8 @@ import pandas as pd
 
 from planner.errors import InputError
 
+from .units import clip
+
 MAX_TOKENS = 10**9  # beyond any model's context; catches overflow and unit mix-ups
 
 
@@ -23,6 +25,7 @@ class Rows:
     fmt: str
     dropped: dict[str, int] = field(default_factory=dict)
     drop: np.ndarray | None = None  # rows dropped so far (bool), so each is counted once
+    row_word: str = "line"  # what a row number counts: a file line, or a request / conversation in a document
 
     def find(self, name: str) -> str | None:
         """The frame's column matching `name` case- and space-insensitively, or None."""
@@ -36,13 +39,13 @@ class Rows:
         found = [self.find(n) for n in names]
         missing = [n for n, f in zip(names, found) if f is None]
         if missing:
-            have = ", ".join(map(str, self.df.columns)) or "none"
+            have = clip(", ".join(map(str, self.df.columns)) or "none")
             raise InputError(f"{self.path}: missing column(s) {', '.join(missing)} for the {self.fmt} format "
                              f"(found: {have}); rename the columns or pass the right --format")
         return found
 
     def where(self, i: int) -> str:
-        return f"{self.path}: line {int(self.lines[i])}"
+        return f"{self.path}: {self.row_word} {int(self.lines[i])}"
 
     def numbers(self, col: str) -> np.ndarray:
         """The column as float64; non-numbers and empty cells are errors."""

@@ -11,6 +11,7 @@ import pandas as pd
 from planner.errors import InputError
 
 from .columns import Rows
+from .units import clip
 
 
 @dataclass(frozen=True)
@@ -20,6 +21,8 @@ class Parsed:
     output_tokens: np.ndarray
     extra: dict[str, np.ndarray]
     drop: np.ndarray  # bool per row
+    raw_time: bool = False  # arrival_s holds numbers in a unit the format does not fix (see traces.units)
+    time_col: str = ""
 
 
 # name -> (columns that identify it, one-line description for help and errors)
@@ -32,6 +35,18 @@ FORMATS: dict[str, tuple[tuple[str, ...], str]] = {
     "sarathi": (("num_prefill_tokens", "num_decode_tokens"), "Sarathi/Vidur lengths: num_prefill_tokens,num_decode_tokens,... (lengths only)"),
     "lengths": (("prompt_tokens", "output_tokens"), "prompt_tokens,output_tokens without arrival_s (lengths only)"),
 }
+# Read from JSON documents and logs (traces.documents, traces.formats_json), recognised by
+# their structure; `columns` is any table mapped with --columns.
+JSON_FORMATS: dict[str, str] = {
+    "vllm-bench": "vLLM benchmark result JSON (--save-result): input_lens, output_lens, ttfts, itls, errors",
+    "sglang-bench": "SGLang bench_serving JSONL (--output-file with --output-details); the last run is read",
+    "aiperf": "aiperf profile_export.jsonl: metadata.request_start_ns, metrics.input/output_sequence_length",
+    "genai-perf": "genai-perf profile_export.json: experiments[].requests[] (timestamps in ns)",
+    "openai": "OpenAI-style JSONL request log with usage.prompt_tokens/completion_tokens (+ timestamp or created)",
+    "sharegpt-json": "ShareGPT conversation JSON ([{conversations: [{from, value}]}]; lengths only, needs --rate)",
+    "columns": "any CSV/JSONL with --columns arrival=COL,prompt=COL,output=COL",
+}
+
 # Zero-length rows: an error in our own plain format (its spec says >= 1), dropped and
 # counted in the formats where they are a known feature of the data (failed requests,
 # empty ShareGPT turns).
@@ -43,10 +58,33 @@ def detect(rows: Rows) -> str:
     for name, (cols, _) in FORMATS.items():
         if all(rows.find(c) is not None for c in cols):
             return name
-    have = ", ".join(map(str, rows.df.columns)) or "none"
-    known = "; ".join(f"{n}: {d}" for n, (_, d) in FORMATS.items())
-    raise InputError(f"{rows.path}: unrecognised columns ({have}). Known formats - {known}. "
-                     "Rename the columns or pass --format")
+    have = clip(", ".join(map(str, rows.df.columns)) or "none")
+    known = ", ".join(list(FORMATS) + list(JSON_FORMATS))
+    raise InputError(f"{rows.path}: unrecognised columns ({have}). Known formats: {known} (`planner trace --help` "
+                     "describes each). Pass --columns arrival=COL,prompt=COL,output=COL to name yours, or --format")
+
+
+def datetime_seconds(rows: Rows, t: str, example: str) -> np.ndarray:
+    """Date-time column `t` as seconds from its first row. Offsets ("Z", "+01:00") are
+    honoured; times without one are taken as UTC."""
+    raw = rows.df[t]
+    try:
+        ts = pd.to_datetime(raw.astype(str).str.strip(), format="ISO8601", errors="coerce", utc=True)
+    except (ValueError, TypeError, OverflowError) as e:
+        raise InputError(f"{rows.path}: column {t}: cannot read the date-times ({e}); "
+                         f"expected e.g. {example}") from None
+    bad = ts.isna().to_numpy()
+    if bad.any():
+        i = int(np.argmax(bad))
+        raise InputError(f"{rows.where(i)}, column {t}: {str(raw.iloc[i])!r} is not a date-time like "
+                         f"{example}; fix or remove that row")
+    stamps = ts.dt.tz_convert(None).to_numpy()  # in pandas' own unit: no wrap-around outside 1677-2262
+    unit = np.datetime_data(stamps.dtype)[0]
+    ticks = stamps.view(np.int64)
+    if int(ticks.max()) - int(ticks.min()) > np.iinfo(np.int64).max:  # differences would overflow
+        raise InputError(f"{rows.path}: column {t}: the date-times span too many years to be one trace "
+                         f"({ts.min()} to {ts.max()}); fix the wrong dates")
+    return (ticks - ticks[0]) / (np.timedelta64(1, "s") / np.timedelta64(1, unit))
 
 
 def _extras(rows: Rows, names: tuple[str, ...]) -> dict[str, np.ndarray]:
@@ -63,29 +101,12 @@ def plain(rows: Rows, drop_zero: bool, **_) -> Parsed:
     prompt, zp = rows.tokens(p, drop_zero)
     output, zo = rows.tokens(o, drop_zero)
     extra = {c: rows.df[c].to_numpy() for c in rows.df.columns if c not in (a, p, o)}
-    return Parsed(rows.numbers(a), prompt, output, extra, zp | zo)
+    return Parsed(rows.numbers(a), prompt, output, extra, zp | zo, raw_time=True, time_col=a)
 
 
 def azure(rows: Rows, drop_zero: bool, **_) -> Parsed:
     t, p, o = rows.require("TIMESTAMP", "ContextTokens", "GeneratedTokens")
-    raw = rows.df[t]
-    try:  # offsets ("Z", "+01:00") are honoured; times without one are taken as UTC
-        ts = pd.to_datetime(raw.astype(str).str.strip(), format="ISO8601", errors="coerce", utc=True)
-    except (ValueError, TypeError, OverflowError) as e:
-        raise InputError(f"{rows.path}: column {t}: cannot read the date-times ({e}); "
-                         "expected e.g. '2023-11-16 18:17:03.9799600'") from None
-    bad = ts.isna().to_numpy()
-    if bad.any():
-        i = int(np.argmax(bad))
-        raise InputError(f"{rows.where(i)}, column {t}: {str(raw.iloc[i])!r} is not a date-time like "
-                         "'2023-11-16 18:17:03.9799600'; fix or remove that row")
-    stamps = ts.dt.tz_convert(None).to_numpy()  # in pandas' own unit: no wrap-around outside 1677-2262
-    unit = np.datetime_data(stamps.dtype)[0]
-    ticks = stamps.view(np.int64)
-    if int(ticks.max()) - int(ticks.min()) > np.iinfo(np.int64).max:  # differences would overflow
-        raise InputError(f"{rows.path}: column {t}: the date-times span too many years to be one trace "
-                         f"({ts.min()} to {ts.max()}); fix the wrong dates")
-    seconds = (ticks - ticks[0]) / (np.timedelta64(1, "s") / np.timedelta64(1, unit))
+    seconds = datetime_seconds(rows, t, "'2023-11-16 18:17:03.9799600'")
     prompt, zp = rows.tokens(p, drop_zero)
     output, zo = rows.tokens(o, drop_zero)
     return Parsed(seconds, prompt, output, {}, zp | zo)

@@ -101,8 +101,8 @@ def read_csv_frame(path: Path, text: str) -> tuple[pd.DataFrame, np.ndarray]:
     return df, lines
 
 
-def read_jsonl_frame(path: Path, text: str) -> tuple[pd.DataFrame, np.ndarray]:
-    """One JSON object per line (Mooncake style) as a frame, with each row's line number."""
+def read_jsonl_records(path: Path, text: str) -> tuple[list[dict], np.ndarray]:
+    """One JSON object per line, with each object's line number."""
     records, lines = [], []
     all_lines = text.split("\n")
     last_no = len(all_lines) if all_lines[-1].strip() else len(all_lines) - 1
@@ -121,4 +121,21 @@ def read_jsonl_frame(path: Path, text: str) -> tuple[pd.DataFrame, np.ndarray]:
             raise InputError(f"{path}: line {i} is a JSON {type(obj).__name__}, expected one object per line")
         records.append(obj)
         lines.append(i)
-    return pd.DataFrame.from_records(records), np.asarray(lines, dtype=np.int64)
+    return records, np.asarray(lines, dtype=np.int64)
+
+
+def jsonl_frame(records: list[dict]) -> pd.DataFrame:
+    """Records as a frame; nested objects (aiperf's metrics, a log's usage) become dotted
+    columns such as `usage.prompt_tokens` (lists stay as values)."""
+    if records and any(isinstance(v, dict) for v in records[0].values()):
+        try:
+            return pd.json_normalize(records)
+        except (ValueError, TypeError, RecursionError, AttributeError):
+            pass
+    return pd.DataFrame.from_records(records)
+
+
+def read_jsonl_frame(path: Path, text: str) -> tuple[pd.DataFrame, np.ndarray]:
+    """One JSON object per line (Mooncake style) as a frame, with each row's line number."""
+    records, lines = read_jsonl_records(path, text)
+    return jsonl_frame(records), lines

@@ -20,6 +20,7 @@ class Trace:
     extra: dict[str, np.ndarray] = field(default_factory=dict)
     name: str = ""
     dropped: dict[str, int] = field(default_factory=dict)
+    notes: tuple[str, ...] = ()  # what a reader approximated or assumed (token counts, drawn arrivals)
 
     def __post_init__(self):
         a = np.ascontiguousarray(self.arrival_s, dtype=np.float64)
@@ -60,11 +61,11 @@ class Trace:
         if factor <= 0:
             raise InputError(f"time scale must be > 0, got {factor}")
         return Trace(self.arrival_s * factor, self.prompt_tokens, self.output_tokens,
-                     dict(self.extra), self.name, dict(self.dropped))
+                     dict(self.extra), self.name, dict(self.dropped), self.notes)
 
     def head(self, n: int) -> "Trace":
         return Trace(self.arrival_s[:n], self.prompt_tokens[:n], self.output_tokens[:n],
-                     {k: v[:n] for k, v in self.extra.items()}, self.name, dict(self.dropped))
+                     {k: v[:n] for k, v in self.extra.items()}, self.name, dict(self.dropped), self.notes)
 
     def window(self, start_s: float, end_s: float) -> "Trace":
         """Requests arriving in [start_s, end_s), arrival times kept as they are."""

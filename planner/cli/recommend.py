@@ -12,7 +12,7 @@ import click
 from planner import catalog
 from planner.search.candidates import DEFAULT_CHUNKS, DEFAULT_TPS, SLO
 from planner.cli.output import echo_json
-from planner.cli.trace import read_with_options, trace_read_options
+from planner.cli.trace import read_with_options, report_read, trace_read_options
 from planner.errors import InputError
 from planner.search.optimizer import MODE_CHOICES
 from planner.plan import MODE_NAMES
@@ -100,9 +100,7 @@ def recommend(trace_path, gpus, model, slo_ttft, slo_tpot, slo_jct, slo_percenti
 
     seed = read_kw["seed"]
     trace = read_with_options(trace_path, **read_kw)
-    if trace.dropped:
-        why = ", ".join(f"{n:,} {reason}" for reason, n in trace.dropped.items())
-        click.echo(f"note: dropped {sum(trace.dropped.values()):,} rows on purpose ({why})", err=True)
+    report_read(trace)
     if rate_scale != 1.0:
         if not rate_scale > 0:
             raise InputError(f"--rate-scale must be > 0, got {rate_scale}")

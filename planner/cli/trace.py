@@ -8,6 +8,7 @@ from traces.classes import CLASSES, KINDS, ClassThresholds
 from traces.io import FORMAT_NAMES, read_trace, write_trace
 from traces.lengths import PROFILES
 from traces.stats import trace_stats
+from traces.units import TIME_UNITS, parse_columns
 
 from planner.errors import InputError
 
@@ -30,15 +31,33 @@ def trace_read_options(f):
         click.option("--drop-zero/--no-drop-zero", default=None,
                      help="Drop (and count) rows with 0 tokens, or reject them. Default: reject in the plain "
                           "format, drop elsewhere."),
+        click.option("--columns", "columns_text", default=None, metavar="arrival=COL,prompt=COL,output=COL",
+                     help="Read any CSV/JSONL by naming its columns (nested JSON keys as a.b); arrival is "
+                          "optional (else arrivals are drawn at --rate)."),
+        click.option("--time-unit", type=click.Choice(list(TIME_UNITS)), default=None,
+                     help="Unit of numeric arrival times whose format does not fix one (plain, --columns, "
+                          "OpenAI logs). Default: seconds, refused with a hint when implausible."),
+        click.option("--tokenizer", type=click.Path(), default=None,
+                     help="tokenizer.json (or a model folder holding one) to count tokens of text traces "
+                          "(ShareGPT JSON, genai-perf); default: characters / 4, stated."),
     ]
     for o in reversed(opts):
         f = o(f)
     return f
 
 
-def read_with_options(path, fmt, sort, rate_per_s, cv, seed, per_turn, drop_zero):
+def read_with_options(path, fmt, sort, rate_per_s, cv, seed, per_turn, drop_zero, columns_text=None,
+                      time_unit=None, tokenizer=None):
     return read_trace(path, fmt, sort=sort, rate_per_s=rate_per_s, cv=cv, seed=seed,
-                      per_turn=per_turn, drop_zero=drop_zero)
+                      per_turn=per_turn, drop_zero=drop_zero, columns=parse_columns(columns_text),
+                      time_unit=time_unit, tokenizer=tokenizer)
+
+
+def report_read(trace) -> None:
+    """Notes on stderr: rows dropped on purpose, and what the reader approximated."""
+    _report_dropped(trace)
+    for note in trace.notes:
+        click.echo(f"note: {note}", err=True)
 
 
 def _report_dropped(trace) -> None:
@@ -61,20 +80,30 @@ def trace():
     """Inspect, generate and convert request traces.
 
     \b
-    Formats read (recognised by their columns, or --format):
-      plain     arrival_s,prompt_tokens,output_tokens (+ extra columns)
-      azure     TIMESTAMP,ContextTokens,GeneratedTokens (Azure LLM inference)
-      mooncake  JSONL: timestamp (ms), input_length, output_length, hash_ids
-      burstgpt  Timestamp,Model,Request tokens,Response tokens,...
-      sharegpt  conv_id,turn,prompt_tokens,response_tokens,context_tokens  (needs --rate)
-      sarathi   num_prefill_tokens,num_decode_tokens,...                   (needs --rate)
-      lengths   prompt_tokens,output_tokens                                (needs --rate)
+    Formats read (recognised by their columns or structure, or --format):
+      plain         arrival_s,prompt_tokens,output_tokens (+ extra columns)
+      azure         TIMESTAMP,ContextTokens,GeneratedTokens (Azure LLM inference)
+      mooncake      JSONL: timestamp (ms), input_length, output_length, hash_ids
+      burstgpt      Timestamp,Model,Request tokens,Response tokens,...
+      sharegpt      conv_id,turn,prompt_tokens,response_tokens,context_tokens  (needs --rate)
+      sarathi       num_prefill_tokens,num_decode_tokens,...                   (needs --rate)
+      lengths       prompt_tokens,output_tokens                                (needs --rate)
+      vllm-bench    vLLM --save-result JSON (arrivals at its request_rate or --rate)
+      sglang-bench  SGLang bench_serving --output-file with --output-details
+      aiperf        aiperf profile_export.jsonl
+      genai-perf    genai-perf profile_export.json
+      openai        JSONL request log with usage.prompt_tokens/completion_tokens
+      sharegpt-json ShareGPT conversations JSON (--tokenizer, else chars/4; --rate)
+      columns       anything, with --columns arrival=COL,prompt=COL,output=COL
+    Measured TTFT / ITL in benchmark exports are kept as measured_* columns.
     \b
     Examples:
       planner trace stats traces/mixed.csv
-      planner trace stats azure_conv.csv --json --window 300
+      planner trace stats traces/examples/vllm_bench_result.json
+      planner trace stats traces/examples/requests.csv --columns arrival=timestamp,prompt=input_tokens,output=output_tokens --time-unit ms
+      planner trace stats traces/examples/sharegpt_conversations.json --rate 2
       planner trace generate --kind lphd --requests 3000 --rate 4 -o lphd.csv
-      planner trace convert sharegpt_lengths.csv --rate 3 --cv 1.5 -o sharegpt_trace.csv
+      planner trace convert traces/examples/openai_log.jsonl -o plain.csv
     """
 
 
@@ -90,7 +119,7 @@ def stats(file, as_json, window_s, light_prompt, light_output, **read_kw):
     from planner.cli.output import echo_json
     t = read_with_options(file, **read_kw)
     s = trace_stats(t, window_s, ClassThresholds(light_prompt, light_output))
-    _report_dropped(t)
+    report_read(t)
     if as_json:
         echo_json(s.to_dict())
         return
@@ -165,5 +194,5 @@ def convert(src, out, **read_kw):
     (arrival_s,prompt_tokens,output_tokens + kept extra columns)."""
     t = read_with_options(src, **read_kw)
     write_trace(t, out)
-    _report_dropped(t)
+    report_read(t)
     click.echo(f"wrote {len(t):,} requests over {t.span_s:,.1f} s ({t.rate_per_s:.3f} req/s) to {out}", err=True)
