@@ -46,6 +46,7 @@ class EngineConfig:
     graph_max_batch: int = 512        # decode-only steps up to this batch replay a CUDA graph (padded)
     fp8_kv_when_quantized: bool = False   # an FP8/FP4 checkpoint runs an FP8 KV cache (ModelOpt checkpoints on TRT-LLM)
     fused_quant: bool = False         # activation quantisation fused into the preceding norm (TRT-LLM)
+    memory_of_free: bool = False      # memory_fraction is of the memory free after weights (TRT-LLM's KvCacheConfig)
     # CPU time per step; None: the fitted value for this engine (planner/data/engine_fits.csv)
     cpu_per_step_s: float | None = None
     cpu_per_seq_s: float | None = None
@@ -88,7 +89,7 @@ class EngineConfig:
         """What PerfModel takes from the engine."""
         return {"engine": self.name, "graph_sizes": self.graph_sizes, "cpu": self.cpu,
                 "memory_fraction": self.memory_fraction, "token_budget": self.token_budget,
-                "max_seqs": self.max_seqs, "fused_quant": self.fused_quant}
+                "max_seqs": self.max_seqs, "fused_quant": self.fused_quant, "memory_of_free": self.memory_of_free}
 
     def settings(self) -> dict:
         """The flags to deploy with, in the engine's own names."""
@@ -116,7 +117,8 @@ DEFAULTS = {
                            memory_fraction=0.88, graph_max_batch=256, overlap=True),
     "trtllm": EngineConfig(name="trtllm", token_budget=8192, max_seqs=2048, chunked_prefill=False, schedule="mixed",
                            admission="no_evict", preemption="none", block_tokens=32, memory_fraction=0.90,
-                           graph_max_batch=2048, fp8_kv_when_quantized=True, fused_quant=True, overlap=True),
+                           graph_max_batch=2048, fp8_kv_when_quantized=True, fused_quant=True, memory_of_free=True,
+                           overlap=True),
 }
 ALIASES = {"tensorrt-llm": "trtllm", "trt-llm": "trtllm", "tensorrt_llm": "trtllm", "vllm-v1": "vllm"}
 

@@ -48,10 +48,17 @@ def activation_bytes(model: ModelSpec, tp: int, token_budget: int, max_seqs: int
 
 
 def instance_memory(gpu: GpuSpec, model: ModelSpec, tp: int, weight_dtype: str, kv_dtype: str,
-                    memory_fraction: float, token_budget: int, max_seqs: int) -> Memory:
+                    memory_fraction: float, token_budget: int, max_seqs: int, fraction_of_free: bool = False) -> Memory:
+    """`memory_fraction` of the whole GPU memory holds weights, activations and KV (vLLM's
+    gpu_memory_utilization, SGLang's mem_fraction_static), or with `fraction_of_free` that
+    fraction of what is free after weights and activations holds the KV (TensorRT-LLM's
+    free_gpu_memory_fraction)."""
     w = weight_bytes(model, weight_dtype) / tp
     act = activation_bytes(model, tp, token_budget, max_seqs)
     kv_tok = kv_bytes_per_token(model, kv_dtype) / tp * max(1.0, tp / model.kv_heads)  # replicated KV heads
     comm = NCCL_BUFFER_BYTES if tp > 1 else 0.0
-    free = gpu.memory_bytes * memory_fraction - w - act - comm
+    if fraction_of_free:
+        free = (gpu.memory_bytes - w - act - comm) * memory_fraction
+    else:
+        free = gpu.memory_bytes * memory_fraction - w - act - comm
     return Memory(w, act, kv_tok, int(max(free, 0.0) // kv_tok))

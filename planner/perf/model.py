@@ -40,6 +40,7 @@ class PerfModel:
     token_budget: int = 8192            # the engine's largest step, for its activation peak
     max_seqs: int = 256
     fused_quant: bool = False           # the engine fuses activation quantisation before FP8/FP4 GEMMs
+    memory_of_free: bool = False        # memory_fraction is of the memory left after weights (TensorRT-LLM)
 
     def with_tp(self, tp: int) -> "PerfModel":
         return replace(self, tp=tp)
@@ -72,7 +73,7 @@ class PerfModel:
     @cached_property
     def _memory(self):
         return instance_memory(self.gpu, self.model, self.tp, self.dtype, self.kv_format, self.memory_fraction,
-                               self.token_budget, self.max_seqs)
+                               self.token_budget, self.max_seqs, self.memory_of_free)
 
     @property
     def weight_bytes(self) -> float:

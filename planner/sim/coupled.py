@@ -32,6 +32,7 @@ class ChunkedCoupledInstance(DecodeInstance):
         self.partial = -1
         self.partial_done = 0
         self.joining: list[int] = []   # prompts finished by the iteration now running
+        self.pending_res: dict[int, int] = {}   # reservations (blocks) of requests in prefill, not yet running
 
     @property
     def idle(self) -> bool:
@@ -53,9 +54,16 @@ class ChunkedCoupledInstance(DecodeInstance):
         return bool(self.joining) or self.partial >= 0 or (bool(self.pq) and self._can_start())
 
     def _can_start(self) -> bool:
+        """Whether the next waiting request may start its prefill: a running slot, its
+        prompt's blocks now, and under a reserving admission (TensorRT-LLM's guaranteed-no-
+        evict) its whole reservation on top of those of the running and prefilling requests."""
         rid = self.pq[0]
         need = (self.reqs.prompt[rid] + self.bs) // self.bs
-        return self.B + len(self.joining) < self.batch_limit and self._fits(need)
+        if not (self.B + len(self.joining) < self.batch_limit and self._fits(need)):
+            return False
+        if self.admission == GREEDY:
+            return True
+        return self.R + sum(self.pending_res.values()) + self._reserve_blocks(rid, self.reqs.prompt[rid]) <= self.cap
 
     def _joins(self, now: float) -> float:
         reqs = self.reqs
@@ -64,13 +72,14 @@ class ChunkedCoupledInstance(DecodeInstance):
             reqs.first_token[rid] = now
             reqs.decode_instance[rid] = self.iid
             reqs.has_kv[rid] = True
+            reserved = self.pending_res.pop(rid, 0)
             if reqs.output[rid] <= 1:
                 reqs.finish[rid] = now
                 if self.on_finish is not None:
                     self.on_finish(now, rid, self)
                 continue
             reqs.decode_start[rid] = now
-            self._add(rid, reqs.prompt[rid], 0)
+            self._add(rid, reqs.prompt[rid], reserved)
         self.joining = []
         return 0.0
 
@@ -97,6 +106,8 @@ class ChunkedCoupledInstance(DecodeInstance):
         while left > 0 and self.pq and self._can_start():
             rid = self.pq.popleft()
             self.held += (prompt[rid] + bs) // bs
+            if self.admission != GREEDY:
+                self.pending_res[rid] = self._reserve_blocks(rid, prompt[rid])
             reqs.prefill_start[rid] = now
             reqs.prefill_instance[rid] = self.iid
             p = prompt[rid]

@@ -1,0 +1,130 @@
+"""`planner predict` and the engine profiles behind it."""
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from click.testing import CliRunner
+
+from planner.bench.predict import predict_spec
+from planner.bench.rows import resolve
+from planner.cli import main
+from planner.engines.config import engine_config
+from planner.errors import InputError
+from planner.plan import Deployment, Plan, Role, plan_from_dict
+
+DEV = Path(__file__).resolve().parents[2] / "shared" / "silicon" / "dev.csv"
+
+ROW = {"id": "r1", "model_path": "meta-llama/Llama-3.1-70B", "system": "h200_sxm", "backend": "vllm",
+       "precision": "fp8", "gemm_quant_mode": "fp8", "mode": "agg", "isl": 1024, "osl": 256, "concurrency": 8,
+       "tp_size": 4, "pp_size": 1, "attention_dp_size": 1, "batch_size": 8}
+
+
+def run(*args):
+    return CliRunner().invoke(main, list(args), catch_exceptions=False)
+
+
+def test_single_configuration_prints_ttft_tpot_and_the_step_cost_source():
+    r = run("predict", "--model", "meta-llama/Llama-3.1-70B", "--gpu", "h200", "--engine", "vllm", "--dtype", "fp8",
+            "--tp", "4", "--isl", "1024", "--osl", "256", "--concurrency", "8")
+    assert r.exit_code == 0, r.output
+    assert "TTFT" in r.output and "TPOT" in r.output and "step costs:" in r.output
+
+
+@pytest.mark.parametrize("args,needle", [
+    (("--gpu", "h2000"), "did you mean h200"),
+    (("--engine", "vlm"), "did you mean vllm"),
+    (("--model", "llama-3.1-70"), "unknown model"),
+])
+def test_unknown_names_are_one_line_errors_with_close_names(args, needle):
+    base = {"--model": "llama-3.1-70b", "--gpu": "h200", "--engine": "vllm"}
+    base.update(dict(zip(args[::2], args[1::2])))
+    flat = [x for kv in base.items() for x in kv]
+    r = CliRunner().invoke(main, ["predict", *flat, "--isl", "100", "--osl", "10", "--concurrency", "1"])
+    assert r.exit_code == 2 and needle in r.output and "Traceback" not in r.output
+
+
+def test_rows_file_keeps_every_row_and_says_why_it_cannot_predict_some(tmp_path):
+    moe = dict(ROW, id="moe", model_path="deepseek-ai/DeepSeek-R1-unknown")
+    disagg = dict(ROW, id="dis", mode="disagg")
+    measured = dict(ROW, id="meas", silicon_ttft_ms=200.0, silicon_tpot_ms=12.0)
+    src = tmp_path / "rows.csv"
+    pd.DataFrame([ROW, moe, disagg, measured]).to_csv(src, index=False)
+    out = tmp_path / "pred.csv"
+    r = run("predict", "--rows", str(src), "-o", str(out))
+    assert r.exit_code == 0, r.output
+    pred = pd.read_csv(out)
+    assert list(pred["id"]) == ["r1", "moe", "dis", "meas"]
+    st = dict(zip(pred["id"], pred["status"]))
+    assert st["r1"] == "ok" and st["meas"] == "ok"
+    assert "not in the catalog" in st["moe"] and "disaggregated" in st["dis"]
+    assert pred.loc[pred["id"] == "moe", "pred_ttft_ms"].isna().all()       # never guessed
+    assert "TTFT med|e|" in r.output                                         # measured columns are scored
+    assert pred.loc[0, "source"].startswith(("measured kernels", "roofline"))
+
+
+def test_missing_columns_and_missing_folder_are_input_errors(tmp_path):
+    bad = tmp_path / "bad.csv"
+    bad.write_text("model_path,system\nx,y\n")
+    r = CliRunner().invoke(main, ["predict", "--rows", str(bad)])
+    assert r.exit_code == 2 and "missing column" in r.output
+    good = tmp_path / "rows.csv"
+    pd.DataFrame([ROW]).to_csv(good, index=False)
+    r = CliRunner().invoke(main, ["predict", "--rows", str(good), "-o", str(tmp_path / "no" / "p.csv")])
+    assert r.exit_code == 2 and "does not exist" in r.output
+
+
+def test_tpot_grows_with_concurrency_and_falls_with_tp():
+    base = resolve(ROW)
+    lo = predict_spec(replace(base, concurrency=4))
+    hi = predict_spec(replace(base, concurrency=64, max_batch=64))
+    assert lo["status"] == hi["status"] == "ok"
+    assert hi["pred_tpot_ms"] > lo["pred_tpot_ms"] and hi["pred_ttft_ms"] > lo["pred_ttft_ms"]
+    tp8 = predict_spec(replace(base, tp=8))
+    assert tp8["pred_tpot_ms"] < predict_spec(base)["pred_tpot_ms"]
+
+
+def test_engines_differ_in_how_they_schedule():
+    v, s, t = (engine_config(e) for e in ("vllm", "sglang", "trtllm"))
+    assert v.schedule == "mixed" and s.schedule == "prefill_first" and t.admission == "no_evict"
+    assert set(v.settings()) == {"max_num_batched_tokens", "max_num_seqs", "gpu_memory_utilization"}
+    assert set(s.settings()) == {"chunked_prefill_size", "max_running_requests", "mem_fraction_static"}
+    assert v.graph_sizes[:3] == (1, 2, 4) and max(v.graph_sizes) <= v.graph_max_batch
+    assert engine_config("tensorrt-llm").name == "trtllm"
+    with pytest.raises(InputError, match="unknown engine"):
+        engine_config("tgi")
+    with pytest.raises(InputError, match="unknown engine setting"):
+        engine_config("vllm", max_num_seqs=3)
+
+
+def test_engine_settings_survive_a_plan_json_round_trip():
+    eng = engine_config("sglang", token_budget=4096, cpu_per_step_s=1e-3)
+    dep = Deployment("coupled", "llama-3.1-8b", 4096, coupled=Role("h100", 1), engine=eng)
+    again = plan_from_dict(json.loads(Plan(dep).to_json())).deployment
+    assert again.engine == eng
+    assert again.perf("coupled").decode_time_s(8, 8000) == dep.perf("coupled").decode_time_s(8, 8000)
+
+
+def test_cpu_time_adds_or_hides_under_the_gpu_time():
+    base = resolve(ROW)
+    pm = Deployment("coupled", base.model, 8192, coupled=Role("h200", 1, 4), dtype="fp8",
+                    engine=replace(base.engine, cpu_per_step_s=0.0, cpu_per_seq_s=0.0, overlap=False)).perf("coupled")
+    add = replace(pm, cpu=replace(pm.cpu, per_step_s=2e-3))
+    hide = replace(add, cpu=replace(add.cpu, overlap=True))
+    gpu = pm.decode_time_s(8, 8000)
+    assert add.decode_time_s(8, 8000) == pytest.approx(gpu + 2e-3)
+    assert hide.decode_time_s(8, 8000) == pytest.approx(max(gpu, 2e-3))
+
+
+@pytest.mark.skipif(not DEV.is_file(), reason="../shared/silicon/dev.csv not found")
+def test_dense_aggregated_dev_rows_are_predicted_within_a_sane_band():
+    from planner.bench.run import predict_frame
+    df = pd.read_csv(DEV)
+    dense = df[df["model_path"].str.contains("Llama") & (df["mode"] == "agg")].sample(12, random_state=3)
+    pred = predict_frame(dense)
+    assert (pred["status"] == "ok").all(), pred["status"].tolist()
+    ratio_tpot = pred["pred_tpot_ms"] / pred["silicon_tpot_ms"]
+    ratio_ttft = pred["pred_ttft_ms"] / pred["silicon_ttft_ms"]
+    assert ratio_tpot.between(0.6, 1.6).mean() >= 0.9       # TPOT: the step cost
+    assert ratio_ttft.between(0.25, 4.0).mean() >= 0.75     # TTFT: queueing at the edge of the KV memory is harder
