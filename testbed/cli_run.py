@@ -89,6 +89,32 @@ def run_options(fn):
     return fn
 
 
+def replan_command(plan, plan_path: str, trace_path: str) -> str:
+    """The `planner recommend` command that wrote `plan`, with --for-testbed instead of any
+    --mode, writing to `plan_path`; rebuilt from the plan's inputs when it has no command."""
+    import shlex
+    cmd = plan.inputs.get("command")
+    if not cmd:
+        i = plan.inputs
+        dep = plan.deployment
+        gpus = sorted({r.gpu for r in (dep.prefill, dep.decode, dep.coupled) if r is not None})
+        cmd = ["planner", "recommend", "--trace", trace_path, "--model", str(i.get("model", "MODEL"))]
+        for g in gpus or ["GPU"]:
+            cmd += ["--gpu", g]
+    out, skip = [], False
+    for a in cmd:
+        if skip:
+            skip = False
+            continue
+        if a in ("--mode", "-o", "--output"):
+            skip = True
+            continue
+        if a.startswith(("--mode=", "--output=")) or a in ("--json", "--for-testbed"):
+            continue
+        out.append(a)
+    return shlex.join(out + ["--for-testbed", "-o", plan_path])
+
+
 def _load(kw):
     from planner.plan import read_plan
     from traces import read_trace
@@ -113,6 +139,10 @@ def _load(kw):
         if dep.mode != "disaggregated" and not (kw["n_prefill"] and kw["n_decode"]):
             raise InputError("the plan is not disaggregated: give both --prefill and --decode")
         instances = (kw["n_prefill"] or dep.prefill.instances, kw["n_decode"] or dep.decode.instances)
+    if dep.mode != "disaggregated" and instances is None:
+        raise InputError(f"the plan is {dep.mode}; the testbed runs disaggregated plans (prefill and decode roles). "
+                         f"Re-plan with: {replan_command(plan, kw['plan_path'], kw['trace_path'])} "
+                         "- or give --prefill N --decode M to run that many of each role")
     if dep.windows and dep.mode == "disaggregated":
         from .windows import summary
         if kw["no_windows"]:

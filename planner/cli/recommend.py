@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 from dataclasses import asdict
 from pathlib import Path
 
@@ -49,6 +50,9 @@ def _ints(text: str | None, what: str):
               help="Percentile the targets apply to.")
 @click.option("--mode", type=click.Choice(MODE_CHOICES), default="auto", show_default=True,
               help="auto: cheapest of disaggregated and coupled; or force one.")
+@click.option("--for-testbed", is_flag=True,
+              help="Write a plan `testbed run` can run: disaggregated (prefill and decode roles), as --mode "
+                   "disaggregated.")
 @click.option("--tp", "tp_text", default=",".join(map(str, DEFAULT_TPS)), show_default=True,
               help="Tensor-parallel degrees to consider.")
 @click.option("--chunks", "chunks_text", default=None,
@@ -89,7 +93,7 @@ def _ints(text: str | None, what: str):
 def recommend(trace_path, gpus, model, slo_ttft, slo_tpot, slo_jct, slo_percentile, mode, tp_text, chunks_text,
               max_gpus, window_s, price_items, prices_file, price_kind, provider, profile_path, memory_gb,
               kv_link_gb_s, rate_scale, runners_up, solver, engine_name, output, as_json, verify, schedule_window_s,
-              schedule_strategy, **read_kw):
+              schedule_strategy, for_testbed=False, **read_kw):
     """Plan prefill/decode instances, chunk size and TP for a trace at the least $/hour
     that meets the SLO, and say whether disaggregation pays against coupled serving.
 
@@ -99,6 +103,10 @@ def recommend(trace_path, gpus, model, slo_ttft, slo_tpot, slo_jct, slo_percenti
     from planner.search.recommend import recommend as plan_for
 
     seed = read_kw["seed"]
+    if for_testbed:
+        if mode not in ("auto", "disaggregated"):
+            raise InputError(f"--for-testbed plans a disaggregated deployment; drop --mode {mode}")
+        mode = "disaggregated"
     trace = read_with_options(trace_path, **read_kw)
     report_read(trace)
     if rate_scale != 1.0:
@@ -128,6 +136,7 @@ def recommend(trace_path, gpus, model, slo_ttft, slo_tpot, slo_jct, slo_percenti
                     seed=seed, engine=engine_config(engine_name))
     if gpu_specs:
         plan.inputs["gpu_specs"] = gpu_specs
+    plan.inputs["command"] = command_line()
     d = plan.to_dict()
     rows = None
     if verify:
@@ -164,6 +173,15 @@ def recommend(trace_path, gpus, model, slo_ttft, slo_tpot, slo_jct, slo_percenti
         click.echo("\n" + render_verification(rows))
     if output:
         click.echo(f"plan written to {output}")
+
+
+def command_line() -> list[str] | None:
+    """This invocation's arguments (`planner recommend ...`), kept in the plan so that a
+    tool refusing the plan can say exactly what to run instead; None when not run from a shell."""
+    argv = sys.argv
+    if len(argv) > 1 and Path(argv[0]).name in ("planner", "__main__.py") and argv[1] == "recommend":
+        return ["planner", *argv[1:]]
+    return None
 
 
 def _f(v, unit="s", scale=1.0, digits=3):
