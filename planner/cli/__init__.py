@@ -47,9 +47,9 @@ def main():
 
 
 def _register() -> None:
-    from planner.cli import catalog, predict, recommend, report, simulate, trace
+    from planner.cli import catalog, export, predict, recommend, report, simulate, trace
     for command in (trace.trace, catalog.catalog, recommend.recommend, recommend.calibrate,
-                    simulate.simulate, report.report, predict.predict):
+                    simulate.simulate, report.report, predict.predict, export.export):
         main.add_command(command)
 
 
