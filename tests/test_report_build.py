@@ -111,6 +111,8 @@ def test_cli_errors(tmp_path):
     r = run(main, ["report", "--trace", str(t), "--gpu", "l4", "-o", str(tmp_path / "r.pdf")])
     assert r.exit_code == 2 and "html or .md" in r.output
     r = run(main, ["report", "--trace", str(t), "--gpu", "l4", "--prices", "nowhere", "-o", str(tmp_path / "r.html")])
-    assert r.exit_code == 2 and "neither a file nor a catalog provider" in r.output
+    assert r.exit_code == 2 and "no such file" in r.output
+    r = run(main, ["report", "--trace", str(t), "--gpu", "l4", "--prices", "aws", "-o", str(tmp_path / "r.html")])
+    assert r.exit_code == 2 and "pass --provider aws" in r.output
     r = run(main, ["report", "--trace", str(t), "--gpu", "l4", "--loads", "1,-2", "-o", str(tmp_path / "r.html")])
     assert r.exit_code == 2

@@ -7,6 +7,7 @@ import csv
 import difflib
 import json
 from dataclasses import dataclass, replace
+from datetime import date
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
@@ -263,39 +264,83 @@ class Price:
 
 @lru_cache(maxsize=None)
 def prices() -> tuple[Price, ...]:
-    return tuple(Price(r["gpu"], r["provider"], r["kind"], float(r["usd_per_gpu_hour"]),
+    rows = tuple(Price(r["gpu"], r["provider"], r["kind"], float(r["usd_per_gpu_hour"]),
                        r["as_of"], r["source"], r["note"]) for r in _rows("prices.csv"))
+    check_reserved(rows, "planner/data/prices.csv")
+    return rows
 
 
 PRICE_KINDS = ("on_demand", "spot", "reserved")
+STALE_MONTHS = 6
+
+
+def check_reserved(rows, where: str) -> None:
+    """A reserved (or spot) price above the same provider's on-demand price for the same GPU
+    and date is a data error (a per-instance price left undivided, a wrong term): refused."""
+    od = {(p.gpu, p.provider, p.as_of): p.usd_per_gpu_hour for p in rows if p.kind == "on_demand"}
+    for p in rows:
+        base = od.get((p.gpu, p.provider, p.as_of))
+        if p.kind != "on_demand" and base is not None and p.usd_per_gpu_hour > base:
+            raise InputError(f"{where}: {p.gpu} {p.provider} {p.kind} ${p.usd_per_gpu_hour:g}/GPU-hour ({p.as_of}) is "
+                             f"above its on-demand ${base:g}; fix or remove that row")
+
+
+def months_old(as_of: str, today: date | None = None) -> int | None:
+    """Whole months from `as_of` (YYYY-MM or YYYY-MM-DD) to today; None if unreadable."""
+    today = today or date.today()
+    try:
+        y, m = (int(x) for x in as_of.split("-")[:2])
+    except ValueError:
+        return None
+    return (today.year - y) * 12 + (today.month - m)
+
+
+def price_age_note(as_of: str, today: date | None = None) -> str:
+    """'' for a price under STALE_MONTHS old, else a flag to show beside it."""
+    age = months_old(as_of, today)
+    if age is None or age < STALE_MONTHS:
+        return ""
+    return f"{age} months old - check the provider's current price"
 
 
 def price_usd_per_gpu_hour(gpu_name: str, kind: str = "on_demand", provider: str | None = None,
                            overrides: dict[str, float] | None = None) -> tuple[float, str]:
-    """The GPU-hour price used for planning and where it comes from.
+    """The GPU-hour price used for planning and where it comes from (provider, date, and a
+    flag when the listed price is STALE_MONTHS or more old).
 
-    A user override wins. Otherwise, with `provider`, that provider's newest listed price;
-    without, the median over providers of each one's newest listed price of that `kind`
-    (a market price that no single provider's promotions skew)."""
+    A user override wins. With `provider`, that provider's newest listed price of `kind`.
+    Without, the cheapest provider's offer (each provider's newest listed price), named:
+    a price someone sells at, not a median nobody does. Spot and reserved are never priced
+    above the on-demand offer chosen the same way (one would rent on demand instead)."""
     spec = gpu(gpu_name)
     if overrides and spec.name in overrides:
         return overrides[spec.name], "user override"
     if kind not in PRICE_KINDS:
         raise InputError(f"price kind {kind!r} is not one of {', '.join(PRICE_KINDS)}")
-    newest: dict[str, Price] = {}
-    for p in prices():
-        if p.gpu == spec.name and p.kind == kind and (provider is None or p.provider == provider):
-            if p.provider not in newest or p.as_of > newest[p.provider].as_of:
-                newest[p.provider] = p
-    if not newest:
+    if provider is not None and provider.lower() not in {p.provider for p in prices()}:
+        raise InputError(f"--provider {provider!r} is not in the price catalog; choose one of "
+                         f"{', '.join(sorted({p.provider for p in prices()}))} (`planner catalog prices`)")
+    best = _offer(spec.name, kind, provider)
+    if best is None:
         where = f" from {provider}" if provider else ""
         raise InputError(f"no {kind} price for {spec.name}{where} in the catalog; "
                          f"give one with --price {spec.name}=USD_PER_GPU_HOUR or --prices FILE")
-    vals = sorted(p.usd_per_gpu_hour for p in newest.values())
-    mid = len(vals) // 2
-    median = vals[mid] if len(vals) % 2 else (vals[mid - 1] + vals[mid]) / 2
-    srcs = ", ".join(f"{p.provider} {p.as_of}" for p in newest.values())
-    return median, (f"{kind} median of {srcs}" if len(newest) > 1 else f"{kind} {srcs}")
+    rule = "" if provider else " (cheapest listed)"
+    if kind != "on_demand":
+        od = _offer(spec.name, "on_demand", provider)
+        if od is not None and od.usd_per_gpu_hour < best.usd_per_gpu_hour:
+            best, rule = od, f" (on-demand: no cheaper {kind} offer listed)"
+    age = price_age_note(best.as_of)
+    return best.usd_per_gpu_hour, (f"{best.kind} {best.provider} {best.as_of}{rule}" + (f"; {age}" if age else ""))
+
+
+def _offer(gpu_name: str, kind: str, provider: str | None) -> Price | None:
+    newest: dict[str, Price] = {}
+    for p in prices():
+        if p.gpu == gpu_name and p.kind == kind and (provider is None or p.provider == provider.lower()):
+            if p.provider not in newest or p.as_of > newest[p.provider].as_of:
+                newest[p.provider] = p
+    return min(newest.values(), key=lambda p: (p.usd_per_gpu_hour, p.provider)) if newest else None
 
 
 def parse_price_overrides(items: tuple[str, ...] = (), file: str | Path | None = None) -> dict[str, float]:

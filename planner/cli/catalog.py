@@ -51,11 +51,18 @@ def models(as_json, dtype):
 @click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
 @click.option("--gpu", "gpu_name", default=None, help="Only this GPU type.")
 def prices(as_json, gpu_name):
-    """Public GPU-hour prices by provider and kind (on-demand, spot, reserved), with dates."""
-    rows = [asdict(p) for p in cat.prices()]
+    """Public GPU-hour prices by provider and kind (on-demand, spot, reserved), with dates;
+    rows 6 months old or more are flagged in the age column.
+
+    \b
+    Examples:
+      planner catalog prices --gpu h100
+      planner catalog prices --json"""
+    rows = [asdict(p) | {"age": (f"{cat.months_old(p.as_of)} months, STALE" if cat.price_age_note(p.as_of)
+                                 else "current")} for p in cat.prices()]
     if gpu_name:
         name = cat.gpu(gpu_name).name
         rows = [r for r in rows if r["gpu"] == name]
     if as_json:
         return echo_json(rows)
-    _table(rows, ["gpu", "provider", "kind", "usd_per_gpu_hour", "as_of", "note"])
+    _table(rows, ["gpu", "provider", "kind", "usd_per_gpu_hour", "as_of", "age", "note"])

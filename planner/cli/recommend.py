@@ -40,8 +40,11 @@ def _ints(text: str | None, what: str):
               help="Request trace in any format `planner trace stats` reads (plain CSV arrival_s,prompt_tokens,"
                    "output_tokens, Azure, Mooncake, BurstGPT; ShareGPT/Sarathi/length tables with --rate).")
 @click.option("--gpu", "gpus", multiple=True, default=("a100",), show_default=True,
-              help="GPU type; repeat for a mix (prefill on one type, decode on another). "
-                   "'local' plans for the profiled device (needs --profile).")
+              help="GPU type; repeat or comma-separate (--gpu h100,l4) for a mix (prefill on one type, decode on "
+                   "another) and the best plan on each type alone. 'local' plans for the profiled device (needs --profile).")
+@click.option("--gpu-spec", "gpu_spec_files", multiple=True, type=click.Path(dir_okay=False),
+              help="YAML or CSV file adding a GPU (memory_gb, memory_gb_s, fp16_tflops, ...; see "
+                   "planner/catalog/gpu_spec.py); name it in --gpu.")
 @click.option("--model", default="opt-13b", show_default=True, help="Catalog model or a config.json path.")
 @click.option("--slo-ttft", type=float, default=SLO.ttft_s, show_default=True, help="TTFT target, seconds.")
 @click.option("--slo-tpot", type=float, default=SLO.tpot_s, show_default=True, help="TPOT target, seconds.")
@@ -65,7 +68,8 @@ def _ints(text: str | None, what: str):
 @click.option("--prices", "prices_file", type=click.Path(dir_okay=False), default=None,
               help="CSV of gpu,usd_per_gpu_hour overrides.")
 @click.option("--price-kind", type=click.Choice(catalog.PRICE_KINDS), default="on_demand", show_default=True)
-@click.option("--provider", default=None, help="Use this provider's catalog price (default: median).")
+@click.option("--provider", default=None,
+              help="Price from this provider's catalog offers [default: the cheapest listed offer, named in the output].")
 @click.option("--profile", "profile_path", type=click.Path(dir_okay=False), default=None,
               help="Profile CSV: calibrate the performance model before planning.")
 @click.option("--memory-gb", type=float, default=None, help="Device memory for --gpu local (default 16).")
@@ -93,7 +97,7 @@ def _ints(text: str | None, what: str):
 def recommend(trace_path, gpus, model, slo_ttft, slo_tpot, slo_jct, slo_percentile, mode, tp_text, chunks_text,
               max_gpus, window_s, price_items, prices_file, price_kind, provider, profile_path, memory_gb,
               kv_link_gb_s, rate_scale, runners_up, solver, engine_name, output, as_json, verify, schedule_window_s,
-              schedule_strategy, for_testbed=False, **read_kw):
+              schedule_strategy, for_testbed=False, gpu_spec_files=(), **read_kw):
     """Plan prefill/decode instances, chunk size and TP for a trace at the least $/hour
     that meets the SLO, and say whether disaggregation pays against coupled serving.
 
@@ -107,6 +111,9 @@ def recommend(trace_path, gpus, model, slo_ttft, slo_tpot, slo_jct, slo_percenti
         if mode not in ("auto", "disaggregated"):
             raise InputError(f"--for-testbed plans a disaggregated deployment; drop --mode {mode}")
         mode = "disaggregated"
+    gpus = tuple(g.strip() for item in gpus for g in item.split(",") if g.strip())
+    from planner.catalog.gpu_spec import specs_and_prices
+    extra_specs, spec_prices = specs_and_prices(gpu_spec_files)
     trace = read_with_options(trace_path, **read_kw)
     report_read(trace)
     if rate_scale != 1.0:
@@ -127,17 +134,24 @@ def recommend(trace_path, gpus, model, slo_ttft, slo_tpot, slo_jct, slo_percenti
             kv_link_gb_s = cal.kv_link_gb_s
     elif any(g.strip().lower() == "local" for g in gpus):
         raise InputError("--gpu local needs --profile PROFILE.csv (the fit defines the device)")
-    overrides = catalog.parse_price_overrides(price_items, prices_file)  # after "local" is known
+    overrides = {**spec_prices, **catalog.parse_price_overrides(price_items, prices_file)}  # after "local" is known
     slo = SLO(slo_ttft, slo_tpot, int(slo_percentile), slo_jct)
-    plan = plan_for(trace, gpus=gpus, model=model, slo=slo, price_kind=price_kind, provider=provider,
-                    price_overrides=overrides, tps=_ints(tp_text, "tp") or DEFAULT_TPS,
-                    chunks=_ints(chunks_text, "chunks"), mode=mode, max_gpus=max_gpus, window_s=window_s,
-                    efficiency=eff, kv_link_override_gb_s=kv_link_gb_s, runners_up=runners_up, solver=solver,
-                    seed=seed, engine=engine_config(engine_name))
+    plan_kw = dict(model=model, slo=slo, price_kind=price_kind, provider=provider, price_overrides=overrides,
+                   tps=_ints(tp_text, "tp") or DEFAULT_TPS, chunks=_ints(chunks_text, "chunks"), mode=mode,
+                   max_gpus=max_gpus, window_s=window_s, efficiency=eff, kv_link_override_gb_s=kv_link_gb_s,
+                   runners_up=runners_up, solver=solver, seed=seed, engine=engine_config(engine_name))
+    plan = plan_for(trace, gpus=gpus, **plan_kw)
+    per_gpu_rows = None
+    if len({catalog.gpu(g).name for g in gpus}) > 1:
+        from planner.search.per_gpu import per_gpu
+        per_gpu_rows = per_gpu(trace, list(dict.fromkeys(gpus)), plan, plan_for, **plan_kw)
+    gpu_specs.update(extra_specs)
     if gpu_specs:
         plan.inputs["gpu_specs"] = gpu_specs
     plan.inputs["command"] = command_line()
     d = plan.to_dict()
+    if per_gpu_rows is not None:
+        d["per_gpu"] = per_gpu_rows
     rows = None
     if verify:
         from planner.cli.verify_render import verification_rows
@@ -165,6 +179,9 @@ def recommend(trace_path, gpus, model, slo_ttft, slo_tpot, slo_jct, slo_percenti
     if as_json:
         return echo_json(d)
     click.echo(render_plan(plan))
+    if per_gpu_rows is not None:
+        from planner.search.per_gpu import render_per_gpu
+        click.echo("\n" + "\n".join(render_per_gpu(per_gpu_rows)))
     if schedule_window_s is not None:
         from planner.cli.verify_render import render_schedule
         click.echo("\n" + render_schedule(plan, sched_sim))
@@ -228,6 +245,10 @@ def render_plan(plan) -> str:
             f"{k}={v}" for k, v in plan.deployment.engine.settings().items()),
         f"          GPUs {plan.deployment.gpus}, ${c['usd_per_hour']:.2f}/h, ${c['usd_per_million_tokens']:.3f} per "
         f"million tokens, {c['tokens_per_s_per_usd_hour']:.0f} tokens/s per $/h",
+    ]
+    for g, pr in i.get("prices", {}).items():
+        lines.append(f"          price {g} ${pr['usd_per_gpu_hour']:.2f}/GPU-hour: {pr['source']}")
+    lines += [
         "          predicted     p50        p90        p99",
     ]
     for name, key, unit, scale in (("TTFT", "ttft_s", "s", 1), ("TPOT", "tpot_s", "ms", 1e3), ("JCT", "jct_s", "s", 1)):

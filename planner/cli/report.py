@@ -20,17 +20,14 @@ def _floats(text: str, what: str) -> tuple[float, ...]:
     return vals
 
 
-def _price_source(value: str | None) -> tuple[str | None, str | None]:
-    """`--prices` is a CSV file of overrides, or a catalog provider name: (file, provider)."""
-    if value is None:
-        return None, None
-    if Path(value).is_file():
-        return value, None
+def _price_file(value: str | None) -> str | None:
+    """`--prices FILE` (as `recommend --prices`); a provider name is --provider's job."""
+    if value is None or Path(value).is_file():
+        return value
     providers = sorted({p.provider for p in catalog.prices()})
     if value.lower() in providers:
-        return None, value.lower()
-    raise InputError(f"--prices {value!r}: neither a file nor a catalog provider "
-                     f"({', '.join(providers)}); a file needs columns gpu,usd_per_gpu_hour")
+        raise InputError(f"--prices takes a CSV file; to price from {value.lower()}, pass --provider {value.lower()}")
+    raise InputError(f"--prices {value!r}: no such file; give a CSV with columns gpu,usd_per_gpu_hour")
 
 
 @click.command()
@@ -43,8 +40,10 @@ def _price_source(value: str | None) -> tuple[str | None, str | None]:
 @click.option("--slo-tpot", type=float, default=SLO.tpot_s, show_default=True, help="TPOT target, seconds.")
 @click.option("--slo-jct", type=float, default=None, help="JCT target, seconds (off by default).")
 @click.option("--slo-percentile", type=click.Choice(["50", "90", "99"]), default="90", show_default=True)
-@click.option("--prices", "prices_arg", default=None, metavar="SOURCE|FILE",
-              help="A catalog provider (aws, gcp, lambda, runpod, ...) or a CSV file gpu,usd_per_gpu_hour.")
+@click.option("--prices", "prices_arg", default=None, metavar="FILE",
+              help="CSV of gpu,usd_per_gpu_hour overrides.")
+@click.option("--provider", default=None,
+              help="Price from this provider's catalog offers [default: the cheapest listed offer].")
 @click.option("--price", "price_items", multiple=True, help="GPU=USD_PER_GPU_HOUR override, e.g. a100=1.79.")
 @click.option("--price-kind", type=click.Choice(catalog.PRICE_KINDS), default="on_demand", show_default=True)
 @click.option("--loads", default="0.25,0.5,1,2,4", show_default=True,
@@ -63,7 +62,7 @@ def _price_source(value: str | None) -> tuple[str | None, str | None]:
               help="report.html (one self-contained file) or report.md (PNGs in report_figures/).")
 @click.option("--json", "as_json", is_flag=True, help="Also print the report's data as JSON.")
 @click.option("--progress/--no-progress", default=True, show_default=True, help="Progress bar on stderr.")
-def report(trace_path, gpus, model, slo_ttft, slo_tpot, slo_jct, slo_percentile, prices_arg, price_items,
+def report(trace_path, gpus, model, slo_ttft, slo_tpot, slo_jct, slo_percentile, prices_arg, provider, price_items,
            price_kind, loads, sim_loads, window_s, max_sim_requests, figures_dir, title, seed, output, as_json,
            progress):
     """Cost report for procurement: the cheapest plan per GPU type and for the best mix, with
@@ -86,7 +85,8 @@ def report(trace_path, gpus, model, slo_ttft, slo_tpot, slo_jct, slo_percentile,
         raise InputError("--max-sim-requests must be >= 1")
     if window_s < 0:
         raise InputError("--windows must be >= 0 seconds")
-    price_file, provider = _price_source(prices_arg)
+    price_file = _price_file(prices_arg)
+    gpus = tuple(g.strip() for item in gpus for g in item.split(",") if g.strip())
     overrides = catalog.parse_price_overrides(price_items, price_file)
     slo = SLO(ttft_s=slo_ttft, tpot_s=slo_tpot, percentile=int(slo_percentile), jct_s=slo_jct)
     if not (slo.ttft_s > 0 and slo.tpot_s > 0):
