@@ -32,7 +32,47 @@ class GuardedGroup(click.Group):
             ctx.exit(0)
 
 
-@click.group(cls=GuardedGroup, context_settings={"help_option_names": ["-h", "--help"]})
+# name -> (module:attribute, one-line help). Commands are imported only when run, so that
+# `planner --help` does not pay for pandas, scipy and the solver (tests/test_cli_manners.py
+# checks these lines against each command's own help).
+COMMANDS = {
+    "trace": ("planner.cli.trace:trace", "Inspect, generate and convert request traces."),
+    "catalog": ("planner.cli.catalog:catalog", "List the GPU, model and price catalogs."),
+    "recommend": ("planner.cli.recommend:recommend", "Plan prefill/decode instances, chunk size and TP for a trace."),
+    "calibrate": ("planner.cli.recommend:calibrate", "Fit the performance model to a measured profile CSV."),
+    "simulate": ("planner.cli.simulate:simulate", "Replay a trace against a plan in the simulator."),
+    "report": ("planner.cli.report:report", "Cost report for procurement (HTML or Markdown)."),
+    "predict": ("planner.cli.predict:predict", "Predict benchmark rows (closed-loop, xPyD) and score them."),
+    "export": ("planner.cli.export:export", "Launch commands and manifests for a plan (vLLM, SGLang, Dynamo, k8s)."),
+    "explain": ("planner.cli.explain:explain", "What a term in the output means (TTFT, TPOT, chunk, ...)."),
+}
+
+
+class LazyGroup(GuardedGroup):
+    """Lists COMMANDS without importing them; imports one when it is run or asked for help."""
+
+    def list_commands(self, ctx):
+        return sorted(set(COMMANDS) | set(self.commands))
+
+    def get_command(self, ctx, name):
+        if name in self.commands:
+            return self.commands[name]
+        if name not in COMMANDS:
+            return None
+        import importlib
+        module, attr = COMMANDS[name][0].split(":")
+        cmd = getattr(importlib.import_module(module), attr)
+        self.add_command(cmd, name)
+        return cmd
+
+    def format_commands(self, ctx, formatter):
+        rows = [(n, COMMANDS[n][1] if n in COMMANDS else self.commands[n].get_short_help_str())
+                for n in self.list_commands(ctx)]
+        with formatter.section("Commands"):
+            formatter.write_dl(rows)
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="disagg-planner")
 def main():
     """Capacity planner for disaggregated (prefill/decode) LLM serving.
@@ -40,17 +80,10 @@ def main():
     \b
     Typical use:
       planner trace stats traces/mixed.csv
-      planner recommend --gpu a100 --trace traces/mixed.csv
+      planner recommend --gpu a100 --trace traces/mixed.csv -o plan.json
       planner simulate --plan plan.json --trace traces/mixed.csv
+      planner export --plan plan.json --to vllm -o deploy/
       planner report --trace traces/mixed.csv --gpu a100 --gpu h100 -o report.html
+    \b
+    Terms (TTFT, TPOT, chunk, TP, ...): `planner explain TERM`, or docs/glossary.md.
     """
-
-
-def _register() -> None:
-    from planner.cli import catalog, export, predict, recommend, report, simulate, trace
-    for command in (trace.trace, catalog.catalog, recommend.recommend, recommend.calibrate,
-                    simulate.simulate, report.report, predict.predict, export.export):
-        main.add_command(command)
-
-
-_register()

@@ -11,7 +11,13 @@ from planner.cli.output import echo_json
 
 @click.group()
 def catalog():
-    """List the GPU, model and price catalogs."""
+    """List the GPU, model and price catalogs.
+
+    \b
+    Examples:
+      planner catalog gpus
+      planner catalog prices --gpu h100
+    """
 
 
 def _table(rows: list[dict], cols: list[str]) -> None:
@@ -24,7 +30,13 @@ def _table(rows: list[dict], cols: list[str]) -> None:
 @catalog.command()
 @click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
 def gpus(as_json):
-    """GPU types: dense FP16 TFLOP/s, memory, bandwidths, datasheet source."""
+    """GPU types: dense FP16 TFLOP/s, memory, bandwidths, datasheet source.
+
+    \b
+    Examples:
+      planner catalog gpus
+      planner catalog gpus --json
+    """
     rows = [asdict(g) | {"aliases": ",".join(g.aliases)} for g in cat.gpus().values()]
     if as_json:
         return echo_json(rows)
@@ -35,7 +47,13 @@ def gpus(as_json):
 @click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
 @click.option("--dtype", default="fp16", show_default=True, help="Weight/KV dtype for the byte columns.")
 def models(as_json, dtype):
-    """Models: parameters, weight bytes and KV bytes per token (GQA-aware)."""
+    """Models: parameters, weight bytes and KV bytes per token (GQA-aware).
+
+    \b
+    Examples:
+      planner catalog models
+      planner catalog models --dtype fp8 --json
+    """
     rows = []
     for m in cat.models().values():
         rows.append(asdict(m) | {"aliases": ",".join(m.aliases), "params_b": round(m.params / 1e9, 3),

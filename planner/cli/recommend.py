@@ -102,7 +102,14 @@ def recommend(trace_path, gpus, model, slo_ttft, slo_tpot, slo_jct, slo_percenti
     that meets the SLO, and say whether disaggregation pays against coupled serving.
 
     The trace options are those of `planner trace stats`; --seed seeds both the drawn
-    arrivals and the queueing model's sampling."""
+    arrivals and the queueing model's sampling. Durations take units: 500ms, 0.5s.
+
+    \b
+    Examples:
+      planner recommend --trace traces/mixed.csv --gpu a100 -o plan.json
+      planner recommend --trace traces/lphd.csv --gpu h100,l4 --slo-ttft 0.5 --slo-tpot 0.05
+      planner recommend --trace bench.json --gpu a100 --for-testbed --verify
+    Terms: `planner explain TERM` (TTFT, TPOT, chunk, TP, ...)."""
     from planner.engines.config import engine_config
     from planner.search.recommend import recommend as plan_for
 
@@ -140,11 +147,13 @@ def recommend(trace_path, gpus, model, slo_ttft, slo_tpot, slo_jct, slo_percenti
                    tps=_ints(tp_text, "tp") or DEFAULT_TPS, chunks=_ints(chunks_text, "chunks"), mode=mode,
                    max_gpus=max_gpus, window_s=window_s, efficiency=eff, kv_link_override_gb_s=kv_link_gb_s,
                    runners_up=runners_up, solver=solver, seed=seed, engine=engine_config(engine_name))
-    plan = plan_for(trace, gpus=gpus, **plan_kw)
-    per_gpu_rows = None
-    if len({catalog.gpu(g).name for g in gpus}) > 1:
-        from planner.search.per_gpu import per_gpu
-        per_gpu_rows = per_gpu(trace, list(dict.fromkeys(gpus)), plan, plan_for, **plan_kw)
+    from planner.progress import working
+    with working("planning"):
+        plan = plan_for(trace, gpus=gpus, **plan_kw)
+        per_gpu_rows = None
+        if len({catalog.gpu(g).name for g in gpus}) > 1:
+            from planner.search.per_gpu import per_gpu
+            per_gpu_rows = per_gpu(trace, list(dict.fromkeys(gpus)), plan, plan_for, **plan_kw)
     gpu_specs.update(extra_specs)
     if gpu_specs:
         plan.inputs["gpu_specs"] = gpu_specs
@@ -226,6 +235,28 @@ def comparison_rows(plan) -> list[str]:
     return lines
 
 
+HEADLINE_CHARS = 120
+MODE_WORDS = {"disaggregated": "disaggregated", "coupled": "coupled", "chunked_coupled": "chunked coupled"}
+
+
+def headline(plan) -> str:
+    """One line (<= HEADLINE_CHARS) saying what to rent and what it costs, then the details."""
+    dep, c = plan.deployment, plan.cost
+    gpus: dict[str, int] = {}
+    for r in (dep.prefill, dep.decode, dep.coupled):
+        if r is not None:
+            gpus[r.gpu] = gpus.get(r.gpu, 0) + r.instances * r.tp
+    what = " + ".join(f"{n} x {g}" for g, n in gpus.items())
+    line = f"Rent {what} ({MODE_WORDS.get(dep.mode, dep.mode)}) for ${c['usd_per_hour']:,.2f}/hour"
+    slo, p = plan.inputs.get("slo", {}), plan.predictions
+    q = f"p{slo.get('percentile', 90)}"
+    try:
+        more = f"; {q} TTFT {p['ttft_s'][q]:.2f} s, TPOT {p['tpot_s'][q] * 1e3:.0f} ms"
+    except (KeyError, TypeError):
+        more = ""
+    return line + more if len(line + more) <= HEADLINE_CHARS else line[:HEADLINE_CHARS]
+
+
 def render_plan(plan) -> str:
     i, p, c = plan.inputs, plan.predictions, plan.cost
     dep = asdict(plan.deployment)
@@ -233,6 +264,7 @@ def render_plan(plan) -> str:
     slo = i["slo"]
     q = f"p{slo['percentile']}"
     lines = [
+        headline(plan),
         f"trace {t['name']}: {t['requests']} requests over {t['span_s']:.0f} s, {t['rate_per_s']:.2f} req/s "
         f"(peak window {t['peak_window_rate_per_s']:.2f}), inter-arrival CV {t['interarrival_cv']:.2f}, "
         f"prompt mean {t['prompt_tokens']['mean']:.0f}, output mean {t['output_tokens']['mean']:.0f}",
@@ -243,8 +275,9 @@ def render_plan(plan) -> str:
         f"PLAN      {describe(dep)}",
         f"          engine {plan.deployment.engine.name}: " + ", ".join(
             f"{k}={v}" for k, v in plan.deployment.engine.settings().items()),
-        f"          GPUs {plan.deployment.gpus}, ${c['usd_per_hour']:.2f}/h, ${c['usd_per_million_tokens']:.3f} per "
-        f"million tokens, {c['tokens_per_s_per_usd_hour']:.0f} tokens/s per $/h",
+        f"          GPUs {plan.deployment.gpus}, ${c['usd_per_hour']:.2f}/h, ${c['usd_per_million_tokens']:.3f}/M total "
+        f"tokens (prompt + output), ${c.get('usd_per_million_output_tokens', float('nan')):.3f}/M output tokens, "
+        f"{c['tokens_per_s_per_usd_hour']:.0f} tokens/s per $/h",
     ]
     for g, pr in i.get("prices", {}).items():
         lines.append(f"          price {g} ${pr['usd_per_gpu_hour']:.2f}/GPU-hour: {pr['source']}")
@@ -281,7 +314,13 @@ def render_plan(plan) -> str:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
 def calibrate(profile, gpu, model, memory_gb, kv_path, as_json):
     """Fit compute/memory efficiency, GEMM knee and per-iteration overheads to a profile
-    CSV (device, model, kind, tokens, batch, context_tokens, bytes, seconds, repeats)."""
+    CSV (device, model, kind, tokens, batch, context_tokens, bytes, seconds, repeats).
+
+    \b
+    Examples:
+      planner calibrate docs/profiles/cpu-opt-125m-l4-h256-fp32.csv --model docs/profiles/opt-125m-l4-h256.config.json
+      planner calibrate docs/profiles/h100-opt-13b-fp16.csv --model opt-13b --gpu h100-sxm --json
+    """
     from planner.perf.calibrate import calibrate as fit
     cal = fit(profile, gpu, model, memory_gb=memory_gb, kv_path=kv_path)
     d = cal.as_dict()

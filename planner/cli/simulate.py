@@ -109,7 +109,13 @@ def simulate(plan_path, trace_path, records_path, flips_path, scale_path, start_
     attainment, busy instance-seconds and cost, next to the plan's predictions. A plan
     over time (`planner recommend --windows`) changes its instance counts at each window's
     start: instances drain, flip or stop, new ones serve after --start-latency; the cost
-    follows the instances billed, per window."""
+    follows the instances billed, per window.
+
+    \b
+    Examples:
+      planner simulate --plan plan.json --trace traces/mixed.csv
+      planner simulate --plan plan.json --trace traces/mixed.csv --records out.csv --baselines --json
+    """
     from planner.plan import deployment_from_dict, read_plan
     from planner.sim import simulate as run_open, simulate_closed_loop
 

@@ -115,7 +115,13 @@ def trace():
 @_threshold_options
 @trace_read_options
 def stats(file, as_json, window_s, light_prompt, light_output, **read_kw):
-    """Requests, span, rate, burstiness, lengths and class shares of a trace FILE."""
+    """Requests, span, rate, burstiness, lengths and class shares of a trace FILE.
+
+    \b
+    Examples:
+      planner trace stats traces/mixed.csv
+      planner trace stats traces/examples/aiperf_profile_export.jsonl --json --window 10
+    """
     from planner.cli.output import echo_json
     t = read_with_options(file, **read_kw)
     s = trace_stats(t, window_s, ClassThresholds(light_prompt, light_output))
@@ -165,7 +171,13 @@ def stats(file, as_json, window_s, light_prompt, light_output, **read_kw):
 @click.option("-o", "--output", "out", type=click.Path(dir_okay=False), required=True, help="CSV file to write.")
 def generate(kind, n_requests, duration_s, rate_per_s, cv, seed, profile, light_prompt, light_output,
              max_total_tokens, shares, modulation, period_s, amplitude, burst_factor, burst_s, out):
-    """Write a synthetic trace (plain CSV) for a TetriInfer workload class."""
+    """Write a synthetic trace (plain CSV) for a TetriInfer workload class.
+
+    \b
+    Examples:
+      planner trace generate --kind lphd --requests 3000 --rate 4 --seed 2 -o lphd.csv
+      planner trace generate --kind mixed --duration 600 --rate 10 --modulation bursts --period 120 -o bursty.csv
+    """
     from traces.synthetic import generate as gen
     if (n_requests is None) == (duration_s is None):
         raise InputError("give exactly one of --requests N or --duration S")
@@ -191,7 +203,13 @@ def generate(kind, n_requests, duration_s, rate_per_s, cv, seed, profile, light_
 @trace_read_options
 def convert(src, out, **read_kw):
     """Convert a trace in any supported format to the plain CSV
-    (arrival_s,prompt_tokens,output_tokens + kept extra columns)."""
+    (arrival_s,prompt_tokens,output_tokens + kept extra columns).
+
+    \b
+    Examples:
+      planner trace convert traces/examples/burstgpt.csv -o plain.csv
+      planner trace convert traces/examples/sharegpt_conversations.json --rate 2 -o sharegpt.csv
+    """
     t = read_with_options(src, **read_kw)
     write_trace(t, out)
     report_read(t)

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import datetime as _dt
 import math
-import sys
 from dataclasses import asdict, replace
 
 import numpy as np
@@ -36,8 +35,8 @@ class _Steps:
     def __init__(self, total: int, enabled: bool):
         self.bar = None
         if enabled:
-            from tqdm import tqdm
-            self.bar = tqdm(total=total, desc="report", unit="step", file=sys.stderr)
+            from planner.progress import progress_bar
+            self.bar = progress_bar(total, "report", "step")
 
     def __call__(self, what: str) -> None:
         if self.bar is not None:
@@ -93,6 +92,7 @@ def _option_row(name: str, plan, sim_summary: dict | None) -> dict:
         "chunk_tokens": dep.chunk_tokens, "policies": policies, "describe": describe(dep),
         "usd_per_hour": plan.cost["usd_per_hour"], "usd_per_month": plan.cost["usd_per_hour"] * HOURS_PER_MONTH,
         "usd_per_million_tokens": plan.cost["usd_per_million_tokens"],
+        "usd_per_million_output_tokens": plan.cost.get("usd_per_million_output_tokens"),
         "tokens_per_s_per_usd": plan.cost["tokens_per_s_per_usd_hour"],
         "predicted": {m: _pcts(plan.predictions.get(m)) for m in ("ttft_s", "tpot_s", "jct_s")},
         "simulated": sim, "coupled": c, "verdict": plan.verdict,
@@ -455,7 +455,7 @@ def _recommendation(report: dict, plans: dict) -> tuple[str, list[str]]:
     dep = plans[best["name"]].deployment
     sim = best.get("simulated") or {}
     text = (f"Recommendation: {describe(dep)}, at {fmt_usd(best['usd_per_hour'])}/hour "
-            f"({fmt_usd(best['usd_per_month'])}/month, {fmt_usd(best['usd_per_million_tokens'])} per million tokens), "
+            f"({fmt_usd(best['usd_per_month'])}/month, {fmt_usd(best['usd_per_million_tokens'])} per million tokens, prompt + output), "
             f"the cheapest option meeting {report['slo_text']}.")
     facts = [f"Predicted p90 TTFT {fmt_s(best['predicted']['ttft_s']['p90'])}, p90 TPOT "
              f"{fmt_s(best['predicted']['tpot_s']['p90'])}; simulated {fmt_s((sim.get('ttft_s') or {}).get('p90'))} "

@@ -83,7 +83,8 @@ def option_table(report: dict) -> tuple[list[str], list[list[str]]]:
         row("policies", lambda o: ", ".join(f"{k} {v}" for k, v in o["policies"].items())),
         row("$/hour", lambda o: fmt_usd(o["usd_per_hour"])),
         row("$/month", lambda o: fmt_usd(o["usd_per_month"])),
-        row("$/million tokens", lambda o: fmt_usd(o["usd_per_million_tokens"])),
+        row("$/M total tokens (prompt + output)", lambda o: fmt_usd(o["usd_per_million_tokens"])),
+        row("$/M output tokens", lambda o: fmt_usd(o.get("usd_per_million_output_tokens"))),
         row("tokens/s per $/hour", lambda o: fmt_num(o["tokens_per_s_per_usd"])),
     ]
     for metric, label in (("ttft_s", "TTFT"), ("tpot_s", "TPOT"), ("jct_s", "JCT")):
@@ -148,7 +149,10 @@ margin:2em auto;padding:0 1em;color:#222}h1{font-size:1.6em}h2{border-bottom:1px
 table{border-collapse:collapse;margin:.8em 0;font-size:.88em}th,td{border:1px solid #ccc;padding:.3em .5em;
 text-align:left;vertical-align:top}th{background:#f3f3f3}.rec{font-size:1.15em;background:#eef6ee;
 border-left:4px solid #3a3;padding:.6em 1em}figure{margin:1.2em 0}figcaption{font-size:.88em;color:#555}
-img{max-width:100%}.notes li{font-size:.9em;color:#444}"""
+img{max-width:100%}.notes li{font-size:.9em;color:#444}
+@media print{body{max-width:none;margin:0;font-size:10pt}h1,h2,h3{break-after:avoid;page-break-after:avoid}
+table,figure,img,.rec{break-inside:avoid;page-break-inside:avoid}thead{display:table-header-group}
+tr{break-inside:avoid}a{color:inherit;text-decoration:none}}"""
 
 
 def _h(x) -> str:

@@ -1,7 +1,6 @@
 """`simulate` (open-loop trace replay) and `simulate_closed_loop` (N concurrent clients)."""
 from __future__ import annotations
 
-import sys
 import time
 
 import numpy as np
@@ -69,8 +68,8 @@ class _Progress:
         self.step = max(total // 200, 1)
         self.pending = 0
         if enabled:
-            from tqdm import tqdm
-            self.bar = tqdm(total=total, desc=desc, unit="req", file=sys.stderr, mininterval=0.5)
+            from planner.progress import progress_bar
+            self.bar = progress_bar(total, desc, "req", mininterval=0.5)
 
     def tick(self) -> None:
         if self.bar is not None:

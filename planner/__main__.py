@@ -1,0 +1,4 @@
+"""`python -m planner` runs the `planner` command."""
+from planner.cli import main
+
+main(prog_name="planner")
