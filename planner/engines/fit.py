@@ -28,7 +28,7 @@ from planner.bench.run import predict_frame
 from planner.engines.config import ENGINES
 
 FIT_REQUESTS_PER_USER = 3      # shorter closed loops while fitting; the prediction uses the full length
-MAX_FIT_ROWS = 80              # a stratified sample per engine keeps a fit to minutes on 2 cores
+MAX_FIT_ROWS = 60              # a stratified sample per engine keeps a fit to minutes on 2 cores
 SCALE = np.array([1e-3, 1e-5])  # parameter units: ms per step, 10 us per sequence
 
 
@@ -69,7 +69,7 @@ def fit_engine(rows: pd.DataFrame, engine: str, progress=None) -> dict | None:
     starts = [(0.0, 0.0), (2.0, 0.0), (1.0, 2.0), (4.0, 5.0), (8.0, 10.0)]
     best = min(((objective(fit_rows, engine, s), s) for s in starts), key=lambda t: t[0])
     res = minimize(lambda x: objective(fit_rows, engine, x), best[1], method="Nelder-Mead",
-                   options={"xatol": 0.05, "fatol": 1e-3, "maxfev": 40})
+                   options={"xatol": 0.05, "fatol": 1e-3, "maxfev": 30})
     per_step, per_seq = np.maximum(res.x, 0.0) * SCALE
     _, frontend = objective(fit_rows, engine, res.x, with_frontend=True)
     if progress:
