@@ -54,6 +54,8 @@ def render(label: str, summary: dict, stats: dict, predicted: dict | None = None
                          f"{sum(w['busy_instance_s'].values()):>11.0f}  ${w['cost_usd']:.2f}")
     lines.append(f"  simulated in {stats['wall_s']:.2f} s wall ({stats['requests_per_wall_s']:.0f} requests/s, "
                  f"{stats['events']} events)")
+    for role, source in (stats.get("step_costs") or {}).items():
+        lines.append(f"  step costs ({role}): {source}")
     return "\n".join(lines)
 
 

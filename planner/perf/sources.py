@@ -168,8 +168,10 @@ class Kernels(Roofline):
         return self._ar.seconds(message_bytes) if self._ar else super().allreduce_s(message_bytes)
 
     def describe(self) -> str:
-        vers = sorted(set(self.versions.values()))
-        text = f"measured kernels, {self.engine} {'/'.join(vers)} tables, {self.system}"
+        main = sorted({v for k, v in self.versions.items() if k != "all-reduce"})
+        text = f"measured kernels, {self.engine} {'/'.join(main)} tables, {self.system}"
+        if "all-reduce" in self.versions:
+            text += f" (all-reduce: {self.versions['all-reduce']})"
         if self.missing:
             text += f" ({', '.join(self.missing)}: {self.name})"
         return text

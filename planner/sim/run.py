@@ -101,7 +101,8 @@ def _finish(dep, cluster, reqs, loop, wall0, *, slo, price_kind, prices, extra_s
     stats = {"events": loop.events, "wall_s": wall,
              "requests_per_wall_s": len(reqs) / wall if wall > 0 else float("inf"),
              "preemptions": int(preempt), "aborted": int(cluster.aborted),
-             "flips": len(cluster.flipper.log), "simulated_s": end}
+             "flips": len(cluster.flipper.log), "simulated_s": end,
+             "step_costs": {role: dep.perf(role).source_name for role in dep.roles()}}
     stats.update(extra_stats)
     summary["preemptions"] = int(preempt)
     summary["flips"] = len(cluster.flipper.log)
