@@ -42,7 +42,7 @@ COMMANDS = {
     "calibrate": ("planner.cli.recommend:calibrate", "Fit the performance model to a measured profile CSV."),
     "simulate": ("planner.cli.simulate:simulate", "Replay a trace against a plan in the simulator."),
     "report": ("planner.cli.report:report", "Cost report for procurement (HTML or Markdown)."),
-    "predict": ("planner.cli.predict:predict", "Predict benchmark rows (closed-loop, xPyD) and score them."),
+    "predict": ("planner.cli.predict:predict", "What a closed-loop benchmark of an engine measures; score it."),
     "export": ("planner.cli.export:export", "Launch commands and manifests for a plan (vLLM, SGLang, Dynamo, k8s)."),
     "explain": ("planner.cli.explain:explain", "What a term in the output means (TTFT, TPOT, chunk, ...)."),
 }
