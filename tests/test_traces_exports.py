@@ -176,3 +176,12 @@ def test_cli_prints_notes_and_converts_exports(tmp_path):
     assert "note: arrivals drawn at the benchmark's request_rate 4 req/s" in r.output
     back = read_trace(out)
     assert len(back) == 39 and "measured_ttft_s" in back.extra
+
+
+def test_stats_shows_what_the_benchmark_measured():
+    raw = json.loads((EX / "vllm_bench_result.json").read_text())
+    ok = [t for t, e in zip(raw["ttfts"], raw["errors"]) if not e]
+    r = CliRunner().invoke(main, ["trace", "stats", str(EX / "vllm_bench_result.json")])
+    assert r.exit_code == 0, r.output
+    line = next(x for x in r.output.splitlines() if x.startswith("measured TTFT"))
+    assert f"p50 {np.percentile(ok, 50):.3g} s" in line and "(39 requests" in line

@@ -143,7 +143,23 @@ def stats(file, as_json, window_s, light_prompt, light_output, **read_kw):
     lines.append(f"classes        {shares}   (light: prompt <= {s.light_prompt_tokens}, output <= {s.light_output_tokens})")
     for reason, n in s.dropped.items():
         lines.append(f"dropped        {n:,} {reason}")
+    lines += _measured_lines(t)
     click.echo("\n".join(lines))
+
+
+def _measured_lines(t) -> list[str]:
+    """Latencies a benchmark export recorded (kept for comparison with predictions)."""
+    import numpy as np
+    out = []
+    for col, label, scale, unit in (("measured_ttft_s", "measured TTFT", 1.0, "s"),
+                                    ("measured_itl_mean_s", "measured ITL", 1e3, "ms")):
+        v = np.asarray(t.extra.get(col, []), dtype=float)
+        v = v[np.isfinite(v)]
+        if len(v):
+            p50, p90, p99 = np.percentile(v, [50, 90, 99]) * scale
+            out.append(f"{label:<14} p50 {p50:.3g} {unit}  p90 {p90:.3g} {unit}  p99 {p99:.3g} {unit}  "
+                       f"({len(v):,} requests, as the benchmark measured)")
+    return out
 
 
 @trace.command()
