@@ -71,3 +71,14 @@ def test_gpu_spec_yaml_and_csv(tmp_path):
     c.write_text("name,memory_gb,memory_gb_s,fp16_tflops\nh100-sxm,80,3350,989\n")
     r = CliRunner().invoke(main, ["recommend", "--trace", TRACE, "--gpu-spec", str(c), "--gpu", "h100"])
     assert r.exit_code == 2 and "in the catalog already" in r.output
+
+
+def test_report_takes_gpu_spec_and_provider(tmp_path):
+    y = tmp_path / "g.yaml"
+    y.write_text("name: rep-accel\nmemory_gb: 96\nmemory_gb_s: 4000\nfp16_tflops: 800\nusd_per_gpu_hour: 2.2\n")
+    out = tmp_path / "r.html"
+    r = CliRunner().invoke(main, ["report", "--trace", "traces/lpld.csv", "--gpu-spec", str(y), "--gpu", "rep-accel",
+                                  "--loads", "1", "--sim-loads", "1", "--windows", "0", "--max-sim-requests", "500",
+                                  "--no-progress", "-o", str(out)])
+    assert r.exit_code == 0, r.output
+    assert "rep-accel" in r.output and "$2.20/hour" in r.output and out.exists()

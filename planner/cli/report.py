@@ -35,6 +35,8 @@ def _price_file(value: str | None) -> str | None:
               help="Request trace (any format `planner trace stats` reads).")
 @click.option("--gpu", "gpus", multiple=True, required=True,
               help="GPU type to compare (repeat: --gpu a100 --gpu h100 --gpu l4); with several, the best mix too.")
+@click.option("--gpu-spec", "gpu_spec_files", multiple=True, type=click.Path(dir_okay=False),
+              help="YAML or CSV file adding a GPU the catalog lacks (as `recommend --gpu-spec`).")
 @click.option("--model", default="opt-13b", show_default=True)
 @click.option("--slo-ttft", type=float, default=SLO.ttft_s, show_default=True, help="TTFT target, seconds.")
 @click.option("--slo-tpot", type=float, default=SLO.tpot_s, show_default=True, help="TPOT target, seconds.")
@@ -64,7 +66,7 @@ def _price_file(value: str | None) -> str | None:
 @click.option("--progress/--no-progress", default=True, show_default=True, help="Progress bar on stderr.")
 def report(trace_path, gpus, model, slo_ttft, slo_tpot, slo_jct, slo_percentile, prices_arg, provider, price_items,
            price_kind, loads, sim_loads, window_s, max_sim_requests, figures_dir, title, seed, output, as_json,
-           progress):
+           progress, gpu_spec_files=()):
     """Cost report for procurement: the cheapest plan per GPU type and for the best mix, with
     cost, latency (predicted and simulated), load and price sensitivity, and plans over time.
 
@@ -87,7 +89,9 @@ def report(trace_path, gpus, model, slo_ttft, slo_tpot, slo_jct, slo_percentile,
         raise InputError("--windows must be >= 0 seconds")
     price_file = _price_file(prices_arg)
     gpus = tuple(g.strip() for item in gpus for g in item.split(",") if g.strip())
-    overrides = catalog.parse_price_overrides(price_items, price_file)
+    from planner.catalog.gpu_spec import specs_and_prices
+    _, spec_prices = specs_and_prices(gpu_spec_files)
+    overrides = {**spec_prices, **catalog.parse_price_overrides(price_items, price_file)}
     slo = SLO(ttft_s=slo_ttft, tpot_s=slo_tpot, percentile=int(slo_percentile), jct_s=slo_jct)
     if not (slo.ttft_s > 0 and slo.tpot_s > 0):
         raise InputError("SLO targets must be > 0 seconds")
