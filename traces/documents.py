@@ -135,7 +135,8 @@ def _payload_text(payload) -> str:
     if not isinstance(payload, dict):
         return ""
     parts = []
-    for m in payload.get("messages") or []:
+    msgs = payload.get("messages")
+    for m in msgs if isinstance(msgs, list) else []:
         c = m.get("content") if isinstance(m, dict) else None
         if isinstance(c, str):
             parts.append(c)
@@ -164,12 +165,18 @@ def _chunk(resp) -> tuple[str, dict | None]:
     if not isinstance(resp, dict):
         return "", None
     usage = resp.get("usage") if isinstance(resp.get("usage"), dict) else None
-    text = resp.get("text_output") or ""
-    for ch in resp.get("choices") or []:
+    text = str(resp.get("text_output") or "")
+    choices = resp.get("choices")
+    for ch in choices if isinstance(choices, list) else []:
         if isinstance(ch, dict):
             d = ch.get("delta") if isinstance(ch.get("delta"), dict) else {}
-            text += str(d.get("content") or ch.get("text") or (ch.get("message") or {}).get("content") or "")
+            msg = ch.get("message") if isinstance(ch.get("message"), dict) else {}
+            text += str(d.get("content") or ch.get("text") or msg.get("content") or "")
     return text, usage
+
+
+def _count(x) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool)
 
 
 def genai_perf(path, doc: dict, tokenizer: str | None) -> Document:
@@ -183,19 +190,20 @@ def genai_perf(path, doc: dict, tokenizer: str | None) -> Document:
     for r in reqs:
         r = r if isinstance(r, dict) else {}
         stamp.append(r.get("timestamp"))
-        chunks = [_chunk(x) for x in (r.get("response_outputs") or [])]
+        outs = r.get("response_outputs")
+        chunks = [_chunk(x) for x in (outs if isinstance(outs, list) else [])]
         usage = next((u for _, u in reversed(chunks) if u), None) or {}
         prompt_used.append(usage.get("prompt_tokens"))
-        prompt_text.append(_payload_text((r.get("request_inputs") or {}).get("payload",
-                                                                              r.get("request_inputs") or {})))
-        if isinstance(usage.get("completion_tokens"), int):
+        inputs = r.get("request_inputs") if isinstance(r.get("request_inputs"), dict) else {}
+        prompt_text.append(_payload_text(inputs.get("payload", inputs)))
+        if _count(usage.get("completion_tokens")):
             out_tokens.append(usage["completion_tokens"])
         else:
             approx_out = True
             out_tokens.append(sum(1 for text, _ in chunks if text))
-        rts = r.get("response_timestamps") or []
+        rts = r.get("response_timestamps") if isinstance(r.get("response_timestamps"), list) else []
         ttft.append((_number(rts[0]) - _number(r.get("timestamp"))) * 1e-9 if rts else float("nan"))
-    need = [i for i, u in enumerate(prompt_used) if not isinstance(u, int)]
+    need = [i for i, u in enumerate(prompt_used) if not _count(u)]
     counted = count([prompt_text[i] for i in need]) if need else []
     prompt = list(prompt_used)
     for i, c in zip(need, counted):
