@@ -301,7 +301,7 @@ def price_sensitivity(usd_per_hour: dict[str, dict[str, float | None]]) -> bytes
     ax.set_ylim(0, top * 1.15)
     ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"${v:,.0f}"))
     ax.set_ylabel("$/hour of the option's plan")
-    ax.set_title("The same plans at each price kind (catalog medians; n/a: no such price listed)")
+    ax.set_title("The same plans at each price kind (cheapest listed offers; n/a: none listed)")
     ax.legend(fontsize=8, title="price kind", title_fontsize=8)
     ax.grid(True, axis="y", alpha=0.3)
     return _png(fig)
