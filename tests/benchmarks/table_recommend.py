@@ -15,6 +15,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
+from planner.errors import InfeasibleError  # noqa: E402
 from planner.search.recommend import recommend  # noqa: E402
 from planner.cli.verify_render import verification_rows  # noqa: E402
 from traces import read_trace  # noqa: E402
@@ -82,12 +83,14 @@ def main():
     rows = []
     traces = {t: read_trace(ROOT / "traces" / f"{t}.csv") for t in BUNDLED}
     traces.update({k: read_trace(p) for k, p in AZURE.items() if p.exists()})
-    for name, tr in traces.items():
-        for gpu in ("a100", "h100", "l4"):
-            rows.append(row(name, gpu, tr))
-            print(md(rows[-1]), flush=True)
-    for name in BUNDLED:
-        rows.append(row(name, "a100", traces[name], 10.0))
+    jobs = [(name, gpu, tr, 1.0) for name, tr in traces.items() for gpu in ("a100", "h100", "l4")]
+    jobs += [(name, "a100", traces[name], 10.0) for name in BUNDLED]
+    for name, gpu, tr, scale in jobs:
+        try:
+            rows.append(row(name, gpu, tr, scale))
+        except InfeasibleError as e:   # exit 3 in the CLI: the table says so
+            print(f"| {name} | {gpu}{f' x{scale:g}' if scale != 1 else ''} | no plan meets the SLO: {str(e)[:160]} |", flush=True)
+            continue
         print(md(rows[-1]), flush=True)
     if "--json" in sys.argv:
         Path(sys.argv[sys.argv.index("--json") + 1]).write_text(json.dumps(rows, indent=1))
