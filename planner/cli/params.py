@@ -1,0 +1,166 @@
+"""Click parameter types for every numeric option and output path of `planner` and `testbed`.
+
+A flag declared with one of these is checked when click parses it, before the command
+body runs or opens any file: a bad value exits 2 with click's one line naming the flag,
+the value and the allowed range. The rules themselves are planner/checks.py's, shared with
+the readers of plan JSON, model configs and profiles.
+
+    @click.option("--slo-ttft", type=Seconds(lo_open=True))      # 0.5, "500ms", "0.5s"; > 0
+    @click.option("--rate-scale", type=Float(lo=0, lo_open=True))
+    @click.option("--requests", type=Int(lo=1, hi=MAX_REQUESTS))
+    @click.option("-o", "--output", type=OutFile())                # folder must exist, writable
+
+Output files: a missing folder is an error (exit 2, "create it with mkdir -p"), not made
+for you (a typo in a path should not scatter folders); output *folders* (`--config-out`,
+`export -o`) are created. Files themselves are written through planner/outputs.py
+(temporary file, renamed when complete).
+"""
+from __future__ import annotations
+
+import os
+
+import click
+
+from planner.checks import check_float, check_int, describe_range, parse_duration
+from planner.errors import InputError
+
+# Bounds on counts a user can ask for: large enough for any real trace or run, small
+# enough that a typo (10^12) is refused instead of filling memory or spinning.
+MAX_REQUESTS = 100_000_000
+MAX_TOKENS = 10_000_000           # tokens in one request (prompt or output)
+MAX_INSTANCES = 100_000
+MAX_SCALE = 1e6                   # time/rate multipliers
+
+
+class Float(click.ParamType):
+    """A finite float within [lo, hi] (open ends with lo_open/hi_open); NaN and inf refused."""
+    name = "float"
+
+    def __init__(self, lo=None, hi=None, lo_open=False, hi_open=False, unit: str = ""):
+        self.lo, self.hi, self.lo_open, self.hi_open, self.unit = lo, hi, lo_open, hi_open, unit
+
+    def convert(self, value, param, ctx):
+        try:
+            return check_float(value, _where(param), lo=self.lo, hi=self.hi, lo_open=self.lo_open,
+                               hi_open=self.hi_open, unit=self.unit)
+        except InputError as e:
+            self.fail(_strip_where(e, param), param, ctx)
+
+    def get_metavar(self, param, ctx=None):
+        return "FLOAT"
+
+    def __repr__(self):
+        return describe_range(self.lo, self.hi, self.lo_open, self.hi_open, self.unit)
+
+
+class Int(click.ParamType):
+    """An integer within [lo, hi]; '2.5', 'nan' and 10**12 (above hi) refused."""
+    name = "integer"
+
+    def __init__(self, lo=None, hi=None):
+        self.lo, self.hi = lo, hi
+
+    def convert(self, value, param, ctx):
+        try:
+            return check_int(value, _where(param), lo=self.lo, hi=self.hi)
+        except InputError as e:
+            self.fail(_strip_where(e, param), param, ctx)
+
+    def get_metavar(self, param, ctx=None):
+        return "INTEGER"
+
+    def __repr__(self):
+        return describe_range(self.lo, self.hi, integer=True)
+
+
+class Seconds(click.ParamType):
+    """A duration in seconds: 0.5, "500ms", "0.5s", "2min"; finite, >= lo (> lo with lo_open)."""
+    name = "duration"
+
+    def __init__(self, lo=0.0, hi=None, lo_open=False):
+        self.lo, self.hi, self.lo_open = lo, hi, lo_open
+
+    def convert(self, value, param, ctx):
+        try:
+            return parse_duration(value, _where(param), lo=self.lo, hi=self.hi, lo_open=self.lo_open)
+        except InputError as e:
+            self.fail(_strip_where(e, param), param, ctx)
+
+    def get_metavar(self, param, ctx=None):
+        return "SECONDS"
+
+    def __repr__(self):
+        return describe_range(self.lo, self.hi, self.lo_open, unit="s")
+
+
+class OutFile(click.ParamType):
+    """A file to write: not a folder, in a folder that exists and that we may write to.
+    Checked at parse time, so that a bad path fails before any work is done."""
+    name = "file"
+
+    def convert(self, value, param, ctx):
+        try:
+            return check_output_file(value, _where(param))
+        except InputError as e:
+            self.fail(_strip_where(e, param), param, ctx)
+
+    def get_metavar(self, param, ctx=None):
+        return "FILE"
+
+
+class OutDir(click.ParamType):
+    """A folder to write into; created if missing (its parent must be writable)."""
+    name = "directory"
+
+    def convert(self, value, param, ctx):
+        try:
+            return check_output_dir(value, _where(param))
+        except InputError as e:
+            self.fail(_strip_where(e, param), param, ctx)
+
+    def get_metavar(self, param, ctx=None):
+        return "DIR"
+
+
+def check_output_file(path, where: str = "output") -> str:
+    path = os.fspath(path)
+    if not path or "\0" in path:
+        raise InputError(f"{where}: {path!r} is not a file name")
+    if os.path.isdir(path):
+        raise InputError(f"{where}: {path} is a folder; give a file name inside it")
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        raise InputError(f"{where}: folder {os.path.dirname(path) or folder} does not exist "
+                         f"(create it first: mkdir -p {os.path.dirname(path) or folder})")
+    if not os.access(folder, os.W_OK | os.X_OK) or (os.path.exists(path) and not os.access(path, os.W_OK)):
+        raise InputError(f"{where}: cannot write {path} (permission denied)")
+    return path
+
+
+def check_output_dir(path, where: str = "output") -> str:
+    path = os.fspath(path)
+    if not path or "\0" in path:
+        raise InputError(f"{where}: {path!r} is not a folder name")
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise InputError(f"{where}: {path} exists and is not a folder")
+    probe = os.path.abspath(path)
+    while not os.path.exists(probe):
+        probe = os.path.dirname(probe)
+    if not os.path.isdir(probe) or not os.access(probe, os.W_OK | os.X_OK):
+        raise InputError(f"{where}: cannot create or write {path} (permission denied in {probe})")
+    return path
+
+
+def _where(param) -> str:
+    return (param.opts[0] if param is not None and param.opts else getattr(param, "name", None)) or "value"
+
+
+def _strip_where(err: InputError, param) -> str:
+    """click already names the option; drop our own 'where: ' prefix from the message."""
+    text = str(err)
+    prefix = _where(param) + ": "
+    return text[len(prefix):] if text.startswith(prefix) else text
+
+
+__all__ = ["Float", "Int", "Seconds", "OutFile", "OutDir", "check_output_file", "check_output_dir",
+           "MAX_REQUESTS", "MAX_TOKENS", "MAX_INSTANCES", "MAX_SCALE"]
