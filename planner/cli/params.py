@@ -30,6 +30,9 @@ MAX_REQUESTS = 100_000_000
 MAX_TOKENS = 10_000_000           # tokens in one request (prompt or output)
 MAX_INSTANCES = 100_000
 MAX_SCALE = 1e6                   # time/rate multipliers
+# A bare number at or above these is refused for an SLO with "did you mean 50ms?" (Seconds)
+TPOT_BARE_BELOW_S = 1.0
+TTFT_BARE_BELOW_S = 60.0
 
 
 class Float(click.ParamType):
@@ -74,17 +77,26 @@ class Int(click.ParamType):
 
 
 class Seconds(click.ParamType):
-    """A duration in seconds: 0.5, "500ms", "0.5s", "2min"; finite, >= lo (> lo with lo_open)."""
+    """A duration in seconds: 0.5, "500ms", "0.5s", "2min"; finite, >= lo (> lo with lo_open).
+
+    `bare_below`: a number written without a unit must be below this many seconds, else it
+    is refused with "did you mean 50ms?" (an SLO of `--slo-tpot 50` is 50 seconds per
+    token: nobody means that; TPOT_BARE_BELOW_S and TTFT_BARE_BELOW_S)."""
     name = "duration"
 
-    def __init__(self, lo=0.0, hi=None, lo_open=False):
-        self.lo, self.hi, self.lo_open = lo, hi, lo_open
+    def __init__(self, lo=0.0, hi=None, lo_open=False, bare_below: float | None = None):
+        self.lo, self.hi, self.lo_open, self.bare_below = lo, hi, lo_open, bare_below
 
     def convert(self, value, param, ctx):
         try:
-            return parse_duration(value, _where(param), lo=self.lo, hi=self.hi, lo_open=self.lo_open)
+            v = parse_duration(value, _where(param), lo=self.lo, hi=self.hi, lo_open=self.lo_open)
         except InputError as e:
             self.fail(_strip_where(e, param), param, ctx)
+        if self.bare_below is not None and _bare(value) and v >= self.bare_below:
+            text = str(value).strip()
+            self.fail(f"{text} means {v:g} seconds (a number without a unit is seconds); did you mean {text}ms? "
+                      f"Write {text}ms, or {text}s if you do mean seconds", param, ctx)
+        return v
 
     def get_metavar(self, param, ctx=None):
         return "SECONDS"
@@ -151,6 +163,15 @@ def check_output_dir(path, where: str = "output") -> str:
     return path
 
 
+def _bare(value) -> bool:
+    """A duration written as a plain number, without a unit."""
+    if isinstance(value, bool):
+        return False
+    if isinstance(value, (int, float)):
+        return True
+    return isinstance(value, str) and not value.strip()[-1:].isalpha()
+
+
 def _where(param) -> str:
     return (param.opts[0] if param is not None and param.opts else getattr(param, "name", None)) or "value"
 
@@ -163,4 +184,4 @@ def _strip_where(err: InputError, param) -> str:
 
 
 __all__ = ["Float", "Int", "Seconds", "OutFile", "OutDir", "check_output_file", "check_output_dir",
-           "MAX_REQUESTS", "MAX_TOKENS", "MAX_INSTANCES", "MAX_SCALE"]
+           "MAX_REQUESTS", "MAX_TOKENS", "MAX_INSTANCES", "MAX_SCALE", "TPOT_BARE_BELOW_S", "TTFT_BARE_BELOW_S"]

@@ -19,6 +19,7 @@ from planner.search.optimizer import MODE_CHOICES
 from planner.plan import MODE_NAMES
 from planner.search.verdict import describe
 from planner.workload import DEFAULT_WINDOW_S
+from planner.cli.params import TPOT_BARE_BELOW_S, TTFT_BARE_BELOW_S, Seconds
 
 MAX_SCHEDULE_WINDOWS = 2_000   # --windows: a few seconds of sizing per thousand windows
 
@@ -46,9 +47,11 @@ def _ints(text: str | None, what: str):
               help="YAML or CSV file adding a GPU (memory_gb, memory_gb_s, fp16_tflops, ...; see "
                    "planner/catalog/gpu_spec.py); name it in --gpu.")
 @click.option("--model", default="opt-13b", show_default=True, help="Catalog model or a config.json path.")
-@click.option("--slo-ttft", type=float, default=SLO.ttft_s, show_default=True, help="TTFT target, seconds.")
-@click.option("--slo-tpot", type=float, default=SLO.tpot_s, show_default=True, help="TPOT target, seconds.")
-@click.option("--slo-jct", type=float, default=None, help="JCT target, seconds (off by default).")
+@click.option("--slo-ttft", type=Seconds(lo_open=True, bare_below=TTFT_BARE_BELOW_S), default=SLO.ttft_s,
+              show_default=True, help="TTFT target: 0.5 (seconds), 500ms or 0.5s.")
+@click.option("--slo-tpot", type=Seconds(lo_open=True, bare_below=TPOT_BARE_BELOW_S), default=SLO.tpot_s,
+              show_default=True, help="TPOT target: 50ms, 0.05s or 0.05 (seconds).")
+@click.option("--slo-jct", type=Seconds(lo_open=True), default=None, help="JCT target: 20 (seconds) or 20s (off by default).")
 @click.option("--slo-percentile", type=click.Choice(["50", "90", "99"]), default="90", show_default=True,
               help="Percentile the targets apply to.")
 @click.option("--mode", type=click.Choice(MODE_CHOICES), default="auto", show_default=True,

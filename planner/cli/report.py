@@ -8,6 +8,7 @@ import click
 from planner import catalog
 from planner.search.candidates import SLO
 from planner.errors import InputError
+from planner.cli.params import TPOT_BARE_BELOW_S, TTFT_BARE_BELOW_S, Seconds
 
 
 def _floats(text: str, what: str) -> tuple[float, ...]:
@@ -38,9 +39,11 @@ def _price_file(value: str | None) -> str | None:
 @click.option("--gpu-spec", "gpu_spec_files", multiple=True, type=click.Path(dir_okay=False),
               help="YAML or CSV file adding a GPU the catalog lacks (as `recommend --gpu-spec`).")
 @click.option("--model", default="opt-13b", show_default=True)
-@click.option("--slo-ttft", type=float, default=SLO.ttft_s, show_default=True, help="TTFT target, seconds.")
-@click.option("--slo-tpot", type=float, default=SLO.tpot_s, show_default=True, help="TPOT target, seconds.")
-@click.option("--slo-jct", type=float, default=None, help="JCT target, seconds (off by default).")
+@click.option("--slo-ttft", type=Seconds(lo_open=True, bare_below=TTFT_BARE_BELOW_S), default=SLO.ttft_s,
+              show_default=True, help="TTFT target: 0.5 (seconds), 500ms or 0.5s.")
+@click.option("--slo-tpot", type=Seconds(lo_open=True, bare_below=TPOT_BARE_BELOW_S), default=SLO.tpot_s,
+              show_default=True, help="TPOT target: 50ms, 0.05s or 0.05 (seconds).")
+@click.option("--slo-jct", type=Seconds(lo_open=True), default=None, help="JCT target: 20 (seconds) or 20s (off by default).")
 @click.option("--slo-percentile", type=click.Choice(["50", "90", "99"]), default="90", show_default=True)
 @click.option("--prices", "prices_arg", default=None, metavar="FILE",
               help="CSV of gpu,usd_per_gpu_hour overrides.")

@@ -5,6 +5,7 @@ import click
 
 from planner.cli.output import echo_json
 from planner.errors import InputError
+from planner.cli.params import TPOT_BARE_BELOW_S, TTFT_BARE_BELOW_S, Seconds
 
 
 def _fmt(v, unit: str, scale: float = 1.0) -> str:
@@ -89,8 +90,10 @@ def render(label: str, summary: dict, stats: dict, predicted: dict | None = None
 @click.option("--output-tokens", type=int, default=None, help="Closed loop: fixed output length.")
 @click.option("--think-s", type=float, default=0.0, show_default=True, help="Closed loop: pause between requests.")
 @click.option("--baselines", is_flag=True, help="Also simulate the plan's coupled baselines.")
-@click.option("--slo-ttft", type=float, default=None, help="TTFT target, s [default: the plan's].")
-@click.option("--slo-tpot", type=float, default=None, help="TPOT target, s [default: the plan's].")
+@click.option("--slo-ttft", type=Seconds(lo_open=True, bare_below=TTFT_BARE_BELOW_S), default=None,
+              help="TTFT target: 0.5 (seconds), 500ms or 0.5s [default: the plan's].")
+@click.option("--slo-tpot", type=Seconds(lo_open=True, bare_below=TPOT_BARE_BELOW_S), default=None,
+              help="TPOT target: 50ms, 0.05s or 0.05 (seconds) [default: the plan's].")
 @click.option("--confusion", type=click.Path(dir_okay=False), default=None,
               help="Length predictor confusion matrix CSV (rows true bucket, columns predicted).")
 @click.option("--perfect-predictor", is_flag=True, help="Predict every output length bucket right.")
