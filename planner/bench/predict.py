@@ -27,6 +27,7 @@ REQUESTS_PER_USER = 5          # requests each client sends, the first one warm-
 MIN_REQUESTS = 40
 PHASE_SPREAD = 1.0             # clients start spread over this many request lifetimes
 THINK_JITTER = 0.02            # mean pause between a client's requests, in request lifetimes
+WARMUP = 1                     # requests per client left out of the means
 
 
 def deployment(spec: RowSpec) -> Deployment:
@@ -61,7 +62,7 @@ def predict_spec(spec: RowSpec, requests_per_user: int = REQUESTS_PER_USER, seed
         decode_batch_limit=min(spec.max_batch, eng.max_seqs), max_prefill_tokens=eng.token_budget,
         coupled_admission=RESERVE_STATIC if eng.admission == "no_evict" else GREEDY, perfect_predictor=True)
     rec = res.records
-    done = rec[np.isfinite(rec["finish_s"]) & (rec["request_id"] >= spec.concurrency)]
+    done = rec[np.isfinite(rec["finish_s"]) & (rec["request_id"] >= WARMUP * spec.concurrency)]
     if done.empty:
         return out | {"status": "no request finished in simulation"}
     ttft = done["first_token_s"] - done["arrival_s"]
