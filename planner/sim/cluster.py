@@ -78,6 +78,10 @@ class Cluster:
         self.perf_by_role = {"prefill": dep.perf("prefill"), "decode": dep.perf("decode")}
         self.costs = {r: (PrefillCost(p), DecodeCost(p)) for r, p in self.perf_by_role.items()}
         self.kv_bytes_per_token = self.perf_by_role["prefill"].kv_bytes_per_token
+        # a prompt whose KV cannot fit in an empty prefill instance, or in an empty decode
+        # instance when it has tokens to decode, is aborted on arrival (as the decode instance
+        # would after the prefill; a 10^9-token prompt is not prefilled chunk by chunk first)
+        self.cap_blocks = {r: p.kv_capacity_tokens // self.block_tokens for r, p in self.perf_by_role.items()}
         self.dispatcher = Dispatcher(pol.dispatcher, self.rng, {})
         if self.scaler is not None:
             return                      # the scaler makes the instances
@@ -162,6 +166,12 @@ class Cluster:
             if self.dep.mode == "coupled":
                 self.reqs.prefill_start[rid] = now
             inst.arrive(now, rid)
+            return
+        reqs = self.reqs
+        blocks = (reqs.prompt[rid] + self.block_tokens) // self.block_tokens
+        if blocks > self.cap_blocks["prefill"] or (reqs.output[rid] > 1 and blocks > self.cap_blocks["decode"]):
+            reqs.aborted[rid] = True
+            self._count_finish(now, rid)
             return
         least_loaded_prefill(self.prefill).enqueue(now, rid)
 

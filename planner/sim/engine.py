@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import heapq
 
+from planner.errors import InputError
+
 ARRIVAL = 0      # a request enters the system
 COMPLETE = 1     # an iteration, transfer or flip ends
 CONTROL = 2      # checks that look at the state after everything else at that instant
@@ -28,9 +30,12 @@ class EventLoop:
         self._seq += 1
         heapq.heappush(self._heap, (time_s, priority, self._seq, callback, arg))
 
-    def run(self, arrival_s=None, on_arrival=None) -> None:
+    def run(self, arrival_s=None, on_arrival=None, max_events: int | None = None) -> None:
         """Run until the heap and the arrivals are exhausted. `arrival_s`: a sorted
-        sequence of times; `on_arrival(t, i)` is called for the i-th."""
+        sequence of times; `on_arrival(t, i)` is called for the i-th. `max_events`: stop
+        with an InputError after that many events (a run that cannot end, e.g. times so
+        large that adding a step time no longer moves the clock, ends with a message)."""
+        limit = max_events if max_events is not None else float("inf")
         heap = self._heap
         pop = heapq.heappop
         arrivals = arrival_s if arrival_s is not None else ()
@@ -58,4 +63,9 @@ class EventLoop:
             else:
                 break
             events += 1
+            if events >= limit:
+                self.events += events
+                raise InputError(f"the simulation did not finish within {events:,} events (simulated time "
+                                 f"{self.now:.6g} s), more than this workload can need; look for extreme "
+                                 "values in the trace, the plan or the scale flags")
         self.events += events

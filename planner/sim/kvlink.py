@@ -53,11 +53,15 @@ class KvLink:
     def _finish(self, now: float, gen: int) -> None:
         if gen != self._gen:
             return
+        # the clock did not move: what is left of the first transfer is below the time
+        # resolution at `now` (large times); it is done, else the link would wait forever
+        stalled = now <= self._t
         self._advance(now)
         active = self._active
         # everything whose bytes are in (allow for rounding in the virtual clock)
         eps = 1e-9 * max(1.0, self._vbytes)
-        while active and active[0][0] <= self._vbytes + eps:
+        while active and (active[0][0] <= self._vbytes + eps or stalled):
             _, _, request = heapq.heappop(active)
             self.loop.at(now + self.latency_s, self.on_done, request)
+            stalled = False
         self._reschedule(now)

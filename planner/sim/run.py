@@ -1,6 +1,7 @@
 """`simulate` (open-loop trace replay) and `simulate_closed_loop` (N concurrent clients)."""
 from __future__ import annotations
 
+import math
 import time
 
 import numpy as np
@@ -18,6 +19,10 @@ from planner.sim.result import SimResult, build_summary, window_summaries
 from planner.sim.scale import SCALE_LOG_COLUMNS, check_windows
 
 PROGRESS_MIN_REQUESTS = 50_000   # below this a run takes well under a few seconds
+# Simulated times stay below this (about 300 years): beyond it a step time of a few
+# microseconds no longer moves a float clock. Scaled arrivals and think times are checked.
+MAX_SIM_TIME_S = 1e10
+EVENTS_BASE = 2_000_000          # event budget: this plus per request and per token (_event_budget)
 PACKED, PADDED = "packed", "padded"
 VLLM_MAX_PADDINGS = 256          # vLLM <= 0.2 SchedulerConfig.max_paddings default
 
@@ -54,6 +59,31 @@ def _check(dep: Deployment) -> None:
                              f"with tp={dep.roles()[role].tp}; raise tp or pick a larger GPU")
     if dep.windows:
         check_windows(dep)
+
+
+def _check_scales(time_scale, rate_scale, arrival_s) -> None:
+    for name, v in (("time scale", time_scale), ("rate scale", rate_scale)):
+        if not (math.isfinite(v) and v > 0):
+            raise InputError(f"{name} must be a finite number > 0, got {v}")
+    factor = time_scale / rate_scale
+    if not (math.isfinite(factor) and factor > 0):
+        raise InputError(f"time scale / rate scale = {time_scale:g} / {rate_scale:g} is not a usable factor")
+    if len(arrival_s):
+        last = float(np.max(np.abs(arrival_s))) * factor
+        if not last <= MAX_SIM_TIME_S:
+            raise InputError(f"arrival times reach {last:.3g} s after scaling (x{factor:.3g}); the simulator "
+                             f"handles up to {MAX_SIM_TIME_S:.0e} s (about 300 years): check --time-scale, "
+                             "--rate-scale and the trace's time unit")
+
+
+def _event_budget(dep: Deployment, prompt, output) -> int:
+    """Events a run may take before it counts as stuck: far above what any run needs
+    (a few per request, one per decode step at worst, one per prefill chunk)."""
+    prompt = np.asarray(prompt, dtype=np.int64)
+    output = np.asarray(output, dtype=np.int64)
+    chunks = int(np.sum(prompt // max(dep.chunk_tokens, 1) + 1))
+    windows = len(dep.windows) * 64 * max(sum(r.instances for r in dep.roles().values()), 1)
+    return EVENTS_BASE + 1000 * len(prompt) + 4 * int(np.sum(output)) + 4 * chunks + windows
 
 
 def _make_predictor(dep, predictor, confusion, perfect) -> LengthPredictor:
@@ -136,8 +166,7 @@ def simulate(plan_or_deployment, trace, *, seed: int = 0, progress: bool = False
     a prefill chunk short of ChunkSize costs a full chunk (TetriInfer's implementation)."""
     dep = _deployment(plan_or_deployment)
     _check(dep)
-    if time_scale <= 0 or rate_scale <= 0:
-        raise InputError(f"time and rate scales must be > 0, got {time_scale} and {rate_scale}")
+    _check_scales(time_scale, rate_scale, trace.arrival_s)
     if block_tokens < 1 or decode_batch_limit < 1:
         raise InputError("block_tokens and decode_batch_limit must be >= 1")
     wall0 = time.perf_counter()
@@ -155,8 +184,11 @@ def simulate(plan_or_deployment, trace, *, seed: int = 0, progress: bool = False
                       origin_s=float(arrival[0]) if n else 0.0, time_factor=time_scale / rate_scale,
                       start_latency_s=start_latency_s, start_ahead=start_ahead,
                       coupled_max_paddings=_paddings(coupled_prefill), pad_prefill_chunks=pad_prefill_chunks)
-    loop.run(reqs.arrival, cluster.on_arrival)
-    bar.close()
+    try:
+        loop.run(reqs.arrival, cluster.on_arrival,
+                 max_events=_event_budget(dep, trace.prompt_tokens, trace.output_tokens))
+    finally:
+        bar.close()
     return _finish(dep, cluster, reqs, loop, wall0, slo=_slo(plan_or_deployment, slo_ttft_s, slo_tpot_s),
                    price_kind=price_kind, prices=prices, extra_stats={"mode": "open_loop"})
 
@@ -182,8 +214,9 @@ def simulate_closed_loop(plan_or_deployment, *, clients: int, requests: int, tra
     _check(dep)
     if clients < 1 or requests < 1:
         raise InputError(f"closed loop needs clients >= 1 and requests >= 1, got {clients} and {requests}")
-    if think_s < 0 or ramp_s < 0:
-        raise InputError(f"think time and ramp must be >= 0, got {think_s} and {ramp_s}")
+    if not (0 <= think_s <= MAX_SIM_TIME_S / requests and 0 <= ramp_s <= MAX_SIM_TIME_S):
+        raise InputError(f"think time and ramp must be finite, >= 0 and at most {MAX_SIM_TIME_S:.0e} s over "
+                         f"the run, got {think_s} and {ramp_s}")
     rng = np.random.default_rng(seed)
     jitter_rng = np.random.default_rng(seed + 1)
     if trace is not None and len(trace):
@@ -230,8 +263,10 @@ def simulate_closed_loop(plan_or_deployment, *, clients: int, requests: int, tra
     n0 = min(clients, requests)
     for i in range(n0):
         loop.at(i * ramp_s / n0, send, None, ARRIVAL)
-    loop.run()
-    bar.close()
+    try:
+        loop.run(max_events=_event_budget(dep, prompt, output))
+    finally:
+        bar.close()
     return _finish(dep, cluster, reqs, loop, wall0, slo=_slo(plan_or_deployment, slo_ttft_s, slo_tpot_s),
                    price_kind=price_kind, prices=prices,
                    extra_stats={"mode": "closed_loop", "clients": clients, "think_s": think_s})
