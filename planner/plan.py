@@ -10,10 +10,12 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
 from planner import catalog
+from planner.checks import check_float, check_object
 from planner.errors import InputError
 from planner.engines.config import EngineConfig, config_from_dict
 from planner.perf.model import PerfModel
 from planner.perf.profile import Efficiency
+from planner.plan_schema import build, check_fields
 
 PLAN_VERSION = 1
 MODES = ("disaggregated", "coupled", "chunked_coupled")
@@ -140,45 +142,71 @@ class Plan:
 def _build(cls, data: dict | None, where: str):
     if data is None:
         return None
-    known = {f.name for f in fields(cls)}
-    unknown = set(data) - known
-    if unknown:
-        raise InputError(f"{where}: unknown keys {', '.join(sorted(unknown))}")
-    return cls(**data)
+    return build(cls, data, where)
 
 
 def deployment_from_dict(d: dict, where: str = "plan") -> Deployment:
-    d = dict(d)
+    """A Deployment from its JSON form, every field checked (planner.plan_schema)."""
+    d = dict(check_object(d, f"{where}: deployment"))
+    w = f"{where}: deployment"
     try:
         for role in ("prefill", "decode", "coupled"):
-            d[role] = _build(Role, d.get(role), f"{where}.deployment.{role}")
-        d["policies"] = _build(Policies, d.get("policies") or {}, f"{where}.deployment.policies")
-        d["efficiency"] = _build(Efficiency, d["efficiency"], f"{where}.deployment.efficiency") \
-            if d.get("efficiency") else None
-        d["engine"] = config_from_dict(d.get("engine"), f"{where}.deployment.engine")
-        d["windows"] = tuple(_build(Window, w, f"{where}.deployment.windows") for w in d.get("windows") or ())
-        return _build(Deployment, d, f"{where}.deployment")
-    except TypeError as e:
+            d[role] = _build(Role, d.get(role), f"{w}.{role}")
+        d["policies"] = _build(Policies, d.get("policies") or {}, f"{w}.policies")
+        d["efficiency"] = _build(Efficiency, d["efficiency"], f"{w}.efficiency") if d.get("efficiency") else None
+        engine = d.get("engine")
+        if isinstance(engine, dict) and engine:
+            engine = check_fields(EngineConfig, engine, f"{w}.engine")
+        d["engine"] = config_from_dict(engine, f"{w}.engine")
+        windows = d.get("windows") or ()
+        if not isinstance(windows, (list, tuple)):
+            raise InputError(f"{w}.windows: expected a list of windows")
+        d["windows"] = tuple(_build(Window, x, f"{w}.windows[{i}]") for i, x in enumerate(windows))
+        return _build(Deployment, d, w)
+    except (TypeError, ValueError) as e:
+        if isinstance(e, InputError):
+            raise
         raise InputError(f"{where}: malformed deployment ({e})") from None
 
 
+def _spec(cls, spec, where: str):
+    spec = check_fields(cls, spec, where)
+    return cls(**{**spec, "aliases": tuple(spec.get("aliases", ()))})
+
+
 def plan_from_dict(d: dict, where: str = "plan") -> Plan:
+    d = check_object(d, f"{where}: the plan")
     if "deployment" not in d:
         raise InputError(f"{where}: no 'deployment' key; is this a plan written by `planner recommend -o`?")
-    inputs = d.get("inputs") or {}
-    try:
-        for spec in inputs.get("gpu_specs", {}).values():  # calibrated "local" devices
-            catalog.register_gpu(catalog.GpuSpec(**{**spec, "aliases": tuple(spec.get("aliases", ()))}))
-        if "model_spec" in inputs:  # models read from a config.json
-            spec = inputs["model_spec"]
-            catalog.register_model(catalog.ModelSpec(**{**spec, "aliases": tuple(spec.get("aliases", ()))}))
-    except TypeError as e:
-        raise InputError(f"{where}: malformed gpu_specs/model_spec in inputs ({e})") from None
+    inputs = check_object(d.get("inputs") or {}, f"{where}: inputs")
+    for spec_key, spec in check_object(inputs.get("gpu_specs", {}), f"{where}: inputs.gpu_specs").items():
+        catalog.register_gpu(_spec(catalog.GpuSpec, spec, f"{where}: inputs.gpu_specs.{spec_key}"))
+    if "model_spec" in inputs:  # models read from a config.json
+        catalog.register_model(_spec(catalog.ModelSpec, inputs["model_spec"], f"{where}: inputs.model_spec"))
+    slo = check_object(inputs.get("slo") or {}, f"{where}: inputs.slo")
+    for key in ("ttft_s", "tpot_s", "jct_s"):
+        if slo.get(key) is not None:
+            check_float(slo[key], f"{where}: inputs.slo.{key}", lo=0.0, lo_open=True, hi=1e9)
+    predictions = check_object(d.get("predictions") or {}, f"{where}: predictions")
+    for key in ("ttft_s", "tpot_s", "jct_s"):
+        if key in predictions:
+            for q, v in check_object(predictions[key], f"{where}: predictions.{key}").items():
+                if v is not None:
+                    check_float(v, f"{where}: predictions.{key}.{q}")
+    lists = {}
+    for key in ("baselines", "runners_up"):
+        items = d.get(key) or ()
+        if not isinstance(items, (list, tuple)):
+            raise InputError(f"{where}: {key}: expected a list")
+        lists[key] = tuple(check_object(x, f"{where}: {key}[{i}]") for i, x in enumerate(items))
+    verdict = d.get("verdict", "")
+    if not isinstance(verdict, str):
+        raise InputError(f"{where}: verdict: expected a string")
     return Plan(deployment=deployment_from_dict(d["deployment"], where),
-                inputs=d.get("inputs", {}), predictions=d.get("predictions", {}),
-                cost=d.get("cost", {}), baselines=tuple(d.get("baselines", ())),
-                runners_up=tuple(d.get("runners_up", ())), verdict=d.get("verdict", ""),
-                comparison=d.get("comparison") or {})
+                inputs=inputs, predictions=predictions,
+                cost=check_object(d.get("cost") or {}, f"{where}: cost"), baselines=lists["baselines"],
+                runners_up=lists["runners_up"], verdict=verdict,
+                comparison=check_object(d.get("comparison") or {}, f"{where}: comparison"))
 
 
 def read_plan(path: str | Path) -> Plan:
@@ -187,8 +215,10 @@ def read_plan(path: str | Path) -> Plan:
         data = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise InputError(f"{path}: no such plan file; write one with `planner recommend ... -o {path}`") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise InputError(f"{path}: not a plan JSON ({e})") from None
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as e:
+        raise InputError(f"{path}: not a plan JSON ({str(e)[:200] or type(e).__name__})") from None
+    except OSError as e:
+        raise InputError(f"{path}: cannot read the plan ({e.strerror or e})") from None
     return plan_from_dict(data, str(path))
 
 

@@ -12,6 +12,7 @@ from functools import lru_cache
 from importlib import resources
 from pathlib import Path
 
+from planner.checks import check_int, check_object
 from planner.errors import InputError
 
 DTYPE_BYTES = {"fp32": 4, "fp16": 2, "bf16": 2, "fp8": 1, "int8": 1, "int4": 0.5}
@@ -227,24 +228,38 @@ def model_from_hf_config(path: str | Path) -> ModelSpec:
         cfg = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise InputError(f"{path}: no such file; pass a model name or a config.json path") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise InputError(f"{path}: not a valid JSON config ({e})") from None
-    try:
-        hidden = int(cfg["hidden_size"])
-        heads = int(cfg["num_attention_heads"])
-        layers = int(cfg["num_hidden_layers"])
-        vocab = int(cfg["vocab_size"])
-    except KeyError as e:
-        raise InputError(f"{path}: missing key {e.args[0]!r}; is this a decoder-only LM config?") from None
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as e:
+        raise InputError(f"{path}: not a valid JSON config ({str(e)[:200] or type(e).__name__})") from None
+    except OSError as e:
+        raise InputError(f"{path}: cannot read ({e.strerror or e})") from None
+    cfg = check_object(cfg, str(path))
+    missing = [k for k in ("hidden_size", "num_attention_heads", "num_hidden_layers", "vocab_size") if k not in cfg]
+    if missing:
+        raise InputError(f"{path}: missing key {missing[0]!r}; is this a decoder-only LM config?")
+
+    def count(key, default=None, hi=1_000_000_000):
+        v = cfg.get(key)
+        return check_int(default if v is None else v, f"{path}: {key}", lo=1, hi=hi)
+    hidden = count("hidden_size")
+    heads = count("num_attention_heads")
+    layers = count("num_hidden_layers", hi=100_000)
+    vocab = count("vocab_size")
     model_type = cfg.get("model_type", "")
+    if not isinstance(model_type, str):
+        raise InputError(f"{path}: model_type: expected a string, got {model_type!r}")
     is_opt = model_type == "opt"
+    name = cfg.get("_name_or_path") or path.parent.name or path.stem
+    if not isinstance(name, str):
+        raise InputError(f"{path}: _name_or_path: expected a string, got {name!r}")
+    if hidden // heads < 1 and cfg.get("head_dim") is None:
+        raise InputError(f"{path}: hidden_size {hidden} is smaller than num_attention_heads {heads}")
     return ModelSpec(
-        name=cfg.get("_name_or_path") or path.parent.name or path.stem,
+        name=name,
         family=model_type or "custom", layers=layers, hidden=hidden, heads=heads,
-        kv_heads=int(cfg.get("num_key_value_heads") or heads),
-        head_dim=int(cfg.get("head_dim") or hidden // heads),
-        ffn=int(cfg.get("ffn_dim") or cfg.get("intermediate_size") or 4 * hidden),
-        vocab=vocab, max_context=int(cfg.get("max_position_embeddings", 2048)),
+        kv_heads=count("num_key_value_heads", heads),
+        head_dim=count("head_dim", hidden // heads),
+        ffn=count("ffn_dim") if cfg.get("ffn_dim") is not None else count("intermediate_size", 4 * hidden),
+        vocab=vocab, max_context=count("max_position_embeddings", 2048),
         mlp="dense" if is_opt else "gated",
         bias=bool(cfg.get("enable_bias", is_opt)) or bool(cfg.get("attention_bias", False)),
         tie_embeddings=bool(cfg.get("tie_word_embeddings", is_opt)),
