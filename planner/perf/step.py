@@ -111,11 +111,13 @@ def _tabulated(gpu: GpuSpec, model: ModelSpec, tp: int, gemm_dtype: str, kv_dtyp
     self._ctx_floor = L * src.generation_attention_s(1, s)
     self._ctx_lists = (s.tolist(), self._ctx_causal.tolist(), self._ctx_floor.tolist())
     # decode attention per batch: floor_b and the line through long-KV points
+    # (the source at batches 1, 2, 4, ..., BATCH_MAX, log-linear between them in batch, as the
+    # tables themselves are interpolated between their power-of-two batch rows)
     b = np.arange(1, BATCH_MAX + 1, dtype=float)
+    grid = 2.0 ** np.arange(int(np.log2(BATCH_MAX)) + 1)
     s_lo, s_hi1, s_hi2 = 1.0, 8192.0, 32768.0
-    floor = L * src.generation_attention_s(b, s_lo)
-    y1 = L * src.generation_attention_s(b, s_hi1)
-    y2 = L * src.generation_attention_s(b, s_hi2)
+    floor, y1, y2 = (np.exp(np.interp(np.log(b), np.log(grid), np.log(L * src.generation_attention_s(grid, s))))
+                     for s in (s_lo, s_hi1, s_hi2))
     slope = np.maximum((y2 - y1) / (b * (s_hi2 - s_hi1)), 0.0)
     self._dec_arrays = (np.concatenate([[0.0], floor]), np.concatenate([[0.0], slope]),
                         np.concatenate([[0.0], y1 - slope * b * s_hi1]))
@@ -216,12 +218,15 @@ class StepModel:
     def mixed_v(self, p, k, b, ctx, reqs):
         """`mixed_s` over numpy arrays (the analytical model's path): the same tables."""
         b = np.asarray(b, dtype=float)
+        any_p, any_b = bool((p > 0).any()), bool((b > 0).any())
         reqs = np.where(p > 0, np.maximum(reqs, 1.0), 0.0)
-        m = np.where(p > 0, p + b, self._pad_v(b))
-        per = np.maximum(reqs, 1.0)
-        attn = reqs * self._chunk_attention_v(p / per, k / per)
-        gpu = (self._interp_lin(self._lin_arr, m) + attn + self._decode_attention_v(b, ctx)
-               + self._interp_lin(self._head_arr, b + reqs))
+        m = np.where(p > 0, p + b, self._pad_v(b)) if any_b else p
+        gpu = self._interp_lin(self._lin_arr, m) + self._interp_lin(self._head_arr, b + reqs)
+        if any_p:
+            per = np.maximum(reqs, 1.0)
+            gpu = gpu + reqs * self._chunk_attention_v(p / per, k / per)
+        if any_b:
+            gpu = gpu + self._decode_attention_v(b, ctx)
         return np.where((p > 0) | (b > 0), self.cpu.total(gpu, b + reqs), 0.0)
 
     def _pad_v(self, b):
