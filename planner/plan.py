@@ -6,7 +6,7 @@ Frozen dataclasses with a JSON round trip. `Deployment` alone is enough to run a
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from planner import catalog
