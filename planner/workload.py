@@ -143,10 +143,11 @@ def build_workload(trace, window_s: float = DEFAULT_WINDOW_S, max_sample: int = 
     width = max(span / bins, 1e-9)
     b_index = np.minimum((a / width).astype(np.int64), bins - 1)
 
+    if not (window_s > 0 and span / window_s <= MAX_WINDOWS):   # compared as floats: no int(inf)
+        raise InputError(f"the trace spans {span:,.0f} s: windows of {window_s:g} s make {span / window_s:,.3g} of them, "
+                         f"more than {MAX_WINDOWS:,}; use --window >= {span / MAX_WINDOWS:.3g} "
+                         "(or check the arrival times' unit)")
     n_win = max(1, int(np.ceil(span / window_s)) if span > 0 else 1)
-    if n_win > MAX_WINDOWS:
-        raise InputError(f"the trace spans {span:,.0f} s: windows of {window_s:g} s make {n_win:,} of them, more than "
-                         f"{MAX_WINDOWS:,}; use --window >= {span / MAX_WINDOWS:,.0f} (or check the arrival times' unit)")
     w_index = np.minimum((a / window_s).astype(np.int64), n_win - 1)
     starts = np.arange(n_win) * window_s
     # the last window ends at the last arrival; give it at least a tenth of a window so a

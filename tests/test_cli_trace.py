@@ -69,9 +69,9 @@ def test_generate_duration_shares_modulation_cv(tmp_path):
     (["--kind", "lpld", "--requests", 5, "--rate", 1, "--shares", "1,1,1,1", "-o", "x.csv"], "--kind mixed only"),
     (["--requests", 5, "--rate", 1, "--shares", "a,b", "-o", "x.csv"], "--shares must be four numbers"),
     (["--requests", 5, "--rate", 1, "--shares", "1,1", "-o", "x.csv"], "four non-negative numbers"),
-    (["--requests", 5, "--rate", 0, "-o", "x.csv"], "rate must be > 0"),
+    (["--requests", 5, "--rate", 0, "-o", "x.csv"], "'--rate'"),
     (["--requests", 5, "--rate", 1, "--modulation", "diurnal", "--amplitude", 2, "-o", "x.csv"], "amplitude"),
-    (["--requests", 5, "--rate", 1, "-o", "/nonexistent-dir/x.csv"], "cannot write"),
+    (["--requests", 5, "--rate", 1, "-o", "/nonexistent-dir/x.csv"], "does not exist"),
 ])
 def test_generate_bad_arguments_exit_2(args, msg):
     r = run("trace", "generate", *args, code=2)

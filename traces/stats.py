@@ -70,6 +70,9 @@ def interarrival_cv(arrival_s: np.ndarray) -> float:
     return float(gaps.std() / gaps.mean())
 
 
+MAX_WINDOWS = 1_000_000   # per-window rates: more windows than this is a mistaken window
+
+
 def window_rates(arrival_s: np.ndarray, window_s: float) -> np.ndarray:
     """Requests per second in each window (see the module docstring)."""
     if not window_s > 0:
@@ -78,6 +81,9 @@ def window_rates(arrival_s: np.ndarray, window_s: float) -> np.ndarray:
         return np.zeros(0)
     t = arrival_s - arrival_s[0]
     span = float(t[-1])
+    if not span / window_s <= MAX_WINDOWS:   # a float comparison: a tiny window cannot overflow
+        raise InputError(f"window of {window_s:g} s splits the {span:,.1f} s trace into {span / window_s:,.3g} "
+                         f"windows, more than {MAX_WINDOWS:,}; use a window >= {span / MAX_WINDOWS:.3g} s")
     n = max(1, int(np.ceil(span / window_s)))
     idx = np.minimum((t // window_s).astype(np.int64), n - 1)
     counts = np.bincount(idx, minlength=n).astype(np.float64)

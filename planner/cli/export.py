@@ -3,13 +3,15 @@ from __future__ import annotations
 
 import click
 
+from planner.cli.params import OutDir
+
 
 @click.command("export")
 @click.option("--plan", "plan_path", required=True, type=click.Path(dir_okay=False),
               help="Plan JSON written by `planner recommend -o plan.json`.")
 @click.option("--to", "target", required=True, type=click.Choice(["vllm", "sglang", "dynamo", "k8s"]),
               help="vllm / sglang: launch scripts; dynamo: a DynamoGraphDeployment; k8s: Deployments + Services.")
-@click.option("-o", "--output", "out_dir", required=True, type=click.Path(file_okay=False),
+@click.option("-o", "--output", "out_dir", required=True, type=OutDir(),
               help="Folder to write the files into (created if missing).")
 @click.option("--engine", type=click.Choice(["vllm", "sglang"]), default=None,
               help="Engine inside dynamo / k8s files [default: the plan's engine].")

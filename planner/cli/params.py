@@ -30,6 +30,7 @@ MAX_REQUESTS = 100_000_000
 MAX_TOKENS = 10_000_000           # tokens in one request (prompt or output)
 MAX_INSTANCES = 100_000
 MAX_SCALE = 1e6                   # time/rate multipliers
+SEED_MAX = 2**63 - 1
 # A bare number at or above these is refused for an SLO with "did you mean 50ms?" (Seconds)
 TPOT_BARE_BELOW_S = 1.0
 TTFT_BARE_BELOW_S = 60.0
@@ -134,6 +135,9 @@ class OutDir(click.ParamType):
         return "DIR"
 
 
+SEED = Int(lo=0, hi=SEED_MAX)      # numpy and torch take non-negative seeds
+
+
 def check_output_file(path, where: str = "output") -> str:
     path = os.fspath(path)
     if not path or "\0" in path:
@@ -184,4 +188,4 @@ def _strip_where(err: InputError, param) -> str:
 
 
 __all__ = ["Float", "Int", "Seconds", "OutFile", "OutDir", "check_output_file", "check_output_dir",
-           "MAX_REQUESTS", "MAX_TOKENS", "MAX_INSTANCES", "MAX_SCALE", "TPOT_BARE_BELOW_S", "TTFT_BARE_BELOW_S"]
+           "SEED", "MAX_REQUESTS", "MAX_TOKENS", "MAX_INSTANCES", "MAX_SCALE", "TPOT_BARE_BELOW_S", "TTFT_BARE_BELOW_S"]

@@ -4,10 +4,10 @@ from __future__ import annotations
 import difflib
 import json
 import math
-from pathlib import Path
 
 import click
 
+from planner.cli.params import MAX_TOKENS, Int, OutFile
 from planner.errors import InputError
 
 
@@ -24,32 +24,21 @@ def _engine_settings(items: tuple[str, ...]) -> dict:
     return out
 
 
-def _write_csv_atomic(df, path: Path) -> None:
-    if not path.parent.is_dir():
-        raise InputError(f"-o {path}: folder {path.parent} does not exist")
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        df.to_csv(tmp, index=False)
-        tmp.replace(path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 @click.command()
 @click.option("--rows", "rows_path", type=click.Path(dir_okay=False), default=None,
               help="CSV of benchmark configurations (the columns of ../shared/silicon/dev.csv); measured "
                    "silicon_ttft_ms / silicon_tpot_ms columns are optional and, if present, scored.")
-@click.option("-o", "--output", type=click.Path(dir_okay=False), default=None,
+@click.option("-o", "--output", type=OutFile(), default=None,
               help="Write the rows with pred_ttft_ms, pred_tpot_ms, pred_tokens_per_s_per_gpu, source, status.")
 @click.option("--model", default=None, help="One configuration: model (catalog name or Hugging Face id).")
 @click.option("--gpu", default=None, help="GPU type or benchmark system name (h200, h200_sxm, b200, ...).")
 @click.option("--engine", default="vllm", show_default=True, help="vllm | sglang | trtllm.")
 @click.option("--dtype", "precision", default="bf16", show_default=True,
               help="Weight format: bf16, fp8 (per-tensor), fp8_block, fp4.")
-@click.option("--tp", type=int, default=1, show_default=True, help="Tensor-parallel GPUs of the instance.")
-@click.option("--isl", type=int, default=None, help="Input tokens per request.")
-@click.option("--osl", type=int, default=None, help="Output tokens per request.")
-@click.option("--concurrency", type=int, default=None, help="Closed-loop clients (requests in flight).")
+@click.option("--tp", type=Int(lo=1, hi=4096), default=1, show_default=True, help="Tensor-parallel GPUs of the instance.")
+@click.option("--isl", type=Int(lo=1, hi=MAX_TOKENS), default=None, help="Input tokens per request.")
+@click.option("--osl", type=Int(lo=1, hi=MAX_TOKENS), default=None, help="Output tokens per request.")
+@click.option("--concurrency", type=Int(lo=1, hi=1_000_000), default=None, help="Closed-loop clients (requests in flight).")
 @click.option("--engine-setting", "settings", multiple=True,
               help="Override an engine default, NAME=VALUE (token_budget, max_seqs, memory_fraction, "
                    "cpu_per_step_s, ...); repeat.")
@@ -90,7 +79,8 @@ def predict(rows_path, output, model, gpu, engine, precision, tp, isl, osl, conc
     engines = {str(b).lower() for b in df["backend"]} if overrides else set()
     pred = predict_frame(df, {e: overrides for e in engines}, progress=len(df) > 1)
     if output:
-        _write_csv_atomic(pred, Path(output))
+        from planner.outputs import write_csv
+        write_csv(pred, output, index=False)
     rows = table(pred)
     if as_json:
         cols = ["id", "pred_ttft_ms", "pred_tpot_ms", "pred_tokens_per_s_per_gpu", "source", "status"]

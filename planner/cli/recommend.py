@@ -19,7 +19,8 @@ from planner.search.optimizer import MODE_CHOICES
 from planner.plan import MODE_NAMES
 from planner.search.verdict import describe
 from planner.workload import DEFAULT_WINDOW_S
-from planner.cli.params import TPOT_BARE_BELOW_S, TTFT_BARE_BELOW_S, Seconds
+from planner.cli.params import (MAX_INSTANCES, MAX_SCALE, TPOT_BARE_BELOW_S, TTFT_BARE_BELOW_S, Float, Int, OutFile,
+                                Seconds)
 
 MAX_SCHEDULE_WINDOWS = 2_000   # --windows: a few seconds of sizing per thousand windows
 
@@ -64,8 +65,8 @@ def _ints(text: str | None, what: str):
 @click.option("--chunks", "chunks_text", default=None,
               help=f"Prefill chunk sizes to consider [default: {','.join(map(str, DEFAULT_CHUNKS))} "
                    "plus each GPU's saturation chunk].")
-@click.option("--max-gpus", type=int, default=None, help="GPU budget (all roles).")
-@click.option("--window", "window_s", type=float, default=DEFAULT_WINDOW_S, show_default=True,
+@click.option("--max-gpus", type=Int(lo=1, hi=MAX_INSTANCES), default=None, help="GPU budget (all roles).")
+@click.option("--window", "window_s", type=Seconds(lo_open=True, hi=1e9), default=DEFAULT_WINDOW_S, show_default=True,
               help="Time window (s) over which load is measured, so peaks are sized.")
 @click.option("--price", "price_items", multiple=True, help="GPU=USD_PER_GPU_HOUR override, e.g. a100=1.79.")
 @click.option("--prices", "prices_file", type=click.Path(dir_okay=False), default=None,
@@ -75,22 +76,23 @@ def _ints(text: str | None, what: str):
               help="Price from this provider's catalog offers [default: the cheapest listed offer, named in the output].")
 @click.option("--profile", "profile_path", type=click.Path(dir_okay=False), default=None,
               help="Profile CSV: calibrate the performance model before planning.")
-@click.option("--memory-gb", type=float, default=None, help="Device memory for --gpu local (default 16).")
-@click.option("--kv-link-gb-s", type=float, default=None,
+@click.option("--memory-gb", type=Float(lo=0, hi=1e6, lo_open=True), default=None,
+              help="Device memory for --gpu local (default 16).")
+@click.option("--kv-link-gb-s", type=Float(lo=0, hi=1e6, lo_open=True), default=None,
               help="KV link per instance, GB/s [default: node network / 8 GPUs x TP].")
-@click.option("--rate-scale", type=float, default=1.0, show_default=True,
+@click.option("--rate-scale", type=Float(lo=0, hi=MAX_SCALE, lo_open=True), default=1.0, show_default=True,
               help="Multiply the trace's arrival rate (2 = the same requests in half the time).")
-@click.option("--runners-up", type=int, default=3, show_default=True)
+@click.option("--runners-up", type=Int(lo=0, hi=1000), default=3, show_default=True)
 @click.option("--solver", type=click.Choice(["highs", "cbc"]), default="highs", show_default=True)
 @click.option("--engine", "engine_name", default="vllm", show_default=True,
               help="Serving engine the plan deploys with: vllm | sglang | trtllm (its scheduling, CUDA graphs, "
                    "CPU time; the plan names the settings to launch it with).")
-@click.option("-o", "--output", type=click.Path(dir_okay=False), default=None, help="Write the plan JSON here.")
+@click.option("-o", "--output", type=OutFile(), default=None, help="Write the plan JSON here.")
 @click.option("--json", "as_json", is_flag=True, help="Print the plan JSON instead of the table.")
 @click.option("--verify", is_flag=True,
               help="Replay the trace in the simulator against the plan and its baselines and print predicted "
                    "next to simulated percentiles and SLO attainment (JSON: 'verification').")
-@click.option("--windows", "schedule_window_s", type=float, default=None,
+@click.option("--windows", "schedule_window_s", type=Seconds(lo_open=True, hi=1e9), default=None,
               help="Also plan over time in windows of this many seconds (planner.search.schedule): per-window instances "
                    "(deployment.windows) and the cost of each strategy.")
 @click.option("--schedule", "schedule_strategy", default="best", show_default=True,
@@ -187,7 +189,8 @@ def recommend(trace_path, gpus, model, slo_ttft, slo_tpot, slo_jct, slo_percenti
             sched_sim = schedule_verification(plan, trace, seed=seed)
             d["schedule_verification"] = sched_sim
     if output:
-        Path(output).write_text(json.dumps(d, indent=2, default=float) + "\n", encoding="utf-8")
+        from planner.outputs import write_text
+        write_text(output, json.dumps(d, indent=2, default=float) + "\n")
     if as_json:
         return echo_json(d)
     click.echo(render_plan(plan))
@@ -310,7 +313,7 @@ def render_plan(plan) -> str:
 @click.option("--gpu", default="local", show_default=True,
               help="Catalog GPU the profile was measured on, or 'local' to derive its numbers from the fit.")
 @click.option("--model", default="opt-13b", show_default=True, help="Model whose rows to fit.")
-@click.option("--memory-gb", type=float, default=None, help="Device memory (for 'local').")
+@click.option("--memory-gb", type=Float(lo=0, hi=1e6, lo_open=True), default=None, help="Device memory (for 'local').")
 @click.option("--kv-path", default="auto", show_default=True,
               help="KV copy path whose rows give the link: auto (host-staged d2h+h2d if profiled, else the "
                    "device copy), host, copy, d2h or h2d.")

@@ -8,7 +8,11 @@ import click
 from planner import catalog
 from planner.search.candidates import SLO
 from planner.errors import InputError
-from planner.cli.params import TPOT_BARE_BELOW_S, TTFT_BARE_BELOW_S, Seconds
+from planner.cli.params import (MAX_REQUESTS, SEED, TPOT_BARE_BELOW_S, TTFT_BARE_BELOW_S, Int, OutDir, OutFile,
+                                Seconds)
+
+
+MAX_LOAD = 1e4   # load scales (x the trace's rate)
 
 
 def _floats(text: str, what: str) -> tuple[float, ...]:
@@ -16,8 +20,8 @@ def _floats(text: str, what: str) -> tuple[float, ...]:
         vals = tuple(float(x) for x in text.split(",") if x.strip())
     except ValueError:
         raise InputError(f"{what}: expected comma-separated numbers, got {text!r}") from None
-    if not vals or any(not v > 0 for v in vals):
-        raise InputError(f"{what}: expected numbers > 0, got {text!r}")
+    if not vals or any(not 0 < v <= MAX_LOAD for v in vals):
+        raise InputError(f"{what}: expected numbers > 0 and at most {MAX_LOAD:g}, got {text!r}")
     return vals
 
 
@@ -55,15 +59,15 @@ def _price_file(value: str | None) -> str | None:
               help="Load scales (x the trace's rate) for the cost-vs-load sweep.")
 @click.option("--sim-loads", default="0.5,2", show_default=True,
               help="Loads (besides 1x) simulated on the latency-vs-load curves.")
-@click.option("--windows", "window_s", type=float, default=300.0, show_default=True,
+@click.option("--windows", "window_s", type=Seconds(hi=1e9), default=300.0, show_default=True,
               help="Window of the plans over time, seconds (0: leave that section out).")
-@click.option("--max-sim-requests", type=int, default=20_000, show_default=True,
+@click.option("--max-sim-requests", type=Int(lo=1, hi=MAX_REQUESTS), default=20_000, show_default=True,
               help="Simulations replay at most this many requests (the first ones).")
-@click.option("--figures-dir", type=click.Path(file_okay=False), default=None,
+@click.option("--figures-dir", type=OutDir(), default=None,
               help="Also write the figures as PNG files here (Markdown output always does).")
 @click.option("--title", default=None)
-@click.option("--seed", type=int, default=0, show_default=True)
-@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False),
+@click.option("--seed", type=SEED, default=0, show_default=True)
+@click.option("-o", "--output", required=True, type=OutFile(),
               help="report.html (one self-contained file) or report.md (PNGs in report_figures/).")
 @click.option("--json", "as_json", is_flag=True, help="Also print the report's data as JSON.")
 @click.option("--progress/--no-progress", default=True, show_default=True, help="Progress bar on stderr.")

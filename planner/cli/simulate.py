@@ -5,7 +5,8 @@ import click
 
 from planner.cli.output import echo_json
 from planner.errors import InputError
-from planner.cli.params import TPOT_BARE_BELOW_S, TTFT_BARE_BELOW_S, Seconds
+from planner.cli.params import (MAX_REQUESTS, MAX_SCALE, MAX_TOKENS, SEED, TPOT_BARE_BELOW_S, TTFT_BARE_BELOW_S,
+                                Float, Int, OutFile, Seconds)
 
 
 def _fmt(v, unit: str, scale: float = 1.0) -> str:
@@ -65,30 +66,30 @@ def render(label: str, summary: dict, stats: dict, predicted: dict | None = None
               help="Plan JSON written by `planner recommend -o`.")
 @click.option("--trace", "trace_path", type=click.Path(dir_okay=False), default=None,
               help="Trace to replay (any format `planner trace` reads). Optional with --closed-loop.")
-@click.option("--records", "records_path", type=click.Path(dir_okay=False), default=None,
+@click.option("--records", "records_path", type=OutFile(), default=None,
               help="Write one row per request (shared record schema) to this CSV.")
-@click.option("--flips", "flips_path", type=click.Path(dir_okay=False), default=None,
+@click.option("--flips", "flips_path", type=OutFile(), default=None,
               help="Write the instance-flip log to this CSV.")
-@click.option("--scale-log", "scale_path", type=click.Path(dir_okay=False), default=None,
+@click.option("--scale-log", "scale_path", type=OutFile(), default=None,
               help="Plans over time: write every instance start, drain, flip and stop to this CSV.")
-@click.option("--start-latency", "start_latency_s", type=float, default=None,
+@click.option("--start-latency", "start_latency_s", type=Seconds(hi=1e6), default=None,
               help="Plans over time: seconds from starting an instance to its serving "
                    "[default: 120, boot and weight load].")
 @click.option("--start-ahead/--start-at-window", default=False, show_default=True,
               help="Plans over time: start a window's new instances --start-latency before the window "
                    "(as a planned schedule would) instead of at its start.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
-@click.option("--time-scale", type=float, default=1.0, show_default=True,
+@click.option("--time-scale", type=Float(lo=0, hi=MAX_SCALE, lo_open=True), default=1.0, show_default=True,
               help="Multiply arrival times (2 = half the rate).")
-@click.option("--rate-scale", type=float, default=1.0, show_default=True,
+@click.option("--rate-scale", type=Float(lo=0, hi=MAX_SCALE, lo_open=True), default=1.0, show_default=True,
               help="Multiply the request rate (2 = twice the rate).")
-@click.option("--closed-loop", "clients", type=int, default=None,
+@click.option("--closed-loop", "clients", type=Int(lo=1, hi=1_000_000), default=None,
               help="Closed loop with N concurrent clients instead of replaying arrivals.")
-@click.option("--requests", "n_requests", type=int, default=None,
+@click.option("--requests", "n_requests", type=Int(lo=1, hi=MAX_REQUESTS), default=None,
               help="Closed loop: requests to send in all [default: the trace's length, or 1000].")
-@click.option("--prompt-tokens", type=int, default=None, help="Closed loop: fixed prompt length.")
-@click.option("--output-tokens", type=int, default=None, help="Closed loop: fixed output length.")
-@click.option("--think-s", type=float, default=0.0, show_default=True, help="Closed loop: pause between requests.")
+@click.option("--prompt-tokens", type=Int(lo=1, hi=MAX_TOKENS), default=None, help="Closed loop: fixed prompt length.")
+@click.option("--output-tokens", type=Int(lo=1, hi=MAX_TOKENS), default=None, help="Closed loop: fixed output length.")
+@click.option("--think-s", type=Seconds(hi=1e6), default=0.0, show_default=True, help="Closed loop: pause between requests.")
 @click.option("--baselines", is_flag=True, help="Also simulate the plan's coupled baselines.")
 @click.option("--slo-ttft", type=Seconds(lo_open=True, bare_below=TTFT_BARE_BELOW_S), default=None,
               help="TTFT target: 0.5 (seconds), 500ms or 0.5s [default: the plan's].")
@@ -97,12 +98,12 @@ def render(label: str, summary: dict, stats: dict, predicted: dict | None = None
 @click.option("--confusion", type=click.Path(dir_okay=False), default=None,
               help="Length predictor confusion matrix CSV (rows true bucket, columns predicted).")
 @click.option("--perfect-predictor", is_flag=True, help="Predict every output length bucket right.")
-@click.option("--block-tokens", type=int, default=16, show_default=True, help="KV block size, tokens.")
-@click.option("--decode-batch-limit", type=int, default=256, show_default=True,
+@click.option("--block-tokens", type=Int(lo=1, hi=1_000_000), default=16, show_default=True, help="KV block size, tokens.")
+@click.option("--decode-batch-limit", type=Int(lo=1, hi=10_000_000), default=256, show_default=True,
               help="Most requests in one decode batch (vLLM max_num_seqs).")
 @click.option("--price-kind", type=click.Choice(["on_demand", "spot", "reserved"]), default="on_demand",
               show_default=True)
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--seed", type=SEED, default=0, show_default=True)
 @click.option("--progress/--no-progress", default=True, show_default=True,
               help="Progress bar on stderr for long runs.")
 def simulate(plan_path, trace_path, records_path, flips_path, scale_path, start_latency_s, start_ahead, as_json, time_scale, rate_scale, clients, n_requests,
@@ -154,12 +155,13 @@ def simulate(plan_path, trace_path, records_path, flips_path, scale_path, start_
             res = run_open(dep, trace, time_scale=time_scale, rate_scale=rate_scale, **kw)
         results.append((label, dep, pred, res))
     main_res = results[0][3]
+    from planner.outputs import write_csv
     if records_path:
-        main_res.records.to_csv(records_path, index=False)
+        write_csv(main_res.records, records_path, index=False)
     if flips_path:
-        main_res.flips.to_csv(flips_path, index=False)
+        write_csv(main_res.flips, flips_path, index=False)
     if scale_path:
-        main_res.scale.to_csv(scale_path, index=False)
+        write_csv(main_res.scale, scale_path, index=False)
     if as_json:
         return echo_json([{"label": label, "mode": dep.mode, "summary": res.summary, "stats": res.stats,
                            "predicted": pred or {}} for label, dep, pred, res in results]

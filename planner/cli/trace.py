@@ -10,6 +10,7 @@ from traces.lengths import PROFILES
 from traces.stats import trace_stats
 from traces.units import TIME_UNITS, parse_columns
 
+from planner.cli.params import MAX_REQUESTS, MAX_TOKENS, SEED, Float, Int, OutFile, Seconds
 from planner.errors import InputError
 
 
@@ -20,12 +21,12 @@ def trace_read_options(f):
         click.option("--format", "fmt", type=click.Choice(FORMAT_NAMES), default=None,
                      help="Input format; by default recognised from the columns."),
         click.option("--sort", is_flag=True, help="Sort rows by arrival time instead of rejecting an unsorted file."),
-        click.option("--rate", "rate_per_s", type=float, default=None,
+        click.option("--rate", "rate_per_s", type=Float(lo=0, hi=1e9, lo_open=True), default=None,
                      help="Requests/s. Length-only data (sharegpt, sarathi, lengths): draw arrivals at this rate. "
                           "Timed traces: rescale time to this mean rate."),
-        click.option("--cv", type=float, default=1.0, show_default=True,
+        click.option("--cv", type=Float(lo=0, hi=100), default=1.0, show_default=True,
                      help="Inter-arrival CV for drawn arrivals (1 = Poisson, else Gamma)."),
-        click.option("--seed", type=int, default=0, show_default=True, help="Seed for drawn arrivals."),
+        click.option("--seed", type=SEED, default=0, show_default=True, help="Seed for drawn arrivals."),
         click.option("--per-turn", is_flag=True,
                      help="ShareGPT tables: prompt = this turn's tokens (default: history + turn)."),
         click.option("--drop-zero/--no-drop-zero", default=None,
@@ -68,9 +69,9 @@ def _report_dropped(trace) -> None:
 
 
 def _threshold_options(f):
-    f = click.option("--light-output", type=int, default=128, show_default=True,
+    f = click.option("--light-output", type=Int(lo=0, hi=MAX_TOKENS), default=128, show_default=True,
                      help="Light decode: at most this many output tokens.")(f)
-    f = click.option("--light-prompt", type=int, default=512, show_default=True,
+    f = click.option("--light-prompt", type=Int(lo=0, hi=MAX_TOKENS), default=512, show_default=True,
                      help="Light prefill: at most this many prompt tokens.")(f)
     return f
 
@@ -110,7 +111,7 @@ def trace():
 @trace.command()
 @click.argument("file", type=click.Path(dir_okay=False))
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
-@click.option("--window", "window_s", type=float, default=60.0, show_default=True,
+@click.option("--window", "window_s", type=Seconds(lo_open=True, hi=1e9), default=60.0, show_default=True,
               help="Window (s) for the per-window rate.")
 @_threshold_options
 @trace_read_options
@@ -165,26 +166,27 @@ def _measured_lines(t) -> list[str]:
 @trace.command()
 @click.option("--kind", type=click.Choice(KINDS, case_sensitive=False), default="mixed", show_default=True,
               help="Workload class: TetriInfer's LPLD, LPHD, HPLD, HPHD, or mixed.")
-@click.option("--requests", "n_requests", type=int, default=None, help="Number of requests (or give --duration).")
-@click.option("--duration", "duration_s", type=float, default=None, help="Seconds of traffic (or give --requests).")
-@click.option("--rate", "rate_per_s", type=float, required=True, help="Mean arrival rate, requests/s.")
-@click.option("--cv", type=float, default=1.0, show_default=True, help="Inter-arrival CV: 1 Poisson, else Gamma gaps.")
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--requests", "n_requests", type=Int(lo=1, hi=MAX_REQUESTS), default=None, help="Number of requests (or give --duration).")
+@click.option("--duration", "duration_s", type=Seconds(lo_open=True, hi=1e9), default=None, help="Seconds of traffic (or give --requests).")
+@click.option("--rate", "rate_per_s", type=Float(lo=0, hi=1e7, lo_open=True), required=True, help="Mean arrival rate, requests/s.")
+@click.option("--cv", type=Float(lo=0, hi=100), default=1.0, show_default=True,
+              help="Inter-arrival CV: 1 Poisson, else Gamma gaps.")
+@click.option("--seed", type=SEED, default=0, show_default=True)
 @click.option("--profile", type=click.Choice(list(PROFILES)), default="azure-conv", show_default=True,
               help="Fitted length distributions to draw from (see traces/lengths.py).")
 @_threshold_options
-@click.option("--max-total-tokens", type=int, default=2048, show_default=True,
+@click.option("--max-total-tokens", type=Int(lo=2, hi=MAX_TOKENS), default=2048, show_default=True,
               help="Prompt + output limit (the served model's context; OPT: 2048).")
 @click.option("--shares", default=None,
               help="Mixed only: LPLD,LPHD,HPLD,HPHD shares, e.g. 0.25,0.25,0.25,0.25 "
                    "(default: Azure conv's 28.6/10.9/21.2/39.4%).")
 @click.option("--modulation", type=click.Choice(MODULATIONS), default="none", show_default=True,
               help="Vary the rate over time: a diurnal sine, or periodic bursts (mean rate stays --rate).")
-@click.option("--period", "period_s", type=float, default=3600.0, show_default=True, help="Modulation period, s.")
-@click.option("--amplitude", type=float, default=0.5, show_default=True, help="Diurnal: relative swing, in [0, 1).")
-@click.option("--burst-factor", type=float, default=4.0, show_default=True, help="Bursts: rate multiple during a burst.")
-@click.option("--burst-length", "burst_s", type=float, default=30.0, show_default=True, help="Bursts: seconds per burst.")
-@click.option("-o", "--output", "out", type=click.Path(dir_okay=False), required=True, help="CSV file to write.")
+@click.option("--period", "period_s", type=Seconds(lo_open=True, hi=1e9), default=3600.0, show_default=True, help="Modulation period, s.")
+@click.option("--amplitude", type=Float(lo=0, hi=1, hi_open=True), default=0.5, show_default=True, help="Diurnal: relative swing, in [0, 1).")
+@click.option("--burst-factor", type=Float(lo=0, hi=1e3, lo_open=True), default=4.0, show_default=True, help="Bursts: rate multiple during a burst.")
+@click.option("--burst-length", "burst_s", type=Seconds(lo_open=True, hi=1e9), default=30.0, show_default=True, help="Bursts: seconds per burst.")
+@click.option("-o", "--output", "out", type=OutFile(), required=True, help="CSV file to write.")
 def generate(kind, n_requests, duration_s, rate_per_s, cv, seed, profile, light_prompt, light_output,
              max_total_tokens, shares, modulation, period_s, amplitude, burst_factor, burst_s, out):
     """Write a synthetic trace (plain CSV) for a TetriInfer workload class.
@@ -205,17 +207,27 @@ def generate(kind, n_requests, duration_s, rate_per_s, cv, seed, profile, light_
             raise InputError(f"--shares must be four numbers separated by commas, got {shares!r}") from None
         if kind.lower() != "mixed":
             raise InputError("--shares applies to --kind mixed only")
+    if duration_s is not None and duration_s * rate_per_s > MAX_REQUESTS:
+        raise InputError(f"--duration {duration_s:g} s at --rate {rate_per_s:g}/s is about {duration_s * rate_per_s:,.3g} "
+                         f"requests, more than {MAX_REQUESTS:,}; shorten --duration or lower --rate")
     t = gen(kind, n_requests=n_requests, duration_s=duration_s, rate_per_s=rate_per_s, cv=cv, seed=seed,
             profile=profile, thresholds=ClassThresholds(light_prompt, light_output),
             max_total_tokens=max_total_tokens, shares=share_values,
             modulation=RateModulation(modulation, period_s, amplitude, burst_factor, burst_s))
-    write_trace(t, out)
+    _write(t, out)
     click.echo(f"wrote {len(t):,} requests over {t.span_s:,.1f} s ({t.rate_per_s:.3f} req/s) to {out}", err=True)
+
+
+def _write(t, out) -> None:
+    """The trace to `out` through a temporary file (planner.outputs): all of it or nothing."""
+    from planner.outputs import atomic_path
+    with atomic_path(out) as tmp:
+        write_trace(t, tmp)
 
 
 @trace.command()
 @click.argument("src", type=click.Path(dir_okay=False))
-@click.option("-o", "--output", "out", type=click.Path(dir_okay=False), required=True, help="Plain CSV to write.")
+@click.option("-o", "--output", "out", type=OutFile(), required=True, help="Plain CSV to write.")
 @trace_read_options
 def convert(src, out, **read_kw):
     """Convert a trace in any supported format to the plain CSV
@@ -227,6 +239,6 @@ def convert(src, out, **read_kw):
       planner trace convert traces/examples/sharegpt_conversations.json --rate 2 -o sharegpt.csv
     """
     t = read_with_options(src, **read_kw)
-    write_trace(t, out)
+    _write(t, out)
     report_read(t)
     click.echo(f"wrote {len(t):,} requests over {t.span_s:,.1f} s ({t.rate_per_s:.3f} req/s) to {out}", err=True)

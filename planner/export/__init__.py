@@ -35,15 +35,12 @@ def render(plan, target: str, *, engine: str | None = None, model: str | None = 
 
 
 def write(files: dict[str, str], out_dir) -> list[Path]:
-    out = Path(out_dir)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise InputError(f"-o {out}: cannot create the folder ({e.strerror or e})") from None
+    from planner.outputs import make_dir, write_text
+    out = make_dir(out_dir)
     paths = []
     for fname, text in files.items():
         p = out / fname
-        p.write_text(text, encoding="utf-8")
+        write_text(p, text)
         if fname.endswith(".sh"):
             p.chmod(0o755)
         paths.append(p)

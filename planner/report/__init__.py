@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from planner.outputs import make_dir, write_bytes, write_text
 from planner.report.render import Figure, render_html, render_markdown
 
 
@@ -16,10 +17,9 @@ def write_report(data: dict, figures: list[Figure], output, figures_dir=None) ->
     if out.suffix.lower() == ".md" and figures_dir is None:
         figures_dir = out.with_name(out.stem + "_figures")
     if figures_dir is not None:
-        d = Path(figures_dir)
-        d.mkdir(parents=True, exist_ok=True)
+        d = make_dir(figures_dir)
         for f in figures:
-            (d / f"{f.key}.png").write_bytes(f.png)
+            write_bytes(d / f"{f.key}.png", f.png)
             written.append(d / f"{f.key}.png")
     if out.suffix.lower() == ".md":
         rel = Path(figures_dir).resolve()
@@ -27,9 +27,9 @@ def write_report(data: dict, figures: list[Figure], output, figures_dir=None) ->
             link = rel.relative_to(out.resolve().parent).as_posix()
         except ValueError:
             link = rel.as_posix()
-        out.write_text(render_markdown(data, figures, link), encoding="utf-8")
+        write_text(out, render_markdown(data, figures, link))
     else:
-        out.write_text(render_html(data, figures), encoding="utf-8")
+        write_text(out, render_html(data, figures))
     return [out] + written
 
 
