@@ -78,6 +78,11 @@ class Calibration:
                 "kv_link_gb_s": self.kv_link_gb_s, "kv_latency_s": self.kv_latency_s}
 
 
+# column: (lowest, highest, whole number) - a profile row the testbed could have written
+PROFILE_LIMITS = {"tokens": (0, 1e9, True), "batch": (0, 1e7, True), "context_tokens": (0, 1e12, True),
+                  "bytes": (0, 1e15, False), "seconds": (0, 1e6, False), "repeats": (1, 1e9, True)}
+
+
 def read_profile(path: str | Path) -> pd.DataFrame:
     path = Path(path)
     try:
@@ -93,10 +98,26 @@ def read_profile(path: str | Path) -> pd.DataFrame:
     if bad.any():
         raise InputError(f"{path}: row {int(np.argmax(bad.to_numpy())) + 2} has kind {df['kind'][bad].iloc[0]!r}; "
                          f"use one of {', '.join(KINDS)}")
-    num = ["tokens", "batch", "context_tokens", "bytes", "seconds", "repeats"]
-    df[num] = df[num].apply(pd.to_numeric, errors="coerce").fillna(0)
-    if (df["seconds"] <= 0).any():
-        raise InputError(f"{path}: row {int(np.argmax((df['seconds'] <= 0).to_numpy())) + 2} has seconds <= 0")
+    for col, (lo, hi, integer) in PROFILE_LIMITS.items():   # every number finite, in range, counts whole
+        raw = df[col]
+        v = pd.to_numeric(raw, errors="coerce").to_numpy(dtype=float)
+        with np.errstate(invalid="ignore"):
+            ok = np.isfinite(v) & (v >= lo) & (v <= hi) & ((v > 0) if col == "seconds" else True)
+            if integer:
+                ok &= v == np.round(v)
+        if not ok.all():
+            i = int(np.argmax(~ok))
+            want = f"{'an integer' if integer else 'a finite number'} {'> 0' if col == 'seconds' else f'>= {lo:g}'}"
+            raise InputError(f"{path}: row {i + 2}, column {col}: {str(raw.iloc[i])[:40]!r}; expected {want} "
+                             f"(at most {hi:g})")
+        df[col] = v.astype(np.int64) if integer else v
+    compute = df["kind"].isin(("prefill", "decode")).to_numpy()
+    for col in ("tokens", "batch"):   # a prefill or decode step of nothing cannot be timed
+        bad = compute & (df[col].to_numpy() < 1)
+        if bad.any():
+            i = int(np.argmax(bad))
+            raise InputError(f"{path}: row {i + 2}, column {col}: {df[col].iloc[i]} in a {df['kind'].iloc[i]} row; "
+                             "expected an integer >= 1")
     return df
 
 
