@@ -38,7 +38,7 @@ def _num(x):
     """1000000 -> '1,000,000', 0.5 -> '0.5', None stays None."""
     if x is None:
         return None
-    if float(x) == int(x) and abs(x) >= 10_000:
+    if isinstance(x, int) or (float(x) == int(x) and abs(x) >= 10_000):
         return f"{int(x):,}"
     return f"{x:g}"
 

@@ -17,6 +17,11 @@ RECORD_COLUMNS = (
     "finish_s", "predicted_bucket",
 )
 PERCENTILES = (50, 90, 99)
+# Optional column (testbed records): what became of each request - "finished", "failed"
+# (in the system when the run stopped: a worker died or hung, a corrupted transfer, Ctrl-C)
+# or "not_sent" (the run stopped before its arrival). No request is dropped from a frame.
+STATUS_COLUMN = "status"
+FINISHED, FAILED, NOT_SENT = "finished", "failed", "not_sent"
 
 
 def empty_records(n: int) -> pd.DataFrame:

@@ -8,12 +8,13 @@ from dataclasses import replace
 
 import click
 
+from planner.cli.params import SEED, Float, Int, OutFile, Seconds, check_output_dir, check_output_file
 from planner.errors import InputError
 
 EXIT_BAD_INPUT = 2
 
 
-def _int_list(text: str | None, flag: str) -> tuple[int, ...] | None:
+def _int_list(text: str | None, flag: str, lo: int = 1, hi: int = 1_000_000) -> tuple[int, ...] | None:
     if text is None:
         return None
     try:
@@ -22,18 +23,21 @@ def _int_list(text: str | None, flag: str) -> tuple[int, ...] | None:
         raise InputError(f"{flag} {text!r}: expected comma-separated integers, e.g. 16,64,256") from None
     if not vals:
         raise InputError(f"{flag}: give at least one integer")
+    bad = [v for v in vals if not lo <= v <= hi]
+    if bad:
+        raise InputError(f"{flag} {bad[0]}: each value must be an integer >= {lo} and <= {hi:,}")
     return vals
 
 
 @click.command("profile")
 @click.option("--model", "model_name", default="opt-125m", show_default=True,
               help="Catalog OPT model (opt-125m ... opt-66b) or a config.json path.")
-@click.option("--layers", type=int, help="Scale down: keep this many decoder layers.")
-@click.option("--hidden", type=int, help="Scale down: this hidden size (a multiple of the head size).")
+@click.option("--layers", type=Int(lo=1, hi=1000), help="Scale down: keep this many decoder layers.")
+@click.option("--hidden", type=Int(lo=1, hi=1_000_000), help="Scale down: this hidden size (a multiple of the head size).")
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True)
 @click.option("--dtype", type=click.Choice(["fp32", "fp16", "bf16"]),
               help="Model dtype [default: fp32 on cpu, fp16 on cuda].")
-@click.option("--seed", type=int, default=0, show_default=True, help="Weight and input seed.")
+@click.option("--seed", type=SEED, default=0, show_default=True, help="Weight and input seed.")
 @click.option("--weights-dir", type=click.Path(file_okay=False),
               help="Load real weights from this folder (save_pretrained layout) instead.")
 @click.option("--prefill-tokens", help="Chunk sizes, e.g. 16,64,256,512 [default: by device].")
@@ -42,29 +46,29 @@ def _int_list(text: str | None, flag: str) -> tuple[int, ...] | None:
 @click.option("--decode-batch", help="Decode batch sizes, e.g. 1,8,64.")
 @click.option("--decode-context", help="Context tokens per decoding request, e.g. 128,1024.")
 @click.option("--kv-tokens", help="KV copy sizes in tokens, e.g. 16,512,2048.")
-@click.option("--repeats", type=int, help="Timed runs per point (median) [default: 5 cpu, 10 cuda].")
-@click.option("--warmup", type=int, help="Untimed runs per prefill/kv point first [default: 2 cpu, 3 cuda].")
-@click.option("--decode-warmup", type=int, help="Untimed steps per decode point first (steady state, as in a "
+@click.option("--repeats", type=Int(lo=1, hi=1_000_000), help="Timed runs per point (median) [default: 5 cpu, 10 cuda].")
+@click.option("--warmup", type=Int(lo=0, hi=1_000_000), help="Untimed runs per prefill/kv point first [default: 2 cpu, 3 cuda].")
+@click.option("--decode-warmup", type=Int(lo=0, hi=1_000_000), help="Untimed steps per decode point first (steady state, as in a "
                                                 "run) [default: 10].")
-@click.option("--passes", type=int, default=1, show_default=True,
+@click.option("--passes", type=Int(lo=1, hi=1000), default=1, show_default=True,
               help="Sweep the grid this many times; each row is the median over all passes "
                    "(robust to bursts of other load on a shared machine).")
-@click.option("--prefill-idle-gap", type=float, default=0.1, show_default=True,
+@click.option("--prefill-idle-gap", type=Seconds(hi=3600), default=0.1, show_default=True,
               help="Also time chunks of one fresh request after this many seconds idle (rows with path "
                    "'idle': the planner's cost of a chunk that starts an idle instance); 0: none.")
-@click.option("--decode-spread", type=float, default=0.5, show_default=True,
+@click.option("--decode-spread", type=Float(lo=0, hi=10), default=0.5, show_default=True,
               help="Coefficient of variation of the contexts within a decode batch (a server's "
                    "batch mixes lengths; 0: all equal, as profiles before 2026-11-25).")
-@click.option("--threads", type=int, help="CPU threads for torch (default: torch's choice).")
-@click.option("--classifier-layers", type=int, default=1, show_default=True,
+@click.option("--threads", type=Int(lo=1, hi=1024), help="CPU threads for torch (default: torch's choice).")
+@click.option("--classifier-layers", type=Int(lo=0, hi=1000), default=1, show_default=True,
               help="Length classifier run before each fresh prefill chunk's slices, as the "
                    "prefill worker does (testbed run's default); 0: profile prefill alone.")
-@click.option("--classifier-hidden", type=int, default=128, show_default=True,
+@click.option("--classifier-hidden", type=Int(lo=1, hi=1_000_000), default=128, show_default=True,
               help="Hidden size of the length classifier (testbed run's default).")
 @click.option("--decode-path", type=click.Choice(["workspace", "gather"]), default="workspace",
               show_default=True, help="Engine decode: the persistent batch workspace, or the "
                                       "previous per-layer gather (for comparison).")
-@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False),
+@click.option("-o", "--output", required=True, type=OutFile(),
               help="Profile CSV to write.")
 @click.option("--config-out", type=click.Path(),
               help="Also write the model's config.json here (file or folder) for "
@@ -88,11 +92,16 @@ def profile_cmd(model_name, layers, hidden, device, dtype, seed, weights_dir, pr
       testbed profile --model opt-1.3b --device cuda -o h100-opt-1.3b.csv
     """
     try:
+        if config_out is not None:   # a .json file, or a folder to write config.json into
+            (check_output_file if str(config_out).endswith(".json") else check_output_dir)(config_out, "--config-out")
+        if weights_dir is not None:
+            from .checks import check_weights_dir
+            check_weights_dir(weights_dir)
         _run(model_name, layers, hidden, device, dtype, seed, weights_dir,
              dict(prefill_tokens=_int_list(prefill_tokens, "--prefill-tokens"),
-                  prefill_context_tokens=_int_list(prefill_context, "--prefill-context"),
-                  prefill_slices=_int_list(prefill_slices, "--prefill-slices"),
-                  decode_batch=_int_list(decode_batch, "--decode-batch"),
+                  prefill_context_tokens=_int_list(prefill_context, "--prefill-context", lo=0),
+                  prefill_slices=_int_list(prefill_slices, "--prefill-slices", hi=4096),
+                  decode_batch=_int_list(decode_batch, "--decode-batch", hi=100_000),
                   decode_context_tokens=_int_list(decode_context, "--decode-context"),
                   kv_tokens=_int_list(kv_tokens, "--kv-tokens"), repeats=repeats, warmup=warmup, decode_warmup=decode_warmup,
                   passes=passes, decode_spread=decode_spread, prefill_idle_gap_s=prefill_idle_gap),

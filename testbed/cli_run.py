@@ -9,6 +9,7 @@ import sys
 
 import click
 
+from planner.cli.params import MAX_TOKENS, SEED, Float, Int, OutDir, OutFile, Seconds
 from planner.errors import InputError
 
 EXIT_BAD_INPUT = 2
@@ -33,54 +34,54 @@ def run_options(fn):
                      help="Plan JSON (`planner recommend -o plan.json`): role counts, chunk size, policies."),
         click.option("--trace", "trace_path", required=True, type=click.Path(dir_okay=False),
                      help="Trace file (any format `planner trace stats` reads)."),
-        click.option("--head", type=int, default=None, help="Use only the first N requests."),
-        click.option("--time-scale", type=float, default=1.0, show_default=True,
+        click.option("--head", type=Int(lo=1, hi=100_000_000), default=None, help="Use only the first N requests."),
+        click.option("--time-scale", type=Float(lo=0, hi=1e6, lo_open=True), default=1.0, show_default=True,
                      help="Stretch arrivals by this factor (>1 slower, <1 faster)."),
-        click.option("--closed-loop", type=int, default=None,
+        click.option("--closed-loop", type=Int(lo=1, hi=100_000), default=None,
                      help="Closed loop: keep N requests in flight instead of replaying arrival times."),
         click.option("--model", default=None, help="OPT model to run instead of the plan's (e.g. opt-125m)."),
-        click.option("--layers", type=int, default=None, help="Scale the model to N layers."),
-        click.option("--hidden", type=int, default=None, help="Scale the model to hidden size N."),
-        click.option("--max-context", type=int, default=None, help="Positions of the model (default the model's)."),
+        click.option("--layers", type=Int(lo=1, hi=1000), default=None, help="Scale the model to N layers."),
+        click.option("--hidden", type=Int(lo=1, hi=1_000_000), default=None, help="Scale the model to hidden size N."),
+        click.option("--max-context", type=Int(lo=1, hi=MAX_TOKENS), default=None, help="Positions of the model (default the model's)."),
         click.option("--weights", "weights_dir", type=click.Path(file_okay=False), default=None,
                      help="Folder with real weights (save_pretrained); default seeded random weights."),
         click.option("--dtype", type=click.Choice(["fp32", "fp16", "bf16"]), default="fp32", show_default=True),
         click.option("--device", default="cpu", show_default=True, help="cpu or cuda[:N]."),
         click.option("--kv-backend", type=click.Choice(["reference", "gloo", "nccl", "shm", "cuda-ipc"]),
                      default=None, help="KV transfer backend [default: shm on cpu, cuda-ipc on cuda]."),
-        click.option("--prefill", "n_prefill", type=int, default=None,
+        click.option("--prefill", "n_prefill", type=Int(lo=1, hi=1024), default=None,
                      help="Override the plan's prefill instances (a static run: with --no-windows on a plan over time)."),
-        click.option("--decode", "n_decode", type=int, default=None, help="Override the plan's decode instances."),
+        click.option("--decode", "n_decode", type=Int(lo=1, hi=1024), default=None, help="Override the plan's decode instances."),
         click.option("--no-windows", is_flag=True,
                      help="A plan over time: run its role counts (each role's peak) for the whole trace instead of "
                           "following its time windows (to compare static vs scheduled)."),
-        click.option("--scale-out", type=click.Path(dir_okay=False), default=None,
+        click.option("--scale-out", type=OutFile(), default=None,
                      help="Write the scale log (plans over time: time_s, window, instance (slot), action, "
                           "from_role, to_role, ready_s, worker) to this CSV."),
-        click.option("--decode-kv-tokens", type=int, default=None,
+        click.option("--decode-kv-tokens", type=Int(lo=1, hi=1_000_000_000), default=None,
                      help="KV tokens a decode worker may hold [default: the plan's decode capacity]."),
-        click.option("--classifier-layers", type=int, default=1, show_default=True,
+        click.option("--classifier-layers", type=Int(lo=0, hi=1000), default=1, show_default=True,
                      help="Layers of the length classifier run on each prompt (0: none)."),
-        click.option("--classifier-hidden", type=int, default=128, show_default=True),
-        click.option("--threads", type=int, default=1, show_default=True, help="torch threads per worker."),
+        click.option("--classifier-hidden", type=Int(lo=1, hi=1_000_000), default=128, show_default=True),
+        click.option("--threads", type=Int(lo=1, hi=1024), default=1, show_default=True, help="torch threads per worker."),
         click.option("--pin-cpus", is_flag=True,
                      help="Pin each local worker to its own CPU (round robin over this process's CPUs); "
                           "keeps two workers off one core on a small machine."),
-        click.option("--seed", type=int, default=0, show_default=True),
+        click.option("--seed", type=SEED, default=0, show_default=True),
         click.option("--host", default="127.0.0.1", show_default=True,
                      help="Address the scheduler (and TCPStore) bind; 0.0.0.0 for workers on other hosts."),
         click.option("--advertise", default=None, help="Address other hosts reach the scheduler at."),
         click.option("--dist-init", default=None,
                      help="torch.distributed init method (tcp://HOST:PORT) instead of the launcher's TCPStore."),
-        click.option("--remote-prefill", type=int, default=0, show_default=True,
+        click.option("--remote-prefill", type=Int(lo=0, hi=1024), default=0, show_default=True,
                      help="Prefill workers started by hand on other hosts (the command is printed)."),
-        click.option("--remote-decode", type=int, default=0, show_default=True),
-        click.option("--heartbeat-timeout", type=float, default=60.0, show_default=True,
+        click.option("--remote-decode", type=Int(lo=0, hi=1024), default=0, show_default=True),
+        click.option("--heartbeat-timeout", type=Seconds(lo_open=True, hi=1e6), default=60.0, show_default=True,
                      help="Seconds of silence (or no progress) after which a worker counts as hung."),
-        click.option("--log-dir", type=click.Path(file_okay=False), default=None,
+        click.option("--log-dir", type=OutDir(), default=None,
                      help="Worker logs here [default: a temporary folder]."),
         click.option("--no-progress", is_flag=True, help="No progress bar."),
-        click.option("--iterations-out", type=click.Path(dir_okay=False), default=None,
+        click.option("--iterations-out", type=OutFile(), default=None,
                      help="Also write every worker iteration (worker, size, requests, "
                           "context_tokens, start_s, seconds) to this CSV."),
     ]
@@ -123,13 +124,8 @@ def _load(kw):
 
     plan = read_plan(kw["plan_path"])
     trace = read_trace(kw["trace_path"])
-    if kw["head"] is not None:
-        if kw["head"] < 1:
-            raise InputError(f"--head must be >= 1, got {kw['head']}")
+    if kw["head"] is not None:   # counts and sizes are checked by their click types (planner.cli.params)
         trace = trace.head(kw["head"])
-    for flag in ("layers", "hidden", "threads", "n_prefill", "n_decode", "decode_kv_tokens", "max_context"):
-        if kw[flag] is not None and kw[flag] < 1:
-            raise InputError(f"--{flag.replace('n_', '').replace('_', '-')} must be >= 1, got {kw[flag]}")
     dep = plan.deployment
     instances = None
     if kw["n_prefill"] or kw["n_decode"]:
@@ -165,27 +161,51 @@ def _load(kw):
 
 def _execute(plan, trace, opts, progress: bool, output: str | None, iterations_out: str | None = None,
              scale_out: str | None = None):
-    """Run; write records (also the partial ones of a failed run); exit 1 on failure."""
+    """Run; write records (also those of a failed run: every request, with its status);
+    exit 1 on failure. While it runs, finished requests are appended to OUTPUT.partial,
+    which is what a launcher killed outright (SIGKILL) leaves; it is removed once the
+    records are written."""
+    from dataclasses import replace
+
+    from planner.outputs import write_csv
+
     from .run import RunFailed, records_or_nan, run_trace
+    journal = f"{output}{JOURNAL_SUFFIX}" if output else None
     try:
-        result = run_trace(plan.deployment, trace, opts, progress=progress)
+        result = run_trace(plan.deployment, trace, replace(opts, journal_path=journal), progress=progress)
     except RunFailed as e:
         if output:
-            records_or_nan(e.result.records).to_csv(output, index=False)
-            click.echo(f"records so far written to {output}", err=True)
+            write_csv(records_or_nan(e.result.records), output, index=False)
+            _remove(journal)
+            counts = e.result.records["status"].value_counts().to_dict()
+            click.echo(f"records written to {output} (" + ", ".join(f"{n} {s}" for s, n in counts.items()) + ")",
+                       err=True)
         if scale_out:
-            e.result.scale.to_csv(scale_out, index=False, float_format="%.6f")
+            write_csv(e.result.scale, scale_out, index=False, float_format="%.6f")
         click.echo(f"error: {e}", err=True)
         sys.exit(EXIT_RUN_FAILED)
     if output:
-        records_or_nan(result.records).to_csv(output, index=False)
+        write_csv(records_or_nan(result.records), output, index=False)
+        _remove(journal)
     if iterations_out:
         import pandas as pd
         cols = ["worker", "size", "requests", "context_tokens", "start_s", "seconds"]
-        pd.DataFrame(result.iterations, columns=cols).to_csv(iterations_out, index=False, float_format="%.6f")
+        write_csv(pd.DataFrame(result.iterations, columns=cols), iterations_out, index=False, float_format="%.6f")
     if scale_out:
-        result.scale.to_csv(scale_out, index=False, float_format="%.6f")
+        write_csv(result.scale, scale_out, index=False, float_format="%.6f")
     return result
+
+
+JOURNAL_SUFFIX = ".partial"
+
+
+def _remove(path) -> None:
+    import os
+    if path:
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            pass
 
 
 def _fmt_s(v) -> str:
@@ -194,7 +214,8 @@ def _fmt_s(v) -> str:
 
 @click.command("run")
 @run_options
-@click.option("-o", "--output", type=click.Path(dir_okay=False), default=None, help="Write request records (CSV).")
+@click.option("-o", "--output", type=OutFile(), default=None,
+              help="Write request records (CSV), one row per request with its status (finished, failed, not_sent).")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 @guarded
 def run_cmd(output, as_json, **kw):
@@ -232,7 +253,7 @@ def run_cmd(output, as_json, **kw):
 
 @click.command("validate")
 @run_options
-@click.option("-o", "--output", type=click.Path(dir_okay=False), default=None, help="Write the measured records (CSV).")
+@click.option("-o", "--output", type=OutFile(), default=None, help="Write the measured records (CSV).")
 @click.option("--profile", "profile_path", type=click.Path(dir_okay=False), default=None,
               help="Re-fit the plan's performance model to this profile (e.g. `testbed profile` of the "
                    "engine on this machine) before predicting and simulating; the plan's decision stays.")
@@ -260,10 +281,28 @@ def validate_cmd(output, profile_path, as_json, **kw):
 @click.command("worker")
 @click.option("--connect", required=True, help="The scheduler's HOST:PORT (printed by `testbed run --remote-...`).")
 @click.option("--role", required=True, type=click.Choice(["prefill", "decode"]))
-@click.option("--index", required=True, type=int)
+@click.option("--index", required=True, type=Int(lo=0, hi=1023))
+@guarded
 def worker_cmd(connect, role, index):
     """Join a running testbed from another host (authkey in $TESTBED_AUTHKEY)."""
+    import os
+
     from .workers.main import main as worker_main
+    from .workers.proto import AUTHKEY_ENV, parse_address
+    try:
+        _, port = parse_address(connect)
+    except ValueError as e:
+        raise InputError(f"--connect: {e}") from None
+    if not 0 < port < 65536:
+        raise InputError(f"--connect {connect}: port {port} is not in 1..65535")
+    key = os.environ.get(AUTHKEY_ENV, "")
+    try:
+        ok = len(bytes.fromhex(key)) > 0
+    except ValueError:
+        ok = False
+    if not ok:
+        raise InputError(f"${AUTHKEY_ENV} is {'not set' if not key else 'not a hex key'}: copy it from the command "
+                         "the launcher printed (TESTBED_AUTHKEY=... testbed worker --connect ...)")
     sys.exit(worker_main(["--connect", connect, "--role", role, "--index", str(index)]))
 
 

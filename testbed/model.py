@@ -111,11 +111,12 @@ def write_config(config: OPTConfig, path: str | Path) -> Path:
     path = Path(path)
     if path.suffix != ".json":
         path = path / "config.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
+    from planner.outputs import make_dir, write_text
+    make_dir(path.parent)
     d = config.to_dict()
     d["_name_or_path"] = config_name(config)
     d["model_type"] = "opt"
-    path.write_text(json.dumps(d, indent=2, sort_keys=True, default=str) + "\n", encoding="utf-8")
+    write_text(path, json.dumps(d, indent=2, sort_keys=True, default=str) + "\n")
     return path
 
 
@@ -170,15 +171,8 @@ def build_model(name_or_config: str | OPTConfig, *, layers: int | None = None,
 
 
 def _load_weights(folder: Path, dtype: torch.dtype, device: torch.device) -> OPTForCausalLM:
-    if not (folder / "config.json").is_file():
-        raise InputError(f"{folder}: no config.json; pass a folder written by save_pretrained "
-                         "(config.json plus model.safetensors or pytorch_model.bin)")
-    weights = list(folder.glob("*.safetensors")) + list(folder.glob("*.bin"))
-    if not weights:
-        raise InputError(f"{folder}: no *.safetensors or *.bin weight files")
-    cfg = json.loads((folder / "config.json").read_text(encoding="utf-8"))
-    if cfg.get("model_type") != "opt":
-        raise InputError(f"{folder}: model_type {cfg.get('model_type')!r}; the testbed runs OPT models")
+    from .checks import check_weights_dir
+    check_weights_dir(folder)
     model = OPTForCausalLM.from_pretrained(str(folder), dtype=dtype, local_files_only=True)
     return model.to(device).eval()
 

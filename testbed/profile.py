@@ -339,9 +339,10 @@ def profile(eng: Engine, grid: ProfileGrid, *, model_name: str, device_name: str
 
 
 def write_profile_csv(rows: Iterable[ProfileRow], path: str | Path) -> Path:
+    from planner.outputs import atomic_open, make_dir
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w", newline="", encoding="utf-8") as f:
+    make_dir(path.parent)
+    with atomic_open(path, "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=COLUMNS)
         w.writeheader()
         for r in rows:

@@ -23,7 +23,7 @@ import pandas as pd
 
 from planner.errors import InputError
 from planner.plan import Deployment
-from planner.records import empty_records
+from planner.records import FAILED, FINISHED, NOT_SENT, STATUS_COLUMN, empty_records
 from planner.sim.predictor import predictor_from_policies
 
 from . import windows as tw
@@ -34,6 +34,7 @@ from .launcher import Cluster, ClusterSpec, WorkerFailed
 
 DEFAULT_DECODE_KV_TOKENS = 65536
 RELEASE_EARLY_S = 1e-3
+MAX_REPLAY_S = 30 * 86400.0      # an open-loop replay runs in real time: refuse one longer than this
 
 
 @dataclass(frozen=True)
@@ -68,6 +69,9 @@ class RunOptions:
     return_tokens: bool = False
     instances: tuple[int, int] | None = None   # override (prefill, decode) counts (static run)
     follow_windows: bool = True        # follow the plan's time windows (when it has any)
+    # append each finished request's record to this CSV as it finishes, so that they
+    # survive even a SIGKILL of the launcher (the CLI removes it once the records are written)
+    journal_path: str | None = None
 
 
 @dataclass
@@ -126,9 +130,14 @@ def decode_kv_tokens(dep: Deployment, opts: RunOptions) -> int:
 
 def worker_config(dep: Deployment, opts: RunOptions) -> dict:
     """What every worker is told (the launcher adds name, role, rank, rendezvous)."""
-    backend = opts.kv_backend or default_backend(opts.device)
+    from .checks import check_backend, check_device, check_weights_dir
+    device = check_device(opts.device)
+    backend = opts.kv_backend or default_backend(device)
     if backend not in BACKENDS:
         raise InputError(f"--kv-backend {backend!r} is not one of {', '.join(BACKENDS)}")
+    check_backend(backend, device)
+    if opts.weights_dir is not None:
+        check_weights_dir(opts.weights_dir)
     pol = dep.policies
     return {
         "device": opts.device, "threads": opts.threads, "kv_backend": backend,
@@ -161,8 +170,10 @@ def run_trace(dep: Deployment, trace, opts: RunOptions = RunOptions(), *, progre
     workers are ready, before the first request (monitoring, fault-injection tests)."""
     if len(trace) == 0:
         raise InputError("the trace has no requests")
-    if opts.time_scale <= 0:
-        raise InputError(f"--time-scale must be > 0, got {opts.time_scale}")
+    if not 0 < opts.time_scale <= 1e6:
+        raise InputError(f"--time-scale must be > 0 and at most 1e6, got {opts.time_scale}")
+    if not 0 < opts.heartbeat_timeout_s <= 1e6:
+        raise InputError(f"--heartbeat-timeout must be > 0 and at most 1e6 s, got {opts.heartbeat_timeout_s}")
     if opts.closed_loop is not None and opts.closed_loop < 1:
         raise InputError(f"--closed-loop must be >= 1, got {opts.closed_loop}")
     n_p, n_d = _counts(dep, opts)
@@ -170,6 +181,10 @@ def run_trace(dep: Deployment, trace, opts: RunOptions = RunOptions(), *, progre
     _check_trace(trace, opts, dep)
     echo = echo or (lambda s: print(s, file=sys.stderr))
     arrivals = np.asarray(trace.arrival_s, dtype=float) * opts.time_scale
+    span_s = float(arrivals[-1] - arrivals[0])
+    if opts.closed_loop is None and not span_s <= MAX_REPLAY_S:
+        raise InputError(f"the replay would take {span_s:.3g} s of wall time (arrivals x --time-scale), more than "
+                         f"{MAX_REPLAY_S:.0f} s (30 days); use --head, a smaller --time-scale or --closed-loop")
     prompts = np.asarray(trace.prompt_tokens, dtype=np.int64)
     outputs = np.asarray(trace.output_tokens, dtype=np.int64)
     n = len(arrivals)
@@ -203,14 +218,15 @@ def run_trace(dep: Deployment, trace, opts: RunOptions = RunOptions(), *, progre
     bar = None
     finished = 0
     t0 = None
-    ctrl_c = None
+    ctrl_c = journal = None
     try:
         def on_remote(cmds):
             echo("start these workers on their hosts (same project checkout and Python environment):")
             for c in cmds:
                 echo("  " + c)
         cluster.start(lambda w, extra: dict(base, **extra, cpus=_cpus_for(w, opts, lay)), on_remote=on_remote)
-        ctrl_c = _CtrlC()               # from here Ctrl-C sets a flag the loop checks
+        ctrl_c = _CtrlC()               # from here Ctrl-C and SIGTERM set a flag the loop checks
+        journal = _Journal(opts.journal_path, cols)
         if on_start is not None:
             on_start(cluster)
         if progress:
@@ -223,7 +239,7 @@ def run_trace(dep: Deployment, trace, opts: RunOptions = RunOptions(), *, progre
         last_progress = time.monotonic()
         while finished < n:
             if ctrl_c.pressed:
-                raise KeyboardInterrupt
+                raise KeyboardInterrupt(ctrl_c.pressed)
             now = time.monotonic() - t0
             if follow is not None:          # window starts and flip ends before the arrivals
                 follow.tick(now)
@@ -262,6 +278,7 @@ def run_trace(dep: Deployment, trace, opts: RunOptions = RunOptions(), *, progre
                         done = _on_event(ev, name, rel, cols, sched, cluster, dep, prompts, outputs,
                                          pred_tokens, result)
                         if done:
+                            journal.add(int(ev["rid"]))
                             finished += 1
                             in_flight -= 1
                             if bar is not None:
@@ -284,13 +301,15 @@ def run_trace(dep: Deployment, trace, opts: RunOptions = RunOptions(), *, progre
                                    f"in flight (workers alive but stuck; logs in {cluster.log_dir})")
         result.wall_s = time.monotonic() - t0
     except (WorkerFailed, KeyboardInterrupt) as e:
-        why = "interrupted (Ctrl-C)" if isinstance(e, KeyboardInterrupt) else str(e)
+        why = str(e) if isinstance(e, WorkerFailed) else f"interrupted ({e.args[0] if e.args else 'Ctrl-C'})"
         result.error = why
         _store(result, cols, t0, cluster)
         raise RunFailed(f"testbed run stopped after {finished} of {n} requests: {why}", result) from None
     finally:
         if ctrl_c is not None:
             ctrl_c.restore()
+        if journal is not None:
+            journal.close()
         if follow is not None:
             result.scale = follow.log_frame()
             result.rerouted = follow.rerouted
@@ -302,27 +321,60 @@ def run_trace(dep: Deployment, trace, opts: RunOptions = RunOptions(), *, progre
 
 
 class _CtrlC:
-    """SIGINT sets a flag instead of raising KeyboardInterrupt wherever the main thread
-    happens to be: an exception raised inside a finaliser or callback is printed and lost
-    (CPython), and the run would go on. The replay loop checks the flag (it wakes at least
-    every 0.5 s). Only in the main thread; the previous handler comes back with restore()."""
+    """SIGINT and SIGTERM set a flag instead of raising KeyboardInterrupt (or ending the
+    process) wherever the main thread happens to be: an exception raised inside a finaliser
+    or callback is printed and lost (CPython), and the run would go on. The replay loop
+    checks the flag (it wakes at least every 0.5 s) and stops the run in order: records
+    written, workers stopped, shared memory freed. Only in the main thread; the previous
+    handlers come back with restore()."""
+
+    NAMES = {"SIGINT": "Ctrl-C", "SIGTERM": "SIGTERM"}
 
     def __init__(self):
         import signal
         import threading
-        self.pressed = False
-        self._previous = None
+        self.pressed = ""          # the signal's name once one came
+        self._previous = {}
         if threading.current_thread() is threading.main_thread():
-            self._previous = signal.signal(signal.SIGINT, self._on_signal)
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._previous[sig] = signal.signal(sig, self._on_signal)
 
     def _on_signal(self, signum, frame):
-        self.pressed = True
+        import signal
+        self.pressed = self.NAMES.get(signal.Signals(signum).name, signal.Signals(signum).name)
 
     def restore(self) -> None:
-        if self._previous is not None:
-            import signal
-            signal.signal(signal.SIGINT, self._previous)
-            self._previous = None
+        import signal
+        for sig, previous in self._previous.items():
+            signal.signal(sig, previous)
+        self._previous = {}
+
+
+class _Journal:
+    """Finished requests' records appended to a CSV as they finish (header first), flushed
+    each time: what a launcher killed outright (SIGKILL) leaves for the user."""
+
+    def __init__(self, path: str | None, cols: dict):
+        self.cols = cols
+        self.f = None
+        if path:
+            self.f = open(path, "w", encoding="utf-8")
+            self.f.write(",".join(list(cols) + [STATUS_COLUMN]) + "\n")
+            self.f.flush()
+
+    def add(self, rid: int) -> None:
+        if self.f is not None:
+            self.f.write(",".join(_cell(self.cols[c][rid]) for c in self.cols) + f",{FINISHED}\n")
+            self.f.flush()
+
+    def close(self) -> None:
+        if self.f is not None:
+            self.f.close()
+            self.f = None
+
+
+def _cell(v) -> str:
+    return f"{v:.6f}" if isinstance(v, (float, np.floating)) else str(v)
 
 
 def _cpus_for(worker, opts: RunOptions, lay=None) -> list[int] | None:
@@ -344,6 +396,9 @@ def _send_request(cluster, p: int, rid: int, prompts, outputs, buckets) -> None:
 
 def _store(result: RunResult, cols: dict, t0, cluster: Cluster) -> None:
     result.records = pd.DataFrame(cols)
+    done = np.isfinite(cols["finish_s"].astype(float))
+    sent = np.isfinite(cols["arrival_s"].astype(float))
+    result.records[STATUS_COLUMN] = np.where(done, FINISHED, np.where(sent, FAILED, NOT_SENT))
     result.transfers["backend"] = result.config.get("kv_backend")
     result.transfers["workers"] = {w.name: w.bye for w in cluster.workers.values() if w.bye}
     result.transfers["relayed_messages"] = cluster.relayed
@@ -364,7 +419,7 @@ def _on_event(ev, name, rel, cols, sched, cluster, dep, prompts, outputs, pred_t
         cluster.send(f"d{d}", {"op": "expect", "rid": rid, "xfer": rid, "src": name, "shape": ev["shape"],
                                "dtype": ev["dtype"], "prompt_tokens": int(prompts[rid]),
                                "output_tokens": int(outputs[rid]), "first_token": ev["first_token"],
-                               "predicted_tokens": int(pred_tokens[rid])})
+                               "predicted_tokens": int(pred_tokens[rid]), "checksum": ev.get("checksum")})
         cluster.send(name, {"op": "send_kv", "rid": rid, "xfer": rid, "dst": f"d{d}"})
     elif kind == "kv_done":
         cols["kv_done_s"][rid] = t

@@ -236,4 +236,4 @@ def test_cli_bad_input_exits_2(tmp_path):
     assert r.exit_code == 2 and "no such plan file" in r.output
     r = CliRunner().invoke(main, ["run", "--plan", str(plan), "--trace", str(trace), "--time-scale", "0",
                                   "--max-context", "4096", "--layers", "2", "--hidden", "64"])
-    assert r.exit_code == 2 and "--time-scale must be > 0" in r.output
+    assert r.exit_code == 2 and "'--time-scale'" in r.output and "(0, " in r.output

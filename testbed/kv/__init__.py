@@ -8,7 +8,7 @@
 """
 from __future__ import annotations
 
-from .base import DONE, FAILED, PENDING, KVConnector, Transfer, checksum
+from .base import DONE, FAILED, PENDING, KVConnector, Transfer, checksum, kv_checksum
 
 BACKENDS = ("reference", "gloo", "nccl", "shm", "cuda-ipc")
 SAME_HOST = ("shm", "cuda-ipc")
@@ -37,4 +37,4 @@ def make_connector(backend: str, me: str, post, *, ranks=None, prefix: str = "tb
 
 
 __all__ = ["BACKENDS", "SAME_HOST", "NEEDS_GROUP", "KVConnector", "Transfer", "make_connector",
-           "default_backend", "checksum", "DONE", "FAILED", "PENDING"]
+           "default_backend", "checksum", "kv_checksum", "DONE", "FAILED", "PENDING"]

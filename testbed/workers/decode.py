@@ -13,7 +13,7 @@ import time
 
 import torch
 
-from ..kv.base import DTYPES
+from ..kv.base import DTYPES, kv_checksum
 from ..kv_cache import RequestKV
 from .admission import Admission, DecodeItem
 from .tokens import prompt_ids
@@ -58,6 +58,10 @@ class DecodeWorker:
             rid = int(msg["rid"])
             if t.state != "done":
                 raise RuntimeError(f"KV transfer of request {rid} from {msg['src']} failed: {t.error}")
+            want = msg.get("checksum")
+            if want is not None and kv_checksum(t.tensor) != int(want):
+                raise RuntimeError(f"KV transfer of request {rid} from {msg['src']} arrived corrupted: its checksum "
+                                   f"{kv_checksum(t.tensor):#x} is not the sender's {int(want):#x}; not decoded")
             out, prompt = int(msg["output_tokens"]), int(msg["prompt_tokens"])
             kv = RequestKV.from_view(t.tensor, prompt + out, device=self.engine.device)
             self.connector.release(t.xfer_id)

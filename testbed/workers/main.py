@@ -15,10 +15,13 @@ import os
 import signal
 import socket
 import sys
+import threading
 import time
 import traceback
 
 HEARTBEAT_S = 0.5
+SIGTERM_GRACE_S = 3.0     # after SIGTERM: clean up in order, or be gone this much later anyway
+_own_shm_prefix: str | None = None   # this worker's arena files (kv/shm.py), removed on any way out
 
 
 def _build(cfg: dict, chan):
@@ -105,6 +108,8 @@ def serve(chan, role: str, index: int) -> int:
             cfg = msg["config"]
         elif msg["op"] == "stop":
             return 0
+    global _own_shm_prefix
+    _own_shm_prefix = f"{cfg.get('shm_prefix', 'tb')}-{cfg['name']}-"
     worker, connector, outbox = _build(cfg, chan)
     chan.send({"op": "ready", "t": time.monotonic()})
     handlers = {"request": getattr(worker, "on_request", None), "send_kv": getattr(worker, "on_send_kv", None),
@@ -153,9 +158,24 @@ def _set_parent_death_signal() -> None:
     try:
         import ctypes
         libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        libc.prctl(1, signal.SIGKILL)     # PR_SET_PDEATHSIG
+        libc.prctl(1, signal.SIGTERM)     # PR_SET_PDEATHSIG: SIGTERM, so that it frees its shared memory
     except (OSError, AttributeError):
         pass
+
+
+def _on_sigterm(*_):
+    """Leave in order (the `finally`s free the KV connector's shared memory); a worker stuck
+    in a C call (a collective that never returns) is ended by the timer, which removes this
+    worker's arena files itself."""
+    def last_resort():
+        if _own_shm_prefix:
+            from ..kv.shm import remove_leftovers
+            remove_leftovers(_own_shm_prefix)
+        os._exit(143)
+    timer = threading.Timer(SIGTERM_GRACE_S, last_resort)
+    timer.daemon = True
+    timer.start()
+    sys.exit(143)
 
 
 def main(argv=None) -> int:
@@ -166,11 +186,19 @@ def main(argv=None) -> int:
     ap.add_argument("--die-with-parent", action="store_true", help="(set by the local launcher)")
     args = ap.parse_args(argv)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    signal.signal(signal.SIGTERM, _on_sigterm)
     if args.die_with_parent:
         _set_parent_death_signal()
+    from multiprocessing import AuthenticationError
+
     from .proto import connect
-    chan = connect(args.connect)
+    try:
+        chan = connect(args.connect)
+    except (OSError, ValueError, AuthenticationError, EOFError) as e:
+        print(f"error: cannot join the scheduler at {args.connect}: {e or type(e).__name__} "
+              "(is the launcher running, and are the address and $TESTBED_AUTHKEY the ones it printed?)",
+              file=sys.stderr, flush=True)
+        return 2
     try:
         return serve(chan, args.role, args.index)
     except (EOFError, BrokenPipeError, ConnectionResetError):

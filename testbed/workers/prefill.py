@@ -12,7 +12,8 @@ import time
 
 import torch
 
-from ..kv.base import dtype_name
+from ..kv.base import dtype_name, kv_checksum
+from . import faults
 from .chunks import ChunkScheduler
 from .tokens import prompt_ids
 
@@ -48,7 +49,7 @@ class PrefillWorker:
         req = self.requests.pop(int(msg["rid"]))
         kv = req["kv"]
         self.sending[int(msg["xfer"])] = kv
-        self.connector.send(int(msg["xfer"]), msg["dst"], kv.view())
+        self.connector.send(int(msg["xfer"]), msg["dst"], faults.corrupt_kv(int(msg["rid"]), kv.view()))
 
     def on_give_back(self, msg: dict) -> None:
         """Hand back up to `count` (None: all) requests not started yet, in the order they
@@ -103,7 +104,7 @@ class PrefillWorker:
             events.append({"rid": s.rid, "kind": "prefilled", "t": t_end,
                            "first_token": int(logits[i].argmax()), "label": req["label"],
                            "shape": list(kv.view().shape), "dtype": dtype_name(kv.data.dtype),
-                           "nbytes": kv.filled_bytes})
+                           "nbytes": kv.filled_bytes, "checksum": kv_checksum(kv.view())})
             self.awaiting.add(s.rid)
         self.awaiting_since = t_end
         tokens = sum(s.tokens for s in slices)
