@@ -77,7 +77,7 @@ def fit_context(gpu):
 
 
 def fit_generation(gpu):
-    found = tables.attention_table(gpu.kernel_system, ENGINE, *ATTN_GEO, "bf16", True)
+    found = tables.attention_table(gpu.kernel_system, ENGINE, *ATTN_GEO, "bf16", True, gpu.memory_bytes_s)
     if found is None:
         return None
     a = found[0]

@@ -20,6 +20,7 @@ from planner.perf.memory import instance_memory, kv_bytes_per_token, weight_byte
 from planner.perf.profile import Efficiency, ProfileModel
 from planner.perf.step import CpuCost, StepCost, StepModel
 
+_SCALARS = (int, float, np.float64, np.int64)
 WEIGHT_TO_GEMM = {"fp16": "bf16", "bf16": "bf16", "fp32": "bf16", "fp8": "fp8", "fp8_block": "fp8_block",
                   "fp4": "fp4", "nvfp4": "fp4", "mxfp4": "fp4", "int4": "bf16", "int8": "bf16"}
 
@@ -144,6 +145,8 @@ class PerfModel:
         return self.steps.step(new_tokens, cached_tokens)
 
     def _vector(self, p, k, b, ctx, requests=1):
+        if all(type(x) in _SCALARS for x in (p, k, b, ctx, requests)):   # the simulator's calls: no numpy
+            return self.steps.mixed_s(float(p), float(k), int(b), float(ctx), int(requests))
         arrays = np.broadcast_arrays(*(np.asarray(x, dtype=float) for x in (p, k, b, ctx, requests)))
         if arrays[0].ndim == 0:
             return self.steps.mixed_s(*(float(a) for a in arrays[:2]), int(arrays[2]), float(arrays[3]),

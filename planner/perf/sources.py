@@ -124,7 +124,7 @@ class Kernels(Roofline):
         self._ctx = self._take("context attention", tables.attention_table(
             sysname, engine, geo.heads, geo.kv_heads, geo.head_dim, geo.kv_dtype, False))
         self._gen = self._take("generation attention", tables.attention_table(
-            sysname, engine, geo.heads, geo.kv_heads, geo.head_dim, geo.kv_dtype, True))
+            sysname, engine, geo.heads, geo.kv_heads, geo.head_dim, geo.kv_dtype, True, gpu.memory_bytes_s))
         self._ar = self._take("all-reduce", tables.allreduce_table(sysname, engine, geo.tp) if geo.tp > 1 else None,
                               needed=geo.tp > 1)
         self.engine, self.system = engine, sysname

@@ -264,11 +264,10 @@ class StepModel:
         chunks = ~decode & (new > 0)
         b = int(decode.sum())
         tokens = float(new.sum())
-        m = tokens if chunks.any() else float(self.padded_batch(b))
+        m = tokens if chunks.any() else float(self.padded_batch(b)) if b else 0.0   # an empty step costs nothing
         ops = {}
         for name, arr in self._lin_ops.items():
-            ops[name] = float(np.interp(m, np.arange(len(arr)), arr)) if m <= TOKENS_MAX else \
-                float(arr[TOKENS_MAX] * m / TOKENS_MAX)
+            ops[name] = float(self._interp_lin(arr, m))   # the same tail beyond TOKENS_MAX as mixed_s
         ops["attention_context"] = float(sum(self.chunk_attention_s(p, k) for p, k in zip(new[chunks], cached[chunks])))
         ops["attention_generation"] = self.decode_attention_s(b, float((cached[decode] + 1).sum()))
         ops["lm_head_sampling"] = self._head_s(b + int(chunks.sum()))

@@ -12,6 +12,11 @@ Interpolation (tested on held-back points of the same tables, docs/perf-model.md
   head ratio; then bilinear in (log batch, log length) on log latency.
 - all-reduce: linear in log message size on log latency, per GPU count.
 Latencies in the tables are milliseconds; everything here returns seconds.
+
+Points faster than physics are dropped when a table is built: GEMMs above the dtype's dense
+peak FLOP/s (none in 0.12.0), and generation-attention rows that read more KV than any L2
+holds faster than the memory bandwidth (A100 TensorRT-LLM 1.0.0). `*_held_back` rebuild a
+table without one grid value and predict the points held back (tests, benchmarks).
 """
 from __future__ import annotations
 
@@ -88,17 +93,9 @@ class GemmTable:
     """Latency of an (m x k) @ (k x n) GEMM of one weight format, as measured."""
 
     def __init__(self, frame, dtype: str, peak_flops: float | None = None):
-        d = frame[frame.gemm_dtype == dtype]
+        d, self.dropped = _gemm_points(frame, dtype, peak_flops)
         if d.empty:
             raise KeyError(dtype)
-        # a point faster than the tensor cores' peak is a measurement error (a few L40S rows)
-        self.dropped = 0
-        if peak_flops:
-            fast = 2.0 * d.m * d.n * d.k / (d.latency * 1e-3) > peak_flops
-            self.dropped = int(fast.sum())
-            d = d[~fast]
-        # several kernels may be measured for one format: an engine picks the fastest
-        d = d.groupby(["m", "n", "k"], as_index=False).latency.min()
         self.ms = np.sort(d.m.unique()).astype(float)
         self.ns = np.sort(d.n.unique()).astype(float)
         self.ks = np.sort(d.k.unique()).astype(float)
@@ -114,6 +111,20 @@ class GemmTable:
         out = np.exp(_trilinear(self.log_lat, (self.ms, self.ns, self.ks), np.log(mc), np.log(nc), np.log(kc)))
         # beyond the grid: the nearest measured GEMM's rate, scaled by FLOPs
         return out * np.maximum(m / mc, 1.0) * (n * k) / (nc * kc)
+
+
+def _gemm_points(frame, dtype: str, peak_flops: float | None):
+    """The measured GEMMs of one format, one latency (ms) per (m, n, k), and how many points
+    were dropped for beating `peak_flops` (a measurement error; none in the 0.12.0 tables
+    with the catalog's datasheet peaks, tests/test_perf_tables.py)."""
+    d = frame[frame.gemm_dtype == dtype]
+    dropped = 0
+    if peak_flops and not d.empty:
+        fast = 2.0 * d.m * d.n * d.k / (d.latency * 1e-3) > peak_flops
+        dropped = int(fast.sum())
+        d = d[~fast]
+    # several kernels may be measured for one format: an engine picks the fastest
+    return d.groupby(["m", "n", "k"], as_index=False).latency.min(), dropped
 
 
 def _fill_along_m(a: np.ndarray) -> np.ndarray:
@@ -159,10 +170,9 @@ class AttentionTable:
     """Context (prefill) or generation (decode) attention latency for one head geometry,
     over (batch, length): `length` is the prompt (context) or the KV length (generation)."""
 
-    def __init__(self, frame, heads: int, kv_heads: int, head_dim: int, kv_dtype: str, generation: bool):
-        d = frame[(frame.window_size == 0) & (frame.kv_cache_dtype == kv_dtype)]
-        if d.empty:
-            d = frame[frame.window_size == 0]
+    def __init__(self, frame, heads: int, kv_heads: int, head_dim: int, kv_dtype: str, generation: bool,
+                 bandwidth: float | None = None):
+        d = _attention_rows(frame, kv_dtype)
         d = d[d.head_dim == _nearest(d.head_dim.unique(), head_dim)]
         # nearest measured KV-head count with the same grouping if possible, then heads
         kvs = d.num_key_value_heads.unique()
@@ -172,6 +182,14 @@ class AttentionTable:
         d = d[d.num_heads == h]
         self.scale = (heads / h) if not generation else (kv_heads / g)
         self.geometry = (int(h), int(g), int(d.head_dim.iloc[0]))
+        # a decode step that reads more KV than any L2 holds faster than the memory bandwidth
+        # is a measurement error (A100 TensorRT-LLM 1.0.0 rows, tests/test_perf_tables.py)
+        self.dropped = 0
+        if generation and bandwidth:
+            nbytes = generation_kv_bytes(d)
+            fast = (nbytes > CACHE_BYTES) & (nbytes / (d.latency * 1e-3) > bandwidth)
+            self.dropped = int(fast.sum())
+            d = d[~fast]
         length = "step" if generation else "isl"
         d = d.groupby(["batch_size", length], as_index=False).latency.min()
         self.batches = np.sort(d.batch_size.unique()).astype(float)
@@ -225,6 +243,25 @@ class AttentionTable:
         return float(vals[-1] * s / ls[-1])
 
 
+CACHE_BYTES = 128 * 2**20   # more than the L2 of any GPU with tables: beyond it, data comes from memory
+
+
+def generation_kv_bytes(frame) -> np.ndarray:
+    """A lower bound on the KV bytes a generation-attention row reads: batch x KV length x KV
+    heads x (K at head_dim + V at min(head_dim, 128): MLA-style rows of head_dim 192 carry
+    128-wide values) x the KV format's bytes."""
+    kv = np.where(frame.kv_cache_dtype.astype(str).str.contains("fp8"), 1.0, 2.0)
+    hd = frame.head_dim.to_numpy(float)
+    return (frame.batch_size.to_numpy(float) * frame.step.to_numpy(float) * frame.num_key_value_heads.to_numpy(float)
+            * (hd + np.minimum(hd, 128.0)) * kv)
+
+
+def _attention_rows(frame, kv_dtype: str):
+    """Full-attention rows of one KV format (any format if the table lacks it)."""
+    d = frame[(frame.window_size == 0) & (frame.kv_cache_dtype == kv_dtype)]
+    return d if not d.empty else frame[frame.window_size == 0]
+
+
 def _nearest(values, x: float):
     values = np.asarray(values, dtype=float)
     return values[np.argmin(np.abs(np.log(values) - np.log(max(x, 1e-9))))]
@@ -264,53 +301,132 @@ class AllReduceTable:
         return _log_interp(xc, self.sizes, self.lat) * np.maximum(x / xc, 1.0)
 
 
-@lru_cache(maxsize=64)
-def gemm_table(system: str, engine: str, gemm_dtype: str, peak_flops: float | None = None) -> tuple[GemmTable, str] | None:
-    """The table of one weight format; points faster than `peak_flops` are dropped."""
-    found = table_path(system, "gemm", engine, "gemm_perf.parquet")
-    if found is None:
-        return None
-    frame = _read(found[0], ("gemm_dtype", "m", "n", "k", "latency"))
-    try:
-        return GemmTable(frame, gemm_dtype, peak_flops), found[1]
-    except KeyError:
-        return None
-
-
+GEMM_COLS = ("gemm_dtype", "m", "n", "k", "latency")
 _ATTN_COLS = ("batch_size", "isl", "step", "num_heads", "num_key_value_heads", "head_dim", "kv_cache_dtype",
               "window_size", "latency")
 
 
-@lru_cache(maxsize=64)
-def attention_table(system: str, engine: str, heads: int, kv_heads: int, head_dim: int, kv_dtype: str,
-                    generation: bool) -> tuple[AttentionTable, str] | None:
+def gemm_frame(system: str, engine: str):
+    """(frame, engine version) of the newest GEMM table for this system and engine, or None."""
+    found = table_path(system, "gemm", engine, "gemm_perf.parquet")
+    return None if found is None else (_read(found[0], GEMM_COLS), found[1])
+
+
+def attention_frame(system: str, engine: str, generation: bool):
     name = "generation_attention_perf.parquet" if generation else "context_attention_perf.parquet"
     found = table_path(system, "attention", engine, name)
+    return None if found is None else (_read(found[0], _ATTN_COLS), found[1])
+
+
+def allreduce_frames(system: str, engine: str) -> list[tuple[object, str]]:
+    """[(frame, "source version")]: the engine's own all-reduce table and NCCL's, where present."""
+    out = []
+    for op_engine, name, cols in ((engine, "custom_allreduce_perf.parquet",
+                                   ("allreduce_dtype", "num_gpus", "message_size", "latency")),
+                                  ("nccl", "nccl_perf.parquet", ("op_name", "nccl_dtype", "num_gpus", "message_size", "latency"))):
+        found = table_path(system, "comm", op_engine, name)
+        if found is not None:
+            out.append((_read(found[0], cols), f"{op_engine} {found[1]}"))
+    return out
+
+
+@lru_cache(maxsize=64)
+def gemm_table(system: str, engine: str, gemm_dtype: str, peak_flops: float | None = None) -> tuple[GemmTable, str] | None:
+    """The table of one weight format; points faster than `peak_flops` are dropped."""
+    found = gemm_frame(system, engine)
     if found is None:
         return None
-    frame = _read(found[0], _ATTN_COLS)
-    return AttentionTable(frame, heads, kv_heads, head_dim, KV_DTYPES.get(kv_dtype, "bfloat16"), generation), found[1]
+    try:
+        return GemmTable(found[0], gemm_dtype, peak_flops), found[1]
+    except KeyError:
+        return None
+
+
+@lru_cache(maxsize=64)
+def attention_table(system: str, engine: str, heads: int, kv_heads: int, head_dim: int, kv_dtype: str,
+                    generation: bool, bandwidth: float | None = None) -> tuple[AttentionTable, str] | None:
+    """The table of the nearest measured geometry; generation rows that read their KV faster
+    than `bandwidth` (bytes/s) are dropped."""
+    found = attention_frame(system, engine, generation)
+    if found is None:
+        return None
+    return AttentionTable(found[0], heads, kv_heads, head_dim, KV_DTYPES.get(kv_dtype, "bfloat16"), generation,
+                          bandwidth), found[1]
+
+
+def _combined_allreduce(frames, gpus: int) -> tuple[AllReduceTable, list[int]] | None:
+    """Per message size the faster of the given tables' all-reduce at `gpus` GPUs, and which
+    of the frames had rows for it."""
+    got, used = [], []
+    for i, frame in enumerate(frames):
+        try:
+            got.append(AllReduceTable(frame, gpus))
+            used.append(i)
+        except KeyError:
+            continue
+    if not got:
+        return None
+    best = got[0]
+    for other in got[1:]:
+        best = best.faster(other)
+    return best, used
 
 
 @lru_cache(maxsize=64)
 def allreduce_table(system: str, engine: str, gpus: int) -> tuple[AllReduceTable, str] | None:
     """All-reduce by message size: per size the faster of the engine's own (custom, for small
     messages) and NCCL's, as engines switch to NCCL where it wins."""
-    found_tables, names = [], []
-    for op_engine, name, cols in ((engine, "custom_allreduce_perf.parquet",
-                                   ("allreduce_dtype", "num_gpus", "message_size", "latency")),
-                                  ("nccl", "nccl_perf.parquet", ("op_name", "nccl_dtype", "num_gpus", "message_size", "latency"))):
-        found = table_path(system, "comm", op_engine, name)
-        if found is None:
-            continue
-        try:
-            found_tables.append(AllReduceTable(_read(found[0], cols), gpus))
-            names.append(f"{op_engine} {found[1]}")
-        except KeyError:
-            continue
-    if not found_tables:
+    sources = allreduce_frames(system, engine)
+    found = _combined_allreduce([f for f, _ in sources], gpus)
+    if found is None:
         return None
-    best = found_tables[0]
-    for other in found_tables[1:]:
-        best = best.faster(other)
-    return best, " + ".join(names)
+    return found[0], " + ".join(sources[i][1] for i in found[1])
+
+
+# ---- held-back checks: rebuild a table without one grid value, predict the points held back ----
+
+def interior(values) -> np.ndarray:
+    """The sorted distinct grid values less the smallest and the largest."""
+    v = np.unique(np.asarray(values))
+    return v[1:-1]
+
+
+def gemm_held_back(frame, dtype: str, axis: str, value: float, peak_flops: float | None = None):
+    """(interpolated, measured) seconds at every measured GEMM of format `dtype` whose `axis`
+    ("m", "n" or "k") equals `value`, the table rebuilt from the other points."""
+    d = frame[frame.gemm_dtype == dtype]
+    held = d[axis] == value
+    table = GemmTable(d[~held], dtype, peak_flops)
+    truth, _ = _gemm_points(d[held], dtype, peak_flops)
+    pred, meas = [], []
+    for (n, k), g in truth.groupby(["n", "k"]):
+        pred.append(table.seconds(g.m.to_numpy(float), float(n), float(k)))
+        meas.append(g.latency.to_numpy(float) * 1e-3)
+    return np.concatenate(pred), np.concatenate(meas)
+
+
+def attention_held_back(frame, heads: int, kv_heads: int, head_dim: int, kv_dtype: str, generation: bool,
+                        value: float):
+    """(interpolated, measured) seconds at every measured batch of one attention geometry at
+    length `value` (the prompt for context attention, the KV length `step` for generation),
+    the table rebuilt without that length. The geometry must be measured (KeyError if not)."""
+    length = "step" if generation else "isl"
+    kv = KV_DTYPES.get(kv_dtype, kv_dtype)
+    table = AttentionTable(frame[frame[length] != value], heads, kv_heads, head_dim, kv, generation)
+    if table.geometry != (heads, kv_heads, head_dim):
+        raise KeyError((heads, kv_heads, head_dim))
+    d = _attention_rows(frame, kv)
+    d = d[(d.num_heads == heads) & (d.num_key_value_heads == kv_heads) & (d.head_dim == head_dim) & (d[length] == value)]
+    d = d.groupby("batch_size", as_index=False).latency.min()
+    b = d.batch_size.to_numpy(float)
+    return table.seconds(b, np.full(len(b), float(value))), d.latency.to_numpy(float) * 1e-3
+
+
+def allreduce_held_back(frames, gpus: int, message_size: float):
+    """(interpolated, measured) seconds of a `gpus`-GPU all-reduce of `message_size` elements
+    (16 bit), the faster-of-both tables rebuilt without that size; None if not measured."""
+    held = _combined_allreduce([f[f.message_size == message_size] for f in frames], gpus)
+    rest = _combined_allreduce([f[f.message_size != message_size] for f in frames], gpus)
+    if held is None or rest is None:
+        return None
+    return rest[0].seconds(held[0].sizes), held[0].lat
