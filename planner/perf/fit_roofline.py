@@ -57,15 +57,24 @@ def fit_gemm(gpu, dtype_table: str, compute: str):
     return {"p_eff": p[0], "p_knee": p[1], "p_bw": p[2], "p_t0": p[3] * 1e-6}, rms, found[1]
 
 
-def fit_context(gpu):
-    found = tables.attention_table(gpu.kernel_system, ENGINE, *ATTN_GEO, "bf16", False)
+def _attention_points(gpu, generation: bool):
+    """(batch, length, log latency, table version) of the measured attention points of the
+    reference geometry, or None without a table."""
+    found = tables.attention_table(gpu.kernel_system, ENGINE, *ATTN_GEO, "bf16", generation,
+                                   gpu.memory_bytes_s if generation else None)
     if found is None:
         return None
     a = found[0]
     b, s = np.meshgrid(a.batches, a.lengths, indexing="ij")
-    lat = a.grid
-    keep = np.isfinite(lat)
-    b, s, y = b[keep], s[keep], np.log(lat[keep])
+    keep = np.isfinite(a.grid)
+    return b[keep], s[keep], np.log(a.grid[keep]), found[1]
+
+
+def fit_context(gpu):
+    pts = _attention_points(gpu, generation=False)
+    if pts is None:
+        return None
+    b, s, y, version = pts
     h, _, d = ATTN_GEO
     peak = gpu.peak_flops_for("bf16")
 
@@ -73,18 +82,14 @@ def fit_context(gpu):
         eff, knee, t0 = p
         return np.log(t0 * 1e-6 + 2 * h * d * s * s * b / (peak * eff * s / (s + knee)))
     p, rms = _fit(lambda p: model(p) - y, [0.5, 256, 10], [0.02, 1, 0], [1.2, 1e5, 200])
-    return {"p_eff": p[0], "p_knee": p[1], "p_t0": p[2] * 1e-6}, rms, found[1]
+    return {"p_eff": p[0], "p_knee": p[1], "p_t0": p[2] * 1e-6}, rms, version
 
 
 def fit_generation(gpu):
-    found = tables.attention_table(gpu.kernel_system, ENGINE, *ATTN_GEO, "bf16", True, gpu.memory_bytes_s)
-    if found is None:
+    pts = _attention_points(gpu, generation=True)
+    if pts is None:
         return None
-    a = found[0]
-    b, s = np.meshgrid(a.batches, a.lengths, indexing="ij")
-    lat = a.grid
-    keep = np.isfinite(lat)
-    b, s, y = b[keep], s[keep], np.log(lat[keep])
+    b, s, y, version = pts
     _, g, d = ATTN_GEO
     bw = gpu.memory_bytes_s
 
@@ -92,7 +97,7 @@ def fit_generation(gpu):
         t0, per_seq, bwf = p
         return np.log(t0 * 1e-6 + per_seq * 1e-6 * b + b * s * 2 * g * d * _kv_bytes("bf16") / (bw * bwf))
     p, rms = _fit(lambda p: model(p) - y, [10, 0.1, 0.7], [0, 0, 0.05], [200, 50, 1.2])
-    return {"p_t0": p[0] * 1e-6, "p_t_per_seq": p[1] * 1e-6, "p_bw": p[2]}, rms, found[1]
+    return {"p_t0": p[0] * 1e-6, "p_t_per_seq": p[1] * 1e-6, "p_bw": p[2]}, rms, version
 
 
 def fit_allreduce(gpu):
