@@ -61,3 +61,35 @@ def check_weights_dir(folder) -> Path:
         kind = cfg.get("model_type") if isinstance(cfg, dict) else type(cfg).__name__
         raise InputError(f"{folder}: model_type {kind!r}; the testbed runs OPT models")
     return folder
+
+
+LOCAL_WORKERS_PER_CPU = 4      # more local worker processes than this per CPU is refused
+MEMORY_SHARE = 0.8             # of this machine's RAM the local workers' weights may take
+
+
+def check_local_workers(n: int) -> None:
+    import os
+    cap = max(8, LOCAL_WORKERS_PER_CPU * (os.cpu_count() or 1))
+    if n > cap:
+        raise InputError(f"{n} local worker processes on a machine with {os.cpu_count()} CPUs (at most {cap}): "
+                         "run fewer with --prefill/--decode, or start some on other hosts (--remote-prefill/-decode)")
+
+
+def check_model_memory(config, dtype: str, processes: int, device: str) -> None:
+    """Every local CPU worker holds its own copy of the weights: refuse a run whose copies
+    cannot fit in this machine's memory (a scaled-up --hidden or --max-context) instead of
+    letting the kernel kill workers half way through start-up."""
+    import os
+    if device.startswith("cuda") or processes < 1:
+        return
+    h, layers, vocab = config.hidden_size, config.num_hidden_layers, config.vocab_size
+    params = layers * (4 * h * h + 2 * h * config.ffn_dim) + (vocab + config.max_position_embeddings + 2) * h
+    nbytes = params * {"fp32": 4, "fp16": 2, "bf16": 2}.get(dtype, 4) * processes
+    try:
+        ram = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return
+    if nbytes > MEMORY_SHARE * ram:
+        raise InputError(f"the model's weights take {nbytes / 2**30:,.1f} GiB over {processes} process(es), more than "
+                         f"{MEMORY_SHARE:.0%} of this machine's {ram / 2**30:,.1f} GiB; use fewer --layers, a smaller "
+                         "--hidden or --max-context, or fewer workers")

@@ -154,9 +154,12 @@ def worker_config(dep: Deployment, opts: RunOptions) -> dict:
     }
 
 
-def _check_trace(trace, opts: RunOptions, dep: Deployment) -> None:
+def _check_trace(trace, opts: RunOptions, dep: Deployment, local_workers: int = 0) -> None:
+    from .checks import check_local_workers, check_model_memory
     from .model import scaled_config
     cfg = scaled_config(opts.model or dep.model, opts.layers, opts.hidden, max_context=opts.max_context)
+    check_local_workers(local_workers)
+    check_model_memory(cfg, opts.dtype, local_workers, opts.device)
     longest = int(np.max(trace.prompt_tokens + trace.output_tokens)) if len(trace) else 0
     if longest > cfg.max_position_embeddings:
         raise InputError(f"a request needs {longest} positions (prompt + output) but the model has "
@@ -178,7 +181,10 @@ def run_trace(dep: Deployment, trace, opts: RunOptions = RunOptions(), *, progre
         raise InputError(f"--closed-loop must be >= 1, got {opts.closed_loop}")
     n_p, n_d = _counts(dep, opts)
     base = worker_config(dep, opts)
-    _check_trace(trace, opts, dep)
+    if opts.remote_prefill > n_p or opts.remote_decode > n_d:
+        raise InputError(f"--remote-prefill {opts.remote_prefill} / --remote-decode {opts.remote_decode}: the run has "
+                         f"{n_p} prefill and {n_d} decode workers in all")
+    _check_trace(trace, opts, dep, n_p + n_d - opts.remote_prefill - opts.remote_decode)
     echo = echo or (lambda s: print(s, file=sys.stderr))
     arrivals = np.asarray(trace.arrival_s, dtype=float) * opts.time_scale
     span_s = float(arrivals[-1] - arrivals[0])
