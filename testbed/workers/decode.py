@@ -6,6 +6,12 @@ shape); `step` polls arrivals, admits (`admission.Admission`, the simulator's ru
 preempts on memory overflow and runs one batched decode iteration. A preempted request
 drops its KV; on readmission its KV is recomputed by a prefill of prompt + generated
 tokens (vLLM's recompute), which stalls the batch as it would on a real instance.
+
+Serving (`testbed serve`): `stream_tokens` sends each iteration's new tokens at once
+(`{"op": "tokens", "t", "rids", "tokens"}`, before the iteration's events); a request may
+carry its prompt ids (`prompt_ids`, for a recompute), `stop_ids` (end of sequence: the
+request finishes early once it has `min_tokens`) - without them it runs to
+`output_tokens` exactly, as a trace replay wants.
 """
 from __future__ import annotations
 
@@ -28,10 +34,11 @@ FLUSH_S = 0.1
 class DecodeWorker:
     def __init__(self, name, engine, connector, emit, *, policy: str = "reserve_dynamic",
                  capacity_tokens: int = 65536, block_tokens: int = 16, batch_limit: int = 256,
-                 return_tokens: bool = False, seed: int = 0):
+                 return_tokens: bool = False, stream_tokens: bool = False, seed: int = 0):
         self.name, self.engine, self.connector, self.emit = name, engine, connector, emit
         self.admission = Admission(policy, capacity_tokens, block_tokens, batch_limit)
         self.return_tokens = return_tokens
+        self.stream_tokens = stream_tokens
         self.seed = seed
         self.meta: dict[int, dict] = {}          # xfer -> request info, until the KV arrives
         self.state: dict[int, dict] = {}         # rid -> {kv, tokens, output_tokens, started}
@@ -68,12 +75,15 @@ class DecodeWorker:
             now = time.monotonic()
             events.append({"rid": rid, "kind": "kv_done", "t": now, "nbytes": t.nbytes, "seconds": t.seconds})
             first = int(msg["first_token"])
-            if out <= 1:
+            stop = frozenset(int(i) for i in msg.get("stop_ids") or ())
+            min_tokens = int(msg.get("min_tokens") or 0)
+            if out <= 1 or (first in stop and min_tokens <= 1):
                 events.append({"rid": rid, "kind": "decode_start", "t": now})
                 events.append(self._finished(rid, now, [first]))
                 continue
             self.state[rid] = {"kv": kv, "tokens": [first], "output_tokens": out, "started": False,
-                               "prompt_tokens": prompt}
+                               "prompt_tokens": prompt, "prompt_ids": msg.get("prompt_ids"),
+                               "stop": stop, "min_tokens": min_tokens}
             self.waiting.append(DecodeItem(rid, prompt, int(msg.get("predicted_tokens", 0))))
 
     def _finished(self, rid: int, t: float, tokens: list[int]) -> dict:
@@ -88,8 +98,9 @@ class DecodeWorker:
         slices = []
         for it in items:
             s = self.state[it.rid]
-            ids = torch.cat([prompt_ids(self.seed, it.rid, s["prompt_tokens"], self.engine.vocab),
-                             torch.tensor(s["tokens"][:-1], dtype=torch.long)])
+            prompt = (torch.tensor(s["prompt_ids"], dtype=torch.long) if s["prompt_ids"] is not None
+                      else prompt_ids(self.seed, it.rid, s["prompt_tokens"], self.engine.vocab))
+            ids = torch.cat([prompt, torch.tensor(s["tokens"][:-1], dtype=torch.long)])
             s["kv"] = self.engine.new_kv(s["prompt_tokens"] + s["output_tokens"])
             slices.append((s["kv"], ids))
         self.engine.prefill(slices)
@@ -131,11 +142,14 @@ class DecodeWorker:
                 events.append({"rid": it.rid, "kind": "decode_start", "t": t_start})
             s["tokens"].append(int(tok))
             it.generated += 1
-            if len(s["tokens"]) >= s["output_tokens"]:
+            made = len(s["tokens"])
+            if made >= s["output_tokens"] or (tok in s["stop"] and made >= s["min_tokens"]):
                 events.append(self._finished(it.rid, t_end, s["tokens"]))
                 del self.state[it.rid]
             else:
                 keep.append(it)
+        if self.stream_tokens:
+            self.emit({"op": "tokens", "t": t_end, "rids": [it.rid for it in self.running], "tokens": nxt})
         self.running = keep
         self._records.append({"batch": len(states), "slices": len(states), "context_tokens": context,
                               "t_start": t_start, "t_end": t_end})

@@ -80,7 +80,8 @@ def _build(cfg: dict, chan):
         worker = DecodeWorker(name, engine, connector, emit, policy=d.get("admission", "reserve_dynamic"),
                               capacity_tokens=int(d["capacity_tokens"]), block_tokens=int(d.get("block_tokens", 16)),
                               batch_limit=int(d.get("batch_limit", 256)),
-                              return_tokens=bool(d.get("return_tokens", False)), seed=int(cfg.get("prompt_seed", 0)))
+                              return_tokens=bool(d.get("return_tokens", False)),
+                              stream_tokens=bool(d.get("stream_tokens", False)), seed=int(cfg.get("prompt_seed", 0)))
     _warm_up(engine, worker)
     if cfg["role"] == "prefill":
         connector.prepare([n for n in cfg.get("ranks", {}) if n.startswith("d")])

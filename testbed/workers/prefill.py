@@ -4,7 +4,8 @@ Driven by the process loop in `main.py` (or directly, in tests): `on_request` qu
 request, `on_send_kv` starts its KV transfer once the scheduler has picked a decode
 instance, `on_give_back` returns requests not started yet (plans over time: a draining
 instance), `step` runs one chunk. Events for the scheduler go to `emit` as dicts with the
-worker's `time.monotonic()` timestamps.
+worker's `time.monotonic()` timestamps. A request carries its prompt's token ids (`ids`,
+from `testbed serve`) or is given ids drawn from (seed, request id) (`tokens.prompt_ids`).
 """
 from __future__ import annotations
 
@@ -41,7 +42,7 @@ class PrefillWorker:
     def on_request(self, msg: dict) -> None:
         rid = int(msg["rid"])
         self.requests[rid] = {"prompt_tokens": int(msg["prompt_tokens"]), "label": int(msg.get("label", -1)),
-                              "ids": None, "kv": None}
+                              "ids": None, "kv": None, "given": msg.get("ids")}
         self.chunks.add(rid, int(msg["prompt_tokens"]))
 
     def on_send_kv(self, msg: dict) -> None:
@@ -83,7 +84,9 @@ class PrefillWorker:
         started = [s.rid for s in slices if s.start == 0]
         for rid in started:
             req = self.requests[rid]
-            req["ids"] = prompt_ids(self.seed, rid, req["prompt_tokens"], self.engine.vocab)
+            given = req.pop("given", None)
+            req["ids"] = (torch.tensor(given, dtype=torch.long) if given is not None
+                          else prompt_ids(self.seed, rid, req["prompt_tokens"], self.engine.vocab))
             req["kv"] = self.engine.new_kv(req["prompt_tokens"])
         if self.classifier is not None and started:
             self.classifier.run([self.requests[rid]["ids"] for rid in started])
