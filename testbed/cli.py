@@ -17,3 +17,7 @@ from .cli_run import COMMANDS as _RUN_COMMANDS  # noqa: E402
 
 for _cmd in _RUN_COMMANDS:
     main.add_command(_cmd)
+
+from .cli_serve import serve_cmd  # noqa: E402
+
+main.add_command(serve_cmd)
