@@ -21,3 +21,7 @@ for _cmd in _RUN_COMMANDS:
 from .cli_serve import serve_cmd  # noqa: E402
 
 main.add_command(serve_cmd)
+
+from .cli_replay import replay_cmd  # noqa: E402
+
+main.add_command(replay_cmd)

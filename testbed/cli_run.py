@@ -116,7 +116,9 @@ def replan_command(plan, plan_path: str, trace_path: str) -> str:
     return shlex.join(out + ["--for-testbed", "-o", plan_path])
 
 
-def _load(kw):
+def _load(kw, run: bool = True):
+    """(plan, trace, options). `run`: the testbed will run the plan (else only the models
+    do, on records measured elsewhere: any mode goes)."""
     from planner.plan import read_plan
     from traces import read_trace
 
@@ -135,11 +137,11 @@ def _load(kw):
         if dep.mode != "disaggregated" and not (kw["n_prefill"] and kw["n_decode"]):
             raise InputError("the plan is not disaggregated: give both --prefill and --decode")
         instances = (kw["n_prefill"] or dep.prefill.instances, kw["n_decode"] or dep.decode.instances)
-    if dep.mode != "disaggregated" and instances is None:
+    if dep.mode != "disaggregated" and instances is None and run:
         raise InputError(f"the plan is {dep.mode}; the testbed runs disaggregated plans (prefill and decode roles). "
                          f"Re-plan with: {replan_command(plan, kw['plan_path'], kw['trace_path'])} "
                          "- or give --prefill N --decode M to run that many of each role")
-    if dep.windows and dep.mode == "disaggregated":
+    if dep.windows and dep.mode == "disaggregated" and run:
         from .windows import summary
         if kw["no_windows"]:
             p, d = instances or (dep.prefill.instances, dep.decode.instances)
@@ -257,19 +259,28 @@ def run_cmd(output, as_json, **kw):
 @click.option("--profile", "profile_path", type=click.Path(dir_okay=False), default=None,
               help="Re-fit the plan's performance model to this profile (e.g. `testbed profile` of the "
                    "engine on this machine) before predicting and simulating; the plan's decision stays.")
+@click.option("--records", "records_path", type=click.Path(dir_okay=False), default=None,
+              help="Measured records to compare (e.g. `testbed replay -o` against a live endpoint) instead of "
+                   "running the testbed; --trace, --head and --time-scale must describe what was replayed.")
 @click.option("--json", "as_json", is_flag=True, help="Print the comparison as JSON.")
 @guarded
-def validate_cmd(output, profile_path, as_json, **kw):
-    """Run the plan on the testbed and print predicted (analytical), simulated and measured
-    p50/p90/p99 TTFT, TPOT, JCT and throughput side by side, with errors against measured."""
+def validate_cmd(output, profile_path, records_path, as_json, **kw):
+    """Run the plan on the testbed (or take --records measured elsewhere) and print
+    predicted (analytical), simulated and measured p50/p90/p99 TTFT, TPOT, JCT and
+    throughput side by side, with errors against measured."""
     from .kv import default_backend
-    from .validate import compare, deployment_for, refit, render
-    plan, trace, opts = _load(kw)
+    from .validate import compare, deployment_for, read_measured, refit, render
+    plan, trace, opts = _load(kw, run=records_path is None)
     dep, note = deployment_for(plan, opts), None
     if profile_path:    # before the run: a bad profile fails in seconds, not after the replay
         dep, note = refit(dep, profile_path, opts.kv_backend or default_backend(opts.device))
-    result = _execute(plan, trace, opts, not kw["no_progress"], output, kw["iterations_out"], kw["scale_out"])
-    table = compare(plan, trace, opts, result.records, dep=dep, iterations=result.iterations, scale=result.scale)
+    if records_path:
+        records, read_note = read_measured(records_path, trace)
+        table = compare(plan, trace, opts, records, dep=dep)
+        table["notes"].append(read_note)
+    else:
+        result = _execute(plan, trace, opts, not kw["no_progress"], output, kw["iterations_out"], kw["scale_out"])
+        table = compare(plan, trace, opts, result.records, dep=dep, iterations=result.iterations, scale=result.scale)
     if note:
         table["notes"].append(note)
     if as_json:

@@ -19,6 +19,8 @@ from __future__ import annotations
 import math
 from dataclasses import replace
 
+import numpy as np
+
 from planner.errors import InputError
 from planner.records import summarize
 
@@ -60,6 +62,35 @@ def refit(dep, profile_path: str, kv_backend: str | None = None):
     dep = replace(dep, efficiency=cal.efficiency, kv_link_gb_s=cal.kv_link_gb_s or dep.kv_link_gb_s,
                   kv_latency_s=dep.kv_latency_s if cal.kv_latency_s is None else max(cal.kv_latency_s, 1e-6))
     return dep, f"models re-fitted to {profile_path}: {cal.efficiency.source}; KV link {cal.kv_path or '-'} path"
+
+
+def read_measured(path: str, trace) -> tuple:
+    """(records, note) from a record CSV measured elsewhere (`testbed replay`, a simulator
+    or testbed run); its rows must be the trace's requests (after --head)."""
+    import pandas as pd
+
+    from planner.records import STATUS_COLUMN, check_records
+    try:
+        df = pd.read_csv(path)
+    except FileNotFoundError:
+        raise InputError(f"--records {path}: no such file") from None
+    except (ValueError, OSError) as e:
+        raise InputError(f"--records {path}: not a readable CSV ({str(e)[:150]})") from None
+    check_records(df, where=f"--records {path}")
+    for c in ("arrival_s", "prompt_tokens", "output_tokens", "first_token_s", "finish_s"):
+        try:
+            df[c] = pd.to_numeric(df[c])
+        except (ValueError, TypeError):
+            raise InputError(f"--records {path}: column {c} holds something that is not a number") from None
+    if len(df) != len(trace):
+        raise InputError(f"--records {path} has {len(df)} requests but the trace (after --head) has {len(trace)}; "
+                         "give the trace, --head and --time-scale that were replayed")
+    done = int(np.isfinite(df["finish_s"].to_numpy(dtype=float)).sum())
+    kinds = ""
+    if STATUS_COLUMN in df.columns:
+        counts = df[STATUS_COLUMN].astype(str).value_counts()
+        kinds = " (" + ", ".join(f"{k} {v}" for k, v in counts.items()) + ")"
+    return df, f"measured: {path}, {done} of {len(df)} requests finished{kinds}; not run here"
 
 
 def _err(model, measured):
