@@ -22,7 +22,7 @@ pip_install --upgrade pip
 if [ "$what" = "all" ]; then
   # Pin torch first: an unpinned torch pulls the multi-gigabyte CUDA build.
   .venv/bin/python -c 'import torch' 2>/dev/null || pip_install "torch==2.13.0"
-  pip_install -e '.[testbed,test,silicon]'
+  pip_install -e '.[testbed,test,silicon,serve]'
 else
   pip_install -e .
 fi
