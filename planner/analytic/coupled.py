@@ -159,8 +159,9 @@ def sarathi_window_times(perf, wl: Workload, instances: int, budget_tokens: int)
     budget = float(budget_tokens)
 
     def parts(tau):
-        b = 1.0 + lam * m1 * tau
-        t_ctx = c + lam * m2 * tau
+        with np.errstate(invalid="ignore"):   # a window with no load: 0 x inf is 0 there, not NaN
+            b = 1.0 + np.where(lam * m1 > 0, lam * m1 * tau, 0.0)
+            t_ctx = c + np.where(lam * m2 > 0, lam * m2 * tau, 0.0)
         p = budget - b
         # prefill slices sit on average halfway into their prompts
         cached = np.maximum(mean_p - np.maximum(p, 1.0), 0.0) / 2.0
