@@ -164,8 +164,8 @@ def deployment_from_dict(d: dict, where: str = "plan") -> Deployment:
         d["windows"] = tuple(_build(Window, x, f"{w}.windows[{i}]") for i, x in enumerate(windows))
         return _build(Deployment, d, w)
     except (TypeError, ValueError) as e:
-        if isinstance(e, InputError):
-            raise
+        if isinstance(e, InputError):   # a dataclass's own check (a mode without its roles) names the file too
+            raise e if str(e).startswith(where) else InputError(f"{w}: {e}") from None
         raise InputError(f"{where}: malformed deployment ({e})") from None
 
 

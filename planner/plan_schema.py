@@ -13,6 +13,7 @@ from dataclasses import MISSING, fields
 
 from planner.checks import check_float, check_int, check_object, check_str
 from planner.errors import InputError
+from planner.perf.memory import WEIGHT_BYTES
 
 MAX_INSTANCES = 100_000
 MAX_TOKENS = 10_000_000
@@ -29,7 +30,7 @@ RANGES = {
                  "predictor_accuracy": (0.0, 1.0, False), "flip_idle_s": (0.0, MAX_TIME_S, False),
                  "flip_latency_s": (0.0, MAX_TIME_S, False)},
     "Deployment": {"chunk_tokens": (1, MAX_TOKENS), "kv_link_gb_s": (0.0, 1e6, True),
-                   "kv_latency_s": (0.0, 1e3, False)},
+                   "kv_latency_s": (0.0, 1e3, False), "dtype": tuple(WEIGHT_BYTES)},
     "Efficiency": {"compute_eff": (0.0, BIG, True), "memory_eff": (0.0, BIG, True),
                    "prefill_overhead_s": (0.0, 1e3, False), "decode_overhead_s": (0.0, 1e3, False),
                    "knee_tokens": (0.0, BIG, False), "kv_traffic": (0.0, 1e3, True),
