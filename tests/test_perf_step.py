@@ -11,7 +11,8 @@ import pytest
 
 from planner import catalog
 from planner.engines.config import engine_config
-from planner.perf import memory, step as step_mod, tables
+from planner.perf import memory, tables
+from planner.perf import step as step_mod
 from planner.perf.model import PerfModel
 from planner.perf.sources import Geometry, op_source
 from planner.perf.step import CpuCost
@@ -164,7 +165,7 @@ def test_without_the_extra_the_model_works_on_the_roofline_and_says_so(monkeypat
         assert 0 < p.decode_time_s(32, 32 * 1000) < p.prefill_time_s(4096) < 10
         assert p.step([512, 1, 1], [0, 100, 200]).ops["attention_generation"] > 0
         with pytest.raises(LookupError, match="no `silicon` extra"):
-            PerfModel(H100, LLAMA70, source="kernels").source_name
+            _ = PerfModel(H100, LLAMA70, source="kernels").steps
     finally:
         step_mod._tabulated.cache_clear()   # no roofline tables left cached as "auto" for later tests
 

@@ -13,13 +13,15 @@ attention against the table it was drawn from. Markdown for docs/perf-model.md.
 
 Speed (issue 10): simulated requests per wall-second on the Azure conversation trace at 5x
 its arrival rate (../shared/traces, skipped if absent), at the plan `recommend` makes for it
-(OPT-13B on A100, as tests/benchmarks/bench_sim.py) and its baselines; and the wall time of
+(OPT-13B on A100, as tests/benchmarks/bench_sim.py) and its baselines, per wall-second and
+per CPU-second of the simulating process (the second is steady on a shared machine); and the wall time of
 `planner recommend --gpu a100 --trace traces/mixed.csv`. Targets: >= 20,000 req/s, < 5 s.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import time
@@ -30,8 +32,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from planner import catalog  # noqa: E402
-from planner.perf import tables  # noqa: E402
+from planner import catalog
+from planner.perf import tables
 
 SYSTEMS = ("h100_sxm", "h200_sxm", "b200_sxm", "b300_sxm", "gb200", "gb300", "a100_sxm", "l40s", "rtx_pro_6000_server")
 ENGINE = "vllm"
@@ -164,16 +166,18 @@ deps = [("plan", plan.deployment)] + [(b["deployment"]["mode"], deployment_from_
                                        for b in plan.baselines]
 out = []
 for label, dep in deps:
-    best = None
+    best = cpu = None
     for _ in range(args["repeats"]):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         res = simulate(dep, trace, seed=0)
-        wall = time.perf_counter() - t0
+        wall, used = time.perf_counter() - t0, time.process_time() - c0
         best = wall if best is None or wall < best else best
+        cpu = used if cpu is None or used < cpu else cpu
     d = dep
     pool = (f"{d.prefill.instances}P+{d.decode.instances}D {d.prefill.gpu} chunk {d.chunk_tokens}"
             if d.mode == "disaggregated" else f"{d.coupled.instances}x {d.coupled.gpu} TP{d.coupled.tp} chunk {d.chunk_tokens}")
     out.append({"label": label, "pool": pool, "requests": len(trace), "wall_s": best, "req_per_s": len(trace) / best,
+                "cpu_s": cpu, "req_per_cpu_s": len(trace) / cpu,
                 "source": dep.perf(next(iter(dep.roles()))).source_name})
 print(json.dumps(out))
 """
@@ -195,7 +199,7 @@ def recommend_wall(repeats: int) -> list[float]:
     for _ in range(repeats):
         t = time.perf_counter()
         subprocess.run([str(ROOT / ".venv/bin/planner"), "recommend", "--gpu", "a100", "--trace", "traces/mixed.csv"],
-                       check=True, stdout=subprocess.DEVNULL, cwd=ROOT)
+                       check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=ROOT)
         walls.append(time.perf_counter() - t)
     return walls
 
@@ -232,11 +236,12 @@ def main() -> int:
         sims = sim_speed(args.rate_scale, args.repeats)
         if sims:
             print(f"| Azure conv x{args.rate_scale:g} | requests | wall s (best of {args.repeats}) | simulated req/s "
-                  "| step costs |")
-            print("|---|---:|---:|---:|---|")
+                  "| CPU s | req per CPU-second | step costs |")
+            print("|---|---:|---:|---:|---:|---:|---|")
             for r in sims:
                 print(f"| {r['label']}: {r['pool']} | {r['requests']:,} | {r['wall_s']:.2f} | {r['req_per_s']:,.0f} "
-                      f"| {r['source']} |")
+                      f"| {r['cpu_s']:.2f} | {r['req_per_cpu_s']:,.0f} | {r['source']} |")
+            print(f"\n(load average while it ran: {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs)\n")
             print()
         walls = recommend_wall(args.repeats)
         print(f"`planner recommend --gpu a100 --trace traces/mixed.csv`: best {min(walls):.2f} s, "
