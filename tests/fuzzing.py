@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import re
 import signal
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -46,6 +47,7 @@ class Target:
     output: str | None = None      # the option naming an output file (or folder, for export)
     input_file: str | None = None  # fixture to mutate ("plan.json", "profile.csv", ...), written to {W}
     codes: frozenset = frozenset({0, 2, 3})
+    slow: bool = False             # seconds a case: the long profile only, with fewer cases
 
 
 PLANNER = "planner"
@@ -87,17 +89,21 @@ TARGETS = {t.name: t for t in (
     Target("testbed-run", TESTBED, TESTBED_BASE,
            ("--head", "--time-scale", "--closed-loop", "--layers", "--hidden", "--max-context", "--prefill",
             "--decode", "--decode-kv-tokens", "--classifier-layers", "--threads", "--seed", "--heartbeat-timeout",
-            "--remote-prefill"), "-o", codes=frozenset({0, 2})),
+            "--remote-prefill"), "-o", codes=frozenset({0, 2}), slow=True),
     Target("testbed-plan", TESTBED, tuple(a.replace("{F}/tplan", "{W}/tplan") for a in TESTBED_BASE), output="-o",
-           input_file="tplan.json", codes=frozenset({0, 2})),
+           input_file="tplan.json", codes=frozenset({0, 2}), slow=True),
     Target("testbed-profile", TESTBED,
            ("profile", "--layers", "1", "--hidden", "64", "--prefill-tokens", "8", "--decode-batch", "1",
             "--decode-context", "8", "--kv-tokens", "8", "--repeats", "1", "--warmup", "0", "--decode-warmup", "0",
             "--prefill-idle-gap", "0", "--classifier-layers", "0", "--quiet"),
            ("--layers", "--hidden", "--repeats", "--warmup", "--passes", "--prefill-idle-gap", "--decode-spread",
             "--threads", "--seed", "--kv-tokens", "--decode-batch"), "-o", codes=frozenset({0, 2})),
+    Target("report", PLANNER, ("report", "--trace", "{F}/trace.csv", "--gpu", "a100", "--loads", "0.5,8",
+                               "--sim-loads", "2", "--windows", "0", "--no-progress", "--max-sim-requests", "30"),
+           ("--slo-ttft", "--slo-tpot", "--windows", "--max-sim-requests", "--seed", "--loads", "--sim-loads"),
+           "-o", slow=True),
 )}
-FAST = tuple(n for n, t in TARGETS.items() if t.cli == PLANNER)
+FAST = tuple(n for n, t in TARGETS.items() if not t.slow)
 
 
 @dataclass(frozen=True)
@@ -166,8 +172,8 @@ def _asdict(dep) -> dict:
 # ---- strategies ----------------------------------------------------------------------
 def values():
     """A value for a numeric option: adversarial or small and valid."""
-    return st.one_of(st.sampled_from(ADVERSARIAL), st.integers(0, 40).map(str),
-                     st.floats(0.01, 50).map(lambda x: f"{x:.3g}"))
+    ints = st.integers(0, 40).map(str)
+    return st.one_of(st.sampled_from(ADVERSARIAL), ints, ints, st.floats(0.01, 50).map(lambda x: f"{x:.3g}"))
 
 
 def _mutations(data: bytes):
@@ -247,7 +253,8 @@ def cases(name: str, fixtures: Path):
         for flag, value in opts:
             args += [flag, value]
         if out is not None:
-            args += [t.output, out if t.output != "-o" or name != "plan-export" else out.replace("out.csv", "deploy")]
+            out = out.replace("out.csv", {"plan-export": "deploy", "report": "report.html"}.get(name, "out.csv"))
+            args += [t.output, out]
         in_name = None if t.input_file is None else ("input" if t.input_file == "trace" else t.input_file)
         return Case(name, tuple(args), in_name, data)
     return st.tuples(options, outputs, inputs).map(build)
@@ -277,6 +284,8 @@ def run_case(case: Case, fixtures: Path, work: Path, bound_s: float) -> Outcome:
         from planner.cli import main
     else:
         from testbed.cli import main
+    torch = sys.modules.get("torch")
+    threads = torch.get_num_threads() if torch is not None else None   # `testbed profile --threads` sets it here
     previous = signal.signal(signal.SIGALRM, _on_alarm)
     signal.setitimer(signal.ITIMER_REAL, bound_s)
     t0 = time.monotonic()
@@ -287,6 +296,8 @@ def run_case(case: Case, fixtures: Path, work: Path, bound_s: float) -> Outcome:
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, previous)
+        if threads is not None:
+            torch.set_num_threads(threads)
     seconds = time.monotonic() - t0
     if res is None or isinstance(res.exception, CaseTimeout):
         return Outcome(case, None, seconds, "", hung=True)

@@ -2,7 +2,7 @@
 fast profile, random seeds, and the testbed targets (which start real worker processes).
 
     .venv/bin/python tests/benchmarks/fuzz_long.py                       # defaults below
-    .venv/bin/python tests/benchmarks/fuzz_long.py --examples 300 --testbed-examples 40 --seed 7
+    .venv/bin/python tests/benchmarks/fuzz_long.py --examples 300 --slow-examples 40 --seed 7
     .venv/bin/python tests/benchmarks/fuzz_long.py --targets simulate,plan-simulate --json counts.json
 
 Prints, per target, the cases run, their exit codes, and the violations: tracebacks,
@@ -45,9 +45,11 @@ def run_target(name: str, n: int, seed: int, fixtures: Path, work: Path, bound_s
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--examples", type=int, default=150, help="cases per planner target")
-    ap.add_argument("--testbed-examples", type=int, default=25, help="cases per testbed target")
+    ap.add_argument("--slow-examples", type=int, default=25,
+                    help="cases per slow target (testbed run, report: seconds each)")
     ap.add_argument("--seed", type=int, default=int(time.time()) % 100000)
-    ap.add_argument("--bound-s", type=float, default=60.0, help="a case running longer is a hang")
+    ap.add_argument("--bound-s", type=float, default=60.0,
+                    help="a case running longer is a hang (slow targets: twice this)")
     ap.add_argument("--targets", default=None, help="comma-separated subset of: " + ", ".join(TARGETS))
     ap.add_argument("--json", default=None, help="also write the counts here")
     args = ap.parse_args(argv)
@@ -57,9 +59,10 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory(prefix="fuzz-long-") as tmp:
         fixtures = make_fixtures(Path(tmp) / "fixtures")
         for name in names:
-            n = args.testbed_examples if TARGETS[name].cli == "testbed" else args.examples
+            slow = TARGETS[name].slow
+            n = args.slow_examples if slow else args.examples
             t0 = time.monotonic()
-            outs = run_target(name, n, args.seed, fixtures, Path(tmp), args.bound_s)
+            outs = run_target(name, n, args.seed, fixtures, Path(tmp), args.bound_s * (2 if slow else 1))
             kinds = Counter(v.split(":")[0] for o in outs for v in o.violations())
             codes = Counter("hang" if o.hung else str(o.code) for o in outs)
             rows.append({"target": name, "cases": len(outs), "codes": dict(sorted(codes.items())),
