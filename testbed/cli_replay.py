@@ -50,12 +50,15 @@ DEFAULT_SLACK_S = 600.0
                    "[default: sized from the endpoint's usage counts].")
 @click.option("--no-ignore-eos", is_flag=True,
               help="Do not send ignore_eos/min_tokens (for servers that refuse them); outputs may end early.")
+@click.option("--extra-body", default=None, metavar="JSON",
+              help="A JSON object merged into every request body (a server's own fields, e.g. "
+                   "'{\"nvext\": {\"ignore_eos\": true}}').")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the prompts' random text.")
 @click.option("--no-progress", is_flag=True, help="No progress output.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 @guarded
 def replay_cmd(endpoint, trace_path, output, model, api, concurrency, time_scale, head, max_duration,
-               request_timeout, api_key, tokenizer_path, no_ignore_eos, seed, no_progress, as_json):
+               request_timeout, api_key, tokenizer_path, no_ignore_eos, extra_body, seed, no_progress, as_json):
     """Replay a trace against an OpenAI-compatible endpoint and write request records.
 
     \b
@@ -80,6 +83,7 @@ def replay_cmd(endpoint, trace_path, output, model, api, concurrency, time_scale
                     ("--max-duration", max_duration)):
         if v is not None and not (math.isfinite(v) and v > 0):
             raise InputError(f"{flag} must be a number > 0, got {v}")
+    extra = _extra_body(extra_body)
     out_dir = Path(output).resolve().parent
     if not out_dir.is_dir():
         raise InputError(f"-o {output}: folder {out_dir} does not exist (mkdir -p {out_dir})")
@@ -97,7 +101,7 @@ def replay_cmd(endpoint, trace_path, output, model, api, concurrency, time_scale
     model = model or _first_model(endpoint, api_key)
     opts = ReplayOptions(endpoint=endpoint, model=model, api=api, concurrency=concurrency, time_scale=time_scale,
                          max_duration_s=max_duration, request_timeout_s=request_timeout, api_key=api_key,
-                         ignore_eos=not no_ignore_eos)
+                         ignore_eos=not no_ignore_eos, extra_body=extra)
     records, stopped, how = asyncio.run(_run(trace, opts, tokenizer, tokenizer_path or "", seed, not no_progress))
     records.to_csv(output, index=False)
     summary = _summary(records, stopped, how, opts)
@@ -109,6 +113,18 @@ def replay_cmd(endpoint, trace_path, output, model, api, concurrency, time_scale
         if summary["finished"] == 0:
             click.echo(f"error: no request succeeded ({_first_error(records)}); records written to {output}", err=True)
         sys.exit(EXIT_RUN_FAILED)
+
+
+def _extra_body(text: str | None) -> tuple:
+    if not text:
+        return ()
+    try:
+        obj = json.loads(text)
+    except ValueError as e:
+        raise InputError(f"--extra-body is not JSON ({e}): {text[:100]}") from None
+    if not isinstance(obj, dict):
+        raise InputError(f"--extra-body must be a JSON object, got {text[:100]}")
+    return tuple(obj.items())
 
 
 def _first_model(endpoint: str, api_key: str | None) -> str:

@@ -53,6 +53,7 @@ class ReplayOptions:
     api_key: str | None = None
     ignore_eos: bool = True
     max_connections: int = 1000
+    extra_body: tuple = ()             # (key, value) pairs merged into every request body
 
 
 def base_url(endpoint: str) -> str:
@@ -70,6 +71,7 @@ def request_body(opts: ReplayOptions, prompt: str, max_tokens: int, stream: bool
         body["stream_options"] = {"include_usage": True}
     if opts.ignore_eos:
         body.update(ignore_eos=True, min_tokens=int(max_tokens))
+    body.update(dict(opts.extra_body))
     return body
 
 

@@ -39,7 +39,7 @@ class Scripted:
     request k behaves as script[k] (wrapping)."""
 
     def __init__(self):
-        self.script, self.streams, self.lock = ["ok"], 0, threading.Lock()
+        self.script, self.streams, self.lock, self.bodies = ["ok"], 0, threading.Lock(), []
 
     def chunk(self, text, finish=None, **extra):
         obj = {"choices": [{"index": 0, "text": text, "finish_reason": finish}], **extra}
@@ -47,6 +47,7 @@ class Scripted:
 
     async def completions(self, request):
         body = await request.json()
+        self.bodies.append(body)
         words = len(body["prompt"].split())
         if not body.get("stream"):
             return JSONResponse({"choices": [{"index": 0, "text": "x", "finish_reason": "length"}],
@@ -109,8 +110,11 @@ def replay(url, trace, out, *extra):
 def test_every_failure_is_recorded_on_its_request_and_the_run_goes_on(scripted, tmp_path):
     scripted.script, scripted.streams = ["ok", "429", "500", "bad_json", "cut", "error_event"], 0
     trace = trace_file(tmp_path / "t.csv", [(i * 0.08, 20 + i, 5) for i in range(6)])
-    r = replay(scripted.url, trace, tmp_path / "r.csv")
+    r = replay(scripted.url, trace, tmp_path / "r.csv", "--extra-body", '{"nvext": {"ignore_eos": true}}')
     assert r.exit_code == 0, r.output
+    streamed = [b for b in scripted.bodies[-6:] if b.get("stream")]
+    assert len(streamed) == 6 and all(b["nvext"] == {"ignore_eos": True} and b["ignore_eos"] and
+                                      b["max_tokens"] == b["min_tokens"] == 5 for b in streamed)
     rec = pd.read_csv(tmp_path / "r.csv", keep_default_na=False)
     assert list(rec["status"]) == ["finished", "http_429", "http_500", "malformed_stream", "malformed_stream",
                                    "stream_error"]
@@ -195,6 +199,7 @@ def test_prompts_sized_exactly_with_a_local_tokenizer(tmp_path):
     ("--max-duration", "-1", "--max-duration must be a number > 0"),
     ("-o", "no/such/dir/r.csv", "does not exist"),
     ("--trace", "no-such-trace.csv", "no-such-trace.csv"),
+    ("--extra-body", "[1, 2]", "must be a JSON object"),
 ])
 def test_bad_flags_exit_2_with_one_line(tmp_path, flag, value, message):
     opts = {"--endpoint": "http://127.0.0.1:9", "--trace": str(trace_file(tmp_path / "t.csv", [(0, 10, 3)])),
