@@ -1,21 +1,27 @@
-"""GPU, model and price catalogs. The data lives in `planner/data/*.csv`; this module only
-reads it and derives the numbers the performance model needs (parameter count, weight
-bytes, KV bytes per token)."""
+"""GPU, model and price catalogs. The data lives in `planner/data/*.csv` and
+`planner/data/model_configs/`; this package only reads it and derives the numbers the
+performance model needs. Models: planner.catalog.models (ModelSpec: parameters, active
+parameters, weight and KV bytes), planner.catalog.hf_config (any Hugging Face config.json),
+planner.catalog.model_catalog (lookup by name, Hugging Face id or path)."""
 from __future__ import annotations
 
 import csv
 import difflib
-import json
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import date
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
 
-from planner.checks import check_int, check_object
+from planner.catalog.hf_config import model_from_hf_config
+from planner.catalog.model_catalog import is_builtin_model, model, models, register_model
+from planner.catalog.models import DTYPE_BYTES, WEIGHT_FORMAT_BYTES, ModelSpec, dtype_bytes
 from planner.errors import InputError
 
-DTYPE_BYTES = {"fp32": 4, "fp16": 2, "bf16": 2, "fp8": 1, "int8": 1, "int4": 0.5}
+__all__ = ["DTYPE_BYTES", "WEIGHT_FORMAT_BYTES", "GpuSpec", "ModelSpec", "Price", "check_reserved", "dtype_bytes",
+           "gpu", "gpus", "is_builtin_model", "model", "model_from_hf_config", "models", "months_old",
+           "parse_price_overrides", "price_age_note", "price_usd_per_gpu_hour", "prices", "register_gpu",
+           "register_model"]
 
 
 @dataclass(frozen=True)
@@ -54,76 +60,6 @@ class GpuSpec:
         return self.memory_gb_s * 1e9
 
 
-@dataclass(frozen=True)
-class ModelSpec:
-    name: str
-    family: str
-    layers: int
-    hidden: int
-    heads: int
-    kv_heads: int
-    head_dim: int
-    ffn: int
-    vocab: int
-    max_context: int
-    mlp: str = "dense"          # dense (2 matrices, OPT) or gated (3 matrices, Llama)
-    bias: bool = True
-    tie_embeddings: bool = True
-    positions: str = "learned"  # learned (OPT: table of max_context + 2 rows) or rope
-    source: str = ""
-    aliases: tuple[str, ...] = ()
-
-    @property
-    def q_dim(self) -> int:
-        return self.heads * self.head_dim
-
-    @property
-    def kv_dim(self) -> int:
-        return self.kv_heads * self.head_dim
-
-    @property
-    def layer_params(self) -> int:
-        """Weights of one decoder layer (attention, MLP, norms)."""
-        h = self.hidden
-        attn = h * self.q_dim + 2 * h * self.kv_dim + self.q_dim * h
-        mlp = (3 if self.mlp == "gated" else 2) * h * self.ffn
-        norms = 2 * h * (2 if self.bias else 1)
-        biases = (self.q_dim + 2 * self.kv_dim + h + self.ffn + h) if self.bias else 0
-        return attn + mlp + norms + biases
-
-    @property
-    def embedding_params(self) -> int:
-        emb = self.vocab * self.hidden
-        if self.positions == "learned":
-            emb += (self.max_context + 2) * self.hidden
-        if not self.tie_embeddings:
-            emb += self.vocab * self.hidden
-        return emb + self.hidden * (2 if self.bias else 1)  # final norm
-
-    @property
-    def params(self) -> int:
-        return self.layers * self.layer_params + self.embedding_params
-
-    @property
-    def matmul_params(self) -> int:
-        """Parameters touched by a matmul per token (decoder layers + LM head)."""
-        return self.layers * self.layer_params + self.vocab * self.hidden
-
-    def weight_bytes(self, dtype: str = "fp16") -> float:
-        return self.params * dtype_bytes(dtype)
-
-    def kv_bytes_per_token(self, dtype: str = "fp16") -> float:
-        """K and V for every layer, grouped-query aware."""
-        return 2 * self.layers * self.kv_dim * dtype_bytes(dtype)
-
-
-def dtype_bytes(dtype: str) -> float:
-    try:
-        return DTYPE_BYTES[dtype]
-    except KeyError:
-        raise InputError(f"unknown dtype {dtype!r}; use one of {', '.join(DTYPE_BYTES)}") from None
-
-
 def _rows(filename: str) -> list[dict[str, str]]:
     text = resources.files("planner").joinpath("data", filename).read_text(encoding="utf-8")
     return list(csv.DictReader(text.splitlines()))
@@ -144,19 +80,6 @@ def gpus() -> dict[str, GpuSpec]:
             link_gb_s=float(r["link_gb_s"]), network_gbit_s=float(r["network_gbit_s"]),
             gemm_knee_tokens=float(r["gemm_knee_tokens"]), nvlink_domain=int(r["nvlink_domain"]),
             kernel_system=r["kernel_system"], source=r["source"], aliases=_aliases(r["aliases"]))
-    return out
-
-
-@lru_cache(maxsize=None)
-def models() -> dict[str, ModelSpec]:
-    out = {}
-    for r in _rows("models.csv"):
-        out[r["name"]] = ModelSpec(
-            name=r["name"], family=r["family"], layers=int(r["layers"]), hidden=int(r["hidden"]),
-            heads=int(r["heads"]), kv_heads=int(r["kv_heads"]), head_dim=int(r["head_dim"]),
-            ffn=int(r["ffn"]), vocab=int(r["vocab"]), max_context=int(r["max_context"]),
-            mlp=r["mlp"], bias=r["bias"] == "1", tie_embeddings=r["tie_embeddings"] == "1",
-            positions=r["positions"], source=r["source"], aliases=_aliases(r["aliases"]))
     return out
 
 
@@ -185,85 +108,6 @@ def register_gpu(spec: GpuSpec) -> GpuSpec:
 
 def gpu(name: str) -> GpuSpec:
     return _lookup(name, gpus(), "GPU", "see `planner catalog gpus`")
-
-
-def model(name_or_path: str) -> ModelSpec:
-    """A catalog model by name, or any Hugging Face `config.json` (file or folder) by path.
-    A model read from a path is registered under its name for the rest of the process, so
-    plans that name it resolve (plans also carry its spec: see planner.plan)."""
-    path = Path(name_or_path)
-    if path.suffix == ".json" or path.is_dir():
-        return register_model(model_from_hf_config(path))
-    return _lookup(name_or_path, models(), "model", "see `planner catalog models`, or pass a config.json path")
-
-
-def is_builtin_model(name: str) -> bool:
-    return name in {r["name"] for r in _rows("models.csv")}
-
-
-def _same_shape(a: ModelSpec, b: ModelSpec) -> bool:
-    return replace(a, source="", aliases=()) == replace(b, source="", aliases=())
-
-
-def register_model(spec: ModelSpec) -> ModelSpec:
-    """Make a model from a config.json known to `model()` by name in this process. A built-in
-    name keeps its catalog shape; a config with the same name and another shape is an error."""
-    table = models()
-    old = table.get(spec.name)
-    if old is not None and not _same_shape(old, spec):
-        if is_builtin_model(spec.name):
-            raise InputError(f"model {spec.name!r} ({spec.source}) differs from the catalog's {spec.name}; "
-                             "give its config.json another _name_or_path")
-    if old is None or not is_builtin_model(spec.name):
-        table[spec.name] = spec
-    return table[spec.name]
-
-
-def model_from_hf_config(path: str | Path) -> ModelSpec:
-    """Read a Hugging Face config.json (OPT, Llama, Mistral, Qwen and alike)."""
-    path = Path(path)
-    if path.is_dir():
-        path = path / "config.json"
-    try:
-        cfg = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise InputError(f"{path}: no such file; pass a model name or a config.json path") from None
-    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as e:
-        raise InputError(f"{path}: not a valid JSON config ({str(e)[:200] or type(e).__name__})") from None
-    except OSError as e:
-        raise InputError(f"{path}: cannot read ({e.strerror or e})") from None
-    cfg = check_object(cfg, str(path))
-    missing = [k for k in ("hidden_size", "num_attention_heads", "num_hidden_layers", "vocab_size") if k not in cfg]
-    if missing:
-        raise InputError(f"{path}: missing key {missing[0]!r}; is this a decoder-only LM config?")
-
-    def count(key, default=None, hi=1_000_000_000):
-        v = cfg.get(key)
-        return check_int(default if v is None else v, f"{path}: {key}", lo=1, hi=hi)
-    hidden = count("hidden_size")
-    heads = count("num_attention_heads")
-    layers = count("num_hidden_layers", hi=100_000)
-    vocab = count("vocab_size")
-    model_type = cfg.get("model_type", "")
-    if not isinstance(model_type, str):
-        raise InputError(f"{path}: model_type: expected a string, got {model_type!r}")
-    is_opt = model_type == "opt"
-    name = cfg.get("_name_or_path") or path.parent.name or path.stem
-    if not isinstance(name, str):
-        raise InputError(f"{path}: _name_or_path: expected a string, got {name!r}")
-    if hidden // heads < 1 and cfg.get("head_dim") is None:
-        raise InputError(f"{path}: hidden_size {hidden} is smaller than num_attention_heads {heads}")
-    return ModelSpec(
-        name=name,
-        family=model_type or "custom", layers=layers, hidden=hidden, heads=heads,
-        kv_heads=count("num_key_value_heads", heads),
-        head_dim=count("head_dim", hidden // heads),
-        ffn=count("ffn_dim") if cfg.get("ffn_dim") is not None else count("intermediate_size", 4 * hidden),
-        vocab=vocab, max_context=count("max_position_embeddings", 2048),
-        mlp="dense" if is_opt else "gated",
-        bias=bool(cfg.get("enable_bias", is_opt)) or bool(cfg.get("attention_bias", False)),
-        tie_embeddings=bool(cfg.get("tie_word_embeddings", is_opt)),
-        positions="learned" if is_opt else "rope", source=str(path))
 
 
 @dataclass(frozen=True)

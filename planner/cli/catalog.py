@@ -6,7 +6,9 @@ from dataclasses import asdict
 import click
 
 from planner import catalog as cat
+from planner.catalog.model_catalog import hf_ids
 from planner.cli.output import echo_json
+from planner.errors import InputError
 
 
 @click.group()
@@ -45,24 +47,38 @@ def gpus(as_json):
 
 @catalog.command()
 @click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
-@click.option("--dtype", default="fp16", show_default=True, help="Weight/KV dtype for the byte columns.")
-def models(as_json, dtype):
-    """Models: parameters, weight bytes and KV bytes per token (GQA-aware).
+@click.option("--dtype", default=None,
+              help="Weight dtype for weight_gb (fp16, bf16, fp8, int4, or a format: fp8_block, nvfp4, mxfp4); "
+                   "default: as each checkpoint stores its weights.")
+@click.option("--kv-dtype", default=None, help="KV-cache dtype for kv_bytes_per_token (default: --dtype if it is "
+                                               "a KV dtype, else bf16).")
+def models(as_json, dtype, kv_dtype):
+    """Models: total and active parameters (per token), weight bytes and KV bytes per token
+    (GQA- and MLA-aware), from models.csv and the bundled Hugging Face configs. Any of these
+    names, a Hugging Face id (the hf_id column, any case) or a config.json path works as --model.
 
     \b
     Examples:
       planner catalog models
       planner catalog models --dtype fp8 --json
     """
-    rows = []
+    if dtype is not None and dtype not in cat.DTYPE_BYTES and dtype not in cat.WEIGHT_FORMAT_BYTES:
+        known = dict.fromkeys([*cat.DTYPE_BYTES, *cat.WEIGHT_FORMAT_BYTES])
+        raise InputError(f"--dtype {dtype!r}: use one of {', '.join(known)}")
+    kv = kv_dtype or (dtype if dtype in cat.DTYPE_BYTES else "bf16")
+    cat.dtype_bytes(kv)
+    rows, written = [], hf_ids()
     for m in cat.models().values():
-        rows.append(asdict(m) | {"aliases": ",".join(m.aliases), "params_b": round(m.params / 1e9, 3),
+        ids = [written[a] for a in m.aliases if a in written]
+        rows.append(asdict(m) | {"aliases": ",".join(m.aliases), "hf_id": ids[0] if ids else "", "kind": m.kind,
+                                 "params_b": round(m.params / 1e9, 3), "active_b": round(m.active_params / 1e9, 3),
+                                 "format": m.weight_format if dtype is None else dtype,
                                  "weight_gb": round(m.weight_bytes(dtype) / 1e9, 2),
-                                 "kv_bytes_per_token": int(m.kv_bytes_per_token(dtype))})
+                                 "kv_bytes_per_token": int(m.kv_bytes_per_token(kv))})
     if as_json:
         return echo_json(rows)
-    _table(rows, ["name", "params_b", "weight_gb", "kv_bytes_per_token", "layers", "hidden", "heads",
-                  "kv_heads", "max_context"])
+    _table(rows, ["name", "kind", "params_b", "active_b", "format", "weight_gb", "kv_bytes_per_token", "layers",
+                  "hidden", "heads", "kv_heads", "max_context", "hf_id"])
 
 
 @catalog.command()
