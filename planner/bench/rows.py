@@ -16,6 +16,7 @@ import pandas as pd
 
 from planner import catalog
 from planner.engines.config import EngineConfig, engine_config
+from planner.perf.step import unsupported
 from planner.errors import InputError
 
 REQUIRED = ("model_path", "system", "backend", "precision", "mode", "isl", "osl", "concurrency")
@@ -81,7 +82,10 @@ def resolve(row: dict, engine_overrides: dict | None = None) -> RowSpec | str:
     try:
         model = catalog.model(str(row["model_path"]))
     except InputError:
-        return f"model {row['model_path']} not in the catalog (MoE and other modern models: not supported yet)"
+        return f"model {row['model_path']} not in the catalog"
+    why = unsupported(model)
+    if why:
+        return why
     if str(row["mode"]) != "agg":
         return "disaggregated (xPyD) rows: not supported yet"
     try:

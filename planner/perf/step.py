@@ -26,6 +26,7 @@ from functools import lru_cache
 import numpy as np
 
 from planner.catalog import GpuSpec, ModelSpec
+from planner.errors import InputError
 from planner.perf.sources import Geometry, _kv_bytes, op_source
 
 TOKENS_MAX = 16384      # linear ops tabulated per token count up to this; linear beyond
@@ -126,10 +127,23 @@ def _tabulated(gpu: GpuSpec, model: ModelSpec, tp: int, gemm_dtype: str, kv_dtyp
     return vars(self)
 
 
+def unsupported(model: ModelSpec) -> str | None:
+    """Why the step model cannot cost `model` yet (its layers are not all dense full- or
+    grouped-query attention with a dense MLP), or None."""
+    kind = model.kind
+    if kind != "dense":
+        return (f"{model.name} is a {kind} model: its step cost (routed experts, latent or linear attention, "
+                "sliding windows) is not modelled yet; dense models only")
+    return None
+
+
 class StepModel:
     def __init__(self, gpu: GpuSpec, model: ModelSpec, tp: int = 1, gemm_dtype: str = "bf16",
                  kv_dtype: str = "bf16", engine: str = "vllm", graph_sizes: tuple[int, ...] = (),
                  cpu: CpuCost = CpuCost(), source: str = "auto", fused_quant: bool = False):
+        why = unsupported(model)
+        if why:
+            raise InputError(why)
         self.gpu, self.model, self.tp = gpu, model, tp
         self.engine, self.graph_sizes, self.cpu = engine, tuple(sorted(graph_sizes)), cpu
         self.__dict__.update(_tabulated(gpu, model, tp, gemm_dtype, kv_dtype, engine, source, fused_quant))
