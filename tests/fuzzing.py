@@ -82,6 +82,8 @@ TARGETS = {t.name: t for t in (
                                       "--no-progress", "--baselines"), output="--records", input_file="plan.json"),
     Target("plan-export", PLANNER, ("export", "--plan", "{W}/plan.json", "--to", "vllm"), output="-o",
            input_file="plan.json"),
+    Target("confusion", PLANNER, ("simulate", "--plan", "{F}/plan.json", "--trace", "{F}/trace.csv", "--no-progress",
+                                  "--confusion", "{W}/confusion.csv"), input_file="confusion.csv"),
     Target("profile-calibrate", PLANNER, ("calibrate", "{W}/profile.csv", "--model", "{F}/config.json"),
            input_file="profile.csv"),
     Target("model-config", PLANNER, ("recommend", "--trace", "{F}/trace.csv", "--gpu", "a100", "--model",
@@ -161,6 +163,7 @@ def make_fixtures(folder: Path) -> Path:
     (folder / "tplan.json").write_text(Plan(tdep).to_json())
     (folder / "profile.csv").write_bytes(PROFILE.read_bytes())
     (folder / "config.json").write_bytes(MODEL_CONFIG.read_bytes())
+    (folder / "confusion.csv").write_text("b0,b1,b2\n80,15,5\n20,70,10\n5,25,70\n")
     return folder
 
 

@@ -36,8 +36,8 @@ class LengthPredictor:
             m = np.asarray(self.confusion, dtype=float)
             if m.ndim != 2 or m.shape[0] != m.shape[1] or m.shape[0] < 1:
                 raise InputError(f"confusion matrix must be square, got shape {m.shape}")
-            if np.any(m < 0) or np.any(m.sum(axis=1) <= 0):
-                raise InputError("confusion matrix rows must be non-negative with a positive sum")
+            if not np.isfinite(m).all() or np.any(m < 0) or np.any(m.sum(axis=1) <= 0):
+                raise InputError("confusion matrix rows must be finite, non-negative, with a positive sum")
             object.__setattr__(self, "confusion", m / m.sum(axis=1, keepdims=True))
 
     def true_bucket(self, output_tokens) -> np.ndarray:
@@ -92,7 +92,7 @@ def read_confusion(path: str | Path) -> np.ndarray:
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
-    except (FileNotFoundError, UnicodeDecodeError) as e:
+    except (OSError, UnicodeDecodeError) as e:
         raise InputError(f"{path}: cannot read confusion matrix ({e.__class__.__name__})") from None
     rows = [r.split(",") for r in text.strip().splitlines() if r.strip()]
 
@@ -110,6 +110,9 @@ def read_confusion(path: str | Path) -> np.ndarray:
             vals = numeric(r[1:])
         if vals is None:
             raise InputError(f"{path}: row {i + 1} is not numeric; expected a square matrix of counts")
+        bad = [v for v in vals if not (np.isfinite(v) and 0 <= v <= 1e15)]
+        if bad:
+            raise InputError(f"{path}: row {i + 1} holds {bad[0]}; expected finite counts or shares >= 0")
         data.append(vals)
     try:
         return np.asarray(data, dtype=float)
