@@ -17,6 +17,7 @@ from pathlib import Path
 
 import click
 
+from planner.cli.params import SEED, Float, Int, OutFile, Seconds
 from planner.errors import InputError
 
 from .cli_run import EXIT_RUN_FAILED, guarded
@@ -29,19 +30,19 @@ DEFAULT_SLACK_S = 600.0
 @click.option("--endpoint", required=True, help="The server's base URL, e.g. http://127.0.0.1:8000 (or .../v1).")
 @click.option("--trace", "trace_path", required=True, type=click.Path(dir_okay=False),
               help="Trace file (any format `planner trace stats` reads).")
-@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="Request records (CSV) to write.")
+@click.option("-o", "--output", required=True, type=OutFile(), help="Request records (CSV) to write.")
 @click.option("--model", default=None, help="Model name to request [default: the first of the endpoint's /v1/models].")
 @click.option("--api", type=click.Choice(["completions", "chat"]), default="completions", show_default=True,
               help="/v1/completions or /v1/chat/completions.")
-@click.option("--concurrency", type=int, default=None,
+@click.option("--concurrency", type=Int(lo=1, hi=100_000), default=None,
               help="Closed loop: keep N requests in flight [default: open loop at the trace's arrival times].")
-@click.option("--time-scale", type=float, default=1.0, show_default=True,
+@click.option("--time-scale", type=Float(lo=0, hi=1e6, lo_open=True), default=1.0, show_default=True,
               help="Stretch arrivals by this factor (>1 slower, <1 faster).")
-@click.option("--head", "--max-requests", "head", type=int, default=None, help="Send only the first N requests.")
-@click.option("--max-duration", type=float, default=None,
+@click.option("--head", "--max-requests", "head", type=Int(lo=1, hi=100_000_000), default=None, help="Send only the first N requests.")
+@click.option("--max-duration", type=Seconds(lo_open=True, hi=30 * 86400), default=None,
               help="Stop after this many seconds (requests in flight are cut and recorded as cancelled) "
                    "[default: the trace's span + 600 s].")
-@click.option("--request-timeout", type=float, default=600.0, show_default=True,
+@click.option("--request-timeout", type=Seconds(lo_open=True, hi=86400), default=600.0, show_default=True,
               help="Seconds one request may take before it is recorded as a timeout.")
 @click.option("--api-key", envvar="OPENAI_API_KEY", default=None,
               help="Bearer token for the endpoint [env OPENAI_API_KEY].")
@@ -53,7 +54,7 @@ DEFAULT_SLACK_S = 600.0
 @click.option("--extra-body", default=None, metavar="JSON",
               help="A JSON object merged into every request body (a server's own fields, e.g. "
                    "'{\"nvext\": {\"ignore_eos\": true}}').")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the prompts' random text.")
+@click.option("--seed", type=SEED, default=0, show_default=True, help="Seed of the prompts' random text.")
 @click.option("--no-progress", is_flag=True, help="No progress output.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 @guarded
@@ -103,7 +104,8 @@ def replay_cmd(endpoint, trace_path, output, model, api, concurrency, time_scale
                          max_duration_s=max_duration, request_timeout_s=request_timeout, api_key=api_key,
                          ignore_eos=not no_ignore_eos, extra_body=extra)
     records, stopped, how = asyncio.run(_run(trace, opts, tokenizer, tokenizer_path or "", seed, not no_progress))
-    records.to_csv(output, index=False)
+    from planner.outputs import write_csv
+    write_csv(records, output, index=False)
     summary = _summary(records, stopped, how, opts)
     if as_json:
         click.echo(json.dumps(summary, indent=2, default=float))

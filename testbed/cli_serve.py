@@ -13,6 +13,7 @@ import sys
 
 import click
 
+from planner.cli.params import Int, Seconds
 from planner.errors import InputError
 
 from .cli_run import EXIT_RUN_FAILED, guarded, replan_command, run_cmd
@@ -28,16 +29,16 @@ SHARED = ("model", "layers", "hidden", "max_context", "weights_dir", "dtype", "d
               help="Plan JSON (`planner recommend --for-testbed -o plan.json`): role counts, chunk size, policies.")
 @click.option("--host", default="127.0.0.1", show_default=True,
               help="Address to listen on; anything wider than loopback should come with --api-key.")
-@click.option("--port", type=int, default=8000, show_default=True, help="Port (0: any free port, printed).")
+@click.option("--port", type=Int(lo=0, hi=65535), default=8000, show_default=True, help="Port (0: any free port, printed).")
 @click.option("--api-key", envvar="TESTBED_API_KEY", default=None,
               help="Require 'Authorization: Bearer KEY' on /v1 routes [env TESTBED_API_KEY].")
 @click.option("--served-model-name", default=None, help="Model name clients use [default: the model's name].")
 @click.option("--tokenizer", "tokenizer_path", type=click.Path(), default=None,
               help="Local tokenizer (folder with tokenizer.json or vocab.json + merges.txt, or a tokenizer.json); "
                    "default: a byte-level fallback (1 token per UTF-8 byte).")
-@click.option("--max-inflight", type=int, default=256, show_default=True,
+@click.option("--max-inflight", type=Int(lo=1, hi=1_000_000), default=256, show_default=True,
               help="Requests in flight beyond which new ones get HTTP 429.")
-@click.option("--drain-timeout", type=float, default=60.0, show_default=True,
+@click.option("--drain-timeout", type=Seconds(hi=86400), default=60.0, show_default=True,
               help="Seconds Ctrl-C waits for requests in flight before stopping anyway.")
 @click.option("--access-log", is_flag=True, help="Log every HTTP request (uvicorn's access log).")
 @guarded

@@ -21,7 +21,8 @@ from planner.outputs import atomic_path, write_csv, write_text
 OUTPUT_NAME = re.compile(r"^(-o|--output|--records|--flips|--scale-log|--scale-out|--iterations-out|--log-dir|"
                          r"--figures-dir)$")
 # checked in the command's body, with a reason
-EXEMPT = {("profile", "--config-out"): "a .json file or a folder, told apart by its name"}
+EXEMPT = {("profile", "--config-out"): "a .json file or a folder, told apart by its name",
+          ("validate", "--records"): "an input here: the measured records to compare"}
 
 
 def _commands():

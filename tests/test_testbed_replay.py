@@ -195,8 +195,8 @@ def test_prompts_sized_exactly_with_a_local_tokenizer(tmp_path):
 
 @pytest.mark.parametrize("flag,value,message", [
     ("--endpoint", "localhost:8000", "http:// or https://"),
-    ("--concurrency", "0", "--concurrency must be >= 1"),
-    ("--max-duration", "-1", "--max-duration must be a number > 0"),
+    ("--concurrency", "0", "'--concurrency': '0' is out of range"),
+    ("--max-duration", "-1", "'--max-duration': '-1' is out of range"),
     ("-o", "no/such/dir/r.csv", "does not exist"),
     ("--trace", "no-such-trace.csv", "no-such-trace.csv"),
     ("--extra-body", "[1, 2]", "must be a JSON object"),
