@@ -93,6 +93,7 @@ class PrefillCost:
         self._by_chunk: dict[int, Lines] = {}
         self._uncached: dict[int, float] = {}
         self._seen: dict[int, int] = {}
+        self._not_lines = False
 
     def time_s(self, chunk_tokens: int, cached_tokens: float = 0.0, requests: int = 1) -> float:
         if chunk_tokens <= 0:
@@ -109,10 +110,13 @@ class PrefillCost:
             return t
         seen = self._seen.get(chunk_tokens, 0) + 1
         self._seen[chunk_tokens] = seen
-        if seen >= self.LINES_AFTER:
+        if seen >= self.LINES_AFTER and not self._not_lines:
             perf, c = self.perf, chunk_tokens
             lines = self._by_chunk[chunk_tokens] = Lines(lambda k: float(perf.prefill_time_s(c, k)),
                                                          lambda ks: perf.prefill_time_s(np.full(len(ks), c), ks))
+            # a model whose prefix cost is not two lines (measured attention tables) is so for
+            # every chunk size: stop probing, call it directly (its scalar path is fast)
+            self._not_lines = not lines.exact
             return lines(cached_tokens)
         return float(self.perf.prefill_time_s(chunk_tokens, cached_tokens))
 
