@@ -74,9 +74,12 @@ def serve_cmd(plan_path, host, port, api_key, served_model_name, tokenizer_path,
     cfg = scaled_config(opts.model or dep.model, opts.layers, opts.hidden, max_context=opts.max_context)
     tok = load_tokenizer(tokenizer_path, cfg.vocab_size)
     name = served_model_name or cfg._name_or_path
-    sock = _bind(host, port)
-    backend = LiveCluster(dep, opts, max_inflight=max_inflight, echo=_err)
+    backend = LiveCluster(dep, opts, max_inflight=max_inflight, echo=_err)   # checks device, KV backend, weights
     n_p, n_d = opts.instances or (dep.prefill.instances, dep.decode.instances)
+    from .checks import check_local_workers, check_model_memory
+    check_local_workers(n_p + n_d)
+    check_model_memory(cfg, opts.dtype, n_p + n_d, opts.device)
+    sock = _bind(host, port)
     _err(f"starting {n_p} prefill + {n_d} decode processes ({name}, {backend.base['kv_backend']} KV, "
          f"chunk {dep.chunk_tokens} tokens)...")
     try:

@@ -164,6 +164,8 @@ class LiveCluster:
                         raise WorkerFailed(f"KV transfer {msg['xfer']} from {name} failed: {msg['error']}")
         except WorkerFailed as e:
             self._fail(str(e))
+        except Exception as e:  # noqa: BLE001 - a broken invariant: fail loudly, never serve on half-updated state
+            self._fail(f"the server's scheduler failed: {type(e).__name__}: {e}")
 
     def _on_event(self, name: str, ev: dict) -> None:
         rid, kind = int(ev["rid"]), ev["kind"]

@@ -265,3 +265,30 @@ def test_decode_worker_stops_at_a_stop_id_once_it_has_min_tokens():
     k = 5
     assert generate(stop_ids=[full[k]]) == full[:full.index(full[k]) + 1]
     assert generate(stop_ids=[full[k]], min_tokens=12) == full          # min_tokens outweighs the stop
+
+
+@pytest.mark.parametrize("extra,message", [
+    (["--port", "70000"], "--port"),
+    (["--tokenizer", "no/such/tokenizer"], "no such file or folder"),
+    (["--kv-backend", "nccl"], "needs --device cuda"),
+    ("busy-port", "cannot listen on 127.0.0.1"),
+    ("coupled", "Re-plan with"),
+])
+def test_serve_bad_input_exits_2_before_starting_anything(tmp_path, extra, message):
+    import socket
+    plan = write_plan(tmp_path / "plan.json")
+    busy = None
+    if extra == "busy-port":
+        busy = socket.socket()
+        busy.bind(("127.0.0.1", 0))
+        busy.listen(1)
+        extra = ["--port", str(busy.getsockname()[1])]
+    elif extra == "coupled":
+        Plan(Deployment(mode="coupled", model="opt-125m", chunk_tokens=512, coupled=Role("a100-80gb", 1))).write(plan)
+        extra = []
+    try:
+        r = CliRunner().invoke(cli, ["serve", "--plan", str(plan), *MODEL_FLAGS, *extra])
+    finally:
+        if busy is not None:
+            busy.close()
+    assert r.exit_code == 2 and message in r.output and "Traceback" not in r.output, r.output
