@@ -1,7 +1,8 @@
 """`testbed serve`'s HTTP layer in process, over a scripted backend (no worker processes):
 OpenAI response and SSE shapes, stop / length finish reasons, usage, the detokenizer on
 split UTF-8, tokenizers (byte fallback; a local byte-level BPE tokenizer.json), errors in
-OpenAI's shape, 429 / 503, a failure mid-stream."""
+OpenAI's shape, 429 / 503, a failure mid-stream; and LiveCluster's side of the worker
+protocol over a scripted launcher (hand-off, streamed tokens, a dead worker)."""
 from __future__ import annotations
 
 import asyncio
@@ -209,3 +210,79 @@ def test_local_tokenizer_file_round_trips_and_streams_whole_characters(tmp_path)
         HFTokenizer(str(tmp_path / "tokenizer.json"), vocab_size=100)
     with pytest.raises(Exception, match="no such file"):
         HFTokenizer(str(tmp_path / "none.json"), vocab_size=50272)
+
+
+class FakeCluster:
+    """launcher.Cluster's send / wait / stop; `wait` hands out scripted worker messages."""
+
+    def __init__(self, script):
+        self.script, self.sent = list(script), []
+
+    def send(self, name, msg):
+        self.sent.append((name, msg))
+
+    def wait(self, timeout_s):
+        item = self.script.pop(0) if self.script else []
+        if isinstance(item, Exception):
+            raise item
+        return item
+
+    def stop(self, grace_s=5.0):
+        self.stopped = True
+
+
+def live_cluster(script):
+    pytest.importorskip("torch")
+    from planner.plan import Deployment, Role
+    from testbed.run import RunOptions
+    from testbed.serve_cluster import LiveCluster
+    dep = Deployment(mode="disaggregated", model="opt-125m", chunk_tokens=64, prefill=Role("a100-80gb", 1),
+                     decode=Role("a100-80gb", 1))
+    b = LiveCluster(dep, RunOptions(layers=2, hidden=64), max_inflight=2, echo=lambda s: None)
+    b.cluster = FakeCluster(script)
+    return b
+
+
+def test_live_cluster_routes_hands_off_and_streams_worker_tokens():
+    prefilled = {"rid": 0, "kind": "prefilled", "first_token": 11, "shape": [3, 2, 2, 1, 64], "dtype": "float32"}
+    b = live_cluster([[("p0", {"op": "events", "items": [{"rid": 0, "kind": "prefill_start", "t": 1.0}, prefilled]})],
+                      [("d0", {"op": "tokens", "t": 2.0, "rids": [0], "tokens": [12]})],
+                      [("d0", {"op": "tokens", "t": 2.1, "rids": [0], "tokens": [2]}),
+                       ("d0", {"op": "events", "items": [{"rid": 0, "kind": "finished", "t": 2.1}]})]])
+
+    async def go():
+        req = b.submit([5, 6, 7], 8, min_tokens=1, stop_ids=(2,))
+        assert b.cluster.sent[0] == ("p0", {"op": "request", "rid": 0, "prompt_tokens": 3, "output_tokens": 8,
+                                            "label": b.cluster.sent[0][1]["label"], "ids": [5, 6, 7]})
+        for _ in range(3):
+            b._pump()
+        expect = b.cluster.sent[1][1]
+        assert b.cluster.sent[1][0] == "d0" and b.cluster.sent[2] == ("p0", {"op": "send_kv", "rid": 0, "xfer": 0,
+                                                                             "dst": "d0"})
+        assert (expect["prompt_ids"], expect["stop_ids"], expect["min_tokens"], expect["first_token"]) == \
+            ([5, 6, 7], [2], 1, 11)
+        got = [req.events.get_nowait() for _ in range(req.events.qsize())]
+        assert got == [("token", 11), ("token", 12), ("token", 2), ("done", None)]
+        assert (req.tokens, req.last_token, b.inflight, b.counts["finished"]) == (3, 2, 0, 1)
+    asyncio.run(go())
+
+
+def test_live_cluster_fails_every_request_when_a_worker_dies_and_refuses_over_the_limit():
+    from testbed.launcher import WorkerFailed
+    from testbed.serve_cluster import Unavailable
+    b = live_cluster([[], WorkerFailed("worker d0 (pid 7) stopped: it exited with code -9")])
+    failures = []
+    b.on_failure = failures.append
+
+    async def go():
+        first, second = b.submit([5], 4), b.submit([6], 4)
+        with pytest.raises(Overloaded, match="--max-inflight 2"):
+            b.submit([7], 4)
+        b._pump()
+        b._pump()
+        for req in (first, second):
+            assert await req.events.get() == ("error", "worker d0 (pid 7) stopped: it exited with code -9")
+        with pytest.raises(Unavailable, match="exited"):
+            b.submit([8], 4)
+    asyncio.run(go())
+    assert failures and b.failed and b.inflight == 0 and b.counts["refused"] == 1
