@@ -31,6 +31,7 @@ from .follow import FollowWindows
 from .global_scheduler import GlobalScheduler
 from .kv import BACKENDS, NEEDS_GROUP, default_backend
 from .launcher import Cluster, ClusterSpec, WorkerFailed
+from .run_stop import Journal, StopSignals
 
 DEFAULT_DECODE_KV_TOKENS = 65536
 RELEASE_EARLY_S = 1e-3
@@ -231,8 +232,8 @@ def run_trace(dep: Deployment, trace, opts: RunOptions = RunOptions(), *, progre
             for c in cmds:
                 echo("  " + c)
         cluster.start(lambda w, extra: dict(base, **extra, cpus=_cpus_for(w, opts, lay)), on_remote=on_remote)
-        ctrl_c = _CtrlC()               # from here Ctrl-C and SIGTERM set a flag the loop checks
-        journal = _Journal(opts.journal_path, cols)
+        ctrl_c = StopSignals()          # from here Ctrl-C and SIGTERM set a flag the loop checks
+        journal = Journal(opts.journal_path, cols)
         if on_start is not None:
             on_start(cluster)
         if progress:
@@ -324,63 +325,6 @@ def run_trace(dep: Deployment, trace, opts: RunOptions = RunOptions(), *, progre
         cluster.stop(grace_s=1.0 if result.error else 5.0)
     _store(result, cols, t0, cluster)
     return result
-
-
-class _CtrlC:
-    """SIGINT and SIGTERM set a flag instead of raising KeyboardInterrupt (or ending the
-    process) wherever the main thread happens to be: an exception raised inside a finaliser
-    or callback is printed and lost (CPython), and the run would go on. The replay loop
-    checks the flag (it wakes at least every 0.5 s) and stops the run in order: records
-    written, workers stopped, shared memory freed. Only in the main thread; the previous
-    handlers come back with restore()."""
-
-    NAMES = {"SIGINT": "Ctrl-C", "SIGTERM": "SIGTERM"}
-
-    def __init__(self):
-        import signal
-        import threading
-        self.pressed = ""          # the signal's name once one came
-        self._previous = {}
-        if threading.current_thread() is threading.main_thread():
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                self._previous[sig] = signal.signal(sig, self._on_signal)
-
-    def _on_signal(self, signum, frame):
-        import signal
-        self.pressed = self.NAMES.get(signal.Signals(signum).name, signal.Signals(signum).name)
-
-    def restore(self) -> None:
-        import signal
-        for sig, previous in self._previous.items():
-            signal.signal(sig, previous)
-        self._previous = {}
-
-
-class _Journal:
-    """Finished requests' records appended to a CSV as they finish (header first), flushed
-    each time: what a launcher killed outright (SIGKILL) leaves for the user."""
-
-    def __init__(self, path: str | None, cols: dict):
-        self.cols = cols
-        self.f = None
-        if path:
-            self.f = open(path, "w", encoding="utf-8")
-            self.f.write(",".join(list(cols) + [STATUS_COLUMN]) + "\n")
-            self.f.flush()
-
-    def add(self, rid: int) -> None:
-        if self.f is not None:
-            self.f.write(",".join(_cell(self.cols[c][rid]) for c in self.cols) + f",{FINISHED}\n")
-            self.f.flush()
-
-    def close(self) -> None:
-        if self.f is not None:
-            self.f.close()
-            self.f = None
-
-
-def _cell(v) -> str:
-    return f"{v:.6f}" if isinstance(v, (float, np.floating)) else str(v)
 
 
 def _cpus_for(worker, opts: RunOptions, lay=None) -> list[int] | None:
