@@ -3,7 +3,6 @@ performance model to a measured profile)."""
 from __future__ import annotations
 
 import json
-import math
 import sys
 from dataclasses import asdict
 from pathlib import Path
@@ -178,7 +177,7 @@ def recommend(trace_path, gpus, model, slo_ttft, slo_tpot, slo_jct, slo_percenti
         span_s = float(trace.arrival_s[-1] - trace.arrival_s[0]) if len(trace.arrival_s) else 0.0
         if span_s / schedule_window_s > MAX_SCHEDULE_WINDOWS:
             raise InputError(f"--windows {schedule_window_s:g} s splits the {span_s:,.1f} s trace into "
-                             f"{math.ceil(span_s / schedule_window_s):,} windows, more than {MAX_SCHEDULE_WINDOWS:,} "
+                             f"{span_s / schedule_window_s:,.4g} windows, more than {MAX_SCHEDULE_WINDOWS:,} "
                              f"(each is sized on its own): use --windows >= {span_s / MAX_SCHEDULE_WINDOWS:.3g}")
         from planner.search.schedule import plan_over_time
         plan = plan_over_time(trace, plan, schedule_window_s, strategy=schedule_strategy, price_kind=price_kind,

@@ -69,6 +69,11 @@ def _plain_log(ax, axis: str = "y", prefix: str = "", suffix: str = "") -> None:
     """Log scale labelled with plain numbers: ticks at 1, 2, 5 per decade, or at 1-9 where
     the data span less than a factor of 5 (call after plotting: it reads the limits)."""
     (ax.set_yscale if axis == "y" else ax.set_xscale)("log")
+    data = [np.asarray(ln.get_ydata() if axis == "y" else ln.get_xdata(), dtype=float) for ln in ax.get_lines()]
+    if not any(np.any(np.isfinite(v) & (v > 0)) for v in data):   # nothing a log axis can show: no plan met the SLO
+        (ax.set_ylim if axis == "y" else ax.set_xlim)(1.0, 10.0)
+        ax.text(0.5, 0.5, "no plan meets the SLO here", transform=ax.transAxes, ha="center", va="center",
+                color="0.4")
     lo, hi = ax.get_ylim() if axis == "y" else ax.get_xlim()
     narrow = lo > 0 and hi / lo < 5
     a = ax.yaxis if axis == "y" else ax.xaxis
