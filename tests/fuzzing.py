@@ -243,7 +243,7 @@ def _input_bytes(name: str, fixtures: Path):
 def cases(name: str, fixtures: Path):
     """Cases of target `name`."""
     t = TARGETS[name]
-    options = st.lists(st.tuples(st.sampled_from(t.numeric), values()), min_size=1, max_size=3) \
+    options = st.lists(st.tuples(st.sampled_from(t.numeric), values()), min_size=1, max_size=1 if t.slow else 3) \
         if t.numeric else st.just([])
     good = st.just("{W}/out.csv")
     outputs = (st.one_of(good, good, good, st.sampled_from(("{W}/missing/out.csv", "{W}"))) if t.input_file is None
