@@ -144,7 +144,7 @@ def build_workload(trace, window_s: float = DEFAULT_WINDOW_S, max_sample: int = 
     b_index = np.minimum((a / width).astype(np.int64), bins - 1)
 
     if not (window_s > 0 and span / window_s <= MAX_WINDOWS):   # compared as floats: no int(inf)
-        raise InputError(f"the trace spans {span:,.0f} s: windows of {window_s:g} s make {span / window_s:,.3g} of them, "
+        raise InputError(f"the trace spans {span:.6g} s: windows of {window_s:g} s make {span / window_s:,.3g} of them, "
                          f"more than {MAX_WINDOWS:,}; use --window >= {span / MAX_WINDOWS:.3g} "
                          "(or check the arrival times' unit)")
     n_win = max(1, int(np.ceil(span / window_s)) if span > 0 else 1)

@@ -82,7 +82,7 @@ def window_rates(arrival_s: np.ndarray, window_s: float) -> np.ndarray:
     t = arrival_s - arrival_s[0]
     span = float(t[-1])
     if not span / window_s <= MAX_WINDOWS:   # a float comparison: a tiny window cannot overflow
-        raise InputError(f"window of {window_s:g} s splits the {span:,.1f} s trace into {span / window_s:,.3g} "
+        raise InputError(f"window of {window_s:g} s splits the {span:.6g} s trace into {span / window_s:,.3g} "
                          f"windows, more than {MAX_WINDOWS:,}; use a window >= {span / MAX_WINDOWS:.3g} s")
     n = max(1, int(np.ceil(span / window_s)))
     idx = np.minimum((t // window_s).astype(np.int64), n - 1)
