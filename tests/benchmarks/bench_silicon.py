@@ -56,6 +56,18 @@ How a row is predicted (planner/bench, planner/engines, planner/perf; docs/perf-
   rows, then that system predicted. Dense models run only on H200 and B200 here, SGLang's
   dense rows only on H200: with H200 held out, SGLang has no training rows and runs with no
   fitted CPU or front-end time (that column shows it).
+
+Known gaps (what the figures below reflect; next steps in issue 11):
+- TTFT depends on how a benchmark client paces requests, which the rows do not record: the
+  errors fall with concurrency (over-predicted at 4 clients, under-predicted at 64+), i.e.
+  real runs collide more prefills than a steady-state closed loop does, and fewer than
+  clients started in lock-step do; TensorRT-LLM at OSL 1024 looks lock-stepped, at 8192 not.
+- vLLM's async scheduling (on from 0.14, docs in planner/engines/defaults.csv) is not
+  modelled: its CPU time is fitted as added time. SGLang's CPU-bound steps at 256-512
+  requests are fitted as an overlapped 28 ms floor with a 290 ms front end - a stand-in,
+  not a model of its scheduler. The 21 vLLM 0.12 rows of Llama-3.1-8B-FP8 (osl 100, isl up
+  to 8000) see far less prefill interference than modelled (TPOT +91%).
+- MoE, MLA, hybrid and sliding-window models, and xPyD rows, are listed with their status.
 """
 
 
