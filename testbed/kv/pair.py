@@ -66,7 +66,12 @@ def _child(role, backend, payloads, device, conn, store_port, prefix, arena_byte
                             conn_.on_message(msg)
                         elif kind == "ack" and msg == i:
                             done = True
-            conn_.poll()
+            # the receiver has acknowledged every payload; an asynchronous backend (gloo's
+            # isend) may report the last send's completion a moment later on a loaded machine
+            deadline = time.monotonic() + 30.0
+            while len(conn_.history) < len(payloads) and time.monotonic() < deadline:
+                conn_.poll()
+                time.sleep(0.001)
             # let the last arena-free message in
             while conn.poll(0.2):
                 kind, msg = conn.recv()
