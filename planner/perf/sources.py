@@ -72,8 +72,9 @@ class Roofline:
         self.c = _fit(gpu.name, "context_attention")
         self.d = _fit(gpu.name, "generation_attention")
         self.a = _fit(gpu.name, "allreduce")
-        self.name = ("roofline fitted to " + (f"{gpu.name}'s kernel tables" if (gpu.name, "gemm_fp8") in roofline_fits()
-                                              else "other GPUs' kernel tables (median)"))
+        own = (gpu.name, f"gemm_{_compute_dtype(geo.gemm_dtype)}") in roofline_fits()
+        self.name = "roofline fitted to " + (f"{gpu.name}'s kernel tables" if own
+                                             else "other GPUs' kernel tables (median)")
 
     def gemm_s(self, m, n: float, k: float):
         g = self.g
