@@ -14,7 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from fuzzing import FAST, TARGETS, cases, make_fixtures, run_case
 
 BOUND_S = 30.0
-EXAMPLES = {"recommend": 8, "model-config": 6, "predict": 6}   # the slower targets: fewer cases
+EXAMPLES = {"recommend": 8, "model-config": 6, "predict": 6, "calibrate": 8, "testbed-profile": 8}   # slower ones
 _counter = itertools.count()
 
 

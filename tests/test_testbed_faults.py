@@ -57,9 +57,9 @@ def check_marked(rec: pd.DataFrame, n: int) -> np.ndarray:
 
 
 # each role killed, SIGTERM and a stall on one role each (the same paths serve the other: the
-# launcher sees an exit code, or silence past the heartbeat timeout), and Ctrl-C
-@pytest.mark.parametrize("victim, fault", [("d0", "kill"), ("p0", "kill"), ("p0", "term"), ("d0", "stall"),
-                                           ("-", "ctrl-c")])
+# launcher sees an exit code, or silence past the heartbeat timeout); Ctrl-C and SIGTERM to
+# the launcher: test_launcher_terminated_or_killed_mid_run and test_ctrl_c_and_sigterm_set_the_stop_flag
+@pytest.mark.parametrize("victim, fault", [("d0", "kill"), ("p0", "kill"), ("p0", "term"), ("d0", "stall")])
 def test_worker_fault_stops_run_with_records_and_nothing_left(victim, fault):
     from testbed.run import RunFailed, RunOptions, run_trace
     trace = small_trace(400, seed=3, span_s=8.0)
@@ -67,14 +67,11 @@ def test_worker_fault_stops_run_with_records_and_nothing_left(victim, fault):
 
     def inject(cluster):
         seen["pids"], seen["prefix"] = cluster.local_pids(), cluster.shm_prefix
-        pid = cluster.workers[victim].proc.pid if victim != "-" else None
+        pid = cluster.workers[victim].proc.pid
 
         def later():
             seen["at"] = time.monotonic()
-            if fault == "ctrl-c":
-                _thread.interrupt_main()        # what Ctrl-C does to the launcher
-            else:
-                os.kill(pid, {"kill": signal.SIGKILL, "term": signal.SIGTERM, "stall": signal.SIGSTOP}[fault])
+            os.kill(pid, {"kill": signal.SIGKILL, "term": signal.SIGTERM, "stall": signal.SIGSTOP}[fault])
         threading.Timer(FAULT_AT_S, later).start()
 
     with pytest.raises(RunFailed) as err:
@@ -82,11 +79,29 @@ def test_worker_fault_stops_run_with_records_and_nothing_left(victim, fault):
                   on_start=inject)
     assert time.monotonic() - seen["at"] < BOUND_S
     msg = str(err.value)
-    want = {"kill": f"worker {victim}", "term": f"worker {victim}", "stall": "hung", "ctrl-c": "interrupted"}[fault]
+    want = {"kill": f"worker {victim}", "term": f"worker {victim}", "stall": "hung"}[fault]
     assert want in msg and "stopped after" in msg, msg
     done = check_marked(err.value.result.records, len(trace))
     assert 0 < done.sum() < len(trace)
     assert gone(seen["pids"]) and shm_files(seen["prefix"]) == []
+
+
+def test_ctrl_c_and_sigterm_set_the_stop_flag_and_restore_the_handlers():
+    """What the replay loop checks: a signal sets a flag (no exception in the middle of the
+    run); after restore() the previous handlers are back."""
+    from testbed.run_stop import StopSignals
+    before = signal.getsignal(signal.SIGTERM)
+    stop = StopSignals()
+    try:
+        _thread.interrupt_main()          # what Ctrl-C does to the launcher
+        time.sleep(0.01)
+        assert stop.pressed == "Ctrl-C"
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(0.01)
+        assert stop.pressed == "SIGTERM"
+    finally:
+        stop.restore()
+    assert signal.getsignal(signal.SIGTERM) is before
 
 
 def test_corrupted_kv_transfer_is_detected_not_decoded(monkeypatch):
