@@ -13,10 +13,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from planner.catalog import GpuSpec, ModelSpec
+from planner.catalog.models import WEIGHT_FORMAT_BYTES
 
-WEIGHT_BYTES = {"fp32": 4.0, "fp16": 2.0, "bf16": 2.0, "fp8": 1.0, "fp8_block": 1.0 + 4 / 128 ** 2,
-                "int8": 1.0, "int4": 0.5 + 2 / 128, "fp4": 0.5 + 1 / 16, "nvfp4": 0.5 + 1 / 16, "mxfp4": 0.5 + 1 / 32}
-KV_BYTES = {"fp32": 4.0, "fp16": 2.0, "bf16": 2.0, "fp8": 1.0, "int8": 1.0}
+WEIGHT_BYTES = {**WEIGHT_FORMAT_BYTES, "fp4": WEIGHT_FORMAT_BYTES["nvfp4"]}   # the catalog's formats; "fp4" = NVFP4
 NCCL_BUFFER_BYTES = 2 * 2**30 / 8     # per GPU of a TP group: NCCL's channel buffers, about 256 MiB
 
 
@@ -36,7 +35,7 @@ def weight_bytes(model: ModelSpec, weight_dtype: str) -> float:
 
 
 def kv_bytes_per_token(model: ModelSpec, kv_dtype: str) -> float:
-    return 2 * model.layers * model.kv_dim * KV_BYTES[kv_dtype]
+    return model.kv_bytes_per_token(kv_dtype)
 
 
 def activation_bytes(model: ModelSpec, tp: int, token_budget: int, max_seqs: int) -> float:
