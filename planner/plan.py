@@ -28,14 +28,23 @@ DECODE_ADMISSIONS = ("greedy", "reserve_static", "reserve_dynamic")
 
 @dataclass(frozen=True)
 class Role:
-    """A pool of identical instances: `instances` of them, each `tp` GPUs of type `gpu`."""
+    """A pool of identical instances: `instances` of them, each `tp` x `dp` GPUs of type
+    `gpu`. `dp` > 1: attention data-parallel ranks (each runs attention at TP `tp` on its own
+    requests; the MoE layers span all tp x dp GPUs), `ep`: the expert-parallel size of the
+    MoE layers (their TP is tp x dp / ep). Dense models: dp = ep = 1."""
     gpu: str
     instances: int
     tp: int = 1
+    dp: int = 1
+    ep: int = 1
+
+    @property
+    def gpus_per_instance(self) -> int:
+        return self.tp * self.dp
 
     @property
     def gpus(self) -> int:
-        return self.instances * self.tp
+        return self.instances * self.tp * self.dp
 
 
 @dataclass(frozen=True)
@@ -80,6 +89,7 @@ class Deployment:
     decode: Role | None = None
     coupled: Role | None = None
     dtype: str = "bf16"
+    moe_dtype: str = ""                      # routed experts' format when it differs from `dtype`
     policies: Policies = Policies()
     kv_link_gb_s: float = 25.0
     kv_latency_s: float = 1e-4
@@ -104,8 +114,9 @@ class Deployment:
     def perf(self, role: str) -> PerfModel:
         """The performance model of one instance of `role` (one source of truth)."""
         r = self.roles()[role]
-        return PerfModel(catalog.gpu(r.gpu), catalog.model(self.model), tp=r.tp,
-                         dtype=self.dtype, eff=self.efficiency, kv_dtype=self.engine.kv_dtype(self.dtype),
+        return PerfModel(catalog.gpu(r.gpu), catalog.model(self.model), tp=r.tp, dp=r.dp, ep=r.ep,
+                         dtype=self.dtype, moe_dtype=self.moe_dtype, eff=self.efficiency,
+                         kv_dtype=self.engine.kv_dtype(self.dtype),
                          **self.engine.perf_kwargs())
 
     @property

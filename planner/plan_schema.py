@@ -23,14 +23,15 @@ BIG = 1e12
 # (lo, hi, lo_open) for floats, (lo, hi) for ints, a tuple of strings for choices. A field
 # not listed gets its type's check only (finite for floats, >= 0 for ints).
 RANGES = {
-    "Role": {"instances": (1, MAX_INSTANCES), "tp": (1, 4096)},
+    "Role": {"instances": (1, MAX_INSTANCES), "tp": (1, 4096), "dp": (1, 4096), "ep": (1, 4096)},
     "Window": {"start_s": (0.0, MAX_TIME_S, False), "prefill_instances": (0, MAX_INSTANCES),
                "decode_instances": (0, MAX_INSTANCES), "coupled_instances": (0, MAX_INSTANCES)},
     "Policies": {"prefill_batch_limit": (1, 1_000_000), "predictor_bucket_tokens": (1, MAX_TOKENS),
                  "predictor_accuracy": (0.0, 1.0, False), "flip_idle_s": (0.0, MAX_TIME_S, False),
                  "flip_latency_s": (0.0, MAX_TIME_S, False)},
     "Deployment": {"chunk_tokens": (1, MAX_TOKENS), "kv_link_gb_s": (0.0, 1e6, True),
-                   "kv_latency_s": (0.0, 1e3, False), "dtype": tuple(WEIGHT_BYTES)},
+                   "kv_latency_s": (0.0, 1e3, False), "dtype": tuple(WEIGHT_BYTES),
+                   "moe_dtype": ("", *WEIGHT_BYTES)},
     "Efficiency": {"compute_eff": (0.0, BIG, True), "memory_eff": (0.0, BIG, True),
                    "prefill_overhead_s": (0.0, 1e3, False), "decode_overhead_s": (0.0, 1e3, False),
                    "knee_tokens": (0.0, BIG, False), "kv_traffic": (0.0, 1e3, True),

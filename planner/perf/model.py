@@ -16,6 +16,7 @@ from functools import cached_property
 import numpy as np
 
 from planner.catalog import GpuSpec, ModelSpec
+from planner.perf.layers import Layout
 from planner.perf.memory import instance_memory, kv_bytes_per_token, weight_bytes
 from planner.perf.profile import Efficiency, ProfileModel
 from planner.perf.step import CpuCost, StepCost, StepModel
@@ -42,6 +43,10 @@ class PerfModel:
     max_seqs: int = 256
     fused_quant: bool = False           # the engine fuses activation quantisation before FP8/FP4 GEMMs
     memory_of_free: bool = False        # memory_fraction is of the memory left after weights (TensorRT-LLM)
+    dp: int = 1                         # attention data-parallel ranks (planner.perf.layers.Layout)
+    ep: int = 1                         # expert parallelism of the MoE layers
+    moe_dtype: str = ""                 # routed experts' format when it differs from `dtype` ("": the same)
+    moe_imbalance: float = 1.0          # busiest GPU's routed tokens over the mean (1: balanced routing)
 
     def with_tp(self, tp: int) -> "PerfModel":
         return replace(self, tp=tp)
@@ -58,7 +63,12 @@ class PerfModel:
         if self.eff is not None:
             return None
         return StepModel(self.gpu, self.model, self.tp, WEIGHT_TO_GEMM.get(self.dtype, "bf16"), self.kv_format,
-                         self.engine, tuple(self.graph_sizes), self.cpu, self.source, self.fused_quant)
+                         self.engine, tuple(self.graph_sizes), self.cpu, self.source, self.fused_quant,
+                         self.layout, self.moe_dtype or self.dtype, self.moe_imbalance)
+
+    @property
+    def layout(self) -> Layout:
+        return Layout(self.tp, self.dp, self.ep)
 
     @property
     def kv_format(self) -> str:
@@ -74,7 +84,7 @@ class PerfModel:
     @cached_property
     def _memory(self):
         return instance_memory(self.gpu, self.model, self.tp, self.dtype, self.kv_format, self.memory_fraction,
-                               self.token_budget, self.max_seqs, self.memory_of_free)
+                               self.token_budget, self.max_seqs, self.memory_of_free, self.layout, self.moe_dtype)
 
     @property
     def weight_bytes(self) -> float:

@@ -2,10 +2,13 @@
 engine) or a roofline whose efficiency curves were fitted to such tables
 (`planner/data/roofline_fits.csv`, made by `planner.perf.fit_roofline`).
 
-Every source answers the same five questions, in seconds, on one GPU of a TP group:
+Every source answers the same questions, in seconds, on one GPU of a TP group:
 `gemm_s(m, n, k)`, `context_attention_s(batch, length)` (causal prefill of `length` tokens),
 `generation_attention_s(batch, kv_length)`, `allreduce_s(bytes)` and `memory_s(bytes)`
-(elementwise ops: norms, residuals, activations), plus `describe()` for footnotes.
+(elementwise ops: norms, residuals, activations); for modern models `moe_s(tokens, geo)`
+(the fused routed-expert kernel), `mla_context_s` / `mla_generation_s` (latent attention)
+and `flops_s` (other compute: linear-attention kernels, sparse-attention indexers); plus
+`describe()` for footnotes.
 """
 from __future__ import annotations
 
@@ -17,7 +20,8 @@ from importlib import resources
 import numpy as np
 
 from planner.catalog import GpuSpec
-from planner.perf import tables
+from planner.perf import moe_tables, tables
+from planner.perf.moe_tables import MoeGeometry
 
 
 @dataclass(frozen=True)
@@ -30,6 +34,11 @@ class Geometry:
     kv_dtype: str         # bf16 | fp8
     tp: int
     fused_quant: bool = False   # the engine fuses activation quantisation into the op before each FP8/FP4 GEMM
+    # MLA (0: none): the cached latent and RoPE key, the per-head query/key and value sizes
+    kv_lora: int = 0
+    rope_dim: int = 0
+    qk_dim: int = 0
+    v_dim: int = 0
 
 
 def _compute_dtype(gemm_dtype: str) -> str:
@@ -37,7 +46,14 @@ def _compute_dtype(gemm_dtype: str) -> str:
 
 
 def _weight_bytes(gemm_dtype: str) -> float:
-    return {"fp8": 1.0, "fp8_block": 1.0, "fp4": 0.5625, "nvfp4": 0.5625}.get(gemm_dtype, 2.0)  # fp4: + 1/16 scales
+    return {"fp8": 1.0, "fp8_block": 1.0, "fp4": 0.5625, "nvfp4": 0.5625, "mxfp4": 0.53125,
+            "int4": 0.515625}.get(gemm_dtype, 2.0)  # 4-bit: + their scales
+
+
+def _moe_compute_dtype(fmt: str) -> str:
+    """The math a routed-expert kernel runs: FP8 / FP4 formats natively, weight-only 4-bit
+    (MXFP4 on Hopper, AWQ/GPTQ int4) dequantised to 16 bit."""
+    return {"fp8": "fp8", "fp8_block": "fp8", "fp4": "fp4", "nvfp4": "fp4"}.get(fmt, "bf16")
 
 
 def _kv_bytes(kv_dtype: str) -> float:
@@ -98,7 +114,11 @@ class Roofline:
         return d["p_t0"] + d["p_t_per_seq"] * np.asarray(batch, dtype=float) + bytes_ / (self.bw * d["p_bw"])
 
     def allreduce_s(self, message_bytes):
-        a, n = self.a, self.geo.tp
+        return self.group_allreduce_s(message_bytes, self.geo.tp)
+
+    def group_allreduce_s(self, message_bytes, gpus: int):
+        """An all-reduce over `gpus` GPUs (a ring over the GPU's scale-up link)."""
+        a, n = self.a, gpus
         if n <= 1:
             return np.zeros_like(np.asarray(message_bytes, dtype=float))
         ring = 2.0 * (n - 1) / n * np.asarray(message_bytes, dtype=float)
@@ -106,6 +126,50 @@ class Roofline:
 
     def memory_s(self, nbytes):
         return np.asarray(nbytes, dtype=float) / (self.bw * self.d["p_bw"])
+
+    def flops_s(self, flops, nbytes=0.0):
+        """A kernel of `flops` 16-bit operations reading `nbytes`, at the context-attention
+        curve's best efficiency (linear-attention and indexer kernels: attention-like math)."""
+        c = self.c
+        return np.maximum(np.asarray(flops, dtype=float) / (self.attn_peak * c["p_eff"]),
+                          np.asarray(nbytes, dtype=float) / (self.bw * self.d["p_bw"]))
+
+    def moe_s(self, tokens, geo: MoeGeometry):
+        """The fused routed-expert kernel on one GPU for `tokens` per EP rank (the tables'
+        convention): tokens x top-k / moe_tp expert-token pairs of 3 x hidden x expert FFN
+        multiply-adds, over the weights of the experts they touch (of the GPU's experts /
+        ep, each a 1 / moe_tp slice), at the GEMM curve of the kernel's math."""
+        t = np.asarray(tokens, dtype=float)
+        local = geo.experts / geo.ep
+        pairs = t * geo.topk / geo.moe_tp * geo.imbalance
+        total = t * geo.ep                                # tokens routed by the whole layer
+        touched = local * (1.0 - (1.0 - geo.topk / geo.experts) ** total)
+        g = _fit(self.gpu.name, f"gemm_{_moe_compute_dtype(geo.dtype)}")
+        peak = self.gpu.peak_flops_for(_moe_compute_dtype(geo.dtype))
+        per_expert = pairs / np.maximum(touched, 1.0)
+        eff = g["p_eff"] * per_expert / (per_expert + g["p_knee"])
+        flops = 2.0 * 3.0 * geo.hidden * geo.inter * pairs
+        weights = touched * 3.0 * geo.hidden * geo.inter / geo.moe_tp * _weight_bytes(geo.dtype)
+        acts = 2.0 * pairs * geo.hidden * 2.0
+        return g["p_t0"] + np.maximum(flops / (peak * np.maximum(eff, 1e-6)), (weights + acts) / (self.bw * g["p_bw"]))
+
+    def mla_context_s(self, batch, length):
+        """Causal latent attention (not absorbed): per head q.k over qk_dim and p.v over v_dim."""
+        c, geo = self.c, self.geo
+        s = np.asarray(length, dtype=float)
+        flops = geo.heads * (geo.qk_dim + geo.v_dim) * s * s * np.asarray(batch, dtype=float)
+        eff = c["p_eff"] * s / (s + c["p_knee"])
+        return c["p_t0"] + flops / (self.attn_peak * eff)
+
+    def mla_generation_s(self, batch, kv_length):
+        """Absorbed latent decode: every head reads the (latent + RoPE key) cache of its
+        sequence; compute 2 x heads x (2 latent + rope) per cached token."""
+        d, geo = self.d, self.geo
+        n = np.asarray(batch, dtype=float) * np.asarray(kv_length, dtype=float)
+        nbytes = n * (geo.kv_lora + geo.rope_dim) * _kv_bytes(geo.kv_dtype)
+        flops = 2.0 * geo.heads * (2 * geo.kv_lora + geo.rope_dim) * n
+        return d["p_t0"] + d["p_t_per_seq"] * np.asarray(batch, dtype=float) + np.maximum(
+            nbytes / (self.bw * d["p_bw"]), flops / (self.attn_peak * self.c["p_eff"]))
 
     def describe(self) -> str:
         return self.name
@@ -129,6 +193,11 @@ class Kernels(Roofline):
         self._ar = self._take("all-reduce", tables.allreduce_table(sysname, engine, geo.tp) if geo.tp > 1 else None,
                               needed=geo.tp > 1)
         self.engine, self.system = engine, sysname
+        if geo.kv_lora:
+            self._mla_ctx = self._take("MLA context", moe_tables.mla_table(sysname, engine, geo.heads, geo.kv_dtype, False))
+            self._mla_gen = self._take("MLA generation", moe_tables.mla_table(sysname, engine, geo.heads, geo.kv_dtype,
+                                                                              True))
+        self._moe: dict[MoeGeometry, object] = {}
         self._quant_excess = self._fused_quant_saving(sysname, engine, gd) if geo.fused_quant else 0.0
 
     def _fused_quant_saving(self, sysname: str, engine: str, gd: str) -> float:
@@ -168,9 +237,37 @@ class Kernels(Roofline):
             return np.zeros_like(np.asarray(message_bytes, dtype=float))
         return self._ar.seconds(message_bytes) if self._ar else super().allreduce_s(message_bytes)
 
+    def group_allreduce_s(self, message_bytes, gpus: int):
+        if gpus == self.geo.tp:
+            return self.allreduce_s(message_bytes)
+        found = tables.allreduce_table(self.system, self.engine, gpus) if gpus > 1 else None
+        if found is None:
+            return super().group_allreduce_s(message_bytes, gpus)
+        self.versions.setdefault("all-reduce", found[1])
+        return found[0].seconds(message_bytes)
+
+    def moe_s(self, tokens, geo: MoeGeometry):
+        if geo not in self._moe:
+            self._moe[geo] = self._take(f"MoE {geo.moe_tp}x{geo.ep}", moe_tables.moe_table(self.system, self.engine, geo))
+        table = self._moe[geo]
+        if table is None:
+            return super().moe_s(tokens, geo)
+        return table.seconds(tokens) * geo.imbalance
+
+    def mla_context_s(self, batch, length):
+        return self._mla_ctx.seconds(batch, length) if self._mla_ctx else super().mla_context_s(batch, length)
+
+    def mla_generation_s(self, batch, kv_length):
+        return self._mla_gen.seconds(batch, kv_length) if self._mla_gen else super().mla_generation_s(batch, kv_length)
+
     def describe(self) -> str:
-        main = sorted({v for k, v in self.versions.items() if k != "all-reduce"})
+        main = sorted({v for k, v in self.versions.items() if k in ("gemm", "context attention",
+                                                                    "generation attention")})
         text = f"measured kernels, {self.engine} {'/'.join(main)} tables, {self.system}"
+        extra = sorted({f"{k.split()[0]}: {v}" for k, v in self.versions.items()
+                        if k.startswith(("MoE", "MLA"))})
+        if extra:
+            text += f" ({'; '.join(extra)})"
         if "all-reduce" in self.versions:
             text += f" (all-reduce: {self.versions['all-reduce']})"
         if self.missing:

@@ -27,13 +27,13 @@ import numpy as np
 
 from planner.catalog import GpuSpec, ModelSpec
 from planner.errors import InputError
-from planner.perf.sources import Geometry, _kv_bytes, op_source
+from planner.perf.layers import Layout, attention_layers, layout_problem, linear_parts
+from planner.perf.sources import Geometry, op_source
 
 TOKENS_MAX = 16384      # linear ops tabulated per token count up to this; linear beyond
 BATCH_MAX = 2048        # decode batches tabulated up to this; linear beyond
 LENGTH_POINTS = 96      # context-attention samples (log-spaced) up to LENGTH_MAX
 LENGTH_MAX = 1 << 20
-ACT_BYTES = 2           # activations run in 16-bit
 
 
 @dataclass(frozen=True)
@@ -58,44 +58,39 @@ class StepCost:
     ops: dict            # op name -> seconds (sums to `seconds`)
 
 
-def linear_ops(model: ModelSpec, tp: int) -> dict[str, tuple[float, float]]:
-    """{op: (n, k)} of one layer's GEMMs on one GPU of a TP group (m = the step's tokens)."""
-    h = model.hidden
-    up = (2 if model.mlp == "gated" else 1) * model.ffn
-    return {"qkv_proj": ((model.q_dim + 2 * model.kv_dim) / tp, h), "o_proj": (h, model.q_dim / tp),
-            "mlp_up": (up / tp, h), "mlp_down": (h, model.ffn / tp)}
-
-
-def elementwise_bytes_per_token(model: ModelSpec, tp: int) -> float:
-    """Bytes one token moves through a layer's non-GEMM ops: two norms and two residual adds
-    over the hidden state, rotary embedding of q and k, and the MLP activation."""
-    h = model.hidden
-    norms = 2 * 2 * h
-    residual = 2 * 3 * h
-    rope = 2 * (model.q_dim + model.kv_dim) / tp
-    act = (3 if model.mlp == "gated" else 2) * model.ffn / tp
-    return (norms + residual + rope + act) * ACT_BYTES
-
-
 class _Tables:
     """The tabulated parts of a step for one (GPU, model, layout, formats, engine, source)."""
 
 
+def _capped_causal(causal: np.ndarray, s: np.ndarray, window: float) -> np.ndarray:
+    """Causal attention over the first s tokens when each query sees at most `window` keys:
+    the full cost up to the window, then each further token at the cost of one more token
+    at the window (2 C(w) / w, C quadratic)."""
+    cw = np.interp(window, s, causal)
+    return np.where(s <= window, causal, cw + (s - window) * 2.0 * cw / window)
+
+
 @lru_cache(maxsize=128)
-def _tabulated(gpu: GpuSpec, model: ModelSpec, tp: int, gemm_dtype: str, kv_dtype: str, engine: str,
-               source: str, fused_quant: bool = False) -> dict:
+def _tabulated(gpu: GpuSpec, model: ModelSpec, layout: Layout, gemm_dtype: str, kv_dtype: str, engine: str,
+               source: str, fused_quant: bool = False, moe_dtype: str = "", moe_imbalance: float = 1.0) -> dict:
     self = _Tables()
+    tp = layout.tp
+    if gemm_dtype in ("fp4", "nvfp4") and not gpu.fp4_tflops:
+        gemm_dtype = "bf16"     # no FP4 tensor cores (Hopper): engines run these GEMMs in 16 bit
+    mla = {}
+    if model.is_mla:
+        mla = dict(kv_lora=model.kv_lora_rank, rope_dim=model.qk_rope_head_dim,
+                   qk_dim=model.qk_nope_head_dim + model.qk_rope_head_dim,
+                   v_dim=model.v_head_dim or model.qk_nope_head_dim)
     geo = Geometry(heads=max(1, model.heads // tp), kv_heads=max(1, model.kv_heads // tp),
-                   head_dim=model.head_dim, gemm_dtype=gemm_dtype, kv_dtype=kv_dtype, tp=tp, fused_quant=fused_quant)
+                   head_dim=model.head_dim, gemm_dtype=gemm_dtype, kv_dtype=kv_dtype, tp=tp, fused_quant=fused_quant,
+                   **mla)
     src = self.src = op_source(gpu, geo, engine, source)
     self.geo = geo
-    m, L = model, model.layers
+    m = model
     n = np.arange(TOKENS_MAX + 1, dtype=float)
     n[0] = 1.0
-    ops = {name: L * src.gemm_s(n, *nk) for name, nk in linear_ops(m, tp).items()}
-    ops["norms_elementwise"] = L * src.memory_s(n * elementwise_bytes_per_token(m, tp))
-    ops["allreduce"] = 2 * L * src.allreduce_s(n * m.hidden * ACT_BYTES)
-    ops["embedding"] = src.memory_s(n * m.hidden * ACT_BYTES * 2)
+    ops = linear_parts(m, layout, src, n, moe_dtype or gemm_dtype, moe_imbalance)
     for v in ops.values():
         v[0] = 0.0
     self._lin_ops = ops
@@ -104,49 +99,89 @@ def _tabulated(gpu: GpuSpec, model: ModelSpec, tp: int, gemm_dtype: str, kv_dtyp
     lm = src.gemm_s(n, m.vocab / tp, m.hidden) + src.memory_s(n * m.vocab / tp * 4 * 2)
     lm[0] = 0.0
     self._head = lm.tolist()
+    kinds = attention_layers(m)
     # context attention of one request: causal cost over its first s tokens, and the
     # memory floor of reading s tokens of KV once (a chunk over a long prefix)
     s = np.unique(np.round(np.geomspace(1, LENGTH_MAX, LENGTH_POINTS)))
-    self._ctx_len = s
-    self._ctx_causal = L * src.context_attention_s(1, s)
-    self._ctx_floor = L * src.generation_attention_s(1, s)
-    self._ctx_lists = (s.tolist(), self._ctx_causal.tolist(), self._ctx_floor.tolist())
-    # decode attention per batch: floor_b and the line through long-KV points
-    # (the source at batches 1, 2, 4, ..., BATCH_MAX, log-linear between them in batch, as the
-    # tables themselves are interpolated between their power-of-two batch rows)
+    causal, floor_s = np.zeros_like(s), np.zeros_like(s)
+    for kind, layers in kinds.items():
+        if kind == "gqa":
+            causal += layers * src.context_attention_s(1, s)
+            floor_s += layers * src.generation_attention_s(1, s)
+        elif kind == "sliding":
+            w = float(m.sliding_window)
+            causal += layers * _capped_causal(src.context_attention_s(1, s), s, w)
+            floor_s += layers * src.generation_attention_s(1, np.minimum(s, w))
+        else:   # mla / sparse
+            c = src.mla_context_s(1, s)
+            if kind == "sparse":
+                k = float(m.index_topk)
+                c = _capped_causal(c, s, k) + src.flops_s(m.index_heads * m.index_head_dim * s * s)
+            causal += layers * c
+            floor_s += layers * src.mla_generation_s(1, s)
+    self._ctx_len, self._ctx_causal, self._ctx_floor = s, causal, floor_s
+    self._ctx_lists = (s.tolist(), causal.tolist(), floor_s.tolist())
+    # decode attention per batch: floor_b and the line through long-KV points of the layers
+    # whose cost grows with the KV (the source at batches 1, 2, 4, ..., BATCH_MAX, log-linear
+    # between them in batch, as the tables are interpolated between their power-of-two
+    # batch rows), plus a per-batch constant: sliding layers read a window per sequence,
+    # linear layers their fixed state
     b = np.arange(1, BATCH_MAX + 1, dtype=float)
     grid = 2.0 ** np.arange(int(np.log2(BATCH_MAX)) + 1)
+
+    def grows(bs, kv):
+        out = np.zeros_like(bs)
+        for kind, layers in kinds.items():
+            if kind == "gqa":
+                out = out + layers * src.generation_attention_s(bs, kv)
+            elif kind in ("mla", "sparse"):
+                out = out + layers * src.mla_generation_s(bs, kv)
+                if kind == "sparse":
+                    out = out + layers * src.memory_s(bs * kv * m.index_head_dim)
+        return out
+
+    def on_grid(kv):
+        y = grows(grid, kv)
+        return np.exp(np.interp(np.log(b), np.log(grid), np.log(y))) if (y > 0).all() else np.zeros_like(b)
+
     s_lo, s_hi1, s_hi2 = 1.0, 8192.0, 32768.0
-    floor, y1, y2 = (np.exp(np.interp(np.log(b), np.log(grid), np.log(L * src.generation_attention_s(grid, s))))
-                     for s in (s_lo, s_hi1, s_hi2))
+    floor, y1, y2 = on_grid(s_lo), on_grid(s_hi1), on_grid(s_hi2)
+    const = np.zeros_like(b)
+    if "sliding" in kinds:
+        const += kinds["sliding"] * src.generation_attention_s(b, float(m.sliding_window))
+    if m.count_layers("linear"):
+        per_layer = m.linear_state_bytes() / m.count_layers("linear") / tp
+        const += m.count_layers("linear") * src.memory_s(2.0 * b * per_layer)
     slope = np.maximum((y2 - y1) / (b * (s_hi2 - s_hi1)), 0.0)
-    self._dec_arrays = (np.concatenate([[0.0], floor]), np.concatenate([[0.0], slope]),
-                        np.concatenate([[0.0], y1 - slope * b * s_hi1]))
+    self._dec_arrays = (np.concatenate([[0.0], floor + const]), np.concatenate([[0.0], slope]),
+                        np.concatenate([[0.0], y1 - slope * b * s_hi1 + const]))
     self._dec_floor, self._dec_slope, self._dec_icpt = (a.tolist() for a in self._dec_arrays)
     self._lin_arr, self._head_arr = np.asarray(self._lin), np.asarray(self._head)
     return vars(self)
 
 
 def unsupported(model: ModelSpec) -> str | None:
-    """Why the step model cannot cost `model` yet (its layers are not all dense full- or
-    grouped-query attention with a dense MLP), or None."""
-    kind = model.kind
-    if kind != "dense":
-        return (f"{model.name} is a {kind} model: its step cost (routed experts, latent or linear attention, "
-                "sliding windows) is not modelled yet; dense models only")
+    """Why the step model cannot cost `model`, or None: lightning (MiniMax-Text-01) linear
+    attention has no kernel model yet."""
+    if model.count_layers("linear") and model.linear_attention not in ("gated_deltanet", ""):
+        return (f"{model.name}: {model.linear_attention} linear attention is not modelled yet "
+                "(gated delta-net is)")
     return None
 
 
 class StepModel:
     def __init__(self, gpu: GpuSpec, model: ModelSpec, tp: int = 1, gemm_dtype: str = "bf16",
                  kv_dtype: str = "bf16", engine: str = "vllm", graph_sizes: tuple[int, ...] = (),
-                 cpu: CpuCost = CpuCost(), source: str = "auto", fused_quant: bool = False):
-        why = unsupported(model)
+                 cpu: CpuCost = CpuCost(), source: str = "auto", fused_quant: bool = False,
+                 layout: Layout | None = None, moe_dtype: str = "", moe_imbalance: float = 1.0):
+        layout = layout or Layout(tp=tp)
+        why = unsupported(model) or layout_problem(model, layout)
         if why:
             raise InputError(why)
-        self.gpu, self.model, self.tp = gpu, model, tp
+        self.gpu, self.model, self.tp, self.layout = gpu, model, layout.tp, layout
         self.engine, self.graph_sizes, self.cpu = engine, tuple(sorted(graph_sizes)), cpu
-        self.__dict__.update(_tabulated(gpu, model, tp, gemm_dtype, kv_dtype, engine, source, fused_quant))
+        self.__dict__.update(_tabulated(gpu, model, layout, gemm_dtype, kv_dtype, engine, source, fused_quant,
+                                        moe_dtype, moe_imbalance))
         self._graph_arr = np.asarray(self.graph_sizes, dtype=float)
 
     # ---- scalar lookups (the simulator's hot path) ----------------------------------------------

@@ -1,0 +1,120 @@
+"""Measured kernel tables of modern model parts: the fused MoE kernel (routed experts) and
+MLA attention (DeepSeek's latent attention), read from the optional `aiconfigurator-core`
+package like planner.perf.tables (kernel-level parquet tables only; none of its estimators).
+
+MoE (`moe/<engine>/<version>/moe_perf.parquet`): one GPU's fused-MoE latency for a token
+count, expert geometry (hidden, expert FFN, top-k, experts), layout (moe_tp x moe_ep),
+weight format and routing distribution. A row's `num_tokens` is the tokens each EP rank
+brings to the layer: one GPU computes num_tokens x top-k / moe_tp expert-token pairs (1 x 1
+and 1 x 8 rows at 16384 tokens do the same work: 15.3 and 10.2 ms on H200 SGLang; 8 x 1 an
+eighth of it: 3.7 ms). A step whose ranks hold M tokens in all queries M / moe_ep.
+Interpolation: linear in log tokens on log latency; beyond the largest count, linear in
+tokens. Only the exact geometry and layout are used (no scaling between models): missing
+ones fall back to the fitted roofline, named in the source's footnote.
+
+MLA (`mla/<engine>/<version>/{context,generation}_mla_perf.parquet`): the attention kernel
+alone, by query heads per GPU, batch and prompt (context) or KV length (generation), read
+through planner.perf.tables.AttentionTable. vLLM ships only whole-module MLA tables, so a
+vLLM plan uses SGLang's (then TensorRT-LLM's) kernel tables of the same GPU: the same
+FlashMLA / FlashInfer kernel family; the footnote says so.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+
+import numpy as np
+
+from planner.perf import tables
+
+# The table's moe_dtype for each weight format, then same-width alternatives where a table
+# lacks it (gpt-oss ships MXFP4: its NVFP4 rows run the MXFP4 kernels).
+MOE_DTYPES = {"bf16": ("bfloat16",), "fp16": ("bfloat16",), "fp8": ("fp8", "fp8_block"),
+              "fp8_block": ("fp8_block", "fp8"), "fp4": ("nvfp4", "w4a8_mxfp4_mxfp8", "w4a16_mxfp4"),
+              "nvfp4": ("nvfp4", "w4a8_mxfp4_mxfp8", "w4a16_mxfp4"),
+              "mxfp4": ("w4a16_mxfp4", "w4a8_mxfp4_mxfp8", "nvfp4"), "int4": ("int4_wo", "w4a16_mxfp4")}
+DISTRIBUTION = "balanced"       # tokens spread evenly over the experts (see MoeGeometry.imbalance)
+MLA_FALLBACK = {"vllm": ("sglang", "trtllm"), "sglang": ("sglang", "trtllm"), "trtllm": ("trtllm", "sglang")}
+_MOE_COLS = ("moe_dtype", "num_tokens", "hidden_size", "inter_size", "topk", "num_experts", "moe_tp_size",
+             "moe_ep_size", "distribution", "latency")
+_MLA_COLS = ("kv_cache_dtype", "num_heads", "batch_size", "isl", "step", "latency")
+
+
+@dataclass(frozen=True)
+class MoeGeometry:
+    hidden: int
+    inter: int              # one routed expert's FFN width
+    topk: int
+    experts: int
+    moe_tp: int
+    ep: int
+    dtype: str              # weight format (MOE_DTYPES key)
+    imbalance: float = 1.0  # the busiest GPU's expert-token pairs over the mean (1: balanced routing)
+
+
+class MoeTable:
+    """Latency by tokens per EP rank for one geometry and layout."""
+
+    def __init__(self, tokens: np.ndarray, latency_ms: np.ndarray, dtype: str):
+        self.tokens, self.lat, self.dtype = tokens, latency_ms * 1e-3, dtype
+
+    def seconds(self, tokens) -> np.ndarray:
+        x = np.maximum(np.asarray(tokens, dtype=float), self.tokens[0])
+        xc = np.minimum(x, self.tokens[-1])
+        return tables._log_interp(xc, self.tokens, self.lat) * np.maximum(x / xc, 1.0)
+
+
+def _moe_frames(system: str, engine: str):
+    """[(frame, version)] of every MoE table of this system and engine, newest first."""
+    root = tables.data_root()
+    if root is None:
+        return []
+    base = root / system / "moe" / engine
+    if not base.is_dir():
+        return []
+    out = []
+    for d in sorted(base.iterdir(), key=lambda p: tables._version_key(p.name), reverse=True):
+        path = d / "moe_perf.parquet"
+        if path.is_file():
+            out.append((tables._read(path, _MOE_COLS), d.name))
+    return out
+
+
+@lru_cache(maxsize=256)
+def moe_table(system: str, engine: str, geo: MoeGeometry) -> tuple[MoeTable, str] | None:
+    """The newest measured curve of this exact geometry and layout, in the first of the
+    format's table dtypes that has it; None when no table has it."""
+    for frame, version in _moe_frames(system, engine):
+        d = frame[(frame.hidden_size == geo.hidden) & (frame.inter_size == geo.inter) & (frame.topk == geo.topk)
+                  & (frame.num_experts == geo.experts) & (frame.moe_tp_size == geo.moe_tp)
+                  & (frame.moe_ep_size == geo.ep) & (frame.distribution == DISTRIBUTION)]
+        for dt in MOE_DTYPES.get(geo.dtype, (geo.dtype,)):
+            x = d[d.moe_dtype == dt]
+            if len(x) >= 2:
+                # several kernels measured: an engine runs the fastest it has
+                g = x.groupby("num_tokens", as_index=False).latency.min().sort_values("num_tokens")
+                return MoeTable(g.num_tokens.to_numpy(float), g.latency.to_numpy(float), dt), f"{version} {dt}"
+    return None
+
+
+def _mla_frame(system: str, engine: str, generation: bool):
+    name = "generation_mla_perf.parquet" if generation else "context_mla_perf.parquet"
+    for eng in MLA_FALLBACK.get(engine, (engine,)):
+        found = tables.table_path(system, "mla", eng, name)
+        if found is not None:
+            frame = tables._read(found[0], _MLA_COLS).copy()
+            frame["num_key_value_heads"] = frame["num_heads"]     # a latent head per query head
+            frame["head_dim"] = 192
+            frame["window_size"] = 0
+            return frame, (found[1] if eng == engine else f"{eng} {found[1]}")
+    return None
+
+
+@lru_cache(maxsize=64)
+def mla_table(system: str, engine: str, heads: int, kv_dtype: str, generation: bool):
+    """(AttentionTable, version) of MLA attention with `heads` query heads per GPU."""
+    found = _mla_frame(system, engine, generation)
+    if found is None:
+        return None
+    return tables.AttentionTable(found[0], heads, heads, 192, tables.KV_DTYPES.get(kv_dtype, "bfloat16"),
+                                 generation), found[1]
