@@ -85,7 +85,8 @@ class Cluster:
         self.dispatcher = Dispatcher(pol.dispatcher, self.rng, {})
         if self.scaler is not None:
             return                      # the scaler makes the instances
-        P, D = dep.prefill.instances, dep.decode.instances
+        # an instance with attention DP runs `dp` ranks, each with its own queue and KV cache
+        P, D = dep.prefill.instances * dep.prefill.dp, dep.decode.instances * dep.decode.dp
         flips = pol.flip_idle_s is not None
         for iid in range(P + D):
             home = "prefill" if iid < P else "decode"
@@ -131,7 +132,7 @@ class Cluster:
                                 budget=max_prefill_tokens or max(VLLM_MAX_BATCHED_TOKENS, dep.chunk_tokens))
         if self.scaler is not None:
             return
-        for iid in range(dep.coupled.instances):
+        for iid in range(dep.coupled.instances * dep.coupled.dp):
             self.role_of[iid] = "coupled"
             self._make_coupled(iid)
 
@@ -333,7 +334,7 @@ class Cluster:
             for name, pool in (("prefill", self.prefill), ("decode", self.decode)):
                 out[name] = sum(i.busy_s for i in pool) * roles[name].tp
         else:
-            P = roles["prefill"].instances
+            P = roles["prefill"].instances * roles["prefill"].dp
             for inst in self.prefill + self.decode:
                 home = "prefill" if inst.iid < P else "decode"
                 out[home] = out.get(home, 0.0) + inst.busy_s * roles[home].tp
