@@ -47,7 +47,7 @@ def test_unknown_names_are_one_line_errors_with_close_names(args, needle):
 
 def test_rows_file_keeps_every_row_and_says_why_it_cannot_predict_some(tmp_path):
     moe = dict(ROW, id="moe", model_path="deepseek-ai/DeepSeek-R1-unknown")
-    disagg = dict(ROW, id="dis", mode="disagg")
+    disagg = dict(ROW, id="dis", pp_size=2)
     measured = dict(ROW, id="meas", silicon_ttft_ms=200.0, silicon_tpot_ms=12.0)
     src = tmp_path / "rows.csv"
     pd.DataFrame([ROW, moe, disagg, measured]).to_csv(src, index=False)
@@ -58,7 +58,7 @@ def test_rows_file_keeps_every_row_and_says_why_it_cannot_predict_some(tmp_path)
     assert list(pred["id"]) == ["r1", "moe", "dis", "meas"]
     st = dict(zip(pred["id"], pred["status"]))
     assert st["r1"] == "ok" and st["meas"] == "ok"
-    assert "not in the catalog" in st["moe"] and "disaggregated" in st["dis"]
+    assert "not in the catalog" in st["moe"] and "pipeline parallelism" in st["dis"]
     assert pred.loc[pred["id"] == "moe", "pred_ttft_ms"].isna().all()       # never guessed
     assert "TTFT med|e|" in r.output                                         # measured columns are scored
     assert pred.loc[0, "source"].startswith(("measured kernels", "roofline"))
@@ -78,10 +78,10 @@ def test_missing_columns_and_missing_folder_are_input_errors(tmp_path):
 def test_tpot_grows_with_concurrency_and_falls_with_tp():
     base = resolve(ROW)
     lo = predict_spec(replace(base, concurrency=4))
-    hi = predict_spec(replace(base, concurrency=64, max_batch=64))
+    hi = predict_spec(replace(base, concurrency=64, coupled=replace(base.coupled, max_batch=64)))
     assert lo["status"] == hi["status"] == "ok"
     assert hi["pred_tpot_ms"] > lo["pred_tpot_ms"] and hi["pred_ttft_ms"] > lo["pred_ttft_ms"]
-    tp8 = predict_spec(replace(base, tp=8))
+    tp8 = predict_spec(replace(base, coupled=replace(base.coupled, tp=8)))
     assert tp8["pred_tpot_ms"] < predict_spec(base)["pred_tpot_ms"]
 
 

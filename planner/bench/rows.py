@@ -16,12 +16,28 @@ import pandas as pd
 
 from planner import catalog
 from planner.engines.config import EngineConfig, engine_config
+from planner.perf.layers import Layout, layout_problem
 from planner.perf.step import unsupported
 from planner.errors import InputError
 
 REQUIRED = ("model_path", "system", "backend", "precision", "mode", "isl", "osl", "concurrency")
 MEASURED = ("silicon_ttft_ms", "silicon_tpot_ms")
 LAYOUT = ("tp_size", "pp_size", "attention_dp_size", "moe_tp_size", "moe_ep_size", "batch_size")
+
+
+@dataclass(frozen=True)
+class RoleSpec:
+    """One engine role: `workers` engines, each TP `tp` x attention-DP `dp` GPUs with expert
+    parallelism `ep`, running at most `max_batch` requests per DP rank."""
+    tp: int
+    dp: int
+    ep: int
+    workers: int
+    max_batch: int
+
+    @property
+    def gpus(self) -> int:
+        return self.workers * self.tp * self.dp
 
 
 @dataclass(frozen=True)
@@ -32,11 +48,21 @@ class RowSpec:
     engine: EngineConfig
     dtype: str                # weight / GEMM format
     kv_dtype: str
-    tp: int
     isl: int
     osl: int
     concurrency: int
-    max_batch: int
+    coupled: RoleSpec | None = None       # aggregated rows
+    prefill: RoleSpec | None = None       # disaggregated (xPyD) rows
+    decode: RoleSpec | None = None
+    moe_dtype: str = ""                   # routed experts' format ("": as dtype)
+
+    @property
+    def disaggregated(self) -> bool:
+        return self.prefill is not None
+
+    @property
+    def gpus(self) -> int:
+        return self.coupled.gpus if self.coupled else self.prefill.gpus + self.decode.gpus
 
 
 def read_rows(path: str | Path) -> pd.DataFrame:
@@ -63,6 +89,27 @@ def _num(row, col, default=None):
     return v
 
 
+def moe_format(moe_quant_mode, dtype: str) -> str:
+    """The routed experts' format from a row's moe_quant_mode ("": the GEMM format)."""
+    mode = str(moe_quant_mode or "").lower()
+    return {"fp8_block": "fp8_block", "fp8": "fp8", "nvfp4": "fp4", "fp4": "fp4", "w4a16_mxfp4": "mxfp4",
+            "mxfp4": "mxfp4", "int4_wo": "int4", "int4": "int4", "bf16": "bf16", "bfloat16": "bf16"}.get(mode, dtype)
+
+
+def _role(row, prefix: str, default_batch: int) -> RoleSpec | str:
+    tp = int(_num(row, f"{prefix}tp_size", 1))
+    dp = int(_num(row, f"{prefix}attention_dp_size", 1))
+    ep = int(_num(row, f"{prefix}moe_ep_size", 1))
+    pp = int(_num(row, f"{prefix}pp_size", 1))
+    if pp != 1:
+        return f"pipeline parallelism (pp {pp}): not modelled yet"
+    workers = int(_num(row, f"{prefix}num_workers", 1))
+    batch = int(_num(row, f"{prefix}batch_size", default_batch))
+    if min(tp, dp, ep, workers, batch) < 1:
+        return f"{prefix or 'layout '}sizes must be >= 1"
+    return RoleSpec(tp, dp, ep, workers, batch)
+
+
 def gemm_format(precision: str, gemm_quant_mode) -> str:
     """The GEMM kernel family a row's weights run: bf16, fp8 (per-tensor), fp8_block, fp4."""
     mode = str(gemm_quant_mode or "").lower()
@@ -78,7 +125,7 @@ def gemm_format(precision: str, gemm_quant_mode) -> str:
 
 
 def resolve(row: dict, engine_overrides: dict | None = None) -> RowSpec | str:
-    """The row as a RowSpec, or a one-line reason it cannot be predicted yet."""
+    """The row as a RowSpec, or a one-line reason it cannot be predicted."""
     try:
         model = catalog.model(str(row["model_path"]))
     except InputError:
@@ -86,24 +133,28 @@ def resolve(row: dict, engine_overrides: dict | None = None) -> RowSpec | str:
     why = unsupported(model)
     if why:
         return why
-    if str(row["mode"]) != "agg":
-        return "disaggregated (xPyD) rows: not supported yet"
     try:
         gpu = catalog.gpu(str(row["system"]))
     except InputError:
         return f"unknown GPU system {row['system']}"
-    pp = int(_num(row, "pp_size", 1))
-    dp = int(_num(row, "attention_dp_size", 1))
-    if pp != 1 or dp != 1:
-        return f"pipeline / attention-DP layouts (pp {pp}, dp {dp}): not supported yet"
     try:
         engine = engine_config(str(row["backend"]), **(engine_overrides or {}))
     except InputError as e:
         return str(e)
     dtype = gemm_format(str(row["precision"]), _num(row, "gemm_quant_mode"))
     conc = int(row["concurrency"])
-    tp = int(_num(row, "tp_size", 1))
-    kv = engine.kv_dtype(dtype)
-    return RowSpec(id=str(row["id"]), model=model.name, gpu=gpu.name, engine=engine, dtype=dtype, kv_dtype=kv,
-                   tp=tp, isl=int(row["isl"]), osl=int(row["osl"]), concurrency=conc,
-                   max_batch=int(_num(row, "batch_size", conc)))
+    roles = {}
+    mode = str(row["mode"])
+    if mode not in ("agg", "disagg"):
+        return f"mode {mode!r} is not agg or disagg"
+    for name, prefix in ((("coupled", ""),) if mode == "agg" else (("prefill", "prefill_"), ("decode", "decode_"))):
+        r = _role(row, prefix, conc)
+        if isinstance(r, str):
+            return r
+        why = layout_problem(model, Layout(r.tp, r.dp, r.ep))
+        if why:
+            return why
+        roles[name] = r
+    return RowSpec(id=str(row["id"]), model=model.name, gpu=gpu.name, engine=engine, dtype=dtype,
+                   kv_dtype=engine.kv_dtype(dtype), isl=int(row["isl"]), osl=int(row["osl"]), concurrency=conc,
+                   moe_dtype=moe_format(_num(row, "moe_quant_mode"), dtype) if model.experts else "", **roles)

@@ -35,7 +35,14 @@ def _engine_settings(items: tuple[str, ...]) -> dict:
 @click.option("--engine", default="vllm", show_default=True, help="vllm | sglang | trtllm.")
 @click.option("--dtype", "precision", default="bf16", show_default=True,
               help="Weight format: bf16, fp8 (per-tensor), fp8_block, fp4.")
-@click.option("--tp", type=Int(lo=1, hi=4096), default=1, show_default=True, help="Tensor-parallel GPUs of the instance.")
+@click.option("--tp", type=Int(lo=1, hi=4096), default=1, show_default=True,
+              help="Tensor-parallel GPUs of attention (per attention-DP rank).")
+@click.option("--dp", type=Int(lo=1, hi=4096), default=1, show_default=True,
+              help="Attention data-parallel ranks (MoE models; the instance has tp x dp GPUs).")
+@click.option("--ep", type=Int(lo=1, hi=4096), default=1, show_default=True,
+              help="Expert-parallel size of the MoE layers (MoE TP = tp x dp / ep).")
+@click.option("--moe-dtype", default=None,
+              help="Routed experts' format when it differs from --dtype (fp8_block, fp4, mxfp4, int4).")
 @click.option("--isl", type=Int(lo=1, hi=MAX_TOKENS), default=None, help="Input tokens per request.")
 @click.option("--osl", type=Int(lo=1, hi=MAX_TOKENS), default=None, help="Output tokens per request.")
 @click.option("--concurrency", type=Int(lo=1, hi=1_000_000), default=None, help="Closed-loop clients (requests in flight).")
@@ -43,15 +50,19 @@ def _engine_settings(items: tuple[str, ...]) -> dict:
               help="Override an engine default, NAME=VALUE (token_budget, max_seqs, memory_fraction, "
                    "cpu_per_step_s, ...); repeat.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
-def predict(rows_path, output, model, gpu, engine, precision, tp, isl, osl, concurrency, settings, as_json):
+def predict(rows_path, output, model, gpu, engine, precision, tp, dp, ep, moe_dtype, isl, osl, concurrency, settings,
+            as_json):
     """Predict mean TTFT and TPOT of a closed-loop benchmark (N clients, fixed ISL/OSL).
 
     \b
     Examples:
       planner predict --model meta-llama/Llama-3.1-70B --gpu h200 --engine vllm --dtype fp8 \\
           --tp 4 --isl 1024 --osl 1024 --concurrency 64
+      planner predict --model deepseek-ai/DeepSeek-R1 --gpu b200 --engine sglang --dtype fp8 \
+          --moe-dtype fp8_block --tp 1 --dp 8 --ep 8 --isl 1024 --osl 1024 --concurrency 256
       planner predict --rows ../shared/silicon/dev.csv -o predictions.csv
-    Rows that cannot be predicted yet (MoE, disaggregated) keep a status saying why.
+    Rows may be aggregated or disaggregated (xPyD: prefill_/decode_ columns); rows that
+    cannot be predicted (pipeline parallelism, unknown models) keep a status saying why.
     """
     import pandas as pd
 
@@ -74,8 +85,9 @@ def predict(rows_path, output, model, gpu, engine, precision, tp, isl, osl, conc
         _check_names(model, gpu, engine)
         df = pd.DataFrame([{"id": "cli", "model_path": model, "system": gpu, "backend": engine,
                             "precision": precision.replace("_block", ""), "gemm_quant_mode": precision,
-                            "mode": "agg", "isl": isl, "osl": osl, "concurrency": concurrency, "tp_size": tp,
-                            "pp_size": 1, "batch_size": concurrency}])
+                            "moe_quant_mode": moe_dtype or precision, "mode": "agg", "isl": isl, "osl": osl,
+                            "concurrency": concurrency, "tp_size": tp, "attention_dp_size": dp, "moe_ep_size": ep,
+                            "pp_size": 1, "batch_size": -(-concurrency // dp)}])
     engines = {str(b).lower() for b in df["backend"]} if overrides else set()
     pred = predict_frame(df, {e: overrides for e in engines}, progress=len(df) > 1)
     if output:
