@@ -13,7 +13,7 @@ cluster (wiring), run (open and closed loop), result (summary).
 from planner.sim.predictor import LengthPredictor, read_confusion
 from planner.sim.result import SimResult
 from planner.sim.run import simulate, simulate_closed_loop
-from planner.sim.verify import relative_errors, verify_plan
+from planner.sim.verify import relative_errors, replay, verify_plan
 
 __all__ = ["simulate", "simulate_closed_loop", "verify_plan", "relative_errors", "SimResult", "LengthPredictor",
-           "read_confusion"]
+           "read_confusion", "replay"]

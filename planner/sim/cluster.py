@@ -13,7 +13,7 @@ from __future__ import annotations
 import random
 
 from planner.sim.coupled import ChunkedCoupledInstance
-from planner.sim.costs import DecodeCost, PrefillCost
+from planner.sim.costs import DecodeCost, PrefillCost, ScaledPerf
 from planner.sim.decode import GREEDY, DecodeInstance
 from planner.sim.dispatch import Dispatcher, least_loaded_prefill
 from planner.sim.flip import Flipper
@@ -29,8 +29,10 @@ class Cluster:
                  decode_batch_limit: int = 256, on_finish=None, coupled_admission: str = GREEDY,
                  max_prefill_tokens: int | None = None, origin_s: float = 0.0, time_factor: float = 1.0,
                  start_latency_s: float | None = None, start_ahead: bool = False,
-                 coupled_max_paddings: int | None = None, pad_prefill_chunks: bool = False):
+                 coupled_max_paddings: int | None = None, pad_prefill_chunks: bool = False,
+                 step_scale: float = 1.0):
         self.dep = deployment
+        self.step_scale = float(step_scale)
         self.reqs = reqs
         self.loop = loop
         self.rng = random.Random(seed)
@@ -73,9 +75,14 @@ class Cluster:
             self.scaler.begin()
 
     # ---- construction -------------------------------------------------------------
+    def _perf(self, role: str):
+        """The role's performance model, every step `step_scale` times as costly."""
+        perf = self.dep.perf(role)
+        return perf if self.step_scale == 1.0 else ScaledPerf(perf, self.step_scale)
+
     def _build_disaggregated(self) -> None:
         dep, pol = self.dep, self.dep.policies
-        self.perf_by_role = {"prefill": dep.perf("prefill"), "decode": dep.perf("decode")}
+        self.perf_by_role = {"prefill": self._perf("prefill"), "decode": self._perf("decode")}
         self.costs = {r: (PrefillCost(p), DecodeCost(p)) for r, p in self.perf_by_role.items()}
         self.kv_bytes_per_token = self.perf_by_role["prefill"].kv_bytes_per_token
         # a prompt whose KV cannot fit in an empty prefill instance, or in an empty decode
@@ -127,7 +134,7 @@ class Cluster:
 
     def _build_coupled(self, admission: str, max_prefill_tokens: int | None) -> None:
         dep = self.dep
-        perf = dep.perf("coupled")
+        perf = self._perf("coupled")
         self._coupled_kw = dict(perf=perf, pcost=PrefillCost(perf), dcost=DecodeCost(perf), admission=admission,
                                 budget=max_prefill_tokens or max(VLLM_MAX_BATCHED_TOKENS, dep.chunk_tokens))
         if self.scaler is not None:

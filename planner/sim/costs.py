@@ -210,3 +210,29 @@ class MixedCost:
 
     def time_s(self, prefill_tokens, cached_tokens, decode_batch, context_tokens) -> float:
         return self.perf.step_s(prefill_tokens, cached_tokens, decode_batch, context_tokens)
+
+
+class ScaledPerf:
+    """A PerfModel whose every step costs `factor` times as much (prefill, decode, mixed
+    iterations, the per-request chunk cost); memory and everything else unchanged. The
+    margin search (`planner.search.margin`) replays a plan at slower kernels with it."""
+
+    _TIMES = ("prefill_time_s", "decode_time_s", "mixed_time_s", "step_s")
+
+    def __init__(self, perf, factor: float):
+        if not (factor > 0 and math.isfinite(factor)):
+            raise ValueError(f"step-cost factor must be finite and > 0, got {factor}")
+        self._perf = perf
+        self.factor = float(factor)
+
+    def __getattr__(self, name):
+        attr = getattr(self._perf, name)
+        if name in self._TIMES:
+            f = self.factor
+
+            def scaled(*args, **kw):
+                return attr(*args, **kw) * f
+            return scaled
+        if name == "prefill_request_s":
+            return attr * self.factor
+        return attr

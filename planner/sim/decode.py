@@ -77,6 +77,7 @@ class DecodeInstance:
         self.busy_since = -1.0
         self.busy_s = 0.0
         self.preemptions = 0
+        self.peak_kv_tokens = 0          # most KV tokens held at once (running batch + prefills in flight)
         self.aborted = 0
         self.iterations = 0
         self.accepting = True
@@ -87,6 +88,10 @@ class DecodeInstance:
     def context_tokens(self, n: int | None = None) -> int:
         """T(n): KV tokens held by the running batch at boundary n."""
         return self.K0 + self.B * (self.n if n is None else n) - self.N0
+
+    @property
+    def kv_capacity_tokens(self) -> int:
+        return self.cap * self.bs
 
     @property
     def idle(self) -> bool:
@@ -136,6 +141,10 @@ class DecodeInstance:
     def _schedule_at(self, boundary: int, priority: int = COMPLETE) -> None:
         self._gen += 1
         self.ev_n = boundary
+        # the run's last iteration holds the most: T(boundary) tokens once it appended its own
+        held = self.K0 + self.B * max(boundary, self.n) - self.N0 + self.held * self.bs
+        if held > self.peak_kv_tokens:
+            self.peak_kv_tokens = held
         t = self.t + self.cost.run_time_s(self.B, self.context_tokens(), boundary - self.n)
         self.loop.at(t, self._on_event, self._gen, priority)
 

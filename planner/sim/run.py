@@ -10,7 +10,7 @@ import pandas as pd
 from planner.errors import InputError
 from planner.plan import Deployment, Plan
 from planner.sim.cluster import Cluster
-from planner.sim.decode import GREEDY
+from planner.sim.decode import GREEDY, RESERVE_STATIC
 from planner.sim.engine import ARRIVAL, EventLoop
 from planner.sim.flip import FLIP_LOG_COLUMNS
 from planner.sim.predictor import LengthPredictor, predictor_from_policies
@@ -86,6 +86,24 @@ def _event_budget(dep: Deployment, prompt, output) -> int:
     return EVENTS_BASE + 1000 * len(prompt) + 4 * int(np.sum(output)) + 4 * chunks + windows
 
 
+def engine_admission(engine) -> str:
+    """How a coupled instance of `engine` admits requests, and so whether it preempts:
+    vLLM allocates KV blocks on demand and preempts the newest request by recompute when a
+    batch outgrows memory; SGLang reserves part of each request's remaining output and
+    retracts (recomputes) decodes when it runs out, which the simulator runs as the same
+    greedy admission with recompute; TensorRT-LLM's guaranteed-no-evict admission reserves a
+    request's whole prompt and (predicted) output up front, so nothing is preempted."""
+    return RESERVE_STATIC if getattr(engine, "admission", "on_demand") == "no_evict" else GREEDY
+
+
+def preemption_mode(engine) -> str:
+    """What a preempted request costs on `engine` (EngineConfig.preemption): 'recompute'
+    (vLLM; SGLang's 'retract' is the same in the simulator: the KV is dropped and rebuilt by a
+    prefill of prompt + generated tokens on readmission) or 'none' (no-evict admission)."""
+    mode = getattr(engine, "preemption", "recompute")
+    return "none" if mode == "none" else "recompute"
+
+
 def _make_predictor(dep, predictor, confusion, perfect) -> LengthPredictor:
     if predictor is not None:
         return predictor
@@ -128,13 +146,20 @@ def _finish(dep, cluster, reqs, loop, wall0, *, slo, price_kind, prices, extra_s
                             billed_gpu_s=billed, billed_span_s=(end - scaler.origin) if scaler else None)
     wall = time.perf_counter() - wall0
     preempt = sum(getattr(i, "preemptions", 0) for i in cluster.instances())
+    preempted = int(np.count_nonzero(np.frombuffer(reqs.preemptions, dtype=np.int64))) if len(reqs) else 0
+    kv_pools = cluster.decode + cluster.coupled
+    kv_peak = max((d.peak_kv_tokens / d.kv_capacity_tokens for d in kv_pools if d.kv_capacity_tokens > 0),
+                  default=0.0)
     stats = {"events": loop.events, "wall_s": wall,
              "requests_per_wall_s": len(reqs) / wall if wall > 0 else float("inf"),
-             "preemptions": int(preempt), "aborted": int(cluster.aborted),
+             "preemptions": int(preempt), "preempted_requests": preempted, "aborted": int(cluster.aborted),
+             "kv_peak_fraction": float(kv_peak), "step_scale": cluster.step_scale,
              "flips": len(cluster.flipper.log), "simulated_s": end,
              "step_costs": {role: dep.perf(role).source_name for role in dep.roles()}}
     stats.update(extra_stats)
     summary["preemptions"] = int(preempt)
+    summary["preempted_requests"] = preempted
+    summary["kv_peak_fraction"] = float(kv_peak)
     summary["flips"] = len(cluster.flipper.log)
     flips = pd.DataFrame(cluster.flipper.log, columns=list(FLIP_LOG_COLUMNS))
     scale = pd.DataFrame(scaler.log if scaler else [], columns=list(SCALE_LOG_COLUMNS))
@@ -150,10 +175,11 @@ def simulate(plan_or_deployment, trace, *, seed: int = 0, progress: bool = False
              time_scale: float = 1.0, rate_scale: float = 1.0, slo_ttft_s: float | None = None,
              slo_tpot_s: float | None = None, block_tokens: int = 16, decode_batch_limit: int = 256,
              predictor: LengthPredictor | None = None, confusion=None, perfect_predictor: bool = False,
-             coupled_admission: str = GREEDY, max_prefill_tokens: int | None = None,
+             coupled_admission: str | None = None, max_prefill_tokens: int | None = None,
              price_kind: str = "on_demand", prices: dict | None = None,
              start_latency_s: float | None = None, start_ahead: bool = False,
-             coupled_prefill: str = PACKED, pad_prefill_chunks: bool = False) -> SimResult:
+             coupled_prefill: str = PACKED, pad_prefill_chunks: bool = False,
+             step_scale: float = 1.0) -> SimResult:
     """Replay `trace` (a traces.Trace) open-loop through the deployment of a Plan or a
     Deployment. Arrivals are multiplied by `time_scale` and divided by `rate_scale`.
     A deployment with `windows` changes its instance counts at each window's start
@@ -163,10 +189,16 @@ def simulate(plan_or_deployment, trace, *, seed: int = 0, progress: bool = False
     over time) and run statistics. `coupled_prefill`: how a vLLM-style coupled instance
     batches prompts - "packed" (current vLLM: the sum of the prompt lengths) or "padded"
     (vLLM <= 0.2: padded to the longest, at most 256 padding tokens). `pad_prefill_chunks`:
-    a prefill chunk short of ChunkSize costs a full chunk (TetriInfer's implementation)."""
+    a prefill chunk short of ChunkSize costs a full chunk (TetriInfer's implementation).
+    `coupled_admission`: None for the engine's (`engine_admission`). `step_scale`: every
+    engine step costs this many times the step-cost model's time (the margin search's
+    slower kernels)."""
     dep = _deployment(plan_or_deployment)
     _check(dep)
     _check_scales(time_scale, rate_scale, trace.arrival_s)
+    if not (math.isfinite(step_scale) and step_scale > 0):
+        raise InputError(f"step scale must be a finite number > 0, got {step_scale}")
+    coupled_admission = coupled_admission or engine_admission(dep.engine)
     if block_tokens < 1 or decode_batch_limit < 1:
         raise InputError("block_tokens and decode_batch_limit must be >= 1")
     wall0 = time.perf_counter()
@@ -183,7 +215,8 @@ def simulate(plan_or_deployment, trace, *, seed: int = 0, progress: bool = False
                       coupled_admission=coupled_admission, max_prefill_tokens=max_prefill_tokens,
                       origin_s=float(arrival[0]) if n else 0.0, time_factor=time_scale / rate_scale,
                       start_latency_s=start_latency_s, start_ahead=start_ahead,
-                      coupled_max_paddings=_paddings(coupled_prefill), pad_prefill_chunks=pad_prefill_chunks)
+                      coupled_max_paddings=_paddings(coupled_prefill), pad_prefill_chunks=pad_prefill_chunks,
+                      step_scale=step_scale)
     try:
         loop.run(reqs.arrival, cluster.on_arrival,
                  max_events=_event_budget(dep, trace.prompt_tokens, trace.output_tokens))
@@ -199,7 +232,7 @@ def simulate_closed_loop(plan_or_deployment, *, clients: int, requests: int, tra
                          slo_ttft_s: float | None = None, slo_tpot_s: float | None = None,
                          block_tokens: int = 16, decode_batch_limit: int = 256,
                          predictor: LengthPredictor | None = None, confusion=None,
-                         perfect_predictor: bool = False, coupled_admission: str = GREEDY,
+                         perfect_predictor: bool = False, coupled_admission: str | None = None,
                          max_prefill_tokens: int | None = None, price_kind: str = "on_demand",
                          prices: dict | None = None, start_latency_s: float | None = None,
                          start_ahead: bool = False, coupled_prefill: str = PACKED,
@@ -212,6 +245,7 @@ def simulate_closed_loop(plan_or_deployment, *, clients: int, requests: int, tra
     from `trace`'s (prompt, output) pairs; a fixed value overrides the drawn one."""
     dep = _deployment(plan_or_deployment)
     _check(dep)
+    coupled_admission = coupled_admission or engine_admission(dep.engine)
     if clients < 1 or requests < 1:
         raise InputError(f"closed loop needs clients >= 1 and requests >= 1, got {clients} and {requests}")
     if not (0 <= think_s <= MAX_SIM_TIME_S / requests and 0 <= ramp_s <= MAX_SIM_TIME_S):

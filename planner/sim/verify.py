@@ -47,3 +47,64 @@ def relative_errors(predicted: dict, simulated: dict) -> dict:
             ok = (a is not None and b is not None and math.isfinite(a) and math.isfinite(b) and b > 0)
             out[m][q] = (a / b - 1.0) if ok else None
     return out
+
+
+PREEMPT_FLAG_SHARE = 0.005   # a plan preempting more than this share of its requests is flagged
+
+
+def replay(dep, vt, slo, *, seed: int = 0, step_scale: float = 1.0, rate_scale: float = 1.0,
+           progress: bool = False) -> dict:
+    """Replay `vt` (a `planner.sim.sample.VerifyTrace`) against `dep` and judge it against
+    `slo` (ttft_s, tpot_s, percentile, jct_s): percentiles (weighted when `vt` is a sample),
+    SLO attainment, each target's ratio (simulated percentile / target), whether it meets
+    every target with every counted request finished, and what memory did - the share of
+    requests preempted at least once, the peak KV occupancy of the fullest instance and the
+    headroom left (1 - peak). `step_scale` slows every engine step, `rate_scale` multiplies
+    the arrival rate (the margin search)."""
+    import numpy as np
+
+    from planner.sim.sample import weighted_quantiles
+    res = simulate(dep, vt.trace, seed=seed, progress=progress, step_scale=step_scale, rate_scale=rate_scale,
+                   slo_ttft_s=slo.ttft_s, slo_tpot_s=slo.tpot_s)
+    r = res.records
+    arrival = r["arrival_s"].to_numpy(dtype=float)
+    first = r["first_token_s"].to_numpy(dtype=float)
+    finish = r["finish_s"].to_numpy(dtype=float)
+    out_tok = r["output_tokens"].to_numpy()
+    w = vt.weights
+    counted = np.ones(len(r), dtype=bool) if w is None else w > 0
+    done = np.isfinite(finish)
+    multi = done & (out_tok > 1)
+    ttft, jct = first - arrival, finish - arrival
+    tpot = np.where(multi, (finish - first) / np.maximum(out_tok - 1, 1), np.nan)
+    qs = (50, 90, 99)
+
+    def pcts(x, mask):
+        vals = weighted_quantiles(x[mask & counted], None if w is None else w[mask & counted], qs)
+        return {f"p{q}": v for q, v in zip(qs, vals)}
+
+    out = {"ttft_s": pcts(ttft, done), "tpot_s": pcts(tpot, multi), "jct_s": pcts(jct, done)}
+    q = f"p{slo.percentile}"
+    ok = done & (ttft <= slo.ttft_s) & (~multi | (tpot <= slo.tpot_s))
+    wc = np.ones(len(r)) if w is None else w
+    total_w = float(wc[counted].sum())
+    out["slo_attainment"] = float(wc[counted & ok].sum() / total_w) if total_w > 0 else float("nan")
+    ratios = {"ttft": out["ttft_s"][q] / slo.ttft_s, "tpot": out["tpot_s"][q] / slo.tpot_s}
+    if getattr(slo, "jct_s", None) is not None:
+        ratios["jct"] = out["jct_s"][q] / slo.jct_s
+    ratios = {k: (float(v) if np.isfinite(v) else float("inf")) for k, v in ratios.items()}
+    unfinished = int(np.count_nonzero(counted & ~done))
+    preempted = int(res.stats.get("preempted_requests", 0))
+    kv_peak = float(res.stats.get("kv_peak_fraction", 0.0))
+    out.update({
+        "percentile": q, "ratios": ratios, "worst_ratio": max(ratios.values()),
+        "limited_by": max(ratios, key=ratios.get),
+        "meets": unfinished == 0 and all(v <= 1.0 for v in ratios.values()),
+        "requests": int(np.count_nonzero(counted)), "replayed": int(len(r)), "unfinished": unfinished,
+        "preempted_requests": preempted, "preempted_share": preempted / len(r) if len(r) else 0.0,
+        "preemptions": int(res.stats.get("preemptions", 0)), "kv_peak_fraction": kv_peak,
+        "kv_headroom": 1.0 - kv_peak, "step_scale": float(step_scale), "rate_scale": float(rate_scale),
+        "wall_s": float(res.stats.get("wall_s", 0.0)),
+    })
+    out["preemption_flag"] = out["preempted_share"] > PREEMPT_FLAG_SHARE
+    return out

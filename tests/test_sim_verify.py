@@ -1,0 +1,118 @@
+"""The simulator as the verifier: slower step costs, preempted requests and peak KV
+occupancy, the engine's admission, the stratified sample of a large trace and its
+weighted percentiles, and `replay`'s verdict against an SLO."""
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+from planner import catalog
+from planner.engines.config import engine_config
+from planner.plan import Deployment as _Deployment, Policies, Role
+from planner.search.candidates import SLO
+from planner.sim import replay, simulate
+from planner.sim.decode import GREEDY, RESERVE_STATIC
+from planner.sim.run import engine_admission
+from planner.sim.sample import verification_trace, weighted_quantiles
+from profile_eff import profile_eff
+from traces.synthetic import generate
+from traces.trace import Trace
+
+
+def Deployment(*args, **kw):
+    return _Deployment(*args, **{"efficiency": profile_eff(), **kw})
+
+
+SMALL_V100 = catalog.register_gpu(replace(catalog.gpu("v100"), name="v100-32e9-bytes-v", memory_gb=32e9 / 2**30,
+                                          aliases=()))
+
+
+def trace(rows):
+    a, p, o = zip(*rows)
+    return Trace(np.array(a, float), np.array(p), np.array(o))
+
+
+def small_memory(**pol):
+    pol.setdefault("predictor_accuracy", 1.0)
+    return Deployment(mode="disaggregated", model="opt-13b", chunk_tokens=2048, prefill=Role(SMALL_V100.name, 2),
+                      decode=Role(SMALL_V100.name, 1), policies=Policies(**pol))
+
+
+def test_step_scale_multiplies_every_step_of_a_lone_request():
+    """One request alone: TTFT is its prefill, its decode steps follow one another; with every
+    step 1.5x as costly both grow 1.5x (the KV transfer is not a step and does not)."""
+    dep = Deployment("coupled", "opt-13b", 4096, coupled=Role("a100", 1))
+    t = trace([(0.0, 1000, 50)])
+    base = simulate(dep, t).records.iloc[0]
+    slow = simulate(dep, t, step_scale=1.5).records.iloc[0]
+    assert (slow.first_token_s - slow.arrival_s) == pytest.approx(1.5 * (base.first_token_s - base.arrival_s), rel=1e-9)
+    assert (slow.finish_s - slow.first_token_s) == pytest.approx(1.5 * (base.finish_s - base.first_token_s), rel=1e-9)
+    with pytest.raises(Exception, match="step scale"):
+        simulate(dep, t, step_scale=0.0)
+
+
+def test_preempted_requests_and_peak_kv_are_counted():
+    """Two 1000-token prompts growing to 1300 tokens on an instance holding 138 blocks of
+    16: the second is preempted once (one request preempted), when the pair held every
+    token the instance has (2 x 1104 = 138 x 16): the peak is 100%."""
+    d = small_memory(decode_admission="greedy")
+    res = simulate(d, trace([(0.0, 1000, 300), (0.0, 1000, 300)]))
+    assert res.stats["preemptions"] == 1 and res.stats["preempted_requests"] == 1
+    cap = d.perf("decode").kv_capacity_tokens // 16 * 16
+    # preempted when 2 x ceil((1000 + m + 1)/16) > 138: at m = 104, holding 2 x 1104 tokens
+    assert cap == 2 * 1104 and res.stats["kv_peak_fraction"] == pytest.approx(1.0, rel=1e-12)
+    assert res.summary["preempted_requests"] == 1
+    lone = simulate(d, trace([(0.0, 1000, 300)]))
+    assert lone.stats["preempted_requests"] == 0
+    # its prompt and the 299 tokens its decode steps append (the first came from the prefill)
+    assert lone.stats["kv_peak_fraction"] == pytest.approx(1299 / cap, rel=1e-9)
+
+
+def test_engine_admission_follows_the_engine_profile():
+    assert engine_admission(engine_config("vllm")) == GREEDY
+    assert engine_admission(engine_config("sglang")) == GREEDY        # retract: recompute, as vLLM
+    assert engine_admission(engine_config("trtllm")) == RESERVE_STATIC  # guaranteed no evict
+
+
+def test_weighted_quantiles():
+    v = np.array([1.0, 2.0, 3.0, 4.0])
+    assert weighted_quantiles(v, None, (50,)) == [float(np.percentile(v, 50))]
+    # weight 3 on the value 1: half the mass is below 1
+    assert weighted_quantiles(v, np.array([3.0, 1.0, 1.0, 1.0]), (50, 90)) == [1.0, 4.0]
+    # zero weights do not count
+    assert weighted_quantiles(v, np.array([0.0, 0.0, 1.0, 1.0]), (50,)) == [3.0]
+
+
+def test_sample_of_a_large_trace_keeps_the_busiest_window_and_weights_strata():
+    t = generate("mixed", n_requests=20_000, rate_per_s=20.0, seed=3)
+    whole = verification_trace(t, 50_000)
+    assert not whole.sampled and whole.trace is t
+    vt = verification_trace(t, 4_000)
+    assert vt.sampled and vt.windows == 8
+    n_counted = int(np.count_nonzero(vt.weights))
+    assert 2_000 <= n_counted <= 5_000 and len(vt.trace) < 6_000
+    # the weights of the counted requests stand for the whole trace
+    assert float(vt.weights.sum()) == pytest.approx(len(t), rel=1e-9)
+    # the busiest window (by prompt + output tokens) is in the sample, arrivals as they were
+    w = vt.window_s
+    idx = (t.arrival_s // w).astype(int)
+    load = np.bincount(idx, weights=t.prompt_tokens + t.output_tokens)
+    busiest = int(np.argmax(load))
+    lo, hi = np.searchsorted(t.arrival_s, [busiest * w, (busiest + 1) * w])
+    gaps = np.diff(t.arrival_s[lo:hi])
+    sample_gaps = np.diff(vt.trace.arrival_s)
+    assert any(np.allclose(sample_gaps[i:i + len(gaps)], gaps) for i in range(len(sample_gaps) - len(gaps) + 1))
+    assert "stratified sample" in vt.note and "busiest" in vt.note
+
+
+def test_replay_judges_the_slo_and_reports_memory():
+    dep = Deployment("coupled", "opt-13b", 4096, coupled=Role("a100", 1))
+    t = trace([(0.1 * i, 300, 20) for i in range(40)])
+    vt = verification_trace(t, 1000)
+    ok = replay(dep, vt, SLO(ttft_s=10.0, tpot_s=1.0))
+    assert ok["meets"] and ok["worst_ratio"] < 1 and ok["preempted_requests"] == 0
+    assert ok["ttft_s"]["p90"] == pytest.approx(simulate(dep, t).summary["ttft_s"]["p90"], rel=1e-12)
+    assert 0 < ok["kv_peak_fraction"] < 1 and ok["kv_headroom"] == pytest.approx(1 - ok["kv_peak_fraction"])
+    tight = replay(dep, vt, SLO(ttft_s=ok["ttft_s"]["p90"] * 0.9, tpot_s=1.0))
+    assert not tight["meets"] and tight["limited_by"] == "ttft"
+    assert tight["ratios"]["ttft"] == pytest.approx(1 / 0.9, rel=1e-9)
