@@ -7,6 +7,7 @@ import pandas as pd
 import pytest
 from click.testing import CliRunner
 
+from planner import catalog
 from planner.bench.predict import predict_spec
 from planner.bench.rows import resolve
 from planner.cli import main
@@ -128,3 +129,45 @@ def test_dense_aggregated_dev_rows_are_predicted_within_a_sane_band():
     ratio_ttft = pred["pred_ttft_ms"] / pred["silicon_ttft_ms"]
     assert ratio_tpot.between(0.6, 1.6).mean() >= 0.9       # TPOT: the step cost
     assert ratio_ttft.between(0.25, 4.0).mean() >= 0.75     # TTFT: queueing at the edge of the KV memory is harder
+
+
+MOE_ROW = {"id": "ds", "model_path": "deepseek-ai/DeepSeek-R1", "system": "b200_sxm", "backend": "trtllm",
+           "precision": "fp8", "gemm_quant_mode": "fp8", "moe_quant_mode": "fp8_block", "mode": "agg",
+           "isl": 1024, "osl": 128, "concurrency": 32, "tp_size": 1, "pp_size": 1, "attention_dp_size": 8,
+           "moe_tp_size": 1, "moe_ep_size": 8, "batch_size": 4}
+
+
+def test_moe_rows_run_every_attention_dp_rank_and_count_all_gpus():
+    spec = resolve(MOE_ROW)
+    assert spec.coupled.dp == 8 and spec.coupled.ep == 8 and spec.moe_dtype == "fp8_block" and spec.gpus == 8
+    assert spec.dtype == "fp8_block"          # the checkpoint's block-wise FP8, as the engine loads it
+    got = predict_spec(spec)
+    assert got["status"] == "ok", got
+    # no DP column: the MoE group's GPUs beyond the attention TP are DP ranks (vLLM's -dp)
+    vllm = resolve(dict(MOE_ROW, backend="vllm", attention_dp_size=float("nan"), moe_tp_size=2, moe_ep_size=4))
+    assert (vllm.coupled.tp, vllm.coupled.dp, vllm.coupled.ep) == (1, 8, 4)
+
+
+def test_disaggregated_rows_include_the_kv_transfer_and_the_decode_admission_in_ttft():
+    row = dict(MOE_ROW, id="xpyd", mode="disagg", prefill_tp_size=8, prefill_moe_ep_size=8, prefill_num_workers=1,
+               prefill_batch_size=1, decode_tp_size=1, decode_attention_dp_size=8, decode_moe_ep_size=8,
+               decode_num_workers=1, decode_batch_size=16, concurrency=16)
+    spec = resolve(row)
+    assert spec.disaggregated and spec.gpus == 16
+    got = predict_spec(spec)
+    assert got["status"] == "ok", got
+    from planner.bench.predict import deployment, kv_link
+    dep = deployment(spec)
+    assert kv_link(spec) == catalog.gpu("b200").network_gbit_s / 8 / 8 * 8   # 16 GPUs: two nodes, over the NICs
+    prefill_s = float(dep.perf("prefill").prefill_time_s(1024))
+    kv_s = dep.perf("prefill").kv_bytes_per_token * 1024 / (dep.kv_link_gb_s * 1e9)
+    assert got["pred_ttft_ms"] / 1e3 > prefill_s + kv_s
+
+
+@pytest.mark.skipif(not DEV.is_file(), reason="../shared/silicon/dev.csv not found")
+def test_at_least_95_percent_of_dev_rows_resolve_and_the_rest_say_why():
+    df = pd.read_csv(DEV)
+    got = [resolve(r) for r in df.to_dict("records")]
+    reasons = [g for g in got if isinstance(g, str)]
+    assert len(reasons) <= 0.05 * len(df), sorted(set(reasons))[:5]
+    assert all(len(r) < 200 for r in reasons)

@@ -96,10 +96,19 @@ def moe_format(moe_quant_mode, dtype: str) -> str:
             "mxfp4": "mxfp4", "int4_wo": "int4", "int4": "int4", "bf16": "bf16", "bfloat16": "bf16"}.get(mode, dtype)
 
 
+def _as_checkpoint(fmt: str, checkpoint: str) -> str:
+    """A row's "fp8" on a block-wise FP8 checkpoint (DeepSeek, Qwen3-FP8, MiniMax) is the
+    checkpoint's format: engines load the weights as stored, with their block scales."""
+    return checkpoint if fmt == "fp8" and checkpoint == "fp8_block" else fmt
+
+
 def _role(row, prefix: str, default_batch: int) -> RoleSpec | str:
     tp = int(_num(row, f"{prefix}tp_size", 1))
-    dp = int(_num(row, f"{prefix}attention_dp_size", 1))
     ep = int(_num(row, f"{prefix}moe_ep_size", 1))
+    moe_gpus = int(_num(row, f"{prefix}moe_tp_size", 1)) * ep
+    # no attention-DP column: the MoE group's GPUs beyond the attention TP are DP ranks
+    # (vLLM's --data-parallel-size: a TP 1 row with MoE TP 2 runs on 2 GPUs)
+    dp = int(_num(row, f"{prefix}attention_dp_size", max(moe_gpus // tp, 1)))
     pp = int(_num(row, f"{prefix}pp_size", 1))
     if pp != 1:
         return f"pipeline parallelism (pp {pp}): not modelled yet"
@@ -107,6 +116,9 @@ def _role(row, prefix: str, default_batch: int) -> RoleSpec | str:
     batch = int(_num(row, f"{prefix}batch_size", default_batch))
     if min(tp, dp, ep, workers, batch) < 1:
         return f"{prefix or 'layout '}sizes must be >= 1"
+    conc = int(row["concurrency"])
+    if batch * dp * workers < conc <= batch * tp * dp * workers:
+        batch *= tp     # a batch recorded per GPU (NVIDIA model-card runs: batch x GPUs = concurrency)
     return RoleSpec(tp, dp, ep, workers, batch)
 
 
@@ -141,7 +153,9 @@ def resolve(row: dict, engine_overrides: dict | None = None) -> RowSpec | str:
         engine = engine_config(str(row["backend"]), **(engine_overrides or {}))
     except InputError as e:
         return str(e)
-    dtype = gemm_format(str(row["precision"]), _num(row, "gemm_quant_mode"))
+    dtype = _as_checkpoint(gemm_format(str(row["precision"]), _num(row, "gemm_quant_mode")), model.weight_format)
+    moe_dtype = _as_checkpoint(moe_format(_num(row, "moe_quant_mode"), dtype), model.weight_format) \
+        if model.experts else ""
     conc = int(row["concurrency"])
     roles = {}
     mode = str(row["mode"])
@@ -157,4 +171,4 @@ def resolve(row: dict, engine_overrides: dict | None = None) -> RowSpec | str:
         roles[name] = r
     return RowSpec(id=str(row["id"]), model=model.name, gpu=gpu.name, engine=engine, dtype=dtype,
                    kv_dtype=engine.kv_dtype(dtype), isl=int(row["isl"]), osl=int(row["osl"]), concurrency=conc,
-                   moe_dtype=moe_format(_num(row, "moe_quant_mode"), dtype) if model.experts else "", **roles)
+                   moe_dtype=moe_dtype, **roles)

@@ -140,7 +140,7 @@ def linear_parts(model: ModelSpec, layout: Layout, src, m: np.ndarray, moe_dtype
         add({"mlp_up": n_dense * src.gemm_s(mlp_m, up * ffn / layout.mlp_tp, h),
              "mlp_down": n_dense * src.gemm_s(mlp_m, h, ffn / layout.mlp_tp)})
     if n_moe:
-        add({"router": n_moe * src.gemm_s(m, model.experts, h)})
+        add({"router": n_moe * src.gemm16_s(m, model.experts, h)})
         if model.shared_experts:
             sf = model.shared_experts * model.shared_expert_ffn
             add({"shared_experts": n_moe * (src.gemm_s(mlp_m, 2 * sf / layout.mlp_tp, h)

@@ -20,7 +20,7 @@ FlashMLA / FlashInfer kernel family; the footnote says so.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 
 import numpy as np
@@ -118,3 +118,24 @@ def mla_table(system: str, engine: str, heads: int, kv_dtype: str, generation: b
         return None
     return tables.AttentionTable(found[0], heads, heads, 192, tables.KV_DTYPES.get(kv_dtype, "bfloat16"),
                                  generation), found[1]
+
+
+def moe_table_or_swap(system: str, engine: str, geo: MoeGeometry):
+    """((MoeTable, its EP size), version) of this layout, or of the measured layout with
+    the same GPU count nearest in TP (moe_tp x ep GPUs each hold 1 / (moe_tp x ep) of the
+    expert weights and, balanced, compute the same share of the expert-token pairs either
+    way); None when neither is measured."""
+    found = moe_table(system, engine, geo)
+    if found is not None:
+        return (found[0], geo.ep), found[1]
+    gpus = geo.moe_tp * geo.ep
+    swaps = sorted((abs(np.log2(t) - np.log2(geo.moe_tp)), t) for t in _divisors(gpus) if t != geo.moe_tp)
+    for _, t in swaps:
+        alt = moe_table(system, engine, replace(geo, moe_tp=t, ep=gpus // t))
+        if alt is not None:
+            return (alt[0], gpus // t), f"{alt[1]} as {t}x{gpus // t}"
+    return None
+
+
+def _divisors(n: int) -> list[int]:
+    return [d for d in range(1, n + 1) if n % d == 0]

@@ -13,6 +13,7 @@ and `flops_s` (other compute: linear-attention kernels, sparse-attention indexer
 from __future__ import annotations
 
 import csv
+import warnings
 from dataclasses import dataclass
 from functools import lru_cache
 from importlib import resources
@@ -93,12 +94,18 @@ class Roofline:
                                              else "other GPUs' kernel tables (median)")
 
     def gemm_s(self, m, n: float, k: float):
-        g = self.g
+        return self._roofline_gemm(m, n, k, self.g, self.peak, _weight_bytes(self.geo.gemm_dtype))
+
+    def gemm16_s(self, m, n: float, k: float):
+        """A GEMM whose weights stay 16-bit in every checkpoint (MoE routers, the LM head)."""
+        return self._roofline_gemm(m, n, k, _fit(self.gpu.name, "gemm_bf16"), self.gpu.peak_flops_for("bf16"), 2.0)
+
+    def _roofline_gemm(self, m, n, k, g, peak, weight_bytes):
         m = np.asarray(m, dtype=float)
         eff = g["p_eff"] * m / (m + g["p_knee"])
         flops = 2.0 * m * n * k
-        bytes_ = n * k * _weight_bytes(self.geo.gemm_dtype) + 2.0 * m * (n + k)
-        return g["p_t0"] + np.maximum(flops / (self.peak * eff), bytes_ / (self.bw * g["p_bw"]))
+        bytes_ = n * k * weight_bytes + 2.0 * m * (n + k)
+        return g["p_t0"] + np.maximum(flops / (peak * eff), bytes_ / (self.bw * g["p_bw"]))
 
     def context_attention_s(self, batch, length):
         c, geo = self.c, self.geo
@@ -117,12 +124,15 @@ class Roofline:
         return self.group_allreduce_s(message_bytes, self.geo.tp)
 
     def group_allreduce_s(self, message_bytes, gpus: int):
-        """An all-reduce over `gpus` GPUs (a ring over the GPU's scale-up link)."""
+        """An all-reduce over `gpus` GPUs: a ring over the scale-up link (NVLink) inside one
+        NVLink domain; beyond it the ring crosses the network, each GPU at its NIC's share."""
         a, n = self.a, gpus
         if n <= 1:
             return np.zeros_like(np.asarray(message_bytes, dtype=float))
         ring = 2.0 * (n - 1) / n * np.asarray(message_bytes, dtype=float)
-        return a["p_t0"] + ring / (self.gpu.link_gb_s * 1e9 * a["p_bw"])
+        link = self.gpu.link_gb_s if n <= self.gpu.nvlink_domain else \
+            min(self.gpu.link_gb_s, self.gpu.network_gbit_s / 8.0 / self.gpu.nvlink_domain)
+        return a["p_t0"] + ring / (link * 1e9 * a["p_bw"])
 
     def memory_s(self, nbytes):
         return np.asarray(nbytes, dtype=float) / (self.bw * self.d["p_bw"])
@@ -138,7 +148,8 @@ class Roofline:
         """The fused routed-expert kernel on one GPU for `tokens` per EP rank (the tables'
         convention): tokens x top-k / moe_tp expert-token pairs of 3 x hidden x expert FFN
         multiply-adds, over the weights of the experts they touch (of the GPU's experts /
-        ep, each a 1 / moe_tp slice), at the GEMM curve of the kernel's math."""
+        ep, each a 1 / moe_tp slice), at the GEMM curve of the kernel's math taken at all
+        the GPU's pairs (one grouped GEMM)."""
         t = np.asarray(tokens, dtype=float)
         local = geo.experts / geo.ep
         pairs = t * geo.topk / geo.moe_tp * geo.imbalance
@@ -146,8 +157,7 @@ class Roofline:
         touched = local * (1.0 - (1.0 - geo.topk / geo.experts) ** total)
         g = _fit(self.gpu.name, f"gemm_{_moe_compute_dtype(geo.dtype)}")
         peak = self.gpu.peak_flops_for(_moe_compute_dtype(geo.dtype))
-        per_expert = pairs / np.maximum(touched, 1.0)
-        eff = g["p_eff"] * per_expert / (per_expert + g["p_knee"])
+        eff = g["p_eff"] * pairs / (pairs + g["p_knee"])    # a grouped GEMM fills the GPU with every expert's tiles
         flops = 2.0 * 3.0 * geo.hidden * geo.inter * pairs
         weights = touched * 3.0 * geo.hidden * geo.inter / geo.moe_tp * _weight_bytes(geo.dtype)
         acts = 2.0 * pairs * geo.hidden * 2.0
@@ -186,6 +196,9 @@ class Kernels(Roofline):
         self.missing: list[str] = []
         self.versions: dict[str, str] = {}
         self._gemm = self._take("gemm", tables.gemm_table(sysname, engine, gd, self.peak))
+        found16 = tables.gemm_table(sysname, engine, "bfloat16", self.gpu.peak_flops_for("bf16"))
+        self._gemm16 = found16[0] if found16 else None
+        self.capped_gemm = self._slow_format(gd)
         self._ctx = self._take("context attention", tables.attention_table(
             sysname, engine, geo.heads, geo.kv_heads, geo.head_dim, geo.kv_dtype, False))
         self._gen = self._take("generation attention", tables.attention_table(
@@ -212,6 +225,22 @@ class Kernels(Roofline):
         g, b = self._gemm, plain[0]
         return float(max(g.seconds([1], g.ns[0], g.ks[0])[0] - b.seconds([1], b.ns[0], b.ks[0])[0], 0.0))
 
+    def _slow_format(self, gd: str) -> float:
+        """How much slower this format's table is than the engine's 16-bit table at decode
+        sizes (m <= 64, median over shapes) when that exceeds 3x, else 0. Such a table (vLLM
+        0.24's block-FP8 GEMMs: ~0.17 ms at any size on B200/B300, ~0.06 ms on H200, 5-18x its
+        bf16 table) did not time the kernel the engine serves with: its GEMMs are then capped
+        at the 16-bit table's."""
+        if gd == "bfloat16" or self._gemm is None or self._gemm16 is None:
+            return 0.0
+        g, b = self._gemm, self._gemm16
+        ms = g.ms[g.ms <= 64]
+        with np.errstate(invalid="ignore"), warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)    # shapes one table lacks are NaN
+            ratio = float(np.nanmedian([np.nanmedian(g.seconds(ms, n, k) / b.seconds(ms, n, k))
+                                        for n in g.ns for k in g.ks]))
+        return ratio if ratio > 3.0 else 0.0
+
     def _take(self, what: str, found, needed: bool = True):
         if found is None:
             if needed:
@@ -224,7 +253,12 @@ class Kernels(Roofline):
         if not self._gemm:
             return super().gemm_s(m, n, k)
         t = self._gemm.seconds(m, n, k)
+        if self.capped_gemm:
+            t = np.minimum(t, self._gemm16.seconds(m, n, k))
         return np.maximum(t - self._quant_excess, 0.5 * t) if self._quant_excess else t
+
+    def gemm16_s(self, m, n, k):
+        return self._gemm16.seconds(m, n, k) if self._gemm16 else super().gemm16_s(m, n, k)
 
     def context_attention_s(self, batch, length):
         return self._ctx.seconds(batch, length) if self._ctx else super().context_attention_s(batch, length)
@@ -235,24 +269,28 @@ class Kernels(Roofline):
     def allreduce_s(self, message_bytes):
         if self.geo.tp <= 1:
             return np.zeros_like(np.asarray(message_bytes, dtype=float))
-        return self._ar.seconds(message_bytes) if self._ar else super().allreduce_s(message_bytes)
+        return self._ar.seconds(message_bytes) if self._ar else Roofline.group_allreduce_s(self, message_bytes,
+                                                                                          self.geo.tp)
 
     def group_allreduce_s(self, message_bytes, gpus: int):
-        if gpus == self.geo.tp:
-            return self.allreduce_s(message_bytes)
+        if gpus == self.geo.tp and self._ar is not None:
+            return self._ar.seconds(message_bytes)
         found = tables.allreduce_table(self.system, self.engine, gpus) if gpus > 1 else None
         if found is None:
-            return super().group_allreduce_s(message_bytes, gpus)
+            return Roofline.group_allreduce_s(self, message_bytes, gpus)
         self.versions.setdefault("all-reduce", found[1])
         return found[0].seconds(message_bytes)
 
     def moe_s(self, tokens, geo: MoeGeometry):
         if geo not in self._moe:
-            self._moe[geo] = self._take(f"MoE {geo.moe_tp}x{geo.ep}", moe_tables.moe_table(self.system, self.engine, geo))
-        table = self._moe[geo]
-        if table is None:
+            self._moe[geo] = self._take(f"MoE {geo.moe_tp}x{geo.ep}", moe_tables.moe_table_or_swap(
+                self.system, self.engine, geo))
+        found = self._moe[geo]
+        if found is None:
             return super().moe_s(tokens, geo)
-        return table.seconds(tokens) * geo.imbalance
+        table, ep = found
+        # the table's layout may trade TP for EP at the same GPU count: the same tokens in all
+        return table.seconds(np.asarray(tokens, dtype=float) * geo.ep / ep) * geo.imbalance
 
     def mla_context_s(self, batch, length):
         return self._mla_ctx.seconds(batch, length) if self._mla_ctx else super().mla_context_s(batch, length)
@@ -270,6 +308,8 @@ class Kernels(Roofline):
             text += f" ({'; '.join(extra)})"
         if "all-reduce" in self.versions:
             text += f" (all-reduce: {self.versions['all-reduce']})"
+        if self.capped_gemm:
+            text += f" ({self.geo.gemm_dtype} GEMM table {self.capped_gemm:.1f}x its bf16 one: capped at bf16)"
         if self.missing:
             text += f" ({', '.join(self.missing)}: {self.name})"
         return text

@@ -96,7 +96,7 @@ def _tabulated(gpu: GpuSpec, model: ModelSpec, layout: Layout, gemm_dtype: str, 
     self._lin_ops = ops
     self._lin = sum(ops.values()).tolist()
     # LM head and sampling on the sequences that produce a token
-    lm = src.gemm_s(n, m.vocab / tp, m.hidden) + src.memory_s(n * m.vocab / tp * 4 * 2)
+    lm = src.gemm16_s(n, m.vocab / tp, m.hidden) + src.memory_s(n * m.vocab / tp * 4 * 2)
     lm[0] = 0.0
     self._head = lm.tolist()
     kinds = attention_layers(m)

@@ -1,0 +1,126 @@
+"""Step cost of modern models: MoE experts, MLA, sliding-window and linear attention, and
+TP x attention-DP x EP layouts (planner.perf.layers, moe_tables, sources)."""
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+from planner import catalog
+from planner.errors import InputError
+from planner.perf import tables
+from planner.perf.layers import Layout, layout_problem
+from planner.perf.memory import kv_bytes_per_token_per_gpu, weight_bytes_per_gpu
+from planner.perf.model import PerfModel
+from planner.perf.step import StepModel
+
+H200 = catalog.gpu("h200")
+DSV3 = catalog.model("deepseek-ai/DeepSeek-V3")
+needs_tables = pytest.mark.skipif(tables.data_root() is None, reason="kernel tables (the `silicon` extra) not installed")
+
+
+def roofline(model, **kw) -> PerfModel:
+    return PerfModel(H200, model, source="roofline", **kw)
+
+
+def test_moe_step_has_router_shared_and_routed_experts_and_experts_are_weight_bound_at_small_batches():
+    pm = roofline(DSV3, tp=8, dtype="fp8_block")
+    one = pm.step([1], [1000]).ops
+    many = pm.step([1] * 64, [1000] * 64).ops
+    for op in ("router", "shared_experts", "experts", "qkv_proj", "attention_generation"):
+        assert one[op] > 0, op
+    # weight-bound: 64 tokens x top-8 touch ~220 of 256 experts, each read once - the cost
+    # follows the experts touched (~28x, less the kernels' fixed time), not the tokens (64x)
+    touched = 256 * (1 - (1 - 8 / 256) ** 64)
+    assert 8 < many["experts"] / one["experts"] < touched / 8 * 1.2
+    # 3 dense leading layers run the dense MLP, the other 58 the experts
+    assert one["mlp_up"] > 0 and one["experts"] > 10 * one["mlp_up"]
+
+
+def test_expert_weights_split_over_all_gpus_attention_over_the_rank_tp():
+    tp8 = weight_bytes_per_gpu(DSV3, Layout(tp=8), "fp8_block")
+    dp8 = weight_bytes_per_gpu(DSV3, Layout(tp=1, dp=8, ep=8), "fp8_block")
+    tp8ep8 = weight_bytes_per_gpu(DSV3, Layout(tp=8, ep=8), "fp8_block")
+    assert tp8 == pytest.approx(tp8ep8)                 # EP or MoE-TP: each GPU holds 1/8 of the experts
+    parts = DSV3.param_breakdown()
+    replicated = (parts["attention"] + parts["other"]) * (1 - 1 / 8)
+    assert dp8 - tp8 == pytest.approx(replicated * (dp8 - tp8) / (dp8 - tp8), rel=0.35)
+    assert 80e9 < tp8 < 95e9                            # ~671 GB of FP8 weights over 8 GPUs
+    assert dp8 > tp8 + 5e9                              # attention replicated on every DP rank
+
+
+def test_mla_latent_is_whole_on_every_gpu_gqa_kv_is_split_by_heads():
+    llama = catalog.model("meta-llama/Llama-3.1-70B")
+    assert kv_bytes_per_token_per_gpu(DSV3, "bf16", 8) == DSV3.kv_bytes_per_token("bf16")
+    assert DSV3.kv_bytes_per_token("bf16") == 61 * 576 * 2
+    assert kv_bytes_per_token_per_gpu(llama, "bf16", 8) == pytest.approx(llama.kv_bytes_per_token("bf16") / 8)
+    # 16 GPUs of TP for 8 KV heads: each head on two GPUs
+    assert kv_bytes_per_token_per_gpu(llama, "bf16", 16) == pytest.approx(llama.kv_bytes_per_token("bf16") / 8)
+
+
+def test_attention_dp_ranks_see_the_gathered_tokens_in_the_moe_layers():
+    tp = StepModel(H200, DSV3, layout=Layout(tp=8), gemm_dtype="fp8", source="roofline", moe_dtype="fp8_block")
+    dp = StepModel(H200, DSV3, layout=Layout(tp=1, dp=8, ep=8), gemm_dtype="fp8", source="roofline",
+                   moe_dtype="fp8_block")
+    # one rank holding 32 tokens: its MoE layers route the 8 ranks' 256 tokens
+    dp32, tp256 = dp.step([1] * 32, [1000] * 32).ops, tp.step([1] * 256, [1000] * 256).ops
+    assert dp32["experts"] == pytest.approx(tp256["experts"], rel=0.25)
+    assert dp32["qkv_proj"] > tp.step([1] * 32, [1000] * 32).ops["qkv_proj"]     # attention at TP 1
+
+
+def test_sliding_layers_read_a_window_linear_layers_a_state_neither_grows_with_context():
+    oss = catalog.model("openai/gpt-oss-120b")
+    full = replace(oss, layer_types=("full",) * oss.layers, sliding_window=0)
+    slope = {}
+    for name, m in (("swa", oss), ("full", full)):
+        pm = roofline(m, tp=1, dtype="mxfp4")
+        slope[name] = float(pm.decode_time_s(32, 32 * 16000) - pm.decode_time_s(32, 32 * 8000))
+    assert slope["swa"] == pytest.approx(slope["full"] * oss.count_layers("full") / oss.layers, rel=0.05)
+    qwen = catalog.model("Qwen/Qwen3.5-397B-A17B")
+    pm = roofline(qwen, tp=8, dtype="fp8_block")
+    assert pm.step([1] * 8, [1000] * 8).ops["linear_attention"] > 0
+    dense_attn = replace(qwen, layer_types=("full",) * qwen.layers)
+    grow = [float(roofline(m, tp=8, dtype="fp8_block").decode_time_s(16, 16 * 20000)
+                  - roofline(m, tp=8, dtype="fp8_block").decode_time_s(16, 16 * 10000)) for m in (qwen, dense_attn)]
+    assert grow[0] == pytest.approx(grow[1] * 15 / 60, rel=0.05)    # 15 of 60 layers attend over the context
+
+
+def test_layouts_that_cannot_run_are_refused_with_the_reason():
+    llama = catalog.model("llama-3.1-8b")
+    assert "dense" in layout_problem(llama, Layout(tp=1, dp=2))
+    assert "does not divide" in layout_problem(DSV3, Layout(tp=8, ep=3))
+    with pytest.raises(InputError, match="expert parallelism"):
+        StepModel(H200, llama, layout=Layout(tp=2, ep=2), source="roofline")
+    lightning = replace(DSV3, layer_types=("linear",) * DSV3.layers, linear_attention="lightning")
+    with pytest.raises(InputError, match="lightning"):
+        StepModel(H200, lightning, source="roofline")
+
+
+def test_fp4_gemms_run_in_16_bit_on_a_gpu_without_fp4_tensor_cores():
+    oss = catalog.model("openai/gpt-oss-120b")
+    assert roofline(oss, tp=2, dtype="fp4").steps.geo.gemm_dtype == "bf16"
+    assert PerfModel(catalog.gpu("b200"), oss, tp=2, dtype="fp4", source="roofline").steps.geo.gemm_dtype == "fp4"
+
+
+@needs_tables
+def test_moe_table_reads_the_measured_curve_and_swaps_tp_for_ep_at_the_same_gpu_count():
+    from planner.perf.moe_tables import MoeGeometry, moe_table, moe_table_or_swap
+    geo = MoeGeometry(7168, 2048, 8, 256, 1, 8, "fp8_block")
+    table, version = moe_table("h200_sxm", "sglang", geo)
+    assert "fp8_block" in version
+    assert table.seconds([16384])[0] == pytest.approx(10.18e-3, rel=0.02)      # the measured row
+    assert table.seconds([1])[0] < table.seconds([64])[0] < table.seconds([4096])[0]
+    oss = MoeGeometry(2880, 2880, 4, 128, 2, 1, "fp4")
+    (swapped, ep), version = moe_table_or_swap("b200_sxm", "trtllm", oss)
+    assert ep == 2 and "as 1x2" in version
+
+
+@needs_tables
+def test_vllm_block_fp8_gemm_table_is_capped_at_its_bf16_table_and_mla_uses_sglang_kernels():
+    m = catalog.model("MiniMaxAI/MiniMax-M2.5")
+    src = PerfModel(catalog.gpu("b200"), m, tp=2, dtype="fp8_block", engine="vllm").steps.src
+    assert src.capped_gemm > 3 and "capped at bf16" in src.describe()
+    assert src.gemm_s(np.array([8.0]), 4096, 3072)[0] <= src.gemm16_s(np.array([8.0]), 4096, 3072)[0]
+    sg = PerfModel(catalog.gpu("b200"), m, tp=2, dtype="fp8_block", engine="sglang").steps.src
+    assert sg.capped_gemm == 0
+    kimi = PerfModel(catalog.gpu("b200"), catalog.model("moonshotai/Kimi-K2.5"), tp=8, dtype="int4", engine="vllm")
+    assert "MLA: sglang" in kimi.source_name
