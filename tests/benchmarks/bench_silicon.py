@@ -71,6 +71,14 @@ Known gaps (what the figures below reflect; next steps in issue 11):
 """
 
 
+def _is_dense(model_path: str) -> bool:
+    from planner import catalog
+    try:
+        return not catalog.model(str(model_path)).experts
+    except Exception:
+        return False
+
+
 def _fit_overrides(fits: list[dict]) -> dict:
     return {f["engine"]: {"cpu_per_step_s": f["per_step_s"], "cpu_per_seq_s": f["per_seq_s"],
                           "frontend_s": f["frontend_s"]} for f in fits}
@@ -190,7 +198,10 @@ def main(argv=None) -> int:
         out.assign(kind="loso").to_csv(args.predictions, mode="a", header=False, index=False)
     figs = plots(ins, out, Path(args.figures))
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
-    dense = lambda d: d[(d["mode"] == "agg") & d["model_path"].str.contains("Llama", case=False)]  # noqa: E731
+    dense = lambda d: d[(d["mode"] == "agg") & d["model_path"].map(_is_dense)]  # noqa: E731
+    moe = lambda d: d[(d["mode"] == "agg") & ~d["model_path"].map(_is_dense)]  # noqa: E731
+    xpyd = lambda d: d[d["mode"] == "disagg"]  # noqa: E731
+    ok_share = float((ins["status"] == "ok").mean())
     status = ins["status"].where(ins["status"] == "ok", "not predicted: " + ins["status"].astype(str).str.slice(0, 90))
     fits = engine_fits()
     md = [METHOD, f"Command: `.venv/bin/python tests/benchmarks/bench_silicon.py --out docs/validation-silicon.md`. "
@@ -205,6 +216,13 @@ def main(argv=None) -> int:
           group_table(dense(ins), dense(out), []), "",
           group_table(dense(ins), dense(out), ["system", "backend"]), "",
           group_table(dense(ins), dense(out), ["backend"]), "",
+          "### MoE aggregated and disaggregated (xPyD) rows", "",
+          f"Targets (issue 12, LOSO): MoE aggregated TTFT median <= 25%, TPOT <= 10%; xPyD TTFT <= 25%, TPOT <= 10%; "
+          f">= 95% of rows predicted. Predicted (status ok): {ok_share:.1%} of {len(ins)} rows.", "",
+          "MoE aggregated:", "", group_table(moe(ins), moe(out), []), "",
+          group_table(moe(ins), moe(out), ["system", "backend"]), "",
+          "Disaggregated (xPyD):", "", group_table(xpyd(ins), xpyd(out), []), "",
+          group_table(xpyd(ins), xpyd(out), ["system", "backend"]), "",
           "### Every predicted row, per system, engine, model and mode", "", group_table(ins, out, KEYS), "",
           "### Row statuses", "", "| status | rows |", "|---|---|"]
     md += [f"| {s} | {n} |" for s, n in status.value_counts().items()]
