@@ -39,6 +39,7 @@ RANGES = {
     "EngineConfig": {"token_budget": (1, MAX_TOKENS), "max_seqs": (1, 10_000_000), "block_tokens": (1, 1_000_000),
                      "memory_fraction": (0.0, 1.0, True), "graph_max_batch": (0, 10_000_000),
                      "cpu_per_step_s": (0.0, 1e3, False), "cpu_per_seq_s": (0.0, 1e3, False),
+                     "cpu_per_kernel_s": (0.0, 1.0, False),
                      "frontend_s": (0.0, 1e3, False)},
     "GpuSpec": {"fp16_tflops": (0.0, BIG, True), "memory_gb": (0.0, BIG, True), "memory_gb_s": (0.0, BIG, True),
                 "link_gb_s": (0.0, BIG, False), "network_gbit_s": (0.0, BIG, False),

@@ -41,6 +41,8 @@ def test_scheduling_and_memory_defaults_are_the_cited_ones():
     assert "on" in c[("trtllm", "overlap")] and DEFAULTS["trtllm"].overlap
     assert "0.9" in c[("vllm", "memory_fraction")] and DEFAULTS["vllm"].memory_fraction == 0.9
     assert "0.9" in c[("trtllm", "memory_fraction")] and DEFAULTS["trtllm"].memory_fraction == 0.9
-    # vLLM's async scheduling is on from 0.14: the profile models the releases before it
-    # (additive CPU time, fitted); docs/validation-silicon.md says so
-    assert {"off", "on"} <= set(c[("vllm", "async_scheduling")]) and not DEFAULTS["vllm"].overlap
+    # vLLM's async scheduling is on from 0.14 (the default profile), off before it
+    assert {"off", "on"} <= set(c[("vllm", "async_scheduling")]) and DEFAULTS["vllm"].overlap
+    from planner.engines.config import engine_config
+    assert not engine_config("vllm", "0.12.0").overlap and engine_config("vllm", "0.19.0").overlap
+    assert engine_config("vllm", "nightly-5b8c30d").overlap          # unparsable: the newest defaults

@@ -124,3 +124,35 @@ def test_vllm_block_fp8_gemm_table_is_capped_at_its_bf16_table_and_mla_uses_sgla
     assert sg.capped_gemm == 0
     kimi = PerfModel(catalog.gpu("b200"), catalog.model("moonshotai/Kimi-K2.5"), tp=8, dtype="int4", engine="vllm")
     assert "MLA: sglang" in kimi.source_name
+
+
+def test_eager_steps_take_at_least_their_kernel_launches_graph_replayed_decodes_do_not():
+    from planner.perf.layers import kernels_per_step
+    from planner.perf.step import CpuCost
+    llama = catalog.model("meta-llama/Llama-3.1-70B")
+    # per layer: DeepSeek's MLA + MoE launch far more kernels than a dense GQA layer
+    assert kernels_per_step(DSV3, Layout(tp=8), True) / DSV3.layers > 2 * kernels_per_step(llama, Layout(tp=8), True) / 80
+    assert kernels_per_step(llama, Layout(tp=8), True, fused_quant=True) < kernels_per_step(llama, Layout(tp=8), True)
+    slow = CpuCost(per_kernel_s=100e-6)
+    pm = roofline(DSV3, tp=8, dtype="fp8_block", cpu=slow, graph_sizes=(1, 2, 4, 8))
+    floor = pm.steps.kernels * 100e-6
+    prefill = pm.step([16], [0])
+    assert prefill.seconds == pytest.approx(floor) and prefill.ops["host_launch"] > 0
+    assert float(pm.prefill_time_s(16)) == pytest.approx(floor)
+    decode = pm.step([1] * 4, [1000] * 4)              # a captured batch: one graph replay
+    assert decode.ops["host_launch"] == 0 and decode.seconds < floor
+    eager_decode = pm.step([1] * 16, [1000] * 16)      # beyond the largest graph
+    assert eager_decode.seconds == pytest.approx(floor)
+
+
+def test_without_graph_padding_only_exact_captured_batches_replay_a_graph():
+    from planner.engines.config import engine_config
+    from planner.perf.step import CpuCost
+    trt = engine_config("trtllm")
+    assert trt.graph_sizes[-3:] == (32, 64, 128) and 48 not in trt.graph_sizes
+    pm = roofline(DSV3, tp=8, dtype="fp8_block", cpu=CpuCost(per_kernel_s=100e-6), graph_sizes=trt.graph_sizes,
+                  graph_padding=False)
+    floor = pm.steps.kernels * 100e-6
+    assert pm.step([1] * 32, [1000] * 32).ops["host_launch"] == 0
+    assert pm.step([1] * 48, [1000] * 48).seconds == pytest.approx(floor)       # eager: no graph of 48
+    assert float(pm.decode_time_s(np.array([32.0, 48.0]), np.array([32e3, 48e3]))[1]) == pytest.approx(floor)

@@ -25,7 +25,7 @@ def _sglang_graph_sizes(max_bs: int) -> tuple[int, ...]:
 
 
 def _trtllm_graph_sizes(max_bs: int) -> tuple[int, ...]:
-    sizes = [1, 2, 4, 8, 16, 32, 64, 128] + list(range(256, 8193, 256))
+    sizes = list(range(1, 33)) + [64, 128]          # CudaGraphConfig(): max 128, no padding
     return tuple(s for s in sizes if s <= max_bs)
 
 
@@ -50,8 +50,9 @@ class EngineConfig:
     # CPU time per step; None: the fitted value for this engine (planner/data/engine_fits.csv)
     cpu_per_step_s: float | None = None
     cpu_per_seq_s: float | None = None
+    cpu_per_kernel_s: float | None = None   # host launch time per kernel of an eager (non-graph) step
     frontend_s: float | None = None   # per request, added to TTFT: HTTP, tokenising, first-token streaming
-    overlap: bool = False             # CPU work of the next step overlaps the GPU's (overlap / async scheduler)
+    overlap: bool = True              # CPU work of the next step overlaps the GPU's (overlap / async scheduler)
 
     def __post_init__(self):
         for name, value, allowed in (("name", self.name, ENGINES), ("schedule", self.schedule, SCHEDULES),
@@ -74,7 +75,9 @@ class EngineConfig:
         fit = engine_fits().get(self.name, {})
         return CpuCost(per_step_s=self.cpu_per_step_s if self.cpu_per_step_s is not None else fit.get("per_step_s", 0.0),
                        per_seq_s=self.cpu_per_seq_s if self.cpu_per_seq_s is not None else fit.get("per_seq_s", 0.0),
-                       overlap=self.overlap)
+                       overlap=self.overlap,
+                       per_kernel_s=self.cpu_per_kernel_s if self.cpu_per_kernel_s is not None
+                       else fit.get("per_kernel_s", 0.0))
 
     def kv_dtype(self, weight_dtype: str) -> str:
         return "fp8" if self.fp8_kv_when_quantized and weight_dtype in ("fp8", "fp8_block", "fp4") else "bf16"
@@ -87,7 +90,8 @@ class EngineConfig:
 
     def perf_kwargs(self) -> dict:
         """What PerfModel takes from the engine."""
-        return {"engine": self.name, "graph_sizes": self.graph_sizes, "cpu": self.cpu,
+        return {"engine": self.name, "graph_sizes": self.graph_sizes, "graph_padding": self.name != "trtllm",
+                "cpu": self.cpu,
                 "memory_fraction": self.memory_fraction, "token_budget": self.token_budget,
                 "max_seqs": self.max_seqs, "fused_quant": self.fused_quant, "memory_of_free": self.memory_of_free}
 
@@ -102,14 +106,16 @@ class EngineConfig:
 # Defaults (sources in planner/engines/defaults.csv):
 # - vLLM V1 serving on a >= 70 GiB GPU: one token budget of 8192 per step, running requests
 #   (decodes) first then waiting prefills FCFS, chunked; KV blocks of 16 allocated on demand,
-#   the newest running request preempted by recompute; 90% of GPU memory; CUDA graphs to 512.
+#   the newest running request preempted by recompute; 90% of GPU memory; CUDA graphs to 512;
+#   async scheduling (from 0.14; version_defaults turns it off for older releases).
 # - SGLang: a prefill batch (chunked at 8192) runs first and pauses decoding (mixed chunks
 #   off); admission reserves a share of each running request's remaining output
 #   (new_token_ratio), decodes retracted when memory runs out; page 1; overlap scheduler on.
 # - TensorRT-LLM (PyTorch backend): in-flight batching mixes context and generation in one
 #   step within max_num_tokens 8192, chunked context off; GUARANTEED_NO_EVICT reserves a
 #   request's full prompt + output at admission, so nothing is preempted; blocks of 32;
-#   90% of free memory; overlap scheduler on.
+#   90% of free memory; overlap scheduler on; CUDA graphs for decode batches of exactly
+#   1-32, 64 or 128 (no padding: any other batch runs eagerly).
 DEFAULTS = {
     "vllm": EngineConfig(),
     "sglang": EngineConfig(name="sglang", token_budget=8192, max_seqs=1024, chunked_prefill=True,
@@ -117,13 +123,15 @@ DEFAULTS = {
                            memory_fraction=0.88, graph_max_batch=256, overlap=True),
     "trtllm": EngineConfig(name="trtllm", token_budget=8192, max_seqs=2048, chunked_prefill=False, schedule="mixed",
                            admission="no_evict", preemption="none", block_tokens=32, memory_fraction=0.90,
-                           graph_max_batch=2048, fp8_kv_when_quantized=True, fused_quant=True, memory_of_free=True,
+                           graph_max_batch=128, fp8_kv_when_quantized=True, fused_quant=True, memory_of_free=True,
                            overlap=True),
 }
 ALIASES = {"tensorrt-llm": "trtllm", "trt-llm": "trtllm", "tensorrt_llm": "trtllm", "vllm-v1": "vllm"}
 
 
-def engine_config(name: str = "vllm", **overrides) -> EngineConfig:
+def engine_config(name: str = "vllm", version: str | None = None, **overrides) -> EngineConfig:
+    """The engine's defaults, for `version` where they changed between versions (None or an
+    unparsable version such as a nightly: the newest), with `overrides` on top."""
     key = ALIASES.get(name.strip().lower(), name.strip().lower())
     if key not in DEFAULTS:
         raise InputError(f"unknown engine {name!r}; use one of {', '.join(ENGINES)}")
@@ -131,7 +139,24 @@ def engine_config(name: str = "vllm", **overrides) -> EngineConfig:
     bad = set(overrides) - known
     if bad:
         raise InputError(f"unknown engine setting(s) {', '.join(sorted(bad))}; known: {', '.join(sorted(known))}")
-    return replace(DEFAULTS[key], **{k: v for k, v in overrides.items() if v is not None})
+    base = replace(DEFAULTS[key], **version_defaults(key, version))
+    return replace(base, **{k: v for k, v in overrides.items() if v is not None})
+
+
+def _release(version: str | None) -> tuple[int, ...] | None:
+    """(major, minor, patch) of a release string ("0.12.0", "1.2.0rc6.post2"), None otherwise."""
+    import re
+    m = re.match(r"^v?(\d+)\.(\d+)(?:\.(\d+))?", str(version or "").strip())
+    return tuple(int(x or 0) for x in m.groups()) if m else None
+
+
+def version_defaults(engine: str, version: str | None) -> dict:
+    """Defaults that differ by release (planner/engines/defaults.csv): vLLM's async scheduling
+    (the CPU work of the next step overlapping the GPU's) is on from 0.14, off before."""
+    rel = _release(version)
+    if engine == "vllm" and rel is not None and rel < (0, 14, 0):
+        return {"overlap": False}
+    return {}
 
 
 def config_from_dict(d: dict | None, where: str = "plan") -> EngineConfig:
@@ -160,5 +185,6 @@ def engine_fits() -> dict[str, dict]:
     out = {}
     for r in csv.DictReader(text.splitlines()):
         out[r["engine"]] = {"per_step_s": float(r["per_step_s"]), "per_seq_s": float(r["per_seq_s"]),
+                            "per_kernel_s": float(r.get("per_kernel_s") or 0.0),
                             "frontend_s": float(r["frontend_s"]), "fitted_on": r["fitted_on"]}
     return out

@@ -3,9 +3,11 @@
 
     python -m planner.engines.fit --rows ../shared/silicon/dev.csv [--exclude-system b200_sxm] [-o FILE]
 
-Per engine, three parameters: seconds per step and seconds per sequence in the step (the
-scheduler's, sampler's and detokeniser's Python work), and the front-end seconds per
-request added to TTFT (HTTP, tokenising, streaming the first token). Whether the CPU time
+Per engine, four parameters: seconds per step and seconds per sequence in the step (the
+scheduler's, sampler's and detokeniser's Python work), seconds per kernel launched by a step
+run without a CUDA graph (prefill steps of engines that run them eagerly: a floor under such
+a step of its kernel count x this, planner.perf.layers.kernels_per_step), and the front-end
+seconds per request added to TTFT (HTTP, tokenising, streaming the first token). Whether the CPU time
 overlaps the GPU's is the engine's documented default (EngineConfig.overlap), not fitted.
 The objective is the median over rows of |log(predicted / measured)| for TPOT plus the same
 for TTFT, on the rows the performance model can predict: Nelder-Mead over the two CPU
@@ -29,15 +31,16 @@ from planner.engines.config import ENGINES
 
 FIT_REQUESTS_PER_USER = 3      # shorter closed loops while fitting; the prediction uses the full length
 MAX_FIT_ROWS = 60              # a stratified sample per engine keeps a fit to minutes on 2 cores
-SCALE = np.array([1e-3, 1e-5])  # parameter units: ms per step, 10 us per sequence
+SCALE = np.array([1e-3, 1e-5, 1e-5])  # parameter units: ms per step, 10 us per sequence, 10 us per kernel
 
 
 FRONTEND_GRID_MS = np.arange(0.0, 300.0, 2.5)
 
 
 def objective(rows: pd.DataFrame, engine: str, params, with_frontend: bool = False):
-    per_step, per_seq = np.maximum(np.asarray(params, float), 0.0) * SCALE
-    pred = predict_frame(rows, {engine: {"cpu_per_step_s": per_step, "cpu_per_seq_s": per_seq, "frontend_s": 0.0}},
+    per_step, per_seq, per_kernel = np.maximum(np.asarray(params, float), 0.0) * SCALE
+    pred = predict_frame(rows, {engine: {"cpu_per_step_s": per_step, "cpu_per_seq_s": per_seq,
+                                         "cpu_per_kernel_s": per_kernel, "frontend_s": 0.0}},
                          requests_per_user=FIT_REQUESTS_PER_USER)
     ok = pred[pred["status"] == "ok"]
     if ok.empty:
@@ -66,16 +69,18 @@ def fit_engine(rows: pd.DataFrame, engine: str, progress=None) -> dict | None:
     if mine.empty:
         return None
     fit_rows = sample(mine)
-    starts = [(0.0, 0.0), (2.0, 0.0), (1.0, 2.0), (4.0, 5.0), (8.0, 10.0)]
+    starts = [(0.0, 0.0, 0.0), (2.0, 0.0, 2.0), (1.0, 2.0, 5.0), (4.0, 5.0, 1.0), (8.0, 10.0, 5.0)]
     best = min(((objective(fit_rows, engine, s), s) for s in starts), key=lambda t: t[0])
     res = minimize(lambda x: objective(fit_rows, engine, x), best[1], method="Nelder-Mead",
-                   options={"xatol": 0.05, "fatol": 1e-3, "maxfev": 30})
-    per_step, per_seq = np.maximum(res.x, 0.0) * SCALE
+                   options={"xatol": 0.05, "fatol": 1e-3, "maxfev": 45})
+    per_step, per_seq, per_kernel = np.maximum(res.x, 0.0) * SCALE
     _, frontend = objective(fit_rows, engine, res.x, with_frontend=True)
     if progress:
-        progress(f"{engine}: {per_step * 1e3:.2f} ms/step + {per_seq * 1e6:.1f} us/seq, front end "
+        progress(f"{engine}: {per_step * 1e3:.2f} ms/step + {per_seq * 1e6:.1f} us/seq, eager launches "
+                 f"{per_kernel * 1e6:.1f} us/kernel, front end "
                  f"{frontend * 1e3:.1f} ms (objective {res.fun:.3f} on {len(fit_rows)} rows)")
-    return {"engine": engine, "per_step_s": float(per_step), "per_seq_s": float(per_seq), "frontend_s": frontend,
+    return {"engine": engine, "per_step_s": float(per_step), "per_seq_s": float(per_seq),
+            "per_kernel_s": float(per_kernel), "frontend_s": frontend,
             "objective": float(res.fun), "fit_rows": len(fit_rows),
             "fitted_on": ";".join(sorted(mine["system"].astype(str).unique()))}
 
@@ -94,7 +99,8 @@ def fit_all(rows: pd.DataFrame, exclude_system: str | None = None, progress=None
 
 
 def write(fits: list[dict], path: Path) -> None:
-    cols = ["engine", "per_step_s", "per_seq_s", "frontend_s", "overlap", "objective", "fit_rows", "fitted_on"]
+    cols = ["engine", "per_step_s", "per_seq_s", "per_kernel_s", "frontend_s", "overlap", "objective", "fit_rows",
+            "fitted_on"]
     tmp = path.with_suffix(".tmp")
     with tmp.open("w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=cols)

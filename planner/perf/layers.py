@@ -178,3 +178,35 @@ def attention_layers(model: ModelSpec) -> dict[str, int]:
         if sliding:
             out["sliding"] = sliding
     return out
+
+
+def kernels_per_step(model: ModelSpec, layout: Layout, quantized: bool, fused_quant: bool = False) -> int:
+    """GPU kernels one eager forward pass launches (a step run without a CUDA graph: any
+    step with a prefill chunk, or a decode batch beyond the captured sizes), counted per
+    layer from its parts: two fused add + norm, and per part the kernels engines launch for
+    it - GQA: QKV GEMM, RoPE, KV-cache write, attention, output GEMM (5); MLA: fused down-
+    projection, two latent norms, q_b and kv_b GEMMs, RoPE, two split / concat copies, cache
+    write, attention, output GEMM (11); gated delta-net: projections, conv, gating, the chunked
+    recurrence and its norm (8); dense MLP: up GEMM, activation, down GEMM (3); MoE: router
+    GEMM, top-k, token sort / align, two grouped GEMMs, activation, combine (7), shared
+    experts 3 more; an activation-quantisation kernel before each FP8 / FP4 GEMM unless the
+    engine fuses it; one collective after attention and one after the MLP when the layer is
+    split over GPUs. Plus embedding, final norm, LM head and sampling (4)."""
+    total = 4
+    gemms_attn = {"gqa": 2, "mla": 4, "linear": 2}
+    for attention, mlp in model.layer_kinds:
+        kind = "linear" if attention == "linear" else ("mla" if model.is_mla else "gqa")
+        n = 2 + {"gqa": 5, "mla": 11, "linear": 8}[kind]
+        gemms = gemms_attn[kind]
+        if mlp == "moe":
+            n += 7 + (3 if model.shared_experts else 0)
+            gemms += 2 * (2 if model.shared_experts else 0) + 1     # shared up / down, the experts' input
+        else:
+            n += 3
+            gemms += 2
+        if quantized and not fused_quant:
+            n += gemms
+        if layout.gpus > 1:
+            n += 2
+        total += n
+    return total

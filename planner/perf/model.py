@@ -38,6 +38,7 @@ class PerfModel:
     source: str = "auto"                # auto | kernels | roofline
     cpu: CpuCost = CpuCost()            # the engine's CPU time per step (planner.engines)
     graph_sizes: tuple = ()             # CUDA-graph batch sizes of decode-only steps
+    graph_padding: bool = True          # a batch pads up to the next captured size (False: exact sizes only)
     memory_fraction: float = 0.90       # of GPU memory the engine may use
     token_budget: int = 8192            # the engine's largest step, for its activation peak
     max_seqs: int = 256
@@ -64,7 +65,7 @@ class PerfModel:
             return None
         return StepModel(self.gpu, self.model, self.tp, WEIGHT_TO_GEMM.get(self.dtype, "bf16"), self.kv_format,
                          self.engine, tuple(self.graph_sizes), self.cpu, self.source, self.fused_quant,
-                         self.layout, self.moe_dtype or self.dtype, self.moe_imbalance)
+                         self.layout, self.moe_dtype or self.dtype, self.moe_imbalance, self.graph_padding)
 
     @property
     def layout(self) -> Layout:

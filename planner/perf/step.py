@@ -27,7 +27,7 @@ import numpy as np
 
 from planner.catalog import GpuSpec, ModelSpec
 from planner.errors import InputError
-from planner.perf.layers import Layout, attention_layers, layout_problem, linear_parts
+from planner.perf.layers import Layout, attention_layers, kernels_per_step, layout_problem, linear_parts
 from planner.perf.sources import Geometry, op_source
 
 TOKENS_MAX = 16384      # linear ops tabulated per token count up to this; linear beyond
@@ -46,6 +46,7 @@ class CpuCost:
     per_step_s: float = 0.0
     per_seq_s: float = 0.0
     overlap: bool = False
+    per_kernel_s: float = 0.0     # host time to launch one kernel of an eager step (no CUDA graph)
 
     def total(self, gpu_s, seqs):
         cpu = self.per_step_s + self.per_seq_s * seqs
@@ -157,6 +158,7 @@ def _tabulated(gpu: GpuSpec, model: ModelSpec, layout: Layout, gemm_dtype: str, 
                         np.concatenate([[0.0], y1 - slope * b * s_hi1 + const]))
     self._dec_floor, self._dec_slope, self._dec_icpt = (a.tolist() for a in self._dec_arrays)
     self._lin_arr, self._head_arr = np.asarray(self._lin), np.asarray(self._head)
+    self.kernels = kernels_per_step(m, layout, gemm_dtype not in ("bf16", "fp16"), fused_quant)
     return vars(self)
 
 
@@ -173,7 +175,8 @@ class StepModel:
     def __init__(self, gpu: GpuSpec, model: ModelSpec, tp: int = 1, gemm_dtype: str = "bf16",
                  kv_dtype: str = "bf16", engine: str = "vllm", graph_sizes: tuple[int, ...] = (),
                  cpu: CpuCost = CpuCost(), source: str = "auto", fused_quant: bool = False,
-                 layout: Layout | None = None, moe_dtype: str = "", moe_imbalance: float = 1.0):
+                 layout: Layout | None = None, moe_dtype: str = "", moe_imbalance: float = 1.0,
+                 graph_padding: bool = True):
         layout = layout or Layout(tp=tp)
         why = unsupported(model) or layout_problem(model, layout)
         if why:
@@ -183,6 +186,13 @@ class StepModel:
         self.__dict__.update(_tabulated(gpu, model, layout, gemm_dtype, kv_dtype, engine, source, fused_quant,
                                         moe_dtype, moe_imbalance))
         self._graph_arr = np.asarray(self.graph_sizes, dtype=float)
+        self._graph_max = self.graph_sizes[-1] if self.graph_sizes else 0
+        # without padding (TensorRT-LLM) only a batch of exactly a captured size replays a graph
+        self._graph_padding = graph_padding
+        self._graph_set = frozenset(self.graph_sizes)
+        # an eager step cannot take less than the host's kernel launches (launched ahead,
+        # asynchronously: the step takes the longer of the two)
+        self._launch_s = self.kernels * cpu.per_kernel_s
 
     # ---- scalar lookups (the simulator's hot path) ----------------------------------------------
     def _lin_s(self, tokens: float) -> float:
@@ -235,7 +245,13 @@ class StepModel:
         floor = self._dec_floor[batch]
         return line if line > floor else floor
 
+    def graphed(self, batch: int) -> bool:
+        """Whether a decode-only step of `batch` replays a CUDA graph."""
+        return batch <= self._graph_max if self._graph_padding else batch in self._graph_set
+
     def padded_batch(self, batch: int) -> int:
+        if not self._graph_padding:
+            return batch
         for size in self.graph_sizes:
             if size >= batch:
                 return size
@@ -259,6 +275,8 @@ class StepModel:
             attn = self.chunk_attention_s(prefill_tokens, cached_tokens)
         gpu = (self._lin_s(m) + attn + self.decode_attention_s(decode_batch, decode_kv_tokens)
                + self._head_s(decode_batch + reqs))
+        if self._launch_s and gpu < self._launch_s and (reqs or not self.graphed(decode_batch)):
+            gpu = self._launch_s
         cpu = self.cpu.per_step_s + self.cpu.per_seq_s * (decode_batch + reqs)
         if self.cpu.overlap:
             return gpu if gpu > cpu else cpu
@@ -276,10 +294,13 @@ class StepModel:
             gpu = gpu + reqs * self._chunk_attention_v(p / per, k / per)
         if any_b:
             gpu = gpu + self._decode_attention_v(b, ctx)
+        if self._launch_s:
+            graphed = b <= self._graph_max if self._graph_padding else np.isin(b, self.graph_sizes)
+            gpu = np.where((p > 0) | ~graphed, np.maximum(gpu, self._launch_s), gpu)
         return np.where((p > 0) | (b > 0), self.cpu.total(gpu, b + reqs), 0.0)
 
     def _pad_v(self, b):
-        if not len(self._graph_arr):
+        if not len(self._graph_arr) or not self._graph_padding:
             return b
         i = np.searchsorted(self._graph_arr, b)
         return np.where(i < len(self._graph_arr), self._graph_arr[np.minimum(i, len(self._graph_arr) - 1)], b)
@@ -321,6 +342,9 @@ class StepModel:
         ops["attention_generation"] = self.decode_attention_s(b, float((cached[decode] + 1).sum()))
         ops["lm_head_sampling"] = self._head_s(b + int(chunks.sum()))
         gpu = math.fsum(ops.values())
+        eager = bool(chunks.any()) or not self.graphed(b)
+        ops["host_launch"] = max(self._launch_s - gpu, 0.0) if eager and tokens > 0 else 0.0
+        gpu += ops["host_launch"]
         seqs = b + int(chunks.sum())
         ops["engine_cpu"] = float(self.cpu.total(gpu, seqs)) - gpu if tokens > 0 else 0.0
         return StepCost(seconds=math.fsum(ops.values()), ops=ops)

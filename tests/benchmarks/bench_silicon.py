@@ -81,6 +81,7 @@ def _is_dense(model_path: str) -> bool:
 
 def _fit_overrides(fits: list[dict]) -> dict:
     return {f["engine"]: {"cpu_per_step_s": f["per_step_s"], "cpu_per_seq_s": f["per_seq_s"],
+                          "cpu_per_kernel_s": f.get("per_kernel_s", 0.0),
                           "frontend_s": f["frontend_s"]} for f in fits}
 
 
@@ -100,7 +101,8 @@ def loso(df: pd.DataFrame, log) -> pd.DataFrame:
         t0 = time.perf_counter()
         fits = fit_all(df, exclude_system=system, progress=lambda s, sy=system: log(f"  [without {sy}] {s}"))
         # an engine with no training rows outside the held-out system falls back to no fitted times
-        over = {e: {"cpu_per_step_s": 0.0, "cpu_per_seq_s": 0.0, "frontend_s": 0.0} for e in ("vllm", "sglang", "trtllm")}
+        over = {e: {"cpu_per_step_s": 0.0, "cpu_per_seq_s": 0.0, "cpu_per_kernel_s": 0.0, "frontend_s": 0.0}
+                for e in ("vllm", "sglang", "trtllm")}
         over.update(_fit_overrides(fits))
         pred = predict_frame(held, over)
         pred["fit_without"] = system
@@ -208,7 +210,8 @@ def main(argv=None) -> int:
           f"Date {datetime.date.today()}, commit {commit}, machine {platform.machine()} {platform.node()} "
           f"({len(df)} rows, {time.perf_counter() - t0:.0f} s).", "",
           "Fitted engine parameters (in-sample, planner/data/engine_fits.csv): " + "; ".join(
-              f"{e}: {v['per_step_s'] * 1e3:.2f} ms/step + {v['per_seq_s'] * 1e6:.1f} us/seq, front end "
+              f"{e}: {v['per_step_s'] * 1e3:.2f} ms/step + {v['per_seq_s'] * 1e6:.1f} us/seq, eager launches "
+              f"{v['per_kernel_s'] * 1e6:.1f} us/kernel, front end "
               f"{v['frontend_s'] * 1e3:.0f} ms (fitted on {v['fitted_on']})" for e, v in fits.items()), "",
           "### Dense aggregated rows (the targets)", "",
           "Targets (issue 11, LOSO): TTFT median <= 20%, p90 <= 50%; TPOT median <= 8%, p90 <= 20%; no system x "
