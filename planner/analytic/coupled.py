@@ -22,7 +22,6 @@ import numpy as np
 
 from planner.analytic.queueing import (batch_seen, decode_load, decode_side, decode_time_s, kv_tokens_needed, percentiles,
                        slo_attainment, solve_fixed_point)
-from planner.analytic.prefill import round_robin_backlog_s
 from planner.analytic.transfer import admission_fraction
 from planner.workload import Workload
 
@@ -125,14 +124,14 @@ def _predict_vllm(dep, perf, wl: Workload, seed: int, base: VllmBase, screen=Non
         return None                 # the wait and the stalls only add to these
     if screen_only:
         return True
-    backlog = round_robin_backlog_s(wl.arrival_s, work, n)
-    wait = backlog[s]
+    busy = PrefillBusy.round_robin(wl.arrival_s, work, n)
+    wait = busy.backlog_at(s)
     ttft = wait + own + residual + per_token * joiners * residual
     # its decode steps run only while its instance is not prefilling (prefill iterations
     # take priority): the same busy intervals as the queue, walked per request
     step = dec["tpot_sample"]
     finite = np.isfinite(step)
-    life = decode_life_s(PrefillBusy(wl.arrival_s, backlog, work, n), s, wl.arrival_s[s] + ttft, steps,
+    life = decode_life_s(busy, s, wl.arrival_s[s] + ttft, steps,
                          STALL_T_MIX_S, np.where(finite, step, 1.0))
     tpot = np.where(finite, np.where(steps > 0, life / np.maximum(steps, 1), step), np.inf)
     jct = ttft + decode_time_s(steps, tpot)
@@ -181,6 +180,29 @@ def sarathi_window_times(perf, wl: Workload, instances: int, budget_tokens: int)
     return tau, t_mix, t_dec, p, rho, load
 
 
+def instance_order(n: int, instances: int) -> tuple[np.ndarray, np.ndarray]:
+    """Requests 0..n-1 grouped by instance (request j on instance j mod `instances`), in
+    arrival order within each - the stable argsort of j mod n, read off the (rows,
+    instances) layout column by column instead of sorted - and each instance's count."""
+    rows = -(-n // instances)
+    order = np.arange(rows * instances).reshape(rows, instances).T.ravel()
+    order = order[order < n]
+    r = np.arange(instances)
+    return order, np.maximum((n - r + instances - 1) // instances, 0)
+
+
+def _by_instance(x: np.ndarray, instances: int, rows: int, fill: float) -> np.ndarray:
+    """x (request j on instance j mod `instances`) as (instances, rows): row k holds
+    instance k's requests in order, the missing last ones `fill`."""
+    out = np.empty((instances, rows))
+    full = (rows - 1) * instances
+    out[:, :rows - 1] = x[:full].reshape(rows - 1, instances).T
+    last = x[full:]
+    out[:len(last), rows - 1] = last
+    out[len(last):, rows - 1] = fill
+    return out
+
+
 class PrefillBusy:
     """When each instance of a coupled pool is busy with prefill work, from the per-instance
     Lindley recursion (request j to instance j mod n, as `round_robin_backlog_s`): request
@@ -192,13 +214,53 @@ class PrefillBusy:
         a = np.asarray(arrival_s, dtype=float)
         n = len(a)
         self.instances = int(max(instances, 1))
-        k = np.arange(n) % self.instances
-        order = np.argsort(k, kind="stable")          # by instance, FCFS within it
+        order, counts = instance_order(n, self.instances)
         self.start = (a + backlog_s)[order]            # per instance, non-decreasing
         self.length = np.asarray(work_s, dtype=float)[order]
         self.cum = np.concatenate([[0.0], np.cumsum(self.length)])
         # [bounds[k], bounds[k + 1]): instance k's rows
-        self.bounds = np.searchsorted(k[order], np.arange(self.instances + 1), side="left")
+        self.bounds = np.concatenate([[0], np.cumsum(counts)])
+        self._backlog = None
+
+    @classmethod
+    def round_robin(cls, arrival_s, work_s, instances: int) -> "PrefillBusy":
+        """The busy intervals with the per-instance queue solved here: the recursion of
+        `round_robin_backlog_s` in the same floating-point steps, but laid out by instance
+        (a row per instance, padded at the end), so that each instance's running sum and
+        minimum run along contiguous memory and the rows are already in the order kept
+        here. `backlog_at` then reads the backlog of any request."""
+        a = np.asarray(arrival_s, dtype=float)
+        w = np.asarray(work_s, dtype=float)
+        n, k = len(a), int(max(instances, 1))
+        rows = -(-n // k)
+        pad = rows * k - n
+        t, x = _by_instance(a, k, rows, a[-1]), _by_instance(w, k, rows, 0.0)    # (instance, round)
+        y = np.cumsum(x, axis=1)
+        y -= x
+        y -= t
+        low = np.minimum.accumulate(y, axis=1)
+        y -= low
+        t += y                                          # the start of each request's prefill
+        self = cls.__new__(cls)
+        self.instances = k
+        counts = np.maximum((n - np.arange(k) + k - 1) // k, 0)
+        self.bounds = np.concatenate([[0], np.cumsum(counts)])
+        if pad:
+            real = (np.arange(rows)[None, :] * k + np.arange(k)[:, None] < n).ravel()
+            self.start, self.length = t.ravel()[real], x.ravel()[real]
+        else:
+            self.start, self.length = t.ravel(), x.ravel()
+        self.cum = np.empty(n + 1)
+        self.cum[0] = 0.0
+        np.cumsum(self.length, out=self.cum[1:])
+        self._backlog = y
+        return self
+
+    def backlog_at(self, request) -> np.ndarray:
+        """Per request: the work queued at its instance when it arrives (as
+        `round_robin_backlog_s`); only for a pool made by `round_robin`."""
+        request = np.asarray(request)
+        return self._backlog[request % self.instances, request // self.instances]
 
     def _before(self, request, t_s) -> np.ndarray:
         """Per query: the last row of the request's instance starting at or before t_s
@@ -311,9 +373,8 @@ def _predict_sarathi(dep, perf, wl: Workload, seed: int, screen=None, screen_onl
         return True
     per_tok = np.where(np.isinf(tau), 0.0, t_mix / np.maximum(p_tok, 1.0))
     work = wl.prompt_tokens * per_tok[wl.window_index]
-    backlog = round_robin_backlog_s(wl.arrival_s, work, n)     # per-instance queue (fewest-outstanding dispatch)
-    ttft = np.where(saturated, np.inf, backlog[s] + alone)
-    busy = PrefillBusy(wl.arrival_s, backlog, work, n)
+    busy = PrefillBusy.round_robin(wl.arrival_s, work, n)      # per-instance queue (fewest-outstanding dispatch)
+    ttft = np.where(saturated, np.inf, busy.backlog_at(s) + alone)
     first = wl.arrival_s[s] + np.where(saturated, 0.0, ttft)
     life = decode_life_s(busy, s, np.where(saturated, 0.0, first), steps, mix_i, dec_i)
     tpot = np.where(saturated, np.inf, np.where(steps > 0, life / np.maximum(steps, 1), dec_i))

@@ -100,23 +100,50 @@ def round_robin_backlog_s(arrival_s: np.ndarray, work_s: np.ndarray, servers: in
 @dataclass(frozen=True, eq=False)
 class PrefillPool:
     """What a prefill pool of one (GPU, TP, chunk) costs per request, independent of the
-    instance count (the optimizer builds it once per candidate and tries many counts)."""
-    alone_s: np.ndarray          # per request (all N)
-    merged_s: np.ndarray         # per request (all N)
+    instance count (the optimizer builds it once per candidate and tries many counts).
+    Per-request costs are kept per distinct prompt length and gathered on use; the one
+    per-request array kept is the prefix sum the first busy pass starts from, so each
+    instance count tried costs a running minimum there instead of a whole recursion."""
+    alone_values_s: np.ndarray   # per distinct prompt length (wl.prompt_values)
+    merged_values_s: np.ndarray  # per distinct prompt length
+    prompt_index: np.ndarray     # per request (all N): into the values (the workload's own array)
     chunk_tokens: int
     seconds_per_token: float     # marginal cost of one more token in a chunk of C
     fill_room: np.ndarray        # per sample request: V ~ U(0, 1)
+    merged_ahead_s: np.ndarray   # per request (all N): merged work of the requests before it
+    merged_mean_s: float         # mean merged work per request
+
+    @property
+    def alone_s(self) -> np.ndarray:
+        """Per request (all N): its prompt alone on an idle instance."""
+        return self.alone_values_s[self.prompt_index]
+
+    @property
+    def merged_s(self) -> np.ndarray:
+        """Per request (all N): its work riding in merged chunks."""
+        return self.merged_values_s[self.prompt_index]
+
+    def work_s(self, busy: np.ndarray, index_buffer: np.ndarray | None = None) -> np.ndarray:
+        """Per request (all N): the merged work where `busy`, the alone time elsewhere (one
+        gather from both tables; `index_buffer`: N int64 of scratch for the gather's index)."""
+        index = np.multiply(busy, len(self.alone_values_s), out=index_buffer, dtype=np.int64)
+        index += self.prompt_index
+        return np.concatenate([self.alone_values_s, self.merged_values_s])[index]
 
 
 def prefill_pool(perf: PerfModel, wl, chunk_tokens: int, batch_limit: int) -> PrefillPool:
     vals = wl.prompt_values
     fill = chunk_fill_tokens(chunk_tokens, batch_limit, wl.mean_prompt_tokens)
-    alone = chunked_alone_s(perf, vals, chunk_tokens)[wl.prompt_index]
-    merged = chunked_work_s(perf, vals, chunk_tokens, fill)[wl.prompt_index]
+    alone = chunked_alone_s(perf, vals, chunk_tokens)
+    merged_values = chunked_work_s(perf, vals, chunk_tokens, fill)
+    merged = merged_values[wl.prompt_index]
+    ahead = np.cumsum(merged, dtype=float)       # backlog_s's first two steps, once per pool
+    ahead -= merged
     half = max(chunk_tokens // 2, 1)
     b = float(perf.prefill_time_s(chunk_tokens, 0.0) - perf.prefill_time_s(half, 0.0)) / max(chunk_tokens - half, 1)
     room = np.random.default_rng(wl.seed + FILL_SEED_OFFSET).uniform(size=len(wl.sample))
-    return PrefillPool(alone, merged, int(chunk_tokens), max(b, 0.0), room)
+    return PrefillPool(alone, merged_values, wl.prompt_index, int(chunk_tokens), max(b, 0.0), room,
+                       ahead, float(merged.mean()))
 
 
 @dataclass(frozen=True, eq=False)
@@ -137,20 +164,38 @@ def pool_wait_s(arrival_s, work_s, servers: int) -> np.ndarray:
 
 
 def prefill_ttft(pool: PrefillPool, wl, servers: int) -> PrefillResult:
-    a = wl.arrival_s
-    w = pool.merged_s
-    for _ in range(BUSY_PASSES):
-        # wait > 0 exactly where the backlog exceeds (n - 1) mean(w) (pool_wait_s's numerator)
+    """The busy passes and the wait as `backlog_s` and `pool_wait_s` compute them (the
+    same floating-point steps), the first pass from the pool's prefix sum and all of it in
+    two buffers: each instance count costs two running minima, one running sum and a
+    gather, and allocates little besides what it returns (fresh memory is slow to touch)."""
+    a = np.asarray(wl.arrival_s, dtype=float)
+    y = np.multiply(a, servers)                       # work the pool drains by each arrival
+    np.subtract(pool.merged_ahead_s, y, out=y)        # backlog_s(a, merged, servers) ...
+    low = np.minimum.accumulate(y)
+    y -= low
+    # wait > 0 exactly where the backlog exceeds (n - 1) mean(w) (pool_wait_s's numerator)
+    busy = y > (servers - 1) * pool.merged_mean_s
+    w = pool.work_s(busy, index_buffer=low.view(np.int64))   # the running minimum is spent
+    for _ in range(BUSY_PASSES - 1):
         busy = backlog_s(a, w, servers) > (servers - 1) * float(w.mean())
-        w = np.where(busy, pool.merged_s, pool.alone_s)
-    wait = pool_wait_s(a, w, servers)
+        w = pool.work_s(busy)
+    np.cumsum(w, out=y)                               # pool_wait_s(a, w, servers)
+    y -= w
+    y -= np.multiply(a, servers, out=low)
+    y -= np.minimum.accumulate(y, out=low)
+    y -= (servers - 1) * float(w.mean())
+    np.maximum(y, 0.0, out=y)
+    y /= servers
+    wait = y
     s = wl.sample
-    ws, ms = wait[s], pool.merged_s[s]
+    idx = pool.prompt_index[s]
+    ws, ms = wait[s], pool.merged_values_s[idx]
     busy_s = ws > 0
     fill_rate = (wl.window_sum_prompt / wl.window_duration_s)[wl.window_index[s]] / servers
     extra = pool.seconds_per_token * np.minimum(pool.fill_room * pool.chunk_tokens, fill_rate * (ws + ms))
-    ttft = np.where(busy_s, ws + ms + extra, pool.alone_s[s])
-    return PrefillResult(ttft, a + wait, w, busy_s)
+    ttft = np.where(busy_s, ws + ms + extra, pool.alone_values_s[idx])
+    wait += a                                      # now the start of each request's work
+    return PrefillResult(ttft, wait, w, busy_s)
 
 
 def pool_utilisation(wl, work_s: np.ndarray, servers: int) -> dict:

@@ -21,6 +21,7 @@ first token comes from the prefill instance, so TPOT_i = step_i + (T_i + admissi
 """
 from __future__ import annotations
 
+import weakref
 from functools import lru_cache
 
 import numpy as np
@@ -35,8 +36,10 @@ def expected_min(values: np.ndarray, x: np.ndarray) -> np.ndarray:
     return _expected_min_sorted(np.sort(np.asarray(values, dtype=float)), x)
 
 
-def _expected_min_sorted(v: np.ndarray, x: np.ndarray) -> np.ndarray:
-    cum = np.concatenate([[0.0], np.cumsum(v)])
+def _expected_min_sorted(v: np.ndarray, x: np.ndarray, cum: np.ndarray | None = None) -> np.ndarray:
+    """`expected_min` over sorted values `v`; `cum`: their prefix sums led by 0, if known."""
+    if cum is None:
+        cum = np.concatenate([[0.0], np.cumsum(v)])
     k = np.searchsorted(v, x, side="left")
     return (cum[k] + np.asarray(x, dtype=float) * (len(v) - k)) / max(len(v), 1)
 
@@ -68,17 +71,55 @@ def link_of_request(arrival_s: np.ndarray, done_s: np.ndarray, links: int) -> np
     load; where all are busy it goes to any (a golden-ratio sequence, deterministic)."""
     n = len(arrival_s)
     # done times are nearly sorted (start times are monotone): a stable (merge) sort is fast
-    busy = np.arange(n) - np.searchsorted(np.sort(done_s, kind="stable"), arrival_s, side="right")
-    busy = np.minimum(np.maximum(busy, 0), links)
-    u = _golden_sequence(n)
-    k = (u * links).astype(np.int64)               # all busy: any instance
-    cdf = _first_idle_cdf(links)
-    rows_by_busy, bounds = _group_rows(busy, links + 1)
-    for m in range(links):
-        rows = rows_by_busy[bounds[m]:bounds[m + 1]]
-        if len(rows):
-            k[rows] = np.minimum(np.searchsorted(cdf[m], u[rows], side="right"), links - 1)
+    busy = _busy_on_arrival(np.asarray(arrival_s, dtype=float), np.sort(done_s, kind="stable"), links)
+    any_k, point, lowest_idle = _hunt_tables(n, links)
+    index = busy.astype(np.int64)
+    index *= lowest_idle.shape[1]
+    index += point
+    k = lowest_idle.ravel()[index]
+    np.copyto(k, any_k, where=busy == links)       # all busy: any instance
     return k
+
+
+@lru_cache(maxsize=8)
+def _hunt_tables(n: int, links: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """For the n draws u of `_golden_sequence(n)` (kept for the last few (n, links): every
+    prefill option of a workload with this many instances asks for the same):
+    - any_k: the instance a request takes when all `links` are busy, int(u x links);
+    - point: g = how many of the distinct values in `_first_idle_cdf(links)` are <= u;
+    - lowest_idle[m, g] (m < links): min(searchsorted(cdf[m], u, "right"), links - 1) for
+      any u with that g, i.e. the lowest idle id when m are busy (no cdf value lies between
+      the g-th value and u, so the count up to u is the count up to the g-th value).
+    One search per request here instead of one per request and call."""
+    u = _golden_sequence(n)
+    cdf = _first_idle_cdf(links)
+    values = np.unique(cdf)
+    lowest = np.zeros((links + 1, len(values) + 1), dtype=np.int64)    # row `links` (all busy): any_k instead
+    for m in range(links):
+        lowest[m, 1:] = np.searchsorted(cdf[m], values, side="right")
+    np.minimum(lowest, links - 1, out=lowest)
+    out = ((u * links).astype(np.uint8 if links < 256 else np.int64),
+           np.searchsorted(values, u, side="right").astype(np.int16 if len(values) < 2 ** 15 else np.int64), lowest)
+    for a in out:
+        a.flags.writeable = False
+    return out
+
+
+def _busy_on_arrival(arrival_s: np.ndarray, done_sorted_s: np.ndarray, cap: int) -> np.ndarray:
+    """min(max(i - #{done <= a_i}, 0), cap) per request i: the earlier requests not done
+    when it arrives, capped. #{done <= a_i} <= i - m exactly where the (i - m)-th smallest
+    done time exceeds a_i, so the count is the number of m in 1..cap with
+    done_sorted[i - m] > a_i: `cap` comparisons of shifted views, stopped at the first m
+    where none holds (done_sorted[i - m] only falls as m grows)."""
+    n = len(arrival_s)
+    busy = np.zeros(n, dtype=np.uint8 if cap < 256 else np.int64)
+    hit = np.empty(n, dtype=bool)
+    for m in range(1, min(cap, n - 1) + 1):
+        h = np.greater(done_sorted_s[:n - m], arrival_s[m:], out=hit[:n - m])
+        if not h.any():
+            break
+        busy[m:] += h
+    return busy
 
 
 @lru_cache(maxsize=2)
@@ -104,17 +145,21 @@ def per_link_backlog_s(start_s: np.ndarray, x_s: np.ndarray, link: np.ndarray, l
     """Backlog each transfer finds on its own link: a Lindley recursion per link (one
     stable sort by link, then the recursion restarted at each link's first request)."""
     order, bounds = _group_rows(link, links)
-    t, x = start_s[order], x_s[order]
-    y = np.cumsum(x) - x - t
+    x = x_s[order]
+    y = np.cumsum(x)
+    y -= x
+    y -= start_s[order]
     # running minimum within each link's segment: offset each segment far below the previous
     sizes = np.diff(bounds)
     sizes = sizes[sizes > 0]
-    seg = np.repeat(np.arange(len(sizes)), sizes)      # segment number of each sorted row
     big = (np.abs(y).max() + 1.0) * 4.0
-    shifted = y - seg * big
-    low = np.minimum.accumulate(shifted) + seg * big
-    out = np.empty(len(x_s))
-    out[order] = y - low
+    offset = np.repeat(np.arange(len(sizes)) * big, sizes)    # segment number x big, per sorted row
+    low = np.subtract(y, offset, out=x)
+    np.minimum.accumulate(low, out=low)
+    low += offset
+    y -= low
+    out = offset                                               # reused: every row is written
+    out[order] = y
     return out
 
 
@@ -134,14 +179,33 @@ def kv_transfer_sample_s(wl, start_s: np.ndarray, links: int, kv_bytes_per_token
     else:
         link = link_of_request(np.asarray(arrival_s, dtype=float), np.asarray(start_s, dtype=float), links)
         backlog = per_link_backlog_s(start, x, link, links)[s]
-    sends = x[x > 0]
-    if len(sends) == 0:
+    sent = _sent_sizes(wl, x, scale)
+    if sent is None:
         return np.full(len(s), latency_s)
-    sent = wl.sorted_sent_prompt_tokens * scale       # = np.sort(sends): scaling keeps the order
-    if len(sent) != len(sends):
-        sent = np.sort(sends)
-    share = _expected_min_sorted(sent, x[s]) / float(sends.mean())
+    sorted_s, cum, mean = sent
+    share = _expected_min_sorted(sorted_s, x[s], cum) / mean
     return latency_s + x[s] + backlog * share
+
+
+_SENT: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()    # workload -> {scale: sizes}
+
+
+def _sent_sizes(wl, x: np.ndarray, scale: float):
+    """(the sorted sizes of the transfers sent, their prefix sums led by 0, their mean), or
+    None where nothing is sent: what `expected_min` needs, for `x` = the workload's
+    transfer sizes at `scale` seconds per prompt token. Kept per workload and scale (a
+    plan search asks for a few link speeds, many times each)."""
+    per_wl = _SENT.setdefault(wl, {})
+    if scale not in per_wl:
+        sends = x[x > 0]
+        if len(sends) == 0:
+            per_wl[scale] = None
+        else:
+            sent = wl.sorted_sent_prompt_tokens * scale       # = np.sort(sends): scaling keeps the order
+            if len(sent) != len(sends):
+                sent = np.sort(sends)
+            per_wl[scale] = (sent, np.concatenate([[0.0], np.cumsum(sent)]), float(sends.mean()))
+    return per_wl[scale]
 
 
 def admission_fraction(wl) -> np.ndarray:
