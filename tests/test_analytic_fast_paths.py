@@ -100,3 +100,21 @@ def test_transfer_share_cached_per_link_speed_is_the_share_of_the_sorted_sends()
         sends = x[x > 0]
         share = transfer.expected_min(sends, x[wl.sample]) / float(sends.mean())
         assert np.array_equal(got, 1e-4 + x[wl.sample] + backlog * share)
+
+
+def test_prefill_work_buffer_is_reused_without_carrying_state_and_dies_with_the_workload():
+    import gc
+    wl = build_workload(bursty_trace(seed=8))
+    pm = PerfModel(catalog.gpu("a100"), catalog.model("opt-13b"), eff=profile_eff())
+    pool = prefill.prefill_pool(pm, wl, 1024, 16)
+    first = {n: prefill.prefill_ttft(pool, wl, n) for n in (2, 9, 3)}
+    again = {n: prefill.prefill_ttft(pool, wl, n) for n in (3, 2, 9)}      # another order, same buffer
+    for n in first:
+        assert np.array_equal(first[n].start_s, again[n].start_s)
+        assert np.array_equal(first[n].ttft_sample_s, again[n].ttft_sample_s)
+    assert first[2].start_s is not again[2].start_s                          # results are the caller's own
+    assert len(prefill._WORK_BUFFERS.get(wl, {})) == 1
+    before = len(prefill._WORK_BUFFERS)
+    del wl, pool, first, again
+    gc.collect()
+    assert len(prefill._WORK_BUFFERS) == before - 1
