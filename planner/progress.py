@@ -1,9 +1,11 @@
 """Progress on stderr that suits where it goes: a live tqdm bar on a terminal; in a log
 file or pipe, one plain line every few seconds (no carriage-return frames).
 
-`progress_bar(total, desc, unit)` has the slice of tqdm's API the planner uses (update,
-set_postfix_str, close). `working(what)` reports a step with no count (planning) once it
-has run longer than `after_s`.
+`progress_bar(total, desc, unit)` has the slice of tqdm's API the planner and the testbed
+use (update, set_postfix_str, close, n): every command's bars go through it (the testbed's
+request loops and profiler too), so none writes carriage-return frames into a log.
+`working(what)` reports a step with no count (planning) once it has run longer than
+`after_s`.
 """
 from __future__ import annotations
 
@@ -55,7 +57,27 @@ class LineProgress:
             print(self._line(time.monotonic()) + " - done", file=self.stream, flush=True)
 
 
-def progress_bar(total: int, desc: str, unit: str, stream=None, **tqdm_kw):
+class NoProgress:
+    """The same API, saying nothing (`--no-progress`)."""
+
+    def __init__(self, total: int = 0):
+        self.total, self.n = total, 0
+
+    def update(self, n: int = 1) -> None:
+        self.n += n
+
+    def set_postfix_str(self, s: str) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def progress_bar(total: int, desc: str, unit: str, stream=None, disable: bool = False, **tqdm_kw):
+    """A tqdm bar on a terminal (`tqdm_kw` go to it, e.g. leave=False), a `LineProgress`
+    elsewhere, `NoProgress` if `disable`. All three count in `.n`."""
+    if disable:
+        return NoProgress(total)
     stream = stream or sys.stderr
     if _is_tty(stream):
         from tqdm import tqdm

@@ -12,7 +12,6 @@ import asyncio
 import json
 import math
 import sys
-import time
 from pathlib import Path
 
 import click
@@ -22,7 +21,6 @@ from planner.errors import InputError
 
 from .cli_run import EXIT_RUN_FAILED, guarded
 
-PROGRESS_LINE_S = 5.0
 DEFAULT_SLACK_S = 600.0
 
 
@@ -155,28 +153,21 @@ async def _run(trace, opts, tokenizer, tokenizer_path: str, seed: int, progress:
 
 
 class _Progress:
-    """A bar on a terminal; in a log, a line every PROGRESS_LINE_S seconds."""
+    """Replay progress through planner.progress: a bar on a terminal; in a log, a line
+    every few seconds (requests done, sent and failed)."""
 
     def __init__(self, n: int):
-        self.n, self.last, self.bar, self.t0 = n, 0.0, None, time.monotonic()
-        if sys.stderr.isatty():
-            from tqdm import tqdm
-            self.bar = tqdm(total=n, desc="requests", unit="req", file=sys.stderr, leave=False)
+        from planner.progress import progress_bar
+        self.bar = progress_bar(n, "replay", "req", leave=False)
 
     def __call__(self, rows, final: bool) -> None:
         done = sum(r["status"] not in ("not_sent", "in_flight") for r in rows)
         failed = sum(r["status"] not in ("finished", "not_sent", "in_flight") for r in rows)
-        if self.bar is not None:
-            self.bar.update(done - self.bar.n)
-            self.bar.set_postfix(failed=failed, refresh=False)
-            if final:
-                self.bar.close()
-            return
-        now = time.monotonic()
-        if final or now - self.last >= PROGRESS_LINE_S:
-            self.last = now
-            sent = sum(r["status"] != "not_sent" for r in rows)
-            _err(f"replay: {now - self.t0:.0f} s, {sent}/{self.n} sent, {done} done, {failed} failed")
+        sent = sum(r["status"] != "not_sent" for r in rows)
+        self.bar.set_postfix_str(f"{sent} sent, {failed} failed")
+        self.bar.update(done - self.bar.n)
+        if final:
+            self.bar.close()
 
 
 def _summary(records, stopped: str, how: str, opts) -> dict:

@@ -222,7 +222,12 @@ def _fmt_s(v) -> str:
 @guarded
 def run_cmd(output, as_json, **kw):
     """Replay a trace against a plan on real prefill and decode processes with real KV
-    transfer, and write per-request records (the simulator's schema)."""
+    transfer, and write per-request records (the simulator's schema).
+
+    \b
+    Example:
+      testbed run --plan plan.json --trace t.csv --model opt-125m --layers 4 --hidden 256 -o records.csv
+    """
     from planner.records import summarize
     plan, trace, opts = _load(kw)
     result = _execute(plan, trace, opts, not kw["no_progress"], output, kw["iterations_out"], kw["scale_out"])
@@ -267,7 +272,13 @@ def run_cmd(output, as_json, **kw):
 def validate_cmd(output, profile_path, records_path, as_json, **kw):
     """Run the plan on the testbed (or take --records measured elsewhere) and print
     predicted (analytical), simulated and measured p50/p90/p99 TTFT, TPOT, JCT and
-    throughput side by side, with errors against measured."""
+    throughput side by side, with errors against measured.
+
+    \b
+    Examples:
+      testbed validate --plan plan.json --trace t.csv --model opt-125m --layers 4 --hidden 256 --pin-cpus
+      testbed validate --plan plan.json --trace t.csv --records measured.csv
+    """
     from .kv import default_backend
     from .validate import compare, deployment_for, read_measured, refit, render
     plan, trace, opts = _load(kw, run=records_path is None)
@@ -295,7 +306,12 @@ def validate_cmd(output, profile_path, records_path, as_json, **kw):
 @click.option("--index", required=True, type=Int(lo=0, hi=1023))
 @guarded
 def worker_cmd(connect, role, index):
-    """Join a running testbed from another host (authkey in $TESTBED_AUTHKEY)."""
+    """Join a running testbed from another host (authkey in $TESTBED_AUTHKEY).
+
+    \b
+    Example (the command `testbed run --remote-decode 1 ...` prints):
+      TESTBED_AUTHKEY=... testbed worker --connect 10.0.0.5:7555 --role decode --index 0
+    """
     import os
 
     from .workers.main import main as worker_main

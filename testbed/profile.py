@@ -297,7 +297,7 @@ def profile(eng: Engine, grid: ProfileGrid, *, model_name: str, device_name: str
     """Run the grid on `eng` and return one row per point (prefill, then decode, then kv).
     `classifier` (a `workers.classifier.LengthClassifier`): prefill rows of fresh requests
     include its forward pass over each slice, as the prefill worker's iterations do."""
-    from tqdm import tqdm
+    from planner.progress import progress_bar
 
     device_name = device_name or device_label(eng.device)
     kvb = eng.kv_bytes_per_token
@@ -309,8 +309,8 @@ def profile(eng: Engine, grid: ProfileGrid, *, model_name: str, device_name: str
     everything = pts + kv_pts
     times: list[list[float]] = [[] for _ in everything]
     totals: dict[int, int] = {}
-    bar = tqdm(total=len(everything) * grid.passes, desc=f"profile {model_name}", unit="pt",
-               disable=not progress, leave=False)
+    bar = progress_bar(len(everything) * grid.passes, f"profile {model_name}", "pt", disable=not progress,
+                       leave=False)
     for _ in range(grid.passes):       # sweeps: a burst of other load hits one pass of a point
         for i, p in enumerate(everything):
             bar.set_postfix_str(f"{p.kind} tokens={p.tokens} batch={p.batch} ctx={p.context_tokens}")

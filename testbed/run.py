@@ -237,8 +237,8 @@ def run_trace(dep: Deployment, trace, opts: RunOptions = RunOptions(), *, progre
         if on_start is not None:
             on_start(cluster)
         if progress:
-            from tqdm import tqdm
-            bar = tqdm(total=n, desc="requests", unit="req", file=sys.stderr, leave=False)
+            from planner.progress import progress_bar
+            bar = progress_bar(n, "requests", "req", leave=False)
         t0 = time.monotonic() + 0.05
         rel = lambda name, t: cluster.to_launcher_time(name, t) - t0   # noqa: E731
         next_i = 0

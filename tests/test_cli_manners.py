@@ -74,6 +74,39 @@ def test_progress_in_logs_is_lines_not_frames():
     assert "\r" not in text and text.count("planning... ") >= 2 and "planning: 0.3 s" in text
 
 
+def test_no_command_writes_tqdm_frames_itself():
+    """Every progress bar goes through planner.progress (a bar only on a terminal): no other
+    module of the planner or the testbed imports tqdm."""
+    offenders = [p.relative_to(ROOT).as_posix() for d in ("planner", "testbed") for p in (ROOT / d).rglob("*.py")
+                 if p.name != "progress.py" and ("import tqdm" in p.read_text() or "from tqdm" in p.read_text())]
+    assert offenders == []
+
+
+def test_testbed_replay_and_profile_progress_in_a_log(capsys):
+    from planner.progress import NoProgress
+    from testbed.cli_replay import _Progress
+    prog = _Progress(3)                          # stderr is captured: not a terminal
+    assert isinstance(prog.bar, LineProgress)
+    rows = [{"status": s} for s in ("finished", "failed", "in_flight")]
+    prog(rows, final=False)
+    assert prog.bar.n == 2 and prog.bar.postfix == "3 sent, 1 failed"
+    prog([{"status": "finished"}] * 3, final=True)
+    assert "\r" not in capsys.readouterr().err
+    quiet = progress_bar(5, "profile", "pt", stream=io.StringIO(), disable=True)
+    assert isinstance(quiet, NoProgress)
+    quiet.update(2)
+    quiet.close()
+    assert quiet.n == 2
+
+
+def test_every_testbed_command_has_an_example():
+    from testbed.cli import main as testbed_main
+    ctx = click.Context(testbed_main)
+    for name in testbed_main.list_commands(ctx):
+        r = CliRunner().invoke(testbed_main, [name, "--help"])
+        assert r.exit_code == 0 and "Example" in r.output, name
+
+
 def test_first_line_says_what_to_rent_and_costs_are_labelled():
     r = CliRunner().invoke(main, ["recommend", "--trace", "traces/lpld.csv", "--gpu", "a100"])
     assert r.exit_code == 0, r.output
