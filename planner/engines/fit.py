@@ -34,7 +34,7 @@ MAX_FIT_ROWS = 60              # a stratified sample per engine keeps a fit to m
 SCALE = np.array([1e-3, 1e-5, 1e-5])  # parameter units: ms per step, 10 us per sequence, 10 us per kernel
 
 
-FRONTEND_GRID_MS = np.arange(0.0, 300.0, 2.5)
+FRONTEND_GRID_MS = np.arange(0.0, 1000.0, 2.5)
 
 
 def objective(rows: pd.DataFrame, engine: str, params, with_frontend: bool = False):
@@ -71,8 +71,10 @@ def fit_engine(rows: pd.DataFrame, engine: str, progress=None) -> dict | None:
     fit_rows = sample(mine)
     starts = [(0.0, 0.0, 0.0), (2.0, 0.0, 2.0), (1.0, 2.0, 5.0), (4.0, 5.0, 1.0), (8.0, 10.0, 5.0)]
     best = min(((objective(fit_rows, engine, s), s) for s in starts), key=lambda t: t[0])
-    res = minimize(lambda x: objective(fit_rows, engine, x), best[1], method="Nelder-Mead",
-                   options={"xatol": 0.05, "fatol": 1e-3, "maxfev": 45})
+    x0 = np.asarray(best[1], float)
+    simplex = np.vstack([x0, x0 + np.diag(np.maximum(0.5 * x0, 1.0))])   # steps of at least one unit
+    res = minimize(lambda x: objective(fit_rows, engine, x), x0, method="Nelder-Mead",
+                   options={"xatol": 0.05, "fatol": 1e-3, "maxfev": 45, "initial_simplex": simplex})
     per_step, per_seq, per_kernel = np.maximum(res.x, 0.0) * SCALE
     _, frontend = objective(fit_rows, engine, res.x, with_frontend=True)
     if progress:
@@ -85,12 +87,13 @@ def fit_engine(rows: pd.DataFrame, engine: str, progress=None) -> dict | None:
             "fitted_on": ";".join(sorted(mine["system"].astype(str).unique()))}
 
 
-def fit_all(rows: pd.DataFrame, exclude_system: str | None = None, progress=None) -> list[dict]:
+def fit_all(rows: pd.DataFrame, exclude_system: str | None = None, progress=None,
+            engines: tuple[str, ...] = ENGINES) -> list[dict]:
     from planner.engines.config import DEFAULTS
     if exclude_system:
         rows = rows[rows["system"].astype(str) != exclude_system]
     out = []
-    for engine in ENGINES:
+    for engine in engines:
         got = fit_engine(rows, engine, progress)
         if got is not None:
             got["overlap"] = int(DEFAULTS[engine].overlap)

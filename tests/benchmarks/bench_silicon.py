@@ -35,39 +35,43 @@ TensorRT-LLM; dense and MoE; aggregated and xPyD disaggregated. Every row comes 
 prediction or a status saying why it has none (never dropped, never guessed).
 
 How a row is predicted (planner/bench, planner/engines, planner/perf; docs/perf-model.md):
-- one engine instance of the model at the row's TP on its GPU, its steps costed op by op
+- one engine instance of the model in the row's layout (attention TP x attention-DP ranks x
+  expert parallelism), or x prefill and y decode engines for xPyD rows with the KV moved
+  over NVLink inside one NVLink domain, else over the GPUs' NICs; its steps costed op by op
   from the measured kernel tables of that GPU and engine (aiconfigurator-core 0.12.0,
-  kernel-level only); weights in the row's GEMM format (fp8 per-tensor, fp8 block-wise,
-  nvfp4); KV in FP8 where the engine runs an FP8 KV cache for quantised checkpoints;
+  kernel-level only: GEMM, attention, MLA, fused MoE, all-reduce); weights in the row's
+  GEMM format (fp8 per-tensor, fp8 block-wise as the checkpoint stores it, nvfp4), routed
+  experts in its MoE format; KV in FP8 where the engine runs an FP8 KV cache;
 - the engine's scheduler in the simulator (planner/engines/config.py, sources in
   planner/engines/defaults.csv): vLLM V1 and TensorRT-LLM mix decodes and prefill chunks in
   one step under a token budget, SGLang runs a prefill batch first and pauses decoding;
   vLLM allocates KV on demand and preempts by recompute, TensorRT-LLM reserves a request's
-  prompt + output before its prefill (guaranteed no evict);
+  prompt + output before its prefill (guaranteed no evict); CUDA graphs per engine
+  (TensorRT-LLM: exactly 1-32, 64, 128, no padding); vLLM's async scheduling from 0.14;
+  each attention-DP rank its own queue; in xPyD rows the client's first token is when the
+  decode engine admits the request;
 - the benchmark as a steady-state closed loop: N clients, each sending its next request
   as the last finishes, phases spread over one request lifetime, a 2% exponential pause,
   each client's first request left out as warm-up; TTFT includes the engine's front end;
-- fitted on these rows, per engine, three parameters (planner/engines/fit.py): CPU seconds
-  per step, CPU seconds per sequence in a step (added to the GPU time, or overlapped with it
-  for engines with an overlap scheduler), and front-end seconds per request. Nothing else
-  is fitted to these rows: the kernel tables are inputs, the roofline curves are fitted to
-  kernel tables only.
-- leave-one-system-out (LOSO): the three engine parameters re-fitted without one system's
-  rows, then that system predicted. Dense models run only on H200 and B200 here, SGLang's
-  dense rows only on H200: with H200 held out, SGLang has no training rows and runs with no
-  fitted CPU or front-end time (that column shows it).
+- fitted on these rows, per engine, four parameters (planner/engines/fit.py): CPU seconds
+  per step and per sequence in a step (added to the GPU time, or overlapped with it for
+  engines with an overlap / async scheduler), seconds per kernel launched by a step run
+  without a CUDA graph (a floor under prefill steps: the model's kernel count, from its
+  layer kinds, x this), and front-end seconds per request. Nothing else is fitted to these
+  rows: the kernel tables are inputs, the roofline curves are fitted to kernel tables only.
+- leave-one-system-out (LOSO): the four engine parameters re-fitted without one system's
+  rows, then that system predicted.
 
-Known gaps (what the figures below reflect; next steps in issue 11):
-- TTFT depends on how a benchmark client paces requests, which the rows do not record: the
-  errors fall with concurrency (over-predicted at 4 clients, under-predicted at 64+), i.e.
-  real runs collide more prefills than a steady-state closed loop does, and fewer than
-  clients started in lock-step do; TensorRT-LLM at OSL 1024 looks lock-stepped, at 8192 not.
-- vLLM's async scheduling (on from 0.14, docs in planner/engines/defaults.csv) is not
-  modelled: its CPU time is fitted as added time. SGLang's CPU-bound steps at 256-512
-  requests are fitted as an overlapped 28 ms floor with a 290 ms front end - a stand-in,
-  not a model of its scheduler. The 21 vLLM 0.12 rows of Llama-3.1-8B-FP8 (osl 100, isl up
-  to 8000) see far less prefill interference than modelled (TPOT +91%).
-- MoE, MLA, hybrid and sliding-window models, and xPyD rows, are listed with their status.
+Known gaps (what the figures below reflect):
+- TTFT depends on how a benchmark client paces requests, which the rows do not record; the
+  steady-state loop fits these rows better than clients kept in lock-step (compared with
+  planner.engines.fit: median |log| error TTFT + TPOT 0.54 against 0.68-0.84 for vLLM).
+- Expert-parallel all-to-all (DeepEP) is costed as the gather / scatter of the tokens, and
+  routing as balanced; DP-attention ranks are assumed evenly loaded and do not wait for
+  each other's prefills; speculative decoding (MTP), which some MoE runs may use, is not
+  modelled.
+- The few NVIDIA model-card rows (DeepSeek-R1 / V3.1 NVFP4, Qwen3-32B NVFP4) record batch
+  per GPU and run far from the others (TPOT 85-90 ms at 40-224 clients).
 """
 
 
