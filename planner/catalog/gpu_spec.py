@@ -8,7 +8,9 @@ YAML: one mapping (or a list of them); CSV: a header and one GPU per row. Fields
   network_gbit_s                                   per node (default 100)
   nvlink_domain                                    GPUs sharing NVLink (default 1)
   gemm_knee_tokens                                 default: the catalog GPUs' median
-  usd_per_gpu_hour, provider, as_of                its price (else give --price NAME=USD)
+  usd_per_gpu_hour, provider, as_of                its on-demand price (else give --price NAME=USD);
+                                                   with provider and as_of (YYYY-MM) it is shown
+                                                   with them and flagged when 6 months old
 """
 from __future__ import annotations
 
@@ -87,12 +89,31 @@ def load_gpu_specs(path) -> list[tuple[GpuSpec, dict]]:
 
 def specs_and_prices(files) -> tuple[dict[str, dict], dict[str, float]]:
     """For a command's --gpu-spec files: {name: spec fields} (kept in the plan so the simulator
-    and reports know the GPU) and {name: USD per GPU-hour} for those that state a price."""
+    and reports know the GPU) and {name: USD per GPU-hour} for those that state a price - an
+    on-demand offer (catalog.OfferList: shown with its provider and date, flagged when old)
+    where the file names provider and as_of too."""
     from dataclasses import asdict
+    from datetime import date
+
+    from planner.catalog import OfferList, Price, _check_as_of
     specs, prices = {}, {}
     for f in files:
-        for spec, price in load_gpu_specs(f):
+        for i, (spec, price) in enumerate(load_gpu_specs(f), start=1):
             specs[spec.name] = asdict(spec)
-            if "usd_per_gpu_hour" in price:
+            where = f"--gpu-spec {f} (GPU {i})"
+            offer = [k for k in ("provider", "as_of") if k in price]
+            if offer and "usd_per_gpu_hour" not in price:
+                raise InputError(f"{where}: {' and '.join(offer)} without usd_per_gpu_hour; add the price")
+            if "usd_per_gpu_hour" not in price:
+                continue
+            if not offer:
                 prices[spec.name] = float(price["usd_per_gpu_hour"])
+                continue
+            if len(offer) == 1:
+                raise InputError(f"{where}: give provider and as_of together (who sells at this price, and when)")
+            as_of = str(price["as_of"]).strip()
+            _check_as_of(as_of, where, date.today())
+            prices[spec.name] = OfferList([Price(spec.name, str(price["provider"]).strip().lower(), "on_demand",
+                                                 float(price["usd_per_gpu_hour"]), as_of, spec.source)],
+                                          Path(f).name)
     return specs, prices

@@ -84,19 +84,38 @@ def models(as_json, dtype, kv_dtype):
 @catalog.command()
 @click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
 @click.option("--gpu", "gpu_name", default=None, help="Only this GPU type.")
-def prices(as_json, gpu_name):
+@click.option("--provider", default=None, help="Only this provider's offers.")
+@click.option("--prices", "prices_file", type=click.Path(dir_okay=False), default=None,
+              help="Your own offers (CSV in the form of planner/data/prices.csv: gpu,provider,kind,usd_per_gpu_hour,"
+                   "as_of[,source,note]), checked and listed in place of the catalog's for the GPUs it names - "
+                   "as `recommend --prices` would price them.")
+def prices(as_json, gpu_name, provider, prices_file):
     """Public GPU-hour prices by provider and kind (on-demand, spot, reserved), with dates;
-    rows 6 months old or more are flagged in the age column.
+    rows 6 months old or more are flagged in the age column. Plans price a GPU at the
+    cheapest listed on-demand offer unless --provider, --price or --prices says otherwise.
 
     \b
     Examples:
       planner catalog prices --gpu h100
-      planner catalog prices --json"""
+      planner catalog prices --provider aws --json
+      planner catalog prices --prices docs/examples/my_prices.csv"""
+    offers = list(cat.prices())
+    if prices_file:
+        own = cat.read_price_file(prices_file)
+        if not any(isinstance(v, cat.OfferList) for v in own.values()):
+            raise InputError(f"--prices {prices_file}: gpu,usd_per_gpu_hour rows are flat prices, not offers; "
+                             "`recommend --prices` takes them as they are (add provider,kind,as_of columns to list them)")
+        offers = [p for p in offers if p.gpu not in own] + [p for v in own.values() for p in v.offers]
     rows = [asdict(p) | {"age": (f"{cat.months_old(p.as_of)} months, STALE" if cat.price_age_note(p.as_of)
-                                 else "current")} for p in cat.prices()]
+                                 else "current")} for p in offers]
     if gpu_name:
         name = cat.gpu(gpu_name).name
         rows = [r for r in rows if r["gpu"] == name]
+    if provider:
+        known = sorted({r["provider"] for r in rows})
+        rows = [r for r in rows if r["provider"] == provider.lower()]
+        if not rows:
+            raise InputError(f"--provider {provider!r}: no offers listed from it here; providers: {', '.join(known)}")
     if as_json:
         return echo_json(rows)
     _table(rows, ["gpu", "provider", "kind", "usd_per_gpu_hour", "as_of", "age", "note"])
