@@ -112,6 +112,9 @@ def _role(row, prefix: str, default_batch: int) -> RoleSpec | str:
     pp = int(_num(row, f"{prefix}pp_size", 1))
     if pp != 1:
         return f"pipeline parallelism (pp {pp}): not modelled yet"
+    if prefix and _num(row, f"{prefix}num_workers") is None:
+        return (f"xPyD worker counts not recorded ({prefix}num_workers): the deployment behind the "
+                "measurement is unknown")
     workers = int(_num(row, f"{prefix}num_workers", 1))
     batch = int(_num(row, f"{prefix}batch_size", default_batch))
     if min(tp, dp, ep, workers, batch) < 1:
