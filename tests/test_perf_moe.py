@@ -156,3 +156,23 @@ def test_without_graph_padding_only_exact_captured_batches_replay_a_graph():
     assert pm.step([1] * 32, [1000] * 32).ops["host_launch"] == 0
     assert pm.step([1] * 48, [1000] * 48).seconds == pytest.approx(floor)       # eager: no graph of 48
     assert float(pm.decode_time_s(np.array([32.0, 48.0]), np.array([32e3, 48e3]))[1]) == pytest.approx(floor)
+
+
+def test_layout_candidates_and_the_fastest_that_fits():
+    from planner.perf.layouts import best_layout, layouts
+    llama = catalog.model("meta-llama/Llama-3.1-70B")
+    assert layouts(llama, 8) == [Layout(tp=8)]
+    assert layouts(DSV3, 8) == [Layout(tp=8), Layout(tp=8, ep=8), Layout(tp=1, dp=8, ep=8)]
+    assert Layout(tp=1, dp=8, ep=8) not in layouts(DSV3, 8, attention_dp=False)
+    assert layouts(DSV3, 3) == []                   # 3 divides neither the 128 heads nor the 256 experts
+    pm = roofline(DSV3, dtype="fp8_block")
+    assert best_layout(pm, 4) is None                                        # 671 GB of FP8 fit no 4 x H200
+    got = best_layout(pm, 8)
+    assert got is not None and got.layout.gpus == 8 and got.fits
+    # the chosen layout serves at least as many tokens per GPU as any other that fits
+    rate = {}
+    for lay in layouts(DSV3, 8):
+        cand = replace(pm, tp=lay.tp, dp=lay.dp, ep=lay.ep)
+        b = 16 * 8 // lay.dp
+        rate[lay] = b * lay.dp / float(cand.decode_time_s(b, b * 2048))
+    assert rate[got.layout] >= max(rate.values()) / 1.02
