@@ -200,3 +200,64 @@ def _window_cv(a: np.ndarray, w_index: np.ndarray, n_win: int) -> np.ndarray:
         var = np.maximum(s2 / k - mean * mean, 0.0)
         cv = np.sqrt(var) / mean
     return np.where((k >= 2) & (mean > 0), cv, 1.0)
+
+
+# ---- requests longer than the model's context -------------------------------------------
+OVERLONG_POLICIES = ("reject", "truncate", "keep")
+DEFAULT_OVERLONG = "reject"
+
+
+def overlong_mask(trace, context_tokens: int) -> np.ndarray:
+    """Requests whose prompt + output exceed `context_tokens` (an engine refuses them: vLLM
+    answers 400 when prompt + max_tokens > max_model_len)."""
+    return (np.asarray(trace.prompt_tokens) + np.asarray(trace.output_tokens)) > int(context_tokens)
+
+
+def apply_overlong(trace, context_tokens: int, policy: str = DEFAULT_OVERLONG, model: str = ""):
+    """(trace, info) with the over-long requests treated as `policy` says:
+    - reject (what engines do): dropped, counted in the trace's `dropped` and in `info`;
+    - truncate: output cut to at most context - 1 tokens, then the prompt to what is left
+      (the prompt's oldest tokens dropped, as a client trimming history would), so
+      prompt + output = context;
+    - keep: planned as given (as if the model took them), counted and warned about.
+    `info` is the same for every command (stats, plan, simulation, report):
+    {policy, context_tokens, model, requests, share, prompt_alone, action}."""
+    if policy not in OVERLONG_POLICIES:
+        raise InputError(f"--overlong must be one of {', '.join(OVERLONG_POLICIES)}, got {policy!r}")
+    ctx = int(context_tokens)
+    if ctx < 2:
+        raise InputError(f"a context of {ctx} tokens cannot hold a prompt and an output token")
+    over = overlong_mask(trace, ctx)
+    n_over, n = int(over.sum()), len(trace)
+    prompt_alone = int((np.asarray(trace.prompt_tokens)[over] >= ctx).sum())
+    info = {"policy": policy, "context_tokens": ctx, "model": model, "requests": n_over,
+            "share": n_over / n if n else 0.0, "prompt_alone": prompt_alone,
+            "action": {"reject": "rejected", "truncate": "truncated", "keep": "kept"}[policy]}
+    if not n_over or policy == "keep":
+        return trace, info
+    from traces.trace import Trace
+    if policy == "reject":
+        keep = ~over
+        if not keep.any():
+            raise InputError(f"every one of the trace's {n:,} requests is longer than {model or 'the model'}'s "
+                             f"{ctx:,}-token context: --overlong truncate or keep, or a longer-context model")
+        why = f"longer than {model + chr(39) + 's ' if model else 'the '}{ctx:,}-token context"
+        return Trace(trace.arrival_s[keep], trace.prompt_tokens[keep], trace.output_tokens[keep],
+                     {k: v[keep] for k, v in trace.extra.items()}, trace.name,
+                     {**trace.dropped, why: n_over}, trace.notes), info
+    out = np.minimum(np.asarray(trace.output_tokens), ctx - 1)
+    prompt = np.minimum(np.asarray(trace.prompt_tokens), ctx - out)
+    return Trace(trace.arrival_s, prompt, out, dict(trace.extra), trace.name, dict(trace.dropped),
+                 trace.notes), info
+
+
+def overlong_text(info: dict) -> str | None:
+    """One line for the terminal, or None when no request is over-long."""
+    if not info or not info.get("requests"):
+        return None
+    who = f"{info['model']}'s " if info.get("model") else "the model's "
+    base = (f"{info['requests']:,} requests ({info['share']:.1%}) exceed {who}{info['context_tokens']:,}-token "
+            f"context (prompt + output)")
+    return base + {"reject": ": rejected, as an engine would (--overlong truncate|keep to plan them)",
+                   "truncate": ": truncated to fit (output first capped, then the prompt's oldest tokens)",
+                   "keep": ": kept and planned as given, as if the model took them"}[info["policy"]]

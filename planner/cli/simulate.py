@@ -21,7 +21,8 @@ def render(label: str, summary: dict, stats: dict, predicted: dict | None = None
     s = summary
     lines = [f"{label}: {s['finished']}/{s['requests']} requests finished"
              + (f", {s['aborted']} aborted (larger than an instance's KV memory)" if s.get("aborted") else "")
-             + f", {s.get('preemptions', 0)} preemptions, {s.get('flips', 0)} flips",
+             + f", {s.get('preemptions', 0)} preemptions ({s.get('preempted_requests', 0)} requests), "
+             f"{s.get('flips', 0)} flips" + (f"; KV memory peak {s['kv_peak_fraction']:.0%}" if "kv_peak_fraction" in s else ""),
              "            p50        p90        p99        mean" + ("      predicted p50/p90/p99" if predicted else "")]
     for name, key, unit, scale in (("TTFT", "ttft_s", "s", 1), ("TPOT", "tpot_s", "ms", 1e3), ("JCT", "jct_s", "s", 1)):
         v = s[key]
@@ -104,11 +105,14 @@ def render(label: str, summary: dict, stats: dict, predicted: dict | None = None
 @click.option("--price-kind", type=click.Choice(["on_demand", "spot", "reserved"]), default="on_demand",
               show_default=True)
 @click.option("--seed", type=SEED, default=0, show_default=True)
+@click.option("--overlong", type=click.Choice(["reject", "truncate", "keep"]), default=None,
+              help="Requests longer than the model's context: reject, truncate or keep [default: as the plan was "
+                   "made (its inputs.overlong), keep for plans that do not say].")
 @click.option("--progress/--no-progress", default=True, show_default=True,
               help="Progress bar on stderr for long runs.")
 def simulate(plan_path, trace_path, records_path, flips_path, scale_path, start_latency_s, start_ahead, as_json, time_scale, rate_scale, clients, n_requests,
              prompt_tokens, output_tokens, think_s, baselines, slo_ttft, slo_tpot, confusion, perfect_predictor,
-             block_tokens, decode_batch_limit, price_kind, seed, progress):
+             block_tokens, decode_batch_limit, price_kind, seed, progress, overlong=None):
     """Replay a trace against a plan in the discrete-event simulator (TetriInfer's
     policies: chunked prefill, length prediction, power-of-two dispatch, reserve-dynamic
     decode admission, flips) and report TTFT/TPOT/JCT percentiles, throughput, SLO
@@ -127,9 +131,17 @@ def simulate(plan_path, trace_path, records_path, flips_path, scale_path, start_
 
     plan = read_plan(plan_path)
     trace = None
+    overlong_info = None
     if trace_path:
         from traces import read_trace
         trace = read_trace(trace_path)
+        from planner import catalog
+        from planner.workload import apply_overlong, overlong_text
+        policy = overlong or (plan.inputs.get("overlong") or {}).get("policy") or "keep"
+        spec = catalog.model(plan.deployment.model)
+        trace, overlong_info = apply_overlong(trace, spec.max_context, policy, spec.name)
+        if overlong_text(overlong_info) and not as_json:
+            click.echo(f"context: {overlong_text(overlong_info)}")
     elif clients is None:
         raise InputError("--trace is required (or use --closed-loop N with --prompt-tokens and --output-tokens)")
     kw = dict(seed=seed, progress=progress, slo_ttft_s=slo_ttft, slo_tpot_s=slo_tpot, block_tokens=block_tokens,
@@ -166,7 +178,7 @@ def simulate(plan_path, trace_path, records_path, flips_path, scale_path, start_
         return echo_json([{"label": label, "mode": dep.mode, "summary": res.summary, "stats": res.stats,
                            "predicted": pred or {}} for label, dep, pred, res in results]
                          if baselines else {"summary": main_res.summary, "stats": main_res.stats,
-                                            "predicted": plan.predictions})
+                                            "predicted": plan.predictions, "overlong": overlong_info})
     for label, dep, pred, res in results:
         click.echo(render(f"{label} ({dep.mode})", res.summary, res.stats,
                           {k: pred[k] for k in ("ttft_s", "tpot_s", "jct_s") if pred and k in pred}))

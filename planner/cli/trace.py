@@ -12,6 +12,7 @@ from traces.units import TIME_UNITS, parse_columns
 
 from planner.cli.params import MAX_REQUESTS, MAX_TOKENS, SEED, Float, Int, OutFile, Seconds
 from planner.errors import InputError
+from planner.workload import DEFAULT_OVERLONG, OVERLONG_POLICIES
 
 
 def trace_read_options(f):
@@ -113,22 +114,36 @@ def trace():
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
 @click.option("--window", "window_s", type=Seconds(lo_open=True, hi=1e9), default=60.0, show_default=True,
               help="Window (s) for the per-window rate.")
+@click.option("--model", default=None,
+              help="Count the requests longer than this model's context (catalog name or config.json) and treat "
+                   "them as --overlong says, as `planner recommend` would.")
+@click.option("--overlong", type=click.Choice(OVERLONG_POLICIES), default=DEFAULT_OVERLONG, show_default=True,
+              help="With --model: reject (drop, as engines do), truncate or keep requests longer than its context; "
+                   "the statistics are of the trace so treated.")
 @_threshold_options
 @trace_read_options
-def stats(file, as_json, window_s, light_prompt, light_output, **read_kw):
-    """Requests, span, rate, burstiness, lengths and class shares of a trace FILE.
+def stats(file, as_json, window_s, light_prompt, light_output, model, overlong, **read_kw):
+    """Requests, span, rate, burstiness, lengths and class shares of a trace FILE; with
+    --model, how many requests exceed its context and what is done with them.
 
     \b
     Examples:
       planner trace stats traces/mixed.csv
       planner trace stats traces/examples/aiperf_profile_export.jsonl --json --window 10
+      planner trace stats ../shared/traces/azure2023_conv.csv --model opt-13b
     """
     from planner.cli.output import echo_json
     t = read_with_options(file, **read_kw)
+    info = None
+    if model:
+        from planner import catalog
+        from planner.workload import apply_overlong
+        spec = catalog.model(model)
+        t, info = apply_overlong(t, spec.max_context, overlong, spec.name)
     s = trace_stats(t, window_s, ClassThresholds(light_prompt, light_output))
     report_read(t)
     if as_json:
-        echo_json(s.to_dict())
+        echo_json({**s.to_dict(), **({"overlong": info} if info is not None else {})})
         return
     lines = [
         f"trace          {s.name}",
@@ -144,6 +159,10 @@ def stats(file, as_json, window_s, light_prompt, light_output, **read_kw):
     lines.append(f"classes        {shares}   (light: prompt <= {s.light_prompt_tokens}, output <= {s.light_output_tokens})")
     for reason, n in s.dropped.items():
         lines.append(f"dropped        {n:,} {reason}")
+    if info is not None:
+        from planner.workload import overlong_text
+        fits = f"every request fits {info['model']}'s {info['context_tokens']:,}-token context"
+        lines.append(f"context        {overlong_text(info) or fits}")
     lines += _measured_lines(t)
     click.echo("\n".join(lines))
 
