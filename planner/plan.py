@@ -134,6 +134,8 @@ class Plan:
     runners_up: tuple[dict, ...] = ()
     verdict: str = ""
     comparison: dict = field(default_factory=dict)    # the verdict's numbers (equal budget, ties)
+    verification: dict = field(default_factory=dict)  # the simulator's check of the plan, its margin (search.verified)
+    frontier: tuple[dict, ...] = ()                   # cost-latency Pareto set (search.frontier), when asked
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -205,7 +207,7 @@ def plan_from_dict(d: dict, where: str = "plan") -> Plan:
                 if v is not None:
                     check_float(v, f"{where}: predictions.{key}.{q}")
     lists = {}
-    for key in ("baselines", "runners_up"):
+    for key in ("baselines", "runners_up", "frontier"):
         items = d.get(key) or ()
         if not isinstance(items, (list, tuple)):
             raise InputError(f"{where}: {key}: expected a list")
@@ -217,7 +219,9 @@ def plan_from_dict(d: dict, where: str = "plan") -> Plan:
                 inputs=inputs, predictions=predictions,
                 cost=check_object(d.get("cost") or {}, f"{where}: cost"), baselines=lists["baselines"],
                 runners_up=lists["runners_up"], verdict=verdict,
-                comparison=check_object(d.get("comparison") or {}, f"{where}: comparison"))
+                comparison=check_object(d.get("comparison") or {}, f"{where}: comparison"),
+                verification=check_object(d.get("verification") or {}, f"{where}: verification"),
+                frontier=lists["frontier"])
 
 
 def read_plan(path: str | Path) -> Plan:

@@ -59,7 +59,7 @@ def test_cli_recommend_json_and_exit_codes(tmp_path):
         f"{a:.6f},{p},{o}\n" for a, p, o in zip(tr.arrival_s, tr.prompt_tokens, tr.output_tokens)))
     r = CliRunner().invoke(main, ["recommend", "--trace", str(path), "--json", "-o", str(tmp_path / "plan.json")])
     assert r.exit_code == 0, r.output
-    d = json.loads(r.output)
+    d = json.loads(r.stdout)
     assert d["inputs"]["slo"]["percentile"] == 90 and "verdict" in d
     assert (tmp_path / "plan.json").exists()
     r = CliRunner().invoke(main, ["recommend", "--trace", str(path), "--slo-ttft", "0.001"])
@@ -79,7 +79,7 @@ def test_cli_recommend_local_from_profile(tmp_path):
     r = CliRunner().invoke(main, ["recommend", "--trace", str(path), "--gpu", "local", "--profile", str(prof),
                                   "--memory-gb", "80", "--price", "local=2.0", "--json"])
     assert r.exit_code == 0, r.output
-    d = json.loads(r.output)
+    d = json.loads(r.stdout)
     assert d["inputs"]["calibrated"] and d["inputs"]["gpu_specs"]["local"]["fp16_tflops"] == pytest.approx(171.6, rel=0.01)
     r = CliRunner().invoke(main, ["calibrate", str(prof), "--gpu", "a100", "--json"])
     assert r.exit_code == 0 and json.loads(r.output)["efficiency"]["compute_eff"] == pytest.approx(0.55, rel=1e-3)
@@ -119,7 +119,7 @@ def test_cli_recommend_reads_length_tables_with_trace_options(tmp_path):
     assert r.exit_code == 2 and "--rate" in r.output                 # no arrival times
     args = ["recommend", "--trace", str(path), "--format", "sarathi", "--rate", "4", "--cv", "2", "--json",
             "--runners-up", "0"]
-    runs = [json.loads(CliRunner().invoke(main, args + ["--seed", s]).output) for s in ("0", "0", "5")]
+    runs = [json.loads(CliRunner().invoke(main, args + ["--seed", s]).stdout) for s in ("0", "0", "5")]
     t = runs[0]["inputs"]["trace"]
     assert t["requests"] == 400 and t["prompt_tokens"]["mean"] == pytest.approx(p.mean())
     assert t["rate_per_s"] == pytest.approx(4.0, rel=0.25) and t["interarrival_cv"] == pytest.approx(2.0, rel=0.35)
@@ -132,30 +132,40 @@ def write_trace_csv(path, tr):
         f"{a:.6f},{p},{o}\n" for a, p, o in zip(tr.arrival_s, tr.prompt_tokens, tr.output_tokens)))
 
 
-def test_cli_recommend_verify_puts_simulated_next_to_predicted(tmp_path):
+def test_cli_recommend_verifies_by_default_and_puts_simulated_next_to_predicted(tmp_path):
+    """The plan returned was replayed in the simulator: its simulated percentiles are those of
+    an independent replay of the whole trace, within the SLO; --verify changes nothing;
+    --no-verify says the plan is not checked."""
+    from planner.sim import simulate
     path = tmp_path / "t.csv"
-    write_trace_csv(path, trace(n=400, rate=6))
-    r = CliRunner().invoke(main, ["recommend", "--trace", str(path), "--verify", "--json", "--runners-up", "0",
-                                  "-o", str(tmp_path / "plan.json")])
+    tr = trace(n=400, rate=6)
+    write_trace_csv(path, tr)
+    args = ["recommend", "--trace", str(path), "--runners-up", "0"]
+    r = CliRunner().invoke(main, args + ["--json", "-o", str(tmp_path / "plan.json")])
     assert r.exit_code == 0, r.output
-    d = json.loads(r.output)
-    rows = d["verification"]
-    assert [x["label"] for x in rows] == ["plan"] + [b["mode"] for b in d["baselines"]]
-    plan_row = rows[0]
-    assert plan_row["predicted"]["ttft_s"] == d["predictions"]["ttft_s"]
-    assert plan_row["predicted"]["slo_attainment"] == d["predictions"]["slo_attainment"]
-    for x in rows:
-        sim = x["simulated"]
-        assert sim["requests"] == sim["finished"] == 400
-        assert 0.0 <= sim["slo_attainment"] <= 1.0
-        for m in ("ttft_s", "tpot_s", "jct_s"):
-            for q in ("p50", "p90", "p99"):
-                assert x["error"][m][q] == pytest.approx(x["predicted"][m][q] / sim[m][q] - 1.0)
-    assert json.loads((tmp_path / "plan.json").read_text())["verification"] == rows
-    assert plan_from_dict(json.loads((tmp_path / "plan.json").read_text())).verdict == d["verdict"]
-    r = CliRunner().invoke(main, ["recommend", "--trace", str(path), "--verify", "--runners-up", "0"])
-    assert r.exit_code == 0 and "VERIFY" in r.output and "SLO attainment" in r.output
-    assert r.output.count(" / ") >= 9 * len(rows)
+    d = json.loads(r.stdout)
+    v = d["verification"]
+    assert v["verified"] and v["trace"]["note"] == "the whole trace (400 requests)" and not v["trace"]["sampled"]
+    from traces import read_trace
+    sim = simulate(plan_from_dict(d).deployment, read_trace(path), slo_ttft_s=1.0, slo_tpot_s=0.1).summary
+    for m in ("ttft_s", "tpot_s", "jct_s"):
+        for q in ("p50", "p90", "p99"):
+            assert v["plan"][m][q] == pytest.approx(sim[m][q], rel=1e-12)
+    assert v["plan"]["meets"] and v["plan"]["ttft_s"]["p90"] <= 1.0 and v["plan"]["tpot_s"]["p90"] <= 0.1
+    assert v["plan"]["slo_attainment"] == pytest.approx(sim["slo_attainment"])
+    back = plan_from_dict(json.loads((tmp_path / "plan.json").read_text()))
+    assert back.verification == json.loads(json.dumps(v)) and back.verdict == d["verdict"]
+    again = json.loads(CliRunner().invoke(main, args + ["--json", "--verify"]).stdout)
+    assert again["deployment"] == d["deployment"]          # --verify: the default, accepted
+    text = CliRunner().invoke(main, args).stdout.splitlines()
+    assert text[0].startswith("Rent ") and text[0].endswith("(simulated)")
+    assert text[1].startswith("Margin: holds to ") and text[2].startswith("Verified in simulation on the whole trace")
+    assert any("predicted / simulated" in line for line in text)
+    r = CliRunner().invoke(main, args + ["--no-verify", "--json"])
+    nv = json.loads(r.stdout)
+    assert not nv["verification"]["verified"] and "Gaussian" in nv["verification"]["note"]
+    text = CliRunner().invoke(main, args + ["--no-verify"]).stdout.splitlines()
+    assert text[0].endswith("(predicted)") and text[1].startswith("NOT VERIFIED in simulation (--no-verify)")
 
 
 def test_cli_recommend_windows_adds_a_schedule(tmp_path):
@@ -165,9 +175,9 @@ def test_cli_recommend_windows_adds_a_schedule(tmp_path):
     write_trace_csv(path, tr)
     span = float(tr.arrival_s[-1] - tr.arrival_s[0])
     args = ["recommend", "--trace", str(path), "--runners-up", "0", "--windows", "20"]
-    r = CliRunner().invoke(main, args + ["--json", "--verify"])
+    r = CliRunner().invoke(main, args + ["--json"])
     assert r.exit_code == 0, r.output
-    d = json.loads(r.output)
+    d = json.loads(r.stdout)
     wins = d["deployment"]["windows"]
     assert len(wins) == math.ceil(span / 20) and [w["start_s"] for w in wins] == [20.0 * k for k in range(len(wins))]
     role = "coupled" if d["deployment"]["mode"] != "disaggregated" else "decode"
@@ -238,9 +248,9 @@ def _cli(args):
 def test_sweep_case_azure_conv_l4_disaggregated_plans(shared_traces):
     """Crashed with a TypeError in the optimizer (tests/benchmarks/sweep_recommend.py)."""
     r = _cli(["--trace", str(shared_traces / "azure2023_conv.csv"), "--gpu", "l4", "--mode", "disaggregated",
-              "--json"])
+              "--json", "--no-verify"])
     assert r.exit_code == 0, r.output
-    d = json.loads(r.output)
+    d = json.loads(r.stdout)
     assert d["deployment"]["mode"] == "disaggregated"
     for s in [d] + d["runners_up"]:               # every listed pair meets the SLO, KV transfer included
         assert s["predictions"]["tpot_s"]["p90"] <= 0.1 and s["predictions"]["ttft_s"]["p90"] <= 1.0
@@ -268,7 +278,8 @@ def test_sweep_cases_odd_inputs_exit_2_or_3_with_what_would_help(tmp_path):
 def test_sweep_case_one_request_trace_plans_verifies_and_schedules(tmp_path):
     path = tmp_path / "one.csv"
     path.write_text("arrival_s,prompt_tokens,output_tokens\n0,100,10\n")
-    r = _cli(["--trace", str(path), "--verify", "--windows", "60", "--json"])
+    r = _cli(["--trace", str(path), "--windows", "60", "--json"])
     assert r.exit_code == 0, r.output
-    d = json.loads(r.output)
-    assert d["verification"][0]["simulated"]["finished"] == 1 and d["schedule_verification"]["requests"] == 1
+    d = json.loads(r.stdout)
+    assert d["verification"]["plan"]["requests"] == 1 and d["verification"]["plan"]["unfinished"] == 0
+    assert d["schedule_verification"]["requests"] == 1

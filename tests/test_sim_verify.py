@@ -116,3 +116,32 @@ def test_replay_judges_the_slo_and_reports_memory():
     tight = replay(dep, vt, SLO(ttft_s=ok["ttft_s"]["p90"] * 0.9, tpot_s=1.0))
     assert not tight["meets"] and tight["limited_by"] == "ttft"
     assert tight["ratios"]["ttft"] == pytest.approx(1 / 0.9, rel=1e-9)
+
+
+PARENT = None
+
+
+def _dies_in_a_worker(vt, slo, seed, x):
+    import os
+    if os.getpid() != PARENT:
+        os._exit(3)                  # a worker that dies mid-job
+    return x * 2
+
+
+def test_replays_in_a_pool_equal_those_in_process_and_a_dead_worker_falls_back():
+    import os
+    from planner.sim.parallel import Replayer
+    global PARENT
+    PARENT = os.getpid()
+    dep = Deployment("coupled", "opt-13b", 4096, coupled=Role("a100", 1))
+    vt = verification_trace(trace([(0.1 * i, 300, 20) for i in range(40)]), 1000)
+    slo = SLO(ttft_s=10.0, tpot_s=1.0)
+    with Replayer(vt, slo, 0, workers=2) as rp:
+        pooled = rp.submit(dep, rate_scale=2.0).get()
+        assert rp.pool is not None
+        h = rp.call(_dies_in_a_worker, 21)
+        assert h.get() == 42 and rp.pool is None          # answered here, the pool abandoned
+        after = rp.submit(dep, rate_scale=2.0).get()      # later replays run in this process
+    here = replay(dep, vt, slo, rate_scale=2.0)
+    for r in (pooled, after):
+        assert {k: v for k, v in r.items() if k != "wall_s"} == {k: v for k, v in here.items() if k != "wall_s"}

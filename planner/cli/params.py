@@ -106,6 +106,35 @@ class Seconds(click.ParamType):
         return describe_range(self.lo, self.hi, self.lo_open, unit="s")
 
 
+class Percent(click.ParamType):
+    """A share: "20%" or the fraction 0.2, within [lo, hi] (as fractions). A bare number
+    above 1 is refused with "did you mean 20%?" (a 2000% margin is nobody's intent)."""
+    name = "percent"
+
+    def __init__(self, lo=0.0, hi=1.0):
+        self.lo, self.hi = lo, hi
+
+    def convert(self, value, param, ctx):
+        text = str(value).strip()
+        pct = text.endswith("%")
+        try:
+            v = check_float(text[:-1] if pct else text, _where(param))
+        except InputError as e:
+            self.fail(_strip_where(e, param), param, ctx)
+        if not pct and v > 1:
+            self.fail(f"{text} is read as a fraction ({v:g} = {v:.0%}); did you mean {text}%?", param, ctx)
+        v = v / 100.0 if pct else v
+        if not self.lo <= v <= self.hi:
+            self.fail(f"{text} is out of range; expected {self.lo:.0%} to {self.hi:.0%}", param, ctx)
+        return v
+
+    def get_metavar(self, param, ctx=None):
+        return "PERCENT"
+
+    def __repr__(self):
+        return f"{self.lo:.0%} to {self.hi:.0%}"
+
+
 class OutFile(click.ParamType):
     """A file to write: not a folder, in a folder that exists and that we may write to.
     Checked at parse time, so that a bad path fails before any work is done."""

@@ -19,7 +19,10 @@ from planner.plan import MODE_NAMES
 from planner.search.verdict import describe
 from planner.workload import DEFAULT_WINDOW_S
 from planner.cli.params import (MAX_INSTANCES, MAX_SCALE, TPOT_BARE_BELOW_S, TTFT_BARE_BELOW_S, Float, Int, OutFile,
-                                Seconds)
+                                Percent, Seconds)
+from planner.cli.plan_render import comparison_rows, headline, render_plan  # noqa: F401  (the printed plan)
+from planner.search.verified import OBJECTIVES
+from planner.workload import DEFAULT_OVERLONG, OVERLONG_POLICIES
 
 MAX_SCHEDULE_WINDOWS = 2_000   # --windows: a few seconds of sizing per thousand windows
 
@@ -88,9 +91,29 @@ def _ints(text: str | None, what: str):
                    "CPU time; the plan names the settings to launch it with).")
 @click.option("-o", "--output", type=OutFile(), default=None, help="Write the plan JSON here.")
 @click.option("--json", "as_json", is_flag=True, help="Print the plan JSON instead of the table.")
-@click.option("--verify", is_flag=True,
-              help="Replay the trace in the simulator against the plan and its baselines and print predicted "
-                   "next to simulated percentiles and SLO attainment (JSON: 'verification').")
+@click.option("--verify/--no-verify", default=True, show_default=True,
+              help="Replay the trace in the simulator against each candidate before returning it (the default; "
+                   "--verify is accepted and changes nothing): never return a plan that misses the SLO there, "
+                   "KV memory sized with the engine's preemption. --no-verify: the analytical plan alone, said so.")
+@click.option("--verify-budget", "verify_budget_s", type=Seconds(lo_open=True, hi=3600), default=6.0,
+              show_default=True,
+              help="Seconds of simulation for the check; a trace too large to replay whole within it is checked on "
+                   "a stated stratified sample of time windows (the busiest included).")
+@click.option("--overlong", type=click.Choice(OVERLONG_POLICIES), default=DEFAULT_OVERLONG, show_default=True,
+              help="Requests longer than the model's context (prompt + output): reject them as engines do, "
+                   "truncate them to fit, or keep them as if the model took them. Counted in the output.")
+@click.option("--headroom", type=Percent(hi=3.0), default=0.0, show_default=True,
+              help="Size for a margin: the plan must also meet the SLO in simulation at this much more load and "
+                   "with every step this much slower, e.g. 20%.")
+@click.option("--spare", type=Int(lo=0, hi=8), default=0, show_default=True,
+              help="Spare instances per role (1: n+1), costed, and the plan simulated with one instance of each "
+                   "role removed.")
+@click.option("--frontier", "show_frontier", is_flag=True,
+              help="Also give the cost-latency frontier: the plans no other beats on $/hour, TTFT and TPOT "
+                   "(simulated), in the table and the JSON.")
+@click.option("--objective", type=click.Choice(OBJECTIVES), default="cost", show_default=True,
+              help="Which plan meeting the SLO to return: the cheapest, the fastest on the frontier (latency), or "
+                   "the most SLO-meeting tokens/s per $/hour (tokens-per-dollar).")
 @click.option("--windows", "schedule_window_s", type=Seconds(lo_open=True, hi=1e9), default=None,
               help="Also plan over time in windows of this many seconds (planner.search.schedule): per-window instances "
                    "(deployment.windows) and the cost of each strategy.")
@@ -100,7 +123,8 @@ def _ints(text: str | None, what: str):
 @trace_read_options
 def recommend(trace_path, gpus, model, slo_ttft, slo_tpot, slo_jct, slo_percentile, mode, tp_text, chunks_text,
               max_gpus, window_s, price_items, prices_file, price_kind, provider, profile_path, memory_gb,
-              kv_link_gb_s, rate_scale, runners_up, solver, engine_name, output, as_json, verify, schedule_window_s,
+              kv_link_gb_s, rate_scale, runners_up, solver, engine_name, output, as_json, verify, verify_budget_s,
+              overlong, headroom, spare, show_frontier, objective, schedule_window_s,
               schedule_strategy, for_testbed=False, gpu_spec_files=(), **read_kw):
     """Plan prefill/decode instances, chunk size and TP for a trace at the least $/hour
     that meets the SLO, and say whether disaggregation pays against coupled serving.
@@ -109,13 +133,18 @@ def recommend(trace_path, gpus, model, slo_ttft, slo_tpot, slo_jct, slo_percenti
     arrivals and the queueing model's sampling. Durations take units: 500ms, 0.5s.
 
     \b
+    Every plan returned is first replayed in the simulator (--no-verify skips it, and says
+    so) and states its margin: the slowdown of kernels and the load it holds to.
+
+    \b
     Examples:
       planner recommend --trace traces/mixed.csv --gpu a100 -o plan.json
       planner recommend --trace traces/lphd.csv --gpu h100,l4 --slo-ttft 0.5 --slo-tpot 0.05
-      planner recommend --trace bench.json --gpu a100 --for-testbed --verify
+      planner recommend --trace traces/mixed.csv --headroom 20% --spare 1 --frontier
+      planner recommend --trace bench.json --gpu a100 --for-testbed
     Terms: `planner explain TERM` (TTFT, TPOT, chunk, TP, ...)."""
     from planner.engines.config import engine_config
-    from planner.search.recommend import recommend as plan_for
+    from planner.search.verified import verified_recommend as plan_for
 
     seed = read_kw["seed"]
     if for_testbed:
@@ -150,14 +179,17 @@ def recommend(trace_path, gpus, model, slo_ttft, slo_tpot, slo_jct, slo_percenti
     plan_kw = dict(model=model, slo=slo, price_kind=price_kind, provider=provider, price_overrides=overrides,
                    tps=_ints(tp_text, "tp") or DEFAULT_TPS, chunks=_ints(chunks_text, "chunks"), mode=mode,
                    max_gpus=max_gpus, window_s=window_s, efficiency=eff, kv_link_override_gb_s=kv_link_gb_s,
-                   runners_up=runners_up, solver=solver, seed=seed, engine=engine_config(engine_name))
+                   runners_up=runners_up, solver=solver, seed=seed, engine=engine_config(engine_name),
+                   verify=verify, verify_budget_s=verify_budget_s, overlong=overlong, headroom=headroom, spare=spare,
+                   objective=objective, frontier=show_frontier)
     from planner.progress import working
     with working("planning"):
         plan = plan_for(trace, gpus=gpus, **plan_kw)
         per_gpu_rows = None
         if len({catalog.gpu(g).name for g in gpus}) > 1:
             from planner.search.per_gpu import per_gpu
-            per_gpu_rows = per_gpu(trace, list(dict.fromkeys(gpus)), plan, plan_for, **plan_kw)
+            per_gpu_rows = per_gpu(trace, list(dict.fromkeys(gpus)), plan, plan_for,
+                                   **{**plan_kw, "frontier": False, "objective": "cost"})
     gpu_specs.update(extra_specs)
     if gpu_specs:
         plan.inputs["gpu_specs"] = gpu_specs
@@ -165,11 +197,6 @@ def recommend(trace_path, gpus, model, slo_ttft, slo_tpot, slo_jct, slo_percenti
     d = plan.to_dict()
     if per_gpu_rows is not None:
         d["per_gpu"] = per_gpu_rows
-    rows = None
-    if verify:
-        from planner.cli.verify_render import verification_rows
-        rows = verification_rows(plan, trace, seed=seed, progress=True)
-        d["verification"] = rows
     sched_sim = None
     if schedule_window_s is not None:
         if not schedule_window_s > 0:
@@ -180,6 +207,9 @@ def recommend(trace_path, gpus, model, slo_ttft, slo_tpot, slo_jct, slo_percenti
                              f"{span_s / schedule_window_s:,.4g} windows, more than {MAX_SCHEDULE_WINDOWS:,} "
                              f"(each is sized on its own): use --windows >= {span_s / MAX_SCHEDULE_WINDOWS:.3g}")
         from planner.search.schedule import plan_over_time
+        from planner.workload import apply_overlong
+        spec = catalog.model(model)
+        trace, _ = apply_overlong(trace, spec.max_context, overlong, spec.name)   # as the plan was made
         plan = plan_over_time(trace, plan, schedule_window_s, strategy=schedule_strategy, price_kind=price_kind,
                               provider=provider, overrides=overrides)
         d.update({k: v for k, v in plan.to_dict().items() if k in ("deployment", "cost")})
@@ -199,9 +229,6 @@ def recommend(trace_path, gpus, model, slo_ttft, slo_tpot, slo_jct, slo_percenti
     if schedule_window_s is not None:
         from planner.cli.verify_render import render_schedule
         click.echo("\n" + render_schedule(plan, sched_sim))
-    if rows is not None:
-        from planner.cli.verify_render import render_verification
-        click.echo("\n" + render_verification(rows))
     if output:
         click.echo(f"plan written to {output}")
 
@@ -213,98 +240,6 @@ def command_line() -> list[str] | None:
     if len(argv) > 1 and Path(argv[0]).name in ("planner", "__main__.py") and argv[1] == "recommend":
         return ["planner", *argv[1:]]
     return None
-
-
-def _f(v, unit="s", scale=1.0, digits=3):
-    return "inf" if v is None else f"{v * scale:.{digits}f}{unit}"
-
-
-def _row(label: str, summary: dict, note: str = "") -> str:
-    p = summary["predictions"]
-    c = summary["cost"]
-    return (f"{label:<10} {describe(summary['deployment']):<62} ${c['usd_per_hour']:>8.2f}/h  "
-            f"TTFT p90 {_f(p['ttft_s']['p90'])}  TPOT p90 {_f(p['tpot_s']['p90'], 'ms', 1e3, 1)}" + note)
-
-
-def comparison_rows(plan) -> list[str]:
-    """Runner-up and baseline lines, each deployment once: a runner-up that is also a mode's
-    baseline (its best plan) says so instead of being listed twice."""
-    lines, shown = [], []
-    for r in plan.runners_up:
-        modes = [MODE_NAMES[b["mode"]] for b in plan.baselines if b["deployment"] == r["deployment"]]
-        lines.append(_row("runner-up", r, f"  (also the {' and '.join(modes)} baseline)" if modes else ""))
-        shown.append(r["deployment"])
-    for b in plan.baselines:
-        if b["deployment"] not in shown:
-            lines.append(_row("baseline", b))
-    return lines
-
-
-HEADLINE_CHARS = 120
-MODE_WORDS = {"disaggregated": "disaggregated", "coupled": "coupled", "chunked_coupled": "chunked coupled"}
-
-
-def headline(plan) -> str:
-    """One line (<= HEADLINE_CHARS) saying what to rent and what it costs, then the details."""
-    dep, c = plan.deployment, plan.cost
-    gpus: dict[str, int] = {}
-    for r in (dep.prefill, dep.decode, dep.coupled):
-        if r is not None:
-            gpus[r.gpu] = gpus.get(r.gpu, 0) + r.instances * r.tp
-    what = " + ".join(f"{n} x {g}" for g, n in gpus.items())
-    line = f"Rent {what} ({MODE_WORDS.get(dep.mode, dep.mode)}) for ${c['usd_per_hour']:,.2f}/hour"
-    slo, p = plan.inputs.get("slo", {}), plan.predictions
-    q = f"p{slo.get('percentile', 90)}"
-    try:
-        more = f"; {q} TTFT {p['ttft_s'][q]:.2f} s, TPOT {p['tpot_s'][q] * 1e3:.0f} ms"
-    except (KeyError, TypeError):
-        more = ""
-    return line + more if len(line + more) <= HEADLINE_CHARS else line[:HEADLINE_CHARS]
-
-
-def render_plan(plan) -> str:
-    i, p, c = plan.inputs, plan.predictions, plan.cost
-    dep = asdict(plan.deployment)
-    t = i["trace"]
-    slo = i["slo"]
-    q = f"p{slo['percentile']}"
-    lines = [
-        headline(plan),
-        f"trace {t['name']}: {t['requests']} requests over {t['span_s']:.0f} s, {t['rate_per_s']:.2f} req/s "
-        f"(peak window {t['peak_window_rate_per_s']:.2f}), inter-arrival CV {t['interarrival_cv']:.2f}, "
-        f"prompt mean {t['prompt_tokens']['mean']:.0f}, output mean {t['output_tokens']['mean']:.0f}",
-        f"model {i['model']}; SLO {q} TTFT <= {slo['ttft_s']:g} s, {q} TPOT <= {slo['tpot_s'] * 1e3:g} ms"
-        + (f", {q} JCT <= {slo['jct_s']:g} s" if slo.get("jct_s") else "")
-        + f"; performance model {'CALIBRATED: ' if i['calibrated'] else ''}{i['efficiency_source']}",
-        "",
-        f"PLAN      {describe(dep)}",
-        f"          engine {plan.deployment.engine.name}: " + ", ".join(
-            f"{k}={v}" for k, v in plan.deployment.engine.settings().items()),
-        f"          GPUs {plan.deployment.gpus}, ${c['usd_per_hour']:.2f}/h, ${c['usd_per_million_tokens']:.3f}/M total "
-        f"tokens (prompt + output), ${c.get('usd_per_million_output_tokens', float('nan')):.3f}/M output tokens, "
-        f"{c['tokens_per_s_per_usd_hour']:.0f} tokens/s per $/h",
-    ]
-    for g, pr in i.get("prices", {}).items():
-        lines.append(f"          price {g} ${pr['usd_per_gpu_hour']:.2f}/GPU-hour: {pr['source']}")
-    lines += [
-        "          predicted     p50        p90        p99",
-    ]
-    for name, key, unit, scale in (("TTFT", "ttft_s", "s", 1), ("TPOT", "tpot_s", "ms", 1e3), ("JCT", "jct_s", "s", 1)):
-        v = p[key]
-        lines.append(f"          {name:<12} {_f(v['p50'], unit, scale):>10} {_f(v['p90'], unit, scale):>10} "
-                     f"{_f(v['p99'], unit, scale):>10}")
-    u = p["utilisation"]
-    lines.append(f"          prefill utilisation mean {u['prefill']['mean']:.0%} (busiest window "
-                 f"{u['prefill']['peak_window']:.0%}), decode batch mean {p['decode_batch']['mean']:.1f}, "
-                 f"KV memory peak {u['decode_kv_peak']:.0%}")
-    lines.append("")
-    lines += comparison_rows(plan)
-    lines += ["", f"VERDICT   {plan.verdict}"]
-    for w in i.get("warnings", []):
-        lines.append(f"warning   {w}")
-    lines.append(f"(planned in {i['planning_s']:.2f} s; ILP {i['optimizer']['variables']} binaries, "
-                 f"{i['optimizer']['constraints']} constraints, {i['optimizer']['solver']})")
-    return "\n".join(lines)
 
 
 @click.command()

@@ -245,7 +245,10 @@ def prefill_options(wl: Workload, perfs: dict, slo: SLO, prices: dict, chunks, b
 
 
 def decode_options(wl: Workload, perfs: dict, slo: SLO, prices: dict, rejections: list,
-                   seed: int = 0, kv_rate_gb_s: float = 0.0, families: list | None = None) -> list[Option]:
+                   seed: int = 0, kv_rate_gb_s: float = 0.0, families: list | None = None,
+                   kv_rule: str = "gaussian") -> list[Option]:
+    """Decode pools meeting the TPOT target; KV memory by `kv_rule` (planner.search.kv_rule)."""
+    from planner.search.kv_rule import mean_fits, unbounded
     q = slo.percentile
     multi = wl.output_tokens[wl.sample] > 1
     out = []
@@ -261,13 +264,18 @@ def decode_options(wl: Workload, perfs: dict, slo: SLO, prices: dict, rejections
             continue
         cache = {}
 
-        def evaluate(n, pm=pm, cache=cache):
+        model_pm = unbounded(pm) if kv_rule == "simulated" else pm
+
+        def evaluate(n, pm=pm, model_pm=model_pm, cache=cache):
             if n not in cache:
                 limits: list[str] = []
-                d = decode_side(pm, wl, n, seed, limits)
+                d = decode_side(model_pm, wl, n, seed, limits)
                 tp_s = d["tpot_sample"]
                 val = percentiles(tp_s[multi], (q,))[f"p{q}"] if multi.any() else 0.0
-                cache[n] = (not limits and val <= slo.tpot_s, val, tp_s)
+                ok = not limits and val <= slo.tpot_s
+                if ok and model_pm is not pm:
+                    ok = mean_fits(pm, wl, n, d["tau_w"])
+                cache[n] = (ok, val, tp_s)
             return cache[n]
 
         n_min = _search_min(lambda n: evaluate(n)[0], 1)
@@ -294,10 +302,14 @@ def decode_options(wl: Workload, perfs: dict, slo: SLO, prices: dict, rejections
 
 def coupled_options(wl: Workload, perfs: dict, slo: SLO, prices: dict, model_name: str, dtype: str,
                     eff: Efficiency, budgets, rejections: list, seed: int = 0,
-                    families: list | None = None, engine: EngineConfig = EngineConfig()) -> list[Option]:
-    """vLLM-style (chunk = the longest prompt) and Sarathi-style (chunk = token budget)."""
+                    families: list | None = None, engine: EngineConfig = EngineConfig(),
+                    kv_rule: str = "gaussian") -> list[Option]:
+    """vLLM-style (chunk = the longest prompt) and Sarathi-style (chunk = token budget); KV
+    memory by `kv_rule` (planner.search.kv_rule)."""
     from planner.analytic.coupled import passes_screen, predict_coupled, vllm_base
     from planner.plan import Deployment, Role
+    from planner.search.kv_rule import UnboundedKvDeployment, mean_fits
+    dep_cls = UnboundedKvDeployment if kv_rule == "simulated" else Deployment
     q = f"p{slo.percentile}"
     vllm_chunk = int(max(wl.prompt_values.max(), 1))
     out = []
@@ -307,13 +319,14 @@ def coupled_options(wl: Workload, perfs: dict, slo: SLO, prices: dict, model_nam
             base = vllm_base(pm, wl) if mode == "coupled" else None   # instance-count independent, O(N)
 
             def dep_of(n, g=g, tp=tp, mode=mode, chunk=chunk):
-                return Deployment(mode, model_name, chunk, coupled=Role(g, n, tp), dtype=dtype, efficiency=eff,
-                                  engine=engine_for(engine, mode, chunk))
+                return dep_cls(mode, model_name, chunk, coupled=Role(g, n, tp), dtype=dtype, efficiency=eff,
+                               engine=engine_for(engine, mode, chunk))
 
-            def passes(n, dep_of=dep_of, base=base, screened=screened):
+            def passes(n, dep_of=dep_of, base=base, screened=screened, pm=pm):
                 """Queue-free screen (per window and sample): False means evaluate(n) is not ok."""
                 if n not in screened:
-                    screened[n] = passes_screen(dep_of(n), wl, slo, seed, base)
+                    screened[n] = ((kv_rule != "simulated" or mean_fits(pm, wl, n))
+                                   and passes_screen(dep_of(n), wl, slo, seed, base))
                 return screened[n]
 
             def evaluate(n, dep_of=dep_of, cache=cache, base=base, passes=passes):

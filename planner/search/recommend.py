@@ -1,5 +1,7 @@
-"""`recommend(trace, gpus, ...) -> Plan`: workload summary, candidate pools, the integer
-program, then full predictions, cost and the verdict for the chosen plan and the baselines."""
+"""`recommend(trace, gpus, ...) -> Plan`: the analytical plan (workload summary, candidate
+pools, the integer program; `planner.search.space`), then full predictions, cost and the
+verdict for the chosen plan and the baselines (`assemble`). Plans checked in the simulator
+before they are returned: `planner.search.verified`."""
 from __future__ import annotations
 
 import copy
@@ -8,18 +10,19 @@ import time
 import numpy as np
 
 from planner import catalog
-from planner.search.candidates import (DEFAULT_CHUNKS, DEFAULT_SARATHI_BUDGETS, DEFAULT_TPS, KV_LATENCY_S, SLO, coupled_options, engine_for,
-                         decode_options, kv_link_gb_s, perf_models, prefill_options, tp_problem)
-from planner.errors import InfeasibleError, InputError
-from planner.search.optimizer import Choice, MODE_CHOICES, infeasible_message, pair_ok as latency_pair_ok, pair_samples, solve
+from planner.search.candidates import (DEFAULT_SARATHI_BUDGETS, DEFAULT_TPS, KV_LATENCY_S, SLO, engine_for,
+                                       kv_link_gb_s)
+from planner.search.optimizer import Choice
 from planner.engines.config import EngineConfig
 from planner.perf.profile import Efficiency
 from planner.plan import Deployment, Plan, Policies, Role
-from planner.search.budget import best_at, equal_budget
+from planner.search.budget import equal_budget
 from planner.analytic.predict import predict
 from planner.analytic.queueing import predict_disaggregated
+from planner.search.kv_rule import real_memory
+from planner.search.space import build_space, check_inputs, key_of as _key, solve_space
 from planner.search.verdict import compare
-from planner.workload import DEFAULT_WINDOW_S, build_workload
+from planner.workload import DEFAULT_OVERLONG, DEFAULT_WINDOW_S, apply_overlong
 
 
 def recommend(trace, gpus=("a100",), model: str = "opt-13b", slo: SLO = SLO(), *,
@@ -28,184 +31,115 @@ def recommend(trace, gpus=("a100",), model: str = "opt-13b", slo: SLO = SLO(), *
               max_gpus: int | None = None, window_s: float = DEFAULT_WINDOW_S, efficiency: Efficiency | None = None,
               kv_link_override_gb_s: float | None = None, policies: Policies = Policies(), runners_up: int = 3,
               solver: str = "highs", dtype: str = "fp16", seed: int = 0,
-              engine: EngineConfig = EngineConfig()) -> Plan:
-    """Plan the cheapest deployment of `model` on `gpus` meeting `slo` for `trace`.
+              engine: EngineConfig = EngineConfig(), overlong: str = DEFAULT_OVERLONG,
+              kv_rule: str = "gaussian", spare: int = 0) -> Plan:
+    """Plan the cheapest deployment of `model` on `gpus` meeting `slo` for `trace`, by the
+    analytical model alone (KV memory by the Gaussian rule unless `kv_rule` says otherwise).
+    Requests longer than the model's context are treated per `overlong` (reject, truncate,
+    keep); `spare` instances per role are added to (and priced into) every plan.
 
     Raises InfeasibleError (why, in numbers, and what would help) when nothing meets it."""
     t0 = time.perf_counter()
-    if mode not in MODE_CHOICES:
-        raise InputError(f"mode {mode!r} is not one of {', '.join(MODE_CHOICES)}")
-    if slo.percentile not in (50, 90, 99):
-        raise InputError(f"SLO percentile must be 50, 90 or 99, got {slo.percentile}")
-    if not (slo.ttft_s > 0 and slo.tpot_s > 0) or (slo.jct_s is not None and not slo.jct_s > 0):
-        raise InputError("SLO targets must be > 0 seconds")
-    if runners_up < 0:
-        raise InputError(f"--runners-up must be >= 0, got {runners_up}")
-    if max_gpus is not None and max_gpus < 1:
-        raise InputError(f"--max-gpus must be >= 1, got {max_gpus}")
-    eff = efficiency
+    check_inputs(slo, mode, runners_up, max_gpus, kv_rule, spare)
     spec_model = catalog.model(model)
-    tp_notes = {tp: tp_problem(spec_model, tp) for tp in tps}
-    if all(tp_notes.values()):
-        raise InputError("no usable --tp: " + "; ".join(tp_notes.values())
-                         + f" (usable: {', '.join(str(t) for t in range(1, 9) if not tp_problem(spec_model, t))})")
-    tps = tuple(tp for tp, why in tp_notes.items() if why is None)
-    tp_warnings = [f"{why}: not considered" for why in tp_notes.values() if why]
-    gpu_names = list(dict.fromkeys(catalog.gpu(g).name for g in gpus))
-    prices, price_src = {}, {}
-    for g in gpu_names:
-        prices[g], price_src[g] = catalog.price_usd_per_gpu_hour(g, price_kind, provider, price_overrides)
-    wl = build_workload(trace, window_s=window_s, seed=seed)
-    perfs = perf_models(gpu_names, model, tps, eff, dtype, engine)
-    if not perfs:
-        raise InfeasibleError(f"{spec_model.name} ({spec_model.weight_bytes(dtype) / 1e9:.1f} GB of weights) fits "
-                              f"none of {', '.join(gpu_names)} at TP in {sorted(tps)}: allow a larger --tp or a bigger GPU")
-    sat = {k: pm.saturation_chunk_tokens() for k, pm in perfs.items()}
-    chunk_set = sorted(set(chunks or DEFAULT_CHUNKS) | (set() if chunks else {v for (g, tp), v in sat.items() if tp == 1}))
+    trace, overlong_info = apply_overlong(trace, spec_model.max_context, overlong, spec_model.name)
+    space = build_space(trace, gpus, model, slo, price_kind=price_kind, provider=provider,
+                        price_overrides=price_overrides, tps=tps, chunks=chunks, sarathi_budgets=sarathi_budgets,
+                        mode=mode, max_gpus=max_gpus, window_s=window_s, efficiency=efficiency,
+                        kv_link_override_gb_s=kv_link_override_gb_s, policies=policies, solver=solver, dtype=dtype,
+                        seed=seed, engine=engine, kv_rule=kv_rule, spare=spare)
+    sol = solve_space(space, runners_up)
+    return assemble(space, sol, sol.best, sol.runners_up, sol.best_per_mode, t0=t0, policies=policies,
+                    efficiency=efficiency, dtype=dtype, seed=seed, engine=engine, price_kind=price_kind,
+                    sarathi_budgets=sarathi_budgets, overlong_info=overlong_info)
 
-    kv_bytes_tok = next(iter(perfs.values())).kv_bytes_per_token
-    kv_rate = float((wl.window_sum_prompt / wl.window_duration_s).max() * kv_bytes_tok / 1e9)
-    if kv_link_override_gb_s:
-        kv_rate_options = 0.0   # the link is the user's; size pools by the SLO only
-    else:
-        kv_rate_options = kv_rate
-    rejections: list = []
-    families: list = []
-    pre, dec = [], []
-    if mode in ("auto", "disaggregated"):
-        pre = prefill_options(wl, perfs, slo, prices, chunk_set, policies.prefill_batch_limit, rejections,
-                              kv_rate_options, families)
-        dec = decode_options(wl, perfs, slo, prices, rejections, seed, kv_rate_options, families)
-    cpl = []
-    if mode != "disaggregated":
-        cpl = coupled_options(wl, perfs, slo, prices, model, dtype, eff,
-                              sarathi_budgets if mode in ("auto", "chunked_coupled") else (), rejections, seed,
-                              families, engine)
-        if mode == "coupled":
-            cpl = [c for c in cpl if c.role == "coupled"]
-            families = [f for f in families if f.role == "coupled"]
 
-    pair_cache: dict = {}
+class Summaries:
+    """Full predictions of chosen deployments, once per deployment (the plan, its baselines,
+    runners-up and the equal-budget pair often name the same one)."""
 
-    def pair_ok(p, d):
-        key = (_key(p), _key(d))
-        if key not in pair_cache:
-            pair_cache[key] = latency_pair_ok(p, d, wl, kv_bytes_tok, KV_LATENCY_S, slo, kv_link_override_gb_s)
-        return pair_cache[key]
+    def __init__(self, space, *, policies: Policies, efficiency, dtype: str, seed: int, engine: EngineConfig):
+        self.space, self.policies, self.eff, self.dtype, self.seed, self.engine = (
+            space, policies, efficiency, dtype, seed, engine)
+        self.cache: dict = {}
+        wl = space.wl
+        self.tokens_s = float((wl.prompt_tokens.sum() + wl.output_tokens.sum()) / max(wl.span_s, 1e-9))
 
-    def pair_detail(pairs) -> str:
-        """The best percentile TPOT (and JCT) any of `pairs` reaches, for the message."""
-        q = slo.percentile
-        best_tpot, best_jct = float("inf"), float("inf")
-        for i, j in pairs:
-            _, tpot, jct = pair_samples(pre[i], dec[j], wl, kv_bytes_tok, KV_LATENCY_S, kv_link_override_gb_s)
-            if len(tpot):
-                best_tpot = min(best_tpot, float(np.percentile(tpot, q)))
-            best_jct = min(best_jct, float(np.percentile(jct, q)))
-        text = f"the best pair reaches p{q} TPOT {best_tpot * 1e3:.1f} ms"
-        return text + (f" and p{q} JCT {best_jct:.2f} s" if slo.jct_s is not None else "")
-
-    if not ((pre and dec) or cpl):
-        raise InfeasibleError(infeasible_message(slo, rejections, bool(pre), bool(dec), bool(cpl)))
-
-    def run(runners: int):
-        """Solve with the pair constraints generated lazily: a chosen (prefill, decode) pair
-        that misses the TPOT (transfer included) or JCT target is cut, together with every
-        other decode option that prefill pool fails with, and the ILP re-solved."""
-        bad: set = set()
-        checked: set = set()
-        while True:
-            sol = solve(pre, dec, cpl, kv_rate_gb_s=kv_rate_options, slo=slo, mode=mode, max_gpus=max_gpus,
-                        bad_pairs=sorted(bad), runners_up=runners, solver=solver, pair_detail=pair_detail)
-            found = [c for c in [sol.best, *sol.runners_up, sol.best_per_mode.get("disaggregated")]
-                     if c is not None and c.prefill is not None]
-            new = False
-            for c in found:
-                i = next(k for k, o in enumerate(pre) if o is c.prefill)
-                j = next(k for k, o in enumerate(dec) if o is c.decode)
-                if (i, j) in bad or pair_ok(pre[i], dec[j]):
-                    continue
-                new = True
-                if i not in checked:
-                    checked.add(i)
-                    bad |= {(i, k) for k, d in enumerate(dec) if not pair_ok(pre[i], d)}
-                bad.add((i, j))
-            if not new:
-                return sol
-
-    # The candidates hold a few instance counts per family; plans of any other counts that
-    # cost exactly the least cost join them, so the tie-break by headroom sees every plan at
-    # that cost (they cannot lower the cost, only win the tie).
-    least = run(0).best.usd_per_hour
-    known = {_key(o) for o in pre + dec + cpl}
-    for c in best_at(families, least, slo, kv_rate_options, max_gpus, pair_ok).values():
-        for o, pool in ((c.prefill, pre), (c.decode, dec), (c.coupled, cpl)):
-            if o is not None and _key(o) not in known:
-                known.add(_key(o))
-                pool.append(o)
-    sol = run(runners_up)
-
-    def deployment(c: Choice) -> Deployment:
+    def deployment(self, c: Choice) -> Deployment:
+        s, spare = self.space, self.space.spare
+        name = s.spec_model.name
         if c.coupled is not None:
             o = c.coupled
-            return Deployment(o.role, spec_model.name, o.chunk_tokens, coupled=Role(o.gpu, o.instances, o.tp),
-                              dtype=dtype, policies=policies, efficiency=eff,
-                              engine=engine_for(engine, o.role, o.chunk_tokens))
-        link = kv_link_override_gb_s or min(kv_link_gb_s(catalog.gpu(c.prefill.gpu), c.prefill.tp),
-                                            kv_link_gb_s(catalog.gpu(c.decode.gpu), c.decode.tp))
-        return Deployment("disaggregated", spec_model.name, c.prefill.chunk_tokens,
-                          prefill=Role(c.prefill.gpu, c.prefill.instances, c.prefill.tp),
-                          decode=Role(c.decode.gpu, c.decode.instances, c.decode.tp),
-                          dtype=dtype, policies=policies, kv_link_gb_s=link, efficiency=eff, engine=engine)
+            return Deployment(o.role, name, o.chunk_tokens, coupled=Role(o.gpu, o.instances + spare, o.tp),
+                              dtype=self.dtype, policies=self.policies, efficiency=self.eff,
+                              engine=engine_for(self.engine, o.role, o.chunk_tokens))
+        link = s.kv_link_override_gb_s or min(kv_link_gb_s(catalog.gpu(c.prefill.gpu), c.prefill.tp),
+                                              kv_link_gb_s(catalog.gpu(c.decode.gpu), c.decode.tp))
+        return Deployment("disaggregated", name, c.prefill.chunk_tokens,
+                          prefill=Role(c.prefill.gpu, c.prefill.instances + spare, c.prefill.tp),
+                          decode=Role(c.decode.gpu, c.decode.instances + spare, c.decode.tp),
+                          dtype=self.dtype, policies=self.policies, kv_link_gb_s=link, efficiency=self.eff,
+                          engine=self.engine)
 
-    tokens_s = float((wl.prompt_tokens.sum() + wl.output_tokens.sum()) / max(wl.span_s, 1e-9))
-
-    summaries: dict = {}
-
-    def summary(c: Choice) -> dict:
-        """Full prediction of a chosen deployment, once per deployment (the plan, its
-        baselines, runners-up and the equal-budget pair often name the same one)."""
+    def __call__(self, c: Choice) -> dict:
         key = tuple(None if o is None else _key(o) for o in (c.prefill, c.decode, c.coupled))
-        if key not in summaries:
-            dep = deployment(c)
-            if c.coupled is not None and c.coupled.prediction is not None:
+        if key not in self.cache:
+            s, wl, seed = self.space, self.space.wl, self.seed
+            dep = self.deployment(c)
+            if c.coupled is not None and c.coupled.prediction is not None and not s.spare:
                 pred = c.coupled.prediction   # the candidate's own prediction (same deployment, seed and SLO)
-            elif c.prefill is not None and _reusable(c.prefill, dep, policies, kv_bytes_tok):
+                if s.kv_rule == "simulated":
+                    pred = real_memory(pred, dep.perf("coupled"))
+            elif c.prefill is not None and not s.spare and _reusable(c.prefill, dep, self.policies, s.kv_bytes_tok):
                 # the prefill option's TTFT and KV-transfer samples are this deployment's
-                pred = predict_disaggregated(dep, wl, seed, slo, known_ttft_s=c.prefill.ttft_sample,
+                pred = predict_disaggregated(dep, wl, seed, s.slo, known_ttft_s=c.prefill.ttft_sample,
                                              known_transfer_s=c.prefill.transfer_sample)
             else:
-                pred = predict(dep, wl, seed=seed, slo=slo)
-            summaries[key] = {"deployment": _dep_dict(dep), "usd_per_hour": c.usd_per_hour, "gpus": c.gpus,
-                              "cost": _cost(c.usd_per_hour, tokens_s, wl), "predictions": _clean(pred)}
-        return copy.deepcopy(summaries[key])
+                pred = predict(dep, wl, seed=seed, slo=s.slo)
+            self.cache[key] = {"deployment": _dep_dict(dep), "usd_per_hour": c.usd_per_hour, "gpus": dep.gpus,
+                               "cost": _cost(c.usd_per_hour, self.tokens_s, wl), "predictions": _clean(pred)}
+        return copy.deepcopy(self.cache[key])
 
-    best = summary(sol.best)
-    baselines = [summary(c) | {"mode": m} for m, c in sol.best_per_mode.items() if m != sol.best.mode]
-    runners = [summary(c) for c in sol.runners_up]
-    same = equal_budget(sol.best_per_mode, families, slo, kv_rate_options, max_gpus, pair_ok)
+
+def assemble(space, sol, best_choice: Choice, runner_choices, best_per_mode, *, t0: float, policies: Policies,
+             efficiency, dtype: str, seed: int, engine: EngineConfig, price_kind: str, sarathi_budgets,
+             overlong_info: dict | None = None, summaries: Summaries | None = None) -> Plan:
+    """The Plan of `best_choice`: its full prediction and cost, the runners-up, each mode's
+    best as a baseline, the verdict (at an equal budget where one exists) and the inputs."""
+    summary = summaries or Summaries(space, policies=policies, efficiency=efficiency, dtype=dtype, seed=seed,
+                                     engine=engine)
+    slo, wl = space.slo, space.wl
+    sol.best, sol.best_per_mode = best_choice, dict(best_per_mode)
+    best = summary(best_choice)
+    baselines = [summary(c) | {"mode": m} for m, c in best_per_mode.items() if m != best_choice.mode]
+    runners = [summary(c) for c in runner_choices]
+    same = None if space.spare else equal_budget(best_per_mode, space.families, slo, space.kv_rate_options,
+                                                 space.max_gpus, space.pair_ok)
     comparison = compare(sol, best, baselines, same, summary, slo)
-    verdict = comparison["verdict"]
-    warnings = tp_warnings + _warnings(wl, spec_model, best["predictions"])
+    warnings = space.tp_warnings + _warnings(wl, best["predictions"])
+    perfs = space.perfs
     inputs = {
-        "trace": wl.stats(), "model": spec_model.name, "dtype": dtype, "gpus": gpu_names,
-        "prices": {g: {"usd_per_gpu_hour": prices[g], "source": price_src[g]} for g in gpu_names},
-        "price_kind": price_kind, "slo": slo.as_dict(), "mode": mode, "max_gpus": max_gpus,
-        "calibrated": eff is not None, "efficiency_source": perfs[next(iter(perfs))].source_name,
+        "trace": wl.stats(), "model": space.spec_model.name, "dtype": dtype, "gpus": space.gpu_names,
+        "prices": {g: {"usd_per_gpu_hour": space.prices[g], "source": space.price_src[g]} for g in space.gpu_names},
+        "price_kind": price_kind, "slo": slo.as_dict(), "mode": space.mode, "max_gpus": space.max_gpus,
+        "calibrated": efficiency is not None, "efficiency_source": perfs[next(iter(perfs))].source_name,
         "step_cost_sources": {f"{g}/tp{tp}": pm.source_name for (g, tp), pm in perfs.items()},
-        "candidates": {"tp": sorted({tp for _, tp in perfs}), "chunks": chunk_set,
+        "candidates": {"tp": sorted({tp for _, tp in perfs}), "chunks": space.chunk_set,
                        "sarathi_budgets": list(sarathi_budgets),
-                       "saturation_chunk_tokens": {f"{g}/tp{tp}": v for (g, tp), v in sat.items()},
-                       "prefill_options": len(pre), "decode_options": len(dec), "coupled_options": len(cpl)},
-        "kv_rate_peak_gb_s": kv_rate,
+                       "saturation_chunk_tokens": {f"{g}/tp{tp}": v for (g, tp), v in space.sat.items()},
+                       "prefill_options": len(space.pre), "decode_options": len(space.dec),
+                       "coupled_options": len(space.cpl)},
+        "kv_rate_peak_gb_s": space.kv_rate, "kv_rule": space.kv_rule, "spare_per_role": space.spare,
+        "overlong": overlong_info or {},
         "optimizer": {"solver": sol.solver, "variables": sol.variables, "constraints": sol.constraints,
                       "solves": sol.solves, "solve_s": sol.solve_s,
                       "order": "least $/hour, then most SLO headroom (smallest max(TTFT/target, TPOT/target)), "
                                "then smallest sum of those ratios"},
         "warnings": warnings, "planning_s": time.perf_counter() - t0, "seed": seed,
     }
-    return Plan(deployment(sol.best), inputs=inputs, predictions=best["predictions"], cost=best["cost"],
-                baselines=tuple(baselines), runners_up=tuple(runners), verdict=verdict, comparison=comparison)
+    return Plan(summary.deployment(best_choice), inputs=inputs, predictions=best["predictions"], cost=best["cost"],
+                baselines=tuple(baselines), runners_up=tuple(runners), verdict=comparison["verdict"],
+                comparison=comparison)
 
 
 def _reusable(p, dep: Deployment, policies: Policies, kv_bytes_per_token: float) -> bool:
@@ -216,10 +150,6 @@ def _reusable(p, dep: Deployment, policies: Policies, kv_bytes_per_token: float)
             and dep.kv_link_gb_s == kv_link_gb_s(catalog.gpu(p.gpu), p.tp) and dep.kv_latency_s == KV_LATENCY_S
             and dep.perf("decode").kv_bytes_per_token == kv_bytes_per_token
             and dep.policies.prefill_batch_limit == policies.prefill_batch_limit)
-
-
-def _key(o) -> tuple:
-    return o.role, o.gpu, o.tp, o.instances, o.chunk_tokens
 
 
 def _dep_dict(dep: Deployment) -> dict:
@@ -251,13 +181,8 @@ def _clean(obj):
     return obj
 
 
-def _warnings(wl, spec_model, pred) -> list[str]:
+def _warnings(wl, pred) -> list[str]:
     out = []
-    over = int(((wl.prompt_tokens + wl.output_tokens) > spec_model.max_context).sum())
-    if over:
-        out.append(f"{over} of {wl.requests} requests ({over / wl.requests:.0%}) exceed {spec_model.name}'s "
-                   f"{spec_model.max_context}-token context; planned as given (the cost model does not depend on "
-                   f"learned positions), a longer-context model would serve them faithfully")
     if wl.span_s < 10 * wl.window_s and wl.requests > 1 and wl.span_s < 60:
         out.append(f"the trace spans only {wl.span_s:.1f} s; tail percentiles rest on few requests")
     return out

@@ -1,0 +1,389 @@
+"""Plans checked in the simulator before they are returned.
+
+`verified_recommend` builds the candidate pools with KV memory left to the simulator
+(`planner.search.kv_rule`, "simulated"), asks the integer program for its plans in order
+(least $/hour, then SLO headroom), and replays them against the trace (or a stated
+stratified sample of it, `planner.sim.sample`) in that order (`Walker`):
+- a plan meeting the SLO in simulation (every counted request finished, each target's
+  simulated percentile within it; with `spare`, also with one instance of each role
+  removed; with `headroom` h, also at (1 + h)x load and at (1 + h)x slower steps) is
+  accepted: the first is the recommendation, the next ones its runners-up, the first of
+  each mode that mode's baseline;
+- a plan missing it is rejected, with why, and its pool that missed grows by one
+  instance (prefill for TTFT, decode for TPOT or JCT, the pool of a coupled plan), the
+  grown plan joining the queue at its cost; the program's list is extended when the queue
+  runs past it.
+The recommendation then gets its margin (`planner.search.margin`), its KV headroom and
+preempted requests, and the next size up where it preempts more than 0.5% of requests.
+"""
+from __future__ import annotations
+
+import heapq
+import time
+from dataclasses import asdict, replace
+
+from planner import catalog
+from planner.engines.config import EngineConfig
+from planner.errors import InfeasibleError, InputError
+from planner.plan import Policies, Role
+from planner.search.candidates import DEFAULT_SARATHI_BUDGETS, DEFAULT_TPS, SLO
+from planner.search.margin import margin_job, margin_text
+from planner.search.optimizer import Choice
+from planner.search.recommend import Summaries, assemble
+from planner.search.space import build_space, check_inputs, key_of, solve_space
+from planner.search.verdict import describe
+from planner.sim.run import preemption_mode
+from planner.sim.parallel import Replayer, default_workers
+from planner.sim.sample import verification_trace
+from planner.sim.verify import PREEMPT_FLAG_SHARE
+from planner.workload import DEFAULT_OVERLONG, DEFAULT_WINDOW_S, apply_overlong, build_workload
+
+DEFAULT_VERIFY_BUDGET_S = 6.0
+NOMINAL_SIM_REQUESTS_PER_S = 40_000   # the simulator's speed on this project's 2-core machine (docs/benchmarks.md)
+EXPECTED_SIMS = 12                    # replays a verified recommendation typically takes
+MIN_SAMPLE_REQUESTS = 2_000
+MAX_SIMS = 40                         # replays of candidates before giving up
+FIRST_BATCH = 8                       # plans asked of the integer program at first (doubled when run past)
+MAX_HEADROOM = 3.0
+OBJECTIVES = ("cost", "latency", "tokens-per-dollar")
+
+
+def sample_requests(budget_s: float) -> int:
+    """Requests a verification replays at most, for `budget_s` seconds of replays."""
+    return max(MIN_SAMPLE_REQUESTS, int(budget_s * NOMINAL_SIM_REQUESTS_PER_S / EXPECTED_SIMS))
+
+
+def _ckey(c: Choice) -> tuple:
+    return tuple(None if o is None else key_of(o) for o in (c.prefill, c.decode, c.coupled))
+
+
+def _minus_one(dep, role: str):
+    r = dep.roles()[role]
+    return replace(dep, **{role: Role(r.gpu, r.instances - 1, r.tp)})
+
+
+def _ms(v) -> str:
+    return "inf" if v is None or v != v or v == float("inf") else f"{v * 1e3:.1f} ms"
+
+
+def _s(v) -> str:
+    return "inf" if v is None or v != v or v == float("inf") else f"{v:.3f} s"
+
+
+def miss_text(r: dict, slo: SLO) -> str:
+    """Why a replay missed: 'p90 TTFT 1.043 s > 1 s' and alike."""
+    q = r["percentile"]
+    out = []
+    if r["ratios"].get("ttft", 0) > 1:
+        out.append(f"{q} TTFT {_s(r['ttft_s'][q])} > {slo.ttft_s:g} s")
+    if r["ratios"].get("tpot", 0) > 1:
+        out.append(f"{q} TPOT {_ms(r['tpot_s'][q])} > {slo.tpot_s * 1e3:g} ms")
+    if r["ratios"].get("jct", 0) > 1:
+        out.append(f"{q} JCT {_s(r['jct_s'][q])} > {slo.jct_s:g} s")
+    if r["unfinished"]:
+        out.append(f"{r['unfinished']:,} requests never finished (aborted or stuck)")
+    return "; ".join(out) or "missed"
+
+
+class Walker:
+    """Replays candidates in the optimizer's order until the recommendation, its runners-up
+    and each mode's best are found (or the limits are reached)."""
+
+    def __init__(self, space, summaries: Summaries, replayer, *, runners_up: int, headroom: float,
+                 deadline, progress=None):
+        self.space, self.summaries, self.rp = space, summaries, replayer
+        self.slo = space.slo
+        self.runners_up, self.headroom = runners_up, headroom
+        self.deadline, self.progress = deadline, progress
+        self.heap: list = []
+        self.queued: set = set()
+        self.records: dict = {}
+        self.pending: dict = {}
+        self.sims = 0
+        self.seq = 0
+        self.ilp_k = 0
+        self.ilp_last_cost = -1.0
+        self.ilp_done = False
+        self.sol = None
+        self.best = None
+        self.runners: list = []
+        self.mode_best: dict = {}
+        self.rejected: list = []
+        self.notes: list = []
+
+    # ---- the queue -------------------------------------------------------------------
+    def push(self, c: Choice | None) -> None:
+        if c is None:
+            return
+        k = _ckey(c)
+        if k in self.queued:
+            return
+        if self.space.max_gpus is not None and c.gpus > self.space.max_gpus:
+            return
+        self.queued.add(k)
+        self.seq += 1
+        heapq.heappush(self.heap, (round(c.usd_per_hour, 9), c.headroom_key(self.slo), self.seq, c))
+
+    def ask_ilp(self, k: int) -> None:
+        """The integer program's first k plans (cost, then headroom order) into the queue."""
+        sol = solve_space(self.space, k - 1)
+        found = [sol.best, *sol.runners_up]
+        if self.sol is None:
+            self.sol = sol
+        for c in [*found, *sol.best_per_mode.values()]:
+            self.push(c)
+        self.ilp_k = k
+        self.ilp_done = len(found) < k
+        self.ilp_last_cost = max(c.usd_per_hour for c in found)
+
+    # ---- one candidate -----------------------------------------------------------------
+    def replay(self, dep, **kw) -> dict:
+        return self.submit(dep, **kw).get()
+
+    def submit(self, dep, **kw):
+        self.sims += 1
+        if self.progress is not None:
+            self.progress(f"simulate {self.sims}")
+        return self.rp.submit(dep, **kw)
+
+    def _handle(self, c: Choice):
+        """The replay of candidate `c` as planned, submitted once (maybe ahead of its turn)."""
+        k = _ckey(c)
+        if k not in self.pending:
+            self.pending[k] = self.submit(self.summaries.deployment(c))
+        return self.pending[k]
+
+    def prefetch(self) -> None:
+        """Start the replays of the next candidates in line (one per spare worker): each
+        replay is deterministic, so one run ahead of its turn is the same one in turn."""
+        if self.rp.workers <= 1:
+            return
+        for _, _, _, c in heapq.nsmallest(self.rp.workers, self.heap):
+            if self.needed(c) and self.sims < MAX_SIMS:
+                self._handle(c)
+
+    def check(self, c: Choice) -> dict:
+        dep = self.summaries.deployment(c)
+        rec = {"deployment": describe(asdict(dep)), "mode": c.mode, "usd_per_hour": c.usd_per_hour, "gpus": dep.gpus}
+        self.prefetch()
+        r = self._handle(c).get()
+        rec["simulated"] = r
+        variants = []
+        if r["meets"] and self.space.spare:
+            variants += [(f"without one {role} instance", _minus_one(dep, role), {}) for role in dep.roles()]
+        if r["meets"] and self.headroom:
+            f = 1.0 + self.headroom
+            variants += [(f"at {f:.2f}x load", dep, {"rate_scale": f}),
+                         (f"with steps {self.headroom:.0%} slower", dep, {"step_scale": f})]
+        handles = [(what, self.submit(d, **kw)) for what, d, kw in variants]
+        checks = []
+        for what, h in handles:
+            rr = h.get()
+            checks.append({"check": what, "simulated": rr})
+            if not rr["meets"]:
+                break
+        rec["checks"] = checks
+        failed = next(([x["check"], x["simulated"]] for x in [{"check": "as planned", "simulated": r}, *checks]
+                       if not x["simulated"]["meets"]), None)
+        rec["meets"] = failed is None
+        if failed:
+            rec["why"] = miss_text(failed[1], self.slo) + ("" if failed[0] == "as planned" else f" ({failed[0]})")
+            rec["failed"] = failed[1]
+        self.records[_ckey(c)] = rec
+        return rec
+
+    def bumps(self, c: Choice, r: dict) -> list[Choice]:
+        """The candidate grown where the replay `r` missed: its pool (coupled), its prefill
+        pool for TTFT, its decode pool for TPOT or JCT, both when requests never finished."""
+        sp = self.space
+        if c.coupled is not None:
+            f = sp.family_of(c.coupled)
+            o = sp.option(f, c.coupled.instances + 1) if f else None
+            return [Choice(o.usd_per_hour, coupled=o)] if o else []
+        grow_p = r["ratios"].get("ttft", 0) > 1 or r["unfinished"] > 0
+        grow_d = r["ratios"].get("tpot", 0) > 1 or r["ratios"].get("jct", 0) > 1 or r["unfinished"] > 0
+        if not (grow_p or grow_d):
+            grow_p = grow_d = True
+        p, d = c.prefill, c.decode
+        if grow_p:
+            f = sp.family_of(p)
+            p = sp.option(f, p.instances + 1) if f else None
+        if grow_d:
+            f = sp.family_of(d)
+            d = sp.option(f, d.instances + 1) if f else None
+        if p is None or d is None or p.link_gb_s < sp.kv_rate_options or d.link_gb_s < sp.kv_rate_options:
+            return []
+        return [Choice(p.usd_per_hour + d.usd_per_hour, p, d)]
+
+    # ---- the walk ----------------------------------------------------------------------
+    def done(self) -> bool:
+        return (self.best is not None and len(self.runners) >= self.runners_up
+                and set(self.sol.best_per_mode) <= set(self.mode_best))
+
+    def needed(self, c: Choice) -> bool:
+        """Whether replaying `c` can still change the answer: before the recommendation is
+        found every candidate is; after it, one filling a runner-up place or a mode's baseline."""
+        return self.best is None or len(self.runners) < self.runners_up or c.mode not in self.mode_best
+
+    def run(self) -> None:
+        self.ask_ilp(FIRST_BATCH)
+        while self.heap and not self.done():
+            top = self.heap[0][3]
+            if not self.ilp_done and top.usd_per_hour > self.ilp_last_cost and self.ilp_k < 4 * FIRST_BATCH:
+                self.ask_ilp(2 * self.ilp_k)
+                continue
+            c = heapq.heappop(self.heap)[3]
+            if not self.needed(c):
+                continue
+            if self.best is not None and self.deadline():
+                self.notes.append("the time budget ran out before every runner-up and baseline was simulated "
+                                  "(--verify-budget)")
+                break
+            if self.sims >= MAX_SIMS and _ckey(c) not in self.pending:
+                self.notes.append(f"stopped after {self.sims} simulations")
+                break
+            rec = self.check(c)
+            if rec["meets"]:
+                if self.best is None:
+                    self.best = c
+                elif len(self.runners) < self.runners_up:
+                    self.runners.append(c)
+                self.mode_best.setdefault(c.mode, c)
+            else:
+                self.rejected.append(c)
+                for b in self.bumps(c, rec["failed"]):
+                    self.push(b)
+
+    def record(self, c: Choice) -> dict | None:
+        return self.records.get(_ckey(c))
+
+
+def verified_recommend(trace, gpus=("a100",), model: str = "opt-13b", slo: SLO = SLO(), *,
+                       verify: bool = True, headroom: float = 0.0, spare: int = 0, objective: str = "cost",
+                       frontier: bool = False, overlong: str = DEFAULT_OVERLONG, runners_up: int = 3,
+                       verify_budget_s: float = DEFAULT_VERIFY_BUDGET_S, margins: bool = True,
+                       progress=None, price_kind: str = "on_demand", provider: str | None = None,
+                       price_overrides: dict | None = None, tps=DEFAULT_TPS, chunks=None,
+                       sarathi_budgets=DEFAULT_SARATHI_BUDGETS, mode: str = "auto", max_gpus: int | None = None,
+                       window_s: float = DEFAULT_WINDOW_S, efficiency=None, kv_link_override_gb_s: float | None = None,
+                       policies: Policies = Policies(), solver: str = "highs", dtype: str = "fp16", seed: int = 0,
+                       engine: EngineConfig = EngineConfig(), workers: int | None = None):
+    """The cheapest plan (or the best for `objective`) that meets `slo` in the simulator,
+    with its runners-up, baselines, margin and, if asked, the cost-latency frontier. With
+    `verify=False`, the analytical plan (KV memory by the Gaussian rule), said so."""
+    t0 = time.perf_counter()
+    if objective not in OBJECTIVES:
+        raise InputError(f"--objective must be one of {', '.join(OBJECTIVES)}, got {objective!r}")
+    if not 0 <= headroom <= MAX_HEADROOM:
+        raise InputError(f"--headroom must be between 0% and {MAX_HEADROOM:.0%}, got {headroom:.0%}")
+    if not verify_budget_s > 0:
+        raise InputError(f"--verify-budget must be > 0 s, got {verify_budget_s}")
+    check_inputs(slo, mode, runners_up, max_gpus, "simulated", spare)
+    kw = dict(price_kind=price_kind, provider=provider, price_overrides=price_overrides, tps=tps, chunks=chunks,
+              sarathi_budgets=sarathi_budgets, mode=mode, max_gpus=max_gpus, window_s=window_s, efficiency=efficiency,
+              kv_link_override_gb_s=kv_link_override_gb_s, policies=policies, solver=solver, dtype=dtype, seed=seed,
+              engine=engine)
+    spec = catalog.model(model)
+    trace, overlong_info = apply_overlong(trace, spec.max_context, overlong, spec.name)
+    if not verify:
+        if headroom or objective != "cost":
+            raise InputError("--headroom and --objective latency|tokens-per-dollar are judged in simulation; "
+                             "drop --no-verify")
+        space = build_space(trace, gpus, model, slo, kv_rule="gaussian", spare=spare, **kw)
+        summaries = Summaries(space, policies=policies, efficiency=efficiency, dtype=dtype, seed=seed, engine=engine)
+        sol = solve_space(space, runners_up)
+        plan = assemble(space, sol, sol.best, sol.runners_up, sol.best_per_mode, t0=t0, policies=policies,
+                        efficiency=efficiency, dtype=dtype, seed=seed, engine=engine, price_kind=price_kind,
+                        sarathi_budgets=sarathi_budgets, overlong_info=overlong_info, summaries=summaries)
+        ver = {"verified": False, "kv_rule": "gaussian",
+               "note": "not verified in simulation (--no-verify): predicted percentiles only, KV memory sized by "
+                       "the Gaussian rule (mean + 2.33 sd of tokens held, no preemption)"}
+        if frontier:
+            from planner.search.frontier import frontier_predicted
+            plan = replace(plan, frontier=tuple(frontier_predicted(space, summaries)))
+        return replace(plan, verification=ver)
+    sized = trace.time_scaled(1.0 / (1.0 + headroom)) if headroom else trace
+    space = build_space(sized, gpus, model, slo, kv_rule="simulated", spare=spare, **kw)
+    if headroom:   # the plan's predictions and cost per token are at the trace's own load
+        space_now = replace(space, wl=build_workload(trace, window_s=window_s, seed=seed), pair_cache={})
+    else:
+        space_now = space
+    summaries = Summaries(space_now, policies=policies, efficiency=efficiency, dtype=dtype, seed=seed, engine=engine)
+    vt = verification_trace(trace, sample_requests(verify_budget_s))
+    t_verify = time.perf_counter()
+
+    def deadline() -> bool:
+        return time.perf_counter() - t_verify > verify_budget_s
+
+    with Replayer(vt, slo, seed, workers if workers is not None else default_workers()) as rp:
+        walker = Walker(space, summaries, rp, runners_up=runners_up, headroom=headroom, deadline=deadline,
+                        progress=progress)
+        walker.run()
+        if walker.best is None:
+            raise InfeasibleError(_none_met(walker, slo))
+        best = walker.best
+        extra = {}
+        if objective != "cost" or frontier:
+            from planner.search.frontier import verified_frontier
+            extra = verified_frontier(walker, objective, deadline)
+            best = extra.pop("chosen", best)
+        plan = assemble(space_now, walker.sol, best, [c for c in walker.runners if c is not best], walker.mode_best,
+                        t0=t0, policies=policies, efficiency=efficiency, dtype=dtype, seed=seed, engine=engine,
+                        price_kind=price_kind, sarathi_budgets=sarathi_budgets, overlong_info=overlong_info,
+                        summaries=summaries)
+        ver = _verification(walker, plan, best, vt, engine, headroom, margins, t_verify, objective)
+    if extra.get("frontier") is not None:
+        plan = replace(plan, frontier=tuple(extra["frontier"]))
+    plan.inputs["planning_s"] = time.perf_counter() - t0
+    return replace(plan, verification=ver)
+
+
+def _none_met(walker: Walker, slo: SLO) -> str:
+    recs = [walker.record(c) for c in walker.rejected]
+    recs = [r for r in recs if r]
+    if not recs:
+        return "no candidate plan could be simulated; try --no-verify for the analytical plan"
+    closest = min(recs, key=lambda r: r["failed"]["worst_ratio"])
+    return (f"no plan meets the SLO in simulation: {len(recs)} candidates replayed, the closest "
+            f"({closest['deployment']}, ${closest['usd_per_hour']:.2f}/h) has {closest['why']}; relax the SLO, allow "
+            f"more GPUs (--max-gpus) or types, or --no-verify for the analytical plan (not checked)")
+
+
+def _verification(walker: Walker, plan, best: Choice, vt, engine, headroom: float, margins: bool,
+                  t_verify: float, objective: str) -> dict:
+    slo = walker.slo
+    rec = walker.record(best)
+    ver = {"verified": True, "kv_rule": "simulated", "trace": vt.as_dict(), "objective": objective,
+           "preemption": {"mode": preemption_mode(engine), "flag_share": PREEMPT_FLAG_SHARE},
+           "plan": rec["simulated"], "checks": rec["checks"], "headroom": headroom,
+           "runners_up": [], "baselines": [],
+           "rejected": [{"deployment": r["deployment"], "usd_per_hour": r["usd_per_hour"], "mode": r["mode"],
+                         "why": r["why"], "simulated": r["failed"]}
+                        for r in (walker.record(c) for c in walker.rejected) if r]}
+    by_dep = {r["deployment"]: r for r in walker.records.values()}
+    for key, items in (("runners_up", plan.runners_up), ("baselines", plan.baselines)):
+        for s in items:
+            r = by_dep.get(describe(s["deployment"]))
+            ver[key].append(None if r is None else r["simulated"])
+    # the margin searches (one worker each) and, for a plan preempting more than the
+    # threshold, the next size up, all at once
+    sim = rec["simulated"]
+    dep = plan.deployment
+    jobs = {}
+    if margins:
+        start, ratio = 1.0 + headroom, (None if headroom else sim["worst_ratio"])
+        for name, kind in (("load", "rate_scale"), ("step_slowdown", "step_scale")):
+            jobs[name] = walker.rp.call(margin_job, dep, kind, start, ratio)
+    nxt = walker.bumps(best, {"ratios": {"tpot": 2.0}, "unfinished": 0}) if sim["preemption_flag"] else []
+    if nxt:
+        r2 = walker.record(nxt[0]) or walker.check(nxt[0])
+        ver["next_size_up"] = {"deployment": r2["deployment"], "usd_per_hour": r2["usd_per_hour"],
+                               "simulated": r2["simulated"], "meets": r2["meets"]}
+    if jobs:
+        ver["margin"] = {name: h.get() for name, h in jobs.items()}
+        walker.sims += sum(m["sims"] for m in ver["margin"].values())
+        ver["margin"]["text"] = margin_text(ver["margin"]["step_slowdown"], ver["margin"]["load"])
+    ver["sims"] = walker.sims
+    ver["wall_s"] = time.perf_counter() - t_verify
+    ver["notes"] = walker.notes
+    return ver
