@@ -11,13 +11,13 @@ from click.testing import CliRunner
 
 from planner.search.candidates import SLO
 from planner.cli import main
-from planner.search.recommend import recommend
+from planner.search.verified import verified_recommend
 from planner.report import write_report
 from planner.report.gather import build_report
 from planner.report.render import HOURS_PER_MONTH, fmt_num, fmt_usd
 from traces import Trace, write_trace
 
-FIGURES = ("cost_vs_load", "latency_vs_load", "latency_cdfs", "instances_over_time", "price_sensitivity",
+FIGURES = ("cost_vs_load", "frontier", "latency_vs_load", "latency_cdfs", "instances_over_time", "price_sensitivity",
            "predictor_sensitivity")
 SLO_T = SLO(ttft_s=2.0, tpot_s=0.1)
 FAST = dict(loads=(0.5, 1.0, 2.0), sim_loads=(2.0,), accuracies=(0.749, 1.0), window_s=60.0,
@@ -48,7 +48,7 @@ def test_two_gpus_and_their_mix(tmp_path):
     data, figs = build_report(trace, ["l4", "a100"], **FAST)
     assert [o["name"] for o in data["options"]] == ["l4", "a100-80gb", "best mix"]
     check_numbers(trace, data, figs, tmp_path, ("l4", "a100"))
-    mix = recommend(trace, ["l4", "a100"], slo=SLO_T)
+    mix = verified_recommend(trace, ["l4", "a100"], slo=SLO_T, runners_up=0)
     assert data["options"][2]["usd_per_hour"] == pytest.approx(mix.cost["usd_per_hour"])
 
 
@@ -56,7 +56,8 @@ def check_numbers(trace, data, figs, tmp_path, gpus):
     doc_path = write_report(data, figs, tmp_path / "r.html")[0]
     doc = doc_path.read_text()
     for gpu, row in zip(gpus, data["options"]):
-        plan = recommend(trace, [gpu], slo=SLO_T)
+        plan = verified_recommend(trace, [gpu], slo=SLO_T, runners_up=0, frontier=True)   # as the report plans
+        assert row["verification"]["verified"] and row["verification"]["margin"].startswith("holds to")
         assert row["usd_per_hour"] == pytest.approx(plan.cost["usd_per_hour"])
         assert row["usd_per_month"] == pytest.approx(plan.cost["usd_per_hour"] * HOURS_PER_MONTH)
         assert row["usd_per_million_tokens"] == pytest.approx(plan.cost["usd_per_million_tokens"])
@@ -68,6 +69,14 @@ def check_numbers(trace, data, figs, tmp_path, gpus):
     best = min((o for o in data["options"] if o["feasible"]), key=lambda o: o["usd_per_hour"])
     assert fmt_usd(best["usd_per_hour"]) in data["recommendation"]
     assert html.escape(data["recommendation"]) in doc
+    assert any(f.startswith("Checked in simulation before it was chosen") for f in data["facts"])
+    # the frontier: plans of the option, the recommended one ringed (chosen) and cheapest on it
+    for gpu, row in zip(gpus, data["options"]):
+        front = data["frontier"][row["name"]]
+        assert sum(r["chosen"] for r in front) == 1
+        chosen = next(r for r in front if r["chosen"])
+        assert chosen["usd_per_hour"] == pytest.approx(row["usd_per_hour"])
+        assert all(r["meets"] for r in front) and min(r["usd_per_hour"] for r in front) == chosen["usd_per_hour"]
 
 
 def test_every_figure_embedded(built, tmp_path):

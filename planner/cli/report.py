@@ -70,10 +70,15 @@ def _price_file(value: str | None) -> str | None:
 @click.option("-o", "--output", required=True, type=OutFile(),
               help="report.html (one self-contained file) or report.md (PNGs in report_figures/).")
 @click.option("--json", "as_json", is_flag=True, help="Also print the report's data as JSON.")
+@click.option("--overlong", type=click.Choice(["reject", "truncate", "keep"]), default="reject", show_default=True,
+              help="Requests longer than the model's context: reject (as engines do), truncate or keep; applied "
+                   "once, to every plan and simulation of the report.")
+@click.option("--verify/--no-verify", default=True, show_default=True,
+              help="Replay each option's candidates in the simulator before choosing (as `planner recommend`).")
 @click.option("--progress/--no-progress", default=True, show_default=True, help="Progress bar on stderr.")
 def report(trace_path, gpus, model, slo_ttft, slo_tpot, slo_jct, slo_percentile, prices_arg, provider, price_items,
            price_kind, loads, sim_loads, window_s, max_sim_requests, figures_dir, title, seed, output, as_json,
-           progress, gpu_spec_files=()):
+           progress, gpu_spec_files=(), overlong="reject", verify=True):
     """Cost report for procurement: the cheapest plan per GPU type and for the best mix, with
     cost, latency (predicted and simulated), load and price sensitivity, and plans over time.
 
@@ -106,7 +111,8 @@ def report(trace_path, gpus, model, slo_ttft, slo_tpot, slo_jct, slo_percentile,
     data, figures = build_report(
         trace, gpus, model=model, slo=slo, price_kind=price_kind, provider=provider, overrides=overrides,
         price_file=price_file, loads=_floats(loads, "--loads"), sim_loads=_floats(sim_loads, "--sim-loads"),
-        window_s=window_s or None, max_sim_requests=max_sim_requests, seed=seed, progress=progress, title=title)
+        window_s=window_s or None, max_sim_requests=max_sim_requests, seed=seed, progress=progress, title=title,
+        overlong=overlong, verify=verify)
     written = write_report(data, figures, out, figures_dir)
     if as_json:
         echo_json(data)

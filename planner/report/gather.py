@@ -16,6 +16,8 @@ from planner.errors import InfeasibleError, InputError
 from planner.plan import MODE_NAMES
 from planner.analytic.predict import predict
 from planner.search.recommend import recommend
+from planner.search.verified import verified_recommend
+from planner.workload import DEFAULT_OVERLONG, apply_overlong, overlong_text
 from planner.search.schedule import plan_over_time, simulate_schedule
 from planner.sim import simulate
 from planner.report import plots
@@ -97,7 +99,20 @@ def _option_row(name: str, plan, sim_summary: dict | None) -> dict:
         "predicted": {m: _pcts(plan.predictions.get(m)) for m in ("ttft_s", "tpot_s", "jct_s")},
         "simulated": sim, "coupled": c, "verdict": plan.verdict,
         "gpus": sum(x.gpus for x in dep.roles().values()),
+        "verification": _verification_row(plan),
     }
+
+
+def _verification_row(plan) -> dict:
+    """How the option's plan was checked before it was chosen: on what, its margin, memory."""
+    v = plan.verification or {}
+    if not v.get("verified"):
+        return {"verified": False, "text": v.get("note", "not verified")}
+    sim = v["plan"]
+    return {"verified": True, "on": v["trace"]["note"], "margin": (v.get("margin") or {}).get("text", ""),
+            "kv_peak_fraction": sim["kv_peak_fraction"], "preempted_share": sim["preempted_share"],
+            "preemption_flag": sim["preemption_flag"], "rejected": len(v.get("rejected") or ()),
+            "next_size_up": (v.get("next_size_up") or {}).get("deployment")}
 
 
 def _reprice(dep, kind: str, provider, overrides) -> float | None:
@@ -116,18 +131,24 @@ def build_report(trace, gpus, *, model: str = "opt-13b", slo: SLO = SLO(), price
                  loads=DEFAULT_LOADS, sim_loads=DEFAULT_SIM_LOADS, accuracies=DEFAULT_ACCURACIES,
                  window_s: float | None = 300.0, max_sim_requests: int = MAX_SIM_REQUESTS,
                  max_sweep_sim_requests: int = MAX_SWEEP_SIM_REQUESTS, seed: int = 0,
-                 progress: bool = False, title: str | None = None, recommend_kw: dict | None = None):
-    """(report dict, figures) for `trace` on each of `gpus` and their best mix."""
+                 progress: bool = False, title: str | None = None, recommend_kw: dict | None = None,
+                 overlong: str = DEFAULT_OVERLONG, verify: bool = True):
+    """(report dict, figures) for `trace` on each of `gpus` and their best mix. Requests
+    longer than the model's context are treated per `overlong` once, for every plan and
+    simulation; each option's plan is verified in simulation (`verify`) with its frontier."""
     import time
     t_start = time.perf_counter()
+    spec = catalog.model(model)
+    trace, overlong_info = apply_overlong(trace, spec.max_context, overlong, spec.name)
     gpu_names = list(dict.fromkeys(catalog.gpu(g).name for g in gpus))
     if not gpu_names:
         raise InputError("give at least one --gpu")
+    q = f"p{slo.percentile}"     # every latency figure at the SLO's percentile
     loads = sorted(set(float(x) for x in loads) | {1.0})
     if any(not x > 0 for x in loads):
         raise InputError("load scales must be > 0")
     kw = dict(model=model, slo=slo, price_kind=price_kind, provider=provider, price_overrides=overrides,
-              seed=seed, **(recommend_kw or {}))
+              seed=seed, overlong="keep", **(recommend_kw or {}))   # the trace is already treated
     options = [(g, [g]) for g in gpu_names] + ([("best mix", gpu_names)] if len(gpu_names) > 1 else [])
     n_opt = len(options)
     # per option: recommend, simulate, one re-plan per other load, the simulated loads, the
@@ -142,7 +163,7 @@ def build_report(trace, gpus, *, model: str = "opt-13b", slo: SLO = SLO(), price
     slo_kw = {"slo_ttft_s": slo.ttft_s, "slo_tpot_s": slo.tpot_s}
     for name, g in options:
         try:
-            plans[name] = recommend(trace, g, **kw)
+            plans[name] = verified_recommend(trace, g, runners_up=0, verify=verify, frontier=len(g) == 1, **kw)
         except InfeasibleError as e:
             plans[name] = None
             rows.append({"name": name, "feasible": False, "reason": str(e)})
@@ -156,6 +177,13 @@ def build_report(trace, gpus, *, model: str = "opt-13b", slo: SLO = SLO(), price
     timings["plans_and_simulations_s"] = time.perf_counter() - t_start
     feasible = [r for r in rows if r["feasible"]]
     best = min(feasible, key=lambda r: (r["usd_per_hour"], r["name"] == "best mix")) if feasible else None
+    over = overlong_text(overlong_info)
+    if over:
+        notes.append(f"Context: {over}; every plan and simulation below uses the trace so treated.")
+    if verify:
+        notes.append("Each option's plan was replayed in the simulator before it was chosen: cheaper candidates that "
+                     "missed the SLO there were passed over (the option table says how many, and the margin each "
+                     "plan holds to).")
     if len(sim_trace) < len(trace):
         notes.append(f"Simulations replay the first {len(sim_trace):,} of the trace's {len(trace):,} requests "
                      f"(--max-sim-requests); predictions use the whole trace.")
@@ -185,8 +213,8 @@ def build_report(trace, gpus, *, model: str = "opt-13b", slo: SLO = SLO(), price
         curve = []
         for f in loads:
             pr = predict(dep, trace.time_scaled(1.0 / f), seed=seed)
-            row = {"scale": f, "pred_ttft_p90_s": _finite(pr["ttft_s"]["p90"]),
-                   "pred_tpot_p90_s": _finite(pr["tpot_s"]["p90"])}
+            row = {"scale": f, f"pred_ttft_{q}_s": _finite(pr["ttft_s"][q]),
+                   f"pred_tpot_{q}_s": _finite(pr["tpot_s"][q])}
             s = None
             if f == 1.0:
                 s = sims[name].summary
@@ -195,14 +223,15 @@ def build_report(trace, gpus, *, model: str = "opt-13b", slo: SLO = SLO(), price
                              **slo_kw).summary
                 steps(f"simulate {f}x {name}")
             if s:
-                row["sim_ttft_p90_s"] = _finite(s["ttft_s"]["p90"])
-                row["sim_tpot_p90_s"] = _finite(s["tpot_s"]["p90"])
+                row[f"sim_ttft_{q}_s"] = _finite(s["ttft_s"][q])
+                row[f"sim_tpot_{q}_s"] = _finite(s["tpot_s"][q])
             curve.append(row)
         curves[name] = curve
         steps(f"latency vs load {name}")
     timings["load_sweep_s"] = time.perf_counter() - t1
     notes.append(f"Cost vs load: the plan is re-optimised at each load ({', '.join(f'{x:g}x' for x in loads)} the "
-                 "trace's rate, arrivals compressed or stretched in time). Latency vs load: the 1x plan kept fixed "
+                 "trace's rate, arrivals compressed or stretched in time; the 1x plan verified in simulation, the "
+                 "others by the queueing model). Latency vs load: the 1x plan kept fixed "
                  f"as load grows; predicted at every load, simulated at 1x and at "
                  f"{', '.join(f'{x:g}x' for x in sim_loads)} on the first {max_sweep_sim_requests:,} requests.")
 
@@ -223,9 +252,9 @@ def build_report(trace, gpus, *, model: str = "opt-13b", slo: SLO = SLO(), price
         for a in accuracies:
             d2 = replace(dep, policies=replace(dep.policies, predictor_accuracy=float(a)))
             s = simulate(d2, sim_trace, seed=seed, perfect_predictor=a >= 1.0, **slo_kw).summary
-            pred_rows.append({"accuracy": float(a), "ttft_p90_s": _finite(s["ttft_s"]["p90"]),
-                              "tpot_p90_s": _finite(s["tpot_s"]["p90"]),
-                              "jct_p90_s": _finite(s["jct_s"]["p90"]), "slo_attainment": s.get("slo_attainment")})
+            pred_rows.append({"accuracy": float(a), f"ttft_{q}_s": _finite(s["ttft_s"][q]),
+                              f"tpot_{q}_s": _finite(s["tpot_s"][q]),
+                              f"jct_{q}_s": _finite(s["jct_s"][q]), "slo_attainment": s.get("slo_attainment")})
             steps(f"predictor {a}")
 
     if pred_subject:
@@ -243,6 +272,14 @@ def build_report(trace, gpus, *, model: str = "opt-13b", slo: SLO = SLO(), price
     # 6. figures
     figures = _figures(rows, sweep, curves, sims, price_sens, pred_rows, schedule, slo, best, trace, window_s)
     steps("figures")
+    frontiers = {name: [r for r in plans[name].frontier if r.get("on_frontier", True)]
+                 for name, _ in options if plans.get(name) is not None and plans[name].frontier}
+    if frontiers:
+        figures.insert(1, Figure("frontier", "Cost-latency frontier",
+                                 f"Per GPU option, the plans no other beats on $/hour, p{slo.percentile} TTFT and "
+                                 f"p{slo.percentile} TPOT at once, each replayed in the simulator (those missing the "
+                                 "SLO there dropped); ringed: the plan recommended for that option.",
+                                 plots.frontier(frontiers, slo.ttft_s, slo.tpot_s, slo.percentile)))
     report = {
         "title": title or f"Capacity report: {getattr(trace, 'name', '') or 'trace'} on {', '.join(gpu_names)}",
         "generated": _dt.datetime.now().strftime("%Y-%m-%d %H:%M"), "model": catalog.model(model).name,
@@ -251,6 +288,7 @@ def build_report(trace, gpus, *, model: str = "opt-13b", slo: SLO = SLO(), price
         "load_sweep": sweep, "latency_vs_load": curves, "price_sensitivity": price_sens,
         "cheapest_by_price_kind": cheapest_by_kind, "predictor_sensitivity": pred_rows, "schedule": schedule,
         "prices": _prices(gpu_names, plans, overrides, price_file),
+        "overlong": overlong_info, "frontier": frontiers,
     }
     report["recommendation"], report["facts"] = _recommendation(report, plans)
     timings["total_s"] = time.perf_counter() - t_start
@@ -383,10 +421,11 @@ def _figures(rows, sweep, curves, sims, price_sens, pred_rows, schedule, slo, be
                    "$/hour of the cheapest plan meeting the SLO, re-optimised at each load; x marks a load no plan "
                    "of that option meets.", plots.cost_vs_load(sweep))]
     if curves:
-        figs.append(Figure("latency_vs_load", "p90 TTFT and TPOT vs load",
+        q = f"p{slo.percentile}"
+        figs.append(Figure("latency_vs_load", f"{q} TTFT and TPOT vs load",
                            "Each option's 1x plan kept fixed as load grows: lines predicted by the queueing model, "
                            "open markers simulated; dashed: the SLO. Both axes are logarithmic.",
-                           plots.latency_vs_load(curves, slo.ttft_s, slo.tpot_s)))
+                           plots.latency_vs_load(curves, slo.ttft_s, slo.tpot_s, slo.percentile)))
         samples = {}
         for r in rows:
             if r["feasible"]:
@@ -395,8 +434,9 @@ def _figures(rows, sweep, curves, sims, price_sens, pred_rows, schedule, slo, be
                 samples[r["name"]] = {k: _thin(lat[k]) for k in ("ttft_s", "tpot_s")}
         figs.append(Figure("latency_cdfs", "Latency CDFs (simulated)",
                            "TTFT and TPOT of every simulated request per option (log time axis); dashed: the SLO, "
-                           "dotted: 90% of requests. A curve crossing the dotted line left of the dashed one meets "
-                           "the p90 target.", plots.latency_cdfs(samples, slo.ttft_s, slo.tpot_s)))
+                           f"dotted: {slo.percentile}% of requests. A curve crossing the dotted line left of the dashed "
+                           f"one meets the {q} target.",
+                           plots.latency_cdfs(samples, slo.ttft_s, slo.tpot_s, slo.percentile)))
     if schedule:
         counts = {k: schedule["counts"][k] for k in schedule["counts"]}
         figs.append(Figure("instances_over_time", "Instances per role over the trace's time",
@@ -415,7 +455,7 @@ def _figures(rows, sweep, curves, sims, price_sens, pred_rows, schedule, slo, be
                            plots.price_sensitivity(price_sens)))
     if pred_rows:
         flat = all(len({round(r[k], 6) if r.get(k) is not None else None for r in pred_rows}) == 1
-                   for k in ("ttft_p90_s", "tpot_p90_s", "slo_attainment"))
+                   for k in (f"ttft_p{slo.percentile}_s", f"tpot_p{slo.percentile}_s", "slo_attainment"))
         figs.append(Figure("predictor_sensitivity", "Sensitivity to the length predictor",
                            f"The {best['name']} option's disaggregated plan simulated with output-length predictors of "
                            "several accuracies (1.0: perfect; the paper's classifier: 0.749)."
@@ -457,9 +497,21 @@ def _recommendation(report: dict, plans: dict) -> tuple[str, list[str]]:
     text = (f"Recommendation: {describe(dep)}, at {fmt_usd(best['usd_per_hour'])}/hour "
             f"({fmt_usd(best['usd_per_month'])}/month, {fmt_usd(best['usd_per_million_tokens'])} per million tokens, prompt + output), "
             f"the cheapest option meeting {report['slo_text']}.")
-    facts = [f"Predicted p90 TTFT {fmt_s(best['predicted']['ttft_s']['p90'])}, p90 TPOT "
-             f"{fmt_s(best['predicted']['tpot_s']['p90'])}; simulated {fmt_s((sim.get('ttft_s') or {}).get('p90'))} "
-             f"and {fmt_s((sim.get('tpot_s') or {}).get('p90'))}, SLO attainment {fmt_pct(sim.get('slo_attainment'))}."]
+    q = f"p{report['slo'].get('percentile', 90)}"
+    facts = [f"Predicted {q} TTFT {fmt_s(best['predicted']['ttft_s'][q])}, {q} TPOT "
+             f"{fmt_s(best['predicted']['tpot_s'][q])}; simulated {fmt_s((sim.get('ttft_s') or {}).get(q))} "
+             f"and {fmt_s((sim.get('tpot_s') or {}).get(q))}, SLO attainment {fmt_pct(sim.get('slo_attainment'))}."]
+    ver = best.get("verification") or {}
+    if ver.get("verified"):
+        facts.append(f"Checked in simulation before it was chosen ({ver['on']})"
+                     + (f"; {ver['rejected']} cheaper or equal candidate(s) missed the SLO there" if ver["rejected"] else "")
+                     + (f"; margin: {ver['margin']}" if ver.get("margin") else "") + ".")
+        facts.append(f"KV memory (simulated): peak {fmt_pct(ver['kv_peak_fraction'])} of capacity, "
+                     f"{fmt_pct(ver['preempted_share'])} of requests preempted"
+                     + (f" - above 0.5%: the next size up is {ver['next_size_up']}" if ver.get("preemption_flag")
+                        and ver.get("next_size_up") else "") + ".")
+    else:
+        facts.append(f"Not verified in simulation: {ver.get('text', '')}.")
     miss = _simulated_misses(best, report["slo"])
     if miss:
         facts.append(f"Caution: the simulator puts this plan over the target: {miss}. The queueing model that "

@@ -148,28 +148,29 @@ def cost_vs_load(sweep: dict[str, list[dict]]) -> bytes:
 
 
 def latency_vs_load(curves: dict[str, list[dict]], slo_ttft_s: float | None,
-                    slo_tpot_s: float | None) -> bytes:
-    """p90 TTFT and p90 TPOT of each option's plan (sized for 1x) as load grows.
-    `curves[option] = [{"scale", "pred_ttft_p90_s", "pred_tpot_p90_s", "sim_ttft_p90_s"?,
-    "sim_tpot_p90_s"?}, ...]`; predicted as lines, simulated as open markers; a prediction
+                    slo_tpot_s: float | None, percentile: int = 90) -> bytes:
+    """The SLO percentile's (q) TTFT and TPOT of each option's plan (sized for 1x) as load
+    grows. `curves[option] = [{"scale", "pred_ttft_pq_s", "pred_tpot_pq_s", "sim_ttft_pq_s"?,
+    "sim_tpot_pq_s"?}, ...]`; predicted as lines, simulated as open markers; a prediction
     that does not keep up (infinite) as a triangle in a grey band above the data."""
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.8))
     sty = _styles(curves)
-    lab = _labels({n: [(r.get("pred_ttft_p90_s"), r.get("pred_tpot_p90_s")) for r in rows]
+    q = f"p{percentile}"
+    lab = _labels({n: [(r.get(f"pred_ttft_{q}_s"), r.get(f"pred_tpot_{q}_s")) for r in rows]
                    for n, rows in curves.items()})
     loads = [r["scale"] for rows in curves.values() for r in rows] or [1.0]
     saturated = False
     for ax, metric, slo, scale, unit, title in (
-            (axes[0], "ttft", slo_ttft_s, 1.0, "s", "p90 time to first token"),
-            (axes[1], "tpot", slo_tpot_s, 1e3, "ms", "p90 time per output token")):
+            (axes[0], "ttft", slo_ttft_s, 1.0, "s", f"{q} time to first token"),
+            (axes[1], "tpot", slo_tpot_s, 1e3, "ms", f"{q} time per output token")):
         sat = []
         for k, (name, rows) in enumerate(curves.items()):
             s = sty[name]
             xs = [r["scale"] for r in rows]
-            pred = [_finite(r.get(f"pred_{metric}_p90_s")) * scale for r in rows]
+            pred = [_finite(r.get(f"pred_{metric}_{q}_s")) * scale for r in rows]
             ax.plot(xs, pred, color=s["color"], ls=s["ls"], lw=1.8)
-            sim = [(r["scale"], r[f"sim_{metric}_p90_s"] * scale) for r in rows
-                   if r.get(f"sim_{metric}_p90_s") is not None and np.isfinite(r[f"sim_{metric}_p90_s"])]
+            sim = [(r["scale"], r[f"sim_{metric}_{q}_s"] * scale) for r in rows
+                   if r.get(f"sim_{metric}_{q}_s") is not None and np.isfinite(r[f"sim_{metric}_{q}_s"])]
             if sim:
                 ax.plot(*zip(*sim), ls="none", marker=s["marker"], color=s["color"], mfc="none", ms=8, mew=1.6)
             sat += [(x, k, s["color"]) for x, v in zip(xs, pred) if np.isnan(v)]
@@ -180,7 +181,7 @@ def latency_vs_load(curves: dict[str, list[dict]], slo_ttft_s: float | None,
             saturated = True
             _unbounded_band(ax, sat, len(curves))
         _plain_log(ax, "y")
-        ax.set_ylabel(f"{title.split(' ', 1)[1]} ({unit}, p90)")
+        ax.set_ylabel(f"{title.split(' ', 1)[1]} ({unit}, {q})")
         ax.set_title(f"{title} ({unit})")
         ax.grid(True, which="major", alpha=0.35)
         ax.grid(True, which="minor", alpha=0.12)
@@ -212,7 +213,7 @@ def _unbounded_band(ax, points, n_options: int) -> None:
 
 
 def latency_cdfs(samples: dict[str, dict[str, list[float]]], slo_ttft_s: float | None,
-                 slo_tpot_s: float | None) -> bytes:
+                 slo_tpot_s: float | None, percentile: int = 90) -> bytes:
     """Empirical CDFs of TTFT and TPOT from the simulator, per option.
     `samples[option] = {"ttft_s": [...], "tpot_s": [...]}`."""
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.6))
@@ -230,7 +231,7 @@ def latency_cdfs(samples: dict[str, dict[str, list[float]]], slo_ttft_s: float |
                         marker=st["marker"], markevery=every, mfc="none", ms=6, label=lab[name])
         _slo_line(ax, slo * scale if slo else None, f"SLO {_plain(slo * scale)} {unit}" if slo else "",
                   horizontal=False)
-        ax.axhline(0.9, color="grey", ls=":", lw=1, label="90% of requests")
+        ax.axhline(percentile / 100.0, color="grey", ls=":", lw=1, label=f"{percentile}% of requests")
         _plain_log(ax, "x")
         ax.set_ylim(0, 1.02)
         ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:.0%}"))
@@ -314,13 +315,15 @@ def price_sensitivity(usd_per_hour: dict[str, dict[str, float | None]]) -> bytes
 
 def predictor_sensitivity(rows: list[dict], slo_ttft_s: float | None, slo_tpot_s: float | None,
                           slo_percentile: int | None = None, paper_accuracy: float = 0.749) -> bytes:
-    """Simulated p90 TTFT, p90 TPOT and SLO attainment of the recommended plan as the
-    output-length predictor's accuracy varies. `rows = [{"accuracy", "ttft_p90_s",
-    "tpot_p90_s", "slo_attainment"}, ...]`. Axes start at 0, so a flat line reads as flat."""
+    """Simulated TTFT and TPOT at the SLO percentile q (default p90) and SLO attainment of
+    the recommended plan as the output-length predictor's accuracy varies. `rows =
+    [{"accuracy", "ttft_pq_s", "tpot_pq_s", "slo_attainment"}, ...]`. Axes start at 0, so a
+    flat line reads as flat."""
     fig, axes = plt.subplots(1, 3, figsize=(12.5, 3.9))
     acc = [r["accuracy"] for r in rows]
-    for ax, key, slo, scale, label in ((axes[0], "ttft_p90_s", slo_ttft_s, 1.0, "p90 TTFT (s)"),
-                                       (axes[1], "tpot_p90_s", slo_tpot_s, 1e3, "p90 TPOT (ms)"),
+    q = f"p{slo_percentile or 90}"
+    for ax, key, slo, scale, label in ((axes[0], f"ttft_{q}_s", slo_ttft_s, 1.0, f"{q} TTFT (s)"),
+                                       (axes[1], f"tpot_{q}_s", slo_tpot_s, 1e3, f"{q} TPOT (ms)"),
                                        (axes[2], "slo_attainment", None, 100.0, "SLO attainment (%)")):
         vals = [_finite(r.get(key)) * scale for r in rows]
         ax.plot(acc, vals, "o-", color="tab:blue", label="simulated")
@@ -340,4 +343,38 @@ def predictor_sensitivity(rows: list[dict], slo_ttft_s: float | None, slo_tpot_s
         ax.grid(True, alpha=0.3)
         ax.legend(fontsize=7, loc="best")
     fig.suptitle("Sensitivity to the output-length predictor (simulated; 1.0 = perfect)", fontsize=11)
+    return _png(fig)
+
+
+def frontier(frontiers: dict[str, list[dict]], slo_ttft_s: float | None, slo_tpot_s: float | None,
+             percentile: int = 90) -> bytes:
+    """The cost-latency frontier of each option: $/hour against the SLO percentile's TTFT and
+    TPOT (simulated where verified, else predicted), the frontier's plans joined in cost
+    order, the recommended plan ringed. `frontiers[option] = [{"usd_per_hour", "simulated" |
+    "predicted": {"ttft_s", "tpot_s"}, "chosen"}, ...]` (plans on the frontier only)."""
+    fig, axes = plt.subplots(1, 2, figsize=(12.5, 4.4))
+    styles = _styles(list(frontiers))
+    q = f"p{percentile}"
+    for ax, key, slo, scale, unit in ((axes[0], "ttft_s", slo_ttft_s, 1.0, "s"), (axes[1], "tpot_s", slo_tpot_s, 1e3, "ms")):
+        for name, rows in frontiers.items():
+            pts = sorted(((r["usd_per_hour"], _finite((r.get("simulated") or r["predicted"])[key]) * scale,
+                           bool(r.get("chosen"))) for r in rows), key=lambda p: p[0])
+            if not pts:
+                continue
+            st = styles[name]
+            ax.plot([p[0] for p in pts], [p[1] for p in pts], marker=st["marker"], ls=st["ls"], color=st["color"],
+                    label=name)
+            for x, y, chosen in pts:
+                if chosen:
+                    ax.scatter([x], [y], s=180, facecolors="none", edgecolors="black", linewidths=1.5, zorder=5)
+        if slo:
+            _slo_line(ax, slo * scale, f"SLO {_plain(slo * scale)} {unit}")
+        ax.set_xlabel("$/hour")
+        ax.set_ylabel(f"{q} {key.split('_')[0].upper()} ({unit})")
+        ax.set_ylim(bottom=0)
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"${v:,.0f}"))
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize=8, loc="best")
+    fig.suptitle(f"Cost-latency frontier: plans no other beats on $/hour, {q} TTFT and {q} TPOT "
+                 "(ringed: recommended)", fontsize=11)
     return _png(fig)

@@ -92,9 +92,27 @@ def option_table(report: dict) -> tuple[list[str], list[list[str]]]:
             rows.append(row(f"{src} {label} p50 / p90 / p99", lambda o, s=src, m=metric: " / ".join(
                 pct(o, s, m, p) for p in ("p50", "p90", "p99"))))
     rows.append(row("simulated SLO attainment", lambda o: fmt_pct((o.get("simulated") or {}).get("slo_attainment"))))
+    rows.append(row("checked in simulation before chosen", lambda o: _verified(o.get("verification"))))
+    rows.append(row("margin (simulated)", lambda o: (o.get("verification") or {}).get("margin") or "-"))
+    rows.append(row("KV memory (simulated)", lambda o: _kv(o.get("verification"))))
     rows.append(row("cheapest coupled meeting the SLO", lambda o: _coupled(o.get("coupled"))))
     rows.append(row("disaggregated vs coupled", lambda o: o.get("verdict") or "n/a"))
     return header, rows
+
+
+def _verified(v: dict | None) -> str:
+    if not v or not v.get("verified"):
+        return "no" + (f": {v['text']}" if v and v.get("text") else "")
+    return f"yes, on {v['on']}" + (f"; {v['rejected']} cheaper candidate(s) missed the SLO there" if v["rejected"] else "")
+
+
+def _kv(v: dict | None) -> str:
+    if not v or not v.get("verified"):
+        return "-"
+    text = f"peak {fmt_pct(v['kv_peak_fraction'])}, {fmt_pct(v['preempted_share'])} of requests preempted"
+    if v.get("preemption_flag"):
+        text += " (above 0.5%" + (f"; next size up: {v['next_size_up']}" if v.get("next_size_up") else "") + ")"
+    return text
 
 
 def _coupled(c: dict | None) -> str:
@@ -104,8 +122,9 @@ def _coupled(c: dict | None) -> str:
 
 
 def schedule_table(report: dict) -> tuple[list[str], list[list[str]]]:
+    q = f"p{(report.get('slo') or {}).get('percentile', 90)}"
     header = ["strategy", "$/hour", "saved vs static peak", "instance-hours", "peak instances",
-              "flips", "starts", "reserved base", "sim. SLO attainment", "sim. p90 TTFT", "sim. p90 TPOT"]
+              "flips", "starts", "reserved base", "sim. SLO attainment", f"sim. {q} TTFT", f"sim. {q} TPOT"]
     rows = []
     for s in report["schedule"]["strategies"]:
         sim = s.get("simulated") or {}
@@ -113,8 +132,8 @@ def schedule_table(report: dict) -> tuple[list[str], list[list[str]]]:
                      fmt_num(s["instance_hours"]),
                      ", ".join(f"{r} {n}" for r, n in s["peak_instances"].items()),
                      str(s["flips"]), str(s["starts"]), ", ".join(map(str, s["reserved"])) or "-",
-                     fmt_pct(sim.get("slo_attainment")), fmt_s((sim.get("ttft_s") or {}).get("p90")),
-                     fmt_s((sim.get("tpot_s") or {}).get("p90"))])
+                     fmt_pct(sim.get("slo_attainment")), fmt_s((sim.get("ttft_s") or {}).get(q)),
+                     fmt_s((sim.get("tpot_s") or {}).get(q))])
     return header, rows
 
 
@@ -201,7 +220,8 @@ def render_html(report: dict, figures: list[Figure]) -> str:
 
 
 def _sections(report: dict):
-    out = [("Cost and latency vs load", ["cost_vs_load", "latency_vs_load"]),
+    out = [("Cost-latency frontier", ["frontier"]),
+           ("Cost and latency vs load", ["cost_vs_load", "latency_vs_load"]),
            ("Latency distributions (simulator)", ["latency_cdfs"])]
     if report.get("schedule"):
         out.append(("Plans over time", ["table:schedule", "instances_over_time"]))
