@@ -87,10 +87,12 @@ def test_sample_of_a_large_trace_keeps_the_busiest_window_and_weights_strata():
     t = generate("mixed", n_requests=20_000, rate_per_s=20.0, seed=3)
     whole = verification_trace(t, 50_000)
     assert not whole.sampled and whole.trace is t
-    vt = verification_trace(t, 4_000)
+    small = verification_trace(t, 4_000)              # 4,000 requests: windows of >= 1,500 each
+    assert small.sampled and small.windows == 2 and len(small.trace) < 6_000
+    vt = verification_trace(t, 4_000, 12_000)          # traces over 4,000 sampled, 12,000 at a time
     assert vt.sampled and vt.windows == 8
     n_counted = int(np.count_nonzero(vt.weights))
-    assert 2_000 <= n_counted <= 5_000 and len(vt.trace) < 6_000
+    assert 7_000 <= n_counted <= 12_000 and len(vt.trace) < 15_000
     # the weights of the counted requests stand for the whole trace
     assert float(vt.weights.sum()) == pytest.approx(len(t), rel=1e-9)
     # the busiest window (by prompt + output tokens) is in the sample, arrivals as they were
@@ -145,3 +147,41 @@ def test_replays_in_a_pool_equal_those_in_process_and_a_dead_worker_falls_back()
     here = replay(dep, vt, slo, rate_scale=2.0)
     for r in (pooled, after):
         assert {k: v for k, v in r.items() if k != "wall_s"} == {k: v for k, v in here.items() if k != "wall_s"}
+
+
+def test_long_run_fluid_queue_counts_requests_behind_a_growing_backlog():
+    from planner.sim.verify import long_run
+    n = np.full(10, 100.0)                      # 10 req/s in windows of 10 s
+    d = np.full(10, 10.0)
+    ok = long_run(10.5, n, d, SLO(ttft_s=1.0))
+    assert ok["meets"] and ok["late_share"] == 0.0 and ok["final_backlog_requests"] == 0.0
+    # at 9.5 req/s the backlog grows by 5 requests a window: from the 3rd window on it starts
+    # above 9.5 requests (1 s of work), so 8 of the 10 windows' requests queue past 1 s
+    slow = long_run(9.5, n, d, SLO(ttft_s=1.0))
+    assert slow["final_backlog_requests"] == pytest.approx(50.0)
+    assert slow["late_share"] == pytest.approx(0.8) and not slow["meets"]
+    assert slow["utilisation"] == pytest.approx(10 / 9.5)
+
+
+def test_saturated_capacity_separates_a_load_the_instance_keeps_up_with_from_one_it_does_not():
+    """The closed loop's rate is the rate the instance sustains: at 80% of it an open-loop
+    replay's queue stays bounded; at 130% the last arrivals wait far longer than the first."""
+    from planner.sim.verify import capacity_per_s
+    dep = Deployment("chunked_coupled", "opt-13b", 512, coupled=Role("a100", 1),
+                     engine=replace(engine_config("vllm"), token_budget=512))
+    lengths = generate("mixed", n_requests=3000, rate_per_s=10.0, seed=4)
+    cap = capacity_per_s(dep, lengths)
+    assert cap > 0
+    two = replace(dep, coupled=Role("a100", 2))
+    assert capacity_per_s(two, lengths) == pytest.approx(2 * cap, rel=1e-12)   # a coupled pool: per instance x count
+
+    def ttft_trend(factor):
+        t = lengths.time_scaled(lengths.rate_per_s / (factor * cap))
+        r = simulate(dep, t).records
+        ttft = (r["first_token_s"] - r["arrival_s"]).to_numpy()
+        k = len(ttft) // 5
+        return float(np.median(ttft[:k])), float(np.median(ttft[-k:]))
+    first, last = ttft_trend(0.8)
+    assert last < 5 * max(first, 0.05)
+    first, last = ttft_trend(1.3)
+    assert last > 20 * max(first, 0.05)

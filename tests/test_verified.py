@@ -327,6 +327,12 @@ def test_a_trace_larger_than_the_budget_is_checked_on_a_stated_sample(tmp_path):
     t = plan.verification["trace"]
     assert t["sampled"] and t["requests_total"] == 8000 and t["requests_replayed"] < 8000
     assert t["note"].startswith("a stratified sample of") and "busiest window included" in t["note"]
+    # a sample cannot show the long run: the plan's saturated throughput carries the whole trace
+    lr = plan.verification["long_run"]
+    assert lr["meets"] and lr["capacity_per_s"] > lr["mean_rate_per_s"] == pytest.approx(8000 / float(tr.arrival_s[-1]),
+                                                                                         rel=0.02)
+    for r in plan.verification["rejected"]:
+        assert "falls behind" in r["why"] or not r["simulated"]["meets"]
     path = tmp_path / "t.csv"
     write_trace(tr, path)
     out = CliRunner().invoke(main, ["recommend", "--trace", str(path), "--verify-budget", "0.5s",

@@ -209,7 +209,9 @@ def prefill_options(wl: Workload, perfs: dict, slo: SLO, prices: dict, chunks, b
                     if val > slo.ttft_s:
                         made[n] = None
                         return None
-                    pending = [r.start_s + r.work_s]      # O(N) completion times: dropped once the transfer is made
+                    # the O(N) completion times are not kept per count (8 MB a count per million
+                    # requests, ~70 counts): a transfer asked for later recomputes them
+                    pending: list = []
                     memo: dict = {}
 
                     def transfer(link_gb_s=None, n=n, pm=pm, pool=pool, link=link, memo=memo, pending=pending):
@@ -230,7 +232,8 @@ def prefill_options(wl: Workload, perfs: dict, slo: SLO, prices: dict, chunks, b
                                      link_gb_s=n * link, ttft_sample=t, transfer_fn=transfer)
                 return made[n]
 
-            n_min = _search_min(lambda n: make(n) is not None, n_lo)
+            # upward from the utilisation floor: the answer is usually at or just above it
+            n_min = _search_up(lambda n: make(n) is not None, n_lo)
             if n_min is None:
                 rejections.append(Rejection("prefill", g, tp, chunk, f"more than {MAX_INSTANCES} instances needed"))
                 continue

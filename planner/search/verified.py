@@ -19,6 +19,7 @@ preempted requests, and the next size up where it preempts more than 0.5% of req
 from __future__ import annotations
 
 import heapq
+import math
 import time
 from dataclasses import asdict, replace
 
@@ -35,7 +36,7 @@ from planner.search.verdict import describe
 from planner.sim.run import preemption_mode
 from planner.sim.parallel import Replayer, default_workers
 from planner.sim.sample import verification_trace
-from planner.sim.verify import PREEMPT_FLAG_SHARE
+from planner.sim.verify import PREEMPT_FLAG_SHARE, capacity_job, long_run
 from planner.workload import DEFAULT_OVERLONG, DEFAULT_WINDOW_S, apply_overlong, build_workload
 
 DEFAULT_VERIFY_BUDGET_S = 6.0
@@ -43,14 +44,17 @@ NOMINAL_SIM_REQUESTS_PER_S = 40_000   # the simulator's speed on this project's 
 EXPECTED_SIMS = 12                    # replays a verified recommendation typically takes
 MIN_SAMPLE_REQUESTS = 2_000
 MAX_SIMS = 40                         # replays of candidates before giving up
-FIRST_BATCH = 8                       # plans asked of the integer program at first (doubled when run past)
 MAX_HEADROOM = 3.0
 OBJECTIVES = ("cost", "latency", "tokens-per-dollar")
 
 
-def sample_requests(budget_s: float) -> int:
-    """Requests a verification replays at most, for `budget_s` seconds of replays."""
-    return max(MIN_SAMPLE_REQUESTS, int(budget_s * NOMINAL_SIM_REQUESTS_PER_S / EXPECTED_SIMS))
+def sample_requests(budget_s: float) -> tuple[int, int]:
+    """(the most requests a trace may have to be replayed whole, the size of the sample of a
+    larger one) for `budget_s` seconds of replays: whole traces take about EXPECTED_SIMS
+    replays of the budget's share; a trace larger than that is one whose analytical
+    planning already takes seconds (it is O(N)), so its sample gets a third of the budget."""
+    whole = max(MIN_SAMPLE_REQUESTS, int(budget_s * NOMINAL_SIM_REQUESTS_PER_S / EXPECTED_SIMS))
+    return whole, max(MIN_SAMPLE_REQUESTS, whole // 3)
 
 
 def _ckey(c: Choice) -> tuple:
@@ -59,7 +63,7 @@ def _ckey(c: Choice) -> tuple:
 
 def _minus_one(dep, role: str):
     r = dep.roles()[role]
-    return replace(dep, **{role: Role(r.gpu, r.instances - 1, r.tp)})
+    return replace(dep, **{role: replace(r, instances=r.instances - 1)})
 
 
 def _ms(v) -> str:
@@ -90,8 +94,12 @@ class Walker:
     and each mode's best are found (or the limits are reached)."""
 
     def __init__(self, space, summaries: Summaries, replayer, *, runners_up: int, headroom: float,
-                 deadline, progress=None):
+                 deadline, progress=None, windows=None):
         self.space, self.summaries, self.rp = space, summaries, replayer
+        # (requests, seconds) per window of the whole trace: with a sampled verification trace,
+        # each plan's saturated throughput is checked against the whole trace's load (long_run)
+        self.windows = windows
+        self.capacity: dict = {}
         self.slo = space.slo
         self.runners_up, self.headroom = runners_up, headroom
         self.deadline, self.progress = deadline, progress
@@ -101,10 +109,10 @@ class Walker:
         self.pending: dict = {}
         self.sims = 0
         self.seq = 0
-        self.ilp_k = 0
-        self.ilp_last_cost = -1.0
-        self.ilp_done = False
         self.sol = None
+        self.pair_floor = None
+        self.grown: set = set()
+        self.allowed: dict = {}
         self.best = None
         self.runners: list = []
         self.mode_best: dict = {}
@@ -112,6 +120,21 @@ class Walker:
         self.notes: list = []
 
     # ---- the queue -------------------------------------------------------------------
+    def _order(self, c: Choice) -> tuple:
+        return round(c.usd_per_hour, 9), c.headroom_key(self.slo)
+
+    def pair_allowed(self, c: Choice) -> bool:
+        """A (prefill, decode) pair may be replayed: a grown pair (the simulator decides), or
+        one of the pools' pairs meeting the program's pair constraint."""
+        k = _ckey(c)
+        if k in self.grown:
+            return True
+        if k not in self.allowed:
+            ok = (self.pair_floor is not None and self._order(c) >= self.pair_floor
+                  and self.space.pair_ok(c.prefill, c.decode))
+            self.allowed[k] = ok
+        return self.allowed[k]
+
     def push(self, c: Choice | None) -> None:
         if c is None:
             return
@@ -122,19 +145,33 @@ class Walker:
             return
         self.queued.add(k)
         self.seq += 1
-        heapq.heappush(self.heap, (round(c.usd_per_hour, 9), c.headroom_key(self.slo), self.seq, c))
+        heapq.heappush(self.heap, (*self._order(c), self.seq, c))
 
-    def ask_ilp(self, k: int) -> None:
-        """The integer program's first k plans (cost, then headroom order) into the queue."""
-        sol = solve_space(self.space, k - 1)
-        found = [sol.best, *sol.runners_up]
-        if self.sol is None:
-            self.sol = sol
-        for c in [*found, *sol.best_per_mode.values()]:
+    def start(self) -> None:
+        """The integer program's plan (its order's first: least $/hour, then headroom), with
+        every plan of any count at exactly its cost joining the pools, then every plan the
+        pools make in the queue, in the same order. A (prefill, decode) pair is checked
+        against the program's pair constraint (TPOT with the KV transfer, JCT) when its turn
+        comes (`run`), as the program checks the pairs it picks."""
+        sp = self.space
+        self.sol = solve_space(sp, 0)
+        dis = self.sol.best_per_mode.get("disaggregated")
+        # pairs before the program's best pair in its order failed its constraints (it found none
+        # cheaper meeting them): they are not checked again
+        self.pair_floor = None if dis is None else self._order(dis)
+        self.push(self.sol.best)
+        for c in self.sol.best_per_mode.values():
             self.push(c)
-        self.ilp_k = k
-        self.ilp_done = len(found) < k
-        self.ilp_last_cost = max(c.usd_per_hour for c in found)
+        modes = ("coupled", "chunked_coupled") if sp.mode == "auto" else (sp.mode,)
+        for o in sp.cpl:
+            if o.role in modes:
+                self.push(Choice(o.usd_per_hour, coupled=o))
+        if sp.mode in ("auto", "disaggregated"):
+            pre = [o for o in sp.pre if o.link_gb_s >= sp.kv_rate_options]
+            dec = [o for o in sp.dec if o.link_gb_s >= sp.kv_rate_options]
+            for p in pre:
+                for d in dec:
+                    self.push(Choice(p.usd_per_hour + d.usd_per_hour, p, d))
 
     # ---- one candidate -----------------------------------------------------------------
     def replay(self, dep, **kw) -> dict:
@@ -159,15 +196,34 @@ class Walker:
         if self.rp.workers <= 1:
             return
         for _, _, _, c in heapq.nsmallest(self.rp.workers, self.heap):
+            if c.prefill is not None and not self.pair_allowed(c):
+                continue
             if self.needed(c) and self.sims < MAX_SIMS:
                 self._handle(c)
 
     def check(self, c: Choice) -> dict:
         dep = self.summaries.deployment(c)
         rec = {"deployment": describe(asdict(dep)), "mode": c.mode, "usd_per_hour": c.usd_per_hour, "gpus": dep.gpus}
+        lr = self.long_run_check(dep)
+        if lr is not None and not lr["meets"]:
+            # the whole trace's load is over what the plan serves saturated: no replay of the sample needed
+            q = f"p{self.slo.percentile}"
+            rec.update(long_run=lr, meets=False, checks=[],
+                       why=(f"over the whole trace it falls behind: {lr['capacity_per_s']:.1f} req/s saturated "
+                            f"against {lr['mean_rate_per_s']:.1f} req/s arriving ({lr['late_share']:.0%} of "
+                            f"requests would queue longer than the {q} TTFT target)"),
+                       failed={"meets": False, "worst_ratio": float("inf"), "ratios": {"ttft": float("inf")},
+                               "unfinished": 1, "percentile": q, "long_run_miss": True,
+                               **{m: {x: float("inf") for x in ("p50", "p90", "p99")}
+                                  for m in ("ttft_s", "tpot_s", "jct_s")}})
+            rec["simulated"] = rec["failed"]
+            self.records[_ckey(c)] = rec
+            return rec
         self.prefetch()
         r = self._handle(c).get()
         rec["simulated"] = r
+        if lr is not None:
+            rec["long_run"] = lr
         variants = []
         if r["meets"] and self.space.spare:
             variants += [(f"without one {role} instance", _minus_one(dep, role), {}) for role in dep.roles()]
@@ -191,6 +247,26 @@ class Walker:
             rec["failed"] = failed[1]
         self.records[_ckey(c)] = rec
         return rec
+
+    def long_run_check(self, dep) -> dict | None:
+        """With a sampled verification trace: the plan's saturated throughput
+        (`planner.sim.verify.capacity_per_s`; a coupled pool's per-instance rate measured once
+        per GPU, TP, mode and chunk, times its count) against the whole trace's load, window
+        by window (`long_run`). None with the whole trace replayed (it shows the long run)."""
+        if self.windows is None or not getattr(getattr(self.rp, "vt", None), "sampled", False):
+            return None
+        if dep.coupled is not None:
+            r = dep.coupled
+            key = (dep.mode, r.gpu, r.tp, dep.chunk_tokens)
+            if key not in self.capacity:
+                self.sims += 1
+                one = replace(dep, coupled=replace(r, instances=1))
+                self.capacity[key] = self.rp.call(capacity_job, one).get()
+            cap = self.capacity[key] * r.instances
+        else:
+            self.sims += 1
+            cap = self.rp.call(capacity_job, dep).get()
+        return long_run(cap, *self.windows, self.slo)
 
     def bumps(self, c: Choice, r: dict) -> list[Choice]:
         """The candidate grown where the replay `r` missed: its pool (coupled), its prefill
@@ -226,15 +302,13 @@ class Walker:
         return self.best is None or len(self.runners) < self.runners_up or c.mode not in self.mode_best
 
     def run(self) -> None:
-        self.ask_ilp(FIRST_BATCH)
+        self.start()
         while self.heap and not self.done():
-            top = self.heap[0][3]
-            if not self.ilp_done and top.usd_per_hour > self.ilp_last_cost and self.ilp_k < 4 * FIRST_BATCH:
-                self.ask_ilp(2 * self.ilp_k)
-                continue
             c = heapq.heappop(self.heap)[3]
             if not self.needed(c):
                 continue
+            if c.prefill is not None and not self.pair_allowed(c):
+                continue                 # the program's pair constraint: TPOT (transfer included) or JCT missed
             if self.best is not None and self.deadline():
                 self.notes.append("the time budget ran out before every runner-up and baseline was simulated "
                                   "(--verify-budget)")
@@ -252,6 +326,7 @@ class Walker:
             else:
                 self.rejected.append(c)
                 for b in self.bumps(c, rec["failed"]):
+                    self.grown.add(_ckey(b))
                     self.push(b)
 
     def record(self, c: Choice) -> dict | None:
@@ -309,15 +384,16 @@ def verified_recommend(trace, gpus=("a100",), model: str = "opt-13b", slo: SLO =
     else:
         space_now = space
     summaries = Summaries(space_now, policies=policies, efficiency=efficiency, dtype=dtype, seed=seed, engine=engine)
-    vt = verification_trace(trace, sample_requests(verify_budget_s))
+    vt = verification_trace(trace, *sample_requests(verify_budget_s))
     t_verify = time.perf_counter()
 
     def deadline() -> bool:
         return time.perf_counter() - t_verify > verify_budget_s
 
     with Replayer(vt, slo, seed, workers if workers is not None else default_workers()) as rp:
+        wl_now = space_now.wl
         walker = Walker(space, summaries, rp, runners_up=runners_up, headroom=headroom, deadline=deadline,
-                        progress=progress)
+                        progress=progress, windows=(wl_now.window_requests, wl_now.window_duration_s))
         walker.run()
         if walker.best is None:
             raise InfeasibleError(_none_met(walker, slo))
@@ -354,6 +430,7 @@ def _verification(walker: Walker, plan, best: Choice, vt, engine, headroom: floa
     slo = walker.slo
     rec = walker.record(best)
     ver = {"verified": True, "kv_rule": "simulated", "trace": vt.as_dict(), "objective": objective,
+           "long_run": rec.get("long_run"),
            "preemption": {"mode": preemption_mode(engine), "flag_share": PREEMPT_FLAG_SHARE},
            "plan": rec["simulated"], "checks": rec["checks"], "headroom": headroom,
            "runners_up": [], "baselines": [],
@@ -382,6 +459,14 @@ def _verification(walker: Walker, plan, best: Choice, vt, engine, headroom: floa
     if jobs:
         ver["margin"] = {name: h.get() for name, h in jobs.items()}
         walker.sims += sum(m["sims"] for m in ver["margin"].values())
+        lr = rec.get("long_run")
+        if lr and lr["mean_rate_per_s"] > 0:   # a sample's windows cannot show the long run: its throughput can
+            limit = math.floor(lr["capacity_per_s"] / lr["mean_rate_per_s"] * 100) / 100
+            load = ver["margin"]["load"]
+            if limit < load["holds_to"]:
+                load.update(holds_to=max(limit, 1.0), fails_at=None if limit >= load["holds_to"] else load["fails_at"],
+                            limited_by="long-run throughput")
+            load["long_run_limit"] = limit
         ver["margin"]["text"] = margin_text(ver["margin"]["step_slowdown"], ver["margin"]["load"])
     ver["sims"] = walker.sims
     ver["wall_s"] = time.perf_counter() - t_verify

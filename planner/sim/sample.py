@@ -18,7 +18,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-STRATA = 8
+STRATA = 8                  # at most; fewer for a small sample, so each window holds >= WINDOW_REQUESTS
+WINDOW_REQUESTS = 1_500
 WARMUP_FRACTION = 0.25
 MIN_WINDOW_S = 1.0
 
@@ -45,13 +46,17 @@ class VerifyTrace:
                 "windows": self.windows, "window_s": self.window_s, "note": self.note}
 
 
-def verification_trace(trace, max_requests: int, *, strata: int = STRATA,
-                       warmup_fraction: float = WARMUP_FRACTION) -> VerifyTrace:
+def verification_trace(trace, max_requests: int, sample_requests: int | None = None, *,
+                       strata: int | None = None, warmup_fraction: float = WARMUP_FRACTION) -> VerifyTrace:
     """The whole trace when it has at most `max_requests` requests, else a stratified
-    sample of about `max_requests` requests (warm-ups included) in `strata` windows."""
+    sample of about `sample_requests` (default `max_requests`) requests, warm-ups included,
+    in `strata` windows (default: up to STRATA, each with about WINDOW_REQUESTS or more)."""
     n = len(trace)
     if n <= max_requests:
         return VerifyTrace(trace, None, n, f"the whole trace ({n:,} requests)")
+    max_requests = int(sample_requests or max_requests)
+    if strata is None:
+        strata = max(2, min(STRATA, max_requests // WINDOW_REQUESTS))
     a = np.asarray(trace.arrival_s, dtype=float)
     span = float(a[-1] - a[0])
     k = max(1, int(strata))
