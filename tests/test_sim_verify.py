@@ -153,8 +153,10 @@ def test_long_run_fluid_queue_counts_requests_behind_a_growing_backlog():
     from planner.sim.verify import long_run
     n = np.full(10, 100.0)                      # 10 req/s in windows of 10 s
     d = np.full(10, 10.0)
-    ok = long_run(10.5, n, d, SLO(ttft_s=1.0))
+    ok = long_run(10.6, n, d, SLO(ttft_s=1.0))
     assert ok["meets"] and ok["late_share"] == 0.0 and ok["final_backlog_requests"] == 0.0
+    busy = long_run(10.3, n, d, SLO(ttft_s=1.0))     # no fluid backlog, but 97% of the throughput
+    assert busy["late_share"] == 0.0 and not busy["meets"]
     # at 9.5 req/s the backlog grows by 5 requests a window: from the 3rd window on it starts
     # above 9.5 requests (1 s of work), so 8 of the 10 windows' requests queue past 1 s
     slow = long_run(9.5, n, d, SLO(ttft_s=1.0))

@@ -1,9 +1,11 @@
-"""Plans checked in the simulator before they are returned.
+"""Plans checked in simulation before they are returned.
 
 `verified_recommend` builds the candidate pools with KV memory left to the simulator
-(`planner.search.kv_rule`, "simulated"), asks the integer program for its plans in order
-(least $/hour, then SLO headroom), and replays them against the trace (or a stated
-stratified sample of it, `planner.sim.sample`) in that order (`Walker`):
+(`planner.search.kv_rule`, "simulated"), takes the integer program's plan and then every
+plan the pools make in the program's order (least $/hour, then SLO headroom), and replays
+them against the trace (or a stated stratified sample of it, `planner.sim.sample`, with the
+plan's saturated throughput checked against the whole trace's load) in that order
+(`Walker`):
 - a plan meeting the SLO in simulation (every counted request finished, each target's
   simulated percentile within it; with `spare`, also with one instance of each role
   removed; with `headroom` h, also at (1 + h)x load and at (1 + h)x slower steps) is
@@ -11,10 +13,10 @@ stratified sample of it, `planner.sim.sample`) in that order (`Walker`):
   each mode that mode's baseline;
 - a plan missing it is rejected, with why, and its pool that missed grows by one
   instance (prefill for TTFT, decode for TPOT or JCT, the pool of a coupled plan), the
-  grown plan joining the queue at its cost; the program's list is extended when the queue
-  runs past it.
+  grown plan joining the queue at its cost.
 The recommendation then gets its margin (`planner.search.margin`), its KV headroom and
 preempted requests, and the next size up where it preempts more than 0.5% of requests.
+docs/model.md, "Verified plans", has the rules and their limits.
 """
 from __future__ import annotations
 
@@ -209,9 +211,10 @@ class Walker:
             # the whole trace's load is over what the plan serves saturated: no replay of the sample needed
             q = f"p{self.slo.percentile}"
             rec.update(long_run=lr, meets=False, checks=[],
-                       why=(f"over the whole trace it falls behind: {lr['capacity_per_s']:.1f} req/s saturated "
-                            f"against {lr['mean_rate_per_s']:.1f} req/s arriving ({lr['late_share']:.0%} of "
-                            f"requests would queue longer than the {q} TTFT target)"),
+                       why=(f"over the whole trace it falls behind: {lr['mean_rate_per_s']:.1f} req/s arriving is "
+                            f"{lr['utilisation']:.0%} of the {lr['capacity_per_s']:.1f} req/s it serves saturated "
+                            f"(at most {lr['max_utilisation']:.0%}); {lr['late_share']:.0%} of requests would "
+                            f"queue longer than the {q} TTFT target in a fluid queue of the whole trace"),
                        failed={"meets": False, "worst_ratio": float("inf"), "ratios": {"ttft": float("inf")},
                                "unfinished": 1, "percentile": q, "long_run_miss": True,
                                **{m: {x: float("inf") for x in ("p50", "p90", "p99")}
@@ -461,7 +464,7 @@ def _verification(walker: Walker, plan, best: Choice, vt, engine, headroom: floa
         walker.sims += sum(m["sims"] for m in ver["margin"].values())
         lr = rec.get("long_run")
         if lr and lr["mean_rate_per_s"] > 0:   # a sample's windows cannot show the long run: its throughput can
-            limit = math.floor(lr["capacity_per_s"] / lr["mean_rate_per_s"] * 100) / 100
+            limit = math.floor(lr["max_utilisation"] * lr["capacity_per_s"] / lr["mean_rate_per_s"] * 100) / 100
             load = ver["margin"]["load"]
             if limit < load["holds_to"]:
                 load.update(holds_to=max(limit, 1.0), fails_at=None if limit >= load["holds_to"] else load["fails_at"],

@@ -152,13 +152,20 @@ def capacity_per_s(dep, trace, *, seed: int = 0, decode_batch_limit: int = 256) 
     return float(scale * (2 * len(fin) // 3 - len(fin) // 3) / (b - a)) if b > a else float("inf")
 
 
+LONG_RUN_MAX_UTILISATION = 0.95     # of the saturated throughput, over the whole trace
+
+
 def long_run(capacity_rps: float, window_requests, window_duration_s, slo) -> dict:
     """Whether the trace's load over its whole span stays within `capacity_rps`: a fluid
     queue of its windows' arrivals (a backlog carried from window to window, drained at the
     capacity) and the share of requests arriving to a backlog that alone would make them
     wait longer than the TTFT target. A plan whose share exceeds 100 - percentile % misses
     the TTFT target over the whole trace whatever short windows show (a queue growing by 2%
-    of the load per second is invisible in a ten-second window and hours deep by the end)."""
+    of the load per second is invisible in a ten-second window and hours deep by the end).
+    The fluid queue has no randomness, so the trace's mean load must also stay within
+    LONG_RUN_MAX_UTILISATION of the throughput: 17 x A100 TP2 on the 1M-request trace ran at
+    98% of its measured throughput and its full replay queued for minutes (p90 TTFT 141 s);
+    18 x at 92% met the SLO (0.39 s)."""
     import numpy as np
     n = np.asarray(window_requests, dtype=float)
     d = np.asarray(window_duration_s, dtype=float)
@@ -175,7 +182,8 @@ def long_run(capacity_rps: float, window_requests, window_duration_s, slo) -> di
             "peak_window_rate_per_s": float((n / np.maximum(d, 1e-9)).max()) if len(n) else 0.0,
             "utilisation": rate / capacity_rps if capacity_rps > 0 else float("inf"),
             "late_share": late, "final_backlog_requests": float(backlog[-1]) if len(n) else 0.0,
-            "meets": late <= (100 - slo.percentile) / 100.0}
+            "max_utilisation": LONG_RUN_MAX_UTILISATION,
+            "meets": late <= (100 - slo.percentile) / 100.0 and rate <= LONG_RUN_MAX_UTILISATION * capacity_rps}
 
 
 def capacity_job(vt, slo, seed, dep) -> float:
