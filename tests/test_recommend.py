@@ -159,7 +159,7 @@ def test_cli_recommend_verifies_by_default_and_puts_simulated_next_to_predicted(
     assert again["deployment"] == d["deployment"]          # --verify: the default, accepted
     text = CliRunner().invoke(main, args).stdout.splitlines()
     assert text[0].startswith("Rent ") and text[0].endswith("(simulated)")
-    assert text[1].startswith("Margin: holds to ") and text[2].startswith("Verified in simulation on the whole trace")
+    assert text[1].startswith("Margin (simulated): holds to ") and text[2].startswith("Verified in simulation on the whole trace")
     assert any("predicted / simulated" in line for line in text)
     r = CliRunner().invoke(main, args + ["--no-verify", "--json"])
     nv = json.loads(r.stdout)

@@ -91,7 +91,7 @@ def check_line(plan) -> str:
     text = "Verified in simulation on " + v["trace"]["note"]
     if n_rej:
         text += f"; {n_rej} cheaper or equal plan{'s' if n_rej > 1 else ''} missed the SLO there"
-    return (f"Margin: {margin} (simulated)\n" if margin else "") + text
+    return (f"Margin (simulated): {margin}\n" if margin else "") + text
 
 
 def _side_by_side(plan) -> list[str]:
