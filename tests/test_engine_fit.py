@@ -1,0 +1,40 @@
+"""planner.engines.fit: the engines' CPU, eager-launch and front-end times fitted to
+measured benchmark rows (here rows made by the model itself with known times)."""
+import numpy as np
+import pandas as pd
+import pytest
+
+from planner.bench.run import predict_frame
+from planner.engines import fit
+
+TRUTH = {"cpu_per_step_s": 3e-3, "cpu_per_seq_s": 20e-6, "cpu_per_kernel_s": 60e-6, "frontend_s": 0.030}
+
+
+def _rows() -> pd.DataFrame:
+    rows = [{"id": f"r{i}", "model_path": "llama-3.1-8b", "system": "h200_sxm", "backend": "vllm",
+             "backend_version": "0.19.0", "precision": "bf16", "mode": "agg", "isl": isl, "osl": 64,
+             "concurrency": c, "tp_size": 1, "pp_size": 1, "batch_size": c}
+            for i, (isl, c) in enumerate([(512, 1), (4096, 2), (1024, 8), (2048, 16), (512, 48), (8192, 4)])]
+    df = pd.DataFrame(rows)
+    truth = predict_frame(df, {"vllm": TRUTH}, requests_per_user=fit.FIT_REQUESTS_PER_USER)
+    assert (truth["status"] == "ok").all()
+    return df.assign(silicon_ttft_ms=truth["pred_ttft_ms"], silicon_tpot_ms=truth["pred_tpot_ms"])
+
+
+def test_fit_recovers_the_times_that_made_the_rows():
+    rows = _rows()
+    got = fit.fit_engine(rows, "vllm")
+    assert got["fit_rows"] == len(rows) and got["fitted_on"] == "h200_sxm"
+    assert got["objective"] < 0.06                     # predictions within a few % of the rows
+    assert got["frontend_s"] == pytest.approx(TRUTH["frontend_s"], abs=0.015)
+    # the eager-launch floor is what sets a short prefill's time here: recovered to ~30%
+    assert got["per_kernel_s"] == pytest.approx(TRUTH["cpu_per_kernel_s"], rel=0.3)
+    none = fit.objective(rows, "vllm", (0.0, 0.0, 0.0))
+    assert none > 3 * got["objective"]                 # the fit beats no CPU time at all
+
+
+def test_leaving_a_system_out_drops_its_rows_and_an_engine_without_rows_is_skipped():
+    rows = _rows().assign(system="b200_sxm")
+    assert fit.fit_all(rows, exclude_system="b200_sxm") == []
+    assert fit.fit_engine(rows, "sglang") is None
+    assert np.isinf(fit.objective(rows.iloc[0:0], "vllm", (1.0, 1.0, 1.0)))
