@@ -42,6 +42,9 @@ class Geometry:
     v_dim: int = 0
 
 
+GPUS_PER_SERVER = 8     # GPUs sharing one server's links (PCIe GPUs have no NVLink domain)
+
+
 def _compute_dtype(gemm_dtype: str) -> str:
     return {"fp8_block": "fp8", "nvfp4": "fp4"}.get(gemm_dtype, gemm_dtype)
 
@@ -124,14 +127,15 @@ class Roofline:
         return self.group_allreduce_s(message_bytes, self.geo.tp)
 
     def group_allreduce_s(self, message_bytes, gpus: int):
-        """An all-reduce over `gpus` GPUs: a ring over the scale-up link (NVLink) inside one
-        NVLink domain; beyond it the ring crosses the network, each GPU at its NIC's share."""
+        """An all-reduce over `gpus` GPUs: a ring over the GPU's link inside one node (an
+        8-GPU server, or a larger NVLink domain such as NVL72); beyond it the ring crosses the
+        network, each GPU at its NIC's share."""
         a, n = self.a, gpus
         if n <= 1:
             return np.zeros_like(np.asarray(message_bytes, dtype=float))
         ring = 2.0 * (n - 1) / n * np.asarray(message_bytes, dtype=float)
-        link = self.gpu.link_gb_s if n <= self.gpu.nvlink_domain else \
-            min(self.gpu.link_gb_s, self.gpu.network_gbit_s / 8.0 / self.gpu.nvlink_domain)
+        node = max(self.gpu.nvlink_domain, GPUS_PER_SERVER)
+        link = self.gpu.link_gb_s if n <= node else min(self.gpu.link_gb_s, self.gpu.network_gbit_s / 8.0 / node)
         return a["p_t0"] + ring / (link * 1e9 * a["p_bw"])
 
     def memory_s(self, nbytes):
