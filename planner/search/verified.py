@@ -197,7 +197,9 @@ class Walker:
         replay is deterministic, so one run ahead of its turn is the same one in turn."""
         if self.rp.workers <= 1:
             return
-        for _, _, _, c in heapq.nsmallest(self.rp.workers, self.heap):
+        want = (self.best is None) + max(self.runners_up - len(self.runners), 0) + len(
+            set(self.sol.best_per_mode) - set(self.mode_best))
+        for _, _, _, c in heapq.nsmallest(min(self.rp.workers - 1, want), self.heap):
             if c.prefill is not None and not self.pair_allowed(c):
                 continue
             if self.needed(c) and self.sims < MAX_SIMS:
