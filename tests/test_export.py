@@ -18,13 +18,16 @@ from planner.plan import Window, read_plan
 # vLLM engine arguments, docs.vllm.ai/en/v0.8.5/serving/engine_args.html (`vllm serve` usage);
 # --kv-transfer-config: vllm.config.KVTransferConfig, docs.vllm.ai/en/v0.12.0/api/vllm/config/kv_transfer/
 # and the NixlConnector disaggregated-serving examples (kv_connector NixlConnector, kv_role kv_both).
+# --enable-expert-parallel: docs.vllm.ai/en/v0.10.0/serving/engine_args.html (ParallelConfig).
 VLLM_SERVE = {"--host", "--port", "--tensor-parallel-size", "--max-num-batched-tokens", "--max-num-seqs",
-              "--gpu-memory-utilization", "--dtype", "--kv-transfer-config"}
+              "--gpu-memory-utilization", "--dtype", "--kv-transfer-config", "--enable-expert-parallel"}
 # vLLM's NIXL example proxy (tests/v1/kv_connector/nixl_integration/toy_proxy_server.py).
 VLLM_PROXY = {"--host", "--port", "--prefiller-hosts", "--prefiller-ports", "--decoder-hosts", "--decoder-ports"}
-# SGLang server arguments (docs.sglang.io, "Server Arguments" and "PD Disaggregation", SGLang 0.5):
+# SGLang server arguments (docs.sglang.io, "Server Arguments" and "PD Disaggregation", SGLang 0.5;
+# --ep-size under "Expert parallelism"):
 SGLANG_SERVER = {"--model-path", "--host", "--port", "--tp-size", "--chunked-prefill-size", "--max-running-requests",
-                 "--mem-fraction-static", "--dtype", "--disaggregation-mode", "--disaggregation-transfer-backend"}
+                 "--mem-fraction-static", "--dtype", "--disaggregation-mode", "--disaggregation-transfer-backend",
+                 "--ep-size"}
 # sglang-router (docs.sglang.io "PD Disaggregation": launch_router --pd-disaggregation --prefill URL --decode URL)
 SGLANG_ROUTER = {"--pd-disaggregation", "--prefill", "--decode", "--host", "--port"}
 # Dynamo workers take the engine's own arguments plus the model and the role
@@ -144,3 +147,18 @@ def test_cli_writes_the_folder(plans, tmp_path):
     assert (tmp_path / "d" / "k8s.yaml").exists() and (tmp_path / "d" / "README.md").exists()
     r = CliRunner().invoke(main, ["export", "--plan", str(tmp_path / "missing.json"), "--to", "vllm", "-o", "x"])
     assert r.exit_code == 2 and "Traceback" not in r.output
+
+
+def test_a_moe_plan_with_expert_parallelism_launches_with_the_engines_ep_flags():
+    from planner.export.engines import sglang_flags, vllm_flags
+    from planner.export.roles import launches
+    from planner.plan import Deployment, Plan, Role
+    dep = Deployment("chunked_coupled", "deepseek-v3", 2048, coupled=Role("h200", 1, 8, ep=8), dtype="fp8_block",
+                     moe_dtype="fp8_block")
+    (la,) = launches(Plan(dep))
+    assert la.ep == 8 and la.tp == 8
+    v, s = vllm_flags(la), sglang_flags(la)
+    assert "--enable-expert-parallel" in v and set(a for a in v if a.startswith("--")) <= VLLM_SERVE
+    assert s[s.index("--ep-size") + 1] == "8" and set(a for a in s if a.startswith("--")) <= SGLANG_SERVER
+    dense = Deployment("chunked_coupled", "llama-3.1-8b", 2048, coupled=Role("h200", 1, 2))
+    assert "--enable-expert-parallel" not in vllm_flags(launches(Plan(dense))[0])

@@ -389,6 +389,18 @@ class ModelSpec:
         parts = self.param_breakdown()
         return (self.params - parts["other"]) * format_bytes(dtype) + parts["other"] * 2.0
 
+    def formats(self, dtype: str | None = None) -> tuple[str, str]:
+        """(format of the attention / dense / shared-expert GEMMs, format of the routed
+        experts) a deployment runs. None: as the checkpoint stores them (a 16-bit checkpoint
+        as "fp16"); a format the checkpoint's non-expert layers already use keeps the experts
+        as stored (gpt-oss: bf16 attention, MXFP4 experts); any other applies to both."""
+        stored = self.attn_weight_format or self.weight_format
+        if dtype is None:
+            dtype = "fp16" if stored in ("bf16", "fp16") else stored
+        keep = dtype == stored or (dtype in ("bf16", "fp16") and stored in ("bf16", "fp16"))
+        experts = (self.weight_format if keep else dtype) if self.experts else ""
+        return dtype, experts
+
     def kv_bytes_per_token(self, dtype: str = "fp16") -> float:
         """Cache bytes one token adds in every layer that caches per token (full and sliding
         attention; sliding layers stop growing past sliding_window: see kv_bytes). GQA: K and V,

@@ -39,6 +39,16 @@ def _ints(text: str | None, what: str):
     return vals
 
 
+def _weight_format(dtype: str | None) -> str | None:
+    from planner.perf.memory import WEIGHT_BYTES
+    if dtype is None:
+        return None
+    key = dtype.strip().lower().replace("nvfp4", "fp4")
+    if key not in WEIGHT_BYTES:
+        raise InputError(f"--dtype {dtype!r} is not a weight format; use one of {', '.join(sorted(WEIGHT_BYTES))}")
+    return key
+
+
 @click.command()
 @click.option("--trace", "trace_path", required=True, type=click.Path(dir_okay=False),
               help="Request trace in any format `planner trace stats` reads (plain CSV arrival_s,prompt_tokens,"
@@ -89,6 +99,11 @@ def _ints(text: str | None, what: str):
 @click.option("--engine", "engine_name", default="vllm", show_default=True,
               help="Serving engine the plan deploys with: vllm | sglang | trtllm (its scheduling, CUDA graphs, "
                    "CPU time; the plan names the settings to launch it with).")
+@click.option("--dtype", default=None,
+              help="Weight format to serve in: bf16, fp16, fp8, fp8_block, fp4 (NVFP4), mxfp4, int4. Default: as "
+                   "the checkpoint stores it (its quantization_config; a MoE model's experts keep theirs).")
+@click.option("--kv-dtype", default=None, type=click.Choice(["bf16", "fp16", "fp8"]),
+              help="KV-cache format (vLLM's --kv-cache-dtype). Default: the engine's rule for the weight format.")
 @click.option("-o", "--output", type=OutFile(), default=None, help="Write the plan JSON here.")
 @click.option("--json", "as_json", is_flag=True, help="Print the plan JSON instead of the table.")
 @click.option("--verify/--no-verify", default=True, show_default=True,
@@ -123,8 +138,8 @@ def _ints(text: str | None, what: str):
 @trace_read_options
 def recommend(trace_path, gpus, model, slo_ttft, slo_tpot, slo_jct, slo_percentile, mode, tp_text, chunks_text,
               max_gpus, window_s, price_items, prices_file, price_kind, provider, profile_path, memory_gb,
-              kv_link_gb_s, rate_scale, runners_up, solver, engine_name, output, as_json, verify, verify_budget_s,
-              overlong, headroom, spare, show_frontier, objective, schedule_window_s,
+              kv_link_gb_s, rate_scale, runners_up, solver, engine_name, dtype, kv_dtype, output, as_json, verify,
+              verify_budget_s, overlong, headroom, spare, show_frontier, objective, schedule_window_s,
               schedule_strategy, for_testbed=False, gpu_spec_files=(), **read_kw):
     """Plan prefill/decode instances, chunk size and TP for a trace at the least $/hour
     that meets the SLO, and say whether disaggregation pays against coupled serving.
@@ -141,6 +156,7 @@ def recommend(trace_path, gpus, model, slo_ttft, slo_tpot, slo_jct, slo_percenti
       planner recommend --trace traces/mixed.csv --gpu a100 -o plan.json
       planner recommend --trace traces/lphd.csv --gpu h100,l4 --slo-ttft 0.5 --slo-tpot 0.05
       planner recommend --trace traces/mixed.csv --headroom 20% --spare 1 --frontier
+      planner recommend --trace traces/mixed.csv --gpu h200 --model openai/gpt-oss-120b --kv-dtype fp8
       planner recommend --trace bench.json --gpu a100 --for-testbed
     Terms: `planner explain TERM` (TTFT, TPOT, chunk, TP, ...)."""
     from planner.engines.config import engine_config
@@ -179,7 +195,8 @@ def recommend(trace_path, gpus, model, slo_ttft, slo_tpot, slo_jct, slo_percenti
     plan_kw = dict(model=model, slo=slo, price_kind=price_kind, provider=provider, price_overrides=overrides,
                    tps=_ints(tp_text, "tp") or DEFAULT_TPS, chunks=_ints(chunks_text, "chunks"), mode=mode,
                    max_gpus=max_gpus, window_s=window_s, efficiency=eff, kv_link_override_gb_s=kv_link_gb_s,
-                   runners_up=runners_up, solver=solver, seed=seed, engine=engine_config(engine_name),
+                   runners_up=runners_up, solver=solver, seed=seed, dtype=_weight_format(dtype),
+                   engine=engine_config(engine_name, kv_cache_dtype=kv_dtype),
                    verify=verify, verify_budget_s=verify_budget_s, overlong=overlong, headroom=headroom, spare=spare,
                    objective=objective, frontier=show_frontier)
     from planner.progress import working

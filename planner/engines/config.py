@@ -45,6 +45,7 @@ class EngineConfig:
     memory_fraction: float = 0.90
     graph_max_batch: int = 512        # decode-only steps up to this batch replay a CUDA graph (padded)
     fp8_kv_when_quantized: bool = False   # an FP8/FP4 checkpoint runs an FP8 KV cache (ModelOpt checkpoints on TRT-LLM)
+    kv_cache_dtype: str = ""          # the KV cache's format when set (--kv-dtype; vLLM's --kv-cache-dtype): bf16 | fp8
     fused_quant: bool = False         # activation quantisation fused into the preceding norm (TRT-LLM)
     memory_of_free: bool = False      # memory_fraction is of the memory free after weights (TRT-LLM's KvCacheConfig)
     # CPU time per step; None: the fitted value for this engine (planner/data/engine_fits.csv)
@@ -56,6 +57,7 @@ class EngineConfig:
 
     def __post_init__(self):
         for name, value, allowed in (("name", self.name, ENGINES), ("schedule", self.schedule, SCHEDULES),
+                                     ("kv_cache_dtype", self.kv_cache_dtype, ("", "bf16", "fp16", "fp8")),
                                      ("admission", self.admission, ADMISSIONS),
                                      ("preemption", self.preemption, PREEMPTIONS)):
             if value not in allowed:
@@ -80,7 +82,9 @@ class EngineConfig:
                        else fit.get("per_kernel_s", 0.0))
 
     def kv_dtype(self, weight_dtype: str) -> str:
-        return "fp8" if self.fp8_kv_when_quantized and weight_dtype in ("fp8", "fp8_block", "fp4") else "bf16"
+        if self.kv_cache_dtype:
+            return self.kv_cache_dtype
+        return "fp8" if self.fp8_kv_when_quantized and weight_dtype in ("fp8", "fp8_block", "fp4", "nvfp4") else "bf16"
 
     @property
     def frontend(self) -> float:

@@ -36,6 +36,8 @@ def vllm_flags(la: Launch) -> list[str]:
            "--max-num-seqs", str(la.max_seqs), "--gpu-memory-utilization", f"{la.memory_fraction:.2f}"]
     if la.dtype:
         out += ["--dtype", la.dtype]
+    if la.ep > 1:
+        out += ["--enable-expert-parallel"]     # experts over the TP group's GPUs (EP = TP)
     if _disagg(la):
         out += ["--kv-transfer-config", NIXL_CONFIG]
     return out
@@ -47,6 +49,8 @@ def sglang_flags(la: Launch) -> list[str]:
            "--max-running-requests", str(la.max_seqs), "--mem-fraction-static", f"{la.memory_fraction:.2f}"]
     if la.dtype:
         out += ["--dtype", la.dtype]
+    if la.ep > 1:
+        out += ["--ep-size", str(la.ep)]
     if _disagg(la):
         out += ["--disaggregation-mode", la.role, "--disaggregation-transfer-backend", SGLANG_TRANSFER]
     return out

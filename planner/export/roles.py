@@ -22,6 +22,7 @@ class Launch:
     max_seqs: int           # running requests
     memory_fraction: float
     dtype: str | None       # the engine's --dtype value, None when the plan's dtype has none
+    ep: int = 1             # expert parallelism of a MoE model's experts (over the instance's tp GPUs)
 
 
 def model_path(plan, override: str | None = None) -> str:
@@ -52,7 +53,7 @@ def launches(plan) -> list[Launch]:
 
     def launch(role, r, budget):
         return Launch(role, r.gpu, peak.get(role, r.instances), r.tp, int(budget), int(eng.max_seqs),
-                      float(eng.memory_fraction), dtype)
+                      float(eng.memory_fraction), dtype, r.ep)
     if dep.mode == "disaggregated":
         return [launch("prefill", dep.prefill, dep.chunk_tokens), launch("decode", dep.decode, eng.token_budget)]
     return [launch("both", dep.coupled, eng.token_budget)]

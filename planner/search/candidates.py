@@ -158,14 +158,22 @@ def engine_for(engine: EngineConfig, mode: str, chunk_tokens: int) -> EngineConf
 
 def perf_models(gpu_names, model_name: str, tps, eff: Efficiency | None, dtype: str = "bf16",
                 engine: EngineConfig = EngineConfig()):
-    """(gpu, tp) -> PerfModel for every TP at which the weights fit, on `engine`."""
+    """(gpu, GPUs per instance) -> PerfModel for every instance size at which the weights fit,
+    on `engine`; a MoE model in its fastest TP x EP layout of that many GPUs
+    (planner.perf.layouts; attention DP is left to `planner predict`: the search's queues are
+    per instance)."""
+    from planner.perf.layouts import best_layout
+    spec_model = catalog.model(model_name)
+    dtype, moe_dtype = spec_model.formats(dtype)
     out = {}
     for g in gpu_names:
         spec = catalog.gpu(g)
         for tp in tps:
-            pm = PerfModel(spec, catalog.model(model_name), tp=tp, dtype=dtype, eff=eff,
+            pm = PerfModel(spec, spec_model, tp=tp, dtype=dtype, eff=eff, moe_dtype=moe_dtype,
                            kv_dtype=engine.kv_dtype(dtype), **engine.perf_kwargs())
-            if pm.fits:
+            if spec_model.experts and eff is None:
+                pm = best_layout(pm, tp, attention_dp=False)
+            if pm is not None and pm.fits:
                 out[(spec.name, tp)] = pm
     return out
 
@@ -321,8 +329,9 @@ def coupled_options(wl: Workload, perfs: dict, slo: SLO, prices: dict, model_nam
             cache, screened = {}, {}
             base = vllm_base(pm, wl) if mode == "coupled" else None   # instance-count independent, O(N)
 
-            def dep_of(n, g=g, tp=tp, mode=mode, chunk=chunk):
-                return dep_cls(mode, model_name, chunk, coupled=Role(g, n, tp), dtype=dtype, efficiency=eff,
+            def dep_of(n, g=g, tp=tp, mode=mode, chunk=chunk, pm=pm):
+                return dep_cls(mode, model_name, chunk, coupled=Role(g, n, tp, ep=pm.ep), dtype=pm.dtype,
+                               moe_dtype=pm.moe_dtype, efficiency=eff,
                                engine=engine_for(engine, mode, chunk))
 
             def passes(n, dep_of=dep_of, base=base, screened=screened, pm=pm):

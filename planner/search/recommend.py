@@ -30,7 +30,7 @@ def recommend(trace, gpus=("a100",), model: str = "opt-13b", slo: SLO = SLO(), *
               tps=DEFAULT_TPS, chunks=None, sarathi_budgets=DEFAULT_SARATHI_BUDGETS, mode: str = "auto",
               max_gpus: int | None = None, window_s: float = DEFAULT_WINDOW_S, efficiency: Efficiency | None = None,
               kv_link_override_gb_s: float | None = None, policies: Policies = Policies(), runners_up: int = 3,
-              solver: str = "highs", dtype: str = "fp16", seed: int = 0,
+              solver: str = "highs", dtype: str | None = None, seed: int = 0,
               engine: EngineConfig = EngineConfig(), overlong: str = DEFAULT_OVERLONG,
               kv_rule: str = "gaussian", spare: int = 0) -> Plan:
     """Plan the cheapest deployment of `model` on `gpus` meeting `slo` for `trace`, by the
@@ -42,6 +42,7 @@ def recommend(trace, gpus=("a100",), model: str = "opt-13b", slo: SLO = SLO(), *
     t0 = time.perf_counter()
     check_inputs(slo, mode, runners_up, max_gpus, kv_rule, spare)
     spec_model = catalog.model(model)
+    dtype = spec_model.formats(dtype)[0]
     trace, overlong_info = apply_overlong(trace, spec_model.max_context, overlong, spec_model.name)
     space = build_space(trace, gpus, model, slo, price_kind=price_kind, provider=provider,
                         price_overrides=price_overrides, tps=tps, chunks=chunks, sarathi_budgets=sarathi_budgets,
@@ -68,17 +69,23 @@ class Summaries:
     def deployment(self, c: Choice) -> Deployment:
         s, spare = self.space, self.space.spare
         name = s.spec_model.name
+        ep = {k: pm.ep for k, pm in s.perfs.items()}
+        moe_dtype = next(iter(s.perfs.values())).moe_dtype
         if c.coupled is not None:
             o = c.coupled
-            return Deployment(o.role, name, o.chunk_tokens, coupled=Role(o.gpu, o.instances + spare, o.tp),
-                              dtype=self.dtype, policies=self.policies, efficiency=self.eff,
+            return Deployment(o.role, name, o.chunk_tokens,
+                              coupled=Role(o.gpu, o.instances + spare, o.tp, ep=ep.get((o.gpu, o.tp), 1)),
+                              dtype=self.dtype, moe_dtype=moe_dtype, policies=self.policies, efficiency=self.eff,
                               engine=engine_for(self.engine, o.role, o.chunk_tokens))
         link = s.kv_link_override_gb_s or min(kv_link_gb_s(catalog.gpu(c.prefill.gpu), c.prefill.tp),
                                               kv_link_gb_s(catalog.gpu(c.decode.gpu), c.decode.tp))
         return Deployment("disaggregated", name, c.prefill.chunk_tokens,
-                          prefill=Role(c.prefill.gpu, c.prefill.instances + spare, c.prefill.tp),
-                          decode=Role(c.decode.gpu, c.decode.instances + spare, c.decode.tp),
-                          dtype=self.dtype, policies=self.policies, kv_link_gb_s=link, efficiency=self.eff,
+                          prefill=Role(c.prefill.gpu, c.prefill.instances + spare, c.prefill.tp,
+                                       ep=ep.get((c.prefill.gpu, c.prefill.tp), 1)),
+                          decode=Role(c.decode.gpu, c.decode.instances + spare, c.decode.tp,
+                                      ep=ep.get((c.decode.gpu, c.decode.tp), 1)),
+                          dtype=self.dtype, moe_dtype=moe_dtype, policies=self.policies, kv_link_gb_s=link,
+                          efficiency=self.eff,
                           engine=self.engine)
 
     def __call__(self, c: Choice) -> dict:

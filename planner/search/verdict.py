@@ -18,7 +18,8 @@ COUPLED_MODES = ("coupled", "chunked_coupled")
 
 
 def _pool(role: dict) -> str:
-    return f"{role['instances']}x {role['gpu']} TP{role['tp']}"
+    layout = f"TP{role['tp']}" + "".join(f" x {k.upper()}{role[k]}" for k in ("dp", "ep") if role.get(k, 1) > 1)
+    return f"{role['instances']}x {role['gpu']} {layout}"
 
 
 def _disaggregated(dep: dict, joint: str) -> str:

@@ -346,7 +346,7 @@ def verified_recommend(trace, gpus=("a100",), model: str = "opt-13b", slo: SLO =
                        price_overrides: dict | None = None, tps=DEFAULT_TPS, chunks=None,
                        sarathi_budgets=DEFAULT_SARATHI_BUDGETS, mode: str = "auto", max_gpus: int | None = None,
                        window_s: float = DEFAULT_WINDOW_S, efficiency=None, kv_link_override_gb_s: float | None = None,
-                       policies: Policies = Policies(), solver: str = "highs", dtype: str = "fp16", seed: int = 0,
+                       policies: Policies = Policies(), solver: str = "highs", dtype: str | None = None, seed: int = 0,
                        engine: EngineConfig = EngineConfig(), workers: int | None = None):
     """The cheapest plan (or the best for `objective`) that meets `slo` in the simulator,
     with its runners-up, baselines, margin and, if asked, the cost-latency frontier. With
@@ -359,6 +359,7 @@ def verified_recommend(trace, gpus=("a100",), model: str = "opt-13b", slo: SLO =
     if not verify_budget_s > 0:
         raise InputError(f"--verify-budget must be > 0 s, got {verify_budget_s}")
     check_inputs(slo, mode, runners_up, max_gpus, "simulated", spare)
+    dtype = catalog.model(model).formats(dtype)[0]
     kw = dict(price_kind=price_kind, provider=provider, price_overrides=price_overrides, tps=tps, chunks=chunks,
               sarathi_budgets=sarathi_budgets, mode=mode, max_gpus=max_gpus, window_s=window_s, efficiency=efficiency,
               kv_link_override_gb_s=kv_link_override_gb_s, policies=policies, solver=solver, dtype=dtype, seed=seed,
