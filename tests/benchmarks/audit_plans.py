@@ -17,7 +17,9 @@ requests rejected, as engines do). For each case:
   accepts. One pruning, from the simulator's structure: a disaggregated plan's TTFT is
   made by its prefill pool alone, so once a prefill pool (GPU, TP, chunk, count) misses
   the TTFT target every plan with that pool is skipped;
-- ratio: recommended $/h over the cheapest's (1.00 when no cheaper plan meets it).
+- ratio: recommended $/h over the cheapest's (1.00 when no cheaper plan meets it);
+- for comparison, the analytical plan (`--no-verify`): its $/h over the cheapest, and
+  whether it meets the SLO in the same replay.
 Part 2, SLO sweep: the Azure traces on each GPU at SLOs from tight to loose; each returned
 plan replayed again on the whole trace; the count of returned plans that miss.
 Prints Markdown tables (docs/benchmarks.md) and writes --json.
@@ -139,6 +141,8 @@ def audit_case(name: str, gpu: str, workers: int) -> dict:
     from planner.sim.verify import replay
     check = replay(dep, verification_trace(trace, len(trace)), slo)
     price = plan.cost["usd_per_hour"] / dep.gpus
+    analytic = verified_recommend(raw, [gpu], MODEL, slo, runners_up=0, verify=False)   # --no-verify
+    a_check = replay(analytic.deployment, verification_trace(trace, len(trace)), slo)
     brute = cheapest_in_sim(trace, gpu, dep.gpus, slo, workers)
     cheapest = brute["gpus"] * price if brute["gpus"] else plan.cost["usd_per_hour"]
     q = "p90"
@@ -149,6 +153,8 @@ def audit_case(name: str, gpu: str, workers: int) -> dict:
             "cheapest_usd_per_hour": cheapest, "cheapest_plan": brute["plan"],
             "ratio": plan.cost["usd_per_hour"] / cheapest, "brute_force_sims": brute["sims"],
             "recommend_s": t_rec, "recommend_sims": plan.verification["sims"],
+            "analytical_usd_per_hour": analytic.cost["usd_per_hour"], "analytical_plan": _describe(analytic.deployment),
+            "analytical_meets": a_check["meets"], "analytical_sim_ttft_p90_s": a_check["ttft_s"][q],
             "rejected_in_sim": len(plan.verification["rejected"]), "wall_s": time.perf_counter() - t0}
 
 
@@ -189,8 +195,8 @@ def main() -> None:
     print(f"{os.cpu_count()} CPUs, load {os.getloadavg()[0]:.2f}, workers {a.workers}", flush=True)
     rows = []
     print("| trace | GPU | recommended | $/h | meets in sim (p90 TTFT / TPOT, preempted) | cheapest meeting in sim "
-          "| ratio | brute-force replays | recommend s |")
-    print("|---|---|---|---|---|---|---|---|---|")
+          "| ratio | brute-force replays | recommend s | --no-verify plan: $/h, ratio, meets in sim |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for n in names:
         for g in gpus:
             r = audit_case(n, g, a.workers)
@@ -198,11 +204,15 @@ def main() -> None:
             print(f"| {r['trace']} | {r['gpu']} | {r['recommended']} | {r['usd_per_hour']:.2f} | "
                   f"{'yes' if r['meets'] else 'NO'} ({r['sim_ttft_p90_s']:.3f} s / {r['sim_tpot_p90_s'] * 1e3:.1f} ms, "
                   f"{r['preempted_share']:.1%}) | {r['cheapest_usd_per_hour']:.2f} | {r['ratio']:.2f} | "
-                  f"{r['brute_force_sims']} | {r['recommend_s']:.1f} |", flush=True)
+                  f"{r['brute_force_sims']} | {r['recommend_s']:.1f} | {r['analytical_usd_per_hour']:.2f}, "
+                  f"{r['analytical_usd_per_hour'] / r['cheapest_usd_per_hour']:.2f}x, "
+                  f"{'yes' if r['analytical_meets'] else 'NO'} ({r['analytical_sim_ttft_p90_s']:.3f} s) |", flush=True)
     misses = sum(not r["meets"] for r in rows)
     worst = max(r["ratio"] for r in rows) if rows else float("nan")
     print(f"\naudit: {len(rows)} cases, {misses} returned plans miss the SLO in simulation, "
-          f"worst cost ratio {worst:.2f}, mean {sum(r['ratio'] for r in rows) / max(len(rows), 1):.3f}")
+          f"worst cost ratio {worst:.2f}, mean {sum(r['ratio'] for r in rows) / max(len(rows), 1):.3f}; "
+          f"--no-verify: {sum(not r['analytical_meets'] for r in rows)} miss, worst ratio "
+          f"{max((r['analytical_usd_per_hour'] / r['cheapest_usd_per_hour'] for r in rows), default=float('nan')):.2f}")
     sweep = []
     if not a.no_sweep:
         print("\n| trace | GPU | SLO p90 TTFT / TPOT | recommended | $/h | meets in sim (p90 TTFT / TPOT) |")
