@@ -15,11 +15,11 @@ from importlib import resources
 from pathlib import Path
 
 from planner.catalog.hf_config import model_from_hf_config
-from planner.catalog.model_catalog import is_builtin_model, model, models, register_model
+from planner.catalog.model_catalog import DEFAULT_MODEL, is_builtin_model, model, models, register_model
 from planner.catalog.models import DTYPE_BYTES, WEIGHT_FORMAT_BYTES, ModelSpec, dtype_bytes
 from planner.errors import InputError
 
-__all__ = ["DTYPE_BYTES", "WEIGHT_FORMAT_BYTES", "GpuSpec", "ModelSpec", "OfferList", "Price", "check_reserved",
+__all__ = ["DEFAULT_MODEL", "DTYPE_BYTES", "WEIGHT_FORMAT_BYTES", "GpuSpec", "ModelSpec", "OfferList", "Price", "check_reserved",
            "dtype_bytes", "gpu", "gpus", "is_builtin_model", "model", "model_from_hf_config", "models", "months_old",
            "parse_price_overrides", "price_age_note", "price_usd_per_gpu_hour", "prices", "read_price_file",
            "register_gpu", "register_model"]

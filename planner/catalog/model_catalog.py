@@ -16,6 +16,11 @@ from planner.catalog.hf_config import model_from_hf_config
 from planner.catalog.models import ModelSpec
 from planner.errors import InputError
 
+# The model a plan is for when none is named: Llama-3.1-8B-Instruct - a current, widely served
+# open dense model (GQA, 128k context) whose 16-bit weights fit one 24-80 GB GPU, so the bundled
+# traces size to a handful of GPUs as TetriInfer's OPT-13B did (OPT stays the testbed's family).
+DEFAULT_MODEL = "llama-3.1-8b"
+
 CONFIG_DIR = ("data", "model_configs")
 
 

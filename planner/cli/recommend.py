@@ -59,7 +59,8 @@ def _weight_format(dtype: str | None) -> str | None:
 @click.option("--gpu-spec", "gpu_spec_files", multiple=True, type=click.Path(dir_okay=False),
               help="YAML or CSV file adding a GPU (memory_gb, memory_gb_s, fp16_tflops, ...; see "
                    "planner/catalog/gpu_spec.py); name it in --gpu.")
-@click.option("--model", default="opt-13b", show_default=True, help="Catalog model or a config.json path.")
+@click.option("--model", default=catalog.DEFAULT_MODEL, show_default=True,
+              help="Catalog name, Hugging Face id (meta-llama/Llama-3.1-70B) or config.json path/folder.")
 @click.option("--slo-ttft", type=Seconds(lo_open=True, bare_below=TTFT_BARE_BELOW_S), default=SLO.ttft_s,
               show_default=True, help="TTFT target: 0.5 (seconds), 500ms or 0.5s.")
 @click.option("--slo-tpot", type=Seconds(lo_open=True, bare_below=TPOT_BARE_BELOW_S), default=SLO.tpot_s,

@@ -42,7 +42,8 @@ def _price_file(value: str | None) -> str | None:
               help="GPU type to compare (repeat: --gpu a100 --gpu h100 --gpu l4); with several, the best mix too.")
 @click.option("--gpu-spec", "gpu_spec_files", multiple=True, type=click.Path(dir_okay=False),
               help="YAML or CSV file adding a GPU the catalog lacks (as `recommend --gpu-spec`).")
-@click.option("--model", default="opt-13b", show_default=True)
+@click.option("--model", default=catalog.DEFAULT_MODEL, show_default=True,
+              help="Catalog name, Hugging Face id or config.json path (default: a current model, README).")
 @click.option("--slo-ttft", type=Seconds(lo_open=True, bare_below=TTFT_BARE_BELOW_S), default=SLO.ttft_s,
               show_default=True, help="TTFT target: 0.5 (seconds), 500ms or 0.5s.")
 @click.option("--slo-tpot", type=Seconds(lo_open=True, bare_below=TPOT_BARE_BELOW_S), default=SLO.tpot_s,
