@@ -21,6 +21,9 @@ from traces import read_trace, write_trace
 from traces.trace import Trace
 
 
+MODEL = "opt-13b"     # the figures below (context 2,048 tokens, memory per GPU) are OPT-13B's
+
+
 def trace(rate=6.0, n=400, prompt=(200, 1500), output=(50, 400), seed=0):
     rng = np.random.default_rng(seed)
     a = np.cumsum(rng.exponential(1.0 / rate, n))
@@ -35,7 +38,7 @@ def check_again(plan, tr, slo=SLO()):
 # ---- the walk ----------------------------------------------------------------------------
 def test_returned_plan_meets_the_slo_in_simulation_and_rejects_are_cheaper_and_miss():
     tr = trace(rate=8, n=600)
-    plan = verified_recommend(tr, ["a100"], runners_up=2, margins=False)
+    plan = verified_recommend(tr, ["a100"], MODEL, runners_up=2, margins=False)
     v = plan.verification
     again = check_again(plan, tr)
     assert again["meets"] and again["ttft_s"]["p90"] == pytest.approx(v["plan"]["ttft_s"]["p90"], rel=1e-12)
@@ -76,7 +79,7 @@ def test_plans_missing_in_simulation_are_passed_over_in_cost_order():
     from planner.search.recommend import Summaries
     from planner.search.space import build_space
     tr = trace(rate=8, n=600)
-    space = build_space(tr, ["a100"], kv_rule="simulated")
+    space = build_space(tr, ["a100"], MODEL, kv_rule="simulated")
     fake = FakeReplayer(need=4)
     walker = ver.Walker(space, Summaries(space, policies=ver.Policies(), efficiency=None, dtype="fp16", seed=0,
                                          engine=ver.EngineConfig()),
@@ -101,7 +104,7 @@ def test_plans_missing_in_simulation_are_passed_over_in_cost_order():
 
 def test_azure_conversation_on_h100_is_verified(shared_traces):
     raw = read_trace(shared_traces / "azure2023_conv.csv")
-    plan = verified_recommend(raw, ["h100"], runners_up=0, margins=False)
+    plan = verified_recommend(raw, ["h100"], MODEL, runners_up=0, margins=False)
     tr, _ = apply_overlong(raw, 2048, "reject", "opt-13b")
     assert check_again(plan, tr)["meets"]
     for r in plan.verification["rejected"]:
@@ -113,8 +116,8 @@ def test_kv_sized_in_simulation_admits_what_the_gaussian_rule_rejects(shared_tra
     simulator serves it on one with some requests preempted (recompute): flagged above 0.5%,
     with the next size up simulated next to it."""
     raw = read_trace(shared_traces / "azure2023_conv.csv")
-    verified = verified_recommend(raw, ["h100"], runners_up=0, margins=False)
-    analytic = verified_recommend(raw, ["h100"], runners_up=0, verify=False)
+    verified = verified_recommend(raw, ["h100"], MODEL, runners_up=0, margins=False)
+    analytic = verified_recommend(raw, ["h100"], MODEL, runners_up=0, verify=False)
     assert verified.deployment.gpus == 1 and analytic.deployment.gpus >= 2
     assert verified.cost["usd_per_hour"] <= analytic.cost["usd_per_hour"] / 2 + 1e-9
     sim = verified.verification["plan"]
@@ -137,7 +140,7 @@ def test_no_plan_meets_in_simulation_exits_3_with_the_closest(tmp_path):
     old = ver.MAX_SIMS
     ver.MAX_SIMS = 1
     try:
-        plan = verified_recommend(tr, ["a100"], runners_up=0, margins=False)
+        plan = verified_recommend(tr, ["a100"], MODEL, runners_up=0, margins=False)
         # with one replay allowed, either the first candidate met the SLO or it raised
         assert plan.verification["sims"] >= 1 and check_again(plan, tr)["meets"]
     except InfeasibleError as e:
@@ -160,7 +163,7 @@ def test_overlong_policies_apply_the_same_way_everywhere(tmp_path):
     write_trace(tr, path)
     out = {}
     for policy in ("reject", "truncate", "keep"):
-        r = CliRunner().invoke(main, ["recommend", "--trace", str(path), "--overlong", policy, "--runners-up", "0",
+        r = CliRunner().invoke(main, ["recommend", "--model", MODEL, "--trace", str(path), "--overlong", policy, "--runners-up", "0",
                                       "--json", "-o", str(tmp_path / f"{policy}.json")])
         assert r.exit_code == 0, r.output
         out[policy] = json.loads(r.stdout)
@@ -171,13 +174,13 @@ def test_overlong_policies_apply_the_same_way_everywhere(tmp_path):
     assert out["truncate"]["inputs"]["trace"]["prompt_tokens"]["max"] <= 2048
     assert out["keep"]["inputs"]["trace"]["prompt_tokens"]["max"] == 3000
     assert out["reject"]["verification"]["plan"]["requests"] == 270
-    text = CliRunner().invoke(main, ["recommend", "--trace", str(path), "--runners-up", "0"]).stdout
+    text = CliRunner().invoke(main, ["recommend", "--model", MODEL, "--trace", str(path), "--runners-up", "0"]).stdout
     assert "context   30 requests (10.0%) exceed opt-13b's 2,048-token context (prompt + output): rejected" in text
     # trace stats counts them when given the model; the statistics are of the trace so treated
-    r = CliRunner().invoke(main, ["trace", "stats", str(path), "--model", "opt-13b", "--json"])
+    r = CliRunner().invoke(main, ["trace", "stats", str(path), "--model", MODEL, "--json"])
     s = json.loads(r.stdout)
     assert s["requests"] == 270 and s["overlong"]["requests"] == 30
-    r = CliRunner().invoke(main, ["trace", "stats", str(path), "--model", "opt-13b", "--overlong", "keep"])
+    r = CliRunner().invoke(main, ["trace", "stats", str(path), "--model", MODEL, "--overlong", "keep"])
     assert "requests       300" in r.stdout and "30 requests (10.0%) exceed" in r.stdout and ": kept" in r.stdout
     # planner simulate treats the trace as the plan was made
     r = CliRunner().invoke(main, ["simulate", "--plan", str(tmp_path / "reject.json"), "--trace", str(path), "--json"])
@@ -215,7 +218,7 @@ def test_margin_search_reports_a_tested_passing_factor():
 
 def test_default_plan_states_its_margin_and_it_holds_in_simulation():
     tr = trace(rate=8, n=500)
-    plan = verified_recommend(tr, ["a100"], runners_up=0)
+    plan = verified_recommend(tr, ["a100"], MODEL, runners_up=0)
     m = plan.verification["margin"]
     vt = verification_trace(tr, len(tr))
     for kind, key in (("rate_scale", "load"), ("step_scale", "step_slowdown")):
@@ -229,8 +232,8 @@ def test_default_plan_states_its_margin_and_it_holds_in_simulation():
 
 def test_headroom_sizes_for_a_margin_checked_in_simulation():
     tr = trace(rate=8, n=500)
-    base = verified_recommend(tr, ["a100"], runners_up=0, margins=False)
-    plan = verified_recommend(tr, ["a100"], runners_up=0, headroom=0.3)
+    base = verified_recommend(tr, ["a100"], MODEL, runners_up=0, margins=False)
+    plan = verified_recommend(tr, ["a100"], MODEL, runners_up=0, headroom=0.3)
     checks = {c["check"]: c["simulated"] for c in plan.verification["checks"]}
     assert checks["at 1.30x load"]["meets"] and checks["with steps 30% slower"]["meets"]
     assert plan.cost["usd_per_hour"] >= base.cost["usd_per_hour"]
@@ -243,7 +246,7 @@ def test_headroom_sizes_for_a_margin_checked_in_simulation():
 
 def test_spare_adds_one_instance_per_role_costed_and_survives_one_failure():
     tr = trace(rate=8, n=500)
-    plan = verified_recommend(tr, ["a100"], runners_up=0, margins=False, spare=1)
+    plan = verified_recommend(tr, ["a100"], MODEL, runners_up=0, margins=False, spare=1)
     dep = plan.deployment
     price = plan.inputs["prices"]["a100-80gb"]["usd_per_gpu_hour"]
     assert plan.cost["usd_per_hour"] == pytest.approx(dep.gpus * price)
@@ -269,7 +272,7 @@ def test_pareto():
 
 def test_frontier_is_a_verified_pareto_set_and_objectives_pick_from_it():
     tr = trace(rate=8, n=500)
-    cost = verified_recommend(tr, ["a100"], runners_up=0, margins=False, frontier=True)
+    cost = verified_recommend(tr, ["a100"], MODEL, runners_up=0, margins=False, frontier=True)
     front = [r for r in cost.frontier if r["on_frontier"]]
     assert len(front) >= 2 and all(r["meets"] for r in front)
     pts = [(r["usd_per_hour"], r["simulated"]["ttft_s"], r["simulated"]["tpot_s"]) for r in front]
@@ -277,13 +280,13 @@ def test_frontier_is_a_verified_pareto_set_and_objectives_pick_from_it():
     chosen = [r for r in front if r["chosen"]]
     assert len(chosen) == 1 and chosen[0]["usd_per_hour"] == pytest.approx(cost.cost["usd_per_hour"])
     assert chosen[0]["usd_per_hour"] == min(r["usd_per_hour"] for r in front)
-    lat = verified_recommend(tr, ["a100"], runners_up=0, margins=False, objective="latency")
+    lat = verified_recommend(tr, ["a100"], MODEL, runners_up=0, margins=False, objective="latency")
     lf = [r for r in lat.frontier if r["on_frontier"]]
     best = min(r["simulated"]["worst_ratio"] for r in lf)
     pick = next(r for r in lf if r["chosen"])
     assert pick["simulated"]["worst_ratio"] <= best * 1.02 and lat.cost["usd_per_hour"] == pytest.approx(pick["usd_per_hour"])
     assert lat.cost["usd_per_hour"] >= cost.cost["usd_per_hour"]
-    tpd = verified_recommend(tr, ["a100"], runners_up=0, margins=False, objective="tokens-per-dollar")
+    tpd = verified_recommend(tr, ["a100"], MODEL, runners_up=0, margins=False, objective="tokens-per-dollar")
     tf = [r for r in tpd.frontier if r["on_frontier"]]
     top = max(r["capacity_tokens_per_s_per_usd_hour"] for r in tf)
     pick = next(r for r in tf if r["chosen"])
@@ -295,7 +298,7 @@ def test_frontier_is_a_verified_pareto_set_and_objectives_pick_from_it():
 def test_cli_frontier_table_objective_and_percentile_labels(tmp_path):
     path = tmp_path / "t.csv"
     write_trace(trace(rate=8, n=400), path)
-    r = CliRunner().invoke(main, ["recommend", "--trace", str(path), "--frontier", "--slo-percentile", "99",
+    r = CliRunner().invoke(main, ["recommend", "--model", MODEL, "--trace", str(path), "--frontier", "--slo-percentile", "99",
                                   "--slo-ttft", "2s"])
     assert r.exit_code == 0, r.output
     out = r.stdout
@@ -303,27 +306,27 @@ def test_cli_frontier_table_objective_and_percentile_labels(tmp_path):
     lines = [line for line in out.splitlines() if line.startswith(("runner-up", "baseline"))]
     assert lines and all("p99 TTFT" in line and "p99 TPOT" in line and "p90" not in line for line in lines)
     assert "p99 (SLO)" in out and out.splitlines()[0].count("p99 TTFT") == 1
-    d = json.loads(CliRunner().invoke(main, ["recommend", "--trace", str(path), "--frontier", "--json"]).stdout)
+    d = json.loads(CliRunner().invoke(main, ["recommend", "--model", MODEL, "--trace", str(path), "--frontier", "--json"]).stdout)
     assert d["frontier"] and sum(r["chosen"] for r in d["frontier"] if r["on_frontier"]) == 1
-    r = CliRunner().invoke(main, ["recommend", "--trace", str(path), "--objective", "latency", "--no-verify"])
+    r = CliRunner().invoke(main, ["recommend", "--model", MODEL, "--trace", str(path), "--objective", "latency", "--no-verify"])
     assert r.exit_code == 2 and "judged in simulation" in r.output
 
 
 def test_headroom_flag_takes_percent(tmp_path):
     path = tmp_path / "t.csv"
     write_trace(trace(n=100), path)
-    r = CliRunner().invoke(main, ["recommend", "--trace", str(path), "--headroom", "20"])
+    r = CliRunner().invoke(main, ["recommend", "--model", MODEL, "--trace", str(path), "--headroom", "20"])
     assert r.exit_code == 2 and "did you mean 20%?" in r.output
-    r = CliRunner().invoke(main, ["recommend", "--trace", str(path), "--headroom", "500%"])
+    r = CliRunner().invoke(main, ["recommend", "--model", MODEL, "--trace", str(path), "--headroom", "500%"])
     assert r.exit_code == 2 and "out of range" in r.output
-    r = CliRunner().invoke(main, ["recommend", "--trace", str(path), "--spare", "9"])
+    r = CliRunner().invoke(main, ["recommend", "--model", MODEL, "--trace", str(path), "--spare", "9"])
     assert r.exit_code == 2
 
 
 # ---- large traces ---------------------------------------------------------------------------
 def test_a_trace_larger_than_the_budget_is_checked_on_a_stated_sample(tmp_path):
     tr = trace(rate=20, n=8000)
-    plan = verified_recommend(tr, ["a100"], runners_up=0, margins=False, verify_budget_s=0.5)
+    plan = verified_recommend(tr, ["a100"], MODEL, runners_up=0, margins=False, verify_budget_s=0.5)
     t = plan.verification["trace"]
     assert t["sampled"] and t["requests_total"] == 8000 and t["requests_replayed"] < 8000
     assert t["note"].startswith("a stratified sample of") and "busiest window included" in t["note"]
@@ -335,6 +338,6 @@ def test_a_trace_larger_than_the_budget_is_checked_on_a_stated_sample(tmp_path):
         assert "falls behind" in r["why"] or not r["simulated"]["meets"]
     path = tmp_path / "t.csv"
     write_trace(tr, path)
-    out = CliRunner().invoke(main, ["recommend", "--trace", str(path), "--verify-budget", "0.5s",
+    out = CliRunner().invoke(main, ["recommend", "--model", MODEL, "--trace", str(path), "--verify-budget", "0.5s",
                                     "--runners-up", "0"]).stdout
     assert "Verified in simulation on a stratified sample of" in out.splitlines()[2]
