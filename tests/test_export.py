@@ -69,7 +69,7 @@ def test_vllm_scripts_disaggregated_roles_with_nixl(plans, tmp_path):
     assert set(files) == {"run-prefill.sh", "run-decode.sh", "run-router.sh", "README.md"}
     for role, r in (("prefill", plan.deployment.prefill), ("decode", plan.deployment.decode)):
         argv = exec_line(files[f"run-{role}.sh"])
-        assert argv[:3] == ["vllm", "serve", "facebook/opt-13b"] and flags(argv) <= VLLM_SERVE
+        assert argv[:3] == ["vllm", "serve", "meta-llama/Llama-3.1-8B"] and flags(argv) <= VLLM_SERVE   # the default model
         assert value(argv, "--tensor-parallel-size") == str(r.tp)
         assert json.loads(value(argv, "--kv-transfer-config")) == {"kv_connector": "NixlConnector",
                                                                      "kv_role": "kv_both"}

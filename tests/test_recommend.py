@@ -77,11 +77,11 @@ def test_cli_recommend_local_from_profile(tmp_path):
     path.write_text("arrival_s,prompt_tokens,output_tokens\n" + "".join(
         f"{a:.6f},{p},{o}\n" for a, p, o in zip(tr.arrival_s, tr.prompt_tokens, tr.output_tokens)))
     r = CliRunner().invoke(main, ["recommend", "--trace", str(path), "--gpu", "local", "--profile", str(prof),
-                                  "--memory-gb", "80", "--price", "local=2.0", "--json"])
+                                  "--model", "opt-13b", "--memory-gb", "80", "--price", "local=2.0", "--json"])
     assert r.exit_code == 0, r.output
     d = json.loads(r.stdout)
     assert d["inputs"]["calibrated"] and d["inputs"]["gpu_specs"]["local"]["fp16_tflops"] == pytest.approx(171.6, rel=0.01)
-    r = CliRunner().invoke(main, ["calibrate", str(prof), "--gpu", "a100", "--json"])
+    r = CliRunner().invoke(main, ["calibrate", str(prof), "--gpu", "a100", "--model", "opt-13b", "--json"])
     assert r.exit_code == 0 and json.loads(r.output)["efficiency"]["compute_eff"] == pytest.approx(0.55, rel=1e-3)
 
 
@@ -260,7 +260,7 @@ def test_sweep_cases_odd_inputs_exit_2_or_3_with_what_would_help(tmp_path):
     path = tmp_path / "t.csv"
     write_trace_csv(path, trace(n=300, rate=6))
     r = _cli(["--trace", str(path), "--tp", "3"])
-    assert r.exit_code == 2 and "does not divide opt-13b's 40 attention heads" in r.output and "1, 2, 4, 5, 8" in r.output
+    assert r.exit_code == 2 and "does not divide llama-3.1-8b's 32 attention heads" in r.output and "1, 2, 4, 8" in r.output
     r = _cli(["--trace", str(path), "--max-gpus", "1", "--mode", "disaggregated"])
     import re
     m = re.search(r"takes (\d+) GPUs \(prefill 1x \S+ TP(\d) \+ decode 1x \S+ TP(\d)\) against --max-gpus 1: "

@@ -36,7 +36,7 @@ def test_for_testbed_writes_a_disaggregated_plan(plans):
 def test_refusal_names_the_command_to_rerun(plans):
     r = CliRunner().invoke(tb_cli, ["run", "--plan", str(plans["coupled"]), "--trace", TRACE, "-o", "x.csv"])
     assert r.exit_code == 2, r.output
-    assert ("Re-plan with: planner recommend --trace traces/lpld.csv --model opt-13b --gpu a100-80gb --for-testbed "
+    assert ("Re-plan with: planner recommend --trace traces/lpld.csv --model llama-3.1-8b --gpu a100-80gb --for-testbed "
             f"-o {plans['coupled']}") in r.output
 
 
