@@ -197,7 +197,7 @@ def test_cli_recommend_windows_adds_a_schedule(tmp_path):
 
 
 def test_terminal_lists_each_deployment_once_marking_runner_up_baselines():
-    from planner.cli.recommend import comparison_rows
+    from planner.cli.plan_render import comparison_rows
     from planner.plan import Plan
 
     def summary(mode, n, usd, ttft, tpot):

@@ -26,7 +26,7 @@ from functools import lru_cache
 
 import numpy as np
 
-from planner.analytic.prefill import backlog_s, round_robin_backlog_s
+from planner.analytic.prefill import round_robin_backlog_s
 
 ADMISSION_SEED_OFFSET = 104729
 

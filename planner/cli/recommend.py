@@ -15,12 +15,10 @@ from planner.cli.output import echo_json
 from planner.cli.trace import read_with_options, report_read, trace_read_options
 from planner.errors import InputError
 from planner.search.optimizer import MODE_CHOICES
-from planner.plan import MODE_NAMES
-from planner.search.verdict import describe
 from planner.workload import DEFAULT_WINDOW_S
 from planner.cli.params import (MAX_INSTANCES, MAX_SCALE, TPOT_BARE_BELOW_S, TTFT_BARE_BELOW_S, Float, Int, OutFile,
                                 Percent, Seconds)
-from planner.cli.plan_render import comparison_rows, headline, render_plan  # noqa: F401  (the printed plan)
+from planner.cli.plan_render import render_plan
 from planner.search.verified import OBJECTIVES
 from planner.workload import DEFAULT_OVERLONG, OVERLONG_POLICIES
 

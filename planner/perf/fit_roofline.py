@@ -23,7 +23,7 @@ from scipy.optimize import least_squares
 
 from planner import catalog
 from planner.perf import tables
-from planner.perf.sources import Geometry, _kv_bytes, _weight_bytes
+from planner.perf.sources import _kv_bytes, _weight_bytes
 
 CURVES = {"gemm_bf16": ("p_eff", "p_knee", "p_bw", "p_t0"), "gemm_fp8": ("p_eff", "p_knee", "p_bw", "p_t0"),
           "gemm_fp4": ("p_eff", "p_knee", "p_bw", "p_t0"), "context_attention": ("p_eff", "p_knee", "p_t0"),

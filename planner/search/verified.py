@@ -28,7 +28,7 @@ from dataclasses import asdict, replace
 from planner import catalog
 from planner.engines.config import EngineConfig
 from planner.errors import InfeasibleError, InputError
-from planner.plan import Policies, Role
+from planner.plan import Policies
 from planner.search.candidates import DEFAULT_SARATHI_BUDGETS, DEFAULT_TPS, SLO
 from planner.search.margin import margin_job, margin_text
 from planner.search.optimizer import Choice
@@ -437,7 +437,6 @@ def _none_met(walker: Walker, slo: SLO) -> str:
 
 def _verification(walker: Walker, plan, best: Choice, vt, engine, headroom: float, margins: bool,
                   t_verify: float, objective: str) -> dict:
-    slo = walker.slo
     rec = walker.record(best)
     ver = {"verified": True, "kv_rule": "simulated", "trace": vt.as_dict(), "objective": objective,
            "long_run": rec.get("long_run"),
