@@ -69,24 +69,20 @@ class Summaries:
     def deployment(self, c: Choice) -> Deployment:
         s, spare = self.space, self.space.spare
         name = s.spec_model.name
-        ep = {k: pm.ep for k, pm in s.perfs.items()}
+
+        def role(o) -> Role:   # the pool's instances in the layout its performance model was chosen in
+            return Role(o.gpu, o.instances + spare, o.tp, ep=s.perfs[(o.gpu, o.tp)].ep)
         moe_dtype = next(iter(s.perfs.values())).moe_dtype
         if c.coupled is not None:
             o = c.coupled
-            return Deployment(o.role, name, o.chunk_tokens,
-                              coupled=Role(o.gpu, o.instances + spare, o.tp, ep=ep.get((o.gpu, o.tp), 1)),
-                              dtype=self.dtype, moe_dtype=moe_dtype, policies=self.policies, efficiency=self.eff,
+            return Deployment(o.role, name, o.chunk_tokens, coupled=role(o), dtype=self.dtype, moe_dtype=moe_dtype,
+                              policies=self.policies, efficiency=self.eff,
                               engine=engine_for(self.engine, o.role, o.chunk_tokens))
         link = s.kv_link_override_gb_s or min(kv_link_gb_s(catalog.gpu(c.prefill.gpu), c.prefill.tp),
                                               kv_link_gb_s(catalog.gpu(c.decode.gpu), c.decode.tp))
-        return Deployment("disaggregated", name, c.prefill.chunk_tokens,
-                          prefill=Role(c.prefill.gpu, c.prefill.instances + spare, c.prefill.tp,
-                                       ep=ep.get((c.prefill.gpu, c.prefill.tp), 1)),
-                          decode=Role(c.decode.gpu, c.decode.instances + spare, c.decode.tp,
-                                      ep=ep.get((c.decode.gpu, c.decode.tp), 1)),
-                          dtype=self.dtype, moe_dtype=moe_dtype, policies=self.policies, kv_link_gb_s=link,
-                          efficiency=self.eff,
-                          engine=self.engine)
+        return Deployment("disaggregated", name, c.prefill.chunk_tokens, prefill=role(c.prefill),
+                          decode=role(c.decode), dtype=self.dtype, moe_dtype=moe_dtype, policies=self.policies,
+                          kv_link_gb_s=link, efficiency=self.eff, engine=self.engine)
 
     def __call__(self, c: Choice) -> dict:
         key = tuple(None if o is None else _key(o) for o in (c.prefill, c.decode, c.coupled))
