@@ -22,7 +22,7 @@ MODES = ("disaggregated", "coupled", "chunked_coupled")
 MODE_NAMES = {"disaggregated": "disaggregated", "coupled": "vLLM-style coupled",
               "chunked_coupled": "Sarathi-style chunked coupled"}
 PREFILL_ORDERS = ("fcfs", "sjf", "ljf")
-DISPATCHERS = ("power_of_two", "least_loaded", "random")
+DISPATCHERS = ("power_of_two", "least_loaded", "random", "round_robin")
 DECODE_ADMISSIONS = ("greedy", "reserve_static", "reserve_dynamic")
 
 

@@ -136,6 +136,12 @@ def test_dispatchers():
         rnd.register(i.iid, 10_000)
     picks = [rnd.choose(insts, 1, 0).iid for _ in range(300)]
     assert set(picks) == {0, 1, 2} and max(picks.count(k) for k in range(3)) < 140
+    # round robin deals in turn whatever the load (TensorRT-LLM's router, SGLang's DP controller)
+    rr = Dispatcher("round_robin", random.Random(0), {})
+    for i in insts:
+        rr.register(i.iid, 10_000)
+    rr.assign(0, 9_000, 0)
+    assert [rr.choose(insts, 1, 0).iid for _ in range(5)] == [0, 1, 2, 0, 1]
 
 
 def test_predictor_accuracy_and_neighbouring_misses():

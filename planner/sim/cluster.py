@@ -64,6 +64,7 @@ class Cluster:
             self._on_idle = self._on_idle_scaled
         else:
             self._on_idle = self.flipper.on_idle
+        self._turn = 0                  # round-robin dispatch over coupled instances / DP ranks
         if deployment.mode == "disaggregated":
             self._build_disaggregated()
             for inst in self.prefill + self.decode:   # idle from the start
@@ -165,10 +166,12 @@ class Cluster:
     # ---- request path ----------------------------------------------------------------
     def on_arrival(self, now: float, rid: int) -> None:
         if self.coupled:
-            if self.scaler is None:
-                inst = min(self.coupled, key=_outstanding_key)
+            live = self.coupled if self.scaler is None else [c for c in self.coupled if c.accepting]
+            if self.dep.policies.dispatcher == "round_robin":     # the engine's data-parallel controller
+                inst = live[self._turn % len(live)]
+                self._turn += 1
             else:
-                inst = min((c for c in self.coupled if c.accepting), key=_outstanding_key)
+                inst = min(live, key=_outstanding_key)
             inst.outstanding += 1
             self.reqs.prefill_instance[rid] = inst.iid
             if self.dep.mode == "coupled":

@@ -9,7 +9,8 @@ bucket's lower bound, against the instance's KV capacity minus what is already r
 there) and takes the one with the lower heavy:light decode ratio (ties: less routed load,
 then lower id); one with room is taken as it is; none with room falls back to the least
 loaded. `least_loaded` takes the instance with the least routed predicted tokens; `random`
-any instance. A request is "heavy" when its predicted output is at least
+any instance; `round_robin` the next instance in turn, whatever its load (TensorRT-LLM's
+disaggregated router and SGLang's data-parallel controller by default). A request is "heavy" when its predicted output is at least
 `heavy_decode_tokens` (128, the paper's class threshold).
 """
 from __future__ import annotations
@@ -34,6 +35,7 @@ class Dispatcher:
         self.load: dict[int, int] = {}      # iid -> predicted tokens routed, not finished
         self.heavy: dict[int, int] = {}
         self.light: dict[int, int] = {}
+        self.turn = 0                       # round_robin: requests dispatched so far
 
     def register(self, iid: int, capacity_tokens: int) -> None:
         self.capacity[iid] = capacity_tokens
@@ -50,6 +52,9 @@ class Dispatcher:
         load = self.load
         if self.policy == "random":
             return live[self.rng.randrange(len(live))]
+        if self.policy == "round_robin":
+            self.turn += 1
+            return live[(self.turn - 1) % len(live)]
         if self.policy == "least_loaded":
             return min(live, key=lambda d: (load[d.iid], d.iid))
         cap = self.capacity
