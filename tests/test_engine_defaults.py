@@ -46,3 +46,13 @@ def test_scheduling_and_memory_defaults_are_the_cited_ones():
     from planner.engines.config import engine_config
     assert not engine_config("vllm", "0.12.0").overlap and engine_config("vllm", "0.19.0").overlap
     assert engine_config("vllm", "nightly-5b8c30d").overlap          # unparsable: the newest defaults
+
+
+def test_tensorrt_llm_graph_sizes_without_and_with_padding():
+    from dataclasses import replace
+    trt = DEFAULTS["trtllm"]
+    assert trt.graph_sizes == (*range(1, 33), 64, 128) and not trt.graph_padding   # the library default
+    padded = replace(trt, graph_max_batch=512, graph_padding=True)
+    assert padded.graph_sizes == (1, 2, 4, *range(8, 129, 8), 256, 512)
+    assert replace(trt, graph_max_batch=300, graph_padding=True).graph_sizes[-2:] == (256, 300)
+    assert padded.perf_kwargs()["graph_padding"] and not trt.perf_kwargs()["graph_padding"]

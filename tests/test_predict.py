@@ -152,6 +152,13 @@ def test_moe_rows_run_every_attention_dp_rank_and_count_all_gpus():
     assert (vllm.coupled.tp, vllm.coupled.dp, vllm.coupled.ep) == (1, 8, 4)
 
 
+def test_tensorrt_llm_rows_capture_graphs_up_to_their_max_batch_padded():
+    row = dict(MOE_ROW, backend="trtllm", backend_version="1.2.0", batch_size=512)
+    eng = resolve(row).engine
+    assert eng.graph_padding and eng.graph_sizes[-1] == 512
+    assert resolve(dict(row, backend="vllm")).engine.graph_sizes[-1] <= 512    # other engines: their defaults
+
+
 def test_disaggregated_rows_include_the_kv_transfer_and_the_decode_admission_in_ttft():
     assert "worker counts not recorded" in resolve(dict(MOE_ROW, mode="disagg", prefill_tp_size=8))
     row = dict(MOE_ROW, id="xpyd", mode="disagg", prefill_tp_size=8, prefill_moe_ep_size=8, prefill_num_workers=1,

@@ -9,7 +9,7 @@ the closed-loop concurrency, and the parallel layout (tp/pp/ep/attention-dp colu
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pandas as pd
@@ -172,6 +172,11 @@ def resolve(row: dict, engine_overrides: dict | None = None) -> RowSpec | str:
         if why:
             return why
         roles[name] = r
+    if engine.name == "trtllm":
+        # benchmark configurations capture CUDA graphs up to the engine's max batch, padded
+        # (cuda_graph_config enable_padding + max_batch_size, as TensorRT-LLM's deployment
+        # recipes set them); the library default (1-32, 64, 128, exact) is for plain serving
+        engine = replace(engine, graph_max_batch=max(r.max_batch for r in roles.values()), graph_padding=True)
     return RowSpec(id=str(row["id"]), model=model.name, gpu=gpu.name, engine=engine, dtype=dtype,
                    kv_dtype=engine.kv_dtype(dtype), isl=int(row["isl"]), osl=int(row["osl"]), concurrency=conc,
                    moe_dtype=moe_dtype, **roles)

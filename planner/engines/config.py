@@ -24,12 +24,17 @@ def _sglang_graph_sizes(max_bs: int) -> tuple[int, ...]:
     return tuple(s for s in (1, 2, 4, 8, 12, *range(16, 257, 8), *range(272, 8193, 16)) if s <= max_bs)
 
 
-def _trtllm_graph_sizes(max_bs: int) -> tuple[int, ...]:
-    sizes = list(range(1, 33)) + [64, 128]          # CudaGraphConfig(): max 128, no padding
-    return tuple(s for s in sizes if s <= max_bs)
+def _trtllm_graph_sizes(max_bs: int, padding: bool = False) -> tuple[int, ...]:
+    """CudaGraphConfig's batch sizes (tensorrt_llm/llmapi/llm_args.py,
+    _generate_cuda_graph_batch_sizes): 1-32, 64, 128 without padding (the default, max
+    128); 1, 2, 4, 8-128 by 8 with padding; then powers of two and the max batch itself."""
+    sizes = [1, 2, 4, *range(8, 129, 8)] if padding else [*range(1, 33), 64, 128]
+    sizes += [1 << i for i in range(8, max(max_bs, 1).bit_length())]
+    out = sorted({s for s in sizes if s <= max_bs} | ({max_bs} if max_bs > 128 else set()))
+    return tuple(out)
 
 
-GRAPH_RULES = {"vllm": _vllm_graph_sizes, "sglang": _sglang_graph_sizes, "trtllm": _trtllm_graph_sizes}
+GRAPH_RULES = {"vllm": _vllm_graph_sizes, "sglang": _sglang_graph_sizes}
 
 
 @dataclass(frozen=True)
@@ -43,7 +48,8 @@ class EngineConfig:
     preemption: str = "recompute"
     block_tokens: int = 16
     memory_fraction: float = 0.90
-    graph_max_batch: int = 512        # decode-only steps up to this batch replay a CUDA graph (padded)
+    graph_max_batch: int = 512        # decode-only steps up to this batch replay a CUDA graph
+    graph_padding: bool = True        # a batch pads up to the next captured size (False: exact sizes only)
     fp8_kv_when_quantized: bool = False   # an FP8/FP4 checkpoint runs an FP8 KV cache (ModelOpt checkpoints on TRT-LLM)
     kv_cache_dtype: str = ""          # the KV cache's format when set (--kv-dtype; vLLM's --kv-cache-dtype): bf16 | fp8
     fused_quant: bool = False         # activation quantisation fused into the preceding norm (TRT-LLM)
@@ -70,7 +76,10 @@ class EngineConfig:
 
     @property
     def graph_sizes(self) -> tuple[int, ...]:
-        return GRAPH_RULES[self.name](min(self.graph_max_batch, self.max_seqs))
+        max_bs = min(self.graph_max_batch, self.max_seqs)
+        if self.name == "trtllm":
+            return _trtllm_graph_sizes(max_bs, self.graph_padding)
+        return GRAPH_RULES[self.name](max_bs)
 
     @property
     def cpu(self) -> CpuCost:
@@ -94,7 +103,7 @@ class EngineConfig:
 
     def perf_kwargs(self) -> dict:
         """What PerfModel takes from the engine."""
-        return {"engine": self.name, "graph_sizes": self.graph_sizes, "graph_padding": self.name != "trtllm",
+        return {"engine": self.name, "graph_sizes": self.graph_sizes, "graph_padding": self.graph_padding,
                 "cpu": self.cpu,
                 "memory_fraction": self.memory_fraction, "token_budget": self.token_budget,
                 "max_seqs": self.max_seqs, "fused_quant": self.fused_quant, "memory_of_free": self.memory_of_free}
@@ -127,7 +136,7 @@ DEFAULTS = {
                            memory_fraction=0.88, graph_max_batch=256, overlap=True),
     "trtllm": EngineConfig(name="trtllm", token_budget=8192, max_seqs=2048, chunked_prefill=False, schedule="mixed",
                            admission="no_evict", preemption="none", block_tokens=32, memory_fraction=0.90,
-                           graph_max_batch=128, fp8_kv_when_quantized=True, fused_quant=True, memory_of_free=True,
+                           graph_max_batch=128, graph_padding=False, fp8_kv_when_quantized=True, fused_quant=True, memory_of_free=True,
                            overlap=True),
 }
 ALIASES = {"tensorrt-llm": "trtllm", "trt-llm": "trtllm", "tensorrt_llm": "trtllm", "vllm-v1": "vllm"}
