@@ -10,9 +10,16 @@ a step of its kernel count x this, planner.perf.layers.kernels_per_step), and th
 seconds per request added to TTFT (HTTP, tokenising, streaming the first token). Whether the CPU time
 overlaps the GPU's is the engine's documented default (EngineConfig.overlap), not fitted.
 The objective is the median over rows of |log(predicted / measured)| for TPOT plus the same
-for TTFT, on the rows the performance model can predict: Nelder-Mead over the two CPU
-parameters from a grid start, the front-end time by a line search at each point (it only
-adds to TTFT). `--exclude-system` leaves one system out (leave-one-system-out validation).
+for TTFT, on a sample of the rows the performance model can predict. Each parameter stays in
+its physical range (GRIDS): a serving engine's host work per step is a few ms, per sequence
+tens of us, a kernel launch from an eager forward 5-50 us (Triton's Python launcher alone
+takes tens of us), the front end (HTTP, tokenising,
+first-token streaming) under 200 ms; a parameter left free absorbs whatever the step-cost
+model misses (an earlier unbounded fit put eager launches at 75-150 us a kernel, which
+floors every prefill step of a small model), so the residual shows as bias instead. The
+search is by coordinates over those grids, two rounds from the middle; the front-end time
+by a line search at each point (it only adds to TTFT). `--exclude-system` leaves one system
+out (leave-one-system-out validation).
 """
 from __future__ import annotations
 
@@ -23,22 +30,24 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from scipy.optimize import minimize
 
 from planner.bench.rows import read_rows, resolve
 from planner.bench.run import predict_frame
 from planner.engines.config import ENGINES
 
 FIT_REQUESTS_PER_USER = 3      # shorter closed loops while fitting; the prediction uses the full length
-MAX_FIT_ROWS = 60              # a stratified sample per engine keeps a fit to minutes on 2 cores
+MAX_FIT_ROWS = 100             # rows per engine: ~3 s an evaluation, a fit in minutes on 2 cores
 SCALE = np.array([1e-3, 1e-5, 1e-5])  # parameter units: ms per step, 10 us per sequence, 10 us per kernel
-
-
-FRONTEND_GRID_MS = np.arange(0.0, 1000.0, 2.5)
+# each parameter's physical range, as the grid the coordinate search walks (SCALE units)
+GRIDS = (np.array([0.0, 0.5, 1.0, 2.0, 3.0, 5.0]),      # ms per step
+         np.array([0.0, 0.5, 1.0, 2.0, 3.0, 5.0]),      # 10 us per sequence
+         np.array([0.0, 0.5, 1.0, 2.0, 3.0, 5.0]))      # 10 us per kernel launched eagerly
+SEARCH_ORDER = (2, 0, 1)        # the launch floor moves TTFT most, then the per-step and per-sequence times
+FRONTEND_GRID_MS = np.arange(0.0, 200.0 + 1e-9, 2.5)
 
 
 def objective(rows: pd.DataFrame, engine: str, params, with_frontend: bool = False):
-    per_step, per_seq, per_kernel = np.maximum(np.asarray(params, float), 0.0) * SCALE
+    per_step, per_seq, per_kernel = np.asarray(params, float) * SCALE
     pred = predict_frame(rows, {engine: {"cpu_per_step_s": per_step, "cpu_per_seq_s": per_seq,
                                          "cpu_per_kernel_s": per_kernel, "frontend_s": 0.0}},
                          requests_per_user=FIT_REQUESTS_PER_USER)
@@ -54,13 +63,15 @@ def objective(rows: pd.DataFrame, engine: str, params, with_frontend: bool = Fal
 
 
 def sample(rows: pd.DataFrame, n: int = MAX_FIT_ROWS, seed: int = 0) -> pd.DataFrame:
+    """Every system x model x concurrency band once, the rest drawn at random: the sample
+    keeps the rows' mix (a fit on a few rows per group lands in far-apart local minima)."""
     if len(rows) <= n:
         return rows
-    # stratified by system, model and concurrency band so no group is left out
     band = pd.cut(rows["concurrency"], [0, 8, 32, 128, 1 << 20]).astype(str)
     key = rows["system"].astype(str) + rows["model_path"].astype(str) + band
-    per = max(1, n // key.nunique())
-    return rows.groupby(key, group_keys=False).apply(lambda g: g.sample(min(len(g), per), random_state=seed))
+    first = rows.groupby(key, group_keys=False).sample(1, random_state=seed)
+    rest = rows.drop(first.index)
+    return pd.concat([first, rest.sample(max(n - len(first), 0), random_state=seed)])
 
 
 def fit_engine(rows: pd.DataFrame, engine: str, progress=None) -> dict | None:
@@ -69,25 +80,28 @@ def fit_engine(rows: pd.DataFrame, engine: str, progress=None) -> dict | None:
     if mine.empty:
         return None
     fit_rows = sample(mine)
-    starts = [(0.0, 0.0, 0.0), (2.0, 0.0, 2.0), (1.0, 2.0, 5.0), (4.0, 5.0, 1.0), (8.0, 10.0, 5.0), (1.0, 1.0, 8.0)]
-    scored = sorted(((objective(fit_rows, engine, s), s) for s in starts), key=lambda t: t[0])
-    res = None
-    for _, start in scored[:2]:       # the objective has local minima: polish the two best starts
-        x0 = np.asarray(start, float)
-        simplex = np.vstack([x0, x0 + np.diag(np.maximum(0.5 * x0, 1.0))])   # steps of at least one unit
-        got = minimize(lambda x: objective(fit_rows, engine, x), x0, method="Nelder-Mead",
-                       options={"xatol": 0.05, "fatol": 1e-3, "maxfev": 40, "initial_simplex": simplex})
-        if res is None or got.fun < res.fun:
-            res = got
-    per_step, per_seq, per_kernel = np.maximum(res.x, 0.0) * SCALE
-    _, frontend = objective(fit_rows, engine, res.x, with_frontend=True)
+    seen: dict[tuple, float] = {}
+
+    def score(x) -> float:
+        key = tuple(float(v) for v in x)
+        if key not in seen:
+            seen[key] = objective(fit_rows, engine, key)
+        return seen[key]
+
+    x = [1.0, 1.0, 1.0]
+    for _ in range(2):                  # two rounds of coordinate search over the grids
+        for i in SEARCH_ORDER:
+            x[i] = float(min(GRIDS[i], key=lambda v: (score([*x[:i], v, *x[i + 1:]]), v)))
+    best = score(x)
+    per_step, per_seq, per_kernel = np.asarray(x) * SCALE
+    _, frontend = objective(fit_rows, engine, x, with_frontend=True)
     if progress:
         progress(f"{engine}: {per_step * 1e3:.2f} ms/step + {per_seq * 1e6:.1f} us/seq, eager launches "
                  f"{per_kernel * 1e6:.1f} us/kernel, front end "
-                 f"{frontend * 1e3:.1f} ms (objective {res.fun:.3f} on {len(fit_rows)} rows)")
+                 f"{frontend * 1e3:.1f} ms (objective {best:.3f} on {len(fit_rows)} rows, {len(seen)} evaluations)")
     return {"engine": engine, "per_step_s": float(per_step), "per_seq_s": float(per_seq),
             "per_kernel_s": float(per_kernel), "frontend_s": frontend,
-            "objective": float(res.fun), "fit_rows": len(fit_rows),
+            "objective": float(best), "fit_rows": len(fit_rows),
             "fitted_on": ";".join(sorted(mine["system"].astype(str).unique()))}
 
 

@@ -47,13 +47,17 @@ How a row is predicted (planner/bench, planner/engines, planner/perf; docs/perf-
   one step under a token budget, SGLang runs a prefill batch first and pauses decoding;
   vLLM allocates KV on demand and preempts by recompute, TensorRT-LLM reserves a request's
   prompt + output before its prefill (guaranteed no evict); CUDA graphs per engine
-  (TensorRT-LLM: exactly 1-32, 64, 128, no padding); vLLM's async scheduling from 0.14;
-  each attention-DP rank its own queue; in xPyD rows the client's first token is when the
-  decode engine admits the request;
+  (TensorRT-LLM rows: captured up to the row's max batch and padded, as its deployment
+  recipes set cuda_graph_config; its library default is exactly 1-32, 64, 128); vLLM's
+  async scheduling from 0.14; each attention-DP rank its own queue, requests dealt to ranks
+  and decode engines as each engine does by default (vLLM least loaded, SGLang and
+  TensorRT-LLM round robin); in xPyD rows the client's first token is when the decode
+  engine admits the request;
 - the benchmark as a steady-state closed loop: N clients, each sending its next request
   as the last finishes, phases spread over one request lifetime, a 2% exponential pause,
   each client's first request left out as warm-up; TTFT includes the engine's front end;
-- fitted on these rows, per engine, four parameters (planner/engines/fit.py): CPU seconds
+- fitted on these rows, per engine, four parameters (planner/engines/fit.py; on 100 rows
+  per engine: every system x model x concurrency band once, the rest at random): CPU seconds
   per step and per sequence in a step (added to the GPU time, or overlapped with it for
   engines with an overlap / async scheduler), seconds per kernel launched by a step run
   without a CUDA graph (a floor under prefill steps: the model's kernel count, from its
