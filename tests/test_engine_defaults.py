@@ -56,3 +56,27 @@ def test_tensorrt_llm_graph_sizes_without_and_with_padding():
     assert padded.graph_sizes == (1, 2, 4, *range(8, 129, 8), 256, 512)
     assert replace(trt, graph_max_batch=300, graph_padding=True).graph_sizes[-2:] == (256, 300)
     assert padded.perf_kwargs()["graph_padding"] and not trt.perf_kwargs()["graph_padding"]
+
+
+def per_gpu(value: str) -> dict:
+    """{gpu: value} of a per-GPU entry ("h100=8192 h200=8192 b200=16384")."""
+    pairs = (p.split("=") for p in value.split() if "=" in p)
+    return {k: int(v) for k, v in pairs if v.isdigit()}
+
+
+@pytest.mark.parametrize("gpu", ["h100", "h200", "b200"])
+def test_defaults_that_depend_on_the_gpu_are_the_cited_ones(gpu):
+    from planner import catalog
+    from planner.engines.config import engine_config
+    spec, c = catalog.gpu(gpu), cited()
+    assert engine_config("vllm", "0.30.0", gpu=spec).token_budget == per_gpu(c[("vllm", "token_budget")][-1])[gpu]
+    assert engine_config("vllm", "0.20.0", gpu=spec).token_budget == per_gpu(c[("vllm", "token_budget")][0])[gpu]
+    sg = engine_config("sglang", "0.5.9", gpu=spec)
+    assert sg.token_budget == per_gpu(c[("sglang", "chunked_prefill_size")][-1])[gpu]
+    graphs = c[("sglang", "cuda_graph_max_bs")][-1]
+    assert sg.graph_max_batch == per_gpu(graphs.split("(")[0])[gpu]
+    if gpu in ("h100", "h200"):           # "(tp>=4: h100=512 h200=512)"
+        assert engine_config("sglang", "0.5.9", gpu=spec, tp=4).graph_max_batch == 512
+    small = engine_config("vllm", "0.30.0", gpu=catalog.gpu("a100"))
+    assert (small.token_budget, small.max_seqs) == (2048, 256)
+    assert engine_config("vllm", gpu=spec, token_budget=4096).token_budget == 4096     # an override wins

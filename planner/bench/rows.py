@@ -153,7 +153,9 @@ def resolve(row: dict, engine_overrides: dict | None = None) -> RowSpec | str:
     except InputError:
         return f"unknown GPU system {row['system']}"
     try:
-        engine = engine_config(str(row["backend"]), _num(row, "backend_version"), **(engine_overrides or {}))
+        engine = engine_config(str(row["backend"]), _num(row, "backend_version"), gpu=gpu,
+                               tp=int(_num(row, "tp_size") or _num(row, "decode_tp_size") or 1),
+                               **(engine_overrides or {}))
     except InputError as e:
         return str(e)
     dtype = _as_checkpoint(gemm_format(str(row["precision"]), _num(row, "gemm_quant_mode")), model.weight_format)

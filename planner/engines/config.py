@@ -142,9 +142,11 @@ DEFAULTS = {
 ALIASES = {"tensorrt-llm": "trtllm", "trt-llm": "trtllm", "tensorrt_llm": "trtllm", "vllm-v1": "vllm"}
 
 
-def engine_config(name: str = "vllm", version: str | None = None, **overrides) -> EngineConfig:
+def engine_config(name: str = "vllm", version: str | None = None, gpu=None, tp: int = 1,
+                  **overrides) -> EngineConfig:
     """The engine's defaults, for `version` where they changed between versions (None or an
-    unparsable version such as a nightly: the newest), with `overrides` on top."""
+    unparsable version such as a nightly: the newest) and for the `gpu` (a GpuSpec) it runs
+    on at `tp` where they depend on its memory, with `overrides` on top."""
     key = ALIASES.get(name.strip().lower(), name.strip().lower())
     if key not in DEFAULTS:
         raise InputError(f"unknown engine {name!r}; use one of {', '.join(ENGINES)}")
@@ -153,6 +155,8 @@ def engine_config(name: str = "vllm", version: str | None = None, **overrides) -
     if bad:
         raise InputError(f"unknown engine setting(s) {', '.join(sorted(bad))}; known: {', '.join(sorted(known))}")
     base = replace(DEFAULTS[key], **version_defaults(key, version))
+    if gpu is not None:
+        base = replace(base, **gpu_defaults(key, version, gpu, tp))
     return replace(base, **{k: v for k, v in overrides.items() if v is not None})
 
 
@@ -169,6 +173,28 @@ def version_defaults(engine: str, version: str | None) -> dict:
     rel = _release(version)
     if engine == "vllm" and rel is not None and rel < (0, 14, 0):
         return {"overlap": False}
+    return {}
+
+
+def gpu_defaults(engine: str, version: str | None, gpu, tp: int = 1) -> dict:
+    """Defaults that the engine derives from the GPU's memory (planner/engines/defaults.csv):
+    vLLM serves with a token budget of 8192 and 1024 running requests on GPUs of >= 70 GiB
+    other than A100 (2048 and 256 below), 16384 from 0.28 on GPUs of >= 160 GiB; SGLang's
+    chunked_prefill_size is 2048 / 4096 / 8192 / 16384 by memory tier (< 35, < 60, < 160 GB,
+    above), its cuda_graph_max_bs 512 on GPUs over 160 GB or at TP >= 4 on 80 GB+ ones, else
+    256; TensorRT-LLM's do not depend on the GPU."""
+    mem = float(gpu.memory_gb)
+    rel = _release(version)
+    if engine == "vllm":
+        if mem < 70 or "a100" in gpu.name.lower():
+            return {"token_budget": 2048, "max_seqs": 256}
+        if mem >= 160 and (rel is None or rel >= (0, 28, 0)):
+            return {"token_budget": 16384}
+        return {}
+    if engine == "sglang":
+        budget = 2048 if mem < 35 else 4096 if mem < 60 else 8192 if mem < 160 else 16384
+        graphs = 512 if mem > 160 or (tp >= 4 and mem >= 80) else 256
+        return {"token_budget": budget, "graph_max_batch": graphs}
     return {}
 
 
