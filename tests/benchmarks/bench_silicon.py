@@ -46,7 +46,9 @@ How a row is predicted (planner/bench, planner/engines, planner/perf; docs/perf-
   planner/engines/defaults.csv): vLLM V1 and TensorRT-LLM mix decodes and prefill chunks in
   one step under a token budget, SGLang runs a prefill batch first and pauses decoding;
   vLLM allocates KV on demand and preempts by recompute, TensorRT-LLM reserves a request's
-  prompt + output before its prefill (guaranteed no evict); CUDA graphs per engine
+  prompt + output before its prefill (guaranteed no evict); token budgets and graph limits
+  the engines derive from the GPU's memory (SGLang: 16384 tokens and graphs to 512 on B200
+  and B300); CUDA graphs per engine
   (TensorRT-LLM rows: captured up to the row's max batch and padded, as its deployment
   recipes set cuda_graph_config; its library default is exactly 1-32, 64, 128); vLLM's
   async scheduling from 0.14; each attention-DP rank its own queue, requests dealt to ranks
