@@ -179,3 +179,16 @@ def test_closed_loop_one_client_sends_after_each_finish():
     many = simulate_closed_loop(d, clients=8, requests=64, trace=trace([(0.0, 300, 20), (0.0, 900, 200)]))
     assert many.summary["finished"] == 64
     assert set(zip(many.records.prompt_tokens, many.records.output_tokens)) == {(300, 20), (900, 200)}
+
+
+def test_round_robin_deals_coupled_requests_in_turn_least_outstanding_skips_the_busy_one():
+    def instances(policy):
+        d = Deployment(mode="coupled", model="llama-2-7b", chunk_tokens=2048, coupled=Role("a100", 3),
+                       policies=Policies(dispatcher=policy))
+        # a long request first, then short ones, each done before the next arrives
+        res = simulate(d, trace([(0.0, 300, 800)] + [(1.0 * i, 100, 2) for i in range(1, 7)]))
+        rec = res.records.sort_values("arrival_s")
+        assert rec["finish_s"].iloc[0] > 7.0           # the long one runs throughout
+        return rec["prefill_instance"].tolist()
+    assert instances("round_robin") == [0, 1, 2, 0, 1, 2, 0]
+    assert instances("least_loaded") == [0] + [1] * 6
