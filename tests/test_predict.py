@@ -31,6 +31,11 @@ def test_single_configuration_prints_ttft_tpot_and_the_step_cost_source():
             "--tp", "4", "--isl", "1024", "--osl", "256", "--concurrency", "8")
     assert r.exit_code == 0, r.output
     assert "TTFT" in r.output and "TPOT" in r.output and "step costs:" in r.output
+    # the engine defaults it assumed, for the GPU, in the engine's own flag names
+    assert "engine settings assumed: vllm: max_num_batched_tokens 8192, max_num_seqs 1024" in r.output
+    r = run("predict", "--model", "meta-llama/Llama-3.1-70B", "--gpu", "b200", "--engine", "sglang", "--dtype", "fp8",
+            "--tp", "4", "--isl", "1024", "--osl", "256", "--concurrency", "8", "--engine-setting", "max_seqs=64")
+    assert "sglang: chunked_prefill_size 16384, max_running_requests 64" in r.output, r.output
 
 
 @pytest.mark.parametrize("args,needle", [

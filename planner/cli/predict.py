@@ -11,6 +11,16 @@ from planner.cli.params import MAX_TOKENS, Int, OutFile
 from planner.errors import InputError
 
 
+def _assumed(row: dict, overrides: dict) -> str:
+    """The engine defaults (for its version and the GPU) the prediction ran with, in the
+    engine's own flag names; change them with --engine-setting."""
+    from planner.bench.rows import resolve
+    eng = resolve(row, overrides).engine
+    flags = ", ".join(f"{k} {v}" for k, v in eng.settings().items())
+    graphs = f"CUDA graphs up to batch {eng.graph_sizes[-1]}" if eng.graph_sizes else "no CUDA graphs"
+    return f"{eng.name}: {flags}, {graphs}"
+
+
 def _engine_settings(items: tuple[str, ...]) -> dict:
     out = {}
     for item in items:
@@ -107,6 +117,7 @@ def predict(rows_path, output, model, gpu, engine, precision, tp, dp, ep, moe_dt
         click.echo(f"TTFT {r['pred_ttft_ms']:.1f} ms, TPOT {r['pred_tpot_ms']:.2f} ms, "
                    f"{r['pred_tokens_per_s_per_gpu']:.0f} output tokens/s per GPU")
         click.echo(f"step costs: {r['source']}")
+        click.echo(f"engine settings assumed: {_assumed(df.iloc[0].to_dict(), overrides)}")
         return
     counts = pred["status"].where(pred["status"] == "ok", "not predicted: " + pred["status"]).value_counts()
     click.echo(f"{len(pred)} rows: " + "; ".join(f"{n} {s}" for s, n in counts.items()))
