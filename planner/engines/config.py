@@ -128,7 +128,8 @@ class EngineConfig:
 #   step within max_num_tokens 8192, chunked context off; GUARANTEED_NO_EVICT reserves a
 #   request's full prompt + output at admission, so nothing is preempted; blocks of 32;
 #   90% of free memory; overlap scheduler on; CUDA graphs for decode batches of exactly
-#   1-32, 64 or 128 (no padding: any other batch runs eagerly).
+#   1-32, 64 or 128 (no padding: any other batch runs eagerly; graph_padding and a larger
+#   graph_max_batch are cuda_graph_config's enable_padding and max_batch_size).
 DEFAULTS = {
     "vllm": EngineConfig(),
     "sglang": EngineConfig(name="sglang", token_budget=8192, max_seqs=1024, chunked_prefill=True,
@@ -136,8 +137,8 @@ DEFAULTS = {
                            memory_fraction=0.88, graph_max_batch=256, overlap=True),
     "trtllm": EngineConfig(name="trtllm", token_budget=8192, max_seqs=2048, chunked_prefill=False, schedule="mixed",
                            admission="no_evict", preemption="none", block_tokens=32, memory_fraction=0.90,
-                           graph_max_batch=128, graph_padding=False, fp8_kv_when_quantized=True, fused_quant=True, memory_of_free=True,
-                           overlap=True),
+                           graph_max_batch=128, graph_padding=False, fp8_kv_when_quantized=True, fused_quant=True,
+                           memory_of_free=True, overlap=True),
 }
 ALIASES = {"tensorrt-llm": "trtllm", "trt-llm": "trtllm", "tensorrt_llm": "trtllm", "vllm-v1": "vllm"}
 

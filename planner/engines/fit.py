@@ -13,13 +13,13 @@ The objective is the median over rows of |log(predicted / measured)| for TPOT pl
 for TTFT, on a sample of the rows the performance model can predict. Each parameter stays in
 its physical range (GRIDS): a serving engine's host work per step is a few ms, per sequence
 tens of us, a kernel launch from an eager forward 5-50 us (Triton's Python launcher alone
-takes tens of us), the front end (HTTP, tokenising,
-first-token streaming) under 200 ms; a parameter left free absorbs whatever the step-cost
-model misses (an earlier unbounded fit put eager launches at 75-150 us a kernel, which
-floors every prefill step of a small model), so the residual shows as bias instead. The
-search is by coordinates over those grids, two rounds from the middle; the front-end time
-by a line search at each point (it only adds to TTFT). `--exclude-system` leaves one system
-out (leave-one-system-out validation).
+takes tens of us), the front end (HTTP, tokenising, first-token streaming) under 200 ms. A
+parameter left free absorbs whatever the step-cost model misses (an earlier unbounded fit
+put eager launches at 75-150 us a kernel, which floors every prefill step of a small
+model); bounded, the residual shows as bias instead. The search is by coordinates over
+those grids, two rounds from the middle, the front-end time by a line search at each point
+(it only adds to TTFT). `--exclude-system` leaves one system out (leave-one-system-out
+validation).
 """
 from __future__ import annotations
 

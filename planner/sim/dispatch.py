@@ -10,8 +10,9 @@ there) and takes the one with the lower heavy:light decode ratio (ties: less rou
 then lower id); one with room is taken as it is; none with room falls back to the least
 loaded. `least_loaded` takes the instance with the least routed predicted tokens; `random`
 any instance; `round_robin` the next instance in turn, whatever its load (TensorRT-LLM's
-disaggregated router and SGLang's data-parallel controller by default). A request is "heavy" when its predicted output is at least
-`heavy_decode_tokens` (128, the paper's class threshold).
+disaggregated router and SGLang's data-parallel controller by default). A request is
+"heavy" when its predicted output is at least `heavy_decode_tokens` (128, the paper's class
+threshold).
 """
 from __future__ import annotations
 
