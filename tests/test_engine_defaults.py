@@ -77,6 +77,7 @@ def test_defaults_that_depend_on_the_gpu_are_the_cited_ones(gpu):
     assert sg.graph_max_batch == per_gpu(graphs.split("(")[0])[gpu]
     if gpu in ("h100", "h200"):           # "(tp>=4: h100=512 h200=512)"
         assert engine_config("sglang", "0.5.9", gpu=spec, tp=4).graph_max_batch == 512
+    assert engine_config("vllm", None, gpu=spec).token_budget == 8192    # no version: not the 0.28 tier
     small = engine_config("vllm", "0.30.0", gpu=catalog.gpu("a100"))
     assert (small.token_budget, small.max_seqs) == (2048, 256)
     assert engine_config("vllm", gpu=spec, token_budget=4096).token_budget == 4096     # an override wins

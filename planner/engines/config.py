@@ -180,7 +180,8 @@ def version_defaults(engine: str, version: str | None) -> dict:
 def gpu_defaults(engine: str, version: str | None, gpu, tp: int = 1) -> dict:
     """Defaults that the engine derives from the GPU's memory (planner/engines/defaults.csv):
     vLLM serves with a token budget of 8192 and 1024 running requests on GPUs of >= 70 GiB
-    other than A100 (2048 and 256 below), 16384 from 0.28 on GPUs of >= 160 GiB; SGLang's
+    other than A100 (2048 and 256 below), 16384 from 0.28 on GPUs of >= 160 GiB (a stated
+    0.28 or later: a benchmark row without a version is older than that tier); SGLang's
     chunked_prefill_size is 2048 / 4096 / 8192 / 16384 by memory tier (< 35, < 60, < 160 GB,
     above), its cuda_graph_max_bs 512 on GPUs over 160 GB or at TP >= 4 on 80 GB+ ones, else
     256; TensorRT-LLM's do not depend on the GPU."""
@@ -189,7 +190,7 @@ def gpu_defaults(engine: str, version: str | None, gpu, tp: int = 1) -> dict:
     if engine == "vllm":
         if mem < 70 or "a100" in gpu.name.lower():
             return {"token_budget": 2048, "max_seqs": 256}
-        if mem >= 160 and (rel is None or rel >= (0, 28, 0)):
+        if mem >= 160 and rel is not None and rel >= (0, 28, 0):
             return {"token_budget": 16384}
         return {}
     if engine == "sglang":

@@ -71,7 +71,23 @@ How a row is predicted (planner/bench, planner/engines, planner/perf; docs/perf-
 Known gaps (what the figures below reflect):
 - TTFT depends on how a benchmark client paces requests, which the rows do not record; the
   steady-state loop fits these rows better than clients kept in lock-step (compared with
-  planner.engines.fit: median |log| error TTFT + TPOT 0.54 against 0.68-0.84 for vLLM).
+  planner.engines.fit: median |log| error TTFT + TPOT 0.54 against 0.68-0.84 for vLLM), but
+  some rows look partly lock-stepped: TensorRT-LLM's TTFT at 1024/1024 and TP 1-4 is what
+  the clients' prompts take prefilled together (Llama-3.1-70B, H200, TP 1, 4 clients: 562 ms,
+  half its 8192-token prefill of 1156 ms) while the same runs at 1024/8192 show one prompt's
+  prefill (176 ms); SGLang's MoE TTFT grows with concurrency (DeepSeek-R1, B200, 1024/1024:
+  about 200 ms at up to 4 clients, 1.4 s at 64-256) where the steady-state loop stays near
+  310-340 ms, and a burst start without jitter over-predicts it by 2x at 16+ clients.
+- The engines' CPU and front-end times are fitted within physical bounds and several sit at
+  a bound (50 us per eager kernel for all three engines; SGLang 5 ms a step and a 200 ms
+  front end): what the step-cost model misses, MoE prefill above all, shows as bias.
+- xPyD TTFT grows with concurrency far faster than queueing on the recorded prefill workers
+  explains (under-predicted by a median 70%), and 583 xPyD rows do not record their worker
+  counts.
+- vLLM V1's piecewise CUDA graphs (mixed steps of up to 512 tokens launch only attention
+  eagerly) were modelled and tried: with the bounded fit the in-sample objective worsened
+  (0.513 to 0.542) because the eager-launch floor also stands in for missing MoE prefill
+  time, so they are not in this model.
 - Expert-parallel all-to-all (DeepEP) is costed as the gather / scatter of the tokens, and
   routing as balanced; DP-attention ranks are assumed evenly loaded and do not wait for
   each other's prefills; speculative decoding (MTP), which some MoE runs may use, is not
