@@ -53,6 +53,7 @@ def stats_error(tmp_path, name, data, *args):
     ("list.jsonl", '{"timestamp": 0, "input_length": [5], "output_length": 2}\n', [],
      "line 1, column input_length: [5] is not a number"),
     ("huge.csv", HEADER + "0,1,1\n1,99999999999,1\n", [], "line 3, column prompt_tokens: 99999999999 is above"),
+    ("tinyrate.csv", HEADER + "0,1,1\n1,2,2\n", ["--rate", "1e-320"], "cannot rescale arrivals spanning 1 s"),
 ])
 def test_bad_input_one_line_exit_2(tmp_path, name, data, args, expect):
     assert expect in stats_error(tmp_path, name, data, *args)

@@ -114,7 +114,11 @@ def read_trace(path, fmt: str | None = None, *, sort: bool = False, rate_per_s: 
             span = float(arrival[-1])
             if span <= 0:
                 raise InputError(f"{path}: all requests arrive at the same time; cannot rescale it to {rate_per_s} req/s")
-            arrival = arrival * ((len(arrival) / span) / rate_per_s)
+            scale = (len(arrival) / span) / rate_per_s
+            if not (math.isfinite(span) and math.isfinite(scale) and scale > 0):
+                raise InputError(f"{path}: cannot rescale arrivals spanning {span:g} s to {rate_per_s:g} req/s "
+                                 "(out of a float's range); check the rate, the time column and --time-unit")
+            arrival = arrival * scale
     return Trace(arrival, prompt, output, extra, name=path.name, dropped=dict(rows.dropped), notes=tuple(notes))
 
 
