@@ -64,7 +64,9 @@ class Cluster:
             self._on_idle = self._on_idle_scaled
         else:
             self._on_idle = self.flipper.on_idle
-        self._turn = 0                  # round-robin dispatch over coupled instances / DP ranks
+        # where requests go: decode instances (disaggregated), or with round_robin the coupled
+        # instances / DP ranks in turn (otherwise the one with the fewest outstanding)
+        self.dispatcher = Dispatcher(pol.dispatcher, self.rng, {})
         if deployment.mode == "disaggregated":
             self._build_disaggregated()
             for inst in self.prefill + self.decode:   # idle from the start
@@ -90,7 +92,6 @@ class Cluster:
         # instance when it has tokens to decode, is aborted on arrival (as the decode instance
         # would after the prefill; a 10^9-token prompt is not prefilled chunk by chunk first)
         self.cap_blocks = {r: p.kv_capacity_tokens // self.block_tokens for r, p in self.perf_by_role.items()}
-        self.dispatcher = Dispatcher(pol.dispatcher, self.rng, {})
         if self.scaler is not None:
             return                      # the scaler makes the instances
         # an instance with attention DP runs `dp` ranks, each with its own queue and KV cache
@@ -167,9 +168,8 @@ class Cluster:
     def on_arrival(self, now: float, rid: int) -> None:
         if self.coupled:
             live = self.coupled if self.scaler is None else [c for c in self.coupled if c.accepting]
-            if self.dep.policies.dispatcher == "round_robin":     # the engine's data-parallel controller
-                inst = live[self._turn % len(live)]
-                self._turn += 1
+            if self.dispatcher.policy == "round_robin":     # the engine's data-parallel controller
+                inst = self.dispatcher.choose(live, 0, 0)
             else:
                 inst = min(live, key=_outstanding_key)
             inst.outstanding += 1
