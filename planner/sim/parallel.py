@@ -93,23 +93,20 @@ class Replayer:
     def submit(self, dep, **kw):
         """A handle on the replay of `dep` (kw: step_scale, rate_scale)."""
         self.submitted += 1
-        local = self._local_replay(dep, kw)
-        if self.pool is None:
-            return _Lazy(local)
-        try:
-            return _Pooled(self, self.pool.submit(_replay_job, dep, kw), local)
-        except (BrokenProcessPool, RuntimeError):
-            self.abandon()
-            return _Lazy(local)
+        return self._handle(local=self._local_replay(dep, kw), job=_replay_job, args=(dep, kw))
 
     def call(self, fn, *args):
         """A handle on fn(vt, slo, seed, *args) (a module-level function: a margin search)."""
         def local():
             return fn(self.vt, self.slo, self.seed, *args)
+        return self._handle(local=local, job=_call_job, args=(fn, args))
+
+    def _handle(self, local, job, args):
+        """The pool's future of job(*args), or `local` run here when there is no pool or it broke."""
         if self.pool is None:
             return _Lazy(local)
         try:
-            return _Pooled(self, self.pool.submit(_call_job, fn, args), local)
+            return _Pooled(self, self.pool.submit(job, *args), local)
         except (BrokenProcessPool, RuntimeError):
             self.abandon()
             return _Lazy(local)
