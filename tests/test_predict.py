@@ -157,6 +157,27 @@ def test_moe_rows_run_every_attention_dp_rank_and_count_all_gpus():
     assert (vllm.coupled.tp, vllm.coupled.dp, vllm.coupled.ep) == (1, 8, 4)
 
 
+@pytest.mark.parametrize("cols, want", [
+    (dict(tp_size=16, attention_dp_size=1, moe_tp_size=4, moe_ep_size=4, backend="sglang"), (4, 1, 4, 16)),
+    (dict(tp_size=64, attention_dp_size=1, moe_tp_size=8, moe_ep_size=8, backend="sglang"), (8, 1, 8, 16)),
+    (dict(tp_size=1, attention_dp_size=16, moe_tp_size=4, moe_ep_size=4, backend="trtllm"), (1, 4, 4, 256)),
+    (dict(tp_size=4, attention_dp_size=4, moe_tp_size=1, moe_ep_size=16, backend="vllm"), (4, 1, 4, 64)),
+])
+def test_rows_recording_an_engines_gpu_count_squared_are_read_as_that_engine(cols, want):
+    row = dict(MOE_ROW, batch_size=16, concurrency=16, **cols)
+    spec = resolve(row)
+    c = spec.coupled      # want: tp, dp, ep and the engine's whole batch (the column is per DP rank)
+    assert (c.tp, c.dp, c.ep, c.max_batch * c.dp) == want
+    assert spec.gpus == want[0] * want[1] and "(file: tp_size" in spec.describe()
+    literal = resolve(row, literal_layout=True).coupled
+    assert literal.tp * literal.dp == cols["tp_size"] * cols["attention_dp_size"] and not literal.squared_from
+    # real layouts stay as written (TP 8 EP 8, TP 8 with MoE TP 4 x EP 2, DP 8 EP 8); TP 4 with
+    # MoE TP 2 x EP 2 is the squared form of TP 2 EP 2
+    for tp, dp, moe_tp, ep in ((8, 1, 1, 8), (8, 1, 4, 2), (1, 8, 1, 8), (4, 1, 2, 2)):
+        r = resolve(dict(MOE_ROW, tp_size=tp, attention_dp_size=dp, moe_tp_size=moe_tp, moe_ep_size=ep)).coupled
+        assert (r.tp, r.dp, r.ep) == ((2, 1, 2) if (tp, moe_tp) == (4, 2) else (tp, dp, ep))
+
+
 def test_tensorrt_llm_rows_capture_graphs_up_to_their_max_batch_padded():
     row = dict(MOE_ROW, backend="trtllm", backend_version="1.2.0", batch_size=512)
     eng = resolve(row).engine

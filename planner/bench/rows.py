@@ -34,10 +34,16 @@ class RoleSpec:
     ep: int
     workers: int
     max_batch: int
+    squared_from: str = ""    # the file's columns, where they recorded the GPU count squared
 
     @property
     def gpus(self) -> int:
         return self.workers * self.tp * self.dp
+
+    def describe(self) -> str:
+        s = f"tp{self.tp}" + (f" dp{self.dp}" if self.dp > 1 else "") + (f" ep{self.ep}" if self.ep > 1 else "")
+        s = (f"{self.workers} x " if self.workers > 1 else "") + s
+        return s + (f" (file: {self.squared_from})" if self.squared_from else "")
 
 
 @dataclass(frozen=True)
@@ -59,6 +65,11 @@ class RowSpec:
     @property
     def disaggregated(self) -> bool:
         return self.prefill is not None
+
+    def describe(self) -> str:
+        if self.coupled:
+            return self.coupled.describe()
+        return f"prefill {self.prefill.describe()} + decode {self.decode.describe()}"
 
     @property
     def gpus(self) -> int:
@@ -102,13 +113,33 @@ def _as_checkpoint(fmt: str, checkpoint: str) -> str:
     return checkpoint if fmt == "fp8" and checkpoint == "fp8_block" else fmt
 
 
-def _role(row, prefix: str, default_batch: int) -> RoleSpec | str:
+def squared_layout(tp: int, dp: int, moe_tp: int, ep: int) -> tuple[int, int, int] | None:
+    """(tp, dp, ep) of an engine of G GPUs whose columns recorded G x G GPUs, else None.
+
+    Some rows of aiconfigurator's silicon file write an engine of TP G with EP G as
+    tp_size G*G, moe_tp_size G, moe_ep_size G (or attention_dp_size G*G for TensorRT-LLM's
+    attention-DP engines), and vLLM's as tp_size G, attention_dp_size G, moe_ep_size G*G:
+    their measurements repeat those of the G-GPU rows (116 of dev.csv's 341 such rows to the
+    last digit; the vLLM ones within run-to-run noise), while a G*G-GPU engine would be 2-8
+    nodes of 8 GPUs. Read them as the G-GPU engine (`planner predict --literal-layout` keeps
+    the columns as written)."""
+    g = math.isqrt(tp * dp)
+    if g < 2 or g * g != tp * dp:
+        return None
+    if moe_tp == ep == g and 1 in (tp, dp):
+        return (g, 1, g) if dp == 1 else (1, g, g)
+    if moe_tp == 1 and tp == dp == g and ep == g * g:
+        return g, 1, g
+    return None
+
+
+def _role(row, prefix: str, default_batch: int, literal: bool = False) -> RoleSpec | str:
     tp = int(_num(row, f"{prefix}tp_size", 1))
     ep = int(_num(row, f"{prefix}moe_ep_size", 1))
-    moe_gpus = int(_num(row, f"{prefix}moe_tp_size", 1)) * ep
+    moe_tp = int(_num(row, f"{prefix}moe_tp_size", 1))
     # no attention-DP column: the MoE group's GPUs beyond the attention TP are DP ranks
     # (vLLM's --data-parallel-size: a TP 1 row with MoE TP 2 runs on 2 GPUs)
-    dp = int(_num(row, f"{prefix}attention_dp_size", max(moe_gpus // tp, 1)))
+    dp = int(_num(row, f"{prefix}attention_dp_size", max(moe_tp * ep // tp, 1)))
     pp = int(_num(row, f"{prefix}pp_size", 1))
     if pp != 1:
         return f"pipeline parallelism (pp {pp}): not modelled yet"
@@ -119,10 +150,16 @@ def _role(row, prefix: str, default_batch: int) -> RoleSpec | str:
     batch = int(_num(row, f"{prefix}batch_size", default_batch))
     if min(tp, dp, ep, workers, batch) < 1:
         return f"{prefix or 'layout '}sizes must be >= 1"
+    squared = None if literal else squared_layout(tp, dp, moe_tp, ep)
+    note = ""
+    if squared:
+        note = f"tp_size {tp}, attention_dp_size {dp}, moe_tp_size {moe_tp}, moe_ep_size {ep}"
+        batch *= dp // squared[1]       # the batch column is per attention-DP rank as written
+        tp, dp, ep = squared
     conc = int(row["concurrency"])
     if batch * dp * workers < conc <= batch * tp * dp * workers:
         batch *= tp     # a batch recorded per GPU (NVIDIA model-card runs: batch x GPUs = concurrency)
-    return RoleSpec(tp, dp, ep, workers, batch)
+    return RoleSpec(tp, dp, ep, workers, batch, note)
 
 
 def gemm_format(precision: str, gemm_quant_mode) -> str:
@@ -139,8 +176,9 @@ def gemm_format(precision: str, gemm_quant_mode) -> str:
     return "bf16"
 
 
-def resolve(row: dict, engine_overrides: dict | None = None) -> RowSpec | str:
-    """The row as a RowSpec, or a one-line reason it cannot be predicted."""
+def resolve(row: dict, engine_overrides: dict | None = None, literal_layout: bool = False) -> RowSpec | str:
+    """The row as a RowSpec, or a one-line reason it cannot be predicted (literal_layout:
+    take the parallel sizes as written, see squared_layout)."""
     try:
         model = catalog.model(str(row["model_path"]))
     except InputError:
@@ -152,12 +190,6 @@ def resolve(row: dict, engine_overrides: dict | None = None) -> RowSpec | str:
         gpu = catalog.gpu(str(row["system"]))
     except InputError:
         return f"unknown GPU system {row['system']}"
-    try:
-        engine = engine_config(str(row["backend"]), _num(row, "backend_version"), gpu=gpu,
-                               tp=int(_num(row, "tp_size") or _num(row, "decode_tp_size") or 1),
-                               **(engine_overrides or {}))
-    except InputError as e:
-        return str(e)
     dtype = _as_checkpoint(gemm_format(str(row["precision"]), _num(row, "gemm_quant_mode")), model.weight_format)
     moe_dtype = _as_checkpoint(moe_format(_num(row, "moe_quant_mode"), dtype), model.weight_format) \
         if model.experts else ""
@@ -167,13 +199,18 @@ def resolve(row: dict, engine_overrides: dict | None = None) -> RowSpec | str:
     if mode not in ("agg", "disagg"):
         return f"mode {mode!r} is not agg or disagg"
     for name, prefix in ((("coupled", ""),) if mode == "agg" else (("prefill", "prefill_"), ("decode", "decode_"))):
-        r = _role(row, prefix, conc)
+        r = _role(row, prefix, conc, literal_layout)
         if isinstance(r, str):
             return r
         why = layout_problem(model, Layout(r.tp, r.dp, r.ep))
         if why:
             return why
         roles[name] = r
+    try:
+        engine = engine_config(str(row["backend"]), _num(row, "backend_version"), gpu=gpu,
+                               tp=(roles.get("coupled") or roles["decode"]).tp, **(engine_overrides or {}))
+    except InputError as e:
+        return str(e)
     if engine.name == "trtllm":
         # benchmark configurations capture CUDA graphs up to the engine's max batch, padded
         # (cuda_graph_config enable_padding + max_batch_size, as TensorRT-LLM's deployment

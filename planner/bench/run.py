@@ -10,23 +10,27 @@ import pandas as pd
 from planner.bench.predict import REQUESTS_PER_USER, predict_spec
 from planner.bench.rows import resolve
 
-OUT_COLUMNS = ("pred_ttft_ms", "pred_tpot_ms", "pred_tokens_per_s_per_gpu", "source", "status")
+OUT_COLUMNS = ("pred_ttft_ms", "pred_tpot_ms", "pred_tokens_per_s_per_gpu", "source", "status", "layout")
 
 
 def predict_frame(df: pd.DataFrame, engine_overrides: dict | None = None, *, progress: bool = False,
-                  requests_per_user: int = REQUESTS_PER_USER) -> pd.DataFrame:
+                  requests_per_user: int = REQUESTS_PER_USER, literal_layout: bool = False) -> pd.DataFrame:
+    """df with OUT_COLUMNS added; `layout` is the engine layout predicted (and the file's
+    columns where they were read as a squared GPU count: planner.bench.rows.squared_layout)."""
     out = df.copy()
     cols = {c: [] for c in OUT_COLUMNS}
     tick = _Ticker(len(df), progress)
     for row in df.to_dict("records"):
-        spec = resolve(row, (engine_overrides or {}).get(str(row.get("backend", "")).lower()))
+        spec = resolve(row, (engine_overrides or {}).get(str(row.get("backend", "")).lower()), literal_layout)
         if isinstance(spec, str):
             got = {"status": spec}
         else:
+            layout = spec.describe()
             try:
                 got = predict_spec(spec, requests_per_user=requests_per_user)
             except Exception as e:  # a row the model cannot take must not end the run
                 got = {"status": f"error: {type(e).__name__}: {str(e)[:160]}"}
+            got["layout"] = layout
         for c in OUT_COLUMNS:
             cols[c].append(got.get(c, float("nan") if c.startswith("pred_") else ""))
         tick()

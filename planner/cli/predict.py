@@ -59,9 +59,14 @@ def _engine_settings(items: tuple[str, ...]) -> dict:
 @click.option("--engine-setting", "settings", multiple=True,
               help="Override an engine default, NAME=VALUE (token_budget, max_seqs, memory_fraction, "
                    "cpu_per_step_s, ...); repeat.")
+@click.option("--literal-layout", is_flag=True,
+              help="Take every row's parallel sizes as written. By default a row whose columns record an "
+                   "engine's GPU count squared (tp_size 16, moe_tp_size 4, moe_ep_size 4: silicon-file rows "
+                   "that repeat the TP4 EP4 measurements) is predicted as the 4-GPU engine; the layout "
+                   "column says which.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
 def predict(rows_path, output, model, gpu, engine, precision, tp, dp, ep, moe_dtype, isl, osl, concurrency, settings,
-            as_json):
+            literal_layout, as_json):
     """Predict mean TTFT and TPOT of a closed-loop benchmark (N clients, fixed ISL/OSL).
 
     \b
@@ -99,17 +104,18 @@ def predict(rows_path, output, model, gpu, engine, precision, tp, dp, ep, moe_dt
                             "concurrency": concurrency, "tp_size": tp, "attention_dp_size": dp, "moe_ep_size": ep,
                             "pp_size": 1, "batch_size": -(-concurrency // dp)}])
     engines = {str(b).lower() for b in df["backend"]} if overrides else set()
-    pred = predict_frame(df, {e: overrides for e in engines}, progress=len(df) > 1)
+    pred = predict_frame(df, {e: overrides for e in engines}, progress=len(df) > 1, literal_layout=literal_layout)
+    reread = int(pred["layout"].str.contains("(file:", regex=False).sum())
     if output:
         from planner.outputs import write_csv
         write_csv(pred, output, index=False)
     rows = table(pred)
     if as_json:
-        cols = ["id", "pred_ttft_ms", "pred_tpot_ms", "pred_tokens_per_s_per_gpu", "source", "status"]
+        cols = ["id", "pred_ttft_ms", "pred_tpot_ms", "pred_tokens_per_s_per_gpu", "source", "status", "layout"]
         recs = [{k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in r.items()}
                 for r in pred[cols].to_dict("records")]
         return echo_json({"rows": recs if len(pred) <= 50 or not output else len(pred), "accuracy": rows,
-                          "statuses": pred["status"].value_counts().to_dict()})
+                          "statuses": pred["status"].value_counts().to_dict(), "layouts_reread": reread})
     if len(pred) == 1 and not rows:
         r = pred.iloc[0]
         if r["status"] != "ok":
@@ -121,6 +127,10 @@ def predict(rows_path, output, model, gpu, engine, precision, tp, dp, ep, moe_dt
         return
     counts = pred["status"].where(pred["status"] == "ok", "not predicted: " + pred["status"]).value_counts()
     click.echo(f"{len(pred)} rows: " + "; ".join(f"{n} {s}" for s, n in counts.items()))
+    if reread:
+        click.echo(f"{reread} rows record an engine's GPU count squared (e.g. tp_size 16, moe_tp_size 4, "
+                   "moe_ep_size 4): predicted as the engine of its square root (TP4 EP4), see the layout "
+                   "column; --literal-layout takes them as written")
     if rows:
         click.echo(render(rows))
     if output:
