@@ -114,6 +114,37 @@ def test_moe_table_reads_the_measured_curve_and_swaps_tp_for_ep_at_the_same_gpu_
     assert ep == 2 and "as 1x2" in version
 
 
+def test_moe_tables_are_read_by_what_their_token_count_counts():
+    import pandas as pd
+    from planner.perf.moe_tables import tokens_are_global
+
+    def frame(ep8_over_ep1: float):
+        rows = []
+        for n in (64, 4096, 16384):
+            one = 1e-3 * n
+            rows += [dict(moe_dtype="fp8", hidden_size=7168, inter_size=2048, topk=8, num_experts=256, moe_tp_size=1,
+                          moe_ep_size=ep, num_tokens=n, distribution="balanced", latency=lat)
+                     for ep, lat in ((1, one), (8, one * ep8_over_ep1))]
+        return pd.DataFrame(rows)
+    assert tokens_are_global(frame(1.5 / 8))          # a 1 x 8 GPU computes an eighth of the pairs
+    assert not tokens_are_global(frame(0.7))          # ... all of them: the count is per EP rank
+    assert tokens_are_global(frame(0.7).query("moe_ep_size == 1"))   # nothing to tell by: the current collectors'
+
+
+@needs_tables
+def test_tensor_and_expert_parallel_moe_gpus_compute_the_same_pairs():
+    from planner.perf.moe_tables import _moe_frames
+    assert [g for _, v, g in _moe_frames("h200_sxm", "sglang") if v in ("0.5.14", "0.5.10")] == [True, False]
+    kimi = catalog.model("moonshotai/Kimi-K2.5")
+    b200 = catalog.gpu("b200")
+    tp = PerfModel(b200, kimi, tp=4, dtype="fp4", engine="vllm").steps
+    ep = PerfModel(b200, kimi, tp=4, ep=4, dtype="fp4", engine="vllm").steps
+    for batch in (16, 64, 512):
+        # 4 GPUs: a quarter of every expert or every expert of a quarter; the replicated
+        # batch's pairs either way (measured: 22.9 against 27.7 ms TPOT at 64 clients)
+        assert ep._lin_ops["experts"][batch] == pytest.approx(tp._lin_ops["experts"][batch], rel=0.35)
+
+
 @needs_tables
 def test_vllm_block_fp8_gemm_table_is_capped_at_its_bf16_table_and_mla_uses_sglang_kernels():
     m = catalog.model("MiniMaxAI/MiniMax-M2.5")

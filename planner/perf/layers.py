@@ -147,7 +147,7 @@ def linear_parts(model: ModelSpec, layout: Layout, src, m: np.ndarray, moe_dtype
                                             + src.gemm_s(mlp_m, h, sf / layout.mlp_tp))})
         geo = MoeGeometry(h, model.expert_ffn, model.experts_per_token, model.experts, layout.moe_tp, layout.ep,
                           moe_dtype, imbalance)
-        add({"experts": n_moe * src.moe_s(gathered / layout.ep, geo)})
+        add({"experts": n_moe * src.moe_s(gathered, geo)})
     L = model.layers
     # norms, residual adds, rotary embedding and (dense) MLP activation
     per_token = 2 * 2 * h + 2 * 3 * h + 2 * (model.q_dim + model.kv_dim) / tp * (kv_layers / L)

@@ -4,10 +4,17 @@ package like planner.perf.tables (kernel-level parquet tables only; none of its 
 
 MoE (`moe/<engine>/<version>/moe_perf.parquet`): one GPU's fused-MoE latency for a token
 count, expert geometry (hidden, expert FFN, top-k, experts), layout (moe_tp x moe_ep),
-weight format and routing distribution. A row's `num_tokens` is the tokens each EP rank
-brings to the layer: one GPU computes num_tokens x top-k / moe_tp expert-token pairs (1 x 1
-and 1 x 8 rows at 16384 tokens do the same work: 15.3 and 10.2 ms on H200 SGLang; 8 x 1 an
-eighth of it: 3.7 ms). A step whose ranks hold M tokens in all queries M / moe_ep.
+weight format and routing distribution. What `num_tokens` counts differs between collector
+versions, and each table file is read by what its rows show (`tokens_are_global`):
+- the layer's tokens: the collector routes num_tokens tokens over all experts and the GPU
+  computes the pairs that land on its 1 / moe_ep of them (num_tokens x top-k / moe_ep
+  pairs; aiconfigurator's collect_moe with an expert map or rank-0 workload). A 1 x 8 row
+  then costs about an eighth of the 1 x 1 row at the same count (H200 SGLang 0.5.14,
+  TensorRT-LLM 1.3, vLLM 0.24: 1 x E over 1 x 1, times E, is a median 1.0-2.1);
+- the tokens each EP rank brings (older collectors: H100 / H200 SGLang 0.5.10): the GPU
+  computes num_tokens x top-k pairs, as many as the 1 x 1 row (1 x E over 1 x 1, times E,
+  a median 6.6-7.7).
+A step whose ranks hold M tokens in all queries M in the first kind, M / moe_ep in the second.
 Interpolation: linear in log tokens on log latency; beyond the largest count, linear in
 tokens. Only the exact geometry and layout are used (no scaling between models): missing
 ones fall back to the fitted roofline, named in the source's footnote.
@@ -53,10 +60,11 @@ class MoeGeometry:
 
 
 class MoeTable:
-    """Latency by tokens per EP rank for one geometry and layout."""
+    """Latency by the table's token count for one geometry and layout; `tokens_global`: the
+    count is the layer's tokens (else each EP rank's, see the module docstring)."""
 
-    def __init__(self, tokens: np.ndarray, latency_ms: np.ndarray, dtype: str):
-        self.tokens, self.lat, self.dtype = tokens, latency_ms * 1e-3, dtype
+    def __init__(self, tokens: np.ndarray, latency_ms: np.ndarray, dtype: str, tokens_global: bool = True):
+        self.tokens, self.lat, self.dtype, self.tokens_global = tokens, latency_ms * 1e-3, dtype, tokens_global
 
     def seconds(self, tokens) -> np.ndarray:
         x = np.maximum(np.asarray(tokens, dtype=float), self.tokens[0])
@@ -64,8 +72,35 @@ class MoeTable:
         return tables._log_interp(xc, self.tokens, self.lat) * np.maximum(x / xc, 1.0)
 
 
+def tokens_are_global(frame) -> bool:
+    """Whether a table file's num_tokens counts the layer's tokens (True) or each EP rank's.
+    Per geometry with a 1 x 1 and a 1 x E row (E 4-8) at a common count of 2048 or more,
+    E x lat(1 x E) / lat(1 x 1) at the largest such count is about 1-2 when a 1 x E GPU
+    computes 1 / E of the pairs and about E when it computes them all; the file is read by
+    its geometries' majority (below sqrt(1.5 E): the layer's tokens). A few geometries sit
+    between (SGLang 0.5.14 and vLLM 0.24 DeepSeek 256-expert rows: 5.1-5.3 at E 8, in
+    files whose other geometries give 1.0-2.0); dev.csv's end-to-end rows agree with their
+    file's reading (SGLang DeepSeek TP 8 EP 8 TPOT: median error 8% read so, 21% read per
+    rank). A file without such pairs is read as the current collectors' (layer's tokens)."""
+    d = frame[(frame.distribution == DISTRIBUTION) & (frame.moe_tp_size == 1)]
+    votes = []
+    for _, g in d.groupby(["moe_dtype", "hidden_size", "inter_size", "topk", "num_experts"]):
+        lat = g.groupby(["moe_ep_size", "num_tokens"]).latency.min()
+        eps = sorted(e for e in lat.index.get_level_values(0).unique() if 4 <= e <= 8)
+        if 1 not in lat.index.get_level_values(0) or not eps:
+            continue
+        e = eps[-1]
+        common = sorted(set(lat.loc[1].index) & set(lat.loc[e].index))
+        if common and common[-1] >= 2048:
+            n = common[-1]
+            votes.append(e * lat.loc[(e, n)] / lat.loc[(1, n)] < (1.5 * e) ** 0.5)
+    return not votes or sum(votes) >= len(votes) / 2
+
+
+@lru_cache(maxsize=32)
 def _moe_frames(system: str, engine: str):
-    """[(frame, version)] of every MoE table of this system and engine, newest first."""
+    """[(frame, version, tokens_global)] of every MoE table of this system and engine,
+    newest first."""
     root = tables.data_root()
     if root is None:
         return []
@@ -76,7 +111,8 @@ def _moe_frames(system: str, engine: str):
     for d in sorted(base.iterdir(), key=lambda p: tables._version_key(p.name), reverse=True):
         path = d / "moe_perf.parquet"
         if path.is_file():
-            out.append((tables._read(path, _MOE_COLS), d.name))
+            frame = tables._read(path, _MOE_COLS)
+            out.append((frame, d.name, tokens_are_global(frame)))
     return out
 
 
@@ -84,7 +120,7 @@ def _moe_frames(system: str, engine: str):
 def moe_table(system: str, engine: str, geo: MoeGeometry) -> tuple[MoeTable, str] | None:
     """The newest measured curve of this exact geometry and layout, in the first of the
     format's table dtypes that has it; None when no table has it."""
-    for frame, version in _moe_frames(system, engine):
+    for frame, version, tokens_global in _moe_frames(system, engine):
         d = frame[(frame.hidden_size == geo.hidden) & (frame.inter_size == geo.inter) & (frame.topk == geo.topk)
                   & (frame.num_experts == geo.experts) & (frame.moe_tp_size == geo.moe_tp)
                   & (frame.moe_ep_size == geo.ep) & (frame.distribution == DISTRIBUTION)]
@@ -93,7 +129,8 @@ def moe_table(system: str, engine: str, geo: MoeGeometry) -> tuple[MoeTable, str
             if len(x) >= 2:
                 # several kernels measured: an engine runs the fastest it has
                 g = x.groupby("num_tokens", as_index=False).latency.min().sort_values("num_tokens")
-                return MoeTable(g.num_tokens.to_numpy(float), g.latency.to_numpy(float), dt), f"{version} {dt}"
+                return (MoeTable(g.num_tokens.to_numpy(float), g.latency.to_numpy(float), dt, tokens_global),
+                        f"{version} {dt}" + ("" if tokens_global else " (tokens per EP rank)"))
     return None
 
 

@@ -149,15 +149,14 @@ class Roofline:
                           np.asarray(nbytes, dtype=float) / (self.bw * self.d["p_bw"]))
 
     def moe_s(self, tokens, geo: MoeGeometry):
-        """The fused routed-expert kernel on one GPU for `tokens` per EP rank (the tables'
-        convention): tokens x top-k / moe_tp expert-token pairs of 3 x hidden x expert FFN
-        multiply-adds, over the weights of the experts they touch (of the GPU's experts /
-        ep, each a 1 / moe_tp slice), at the GEMM curve of the kernel's math taken at all
-        the GPU's pairs (one grouped GEMM)."""
-        t = np.asarray(tokens, dtype=float)
+        """The fused routed-expert kernel on one GPU when the layer routes `tokens` (all its
+        ranks' tokens): tokens x top-k / (ep x moe_tp) expert-token pairs of 3 x hidden x
+        expert FFN multiply-adds, over the weights of the experts they touch (of the GPU's
+        experts / ep, each a 1 / moe_tp slice), at the GEMM curve of the kernel's math taken
+        at all the GPU's pairs (one grouped GEMM)."""
+        total = np.asarray(tokens, dtype=float)
         local = geo.experts / geo.ep
-        pairs = t * geo.topk / geo.moe_tp * geo.imbalance
-        total = t * geo.ep                                # tokens routed by the whole layer
+        pairs = total / geo.ep * geo.topk / geo.moe_tp * geo.imbalance
         touched = local * (1.0 - (1.0 - geo.topk / geo.experts) ** total)
         g = _fit(self.gpu.name, f"gemm_{_moe_compute_dtype(geo.dtype)}")
         peak = self.gpu.peak_flops_for(_moe_compute_dtype(geo.dtype))
@@ -293,8 +292,9 @@ class Kernels(Roofline):
         if found is None:
             return super().moe_s(tokens, geo)
         table, ep = found
-        # the table's layout may trade TP for EP at the same GPU count: the same tokens in all
-        return table.seconds(np.asarray(tokens, dtype=float) * geo.ep / ep) * geo.imbalance
+        # the table's layout may trade TP for EP at the same GPU count (the same pairs per GPU)
+        t = np.asarray(tokens, dtype=float)
+        return table.seconds(t if table.tokens_global else t / ep) * geo.imbalance
 
     def mla_context_s(self, batch, length):
         return self._mla_ctx.seconds(batch, length) if self._mla_ctx else super().mla_context_s(batch, length)
