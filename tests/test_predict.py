@@ -185,6 +185,18 @@ def test_tensorrt_llm_rows_capture_graphs_up_to_their_max_batch_padded():
     assert resolve(dict(row, backend="vllm")).engine.graph_sizes[-1] <= 512    # other engines: their defaults
 
 
+def test_tensorrt_llm_attention_dp_rows_hold_prompts_for_the_ranks_balance():
+    row = dict(MOE_ROW, backend="trtllm", backend_version="1.2.0", concurrency=64, batch_size=8, osl=256)
+    spec = resolve(row)
+    assert spec.engine.adp_timeout_iters == 60 and "enable_balance true" in spec.engine.settings()["attention_dp_config"]
+    off = resolve(row, {"adp_timeout_iters": 0})
+    held, free = predict_spec(spec), predict_spec(off)
+    # a prompt waits until all 8 ranks have one (or 60 steps): TTFT grows by steps, not by
+    # a prefill; the decodes barely change
+    assert held["pred_ttft_ms"] > free["pred_ttft_ms"] + 5 * held["pred_tpot_ms"]
+    assert held["pred_tpot_ms"] == pytest.approx(free["pred_tpot_ms"], rel=0.25)
+
+
 def test_disaggregated_rows_include_the_kv_transfer_and_the_decode_admission_in_ttft():
     assert "worker counts not recorded" in resolve(dict(MOE_ROW, mode="disagg", prefill_tp_size=8))
     row = dict(MOE_ROW, id="xpyd", mode="disagg", prefill_tp_size=8, prefill_moe_ep_size=8, prefill_num_workers=1,

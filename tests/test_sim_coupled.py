@@ -103,3 +103,25 @@ def test_vllm_02_pads_prompt_batches(prompts, padded_iters):
     ends = np.cumsum([perf.prefill_time_s(n * w, 0) for n, w in padded_iters])
     want = [ends[0], ends[-1]]
     assert padded.first_token_s.tolist() == pytest.approx(want, rel=1e-12)
+
+
+class _Rank:
+    def __init__(self, waiting: int, decoding: int, limit: int = 64):
+        self.pq, self.partial, self.B, self.batch_limit = [0] * waiting, -1, decoding, limit
+        self.adp_wait = self.adp_batch = 0
+
+
+def test_attention_dp_balance_holds_prompts_until_every_rank_has_one_or_the_timeout():
+    from planner.sim.coupled import AdpBalance
+    gate = AdpBalance(timeout_iters=3, batching_wait_iters=0)
+    a, b = _Rank(waiting=1, decoding=8), _Rank(waiting=0, decoding=8)
+    gate.ranks = [a, b]
+    assert [gate.may_start(a) for _ in range(3)] == [False, False, True]    # timed out on its third step
+    b.pq = [1]
+    assert gate.may_start(a) and gate.may_start(b)                          # both have one: both start
+    idle = _Rank(waiting=0, decoding=0)
+    gate.ranks = [a, idle]
+    assert gate.may_start(a)                  # a rank with nothing to decode: nobody waits
+    batching = AdpBalance(timeout_iters=50, batching_wait_iters=2)
+    batching.ranks = [a, b]
+    assert [batching.may_start(a) for _ in range(3)] == [False, False, True]   # all ready: waits 2 steps more

@@ -212,10 +212,15 @@ def resolve(row: dict, engine_overrides: dict | None = None, literal_layout: boo
     except InputError as e:
         return str(e)
     if engine.name == "trtllm":
-        # benchmark configurations capture CUDA graphs up to the engine's max batch, padded
-        # (cuda_graph_config enable_padding + max_batch_size, as TensorRT-LLM's deployment
-        # recipes set them); the library default (1-32, 64, 128, exact) is for plain serving
-        engine = replace(engine, graph_max_batch=max(r.max_batch for r in roles.values()), graph_padding=True)
+        # benchmark configurations set what TensorRT-LLM's deployment recipes set (the
+        # library defaults are for plain serving): CUDA graphs captured up to the engine's
+        # max batch, padded (cuda_graph_config enable_padding + max_batch_size; default 1-32,
+        # 64, 128 exact), and with attention DP the balance that holds a rank's new prompts
+        # until every rank has one, for at most 60 steps (attention_dp_config enable_balance
+        # true, timeout_iters 60, batching_wait_iters 0; default off)
+        engine = replace(engine, graph_max_batch=max(r.max_batch for r in roles.values()), graph_padding=True,
+                         **({"adp_timeout_iters": 60, "adp_batching_wait_iters": 0}
+                            if engine_overrides is None or "adp_timeout_iters" not in engine_overrides else {}))
     return RowSpec(id=str(row["id"]), model=model.name, gpu=gpu.name, engine=engine, dtype=dtype,
                    kv_dtype=engine.kv_dtype(dtype), isl=int(row["isl"]), osl=int(row["osl"]), concurrency=conc,
                    moe_dtype=moe_dtype, **roles)

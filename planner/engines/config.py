@@ -60,6 +60,10 @@ class EngineConfig:
     cpu_per_kernel_s: float | None = None   # host launch time per kernel of an eager (non-graph) step
     frontend_s: float | None = None   # per request, added to TTFT: HTTP, tokenising, first-token streaming
     overlap: bool = True              # CPU work of the next step overlaps the GPU's (overlap / async scheduler)
+    # TensorRT-LLM's attention-DP balance (attention_dp_config enable_balance, timeout_iters,
+    # batching_wait_iters): a DP rank holds new prompts until every rank has one (0: off)
+    adp_timeout_iters: int = 0
+    adp_batching_wait_iters: int = 0
 
     def __post_init__(self):
         for name, value, allowed in (("name", self.name, ENGINES), ("schedule", self.schedule, SCHEDULES),
@@ -113,7 +117,11 @@ class EngineConfig:
         names = {"vllm": ("max_num_batched_tokens", "max_num_seqs", "gpu_memory_utilization"),
                  "sglang": ("chunked_prefill_size", "max_running_requests", "mem_fraction_static"),
                  "trtllm": ("max_num_tokens", "max_batch_size", "free_gpu_memory_fraction")}[self.name]
-        return dict(zip(names, (self.token_budget, self.max_seqs, self.memory_fraction)))
+        out = dict(zip(names, (self.token_budget, self.max_seqs, self.memory_fraction)))
+        if self.adp_timeout_iters:
+            out["attention_dp_config"] = (f"enable_balance true, timeout_iters {self.adp_timeout_iters}, "
+                                          f"batching_wait_iters {self.adp_batching_wait_iters}")
+        return out
 
 
 # Defaults (sources in planner/engines/defaults.csv):

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import random
 
-from planner.sim.coupled import ChunkedCoupledInstance
+from planner.sim.coupled import AdpBalance, ChunkedCoupledInstance
 from planner.sim.costs import DecodeCost, PrefillCost, ScaledPerf
 from planner.sim.decode import GREEDY, DecodeInstance
 from planner.sim.dispatch import Dispatcher, least_loaded_prefill
@@ -144,6 +144,13 @@ class Cluster:
         for iid in range(dep.coupled.instances * dep.coupled.dp):
             self.role_of[iid] = "coupled"
             self._make_coupled(iid)
+        eng = dep.engine
+        if dep.coupled.dp > 1 and eng is not None and eng.adp_timeout_iters and dep.mode == "chunked_coupled":
+            for first in range(0, len(self.coupled), dep.coupled.dp):
+                gate = AdpBalance(eng.adp_timeout_iters, eng.adp_batching_wait_iters)
+                gate.ranks = self.coupled[first:first + dep.coupled.dp]
+                for rank in gate.ranks:
+                    rank.adp = gate
 
     def _make_coupled(self, iid: int) -> DecodeInstance:
         k = self._coupled_kw

@@ -22,6 +22,38 @@ from planner.sim.costs import MixedCost
 from planner.sim.decode import GREEDY, DecodeInstance
 
 
+class AdpBalance:
+    """TensorRT-LLM's attention-DP balance (attention_dp_config.enable_balance; PyExecutor's
+    _balance_adp_requests): the DP ranks of one engine run every step together, and a rank
+    starts new prompts only when every rank has a prompt waiting and a free slot (so all of
+    them prefill in the same step), after `batching_wait_iters` more steps when every rank
+    also has requests decoding; otherwise it holds them, for at most `timeout_iters` of its
+    steps, or not at all while some rank has nothing to decode. Ranks are simulated on
+    their own clocks; each decides at its own step boundary from the others' queues."""
+
+    def __init__(self, timeout_iters: int, batching_wait_iters: int):
+        self.timeout, self.batching = int(timeout_iters), int(batching_wait_iters)
+        self.ranks: list = []
+
+    def may_start(self, rank) -> bool:
+        """Whether `rank`, with prompts waiting, starts them in the step it is planning (call
+        once per step: it counts the steps waited)."""
+        ranks = self.ranks
+        all_gen = all(r.B > 0 for r in ranks)
+        if all(r.B < r.batch_limit and (r.pq or r.partial >= 0) for r in ranks):
+            rank.adp_wait = 0
+            if all_gen and rank.adp_batch < self.batching:
+                rank.adp_batch += 1
+                return False
+            rank.adp_batch = 0
+            return True
+        rank.adp_wait += 1
+        if rank.adp_wait >= self.timeout or not all_gen:
+            rank.adp_wait = 0
+            return True
+        return False
+
+
 class ChunkedCoupledInstance(DecodeInstance):
     def __init__(self, iid, loop, reqs, perf, *, chunk_tokens: int, **kw):
         kw.setdefault("admission", GREEDY)
@@ -33,6 +65,8 @@ class ChunkedCoupledInstance(DecodeInstance):
         self.partial_done = 0
         self.joining: list[int] = []   # prompts finished by the iteration now running
         self.pending_res: dict[int, int] = {}   # reservations (blocks) of requests in prefill, not yet running
+        self.adp: AdpBalance | None = None      # the engine's attention-DP balance, shared by its ranks
+        self.adp_wait = self.adp_batch = 0
 
     @property
     def idle(self) -> bool:
@@ -103,7 +137,8 @@ class ChunkedCoupledInstance(DecodeInstance):
                 self.partial_done = have + take
         while self.pq and (prompt[self.pq[0]] + bs) // bs > self.cap:
             self._abort(now, self.pq.popleft())   # a prompt larger than the whole KV memory
-        while left > 0 and self.pq and self._can_start():
+        held = self.adp is not None and bool(self.pq) and not self.adp.may_start(self)
+        while left > 0 and self.pq and not held and self._can_start():
             rid = self.pq.popleft()
             self.held += (prompt[rid] + bs) // bs
             if self.admission != GREEDY:
