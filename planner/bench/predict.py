@@ -33,11 +33,15 @@ PHASE_SPREAD = 1.0             # clients start spread over this many request lif
 THINK_JITTER = 0.02            # mean pause between a client's requests, in request lifetimes
 WARMUP = 1                     # requests per client left out of the means
 KV_LATENCY_S = 1e-4            # per KV transfer, on top of its bytes over the link
-# how each engine spreads requests over its attention-DP ranks and decode engines:
-# vLLM's data-parallel front end picks the least-loaded engine (queue and running counts);
-# SGLang's DP controller deals round robin (server_args load_balance_method); TensorRT-LLM's
-# disaggregated router is round robin (tensorrt_llm/serve/router.py create_router)
+# how each engine spreads requests over its attention-DP ranks: vLLM's data-parallel front
+# end picks the least-loaded engine (queue and running counts); SGLang's DP controller deals
+# round robin (server_args load_balance_method); TensorRT-LLM in turn (its own disaggregated
+# router, tensorrt_llm/serve/router.py create_router, is round robin too)
 DISPATCH = {"vllm": "least_loaded", "sglang": "round_robin", "trtllm": "round_robin"}
+# xPyD rows are router deployments (Dynamo, SGLang's router) that send a request to a decode
+# engine with room: rows whose decode slots equal the clients (5 engines x 3 for 15 clients)
+# measure no wait for a slot (187 ms TTFT), which dealing in turn to full engines would make
+XPYD_DISPATCH = "least_loaded"
 
 
 def kv_link(spec: RowSpec) -> float:
@@ -55,7 +59,8 @@ def deployment(spec: RowSpec) -> Deployment:
     # TRT-LLM's guaranteed-no-evict admission reserves each request's whole prompt + output:
     # a reservation with exact output lengths (a 1-token bucket, perfect predictor)
     pol = Policies(decode_admission=RESERVE_STATIC if eng.admission == "no_evict" else "greedy",
-                   predictor_bucket_tokens=1, predictor_accuracy=1.0, dispatcher=DISPATCH[eng.name])
+                   predictor_bucket_tokens=1, predictor_accuracy=1.0,
+                   dispatcher=XPYD_DISPATCH if spec.disaggregated else DISPATCH[eng.name])
     common = dict(model=spec.model, chunk_tokens=eng.token_budget, dtype=spec.dtype, moe_dtype=spec.moe_dtype,
                   policies=pol, engine=eng)
     if spec.disaggregated:
