@@ -36,10 +36,18 @@ prediction or a status saying why it has none (never dropped, never guessed).
 
 How a row is predicted (planner/bench, planner/engines, planner/perf; docs/perf-model.md):
 - one engine instance of the model in the row's layout (attention TP x attention-DP ranks x
-  expert parallelism), or x prefill and y decode engines for xPyD rows with the KV moved
+  expert parallelism; the predictions' `layout` column). 341 aggregated rows record an
+  engine's GPU count squared (tp_size 16 with moe_tp 4 x moe_ep 4, tp_size 64 with 8 x 8,
+  vLLM tp 4 x dp 4 with moe_ep 16): 116 of them repeat a TP4 / TP8 EP row's measurements to
+  the last digit, the vLLM ones the TP EP rows' within run-to-run noise, and a 16-64-GPU
+  engine would span 2-8 HGX nodes, so they are predicted as the G-GPU engine
+  (planner.bench.rows.squared_layout; `--literal-layout` keeps the columns). Or x prefill
+  and y decode engines for xPyD rows with the KV moved
   over NVLink inside one NVLink domain, else over the GPUs' NICs; its steps costed op by op
   from the measured kernel tables of that GPU and engine (aiconfigurator-core 0.12.0,
-  kernel-level only: GEMM, attention, MLA, fused MoE, all-reduce); weights in the row's
+  kernel-level only: GEMM, attention, MLA, fused MoE, all-reduce; each MoE table read by
+  what its token count counts, the layer's tokens or each EP rank's, told from its own 1 x 1
+  and 1 x E rows: planner/perf/moe_tables.py); weights in the row's
   GEMM format (fp8 per-tensor, fp8 block-wise as the checkpoint stores it, nvfp4), routed
   experts in its MoE format; KV in FP8 where the engine runs an FP8 KV cache;
 - the engine's scheduler in the simulator (planner/engines/config.py, sources in
@@ -52,8 +60,10 @@ How a row is predicted (planner/bench, planner/engines, planner/perf; docs/perf-
   (TensorRT-LLM rows: captured up to the row's max batch and padded, as its deployment
   recipes set cuda_graph_config; its library default is exactly 1-32, 64, 128); vLLM's
   async scheduling from 0.14; each attention-DP rank its own queue, requests dealt to ranks
-  and decode engines as each engine does by default (vLLM least loaded, SGLang and
-  TensorRT-LLM round robin); in xPyD rows the client's first token is when the decode
+  as each engine does by default (vLLM least loaded, SGLang and TensorRT-LLM round robin),
+  TensorRT-LLM's ranks holding new prompts until every rank has one or 60 steps passed (the
+  attention_dp_config balance its DeepSeek deployment recipes set); xPyD rows' routers send
+  a request to a decode engine with room; the client's first token is when the decode
   engine admits the request;
 - the benchmark as a steady-state closed loop: N clients, each sending its next request
   as the last finishes, phases spread over one request lifetime, a 2% exponential pause,
@@ -77,10 +87,17 @@ Known gaps (what the figures below reflect):
   half its 8192-token prefill of 1156 ms) while the same runs at 1024/8192 show one prompt's
   prefill (176 ms); SGLang's MoE TTFT grows with concurrency (DeepSeek-R1, B200, 1024/1024:
   about 200 ms at up to 4 clients, 1.4 s at 64-256) where the steady-state loop stays near
-  310-340 ms, and a burst start without jitter over-predicts it by 2x at 16+ clients.
+  310-340 ms, and a burst start without jitter over-predicts it by 2x at 16+ clients. The
+  InferenceMAX client (benchmark_serving.py: all clients at once, 10 requests each, lengths
+  uniform in [0.8 L, L]) was simulated on 24 SGLang B200 DeepSeek-R1 rows: TTFT median
+  error 54.5% against 54.2% for the steady-state loop (63% with fixed lengths).
 - The engines' CPU and front-end times are fitted within physical bounds and several sit at
-  a bound (50 us per eager kernel for all three engines; SGLang 5 ms a step and a 200 ms
-  front end): what the step-cost model misses, MoE prefill above all, shows as bias.
+  a bound: what the step-cost model misses, MoE prefill above all, shows as bias. The
+  front-end time stands in for a per-request excess that depends on the model: at up to 8
+  clients, measured TTFT minus the predicted GPU prefill is 0-60 ms for gpt-oss, MiniMax,
+  Llama-3.1-70B and Kimi on vLLM but 100-140 ms for DeepSeek on TensorRT-LLM and SGLang, so
+  one constant per engine over-predicts gpt-oss-120b's TTFT (vLLM, B200, TP 8, 4 clients:
+  25 ms measured).
 - xPyD TTFT grows with concurrency far faster than queueing on the recorded prefill workers
   explains (under-predicted by a median 70%), and 583 xPyD rows do not record their worker
   counts.
@@ -89,9 +106,12 @@ Known gaps (what the figures below reflect):
   (0.513 to 0.542) because the eager-launch floor also stands in for missing MoE prefill
   time, so they are not in this model.
 - Expert-parallel all-to-all (DeepEP) is costed as the gather / scatter of the tokens, and
-  routing as balanced; DP-attention ranks are assumed evenly loaded and do not wait for
-  each other's prefills; speculative decoding (MTP), which some MoE runs may use, is not
-  modelled.
+  routing as balanced; SGLang's and vLLM's DP-attention ranks are assumed evenly loaded and
+  do not wait for each other's prefills; speculative decoding (MTP), which some MoE runs
+  may use, is not modelled.
+- Some SGLang B200 FP4 DeepSeek rows with MoE TP (no EP) measure 5-9 s TTFT at 4-128
+  clients with a normal TPOT (the same runs with EP: 0.2-1.6 s), which no queueing of the
+  recorded layout produces.
 - The few NVIDIA model-card rows (DeepSeek-R1 / V3.1 NVFP4, Qwen3-32B NVFP4) record batch
   per GPU and run far from the others (TPOT 85-90 ms at 40-224 clients).
 """
