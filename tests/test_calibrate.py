@@ -6,7 +6,6 @@ from planner import catalog
 from planner.perf.calibrate import calibrate, read_profile
 from planner.errors import InputError
 from planner.perf.model import PerfModel
-from planner.perf.profile import Efficiency
 from profile_eff import profile_eff
 
 TRUE = profile_eff(compute_eff=0.55, memory_eff=0.65, knee_tokens=90.0, prefill_overhead_s=3e-3,
@@ -129,7 +128,6 @@ def test_per_request_prefill_seconds_are_fitted_from_merged_chunk_rows():
     """A chunk of 4 requests costs 3 x 1.5 ms more than one request's chunk of the same
     tokens (their classifier passes, attention calls): the fit finds the 1.5 ms, and the
     one-request rows keep their roofline fit."""
-    from dataclasses import replace
     df = synth_profile(noise=0.0)
     merged = df[(df["kind"] == "prefill") & (df["context_tokens"] == 0)].copy()
     merged["batch"] = 4

@@ -3,7 +3,6 @@ import pytest
 
 from planner import catalog
 from planner.perf.model import PerfModel, kv_transfer_time_s
-from planner.perf.profile import Efficiency
 from profile_eff import profile_eff
 
 

@@ -5,7 +5,6 @@ import pytest
 
 from planner import catalog
 from planner.perf.model import PerfModel
-from planner.perf.profile import Efficiency
 from profile_eff import profile_eff
 from planner.plan import Deployment as _Deployment, Role
 

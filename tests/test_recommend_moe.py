@@ -2,7 +2,6 @@
 chosen per instance size and named in the plan, --dtype / --kv-dtype."""
 import json
 
-import pytest
 from click.testing import CliRunner
 
 from planner import catalog

@@ -55,7 +55,7 @@ def test_decode_arrival_joins_at_the_next_iteration_boundary():
     # two 1-chunk prompts arriving apart; the second joins the first's batch mid-run
     d = dep(dispatcher="least_loaded")
     d = Deployment(**{**d.__dict__, "decode": Role("a100", 1)})
-    pp, pdm = d.perf("prefill"), d.perf("decode")
+    pdm = d.perf("decode")
     rec = simulate(d, trace([(0.0, 100, 50), (0.3, 100, 5)])).records
     r0, r1 = rec.iloc[0], rec.iloc[1]
     # r0 decodes alone until r1's KV lands; r1 joins at the first boundary after that

@@ -32,7 +32,7 @@ from dataclasses import dataclass, field, replace
 import pulp
 
 from planner.errors import InfeasibleError, InputError
-from planner.plan import Window
+from planner.plan import Plan, Window
 from planner.sim.scale import DEFAULT_START_LATENCY_S
 from planner.analytic.window_need import disaggregated_need, role_need  # noqa: F401 (role_need: public here too)
 
@@ -380,12 +380,11 @@ def slo_of(plan) -> dict:
 def plan_over_time(trace, plan, window_s: float, *, strategy: str = "best", slo: dict | None = None,
                    price_kind: str = "on_demand", provider: str | None = None,
                    overrides: dict | None = None, startup_s: float = DEFAULT_STARTUP_S,
-                   predict_fn=None) -> "Plan":
+                   predict_fn=None) -> Plan:
     """`plan` with a schedule: per-window instances (`deployment.windows`) of `strategy`
     ("best": the cheapest of fixed_fleet, autoscale and reserved_burst), the role counts set
     to each role's peak (the instances the simulator must be able to address), and the cost
     of every strategy in `cost["schedule"]`."""
-    from planner.plan import Plan  # noqa: F401 (type)
     dep = plan.deployment
     slo = slo or slo_of(plan)
     pools = pools_for(dep, price_kind, provider, overrides)

@@ -77,7 +77,7 @@ def main(argv=None) -> int:
                   f"({gb_s / base * 100:5.1f}% of copy {base:.2f} GB/s)", file=sys.stderr, flush=True)
         rows.append(row)
     backends = args.backends.split(",")
-    print(f"| KV tokens | MiB | plain copy GB/s | " + " | ".join(f"{b} GB/s (% of copy)" for b in backends) + " |")
+    print("| KV tokens | MiB | plain copy GB/s | " + " | ".join(f"{b} GB/s (% of copy)" for b in backends) + " |")
     print("|---:|---:|---:|" + "---:|" * len(backends))
     for r in rows:
         cells = " | ".join(f"{r[b]['gb_s']:.2f} ({r[b]['of_copy'] * 100:.0f}%)" for b in backends)

@@ -76,8 +76,8 @@ def paper_setup(requests: int, seed: int) -> None:
     from traces import Trace
     register_v100_gib()
     link = 200 / 8            # TS-RoCE: 200 Gbit/s
-    print(f"| workload | load | TetriInfer vs vLLM | TTFT | JCT | resource (busy GPU-s) | perf/$ "
-          f"| vLLM TTFT / JCT (s), preemptions | paper TTFT / JCT / perf/$ |")
+    print("| workload | load | TetriInfer vs vLLM | TTFT | JCT | resource (busy GPU-s) | perf/$ "
+          "| vLLM TTFT / JCT (s), preemptions | paper TTFT / JCT / perf/$ |")
     print("|---|---|---|---|---|---|---|---|---|")
     for w in ("lpld", "lphd", "hpld", "hphd", "mixed"):
         tr = read_trace(ROOT / "traces" / f"{w}.csv")
