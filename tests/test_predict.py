@@ -197,6 +197,16 @@ def test_tensorrt_llm_attention_dp_rows_hold_prompts_for_the_ranks_balance():
     assert held["pred_tpot_ms"] == pytest.approx(free["pred_tpot_ms"], rel=0.25)
 
 
+def test_sglang_rows_on_blackwell_take_the_recipes_receive_interval():
+    row = dict(MOE_ROW, backend="sglang", backend_version="0.5.9", tp_size=8, attention_dp_size=1, moe_ep_size=1,
+               moe_tp_size=8, batch_size=64, concurrency=64)
+    assert resolve(row).engine.recv_interval == 30
+    assert resolve(dict(row, concurrency=8)).engine.recv_interval == 10
+    assert resolve(dict(row, system="h200_sxm")).engine.recv_interval == 1      # H200 recipes: every step
+    assert resolve(row, {"recv_interval": 1}).engine.recv_interval == 1
+    assert resolve(row).engine.settings()["scheduler_recv_interval"] == 30
+
+
 def test_disaggregated_rows_include_the_kv_transfer_and_the_decode_admission_in_ttft():
     assert "worker counts not recorded" in resolve(dict(MOE_ROW, mode="disagg", prefill_tp_size=8))
     row = dict(MOE_ROW, id="xpyd", mode="disagg", prefill_tp_size=8, prefill_moe_ep_size=8, prefill_num_workers=1,

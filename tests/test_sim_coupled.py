@@ -125,3 +125,21 @@ def test_attention_dp_balance_holds_prompts_until_every_rank_has_one_or_the_time
     batching = AdpBalance(timeout_iters=50, batching_wait_iters=2)
     batching.ranks = [a, b]
     assert [batching.may_start(a) for _ in range(3)] == [False, False, True]   # all ready: waits 2 steps more
+
+
+def test_a_scheduler_that_takes_requests_in_every_k_decode_steps_delays_their_prefill():
+    from dataclasses import replace
+    from planner.engines.config import engine_config
+    base = replace(coupled("coupled"), engine=engine_config("sglang"))
+    perf = base.perf("coupled")
+    rows = [(0.0, 1000, 400), (1.0, 200, 5)]        # the second arrives while the first decodes
+    every = simulate(base, trace(rows)).records.iloc[1]
+    k = 30
+    polled = simulate(replace(base, engine=replace(base.engine, recv_interval=k)), trace(rows)).records.iloc[1]
+    step = perf.decode_time_s(1, 1000)
+    wait = polled.first_token_s - every.first_token_s
+    # taken in at the next multiple of k decode steps since the first request's prefill
+    assert 0 < wait <= k * step * 1.2
+    assert polled.first_token_s - polled.arrival_s > every.first_token_s - every.arrival_s
+    idle = simulate(replace(base, engine=replace(base.engine, recv_interval=k)), trace([(0.0, 200, 5)])).records
+    assert idle.iloc[0].first_token_s == pytest.approx(perf.prefill_time_s(200, 0), rel=1e-9)   # idle: at once

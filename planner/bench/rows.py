@@ -211,6 +211,12 @@ def resolve(row: dict, engine_overrides: dict | None = None, literal_layout: boo
                                tp=(roles.get("coupled") or roles["decode"]).tp, **(engine_overrides or {}))
     except InputError as e:
         return str(e)
+    overrides = engine_overrides or {}
+    if engine.name == "sglang" and gpu.fp4_tflops and "recv_interval" not in overrides:
+        # SGLang's Blackwell deployment recipes (InferenceMAX single_node *_b200.sh / *_b300.sh
+        # for DeepSeek-R1, Qwen3.5 and GLM-5; none on H200) take new requests in every 10
+        # decode steps, every 30 from 16 clients (--scheduler-recv-interval; default 1)
+        engine = replace(engine, recv_interval=30 if conc >= 16 else 10)
     if engine.name == "trtllm":
         # benchmark configurations set what TensorRT-LLM's deployment recipes set (the
         # library defaults are for plain serving): CUDA graphs captured up to the engine's
@@ -220,7 +226,7 @@ def resolve(row: dict, engine_overrides: dict | None = None, literal_layout: boo
         # true, timeout_iters 60, batching_wait_iters 0; default off)
         engine = replace(engine, graph_max_batch=max(r.max_batch for r in roles.values()), graph_padding=True,
                          **({"adp_timeout_iters": 60, "adp_batching_wait_iters": 0}
-                            if engine_overrides is None or "adp_timeout_iters" not in engine_overrides else {}))
+                            if "adp_timeout_iters" not in overrides else {}))
     return RowSpec(id=str(row["id"]), model=model.name, gpu=gpu.name, engine=engine, dtype=dtype,
                    kv_dtype=engine.kv_dtype(dtype), isl=int(row["isl"]), osl=int(row["osl"]), concurrency=conc,
                    moe_dtype=moe_dtype, **roles)

@@ -64,6 +64,8 @@ class EngineConfig:
     # batching_wait_iters): a DP rank holds new prompts until every rank has one (0: off)
     adp_timeout_iters: int = 0
     adp_batching_wait_iters: int = 0
+    # SGLang's --scheduler-recv-interval: new requests taken in every this many decode steps
+    recv_interval: int = 1
 
     def __post_init__(self):
         for name, value, allowed in (("name", self.name, ENGINES), ("schedule", self.schedule, SCHEDULES),
@@ -118,6 +120,8 @@ class EngineConfig:
                  "sglang": ("chunked_prefill_size", "max_running_requests", "mem_fraction_static"),
                  "trtllm": ("max_num_tokens", "max_batch_size", "free_gpu_memory_fraction")}[self.name]
         out = dict(zip(names, (self.token_budget, self.max_seqs, self.memory_fraction)))
+        if self.recv_interval > 1:
+            out["scheduler_recv_interval"] = self.recv_interval
         if self.adp_timeout_iters:
             out["attention_dp_config"] = (f"enable_balance true, timeout_iters {self.adp_timeout_iters}, "
                                           f"batching_wait_iters {self.adp_batching_wait_iters}")

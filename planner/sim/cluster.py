@@ -163,7 +163,8 @@ class Cluster:
             inst = ChunkedCoupledInstance(iid, self.loop, self.reqs, k["perf"], chunk_tokens=self.dep.chunk_tokens, **kw)
         else:
             inst = DecodeInstance(iid, self.loop, self.reqs, k["perf"], prefill_on_admit=True,
-                                  max_prefill_tokens=k["budget"], max_paddings=self.coupled_max_paddings, **kw)
+                                  max_prefill_tokens=k["budget"], max_paddings=self.coupled_max_paddings,
+                                  recv_interval=getattr(self.dep.engine, "recv_interval", 1), **kw)
         inst.outstanding = 0
         self.coupled.append(inst)
         self._coupled_by_id[iid] = inst

@@ -43,7 +43,7 @@ class DecodeInstance:
     def __init__(self, iid: int, loop, reqs, perf, *, block_tokens: int = 16,
                  batch_limit: int = 256, admission: str = RESERVE_DYNAMIC, on_finish=None,
                  on_idle=None, prefill_on_admit: bool = False, max_prefill_tokens: int = 0,
-                 max_paddings: int | None = None,
+                 max_paddings: int | None = None, recv_interval: int = 1,
                  decode_cost: DecodeCost | None = None, prefill_cost: PrefillCost | None = None):
         self.iid = iid
         self.loop = loop
@@ -83,6 +83,12 @@ class DecodeInstance:
         self.accepting = True
         self.win = None                  # scale.WindowBusy when the plan has time windows
         self.win_role = "decode"
+        # SGLang's --scheduler-recv-interval: while decoding, the scheduler takes new requests
+        # in only every `recv_interval` decode iterations (at once after a prefill step or
+        # when idle); arrivals wait in `inbox` until then
+        self.recv_interval = max(int(recv_interval), 1)
+        self.recv_n = 0                  # a boundary at which requests were taken in
+        self.inbox: list[int] = []
 
     # ---- state -------------------------------------------------------------------------
     def context_tokens(self, n: int | None = None) -> int:
@@ -95,7 +101,7 @@ class DecodeInstance:
 
     @property
     def idle(self) -> bool:
-        return self.B == 0 and not self.waiting and self.ev_n < 0 and self.held == 0
+        return self.B == 0 and not self.waiting and not self.inbox and self.ev_n < 0 and self.held == 0
 
     def used_blocks(self, n: int | None = None) -> int:
         """Blocks iteration n needs: ceil((ctx + 1) / block) per running request."""
@@ -111,6 +117,11 @@ class DecodeInstance:
 
     # ---- arrivals --------------------------------------------------------------------
     def arrive(self, now: float, rid: int) -> None:
+        if self.recv_interval > 1 and self.B > 0:
+            self.inbox.append(rid)
+            if len(self.inbox) == 1:
+                self._wake(now)
+            return
         self.waiting.append(rid)
         if len(self.waiting) > 1 or self.B >= self.batch_limit:
             if not (self.ev_n < 0 and self.B == 0):
@@ -134,8 +145,15 @@ class DecodeInstance:
             k = self.cost.iterations_within(self.B, t0, budget, min(k_evt, 1 << 40))
             if self.cost.run_time_s(self.B, t0, k) < budget:
                 k += 1  # that iteration is running; join at its end
+        if self.inbox:
+            k = self._recv_boundary(self.n + k) - self.n
         if k < k_evt:
             self._schedule_at(self.n + k)
+
+    def _recv_boundary(self, n: int) -> int:
+        """The first boundary at or after n at which the scheduler takes requests in."""
+        r = self.recv_interval
+        return self.recv_n + -(-(n - self.recv_n) // r) * r if n > self.recv_n else self.recv_n
 
     # ---- boundaries --------------------------------------------------------------------
     def _schedule_at(self, boundary: int, priority: int = COMPLETE) -> None:
@@ -174,7 +192,14 @@ class DecodeInstance:
         stall = self._joins(now)
         if self.B and not self._fits(0):
             self._preempt_until_fits(now)
-        stall += self._admit(now, stall)
+        if self.inbox and (self.B == 0 or self._recv_boundary(n) == n):
+            self.waiting.extend(self.inbox)
+            self.inbox.clear()
+            self.recv_n = n
+        admitted_s = self._admit(now, stall)
+        stall += admitted_s
+        if admitted_s > 0 and self.recv_interval > 1:
+            self.recv_n = n + 1      # a prefill step: the scheduler takes requests in right after it
         stall += self._extra_iteration_s(now)
         self.t = now + stall
         self._schedule_next(now)
@@ -189,12 +214,14 @@ class DecodeInstance:
             self._schedule_at(self.n)
             return
         if self.B == 0:
-            if self.t > now or self._more_work():
+            if self.t > now or self._more_work() or self.inbox:
                 self._schedule_at(self.n)   # end of a stall, or chunked prefill to continue
             else:
                 self._mark_idle(now)
             return
         target = self._next_boundary(fin[0][0])
+        if self.inbox:
+            target = min(target, self._recv_boundary(self.n + 1))
         self._schedule_at(target)
 
     def _next_boundary(self, n_finish: int) -> int:
@@ -394,4 +421,6 @@ class DecodeInstance:
         for rid in self.waiting:
             (out if reqs.first_token[rid] != reqs.first_token[rid] else keep).append(rid)
         self.waiting = deque(keep)
+        out += self.inbox
+        self.inbox = []
         return out
