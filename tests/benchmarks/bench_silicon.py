@@ -62,7 +62,9 @@ How a row is predicted (planner/bench, planner/engines, planner/perf; docs/perf-
   async scheduling from 0.14; each attention-DP rank its own queue, requests dealt to ranks
   as each engine does by default (vLLM least loaded, SGLang and TensorRT-LLM round robin),
   TensorRT-LLM's ranks holding new prompts until every rank has one or 60 steps passed (the
-  attention_dp_config balance its DeepSeek deployment recipes set); xPyD rows' routers send
+  attention_dp_config balance its DeepSeek deployment recipes set); SGLang on Blackwell
+  taking new requests in every 10 decode steps, every 30 from 16 clients (its B200 / B300
+  recipes' --scheduler-recv-interval; H200 recipes: every step); xPyD rows' routers send
   a request to a decode engine with room; the client's first token is when the decode
   engine admits the request;
 - the benchmark as a steady-state closed loop: N clients, each sending its next request
