@@ -206,12 +206,12 @@ def resolve(row: dict, engine_overrides: dict | None = None, literal_layout: boo
         if why:
             return why
         roles[name] = r
+    overrides = engine_overrides or {}
     try:
         engine = engine_config(str(row["backend"]), _num(row, "backend_version"), gpu=gpu,
-                               tp=(roles.get("coupled") or roles["decode"]).tp, **(engine_overrides or {}))
+                               tp=(roles.get("coupled") or roles["decode"]).tp, **overrides)
     except InputError as e:
         return str(e)
-    overrides = engine_overrides or {}
     if engine.name == "sglang" and gpu.fp4_tflops and "recv_interval" not in overrides:
         # SGLang's Blackwell deployment recipes (InferenceMAX single_node *_b200.sh / *_b300.sh
         # for DeepSeek-R1, Qwen3.5 and GLM-5; none on H200) take new requests in every 10

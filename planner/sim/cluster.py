@@ -145,7 +145,7 @@ class Cluster:
             self.role_of[iid] = "coupled"
             self._make_coupled(iid)
         eng = dep.engine
-        if dep.coupled.dp > 1 and eng is not None and eng.adp_timeout_iters and dep.mode == "chunked_coupled":
+        if dep.coupled.dp > 1 and eng.adp_timeout_iters and dep.mode == "chunked_coupled":
             for first in range(0, len(self.coupled), dep.coupled.dp):
                 gate = AdpBalance(eng.adp_timeout_iters, eng.adp_batching_wait_iters)
                 gate.ranks = self.coupled[first:first + dep.coupled.dp]
@@ -164,7 +164,7 @@ class Cluster:
         else:
             inst = DecodeInstance(iid, self.loop, self.reqs, k["perf"], prefill_on_admit=True,
                                   max_prefill_tokens=k["budget"], max_paddings=self.coupled_max_paddings,
-                                  recv_interval=getattr(self.dep.engine, "recv_interval", 1), **kw)
+                                  recv_interval=self.dep.engine.recv_interval, **kw)
         inst.outstanding = 0
         self.coupled.append(inst)
         self._coupled_by_id[iid] = inst
