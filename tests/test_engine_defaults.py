@@ -55,6 +55,9 @@ def test_tensorrt_llm_graph_sizes_without_and_with_padding():
     padded = replace(trt, graph_max_batch=512, graph_padding=True)
     assert padded.graph_sizes == (1, 2, 4, *range(8, 129, 8), 256, 512)
     assert replace(trt, graph_max_batch=300, graph_padding=True).graph_sizes[-2:] == (256, 300)
+    # the max batch itself is always captured (a 3-request decode engine replays a graph at 3)
+    assert replace(trt, graph_max_batch=3, graph_padding=True).graph_sizes == (1, 2, 3)
+    assert replace(trt, graph_max_batch=40).graph_sizes[-3:] == (31, 32, 40)
     assert padded.perf_kwargs()["graph_padding"] and not trt.perf_kwargs()["graph_padding"]
 
 

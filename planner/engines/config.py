@@ -30,8 +30,7 @@ def _trtllm_graph_sizes(max_bs: int, padding: bool = False) -> tuple[int, ...]:
     128); 1, 2, 4, 8-128 by 8 with padding; then powers of two and the max batch itself."""
     sizes = [1, 2, 4, *range(8, 129, 8)] if padding else [*range(1, 33), 64, 128]
     sizes += [1 << i for i in range(8, max(max_bs, 1).bit_length())]
-    out = sorted({s for s in sizes if s <= max_bs} | ({max_bs} if max_bs > 128 else set()))
-    return tuple(out)
+    return tuple(sorted({s for s in sizes if s <= max_bs} | {max(max_bs, 1)}))
 
 
 GRAPH_RULES = {"vllm": _vllm_graph_sizes, "sglang": _sglang_graph_sizes}
