@@ -15,9 +15,11 @@ def _rows() -> pd.DataFrame:
     rows = [{"id": f"r{i}", "model_path": "llama-3.1-8b", "system": "h200_sxm", "backend": "vllm",
              "backend_version": "0.19.0", "precision": "bf16", "mode": "agg", "isl": isl, "osl": 64,
              "concurrency": c, "tp_size": 1, "pp_size": 1, "batch_size": c}
-            for i, (isl, c) in enumerate([(512, 1), (4096, 2), (1024, 8), (2048, 16), (512, 48), (8192, 4)])]
+            # short prompts at few clients, whose prefill the eager-launch floor sets, and long ones
+            for i, (isl, c) in enumerate([(128, 1), (256, 1), (512, 1), (256, 2), (128, 4), (4096, 2),
+                                            (2048, 16), (512, 48), (8192, 4)])]
     df = pd.DataFrame(rows)
-    truth = predict_frame(df, {"vllm": TRUTH}, requests_per_user=fit.FIT_REQUESTS_PER_USER)
+    truth = predict_frame(df, {"vllm": TRUTH}, client=fit.FIT_CLIENT)
     assert (truth["status"] == "ok").all()
     return df.assign(silicon_ttft_ms=truth["pred_ttft_ms"], silicon_tpot_ms=truth["pred_tpot_ms"])
 

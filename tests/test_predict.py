@@ -8,7 +8,7 @@ import pytest
 from click.testing import CliRunner
 
 from planner import catalog
-from planner.bench.predict import predict_spec
+from planner.bench.predict import INFERENCEMAX, Client, predict_spec
 from planner.bench.rows import resolve
 from planner.cli import main
 from planner.engines.config import engine_config
@@ -89,6 +89,35 @@ def test_tpot_grows_with_concurrency_and_falls_with_tp():
     assert hi["pred_tpot_ms"] > lo["pred_tpot_ms"] and hi["pred_ttft_ms"] > lo["pred_ttft_ms"]
     tp8 = predict_spec(replace(base, coupled=replace(base.coupled, tp=8)))
     assert tp8["pred_tpot_ms"] < predict_spec(base)["pred_tpot_ms"]
+
+
+def test_the_client_bursts_n_prompts_at_once_and_its_first_round_weighs_one_in_ten():
+    base = replace(resolve(ROW), concurrency=32, coupled=replace(resolve(ROW).coupled, max_batch=32))
+    full = predict_spec(base)
+    # the first round is 32 prompts at once: TTFT well above one prompt's at 1 client
+    alone = predict_spec(replace(base, concurrency=1, coupled=replace(base.coupled, max_batch=1)))
+    burst_only = predict_spec(base, client=Client(prompts_per_client=1))
+    assert burst_only["pred_ttft_ms"] > 2 * alone["pred_ttft_ms"]
+    assert alone["pred_ttft_ms"] < full["pred_ttft_ms"] < burst_only["pred_ttft_ms"]
+    # simulating fewer rounds keeps the burst's weight: close to the full run
+    short = predict_spec(base, client=replace(INFERENCEMAX, rounds=4))
+    assert short["pred_ttft_ms"] == pytest.approx(full["pred_ttft_ms"], rel=0.1)
+    assert short["pred_tpot_ms"] == pytest.approx(full["pred_tpot_ms"], rel=0.05)
+    # lengths uniform in [0.8 L, L]: shorter on average than fixed at L
+    fixed = predict_spec(base, client=Client(range_ratio=1.0))
+    assert fixed["pred_ttft_ms"] > full["pred_ttft_ms"]
+
+
+def test_client_lengths_and_weights():
+    import numpy as np
+    c = Client(prompts_per_client=10, range_ratio=0.8)
+    x = c.lengths(1000, 5000, np.random.default_rng(0))
+    assert x.min() >= 800 and x.max() <= 1000 and abs(x.mean() - 900) < 5
+    first = np.array([True, True, False, False, False, False])
+    assert c.mean(np.array([10.0, 10.0, 0.0, 0.0, 0.0, 0.0]), first) == pytest.approx(1.0)
+    assert Client(rounds=50).simulated == 10 and Client(rounds=4).simulated == 4
+    with pytest.raises(InputError):
+        Client(range_ratio=0.0)
 
 
 def test_engines_differ_in_how_they_schedule():

@@ -3,35 +3,70 @@
 A row runs one engine instance (aggregated) of the model in the row's layout (TP x
 attention DP x EP) on its GPU, with the engine's scheduler (planner.engines), or x prefill
 and y decode engines (disaggregated, xPyD) with KV moved between them, driven by
-`concurrency` clients that each send a request of ISL prompt tokens for OSL output tokens
-and the next one as soon as the last finishes (genai-perf / aiperf / `vllm bench serve
---max-concurrency`). The discrete-event simulator replays that loop step by step on the
+`concurrency` clients that each send a request of about ISL prompt tokens for about OSL
+output tokens and the next one as soon as the last finishes. The discrete-event simulator replays that loop step by step on the
 shared step-cost model; attention-DP ranks run as separate queues (the engines' DP
 balancer spreads requests over them).
 
-Benchmark semantics (docs/validation-silicon.md compares the alternatives on dev.csv):
-- steady state: the clients' phases are spread over one request's lifetime (client i
-  starts at i/N of it) and each waits an exponential pause of 2% of a lifetime between
-  requests (a real client's reaction time varies), so requests do not stay in lock-step;
-  each client's first request is warm-up, left out of the means;
-- TTFT and TPOT as the clients define them: TTFT = first token - send, TPOT =
-  (end-to-end - TTFT) / (output tokens - 1), averaged over requests; TTFT adds the
-  engine's front-end time (HTTP, tokenising, first-token streaming: EngineConfig.frontend_s).
+The benchmark client is the one behind the rows of ../shared/silicon/dev.csv: InferenceMAX's
+benchmark_serving.py (vLLM's, SemiAnalysisAI/InferenceX utils/bench_serving), run as
+`--max-concurrency N --request-rate inf --num-prompts 10N --random-range-ratio 0.8` (every
+recipe in benchmarks/ since 2025-10; `--num-warmups 2N` since 2026-01-21, which only leaves the
+server idle and warm when the measured run starts):
+- all N clients send at once, each its next request as soon as the last one finishes, until
+  10 N requests are sent; every request counts, the first burst included (its TTFT is the
+  queue of N prompts, which is why a closed loop's TTFT grows with N faster than steady-state
+  queueing explains: docs/validation-silicon.md compares the two);
+- prompt and output lengths drawn uniformly from [0.8 L, L] (L = ISL, OSL), so the means are
+  0.9 L and the clients fall out of step after the first round;
+- TTFT and TPOT as the client defines them: TTFT = first token - send, TPOT = (end-to-end -
+  TTFT) / (output tokens - 1), averaged over requests; TTFT adds the engine's front-end time
+  (HTTP, tokenising, first-token streaming: EngineConfig.frontend_s).
 """
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import numpy as np
 
 from planner import catalog
 from planner.bench.rows import RowSpec
+from planner.errors import InputError
 from planner.plan import Deployment, Policies, Role
 from planner.sim.decode import GREEDY, RESERVE_STATIC
 
-REQUESTS_PER_USER = 5          # requests each client sends, the first one warm-up
-MIN_REQUESTS = 40
-PHASE_SPREAD = 1.0             # clients start spread over this many request lifetimes
-THINK_JITTER = 0.02            # mean pause between a client's requests, in request lifetimes
-WARMUP = 1                     # requests per client left out of the means
+
+@dataclass(frozen=True)
+class Client:
+    """A closed-loop benchmark client: `prompts_per_client` x N requests from N clients that
+    start together, lengths uniform in [range_ratio L, L]; `rounds` of them simulated (fewer
+    to save time, e.g. while fitting: the first burst then keeps its weight 1 /
+    prompts_per_client in the means, the later rounds share the rest)."""
+    prompts_per_client: int = 10
+    range_ratio: float = 0.8
+    rounds: int | None = None
+
+    def __post_init__(self):
+        if self.prompts_per_client < 1 or not 0.0 < self.range_ratio <= 1.0:
+            raise InputError(f"a client sends >= 1 prompt and draws lengths from [r L, L] with 0 < r <= 1, "
+                             f"got {self.prompts_per_client} prompts and r = {self.range_ratio}")
+
+    @property
+    def simulated(self) -> int:
+        return max(1, min(self.rounds or self.prompts_per_client, self.prompts_per_client))
+
+    def lengths(self, length: int, n: int, rng) -> np.ndarray:
+        return rng.integers(max(int(length * self.range_ratio), 1), length + 1, size=n)
+
+    def mean(self, values: np.ndarray, first: np.ndarray) -> float:
+        """Mean over the benchmark's requests from the simulated ones (`first`: the burst)."""
+        w = 1.0 / self.prompts_per_client
+        if first.all() or not first.any():
+            return float(values.mean())
+        return w * float(values[first].mean()) + (1.0 - w) * float(values[~first].mean())
+
+
+INFERENCEMAX = Client()
 KV_LATENCY_S = 1e-4            # per KV transfer, on top of its bytes over the link
 # how each engine spreads requests over its attention-DP ranks: vLLM's data-parallel front
 # end picks the least-loaded engine (queue and running counts); SGLang's DP controller deals
@@ -73,7 +108,7 @@ def deployment(spec: RowSpec) -> Deployment:
     return Deployment(mode=mode, coupled=Role(spec.gpu, c.workers, c.tp, c.dp, c.ep), **common)
 
 
-def predict_spec(spec: RowSpec, requests_per_user: int = REQUESTS_PER_USER, seed: int = 0) -> dict:
+def predict_spec(spec: RowSpec, client: Client = INFERENCEMAX, seed: int = 0) -> dict:
     """{pred_ttft_ms, pred_tpot_ms, pred_tokens_per_s_per_gpu, source, status} for one row."""
     from planner.sim import simulate_closed_loop
     dep = deployment(spec)
@@ -90,30 +125,28 @@ def predict_spec(spec: RowSpec, requests_per_user: int = REQUESTS_PER_USER, seed
             return out | {"status": f"one request ({need} tokens) exceeds the {r} KV capacity "
                                     f"({perf.kv_capacity_tokens})"}
     eng = spec.engine
-    ranks = {r: dep.roles()[r].instances * dep.roles()[r].dp for r in roles}
-    dec = perfs[roles[-1]]
-    per_rank = max(spec.concurrency / ranks[roles[-1]], 1.0)
-    life_s = float(perfs[roles[0]].prefill_time_s(spec.isl)) + spec.osl * float(
-        dec.decode_time_s(per_rank, per_rank * (spec.isl + spec.osl / 2)))
+    n = client.simulated * spec.concurrency
+    rng = np.random.default_rng(seed)
     role = spec.decode if spec.disaggregated else spec.coupled
     res = simulate_closed_loop(
-        dep, clients=spec.concurrency, requests=max(MIN_REQUESTS, requests_per_user * spec.concurrency),
-        prompt_tokens=spec.isl, output_tokens=spec.osl, seed=seed, ramp_s=PHASE_SPREAD * life_s,
-        think_s=THINK_JITTER * life_s, think_jitter=True, block_tokens=eng.block_tokens,
+        dep, clients=spec.concurrency, requests=n, prompt_tokens=client.lengths(spec.isl, n, rng),
+        output_tokens=client.lengths(spec.osl, n, rng), seed=seed, block_tokens=eng.block_tokens,
         decode_batch_limit=min(role.max_batch, eng.max_seqs), max_prefill_tokens=eng.token_budget,
         coupled_admission=RESERVE_STATIC if eng.admission == "no_evict" else GREEDY, perfect_predictor=True)
     rec = res.records
-    done = rec[np.isfinite(rec["finish_s"]) & (rec["request_id"] >= WARMUP * spec.concurrency)]
+    done = rec[np.isfinite(rec["finish_s"])]
     if done.empty:
         return out | {"status": "no request finished in simulation"}
-    first = done["first_token_s"]
+    first = done["first_token_s"].to_numpy()
     if spec.disaggregated:
         # the client sees the first token when the decode engine has the KV and admits the
         # request (it streams every token, the prefill's first one included)
-        first = np.maximum(first, done["decode_start_s"])
-    ttft = first - done["arrival_s"]
-    tpot = (done["finish_s"] - first) / max(spec.osl - 1, 1)
-    span = float(done["finish_s"].max() - done["arrival_s"].min())
+        first = np.maximum(first, done["decode_start_s"].to_numpy())
+    arrival, finish = done["arrival_s"].to_numpy(), done["finish_s"].to_numpy()
+    burst = (done["request_id"] < spec.concurrency).to_numpy()
+    ttft = client.mean(first - arrival, burst)
+    tpot = client.mean((finish - first) / np.maximum(done["output_tokens"].to_numpy() - 1, 1), burst)
+    span = float(finish.max() - arrival.min())
     tok_s = float(done["output_tokens"].sum()) / span if span > 0 else float("nan")
-    return out | {"pred_ttft_ms": (float(ttft.mean()) + eng.frontend) * 1e3, "pred_tpot_ms": float(tpot.mean()) * 1e3,
+    return out | {"pred_ttft_ms": (ttft + eng.frontend) * 1e3, "pred_tpot_ms": tpot * 1e3,
                   "pred_tokens_per_s_per_gpu": tok_s / spec.gpus, "status": "ok"}

@@ -7,14 +7,14 @@ import time
 
 import pandas as pd
 
-from planner.bench.predict import REQUESTS_PER_USER, predict_spec
+from planner.bench.predict import INFERENCEMAX, Client, predict_spec
 from planner.bench.rows import resolve
 
 OUT_COLUMNS = ("pred_ttft_ms", "pred_tpot_ms", "pred_tokens_per_s_per_gpu", "source", "status", "layout")
 
 
 def predict_frame(df: pd.DataFrame, engine_overrides: dict | None = None, *, progress: bool = False,
-                  requests_per_user: int = REQUESTS_PER_USER, literal_layout: bool = False) -> pd.DataFrame:
+                  client: Client = INFERENCEMAX, literal_layout: bool = False) -> pd.DataFrame:
     """df with OUT_COLUMNS added; `layout` is the engine layout predicted (and the file's
     columns where they were read as a squared GPU count: planner.bench.rows.squared_layout)."""
     out = df.copy()
@@ -27,7 +27,7 @@ def predict_frame(df: pd.DataFrame, engine_overrides: dict | None = None, *, pro
         else:
             layout = spec.describe()
             try:
-                got = predict_spec(spec, requests_per_user=requests_per_user)
+                got = predict_spec(spec, client=client)
             except Exception as e:  # a row the model cannot take must not end the run
                 got = {"status": f"error: {type(e).__name__}: {str(e)[:160]}"}
             got["layout"] = layout

@@ -56,6 +56,12 @@ def _engine_settings(items: tuple[str, ...]) -> dict:
 @click.option("--isl", type=Int(lo=1, hi=MAX_TOKENS), default=None, help="Input tokens per request.")
 @click.option("--osl", type=Int(lo=1, hi=MAX_TOKENS), default=None, help="Output tokens per request.")
 @click.option("--concurrency", type=Int(lo=1, hi=1_000_000), default=None, help="Closed-loop clients (requests in flight).")
+@click.option("--prompts-per-client", type=Int(lo=1, hi=1000), default=10, show_default=True,
+              help="Requests each client sends (the benchmark's --num-prompts / --max-concurrency); all "
+                   "clients start at once and every request counts.")
+@click.option("--range-ratio", type=click.FloatRange(0.0, 1.0, min_open=True), default=0.8, show_default=True,
+              help="Prompt and output lengths uniform in [r x ISL, ISL] and [r x OSL, OSL] "
+                   "(benchmark_serving --random-range-ratio; 1: fixed lengths).")
 @click.option("--engine-setting", "settings", multiple=True,
               help="Override an engine default, NAME=VALUE (token_budget, max_seqs, memory_fraction, "
                    "cpu_per_step_s, ...); repeat.")
@@ -65,15 +71,18 @@ def _engine_settings(items: tuple[str, ...]) -> dict:
                    "that repeat the TP4 EP4 measurements) is predicted as the 4-GPU engine; the layout "
                    "column says which.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
-def predict(rows_path, output, model, gpu, engine, precision, tp, dp, ep, moe_dtype, isl, osl, concurrency, settings,
-            literal_layout, as_json):
-    """Predict mean TTFT and TPOT of a closed-loop benchmark (N clients, fixed ISL/OSL).
+def predict(rows_path, output, model, gpu, engine, precision, tp, dp, ep, moe_dtype, isl, osl, concurrency,
+            prompts_per_client, range_ratio, settings, literal_layout, as_json):
+    """Predict mean TTFT and TPOT of a closed-loop benchmark: N clients start at once and each
+    sends its next request when the last one finishes, as InferenceMAX runs vLLM's
+    benchmark_serving.py (--max-concurrency N --num-prompts 10N --random-range-ratio 0.8),
+    the client behind ../shared/silicon/dev.csv.
 
     \b
     Examples:
       planner predict --model meta-llama/Llama-3.1-70B --gpu h200 --engine vllm --dtype fp8 \\
           --tp 4 --isl 1024 --osl 1024 --concurrency 64
-      planner predict --model deepseek-ai/DeepSeek-R1 --gpu b200 --engine sglang --dtype fp8 \
+      planner predict --model deepseek-ai/DeepSeek-R1 --gpu b200 --engine sglang --dtype fp8 \\
           --moe-dtype fp8_block --tp 1 --dp 8 --ep 8 --isl 1024 --osl 1024 --concurrency 256
       planner predict --rows ../shared/silicon/dev.csv -o predictions.csv
     Rows may be aggregated or disaggregated (xPyD: prefill_/decode_ columns); rows that
@@ -82,6 +91,7 @@ def predict(rows_path, output, model, gpu, engine, precision, tp, dp, ep, moe_dt
     import pandas as pd
 
     from planner.bench.accuracy import render, table
+    from planner.bench.predict import Client
     from planner.bench.rows import read_rows
     from planner.bench.run import predict_frame
     from planner.cli.output import echo_json
@@ -104,7 +114,8 @@ def predict(rows_path, output, model, gpu, engine, precision, tp, dp, ep, moe_dt
                             "concurrency": concurrency, "tp_size": tp, "attention_dp_size": dp, "moe_ep_size": ep,
                             "pp_size": 1, "batch_size": -(-concurrency // dp)}])
     engines = {str(b).lower() for b in df["backend"]} if overrides else set()
-    pred = predict_frame(df, {e: overrides for e in engines}, progress=len(df) > 1, literal_layout=literal_layout)
+    pred = predict_frame(df, {e: overrides for e in engines}, progress=len(df) > 1, literal_layout=literal_layout,
+                        client=Client(prompts_per_client, range_ratio))
     reread = int(pred["layout"].str.contains("(file:", regex=False).sum())
     if output:
         from planner.outputs import write_csv

@@ -26,16 +26,20 @@ from __future__ import annotations
 import argparse
 import csv
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from planner.bench.predict import INFERENCEMAX
 from planner.bench.rows import read_rows, resolve
 from planner.bench.run import predict_frame
 from planner.engines.config import ENGINES
 
-FIT_REQUESTS_PER_USER = 3      # shorter closed loops while fitting; the prediction uses the full length
+# shorter closed loops while fitting (the first burst and three more rounds, weighted as in the
+# full benchmark); the prediction simulates every round
+FIT_CLIENT = replace(INFERENCEMAX, rounds=4)
 MAX_FIT_ROWS = 100             # rows per engine: ~3 s an evaluation, a fit in minutes on 2 cores
 SCALE = np.array([1e-3, 1e-5, 1e-5])  # parameter units: ms per step, 10 us per sequence, 10 us per kernel
 # each parameter's physical range, as the grid the coordinate search walks (SCALE units)
@@ -50,7 +54,7 @@ def objective(rows: pd.DataFrame, engine: str, params, with_frontend: bool = Fal
     per_step, per_seq, per_kernel = np.asarray(params, float) * SCALE
     pred = predict_frame(rows, {engine: {"cpu_per_step_s": per_step, "cpu_per_seq_s": per_seq,
                                          "cpu_per_kernel_s": per_kernel, "frontend_s": 0.0}},
-                         requests_per_user=FIT_REQUESTS_PER_USER)
+                         client=FIT_CLIENT)
     ok = pred[pred["status"] == "ok"]
     if ok.empty:
         return (float("inf"), 0.0) if with_frontend else float("inf")

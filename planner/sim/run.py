@@ -236,23 +236,21 @@ def simulate_closed_loop(plan_or_deployment, *, clients: int, requests: int, tra
                          max_prefill_tokens: int | None = None, price_kind: str = "on_demand",
                          prices: dict | None = None, start_latency_s: float | None = None,
                          start_ahead: bool = False, coupled_prefill: str = PACKED,
-                         pad_prefill_chunks: bool = False, ramp_s: float = 0.0,
-                         think_jitter: bool = False) -> SimResult:
-    """Closed loop, as genai-perf/aiperf measure a deployment: `clients` each send a request,
-    wait for its last token, think `think_s` (exponentially distributed with that mean if
-    `think_jitter`), and send the next, until `requests` have been sent. Client i starts at
-    i * ramp_s / clients (0: all at once). Lengths are fixed (`prompt_tokens`, `output_tokens`) or drawn with replacement
-    from `trace`'s (prompt, output) pairs; a fixed value overrides the drawn one."""
+                         pad_prefill_chunks: bool = False) -> SimResult:
+    """Closed loop, as benchmark clients measure a deployment: `clients` send a request each
+    at once, wait for its last token, think `think_s`, and send the next, until `requests`
+    have been sent. Lengths are given (`prompt_tokens`, `output_tokens`: one for all, or one
+    per request in the order sent) or drawn with replacement from `trace`'s (prompt, output)
+    pairs; a given value overrides the drawn one."""
     dep = _deployment(plan_or_deployment)
     _check(dep)
     coupled_admission = coupled_admission or engine_admission(dep.engine)
     if clients < 1 or requests < 1:
         raise InputError(f"closed loop needs clients >= 1 and requests >= 1, got {clients} and {requests}")
-    if not (0 <= think_s <= MAX_SIM_TIME_S / requests and 0 <= ramp_s <= MAX_SIM_TIME_S):
-        raise InputError(f"think time and ramp must be finite, >= 0 and at most {MAX_SIM_TIME_S:.0e} s over "
-                         f"the run, got {think_s} and {ramp_s}")
+    if not 0 <= think_s <= MAX_SIM_TIME_S / requests:
+        raise InputError(f"think time must be finite, >= 0 and at most {MAX_SIM_TIME_S:.0e} s over the run, "
+                         f"got {think_s}")
     rng = np.random.default_rng(seed)
-    jitter_rng = np.random.default_rng(seed + 1)
     if trace is not None and len(trace):
         pick = rng.integers(0, len(trace), size=requests)
         prompt = trace.prompt_tokens[pick].copy()
@@ -286,17 +284,15 @@ def simulate_closed_loop(plan_or_deployment, *, clients: int, requests: int, tra
 
     def on_finish(now, rid):
         bar.tick()
-        loop.at(now + (jitter_rng.exponential(think_s) if think_jitter and think_s > 0 else think_s), send, None,
-                ARRIVAL)
+        loop.at(now + think_s, send, None, ARRIVAL)
 
     cluster = Cluster(dep, reqs, loop, seed=seed, block_tokens=block_tokens,
                       decode_batch_limit=decode_batch_limit, on_finish=on_finish,
                       coupled_admission=coupled_admission, max_prefill_tokens=max_prefill_tokens,
                       start_latency_s=start_latency_s, start_ahead=start_ahead,
                       coupled_max_paddings=_paddings(coupled_prefill), pad_prefill_chunks=pad_prefill_chunks)
-    n0 = min(clients, requests)
-    for i in range(n0):
-        loop.at(i * ramp_s / n0, send, None, ARRIVAL)
+    for _ in range(min(clients, requests)):
+        loop.at(0.0, send, None, ARRIVAL)
     try:
         loop.run(max_events=_event_budget(dep, prompt, output))
     finally:

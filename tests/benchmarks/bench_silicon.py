@@ -67,9 +67,11 @@ How a row is predicted (planner/bench, planner/engines, planner/perf; docs/perf-
   recipes' --scheduler-recv-interval; H200 recipes: every step); xPyD rows' routers send
   a request to a decode engine with room; the client's first token is when the decode
   engine admits the request;
-- the benchmark as a steady-state closed loop: N clients, each sending its next request
-  as the last finishes, phases spread over one request lifetime, a 2% exponential pause,
-  each client's first request left out as warm-up; TTFT includes the engine's front end;
+- the benchmark as its client runs it (planner/bench/predict.py Client): InferenceMAX's
+  benchmark_serving.py, the harness of every recipe on this grid of ISL / OSL / clients:
+  N clients start at once on an idle server, each sends its next request as the last
+  finishes, 10 N requests in all, prompt and output lengths uniform in [0.8 L, L], every
+  request counted, the first burst's queue included; TTFT includes the engine's front end;
 - fitted on these rows, per engine, four parameters (planner/engines/fit.py; on 100 rows
   per engine: every system x model x concurrency band once, the rest at random): CPU seconds
   per step and per sequence in a step (added to the GPU time, or overlapped with it for
@@ -81,18 +83,18 @@ How a row is predicted (planner/bench, planner/engines, planner/perf; docs/perf-
   rows, then that system predicted.
 
 Known gaps (what the figures below reflect):
-- TTFT depends on how a benchmark client paces requests, which the rows do not record; the
-  steady-state loop fits these rows better than clients kept in lock-step (compared with
-  planner.engines.fit: median |log| error TTFT + TPOT 0.54 against 0.68-0.84 for vLLM), but
-  some rows look partly lock-stepped: TensorRT-LLM's TTFT at 1024/1024 and TP 1-4 is what
-  the clients' prompts take prefilled together (Llama-3.1-70B, H200, TP 1, 4 clients: 562 ms,
-  half its 8192-token prefill of 1156 ms) while the same runs at 1024/8192 show one prompt's
-  prefill (176 ms); SGLang's MoE TTFT grows with concurrency (DeepSeek-R1, B200, 1024/1024:
-  about 200 ms at up to 4 clients, 1.4 s at 64-256) where the steady-state loop stays near
-  310-340 ms, and a burst start without jitter over-predicts it by 2x at 16+ clients. The
-  InferenceMAX client (benchmark_serving.py: all clients at once, 10 requests each, lengths
-  uniform in [0.8 L, L]) was simulated on 24 SGLang B200 DeepSeek-R1 rows: TTFT median
-  error 54.5% against 54.2% for the steady-state loop (63% with fixed lengths).
+- The rows do not name their client; their grid (1k/1k, 1k/8k, 8k/1k at 4-512 clients) and
+  engines are InferenceMAX's, whose harness is the one modelled. Its first burst is why
+  measured TTFT grows with concurrency in step with TPOT (vLLM, 1024/1024: TTFT / TPOT about
+  8 at up to 32 clients, 15 at 256) where a steady-state loop's falls (25 to 5). Against the
+  steady-state loop used before (clients' phases spread over one request lifetime, a 2%
+  pause, first requests left out), each engine's front-end time re-chosen for each, on all
+  rows: TTFT median error dense 34% -> 15%, MoE 37% -> 30%, xPyD 68% -> 49%, TPOT unchanged;
+  with the four engine parameters refitted, in-sample dense TTFT 35% -> 17% (p90 161% -> 61%)
+  and TensorRT-LLM's front end 190 -> 45 ms. The NVIDIA model-card rows (Llama-3.1-8B FP8 on
+  vLLM at 100-2000 output tokens, DeepSeek-R1 / V3.1 and Qwen3-32B NVFP4 on TensorRT-LLM) come
+  from another client and run far from this one (Llama-3.1-8B: TPOT predicted 1.5-4x its
+  8-23 ms; the NVFP4 rows record batch per GPU).
 - The engines' CPU and front-end times are fitted within physical bounds and several sit at
   a bound: what the step-cost model misses, MoE prefill above all, shows as bias. The
   front-end time stands in for a per-request excess that depends on the model: at up to 8
