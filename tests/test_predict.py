@@ -36,6 +36,16 @@ def test_single_configuration_prints_ttft_tpot_and_the_step_cost_source():
     r = run("predict", "--model", "meta-llama/Llama-3.1-70B", "--gpu", "b200", "--engine", "sglang", "--dtype", "fp8",
             "--tp", "4", "--isl", "1024", "--osl", "256", "--concurrency", "8", "--engine-setting", "max_seqs=64")
     assert "sglang: chunked_prefill_size 16384, max_running_requests 64" in r.output, r.output
+    # the client it assumed, and a fixed-length one on request
+    base = ("predict", "--model", "meta-llama/Llama-3.1-70B", "--gpu", "h200", "--dtype", "fp8", "--tp", "4",
+            "--isl", "1024", "--osl", "256", "--concurrency", "8")
+    r = run(*base)
+    assert "client: 8 clients at once, 10 requests each, lengths uniform in [0.8 L, L]" in r.output
+    fixed = run(*base, "--range-ratio", "1", "--prompts-per-client", "3")
+    assert fixed.exit_code == 0 and "3 requests each, lengths uniform in [1 L, L]" in fixed.output
+    assert fixed.output.splitlines()[0] != r.output.splitlines()[0]
+    bad = run(*base, "--range-ratio", "0")
+    assert bad.exit_code == 2 and "--range-ratio" in bad.output
 
 
 @pytest.mark.parametrize("args,needle", [

@@ -7,7 +7,7 @@ import math
 
 import click
 
-from planner.cli.params import MAX_TOKENS, Int, OutFile
+from planner.cli.params import MAX_TOKENS, Float, Int, OutFile
 from planner.errors import InputError
 
 
@@ -59,7 +59,7 @@ def _engine_settings(items: tuple[str, ...]) -> dict:
 @click.option("--prompts-per-client", type=Int(lo=1, hi=1000), default=10, show_default=True,
               help="Requests each client sends (the benchmark's --num-prompts / --max-concurrency); all "
                    "clients start at once and every request counts.")
-@click.option("--range-ratio", type=click.FloatRange(0.0, 1.0, min_open=True), default=0.8, show_default=True,
+@click.option("--range-ratio", type=Float(lo=0.0, hi=1.0, lo_open=True), default=0.8, show_default=True,
               help="Prompt and output lengths uniform in [r x ISL, ISL] and [r x OSL, OSL] "
                    "(benchmark_serving --random-range-ratio; 1: fixed lengths).")
 @click.option("--engine-setting", "settings", multiple=True,
@@ -133,6 +133,8 @@ def predict(rows_path, output, model, gpu, engine, precision, tp, dp, ep, moe_dt
             raise InputError(f"cannot predict this configuration: {r['status']}")
         click.echo(f"TTFT {r['pred_ttft_ms']:.1f} ms, TPOT {r['pred_tpot_ms']:.2f} ms, "
                    f"{r['pred_tokens_per_s_per_gpu']:.0f} output tokens/s per GPU")
+        click.echo(f"client: {concurrency} clients at once, {prompts_per_client} requests each, lengths uniform in "
+                   f"[{range_ratio:g} L, L] (--prompts-per-client, --range-ratio)")
         click.echo(f"step costs: {r['source']}")
         click.echo(f"engine settings assumed: {_assumed(df.iloc[0].to_dict(), overrides)}")
         return
