@@ -114,6 +114,25 @@ def test_moe_table_reads_the_measured_curve_and_swaps_tp_for_ep_at_the_same_gpu_
     assert ep == 2 and "as 1x2" in version
 
 
+@needs_tables
+def test_a_decode_batch_reads_the_weights_of_the_experts_random_routing_touches():
+    from planner.perf.moe_tables import MoeGeometry, moe_table
+    from planner.perf.sources import op_source
+    oss = catalog.model("openai/gpt-oss-120b")        # 128 experts, top 4
+    step = StepModel(catalog.gpu("b200"), oss, tp=1, gemm_dtype="fp4", engine="vllm", moe_dtype="mxfp4")
+    geo = MoeGeometry(oss.hidden, oss.expert_ffn, 4, 128, 1, 1, "mxfp4")
+    table, _ = moe_table("b200_sxm", "vllm", geo)
+    src = op_source(catalog.gpu("b200"), step.geo, "vllm", "auto")
+    got = src.moe_s(np.array([1.0, 32.0, 4096.0]), geo)
+    # one token: as measured; 32 tokens reach 81 of 128 experts at random (the table's
+    # balanced 32 reach all 128): the balanced count that reaches 81 is 20.4
+    touched = 128 * (1 - (1 - 4 / 128) ** 32) / 4
+    assert touched == pytest.approx(20.4, abs=0.1)
+    assert got[0] == pytest.approx(table.seconds([1.0])[0])
+    assert got[1] == pytest.approx(table.seconds([touched])[0]) and got[1] < 0.8 * table.seconds([32.0])[0]
+    assert got[2] == pytest.approx(table.seconds([4096.0])[0], rel=1e-3)   # every expert busy either way
+
+
 def test_moe_tables_are_read_by_what_their_token_count_counts():
     import pandas as pd
     from planner.perf.moe_tables import tokens_are_global
