@@ -4,9 +4,9 @@ A row runs one engine instance (aggregated) of the model in the row's layout (TP
 attention DP x EP) on its GPU, with the engine's scheduler (planner.engines), or x prefill
 and y decode engines (disaggregated, xPyD) with KV moved between them, driven by
 `concurrency` clients that each send a request of about ISL prompt tokens for about OSL
-output tokens and the next one as soon as the last finishes. The discrete-event simulator replays that loop step by step on the
-shared step-cost model; attention-DP ranks run as separate queues (the engines' DP
-balancer spreads requests over them).
+output tokens and the next one as soon as the last finishes. The discrete-event simulator
+replays that loop step by step on the shared step-cost model; attention-DP ranks run as
+separate queues (the engines' DP balancer spreads requests over them).
 
 The benchmark client is the one behind the rows of ../shared/silicon/dev.csv: InferenceMAX's
 benchmark_serving.py (vLLM's, SemiAnalysisAI/InferenceX utils/bench_serving), run as
