@@ -47,8 +47,9 @@ How a row is predicted (planner/bench, planner/engines, planner/perf; docs/perf-
   from the measured kernel tables of that GPU and engine (aiconfigurator-core 0.12.0,
   kernel-level only: GEMM, attention, MLA, fused MoE, all-reduce; each MoE table read by
   what its token count counts, the layer's tokens or each EP rank's, told from its own 1 x 1
-  and 1 x E rows: planner/perf/moe_tables.py); weights in the row's
-  GEMM format (fp8 per-tensor, fp8 block-wise as the checkpoint stores it, nvfp4), routed
+  and 1 x E rows: planner/perf/moe_tables.py, and for the experts a batch routed at random
+  touches, not the balanced tables' all: planner/perf/sources.py); weights in the row's GEMM
+  format (fp8 per-tensor, fp8 block-wise as the checkpoint stores it, nvfp4), routed
   experts in its MoE format; KV in FP8 where the engine runs an FP8 KV cache;
 - the engine's scheduler in the simulator (planner/engines/config.py, sources in
   planner/engines/defaults.csv): vLLM V1 and TensorRT-LLM mix decodes and prefill chunks in
@@ -90,12 +91,12 @@ Known gaps (what the figures below reflect):
   steady-state loop used before (clients' phases spread over one request lifetime, a 2%
   pause, first requests left out), each engine's front-end time re-chosen for each, on all
   rows: TTFT median error dense 34% -> 15%, MoE 37% -> 30%, xPyD 68% -> 49%, TPOT unchanged;
-  with the four engine parameters refitted, dense TTFT 35% -> 17% in-sample and 35% -> 24%
-  leave-one-system-out (p90 108% -> 74%), MoE 39% -> 30%, xPyD 69% -> 48% (LOSO), and
-  TensorRT-LLM's front end 190 -> 45 ms. The NVIDIA model-card rows (Llama-3.1-8B FP8 on
-  vLLM at 100-2000 output tokens, DeepSeek-R1 / V3.1 and Qwen3-32B NVFP4 on TensorRT-LLM) come
-  from another client and run far from this one (Llama-3.1-8B: TPOT predicted 1.5-4x its
-  8-23 ms; the NVFP4 rows record batch per GPU).
+  with the four engine parameters refitted (docs at commit 886df22), dense TTFT 35% -> 17%
+  in-sample and 35% -> 24% leave-one-system-out (p90 108% -> 74%), MoE 39% -> 30%, xPyD 69%
+  -> 48% (LOSO), and TensorRT-LLM's front end 190 -> 45 ms. The NVIDIA model-card rows
+  (Llama-3.1-8B FP8 on vLLM at 100-2000 output tokens, DeepSeek-R1 / V3.1 and Qwen3-32B NVFP4
+  on TensorRT-LLM) come from another client and run far from this one (Llama-3.1-8B: TPOT
+  predicted 1.5-4x its 8-23 ms; the NVFP4 rows record batch per GPU).
 - The engines' CPU and front-end times are fitted within physical bounds and several sit at
   a bound (vLLM 5 ms a step, SGLang's 200 ms front end, TensorRT-LLM's 50 us a kernel) or
   move between folds (vLLM's step time is 0 ms fitted without H200): what the step-cost
@@ -104,8 +105,8 @@ Known gaps (what the figures below reflect):
   ms for gpt-oss, MiniMax and Llama-3.1-70B on vLLM and TensorRT-LLM but 120-280 ms for
   DeepSeek, GLM-5 and Qwen3.5 on SGLang and for DeepSeek on TensorRT-LLM, so one constant per
   engine over-predicts gpt-oss-120b's TTFT (in-sample: vLLM B200 +82%, TensorRT-LLM B200
-  +46%), and vLLM's step and per-sequence times its TPOT (+54% on B200) while MiniMax and
-  Qwen3-235B decode on H200 stays under-predicted (-16%, -21%).
+  +45%), and vLLM's step and per-sequence times its TPOT (+51% on B200 in-sample, +17%
+  LOSO) while MiniMax and Qwen3-235B decode on H200 stays under-predicted (-23%, -35%).
 - xPyD TTFT grows with concurrency faster than the burst and queueing on the recorded
   prefill workers explain (under-predicted by a median 40%): these multi-node runs come from
   the disaggregated launch scripts (Dynamo), whose client settings the rows do not record;
@@ -115,7 +116,7 @@ Known gaps (what the figures below reflect):
   (0.513 to 0.542) because the eager-launch floor also stands in for missing MoE prefill
   time, so they are not in this model.
 - Expert-parallel all-to-all (DeepEP) is costed as the gather / scatter of the tokens, and
-  routing as balanced; SGLang's and vLLM's DP-attention ranks are assumed evenly loaded and
+  routing as uniform at random (no expert hotter than another); SGLang's and vLLM's DP-attention ranks are assumed evenly loaded and
   do not wait for each other's prefills; speculative decoding (MTP), which some MoE runs
   may use, is not modelled.
 - Some SGLang B200 FP4 DeepSeek rows with MoE TP (no EP) measure 5-9 s TTFT at 4-128
