@@ -58,6 +58,11 @@ class MoeGeometry:
     dtype: str              # weight format (MOE_DTYPES key)
     imbalance: float = 1.0  # the busiest GPU's expert-token pairs over the mean (1: balanced routing)
 
+    def touched(self, tokens) -> np.ndarray:
+        """The share of the experts that `tokens` routed at random reach on average:
+        1 - (1 - k / E)^tokens."""
+        return 1.0 - (1.0 - self.topk / self.experts) ** np.asarray(tokens, dtype=float)
+
 
 class MoeTable:
     """Latency by the table's token count for one geometry and layout; `tokens_global`: the

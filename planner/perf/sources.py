@@ -157,7 +157,7 @@ class Roofline:
         total = np.asarray(tokens, dtype=float)
         local = geo.experts / geo.ep
         pairs = total / geo.ep * geo.topk / geo.moe_tp * geo.imbalance
-        touched = local * (1.0 - (1.0 - geo.topk / geo.experts) ** total)
+        touched = local * geo.touched(total)
         g = _fit(self.gpu.name, f"gemm_{_moe_compute_dtype(geo.dtype)}")
         peak = self.gpu.peak_flops_for(_moe_compute_dtype(geo.dtype))
         eff = g["p_eff"] * pairs / (pairs + g["p_knee"])    # a grouped GEMM fills the GPU with every expert's tiles
@@ -300,7 +300,7 @@ class Kernels(Roofline):
         # decode batch of 32 on 128 experts, top 4: 81, not 128), so the weights read are those
         # of the balanced count that touches as many
         full = geo.experts / geo.topk
-        touched = geo.experts * (1.0 - (1.0 - geo.topk / geo.experts) ** t) / geo.topk
+        touched = geo.experts * geo.touched(t) / geo.topk
         s = table.seconds(t * per) - table.seconds(np.minimum(t, full) * per) + table.seconds(touched * per)
         return s * geo.imbalance
 
