@@ -207,3 +207,22 @@ def test_simulator_decode_lines_are_exact(source, engine):
         t0, k = b * 500.0, 37
         assert dc.run_time_s(b, t0, k) == pytest.approx(sum(float(p.decode_time_s(b, t0 + i * b)) for i in range(k)),
                                                         rel=1e-9)
+
+
+def test_kernels_no_table_measures_cost_a_graph_replay_floor_each():
+    """Each norm / RoPE / cache-write / activation / quantisation kernel costs at least
+    KERNEL_GPU_S (measured on an H200, docs/gpu-results.md), so a one-token step's
+    elementwise part is that floor times their count, and fused quantisation removes exactly
+    one kernel per FP8 GEMM."""
+    from planner.perf.layers import KERNEL_GPU_S, Layout, kernels_per_step, small_kernels_per_step
+    llama = catalog.model("meta-llama/Llama-3.1-70B")
+    lay = Layout(tp=8)
+    small, small_fused = small_kernels_per_step(llama, lay, True), small_kernels_per_step(llama, lay, True, True)
+    # per layer: two norms, RoPE, cache write, activation (5) + 4 FP8 casts; plus 3 per step
+    assert small == 80 * (5 + 4) + 3 and small_fused == 80 * 5 + 3
+    assert small < kernels_per_step(llama, lay, True)
+    pm = PerfModel(catalog.gpu("h200"), llama, tp=8, dtype="fp8", source="roofline")
+    one = pm.step([1], [100]).ops["norms_elementwise"]
+    assert one == pytest.approx(KERNEL_GPU_S * small, rel=0.01)
+    big = pm.step([8192], [0]).ops["norms_elementwise"]
+    assert big > one + 1e-3   # 8192 tokens' bytes dominate the floor

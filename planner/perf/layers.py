@@ -180,6 +180,12 @@ def attention_layers(model: ModelSpec) -> dict[str, int]:
     return out
 
 
+# GPU time of one small kernel replayed from a CUDA graph, beyond its bytes: a chain of
+# dependent 2 KB - 4 MB elementwise kernels took 0.83 us + bytes / HBM bandwidth each on an
+# H200 (docs/profiles/h200-kernel-floor.csv, tests/gpu/kernel_floor.py); used for every GPU
+KERNEL_GPU_S = 0.8e-6
+
+
 def kernels_per_step(model: ModelSpec, layout: Layout, quantized: bool, fused_quant: bool = False) -> int:
     """GPU kernels one eager forward pass launches (a step run without a CUDA graph: any
     step with a prefill chunk, or a decode batch beyond the captured sizes), counted per
@@ -192,21 +198,39 @@ def kernels_per_step(model: ModelSpec, layout: Layout, quantized: bool, fused_qu
     experts 3 more; an activation-quantisation kernel before each FP8 / FP4 GEMM unless the
     engine fuses it; one collective after attention and one after the MLP when the layer is
     split over GPUs. Plus embedding, final norm, LM head and sampling (4)."""
-    total = 4
+    return _kernel_counts(model, layout, quantized, fused_quant)[0]
+
+
+def small_kernels_per_step(model: ModelSpec, layout: Layout, quantized: bool, fused_quant: bool = False) -> int:
+    """The kernels of `kernels_per_step` whose time no kernel table measures (norms, RoPE,
+    cache writes, copies, activations, top-k, token sort and combine, activation quantisation,
+    linear-attention recurrences, embedding, sampling): each costs at least KERNEL_GPU_S on
+    top of its bytes, CUDA graph or not."""
+    return _kernel_counts(model, layout, quantized, fused_quant)[1]
+
+
+def _kernel_counts(model: ModelSpec, layout: Layout, quantized: bool, fused_quant: bool) -> tuple[int, int]:
+    total, small = 4, 3                                  # embedding, final norm, LM head, sampling
     gemms_attn = {"gqa": 2, "mla": 4, "linear": 2}
     for attention, mlp in model.layer_kinds:
         kind = "linear" if attention == "linear" else ("mla" if model.is_mla else "gqa")
-        n = 2 + {"gqa": 5, "mla": 11, "linear": 8}[kind]
+        n = {"gqa": 5, "mla": 11, "linear": 8}[kind]
         gemms = gemms_attn[kind]
+        tabled = gemms + (0 if kind == "linear" else 1)  # the attention kernel has a table
         if mlp == "moe":
             n += 7 + (3 if model.shared_experts else 0)
+            tabled += 3 + (2 if model.shared_experts else 0)   # router GEMM, the two grouped GEMMs
             gemms += 2 * (2 if model.shared_experts else 0) + 1     # shared up / down, the experts' input
         else:
             n += 3
             gemms += 2
+            tabled += 2
+        n += 2                                           # the two fused add + norm
         if quantized and not fused_quant:
             n += gemms
         if layout.gpus > 1:
             n += 2
+            tabled += 2
         total += n
-    return total
+        small += n - tabled
+    return total, small
