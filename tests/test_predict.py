@@ -272,3 +272,15 @@ def test_dev_rows_resolve_unless_their_deployment_is_unknown_and_the_rest_say_wh
     # every aggregated row and every xPyD row with its worker counts resolves
     assert len(reasons) == len(unknown) == df["prefill_num_workers"].isna().sum() - (df["mode"] == "agg").sum()
     assert all(len(r) < 200 for r in reasons)
+
+
+def test_tensorrt_llm_llama_rows_take_their_recipes_batch_waiting_at_1k_1k_below_tp8():
+    row = dict(ROW, backend="trtllm", backend_version="1.1.0", isl=1024, osl=1024)
+    eng = resolve(row).engine
+    assert (eng.batch_wait_iters, eng.batch_wait_ratio, eng.token_budget) == (20, 0.9, 16384)
+    assert eng.settings()["batch_wait_timeout_iters"] == 20
+    for other in (dict(row, tp_size=8), dict(row, osl=8192), dict(row, backend="vllm")):
+        assert resolve(other).engine.batch_wait_iters == 0
+    assert resolve(row, {"batch_wait_iters": 0}).engine.batch_wait_iters == 0     # an override wins
+    waits, plain = predict_spec(resolve(row)), predict_spec(resolve(row, {"batch_wait_iters": 0, "batch_wait_ratio": 0}))
+    assert waits["pred_ttft_ms"] > plain["pred_ttft_ms"] + 10 * waits["pred_tpot_ms"]

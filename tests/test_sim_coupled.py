@@ -143,3 +143,23 @@ def test_a_scheduler_that_takes_requests_in_every_k_decode_steps_delays_their_pr
     assert polled.first_token_s - polled.arrival_s > every.first_token_s - every.arrival_s
     idle = simulate(replace(base, engine=replace(base.engine, recv_interval=k)), trace([(0.0, 200, 5)])).records
     assert idle.iloc[0].first_token_s == pytest.approx(perf.prefill_time_s(200, 0), rel=1e-9)   # idle: at once
+
+
+def test_tensorrt_llm_batch_waiting_holds_a_prompt_k_steps_while_others_decode():
+    """batch_wait_timeout_iters k: a prompt arriving while a request decodes waits k steps
+    (its tokens stay under the ratio's share of the budget); on an idle engine it starts at once."""
+    from dataclasses import replace
+    from planner.engines.config import engine_config
+    base = replace(coupled("chunked_coupled", chunk=8192), engine=engine_config("trtllm"))
+    perf = base.perf("coupled")
+    rows = [(0.0, 1000, 400), (1.0, 200, 5)]
+    plain = simulate(base, trace(rows)).records.iloc[1]
+    k = 20
+    waits = replace(base, engine=replace(base.engine, batch_wait_iters=k, batch_wait_ratio=0.9))
+    held = simulate(waits, trace(rows)).records.iloc[1]
+    step = perf.decode_time_s(1, 1000)
+    assert held.first_token_s - plain.first_token_s == pytest.approx(k * step, rel=0.15)
+    big = simulate(waits, trace([(0.0, 1000, 400), (1.0, 7800, 5)])).records.iloc[1]   # 7801 >= 0.9 x 8192
+    assert big.prefill_start_s - big.arrival_s < 2 * step
+    idle = simulate(waits, trace([(0.0, 200, 5)])).records.iloc[0]
+    assert idle.first_token_s == pytest.approx(perf.prefill_time_s(200, 0), rel=0.05)

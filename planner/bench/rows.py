@@ -176,6 +176,21 @@ def gemm_format(precision: str, gemm_quant_mode) -> str:
     return "bf16"
 
 
+def _trtllm_recipe(model: str, isl: int, osl: int, roles: dict) -> dict:
+    """Engine settings of InferenceMAX's TensorRT-LLM recipe for this model where they are
+    not the library's: Llama-3.1-70B (benchmarks/70b_fp{4,8}_{b200,h200}_trt_slurm.sh, last
+    at 026d16b82^) serves with --max_num_tokens 16384, and at 1024 / 1024 below TP 8 with
+    batch waiting (batch_wait_timeout_iters 20, batch_wait_max_tokens_ratio 0.9): its rows
+    there measure TTFT flat at about 20 decode steps from 4 to 16 clients (TP 2: 231 ms at
+    TPOT 8.9 ms), its TP 8 and 1024 / 8192 rows a plain prefill (58-62 ms)."""
+    if model != "llama-3.1-70b":
+        return {}
+    out = {"token_budget": 16384}
+    if isl == 1024 and osl == 1024 and max(r.tp * r.dp for r in roles.values()) < 8:
+        out.update(batch_wait_iters=20, batch_wait_ratio=0.9)
+    return out
+
+
 def resolve(row: dict, engine_overrides: dict | None = None, literal_layout: bool = False) -> RowSpec | str:
     """The row as a RowSpec, or a one-line reason it cannot be predicted (literal_layout:
     take the parallel sizes as written, see squared_layout)."""
@@ -227,6 +242,8 @@ def resolve(row: dict, engine_overrides: dict | None = None, literal_layout: boo
         engine = replace(engine, graph_max_batch=max(r.max_batch for r in roles.values()), graph_padding=True,
                          **({"adp_timeout_iters": 60, "adp_batching_wait_iters": 0}
                             if "adp_timeout_iters" not in overrides else {}))
+        engine = replace(engine, **{k: v for k, v in _trtllm_recipe(model.name, int(row["isl"]), int(row["osl"]),
+                                                                      roles).items() if k not in overrides})
     return RowSpec(id=str(row["id"]), model=model.name, gpu=gpu.name, engine=engine, dtype=dtype,
                    kv_dtype=engine.kv_dtype(dtype), isl=int(row["isl"]), osl=int(row["osl"]), concurrency=conc,
                    moe_dtype=moe_dtype, **roles)

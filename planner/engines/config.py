@@ -65,6 +65,12 @@ class EngineConfig:
     adp_batching_wait_iters: int = 0
     # SGLang's --scheduler-recv-interval: new requests taken in every this many decode steps
     recv_interval: int = 1
+    # TensorRT-LLM's batch waiting (batch_wait_timeout_iters, batch_wait_max_tokens_ratio;
+    # default 0, 0: off): without attention DP, while requests are decoding, new prompts wait
+    # until the step's prompt + decode tokens reach ratio x max_num_tokens or they have
+    # waited this many steps
+    batch_wait_iters: int = 0
+    batch_wait_ratio: float = 0.0
 
     def __post_init__(self):
         for name, value, allowed in (("name", self.name, ENGINES), ("schedule", self.schedule, SCHEDULES),
@@ -76,6 +82,9 @@ class EngineConfig:
         for name in ("token_budget", "max_seqs", "block_tokens"):
             if not int(getattr(self, name)) >= 1:
                 raise InputError(f"engine {name} must be >= 1, got {getattr(self, name)}")
+        if int(self.batch_wait_iters) < 0 or not 0.0 <= float(self.batch_wait_ratio) <= 1.0:
+            raise InputError(f"engine batch_wait_iters must be >= 0 and batch_wait_ratio in [0, 1], got "
+                             f"{self.batch_wait_iters} and {self.batch_wait_ratio}")
         if not 0.05 <= self.memory_fraction <= 1.0:
             raise InputError(f"engine memory_fraction must be in [0.05, 1], got {self.memory_fraction}")
 
@@ -121,6 +130,9 @@ class EngineConfig:
         out = dict(zip(names, (self.token_budget, self.max_seqs, self.memory_fraction)))
         if self.recv_interval > 1:
             out["scheduler_recv_interval"] = self.recv_interval
+        if self.batch_wait_iters or self.batch_wait_ratio:
+            out["batch_wait_timeout_iters"] = self.batch_wait_iters
+            out["batch_wait_max_tokens_ratio"] = self.batch_wait_ratio
         if self.adp_timeout_iters:
             out["attention_dp_config"] = (f"enable_balance true, timeout_iters {self.adp_timeout_iters}, "
                                           f"batching_wait_iters {self.adp_batching_wait_iters}")

@@ -160,7 +160,9 @@ class Cluster:
         if self.scaler is not None:
             kw["on_idle"] = self._on_idle
         if self.dep.mode == "chunked_coupled":
-            inst = ChunkedCoupledInstance(iid, self.loop, self.reqs, k["perf"], chunk_tokens=self.dep.chunk_tokens, **kw)
+            eng = self.dep.engine
+            inst = ChunkedCoupledInstance(iid, self.loop, self.reqs, k["perf"], chunk_tokens=self.dep.chunk_tokens,
+                                          batch_wait=(eng.batch_wait_iters, eng.batch_wait_ratio), **kw)
         else:
             inst = DecodeInstance(iid, self.loop, self.reqs, k["perf"], prefill_on_admit=True,
                                   max_prefill_tokens=k["budget"], max_paddings=self.coupled_max_paddings,

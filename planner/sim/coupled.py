@@ -55,10 +55,13 @@ class AdpBalance:
 
 
 class ChunkedCoupledInstance(DecodeInstance):
-    def __init__(self, iid, loop, reqs, perf, *, chunk_tokens: int, **kw):
+    def __init__(self, iid, loop, reqs, perf, *, chunk_tokens: int, batch_wait: tuple[int, float] = (0, 0.0), **kw):
         kw.setdefault("admission", GREEDY)
         super().__init__(iid, loop, reqs, perf, **kw)
         self.chunk = int(chunk_tokens)
+        # TensorRT-LLM's batch waiting (PyExecutor._waiting_requests): (steps, share of the budget)
+        self.wait_iters, self.wait_ratio = int(batch_wait[0]), float(batch_wait[1])
+        self.waited = 0
         self.mixed = MixedCost(perf)
         self.pq: deque = deque()       # requests whose prefill has not started
         self.partial = -1
@@ -99,6 +102,24 @@ class ChunkedCoupledInstance(DecodeInstance):
             return True
         return self.R + sum(self.pending_res.values()) + self._reserve_blocks(rid, self.reqs.prompt[rid]) <= self.cap
 
+    def _batch_waits(self, left: int) -> bool:
+        """TensorRT-LLM's batch waiting, once per step while requests decode and prompts wait
+        (not with attention DP): the prompts this step could take, with the decode tokens,
+        reach `wait_ratio` of the token budget, or they have waited `wait_iters` steps -
+        then they start (the count restarts); otherwise they wait one more step."""
+        tokens = self.B
+        for rid in self.pq:
+            p = self.reqs.prompt[rid]
+            if p > left:
+                break
+            tokens += p
+            left -= p
+        if self.waited >= self.wait_iters or (self.wait_ratio and tokens >= self.wait_ratio * self.chunk):
+            self.waited = 0
+            return False
+        self.waited += 1
+        return True
+
     def _joins(self, now: float) -> float:
         reqs = self.reqs
         for rid in self.joining:
@@ -138,6 +159,8 @@ class ChunkedCoupledInstance(DecodeInstance):
         while self.pq and (prompt[self.pq[0]] + bs) // bs > self.cap:
             self._abort(now, self.pq.popleft())   # a prompt larger than the whole KV memory
         held = self.adp is not None and bool(self.pq) and not self.adp.may_start(self)
+        if not held and self.pq and self.B > 0 and (self.wait_iters or self.wait_ratio) and self.adp is None:
+            held = self._batch_waits(left)
         while left > 0 and self.pq and not held and self._can_start():
             rid = self.pq.popleft()
             self.held += (prompt[rid] + bs) // bs
