@@ -66,7 +66,9 @@ How a row is predicted (planner/bench, planner/engines, planner/perf; docs/perf-
   async scheduling from 0.14; each attention-DP rank its own queue, requests dealt to ranks
   as each engine does by default (vLLM least loaded, SGLang and TensorRT-LLM round robin),
   TensorRT-LLM's ranks holding new prompts until every rank has one or 60 steps passed (the
-  attention_dp_config balance its DeepSeek deployment recipes set); SGLang on Blackwell
+  attention_dp_config balance its DeepSeek deployment recipes set), and its batch waiting
+  where the model's recipe sets it (Llama-3.1-70B at 1k/1k below TP 8: new prompts wait up
+  to 20 steps while others decode, max_num_tokens 16384); SGLang on Blackwell
   taking new requests in every 10 decode steps, every 30 from 16 clients (its B200 / B300
   recipes' --scheduler-recv-interval; H200 recipes: every step); xPyD rows' routers send
   a request to a decode engine with room; the client's first token is when the decode
@@ -106,9 +108,11 @@ Known gaps (what the figures below reflect):
   depends on the model: at 4 clients, measured TTFT minus the predicted GPU prefill is 15-60
   ms for gpt-oss, MiniMax and Llama-3.1-70B on vLLM and TensorRT-LLM but 120-280 ms for
   DeepSeek, GLM-5 and Qwen3.5 on SGLang and for DeepSeek on TensorRT-LLM, so one constant per
-  engine over-predicts gpt-oss-120b's TTFT (in-sample: vLLM B200 +86%, TensorRT-LLM B200
-  +46%) and its vLLM B200 TPOT (+21%), while MiniMax and Qwen3-235B decode on H200 stays
-  under-predicted (in-sample -20%, -40%).
+  engine over-predicts gpt-oss-120b's TTFT on vLLM (in-sample: B200 +86%) and its vLLM B200
+  TPOT (+21%), and under-predicts DeepSeek-R1's TTFT on TensorRT-LLM (H200 -56%, B200 -44%;
+  its front end fell from 45 to 20 ms once the Llama-3.1-70B rows' batch waiting was
+  modelled), while MiniMax and Qwen3-235B decode on H200 stays under-predicted (in-sample
+  -20%, -40%).
 - xPyD TTFT grows with concurrency faster than the burst and queueing on the recorded
   prefill workers explain (under-predicted by a median 40%): these multi-node runs come from
   the disaggregated launch scripts (Dynamo), whose client settings the rows do not record;
