@@ -244,6 +244,9 @@ def test_sglang_rows_on_blackwell_take_the_recipes_receive_interval():
     assert resolve(dict(row, system="h200_sxm")).engine.recv_interval == 1      # H200 recipes: every step
     assert resolve(row, {"recv_interval": 1}).engine.recv_interval == 1
     assert resolve(row).engine.settings()["scheduler_recv_interval"] == 30
+    glm = dict(row, model_path="zhipuai/GLM-5", precision="fp8", gemm_quant_mode="fp8_block", moe_quant_mode="fp8_block")
+    assert resolve(glm).engine.recv_interval == 1                                # glm5_fp8 recipes: every step
+    assert resolve(dict(glm, precision="fp4", gemm_quant_mode="nvfp4", moe_quant_mode="nvfp4")).engine.recv_interval == 30
 
 
 def test_disaggregated_rows_include_the_kv_transfer_and_the_decode_admission_in_ttft():

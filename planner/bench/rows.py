@@ -227,10 +227,12 @@ def resolve(row: dict, engine_overrides: dict | None = None, literal_layout: boo
                                tp=(roles.get("coupled") or roles["decode"]).tp, **overrides)
     except InputError as e:
         return str(e)
-    if engine.name == "sglang" and gpu.fp4_tflops and "recv_interval" not in overrides:
-        # SGLang's Blackwell deployment recipes (InferenceMAX single_node *_b200.sh / *_b300.sh
-        # for DeepSeek-R1, Qwen3.5 and GLM-5; none on H200) take new requests in every 10
-        # decode steps, every 30 from 16 clients (--scheduler-recv-interval; default 1)
+    if engine.name == "sglang" and gpu.fp4_tflops and "recv_interval" not in overrides and (
+            model.name.startswith(("deepseek-", "qwen3.5-")) or (model.name == "glm-5" and dtype in ("fp4", "nvfp4"))):
+        # SGLang's Blackwell deployment recipes (InferenceMAX single_node dsr1_* and
+        # qwen3.5_* on B200 / B300, glm5_fp4_*; not glm5_fp8_*, none on H200) take new
+        # requests in every 10 decode steps, every 30 from 16 clients
+        # (--scheduler-recv-interval; default 1)
         engine = replace(engine, recv_interval=30 if conc >= 16 else 10)
     if engine.name == "trtllm":
         # benchmark configurations set what TensorRT-LLM's deployment recipes set (the
