@@ -13,8 +13,12 @@ import csv
 import statistics
 import sys
 import time
+from pathlib import Path
 
 import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from timing import graph_ms  # noqa: E402  (this folder)
 
 CHAIN = 2000
 SIZES = (1024, 65536, 1 << 20, 1 << 23)      # elements (bf16): 2 KB to 16 MB
@@ -24,23 +28,7 @@ def graph_us(x: torch.Tensor) -> float:
     def chain():
         for _ in range(CHAIN):
             x.add_(1.0)
-    stream = torch.cuda.Stream()
-    stream.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(stream):
-        chain()
-    torch.cuda.current_stream().wait_stream(stream)
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        chain()
-    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    times = []
-    for _ in range(7):
-        start.record()
-        graph.replay()
-        end.record()
-        end.synchronize()
-        times.append(start.elapsed_time(end) * 1e3 / CHAIN)
-    return statistics.median(times[2:])
+    return graph_ms(chain, budget_s=0.5)[0] * 1e3 / CHAIN
 
 
 def eager_us(x: torch.Tensor) -> float:

@@ -17,13 +17,14 @@ from __future__ import annotations
 
 import argparse
 import csv
-import statistics
 import sys
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 from planner.catalog import model as catalog_model  # noqa: E402  (stdlib-only package)
+from timing import graph_ms, wall_ms  # noqa: E402  (this folder)
 
 MODELS = ("deepseek-ai/DeepSeek-V3", "Qwen/Qwen3-235B-A22B", "MiniMaxAI/MiniMax-M2.5", "openai/gpt-oss-120b")
 LAYOUTS = ((1, 1), (1, 8), (8, 1))          # (moe_tp, ep)
@@ -72,44 +73,10 @@ def measure(spec, moe_tp: int, ep: int, tokens: int, budget_s: float, seed: int 
            "device": torch.cuda.get_device_name() if dev == "cuda" else dev}
     if pairs == 0:
         return dict(row, layer_ms=0.0, gemm_ms=0.0)
-    timer = _graph_ms if dev == "cuda" else _wall_ms
-    row["layer_ms"] = round(timer(layer, budget_s), 4)
-    row["gemm_ms"] = round(timer(gemms, budget_s / 2), 4)
+    timer = graph_ms if dev == "cuda" else wall_ms
+    row["layer_ms"] = round(timer(layer, budget_s)[0], 4)
+    row["gemm_ms"] = round(timer(gemms, budget_s / 2)[0], 4)
     return row
-
-
-def _wall_ms(fn, budget_s: float) -> float:
-    """CPU smoke runs: median wall milliseconds."""
-    times = []
-    while len(times) < 3 or (len(times) < 20 and sum(times) / 1e3 < budget_s):
-        t = time.perf_counter()
-        fn()
-        times.append((time.perf_counter() - t) * 1e3)
-    return statistics.median(times)
-
-
-def _graph_ms(fn, budget_s: float) -> float:
-    import torch
-    stream = torch.cuda.Stream()
-    stream.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(stream):
-        for _ in range(2):
-            fn()
-    torch.cuda.current_stream().wait_stream(stream)
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        fn()
-    graph.replay()
-    torch.cuda.synchronize()
-    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    times = []
-    while len(times) < 3 or (len(times) < 20 and sum(times) / 1e3 < budget_s):
-        start.record()
-        graph.replay()
-        end.record()
-        end.synchronize()
-        times.append(start.elapsed_time(end))
-    return statistics.median(times)
 
 
 def run(out: Path, deadline_s: float, budget_s: float) -> None:

@@ -31,7 +31,6 @@ from __future__ import annotations
 import argparse
 import csv
 import math
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -41,7 +40,9 @@ import torch.nn.functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 from planner.catalog import model as catalog_model  # noqa: E402  (stdlib-only package)
+from timing import graph_ms, wall_ms  # noqa: E402  (this folder)
 
 DISTINCT_LAYERS = 4
 PREFILL = (128, 512, 1024, 2048, 4096, 8192)
@@ -168,46 +169,8 @@ class Step:
         return out
 
 
-def graph_ms(fn, budget_s: float) -> tuple[float, int]:
-    """Median GPU milliseconds of one replay of `fn` captured in a CUDA graph."""
-    stream = torch.cuda.Stream()
-    stream.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(stream):
-        for _ in range(2):
-            fn()
-    torch.cuda.current_stream().wait_stream(stream)
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        fn()
-    graph.replay()
-    torch.cuda.synchronize()
-    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    times = []
-    while True:
-        start.record()
-        graph.replay()
-        end.record()
-        end.synchronize()
-        times.append(start.elapsed_time(end))
-        if len(times) >= 20 or (len(times) >= 3 and sum(times) / 1e3 > budget_s):
-            break
-    del graph
-    return statistics.median(times), len(times)
-
-
-def eager_ms(fn, budget_s: float) -> tuple[float, int]:
-    """Median wall milliseconds of `fn` (CPU smoke runs)."""
-    fn()
-    times = []
-    while len(times) < 3 or (len(times) < 20 and sum(times) / 1e3 < budget_s):
-        t = time.perf_counter()
-        fn()
-        times.append((time.perf_counter() - t) * 1e3)
-    return statistics.median(times), len(times)
-
-
 def measure(m: Shard, kind: str, tokens: int, batch: int, context: int, budget_s: float) -> dict:
-    timer = graph_ms if m.device == "cuda" else eager_ms
+    timer = graph_ms if m.device == "cuda" else wall_ms
     ran = []
     names = ["cudnn", "flash", "efficient"] if m.device == "cuda" else ["math"]
     for name in names:   # each attention backend that runs this shape, fastest first
