@@ -116,12 +116,12 @@ def test_moe_table_reads_the_measured_curve_and_swaps_tp_for_ep_at_the_same_gpu_
 
 @needs_tables
 def test_a_decode_batch_reads_the_weights_of_the_experts_random_routing_touches():
-    from planner.perf.moe_tables import MoeGeometry, moe_table
+    from planner.perf.moe_tables import MoeGeometry, moe_table_or_swap
     from planner.perf.sources import op_source
     oss = catalog.model("openai/gpt-oss-120b")        # 128 experts, top 4
     step = StepModel(catalog.gpu("b200"), oss, tp=1, gemm_dtype="fp4", engine="vllm", moe_dtype="mxfp4")
     geo = MoeGeometry(oss.hidden, oss.expert_ffn, 4, 128, 1, 1, "mxfp4")
-    table, _ = moe_table("b200_sxm", "vllm", geo)
+    (table, _), _ = moe_table_or_swap("b200_sxm", "vllm", geo)
     src = op_source(catalog.gpu("b200"), step.geo, "vllm", "auto")
     got = src.moe_s(np.array([1.0, 32.0, 4096.0]), geo)
     # one token: as measured; 32 tokens reach 81 of 128 experts at random (the table's
@@ -226,3 +226,18 @@ def test_layout_candidates_and_the_fastest_that_fits():
         b = 16 * 8 // lay.dp
         rate[lay] = b * lay.dp / float(cand.decode_time_s(b, b * 2048))
     assert rate[got.layout] >= max(rate.values()) / 1.02
+
+
+@needs_tables
+def test_an_fp4_moe_kernel_an_engines_tables_lack_comes_from_another_engines_tables_of_the_gpu():
+    """vLLM's B200 tables have gpt-oss only as the weight-only MXFP4 kernel (16-bit math);
+    the MXFP4 x MXFP8 kernel its Blackwell recipes select is TensorRT-LLM's table of the same
+    GPU, about 3x faster at prefill sizes. Hopper has no such kernel: vLLM's own table."""
+    from planner.perf.moe_tables import MoeGeometry, moe_table, moe_table_or_swap
+    geo = MoeGeometry(2880, 2880, 4, 128, 1, 1, "mxfp4")
+    (table, ep), version = moe_table_or_swap("b200_sxm", "vllm", geo)
+    own, _ = moe_table("b200_sxm", "vllm", geo, ("w4a16_mxfp4",))
+    assert version.startswith("trtllm") and table.dtype == "w4a8_mxfp4_mxfp8" and ep == 1
+    assert table.seconds([8192.0])[0] < 0.5 * own.seconds([8192.0])[0]
+    (hopper, _), version = moe_table_or_swap("h200_sxm", "vllm", geo)
+    assert hopper.dtype == "w4a16_mxfp4" and not version.startswith(("trtllm", "sglang"))

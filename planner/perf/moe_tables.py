@@ -39,7 +39,9 @@ from planner.perf import tables
 MOE_DTYPES = {"bf16": ("bfloat16",), "fp16": ("bfloat16",), "fp8": ("fp8", "fp8_block"),
               "fp8_block": ("fp8_block", "fp8"), "fp4": ("nvfp4", "w4a8_mxfp4_mxfp8", "w4a16_mxfp4"),
               "nvfp4": ("nvfp4", "w4a8_mxfp4_mxfp8", "w4a16_mxfp4"),
-              "mxfp4": ("w4a16_mxfp4", "w4a8_mxfp4_mxfp8", "nvfp4"), "int4": ("int4_wo", "w4a16_mxfp4")}
+              "mxfp4": ("w4a8_mxfp4_mxfp8", "w4a16_mxfp4", "nvfp4"), "int4": ("int4_wo", "w4a16_mxfp4")}
+SHARED_MOE_KERNELS = ("nvfp4", "w4a8_mxfp4_mxfp8")
+MOE_SHARED_FROM = ("trtllm", "sglang", "vllm")
 DISTRIBUTION = "balanced"       # tokens spread evenly over the experts (see MoeGeometry.imbalance)
 MLA_FALLBACK = {"vllm": ("sglang", "trtllm"), "sglang": ("sglang", "trtllm"), "trtllm": ("trtllm", "sglang")}
 _MOE_COLS = ("moe_dtype", "num_tokens", "hidden_size", "inter_size", "topk", "num_experts", "moe_tp_size",
@@ -122,14 +124,19 @@ def _moe_frames(system: str, engine: str):
 
 
 @lru_cache(maxsize=256)
-def moe_table(system: str, engine: str, geo: MoeGeometry) -> tuple[MoeTable, str] | None:
+def moe_table(system: str, engine: str, geo: MoeGeometry, dtypes: tuple[str, ...] | None = None
+              ) -> tuple[MoeTable, str] | None:
     """The newest measured curve of this exact geometry and layout, in the first of the
-    format's table dtypes that has it; None when no table has it."""
+    format's table dtypes (or of `dtypes`) that has it; None when no table has it."""
+    return _search(system, engine, geo, dtypes or MOE_DTYPES.get(geo.dtype, (geo.dtype,)))
+
+
+def _search(system: str, engine: str, geo: MoeGeometry, dtypes) -> tuple[MoeTable, str] | None:
     for frame, version, tokens_global in _moe_frames(system, engine):
         d = frame[(frame.hidden_size == geo.hidden) & (frame.inter_size == geo.inter) & (frame.topk == geo.topk)
                   & (frame.num_experts == geo.experts) & (frame.moe_tp_size == geo.moe_tp)
                   & (frame.moe_ep_size == geo.ep) & (frame.distribution == DISTRIBUTION)]
-        for dt in MOE_DTYPES.get(geo.dtype, (geo.dtype,)):
+        for dt in dtypes:
             x = d[d.moe_dtype == dt]
             if len(x) >= 2:
                 # several kernels measured: an engine runs the fastest it has
@@ -166,14 +173,30 @@ def moe_table_or_swap(system: str, engine: str, geo: MoeGeometry):
     """((MoeTable, its EP size), version) of this layout, or of the measured layout with
     the same GPU count nearest in TP (moe_tp x ep GPUs each hold 1 / (moe_tp x ep) of the
     expert weights and, balanced, compute the same share of the expert-token pairs either
-    way); None when neither is measured."""
-    found = moe_table(system, engine, geo)
+    way); None when neither is measured. An FP4 kernel that computes on FP4 / FP8 tensor
+    cores (SHARED_MOE_KERNELS) that this engine's tables lack, ahead of the format it has,
+    comes from another engine's tables of the same GPU: the engines run the same FlashInfer
+    / TensorRT-LLM-gen kernels for those formats (vLLM's gpt-oss recipes on Blackwell select
+    the MXFP4 x MXFP8 one), where a weight-only kernel of its own would compute in 16 bit."""
+    dtypes = MOE_DTYPES.get(geo.dtype, (geo.dtype,))
+    own = _exact_or_swap(system, engine, geo, dtypes)
+    stop = dtypes.index(own[0][0].dtype) if own is not None else len(dtypes)
+    for dt in dtypes[:stop]:
+        for other in (MOE_SHARED_FROM if dt in SHARED_MOE_KERNELS else ()):
+            found = _exact_or_swap(system, other, geo, (dt,)) if other != engine else None
+            if found is not None:
+                return found[0], f"{other} {found[1]}"
+    return own
+
+
+def _exact_or_swap(system: str, engine: str, geo: MoeGeometry, dtypes: tuple[str, ...]):
+    found = moe_table(system, engine, geo, dtypes)
     if found is not None:
         return (found[0], geo.ep), found[1]
     gpus = geo.moe_tp * geo.ep
     swaps = sorted((abs(np.log2(t) - np.log2(geo.moe_tp)), t) for t in _divisors(gpus) if t != geo.moe_tp)
     for _, t in swaps:
-        alt = moe_table(system, engine, replace(geo, moe_tp=t, ep=gpus // t))
+        alt = moe_table(system, engine, replace(geo, moe_tp=t, ep=gpus // t), dtypes)
         if alt is not None:
             return (alt[0], gpus // t), f"{alt[1]} as {t}x{gpus // t}"
     return None
