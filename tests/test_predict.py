@@ -272,9 +272,24 @@ def test_dev_rows_resolve_unless_their_deployment_is_unknown_and_the_rest_say_wh
     got = [resolve(r) for r in df.to_dict("records")]
     reasons = [g for g in got if isinstance(g, str)]
     unknown = [r for r in reasons if "worker counts not recorded" in r]
-    # every aggregated row and every xPyD row with its worker counts resolves
-    assert len(reasons) == len(unknown) == df["prefill_num_workers"].isna().sum() - (df["mode"] == "agg").sum()
+    from_recipes = [g for g in got if not isinstance(g, str) and g.disaggregated and g.prefill.recipe]
+    # every aggregated row and every xPyD row with its worker counts resolves; of those
+    # without, the ones an InferenceMAX recipe pins down resolve from it
+    without = df["prefill_num_workers"].isna().sum() - (df["mode"] == "agg").sum()
+    assert len(reasons) == len(unknown) == without - len(from_recipes) and len(from_recipes) > 300
     assert all(len(r) < 200 for r in reasons)
+
+
+def test_xpyd_rows_without_worker_counts_take_the_deployment_of_the_recipe_they_ran():
+    row = dict(MOE_ROW, mode="disagg", system="h200_sxm", isl=1024, osl=1024, prefill_tp_size=8,
+               prefill_moe_ep_size=8, prefill_attention_dp_size=1, decode_tp_size=8, decode_moe_ep_size=8,
+               decode_attention_dp_size=1, concurrency=288)
+    spec = resolve(row)     # srt-slurm recipes/trtllm/h200/1k1k/stp/c32_ctx1_gen9_tep8_batch256_eplb0_mtp0.yaml
+    assert (spec.prefill.workers, spec.prefill.dp, spec.prefill.ep) == (1, 8, 8)
+    assert (spec.decode.workers, spec.decode.tp, spec.decode.max_batch) == (9, 8, 256)
+    assert "(recipe: c32_ctx1_gen9_tep8_batch256_eplb0_mtp0.yaml)" in spec.describe()
+    assert "speculatively (MTP)" in resolve(dict(row, concurrency=13))    # only MTP recipes ran it
+    assert "no InferenceMAX disaggregated recipe" in resolve(dict(row, concurrency=5))
 
 
 def test_tensorrt_llm_llama_rows_take_their_recipes_batch_waiting_at_1k_1k_below_tp8():

@@ -15,10 +15,11 @@ from pathlib import Path
 import pandas as pd
 
 from planner import catalog
+from planner.bench.xpyd_recipes import recipe_deployment
 from planner.engines.config import EngineConfig, engine_config
+from planner.errors import InputError
 from planner.perf.layers import Layout, layout_problem
 from planner.perf.step import unsupported
-from planner.errors import InputError
 
 REQUIRED = ("model_path", "system", "backend", "precision", "mode", "isl", "osl", "concurrency")
 MEASURED = ("silicon_ttft_ms", "silicon_tpot_ms")
@@ -35,6 +36,7 @@ class RoleSpec:
     workers: int
     max_batch: int
     squared_from: str = ""    # the file's columns, where they recorded the GPU count squared
+    recipe: str = ""          # the recipe the deployment was read from, where the row did not record it
 
     @property
     def gpus(self) -> int:
@@ -69,7 +71,8 @@ class RowSpec:
     def describe(self) -> str:
         if self.coupled:
             return self.coupled.describe()
-        return f"prefill {self.prefill.describe()} + decode {self.decode.describe()}"
+        s = f"prefill {self.prefill.describe()} + decode {self.decode.describe()}"
+        return s + (f" (recipe: {self.prefill.recipe})" if self.prefill.recipe else "")
 
     @property
     def gpus(self) -> int:
@@ -144,8 +147,7 @@ def _role(row, prefix: str, default_batch: int, literal: bool = False) -> RoleSp
     if pp != 1:
         return f"pipeline parallelism (pp {pp}): not modelled yet"
     if prefix and _num(row, f"{prefix}num_workers") is None:
-        return (f"xPyD worker counts not recorded ({prefix}num_workers): the deployment behind the "
-                "measurement is unknown")
+        return _recipe_role(row, prefix)
     workers = int(_num(row, f"{prefix}num_workers", 1))
     batch = int(_num(row, f"{prefix}batch_size", default_batch))
     if min(tp, dp, ep, workers, batch) < 1:
@@ -160,6 +162,19 @@ def _role(row, prefix: str, default_batch: int, literal: bool = False) -> RoleSp
     if batch * dp * workers < conc <= batch * tp * dp * workers:
         batch *= tp     # a batch recorded per GPU (NVIDIA model-card runs: batch x GPUs = concurrency)
     return RoleSpec(tp, dp, ep, workers, batch, note)
+
+
+def _recipe_role(row, prefix: str) -> RoleSpec | str:
+    """The role as the benchmark's recipe deployed it, for xPyD rows without worker counts
+    (planner.bench.xpyd_recipes)."""
+    found = recipe_deployment(str(row["backend"]), str(row["system"]), str(row["precision"]), int(row["isl"]),
+                              int(row["osl"]), int(_num(row, "prefill_tp_size", 1)),
+                              int(_num(row, "prefill_moe_ep_size", 1)), int(_num(row, "decode_tp_size", 1)),
+                              int(row["concurrency"]))
+    if isinstance(found, str):
+        return found
+    r = found[0] if prefix == "prefill_" else found[1]
+    return RoleSpec(r.tp, r.dp, r.ep, r.workers, r.max_batch, recipe=found[2].rsplit("/", 1)[-1])
 
 
 def gemm_format(precision: str, gemm_quant_mode) -> str:
