@@ -42,13 +42,17 @@ How a row is predicted (planner/bench, planner/engines, planner/perf; docs/perf-
   the last digit, the vLLM ones the TP EP rows' within run-to-run noise, and a 16-64-GPU
   engine would span 2-8 HGX nodes, so they are predicted as the G-GPU engine
   (planner.bench.rows.squared_layout; `--literal-layout` keeps the columns). Or x prefill
-  and y decode engines for xPyD rows with the KV moved
+  and y decode engines for xPyD rows (where a row does not record its worker counts, the
+  deployment of the InferenceMAX srt-slurm recipe it ran: planner/bench/xpyd_recipes.py)
+  with the KV moved
   over NVLink inside one NVLink domain, else over the GPUs' NICs; its steps costed op by op
   from the measured kernel tables of that GPU and engine (aiconfigurator-core 0.12.0,
   kernel-level only: GEMM, attention, MLA, fused MoE, all-reduce; each MoE table read by
   what its token count counts, the layer's tokens or each EP rank's, told from its own 1 x 1
   and 1 x E rows: planner/perf/moe_tables.py, and for the experts a batch routed at random
-  touches, not the balanced tables' all: planner/perf/sources.py); weights in the row's GEMM
+  touches, not the balanced tables' all: planner/perf/sources.py; an FP4 kernel an
+  engine's tables lack from another engine's table of the same GPU: vLLM's gpt-oss on
+  Blackwell runs TensorRT-LLM-gen's MXFP4 x MXFP8 kernel); weights in the row's GEMM
   format (fp8 per-tensor, fp8 block-wise as the checkpoint stores it, nvfp4), routed
   experts in its MoE format; KV in FP8 where the engine runs an FP8 KV cache; each kernel
   no table measures (norms, RoPE, activations, routing, casts) at least 0.8 us, the
@@ -113,10 +117,13 @@ Known gaps (what the figures below reflect):
   its front end fell from 45 to 20 ms once the Llama-3.1-70B rows' batch waiting was
   modelled), while MiniMax and Qwen3-235B decode on H200 stays under-predicted (in-sample
   -20%, -40%).
-- xPyD TTFT grows with concurrency faster than the burst and queueing on the recorded
-  prefill workers explain (under-predicted by a median 40%): these multi-node runs come from
-  the disaggregated launch scripts (Dynamo), whose client settings the rows do not record;
-  583 xPyD rows do not record their worker counts.
+- xPyD rows come from Dynamo + srt-slurm recipes whose client (sa-bench: a warm-up of 2 N
+  requests at 250 per second, then 10 N at once, N at a time, lengths in [0.8 L, L]) is
+  the one modelled. 583 of them do not record their worker counts: 343 are predicted with
+  the deployment of the recipe they ran (planner/data/xpyd_recipes.csv); 150 match only
+  recipes that decode speculatively (MTP, not modelled), 39 several recipes with different
+  deployments and 51 none, and are not predicted. TTFT is under-predicted on TensorRT-LLM
+  (H200 by a median 57%): its DeepSeek-R1 prefill excess seen in aggregated rows too.
 - vLLM V1's piecewise CUDA graphs (mixed steps of up to 512 tokens launch only attention
   eagerly) were modelled and tried: with the bounded fit the in-sample objective worsened
   (0.513 to 0.542) because the eager-launch floor also stands in for missing MoE prefill
