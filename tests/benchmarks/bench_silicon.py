@@ -107,23 +107,22 @@ Known gaps (what the figures below reflect):
   on TensorRT-LLM) come from another client and run far from this one (Llama-3.1-8B: TPOT
   predicted 1.5-4x its 8-23 ms; the NVFP4 rows record batch per GPU).
 - The engines' CPU and front-end times are fitted within physical bounds and some sit at a
-  bound (SGLang's 200 ms front end, SGLang's and TensorRT-LLM's 50 us a kernel): what the
-  step-cost model misses shows as bias. The front-end time stands in for a per-request excess that
-  depends on the model: at 4 clients, measured TTFT minus the predicted GPU prefill is 15-60
-  ms for gpt-oss, MiniMax and Llama-3.1-70B on vLLM and TensorRT-LLM but 120-280 ms for
-  DeepSeek, GLM-5 and Qwen3.5 on SGLang and for DeepSeek on TensorRT-LLM, so one constant per
-  engine over-predicts gpt-oss-120b's TTFT on vLLM (in-sample: B200 +86%) and its vLLM B200
-  TPOT (+21%), and under-predicts DeepSeek-R1's TTFT on TensorRT-LLM (H200 -56%, B200 -44%;
-  its front end fell from 45 to 20 ms once the Llama-3.1-70B rows' batch waiting was
-  modelled), while MiniMax and Qwen3-235B decode on H200 stays under-predicted (in-sample
-  -20%, -40%).
+  bound (SGLang's 200 ms front end; SGLang's and TensorRT-LLM's eager launches at 0 us a
+  kernel, vLLM's CPU time per step at 0): what the step-cost model misses shows as bias.
+  The front-end time stands in for a per-request excess that depends on the model: at 4
+  clients, measured TTFT minus the predicted GPU prefill is 15-60 ms for gpt-oss, MiniMax
+  and Llama-3.1-70B on vLLM and TensorRT-LLM but 120-280 ms for DeepSeek, GLM-5 and Qwen3.5
+  on SGLang and for DeepSeek on TensorRT-LLM, so one constant per engine over-predicts
+  gpt-oss-120b's TTFT (in-sample: vLLM B200 +45%, TensorRT-LLM B200 +29%) and
+  under-predicts DeepSeek-R1's on TensorRT-LLM (H200 and B200 -51%), while MiniMax and
+  Qwen3-235B decode on H200 stays under-predicted (in-sample -20%, -43%).
 - xPyD rows come from Dynamo + srt-slurm recipes whose client (sa-bench: a warm-up of 2 N
   requests at 250 per second, then 10 N at once, N at a time, lengths in [0.8 L, L]) is
   the one modelled. 583 of them do not record their worker counts: 343 are predicted with
   the deployment of the recipe they ran (planner/data/xpyd_recipes.csv); 150 match only
   recipes that decode speculatively (MTP, not modelled), 39 several recipes with different
   deployments and 51 none, and are not predicted. TTFT is under-predicted on TensorRT-LLM
-  (H200 by a median 57%): its DeepSeek-R1 prefill excess seen in aggregated rows too.
+  (H200 by a median 58% leave-one-system-out): the DeepSeek-R1 excess of its aggregated rows.
 - vLLM V1's piecewise CUDA graphs (mixed steps of up to 512 tokens launch only attention
   eagerly) were modelled and tried: with the bounded fit the in-sample objective worsened
   (0.513 to 0.542) because the eager-launch floor also stands in for missing MoE prefill
