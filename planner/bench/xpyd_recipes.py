@@ -46,9 +46,11 @@ def _role(r: dict, prefix: str) -> RecipeRole:
                       max_batch=int(r[f"{prefix}_max_batch"]))
 
 
+@lru_cache(maxsize=4096)
 def recipe_deployment(backend: str, system: str, precision: str, isl: int, osl: int, prefill_tp: int,
                       prefill_ep: int, decode_tp: int, concurrency: int) -> tuple[RecipeRole, RecipeRole, str] | str:
-    """(prefill role, decode role, the recipe file) of the recipe this row ran, or why none."""
+    """(prefill role, decode role, the recipe file) of the recipe this row ran, or why none
+    (cached: a row's prefill and decode roles both ask)."""
     found = [r for r in _recipes()
              if r["backend"] == backend and r["system"] == system and r["precision"] == precision
              and int(r["isl"]) == isl and int(r["osl"]) == osl and int(r["prefill_tp"]) == prefill_tp

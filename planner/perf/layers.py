@@ -198,7 +198,7 @@ def kernels_per_step(model: ModelSpec, layout: Layout, quantized: bool, fused_qu
     experts 3 more; an activation-quantisation kernel before each FP8 / FP4 GEMM unless the
     engine fuses it; one collective after attention and one after the MLP when the layer is
     split over GPUs. Plus embedding, final norm, LM head and sampling (4)."""
-    return _kernel_counts(model, layout, quantized, fused_quant)[0]
+    return kernel_counts(model, layout, quantized, fused_quant)[0]
 
 
 def small_kernels_per_step(model: ModelSpec, layout: Layout, quantized: bool, fused_quant: bool = False) -> int:
@@ -206,10 +206,11 @@ def small_kernels_per_step(model: ModelSpec, layout: Layout, quantized: bool, fu
     cache writes, copies, activations, top-k, token sort and combine, activation quantisation,
     linear-attention recurrences, embedding, sampling): each costs at least KERNEL_GPU_S on
     top of its bytes, CUDA graph or not."""
-    return _kernel_counts(model, layout, quantized, fused_quant)[1]
+    return kernel_counts(model, layout, quantized, fused_quant)[1]
 
 
-def _kernel_counts(model: ModelSpec, layout: Layout, quantized: bool, fused_quant: bool) -> tuple[int, int]:
+def kernel_counts(model: ModelSpec, layout: Layout, quantized: bool, fused_quant: bool = False) -> tuple[int, int]:
+    """(kernels_per_step, small_kernels_per_step) in one pass over the layers."""
     total, small = 4, 3                                  # embedding, final norm, LM head, sampling
     gemms_attn = {"gqa": 2, "mla": 4, "linear": 2}
     for attention, mlp in model.layer_kinds:

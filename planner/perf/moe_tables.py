@@ -181,9 +181,9 @@ def moe_table_or_swap(system: str, engine: str, geo: MoeGeometry):
     dtypes = MOE_DTYPES.get(geo.dtype, (geo.dtype,))
     own = _exact_or_swap(system, engine, geo, dtypes)
     stop = dtypes.index(own[0][0].dtype) if own is not None else len(dtypes)
-    for dt in dtypes[:stop]:
-        for other in (MOE_SHARED_FROM if dt in SHARED_MOE_KERNELS else ()):
-            found = _exact_or_swap(system, other, geo, (dt,)) if other != engine else None
+    for dt in (d for d in dtypes[:stop] if d in SHARED_MOE_KERNELS):
+        for other in (e for e in MOE_SHARED_FROM if e != engine):
+            found = _exact_or_swap(system, other, geo, (dt,))
             if found is not None:
                 return found[0], f"{other} {found[1]}"
     return own

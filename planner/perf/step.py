@@ -27,8 +27,7 @@ import numpy as np
 
 from planner.catalog import GpuSpec, ModelSpec
 from planner.errors import InputError
-from planner.perf.layers import (KERNEL_GPU_S, Layout, attention_layers, kernels_per_step, layout_problem, linear_parts,
-                                 small_kernels_per_step)
+from planner.perf.layers import KERNEL_GPU_S, Layout, attention_layers, kernel_counts, layout_problem, linear_parts
 from planner.perf.sources import Geometry, op_source
 
 TOKENS_MAX = 16384      # linear ops tabulated per token count up to this; linear beyond
@@ -93,10 +92,9 @@ def _tabulated(gpu: GpuSpec, model: ModelSpec, layout: Layout, gemm_dtype: str, 
     n = np.arange(TOKENS_MAX + 1, dtype=float)
     n[0] = 1.0
     ops = linear_parts(m, layout, src, n, moe_dtype or gemm_dtype, moe_imbalance)
-    quantized = gemm_dtype not in ("bf16", "fp16")
+    self.kernels, small = kernel_counts(m, layout, gemm_dtype not in ("bf16", "fp16"), fused_quant)
     # the kernels no table measures cost at least a graph replay's per-kernel time each
-    ops["norms_elementwise"] = ops["norms_elementwise"] + KERNEL_GPU_S * small_kernels_per_step(
-        m, layout, quantized, fused_quant)
+    ops["norms_elementwise"] = ops["norms_elementwise"] + KERNEL_GPU_S * small
     for v in ops.values():
         v[0] = 0.0
     self._lin_ops = ops
@@ -163,7 +161,6 @@ def _tabulated(gpu: GpuSpec, model: ModelSpec, layout: Layout, gemm_dtype: str, 
                         np.concatenate([[0.0], y1 - slope * b * s_hi1 + const]))
     self._dec_floor, self._dec_slope, self._dec_icpt = (a.tolist() for a in self._dec_arrays)
     self._lin_arr, self._head_arr = np.asarray(self._lin), np.asarray(self._head)
-    self.kernels = kernels_per_step(m, layout, quantized, fused_quant)
     return vars(self)
 
 
