@@ -263,3 +263,26 @@ def test_fitted_roofline_is_within_its_stated_error_of_the_tables():
         mine = [p["p_t0"] for (g, c), p in fits.items() if c == curve and g != "*"]
         assert fits[("*", curve)]["p_t0"] == pytest.approx(float(np.median(mine)), rel=1e-5)
         assert math.isfinite(fits[("*", curve)]["rms_log"])
+
+
+# ---- GEMM tables read monotone in m ----------------------------------------------------------
+
+def test_monotone_median_drops_single_slow_points_and_keeps_the_trend():
+    y = np.array([27.2, 32.5, 12.9, 32.4, 12.8, 12.6, 13.0, 13.4, 34.2, 14.1, 14.3, 25.6])
+    fit = tables._monotone_median(y)
+    assert np.all(np.diff(fit) >= 0)
+    assert fit[0] == pytest.approx(13.0) and fit[5] == pytest.approx(13.0)   # the m = 1..6 spikes gone
+    assert fit[7] == pytest.approx(13.4) and fit[8] == pytest.approx(14.3)     # the lone 34.2 gone
+    assert fit[-1] == pytest.approx(25.6)                                      # the real rise kept
+    rising = np.array([1.0, 2.0, 3.0, 5.0])
+    assert np.array_equal(tables._monotone_median(rising), rising)
+
+
+@pytest.mark.parametrize("system", HELD_BACK_SYSTEMS)
+def test_gemm_latency_never_falls_as_rows_grow(system):
+    frame = tables.gemm_frame(system, "vllm")[0]
+    for dtype in frame.gemm_dtype.unique():
+        table = tables.GemmTable(frame, dtype)
+        for n, k in ((2560, 8192), (8192, 8192), (1024, 1024)):
+            m = np.geomspace(1, 32768, 200)
+            assert np.all(np.diff(table.seconds(m, n, k)) >= -1e-15), (system, dtype, n, k)
