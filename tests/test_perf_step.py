@@ -226,3 +226,64 @@ def test_kernels_no_table_measures_cost_a_graph_replay_floor_each():
     assert one == pytest.approx(KERNEL_GPU_S * small, rel=0.01)
     big = pm.step([8192], [0]).ops["norms_elementwise"]
     assert big > one + 1e-3   # 8192 tokens' bytes dominate the floor
+
+
+# ---- speculative decoding (MTP) ----------------------------------------------------------------
+
+DSR1 = catalog.model("deepseek-ai/DeepSeek-R1-0528")
+
+
+def mtp(source, k=3, a=0.85, **kw) -> PerfModel:
+    return pm(source, gpu=H200, model=DSR1, tp=8, ep=8, dtype="fp8_block", kv_dtype="fp8", spec_tokens=k,
+              spec_acceptance=a, engine="trtllm", graph_sizes=(1, 2, 4, 8, 16, 32, 64, 128), **kw)
+
+
+def test_speculative_tokens_per_step_are_the_chain_of_acceptances(source):
+    assert mtp(source).steps.spec_tokens_per_step == pytest.approx(1 + 0.85 + 0.85 ** 2 + 0.85 ** 3)
+    assert mtp(source, k=2, a=1.0).steps.spec_tokens_per_step == 3.0
+    assert mtp(source, k=0).steps.spec_tokens_per_step == 1.0
+
+
+def test_speculative_decode_costs_a_verify_of_k_plus_1_tokens_and_k_draft_layers_per_generated_token(source):
+    plain, spec = mtp(source, k=0), mtp(source, k=3, a=1.0)
+    b, kv = 16, 16 * 2048.0
+    s = spec.steps
+    verify, draft = s._speculative_parts(b, kv)
+    # the verify pass is a decode step of the model on 4 tokens per sequence ...
+    assert verify == pytest.approx(s._lin_s(s.padded_batch(b) * 4) + s.decode_attention_s(b * 4, kv * 4)
+                                   + s._head_s(b * 4))
+    assert verify > plain.decode_time_s(b, kv) - 1e-12
+    # ... and the three drafts one layer of 61 each, plus the LM head
+    assert draft == pytest.approx(3 * ((s._lin_s(s.padded_batch(b)) + s.decode_attention_s(b, kv)) / DSR1.layers
+                                       + s._head_s(b)))
+    assert spec.decode_time_s(b, kv) == pytest.approx(float(s.cpu.total(verify + draft, b)) / 4)
+    # memory-bound small batches: a 4-token verify costs far less than 4 plain steps, so MTP
+    # is faster per token even at 85% acceptance; with nothing accepted it is slower
+    assert mtp(source).decode_time_s(b, kv) < 0.6 * plain.decode_time_s(b, kv)
+    assert mtp(source, a=0.0).decode_time_s(b, kv) > plain.decode_time_s(b, kv)
+
+
+def test_speculative_prefill_adds_the_mtp_layer_and_paths_agree(source):
+    plain, spec = mtp(source, k=0), mtp(source)
+    assert spec.prefill_time_s(4096) == pytest.approx(plain.prefill_time_s(4096) * (1 + 1 / DSR1.layers), rel=0.02)
+    for p, k, b, ctx in ((0, 0, 24, 24 * 1500.0), (2048, 0, 0, 0.0), (0, 0, 1, 900.0)):
+        scalar = spec.steps.mixed_s(p, k, b, ctx)
+        vector = spec.steps.mixed_v(np.array([p], float), np.array([k], float), np.array([b], float),
+                                    np.array([ctx], float), np.array([1.0]))
+        assert vector[0] == pytest.approx(scalar)
+    new, cached = np.ones(24), np.full(24, 1499.0)
+    step = spec.step(new, cached)
+    assert step.seconds == pytest.approx(spec.decode_time_s(24, 24 * 1500.0))
+    assert set(step.ops) == {"speculative_verify", "speculative_draft", "host_launch", "engine_cpu"}
+
+
+def test_speculative_decoding_is_refused_where_it_is_not_modelled():
+    from planner.errors import InputError
+    from planner.plan import Deployment, Role
+    eng = engine_config("trtllm", spec_tokens=2)
+    assert eng.settings()["speculative_decoding"].startswith("2 draft tokens per step")
+    with pytest.raises(InputError, match="disaggregated deployments only"):
+        Deployment(mode="chunked_coupled", model="llama-3.1-8b", chunk_tokens=8192, coupled=Role("h200", 1, 1),
+                   engine=eng)
+    with pytest.raises(InputError, match="spec_tokens must be >= 0"):
+        engine_config("trtllm", spec_tokens=-1)

@@ -196,6 +196,20 @@ def test_moe_rows_run_every_attention_dp_rank_and_count_all_gpus():
     assert (vllm.coupled.tp, vllm.coupled.dp, vllm.coupled.ep) == (1, 8, 4)
 
 
+def test_tensorrt_llm_deepseek_rows_stream_their_first_chunk_after_the_recipes_interval():
+    row = dict(MOE_ROW, tp_size=8, attention_dp_size=1, moe_ep_size=8, concurrency=4, batch_size=4, osl=256)
+    spec = resolve(row)
+    assert (spec.engine.stream_interval, spec.engine.first_token_alone) == (10, False)
+    assert spec.engine.settings()["stream_interval"] == 10
+    late, alone = predict_spec(spec), predict_spec(replace(spec, engine=replace(spec.engine, first_token_alone=True)))
+    # the first chunk waits 9 decode steps: TTFT grows by about 9 TPOTs, TPOT barely moves
+    added = late["pred_ttft_ms"] - alone["pred_ttft_ms"]
+    assert added == pytest.approx(9 * alone["pred_tpot_ms"], rel=0.1)
+    assert late["pred_tpot_ms"] == pytest.approx(alone["pred_tpot_ms"], rel=0.05)
+    for other in (dict(row, backend="sglang"), dict(row, model_path="openai/gpt-oss-120b", moe_quant_mode="mxfp4")):
+        assert resolve(other).engine.first_token_alone
+
+
 @pytest.mark.parametrize("cols, want", [
     (dict(tp_size=16, attention_dp_size=1, moe_tp_size=4, moe_ep_size=4, backend="sglang"), (4, 1, 4, 16)),
     (dict(tp_size=64, attention_dp_size=1, moe_tp_size=8, moe_ep_size=8, backend="sglang"), (8, 1, 8, 16)),
@@ -288,7 +302,11 @@ def test_xpyd_rows_without_worker_counts_take_the_deployment_of_the_recipe_they_
     assert (spec.prefill.workers, spec.prefill.dp, spec.prefill.ep) == (1, 8, 8)
     assert (spec.decode.workers, spec.decode.tp, spec.decode.max_batch) == (9, 8, 256)
     assert "(recipe: c32_ctx1_gen9_tep8_batch256_eplb0_mtp0.yaml)" in spec.describe()
-    assert "speculatively (MTP)" in resolve(dict(row, concurrency=13))    # only MTP recipes ran it
+    assert spec.engine.spec_tokens == 0
+    mtp = resolve(dict(row, concurrency=13))    # only an MTP recipe ran it: c1_ctx1_gen11_tep8_batch1_eplb0_mtp3
+    assert (mtp.decode.workers, mtp.engine.spec_tokens) == (11, 3)
+    assert "MTP 3 (recipe: c1_ctx1_gen11_tep8_batch1_eplb0_mtp3.yaml)" in mtp.describe()
+    assert "3 draft tokens per step" in mtp.engine.settings()["speculative_decoding"]
     assert "no InferenceMAX disaggregated recipe" in resolve(dict(row, concurrency=5))
 
 

@@ -21,7 +21,9 @@ server idle and warm when the measured run starts):
   0.9 L and the clients fall out of step after the first round;
 - TTFT and TPOT as the client defines them: TTFT = first token - send, TPOT = (end-to-end -
   TTFT) / (output tokens - 1), averaged over requests; TTFT adds the engine's front-end time
-  (HTTP, tokenising, first-token streaming: EngineConfig.frontend_s).
+  (HTTP, tokenising, first-token streaming: EngineConfig.frontend_s), and where the engine
+  streams every s decode steps without sending the first token alone
+  (EngineConfig.first_token_alone False), the s - 1 steps before its first chunk.
 """
 from __future__ import annotations
 
@@ -143,9 +145,16 @@ def predict_spec(spec: RowSpec, client: Client = INFERENCEMAX, seed: int = 0) ->
         # request (it streams every token, the prefill's first one included)
         first = np.maximum(first, done["decode_start_s"].to_numpy())
     arrival, finish = done["arrival_s"].to_numpy(), done["finish_s"].to_numpy()
+    steps = np.maximum(done["output_tokens"].to_numpy() - 1, 1)
+    if eng.stream_interval > 1 and not eng.first_token_alone:
+        # the first chunk leaves with the response of decode step `stream_interval` - 1 after
+        # the prompt's (a step: the request's mean time per token, x the tokens a speculative
+        # step yields)
+        per_step = (finish - first) / steps * perfs[roles[-1]].steps.spec_tokens_per_step
+        first = np.minimum(first + (eng.stream_interval - 1) * per_step, finish)
     burst = (done["request_id"] < spec.concurrency).to_numpy()
     ttft = client.mean(first - arrival, burst)
-    tpot = client.mean((finish - first) / np.maximum(done["output_tokens"].to_numpy() - 1, 1), burst)
+    tpot = client.mean((finish - first) / steps, burst)
     span = float(finish.max() - arrival.min())
     tok_s = float(done["output_tokens"].sum()) / span if span > 0 else float("nan")
     return out | {"pred_ttft_ms": (ttft + eng.frontend) * 1e3, "pred_tpot_ms": tpot * 1e3,

@@ -37,6 +37,7 @@ class RoleSpec:
     max_batch: int
     squared_from: str = ""    # the file's columns, where they recorded the GPU count squared
     recipe: str = ""          # the recipe the deployment was read from, where the row did not record it
+    spec_tokens: int = 0      # the recipe's draft tokens per decode step (speculative decoding)
 
     @property
     def gpus(self) -> int:
@@ -72,6 +73,8 @@ class RowSpec:
         if self.coupled:
             return self.coupled.describe()
         s = f"prefill {self.prefill.describe()} + decode {self.decode.describe()}"
+        if self.engine.spec_tokens:
+            s += f", MTP {self.engine.spec_tokens}"
         return s + (f" (recipe: {self.prefill.recipe})" if self.prefill.recipe else "")
 
     @property
@@ -173,8 +176,9 @@ def _recipe_role(row, prefix: str) -> RoleSpec | str:
                               int(row["concurrency"]))
     if isinstance(found, str):
         return found
-    r = found[0] if prefix == "prefill_" else found[1]
-    return RoleSpec(r.tp, r.dp, r.ep, r.workers, r.max_batch, recipe=found[2].rsplit("/", 1)[-1])
+    r = found.prefill if prefix == "prefill_" else found.decode
+    return RoleSpec(r.tp, r.dp, r.ep, r.workers, r.max_batch, recipe=found.file.rsplit("/", 1)[-1],
+                    spec_tokens=found.spec_tokens)
 
 
 def gemm_format(precision: str, gemm_quant_mode) -> str:
@@ -191,13 +195,24 @@ def gemm_format(precision: str, gemm_quant_mode) -> str:
     return "bf16"
 
 
-def _trtllm_recipe(model: str, isl: int, osl: int, roles: dict) -> dict:
+def _trtllm_recipe(model: str, isl: int, osl: int, roles: dict, mode: str = "agg") -> dict:
     """Engine settings of InferenceMAX's TensorRT-LLM recipe for this model where they are
-    not the library's: Llama-3.1-70B (benchmarks/70b_fp{4,8}_{b200,h200}_trt_slurm.sh, last
-    at 026d16b82^) serves with --max_num_tokens 16384, and at 1024 / 1024 below TP 8 with
-    batch waiting (batch_wait_timeout_iters 20, batch_wait_max_tokens_ratio 0.9): its rows
-    there measure TTFT flat at about 20 decode steps from 4 to 16 clients (TP 2: 231 ms at
-    TPOT 8.9 ms), its TP 8 and 1024 / 8192 rows a plain prefill (58-62 ms)."""
+    not the library's:
+    - Llama-3.1-70B (benchmarks/70b_fp{4,8}_{b200,h200}_trt_slurm.sh, last at 026d16b82^)
+      serves with --max_num_tokens 16384, and at 1024 / 1024 below TP 8 with batch waiting
+      (batch_wait_timeout_iters 20, batch_wait_max_tokens_ratio 0.9): its rows there measure
+      TTFT flat at about 20 decode steps from 4 to 16 clients (TP 2: 231 ms at TPOT 8.9 ms),
+      its TP 8 and 1024 / 8192 rows a plain prefill (58-62 ms).
+    - DeepSeek-R1 / V3 aggregated (benchmarks/single_node/dsr1_fp{4,8}_{b200,h200}_trt*.sh,
+      since 2025-09) stream every 10 steps (stream_interval 10, no postprocess workers), and
+      their rows measure the client's first chunk about 9 decode steps after the prefill:
+      at 4-16 clients the TTFT left after the predicted prefill is a median 9.2-9.9 measured
+      TPOTs for DeepSeek-V3 on B200 and H200, 9-10 for R1 without MTP, 20-55 (9-10 steps of
+      2-3 tokens) for R1's speculative runs, while gpt-oss (stream_interval 20 with 4
+      postprocess workers) and SGLang's DeepSeek recipes (--stream-interval 10 or 30) show
+      none."""
+    if model.startswith("deepseek-") and mode == "agg":
+        return {"stream_interval": 10, "first_token_alone": False}
     if model != "llama-3.1-70b":
         return {}
     out = {"token_budget": 16384}
@@ -260,7 +275,9 @@ def resolve(row: dict, engine_overrides: dict | None = None, literal_layout: boo
                          **({"adp_timeout_iters": 60, "adp_batching_wait_iters": 0}
                             if "adp_timeout_iters" not in overrides else {}))
         engine = replace(engine, **{k: v for k, v in _trtllm_recipe(model.name, int(row["isl"]), int(row["osl"]),
-                                                                      roles).items() if k not in overrides})
+                                                                      roles, mode).items() if k not in overrides})
+    if mode == "disagg" and roles["decode"].spec_tokens and "spec_tokens" not in overrides:
+        engine = replace(engine, spec_tokens=roles["decode"].spec_tokens)
     return RowSpec(id=str(row["id"]), model=model.name, gpu=gpu.name, engine=engine, dtype=dtype,
                    kv_dtype=engine.kv_dtype(dtype), isl=int(row["isl"]), osl=int(row["osl"]), concurrency=conc,
                    moe_dtype=moe_dtype, **roles)

@@ -9,6 +9,7 @@ import pandas as pd
 
 from planner.bench.predict import INFERENCEMAX, Client, predict_spec
 from planner.bench.rows import resolve
+from planner.errors import InputError
 
 OUT_COLUMNS = ("pred_ttft_ms", "pred_tpot_ms", "pred_tokens_per_s_per_gpu", "source", "status", "layout")
 
@@ -28,6 +29,8 @@ def predict_frame(df: pd.DataFrame, engine_overrides: dict | None = None, *, pro
             layout = spec.describe()
             try:
                 got = predict_spec(spec, client=client)
+            except InputError as e:     # a setting the model does not cover: the row says which
+                got = {"status": str(e)}
             except Exception as e:  # a row the model cannot take must not end the run
                 got = {"status": f"error: {type(e).__name__}: {str(e)[:160]}"}
             got["layout"] = layout

@@ -71,6 +71,18 @@ class EngineConfig:
     # waited this many steps
     batch_wait_iters: int = 0
     batch_wait_ratio: float = 0.0
+    # speculative decoding of disaggregated decode engines: draft tokens per step (TensorRT-LLM
+    # MTP num_nextn_predict_layers, SGLang speculative-num-steps, vLLM num_speculative_tokens;
+    # 0: off) and each draft token's chance of acceptance given the one before it (0.85: the
+    # lower end of the 85-90% that DeepSeek-V3's report, arXiv 2412.19437 section 5.4.3,
+    # measured for its MTP module's second token)
+    spec_tokens: int = 0
+    spec_acceptance: float = 0.85
+    # streaming: responses sent every `stream_interval` decode steps (TensorRT-LLM
+    # stream_interval, SGLang --stream-interval; default 1); `first_token_alone` False: the
+    # client's first chunk waits for the first interval too (see planner.bench.predict)
+    stream_interval: int = 1
+    first_token_alone: bool = True
 
     def __post_init__(self):
         for name, value, allowed in (("name", self.name, ENGINES), ("schedule", self.schedule, SCHEDULES),
@@ -85,6 +97,11 @@ class EngineConfig:
         if int(self.batch_wait_iters) < 0 or not 0.0 <= float(self.batch_wait_ratio) <= 1.0:
             raise InputError(f"engine batch_wait_iters must be >= 0 and batch_wait_ratio in [0, 1], got "
                              f"{self.batch_wait_iters} and {self.batch_wait_ratio}")
+        if int(self.stream_interval) < 1:
+            raise InputError(f"engine stream_interval must be >= 1, got {self.stream_interval}")
+        if int(self.spec_tokens) < 0 or not 0.0 <= float(self.spec_acceptance) <= 1.0:
+            raise InputError(f"engine spec_tokens must be >= 0 and spec_acceptance in [0, 1], got "
+                             f"{self.spec_tokens} and {self.spec_acceptance}")
         if not 0.05 <= self.memory_fraction <= 1.0:
             raise InputError(f"engine memory_fraction must be in [0.05, 1], got {self.memory_fraction}")
 
@@ -120,7 +137,8 @@ class EngineConfig:
         return {"engine": self.name, "graph_sizes": self.graph_sizes, "graph_padding": self.graph_padding,
                 "cpu": self.cpu,
                 "memory_fraction": self.memory_fraction, "token_budget": self.token_budget,
-                "max_seqs": self.max_seqs, "fused_quant": self.fused_quant, "memory_of_free": self.memory_of_free}
+                "max_seqs": self.max_seqs, "fused_quant": self.fused_quant, "memory_of_free": self.memory_of_free,
+                "spec_tokens": self.spec_tokens, "spec_acceptance": self.spec_acceptance if self.spec_tokens else 0.0}
 
     def settings(self) -> dict:
         """The flags to deploy with, in the engine's own names."""
@@ -133,6 +151,11 @@ class EngineConfig:
         if self.batch_wait_iters or self.batch_wait_ratio:
             out["batch_wait_timeout_iters"] = self.batch_wait_iters
             out["batch_wait_max_tokens_ratio"] = self.batch_wait_ratio
+        if self.stream_interval > 1:
+            out["stream_interval"] = self.stream_interval
+        if self.spec_tokens:
+            out["speculative_decoding"] = (f"{self.spec_tokens} draft tokens per step (MTP), acceptance "
+                                           f"{self.spec_acceptance:g} per token")
         if self.adp_timeout_iters:
             out["attention_dp_config"] = (f"enable_balance true, timeout_iters {self.adp_timeout_iters}, "
                                           f"batching_wait_iters {self.adp_batching_wait_iters}")

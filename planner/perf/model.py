@@ -16,6 +16,7 @@ from functools import cached_property
 import numpy as np
 
 from planner.catalog import GpuSpec, ModelSpec
+from planner.errors import InputError
 from planner.perf.layers import Layout
 from planner.perf.memory import instance_memory, kv_bytes_per_token, weight_bytes
 from planner.perf.profile import Efficiency, ProfileModel
@@ -48,6 +49,8 @@ class PerfModel:
     ep: int = 1                         # expert parallelism of the MoE layers
     moe_dtype: str = ""                 # routed experts' format when it differs from `dtype` ("": the same)
     moe_imbalance: float = 1.0          # busiest GPU's routed tokens over the mean (1: balanced routing)
+    spec_tokens: int = 0                # draft tokens per decode step (MTP / EAGLE chain; 0: none)
+    spec_acceptance: float = 0.0        # each draft token's chance of acceptance given the one before
 
     def with_tp(self, tp: int) -> "PerfModel":
         return replace(self, tp=tp)
@@ -57,6 +60,8 @@ class PerfModel:
     def _profile(self) -> ProfileModel | None:
         if self.eff is None:
             return None
+        if self.spec_tokens:
+            raise InputError("speculative decoding is modelled on GPU step costs, not on a calibrated testbed profile")
         return ProfileModel(self.gpu, self.model, self.tp, "fp16" if self.dtype == "bf16" else self.dtype, self.eff)
 
     @cached_property
@@ -65,7 +70,8 @@ class PerfModel:
             return None
         return StepModel(self.gpu, self.model, self.tp, WEIGHT_TO_GEMM.get(self.dtype, "bf16"), self.kv_format,
                          self.engine, tuple(self.graph_sizes), self.cpu, self.source, self.fused_quant,
-                         self.layout, self.moe_dtype or self.dtype, self.moe_imbalance, self.graph_padding)
+                         self.layout, self.moe_dtype or self.dtype, self.moe_imbalance, self.graph_padding,
+                         self.spec_tokens, self.spec_acceptance)
 
     @property
     def layout(self) -> Layout:

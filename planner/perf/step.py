@@ -15,6 +15,19 @@ roofline. For speed, the step's parts are tabulated once per (GPU, model, layout
 linear ops by token count, attention by length and batch. The decode attention of a batch
 of b is two lines in its total KV length T, max(floor_b, a_b + s_b T), through the source's
 points at short and long KV, so a run of decode steps sums in closed form (planner.sim.costs).
+
+Speculative decoding (MTP / EAGLE with a chain of `spec_tokens` = k draft tokens, as
+TensorRT-LLM's MTP and SGLang's EAGLE run DeepSeek's next-token-prediction layer): a
+decode-only step drafts k tokens per sequence, one draft pass at a time through the
+model's MTP layer (one layer of the model plus the LM head, b tokens each), then verifies
+k + 1 tokens per sequence in one pass of the whole model (GEMMs on b (k + 1) rows, attention
+for b (k + 1) queries over each sequence's KV, the LM head on every row). Draft position i
+survives with probability a^i (a = `spec_acceptance`: each draft token is accepted given
+the one before it was), so a step yields L = 1 + a + ... + a^k tokens per sequence; decode
+times are given per generated token (the step / L), so a simulator that advances every
+sequence one token per decode step keeps its clock. Prefill steps also run the MTP layer
+over the prompt (the first draft). A prefill chunk mixed with decodes is not modelled
+speculatively (planner.plan.Deployment takes it for disaggregated deployments only).
 """
 from __future__ import annotations
 
@@ -178,7 +191,7 @@ class StepModel:
                  kv_dtype: str = "bf16", engine: str = "vllm", graph_sizes: tuple[int, ...] = (),
                  cpu: CpuCost = CpuCost(), source: str = "auto", fused_quant: bool = False,
                  layout: Layout | None = None, moe_dtype: str = "", moe_imbalance: float = 1.0,
-                 graph_padding: bool = True):
+                 graph_padding: bool = True, spec_tokens: int = 0, spec_acceptance: float = 0.0):
         layout = layout or Layout(tp=tp)
         why = unsupported(model) or layout_problem(model, layout)
         if why:
@@ -195,6 +208,9 @@ class StepModel:
         # an eager step cannot take less than the host's kernel launches (launched ahead,
         # asynchronously: the step takes the longer of the two)
         self._launch_s = self.kernels * cpu.per_kernel_s
+        self.spec_k = int(spec_tokens)
+        self.spec_tokens_per_step = sum(spec_acceptance ** i for i in range(self.spec_k + 1))
+        self._draft_share = 1.0 / model.layers    # the MTP layer: one layer of the model
 
     # ---- scalar lookups (the simulator's hot path) ----------------------------------------------
     def _lin_s(self, tokens: float) -> float:
@@ -266,6 +282,8 @@ class StepModel:
         total `cached_tokens`) and a decode batch holding `decode_kv_tokens` of KV."""
         if prefill_tokens <= 0 and decode_batch <= 0:
             return 0.0
+        if prefill_tokens <= 0 and self.spec_k:
+            return self._speculative_s(decode_batch, decode_kv_tokens)
         m = prefill_tokens + decode_batch
         if prefill_tokens <= 0:
             m = self.padded_batch(decode_batch)
@@ -277,6 +295,8 @@ class StepModel:
             attn = self.chunk_attention_s(prefill_tokens, cached_tokens)
         gpu = (self._lin_s(m) + attn + self.decode_attention_s(decode_batch, decode_kv_tokens)
                + self._head_s(decode_batch + reqs))
+        if self.spec_k and reqs:
+            gpu += self._draft_share * (self._lin_s(m) + attn)     # the MTP layer over the prompt
         if self._launch_s and gpu < self._launch_s and (reqs or not self.graphed(decode_batch)):
             gpu = self._launch_s
         cpu = self.cpu.per_step_s + self.cpu.per_seq_s * (decode_batch + reqs)
@@ -284,22 +304,48 @@ class StepModel:
             return gpu if gpu > cpu else cpu
         return gpu + cpu
 
+    def _speculative_parts(self, b: int, kv: float) -> tuple[float, float]:
+        """(verify pass, k draft passes) of one speculative decode step, GPU seconds."""
+        q = self.spec_k + 1
+        rows = self.padded_batch(b)
+        verify = self._lin_s(rows * q) + self.decode_attention_s(b * q, kv * q) + self._head_s(b * q)
+        one_draft = self._draft_share * (self._lin_s(rows) + self.decode_attention_s(b, kv)) + self._head_s(b)
+        return verify, self.spec_k * one_draft
+
+    def _speculative_s(self, b: int, kv: float) -> float:
+        """A speculative decode step per generated token (see the module's docstring)."""
+        gpu = sum(self._speculative_parts(b, kv))
+        if self._launch_s and gpu < self._launch_s and not self.graphed(b):
+            gpu = self._launch_s
+        return float(self.cpu.total(gpu, b)) / self.spec_tokens_per_step
+
     def mixed_v(self, p, k, b, ctx, reqs):
         """`mixed_s` over numpy arrays (the analytical model's path): the same tables."""
         b = np.asarray(b, dtype=float)
         any_p, any_b = bool((p > 0).any()), bool((b > 0).any())
         reqs = np.where(p > 0, np.maximum(reqs, 1.0), 0.0)
         m = np.where(p > 0, p + b, self._pad_v(b)) if any_b else p
-        gpu = self._interp_lin(self._lin_arr, m) + self._interp_lin(self._head_arr, b + reqs)
+        lin = self._interp_lin(self._lin_arr, m)
+        gpu = lin + self._interp_lin(self._head_arr, b + reqs)
         if any_p:
             per = np.maximum(reqs, 1.0)
-            gpu = gpu + reqs * self._chunk_attention_v(p / per, k / per)
+            attn = reqs * self._chunk_attention_v(p / per, k / per)
+            gpu = gpu + attn
+            if self.spec_k:
+                gpu = gpu + np.where(p > 0, self._draft_share * (lin + attn), 0.0)   # the MTP layer
         if any_b:
             gpu = gpu + self._decode_attention_v(b, ctx)
         if self._launch_s:
             graphed = b <= self._graph_max if self._graph_padding else np.isin(b, self.graph_sizes)
             gpu = np.where((p > 0) | ~graphed, np.maximum(gpu, self._launch_s), gpu)
-        return np.where((p > 0) | (b > 0), self.cpu.total(gpu, b + reqs), 0.0)
+        out = np.where((p > 0) | (b > 0), self.cpu.total(gpu, b + reqs), 0.0)
+        if self.spec_k and any_b:
+            decode_only = (p <= 0) & (b > 0)
+            spec = [self._speculative_s(int(bi), float(t)) if d else 0.0
+                    for bi, t, d in zip(np.broadcast_to(b, out.shape).ravel(), np.broadcast_to(ctx, out.shape).ravel(),
+                                        decode_only.ravel())]
+            out = np.where(decode_only, np.reshape(spec, out.shape), out)
+        return out
 
     def _pad_v(self, b):
         if not len(self._graph_arr) or not self._graph_padding:
@@ -336,6 +382,8 @@ class StepModel:
         chunks = ~decode & (new > 0)
         b = int(decode.sum())
         tokens = float(new.sum())
+        if self.spec_k and b and not chunks.any():
+            return self._speculative_step(b, float((cached[decode] + 1).sum()))
         m = tokens if chunks.any() else float(self.padded_batch(b)) if b else 0.0   # an empty step costs nothing
         ops = {}
         for name, arr in self._lin_ops.items():
@@ -343,12 +391,24 @@ class StepModel:
         ops["attention_context"] = float(sum(self.chunk_attention_s(p, k) for p, k in zip(new[chunks], cached[chunks])))
         ops["attention_generation"] = self.decode_attention_s(b, float((cached[decode] + 1).sum()))
         ops["lm_head_sampling"] = self._head_s(b + int(chunks.sum()))
+        if self.spec_k and chunks.any():
+            ops["mtp_layer"] = self._draft_share * (float(self._interp_lin(self._lin_arr, m)) + ops["attention_context"])
         gpu = math.fsum(ops.values())
         eager = bool(chunks.any()) or not self.graphed(b)
         ops["host_launch"] = max(self._launch_s - gpu, 0.0) if eager and tokens > 0 else 0.0
         gpu += ops["host_launch"]
         seqs = b + int(chunks.sum())
         ops["engine_cpu"] = float(self.cpu.total(gpu, seqs)) - gpu if tokens > 0 else 0.0
+        return StepCost(seconds=math.fsum(ops.values()), ops=ops)
+
+    def _speculative_step(self, b: int, kv: float) -> StepCost:
+        """A speculative decode step's ops, per generated token as `mixed_s` gives it."""
+        per_token = 1.0 / self.spec_tokens_per_step
+        verify, draft = self._speculative_parts(b, kv)
+        launch = max(self._launch_s - verify - draft, 0.0) if not self.graphed(b) else 0.0
+        ops = {"speculative_verify": verify * per_token, "speculative_draft": draft * per_token,
+               "host_launch": launch * per_token}
+        ops["engine_cpu"] = self._speculative_s(b, kv) - math.fsum(ops.values())
         return StepCost(seconds=math.fsum(ops.values()), ops=ops)
 
     def describe(self) -> str:
