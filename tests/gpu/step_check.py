@@ -12,7 +12,11 @@ scaled_dot_product_attention, the fastest of its cuDNN / flash / memory-efficien
 for each shape (named in the output). Shapes:
 
 - prefill: one request of n new tokens, causal;
-- decode: a batch of B requests, one new token each over L cached tokens (KV in bf16).
+- decode: a batch of B requests, one new token each over L cached tokens (KV in bf16);
+- verify (--verify Q): a speculative decode's verify pass, B requests of Q new tokens each
+  (the last token and Q - 1 drafts) over L cached tokens, the LM head on all B x Q rows;
+  the step-cost model costs it as a decode of B x Q rows over the same per-request KV
+  (planner/perf/step.py, speculative decoding).
 
 Each step is captured in a CUDA graph and replayed (GPU time only, as engines run decode
 steps; no host launch time), three times over: the whole step, its GEMMs alone and its
@@ -108,12 +112,13 @@ class Step:
             self.k = torch.randn(tokens, m.hkv, m.d, device=dev, dtype=torch.bfloat16)
             self.v = torch.randn_like(self.k)
             self.last = torch.tensor([tokens - 1], device=dev)
-        else:
-            self.positions = torch.full((batch,), context, device=dev)
-            self.q = torch.randn(batch, m.hq, 1, m.d, device=dev, dtype=torch.bfloat16)
+        else:   # decode (one new token per request) or verify (tokens // batch each)
+            self.per = tokens // batch
+            self.positions = (context - self.per + torch.arange(self.per, device=dev)).repeat(batch)
+            self.q = torch.randn(batch, m.hq, self.per, m.d, device=dev, dtype=torch.bfloat16)
             self.k = torch.randn(batch, m.hkv, context, m.d, device=dev, dtype=torch.bfloat16)
             self.v = torch.randn_like(self.k)
-            self.last = torch.arange(batch, device=dev)
+            self.last = torch.arange(tokens, device=dev)
         self.xa = torch.randn(tokens, m.hq * m.d, device=dev, dtype=torch.bfloat16)
         self.xf = torch.randn(tokens, m.ffn, device=dev, dtype=torch.bfloat16)
 
@@ -138,10 +143,12 @@ class Step:
             k = m.rope(k.view(n, m.hkv, m.d), self.positions)
             if self.kind == "prefill":
                 a = self.attend(q, k, v.view(n, m.hkv, m.d))[0].transpose(0, 1).reshape(n, m.hq * m.d)
-            else:   # write this token's K/V into the cache, attend over the cache
-                self.k[:, :, -1, :] = k
-                self.v[:, :, -1, :] = v.view(n, m.hkv, m.d)
-                a = self.attend(q[:, :, None, :].contiguous()).reshape(n, m.hq * m.d)
+            else:   # write the new tokens' K/V into the cache, attend over the cache
+                b, per = n // self.per, self.per
+                self.k[:, :, -per:, :] = k.view(b, per, m.hkv, m.d).transpose(1, 2)
+                self.v[:, :, -per:, :] = v.view(b, per, m.hkv, m.d).transpose(1, 2)
+                qs = q.view(b, per, m.hq, m.d).transpose(1, 2).contiguous()
+                a = self.attend(qs).transpose(1, 2).reshape(n, m.hq * m.d)
             x = x + m.linear(a, w["o"])
             y = F.rms_norm(x, (m.h,), m.norm, 1e-5)
             gu = m.linear(y, w["gate_up"])
@@ -200,15 +207,21 @@ def measure(m: Shard, kind: str, tokens: int, batch: int, context: int, budget_s
             "replays": replays, "device": torch.cuda.get_device_name() if m.device == "cuda" else "cpu"}
 
 
-def shapes(m: Shard, max_prefill: int, kv_budget_gb: float):
-    for n in PREFILL:
-        if n <= max_prefill:
-            yield "prefill", n, 1, 0
+def shapes(m: Shard, max_prefill: int, kv_budget_gb: float, verify: tuple[int, ...] = (), only_verify=False):
     kv_token = 2 * m.hkv * m.d * 2
-    for ctx in DECODE_CONTEXT:
-        for b in DECODE_BATCH:
-            if b * ctx * kv_token / 1e9 <= kv_budget_gb:
-                yield "decode", b, b, ctx
+    if not only_verify:
+        for n in PREFILL:
+            if n <= max_prefill:
+                yield "prefill", n, 1, 0
+        for ctx in DECODE_CONTEXT:
+            for b in DECODE_BATCH:
+                if b * ctx * kv_token / 1e9 <= kv_budget_gb:
+                    yield "decode", b, b, ctx
+    for q in verify:
+        for ctx in DECODE_CONTEXT:
+            for b in DECODE_BATCH:
+                if b * ctx * kv_token / 1e9 <= kv_budget_gb:
+                    yield "verify", b * q, b, ctx
 
 
 def main(argv=None) -> int:
@@ -222,6 +235,9 @@ def main(argv=None) -> int:
     ap.add_argument("--deadline-s", type=float, default=420.0, help="stop starting new shapes after this")
     ap.add_argument("--layers", type=int, default=0, help="override the layer count (CPU smoke runs)")
     ap.add_argument("--scale", type=int, default=1, help="divide hidden / ffn / heads by this (CPU smoke runs)")
+    ap.add_argument("--verify", type=int, action="append", default=[],
+                    help="also time verify passes of this many tokens per request (repeatable: 2, 4)")
+    ap.add_argument("--only-verify", action="store_true", help="time only the verify passes")
     args = ap.parse_args(argv)
     began = time.monotonic()
     out = Path(args.out)
@@ -239,7 +255,8 @@ def main(argv=None) -> int:
                 spec = replace(spec, name=f"{spec.name}/{s}-{args.layers}L", layers=args.layers or spec.layers, hidden=spec.hidden // s, ffn=spec.ffn // s,
                                heads=max(spec.heads // s, spec.kv_heads), vocab=spec.vocab // s)
             shard = Shard(spec, int(tp), dtype, args.device)
-            for kind, tokens, batch, ctx in shapes(shard, args.max_prefill, args.kv_gb):
+            for kind, tokens, batch, ctx in shapes(shard, args.max_prefill, args.kv_gb, tuple(args.verify),
+                                                   args.only_verify):
                 if time.monotonic() - began > args.deadline_s:
                     print(f"deadline: stopped before {config} {kind} {tokens}x{ctx}", flush=True)
                     return 0

@@ -31,8 +31,8 @@ def predicted(row, gpu, source: str, engine: str) -> dict:
                      layout=Layout(tp=int(row.tp)))
     if row.kind == "prefill":
         ops = step.step([row.tokens], [0]).ops
-    else:
-        ops = step.step([1] * int(row.batch), [row.context] * int(row.batch)).ops
+    else:   # decode, or a verify pass: batch x tokens-per-request rows over each request's KV
+        ops = step.step([1] * int(row.tokens), [row.context] * int(row.tokens)).ops
     gemm = sum(ops[k] for k in GEMM_OPS)
     attn = sum(ops[k] for k in ATTENTION_OPS)
     full = sum(v for k, v in ops.items() if k not in LEFT_OUT)
@@ -46,7 +46,8 @@ def compare(frame: pd.DataFrame, gpu_name: str, sources: list[tuple[str, str]]) 
         for source, engine in sources:
             p = predicted(row, gpu, source, engine)
             rows.append({"model": row.model, "dtype": row.dtype, "tp": row.tp, "kind": row.kind,
-                         "shape": f"{row.tokens}" if row.kind == "prefill" else f"{row.batch}x{row.context}",
+                         "shape": f"{row.tokens}" if row.kind == "prefill" else
+                         f"{row.batch}x{row.context}" + (f" x{row.tokens // row.batch}q" if row.kind == "verify" else ""),
                          "model_src": f"{source}:{engine}" if source == "kernels" else source,
                          "measured_ms": row.full_ms, "predicted_ms": round(p["full"], 3),
                          **{f"{k}_err": p[k] / getattr(row, f"{k}_ms") - 1
