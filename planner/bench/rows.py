@@ -164,6 +164,11 @@ def _role(row, prefix: str, default_batch: int, literal: bool = False) -> RoleSp
     conc = int(row["concurrency"])
     if batch * dp * workers < conc <= batch * tp * dp * workers:
         batch *= tp     # a batch recorded per GPU (NVIDIA model-card runs: batch x GPUs = concurrency)
+    elif not prefix and conc > batch * tp * dp * workers:
+        # an NVIDIA model-card row (Qwen3-32B NVFP4, 416 clients on TP 2 at batch 13, TTFT
+        # 0.7 s) ran replicas it does not record
+        return (f"{conc} clients exceed the batch of {batch} per GPU on the row's {tp * dp * workers} GPU(s): "
+                "more engine replicas ran than the row records")
     return RoleSpec(tp, dp, ep, workers, batch, note)
 
 

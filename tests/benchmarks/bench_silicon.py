@@ -54,7 +54,9 @@ How a row is predicted (planner/bench, planner/engines, planner/perf; docs/perf-
   engine's tables lack from another engine's table of the same GPU: vLLM's gpt-oss on
   Blackwell runs TensorRT-LLM-gen's MXFP4 x MXFP8 kernel); weights in the row's GEMM
   format (fp8 per-tensor, fp8 block-wise as the checkpoint stores it, nvfp4), routed
-  experts in its MoE format; KV in FP8 where the engine runs an FP8 KV cache; each kernel
+  experts in its MoE format; GEMM tables read monotone in the token count (isotonic
+  median regression along m: single slow points such as vLLM's B200 FP8 per-tensor GEMMs
+  at m = 1-16, 2-3x their neighbours, dropped); KV in FP8 where the engine runs an FP8 KV cache; each kernel
   no table measures (norms, RoPE, activations, routing, casts) at least 0.8 us, the
   graph-replay floor measured on an H200 (docs/gpu-results.md, which also checks the
   tables' GEMMs and attention against real H200 forward steps);
@@ -74,9 +76,15 @@ How a row is predicted (planner/bench, planner/engines, planner/perf; docs/perf-
   where the model's recipe sets it (Llama-3.1-70B at 1k/1k below TP 8: new prompts wait up
   to 20 steps while others decode, max_num_tokens 16384); SGLang on Blackwell
   taking new requests in every 10 decode steps, every 30 from 16 clients (its B200 / B300
-  recipes' --scheduler-recv-interval; H200 recipes: every step); xPyD rows' routers send
+  recipes' --scheduler-recv-interval; H200 recipes: every step); TensorRT-LLM's DeepSeek
+  recipes streaming every 10 steps with the client's first chunk 9 decode steps after the
+  prefill (their rows show it: planner/bench/rows.py _trtllm_recipe); xPyD rows' routers send
   a request to a decode engine with room; the client's first token is when the decode
-  engine admits the request;
+  engine admits the request; xPyD recipes that decode speculatively (TensorRT-LLM MTP,
+  SGLang EAGLE with DeepSeek's MTP layer; k = 1-3 draft tokens per step) run it: k draft
+  passes of one layer + LM head and a verify pass of k + 1 tokens per sequence per step,
+  each draft token accepted with probability 0.85 given the one before (the low end of
+  DeepSeek-V3's report for its MTP module, arXiv 2412.19437; not fitted to these rows);
 - the benchmark as its client runs it (planner/bench/predict.py Client): InferenceMAX's
   benchmark_serving.py, the harness of every recipe on this grid of ISL / OSL / clients:
   N clients start at once on an idle server, each sends its next request as the last
@@ -107,15 +115,14 @@ Known gaps (what the figures below reflect):
   on TensorRT-LLM) come from another client and run far from this one (Llama-3.1-8B: TPOT
   predicted 1.5-4x its 8-23 ms; the NVFP4 rows record batch per GPU).
 - The engines' CPU and front-end times are fitted within physical bounds and some sit at a
-  bound (SGLang's 200 ms front end; SGLang's and TensorRT-LLM's eager launches at 0 us a
-  kernel, vLLM's CPU time per step at 0): what the step-cost model misses shows as bias.
-  The front-end time stands in for a per-request excess that depends on the model: at 4
-  clients, measured TTFT minus the predicted GPU prefill is 15-60 ms for gpt-oss, MiniMax
-  and Llama-3.1-70B on vLLM and TensorRT-LLM but 120-280 ms for DeepSeek, GLM-5 and Qwen3.5
-  on SGLang and for DeepSeek on TensorRT-LLM, so one constant per engine over-predicts
-  gpt-oss-120b's TTFT (in-sample: vLLM B200 +45%, TensorRT-LLM B200 +29%) and
-  under-predicts DeepSeek-R1's on TensorRT-LLM (H200 and B200 -51%), while MiniMax and
-  Qwen3-235B decode on H200 stays under-predicted (in-sample -20%, -43%).
+  bound (SGLang's 200 ms front end and its CPU times at 0): what the step-cost model misses
+  shows as bias. The front-end time stands in for a per-request excess that depends on the
+  model: at 4 clients, measured TTFT minus the predicted GPU prefill is 15-60 ms for
+  gpt-oss, MiniMax and Llama-3.1-70B on vLLM and TensorRT-LLM but 120-280 ms for DeepSeek,
+  GLM-5 and Qwen3.5 on SGLang, so one constant per engine over-predicts gpt-oss-120b's
+  TTFT on vLLM B200. DeepSeek's excess on TensorRT-LLM was the same kind of gap until its
+  recipes' stream interval was modelled (about 9 decode steps before the first chunk:
+  in-sample TTFT of those rows 51-56% -> 22-35% before refitting).
 - xPyD rows come from Dynamo + srt-slurm recipes whose client (sa-bench: a warm-up of 2 N
   requests at 250 per second, then 10 N at once, N at a time, lengths in [0.8 L, L]) is
   the one modelled. 583 of them do not record their worker counts: 343 are predicted with
@@ -130,7 +137,11 @@ Known gaps (what the figures below reflect):
 - Expert-parallel all-to-all (DeepEP) is costed as the gather / scatter of the tokens, and
   routing as uniform at random (no expert hotter than another); SGLang's and vLLM's DP-attention ranks are assumed evenly loaded and
   do not wait for each other's prefills; speculative decoding (MTP), which some MoE runs
-  may use, is not modelled.
+  may use, is modelled for xPyD recipes that name it; aggregated rows cannot be told
+  apart from their plain twins (InferenceMAX ran DeepSeek-R1 on TensorRT-LLM with and
+  without MTP at the same layouts and clients, and the rows record no speculative column),
+  so they are predicted without it: the cause of TensorRT-LLM DeepSeek-R1 B200's TPOT
+  over-prediction (in-sample +26%).
 - Some SGLang B200 FP4 DeepSeek rows with MoE TP (no EP) measure 5-9 s TTFT at 4-128
   clients with a normal TPOT (the same runs with EP: 0.2-1.6 s), which no queueing of the
   recorded layout produces.
