@@ -125,11 +125,15 @@ Known gaps (what the figures below reflect):
   in-sample TTFT of those rows 51-56% -> 22-35% before refitting).
 - xPyD rows come from Dynamo + srt-slurm recipes whose client (sa-bench: a warm-up of 2 N
   requests at 250 per second, then 10 N at once, N at a time, lengths in [0.8 L, L]) is
-  the one modelled. 583 of them do not record their worker counts: 343 are predicted with
-  the deployment of the recipe they ran (planner/data/xpyd_recipes.csv); 150 match only
-  recipes that decode speculatively (MTP, not modelled), 39 several recipes with different
-  deployments and 51 none, and are not predicted. TTFT is under-predicted on TensorRT-LLM
-  (H200 by a median 58% leave-one-system-out): the DeepSeek-R1 excess of its aggregated rows.
+  the one modelled. 583 of them do not record their worker counts: 482 are predicted with
+  the deployment of the recipe they ran (planner/data/xpyd_recipes.csv; 139 of them
+  speculative), 50 match several recipes with different deployments and 51 none, and are
+  not predicted. Where a plain and a speculative recipe both match, the row is read as the
+  plain one, yet dev.csv holds both runs under identical columns (DeepSeek-R1 H200
+  TensorRT-LLM 8k/1k at 9 clients: TPOT 10.9 ms and 5.6 ms), so half of such rows are
+  predicted without their MTP. TTFT is under-predicted on TensorRT-LLM: its decode
+  engines stream every 100 steps (stream_interval 100 in the srt-slurm recipes), and the
+  first token's path through Dynamo is not modelled.
 - vLLM V1's piecewise CUDA graphs (mixed steps of up to 512 tokens launch only attention
   eagerly) were modelled and tried: with the bounded fit the in-sample objective worsened
   (0.513 to 0.542) because the eager-launch floor also stands in for missing MoE prefill
