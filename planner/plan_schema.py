@@ -40,7 +40,7 @@ RANGES = {
                      "memory_fraction": (0.0, 1.0, True), "graph_max_batch": (0, 10_000_000),
                      "cpu_per_step_s": (0.0, 1e3, False), "cpu_per_seq_s": (0.0, 1e3, False),
                      "cpu_per_kernel_s": (0.0, 1.0, False),
-                     "frontend_s": (0.0, 1e3, False)},
+                     "frontend_s": (0.0, 1e3, False), "disagg_frontend_s": (0.0, 1e3, False)},
     "GpuSpec": {"fp16_tflops": (0.0, BIG, True), "memory_gb": (0.0, BIG, True), "memory_gb_s": (0.0, BIG, True),
                 "link_gb_s": (0.0, BIG, False), "network_gbit_s": (0.0, BIG, False),
                 "gemm_knee_tokens": (0.0, BIG, False), "fp8_tflops": (0.0, BIG, False),

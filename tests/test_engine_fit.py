@@ -42,3 +42,21 @@ def test_leaving_a_system_out_drops_its_rows_and_an_engine_without_rows_is_skipp
     assert fit.fit_all(rows, exclude_system="b200_sxm") == []
     assert fit.fit_engine(rows, "sglang") is None
     assert np.isinf(fit.objective(rows.iloc[0:0], "vllm", (1.0, 1.0, 1.0)))
+
+
+def test_aggregated_and_disaggregated_rows_get_their_own_front_end():
+    rows = _rows()
+    # the same rows as a disaggregated deployment measured with 80 ms more front end: their
+    # own line search finds it, the aggregated rows keep theirs
+    xpyd = rows.assign(id=rows["id"] + "x", mode="disagg", prefill_num_workers=1, prefill_tp_size=1,
+                       decode_num_workers=1, decode_tp_size=1, prefill_batch_size=1,
+                       decode_batch_size=rows["concurrency"])
+    truth = predict_frame(xpyd, {"vllm": {**TRUTH, "disagg_frontend_s": 0.110}}, client=fit.FIT_CLIENT)
+    assert (truth["status"] == "ok").all()
+    xpyd = xpyd.assign(silicon_ttft_ms=truth["pred_ttft_ms"], silicon_tpot_ms=truth["pred_tpot_ms"])
+    both = pd.concat([rows, xpyd], ignore_index=True)
+    params = tuple(np.array([TRUTH["cpu_per_step_s"], TRUTH["cpu_per_seq_s"], TRUTH["cpu_per_kernel_s"]])
+                   / fit.SCALE)
+    total, fronts = fit.objective(both, "vllm", params, with_frontend=True)
+    assert fronts["agg"] == pytest.approx(0.030) and fronts["disagg"] == pytest.approx(0.110)
+    assert total < 1e-9

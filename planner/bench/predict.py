@@ -21,7 +21,8 @@ server idle and warm when the measured run starts):
   0.9 L and the clients fall out of step after the first round;
 - TTFT and TPOT as the client defines them: TTFT = first token - send, TPOT = (end-to-end -
   TTFT) / (output tokens - 1), averaged over requests; TTFT adds the engine's front-end time
-  (HTTP, tokenising, first-token streaming: EngineConfig.frontend_s), and where the engine
+  (HTTP, tokenising, first-token streaming: EngineConfig.frontend_s; for xPyD rows
+  EngineConfig.disagg_frontend_s, which also covers the router), and where the engine
   streams every s decode steps without sending the first token alone
   (EngineConfig.first_token_alone False), the s - 1 steps before its first chunk.
 """
@@ -157,5 +158,6 @@ def predict_spec(spec: RowSpec, client: Client = INFERENCEMAX, seed: int = 0) ->
     tpot = client.mean((finish - first) / steps, burst)
     span = float(finish.max() - arrival.min())
     tok_s = float(done["output_tokens"].sum()) / span if span > 0 else float("nan")
-    return out | {"pred_ttft_ms": (ttft + eng.frontend) * 1e3, "pred_tpot_ms": tpot * 1e3,
+    front = eng.disagg_frontend if spec.disaggregated else eng.frontend
+    return out | {"pred_ttft_ms": (ttft + front) * 1e3, "pred_tpot_ms": tpot * 1e3,
                   "pred_tokens_per_s_per_gpu": tok_s / spec.gpus, "status": "ok"}

@@ -58,6 +58,9 @@ class EngineConfig:
     cpu_per_seq_s: float | None = None
     cpu_per_kernel_s: float | None = None   # host launch time per kernel of an eager (non-graph) step
     frontend_s: float | None = None   # per request, added to TTFT: HTTP, tokenising, first-token streaming
+    # the same for a disaggregated deployment, whose requests also pass its router (Dynamo's
+    # front end, SGLang's router) and the prefill-to-decode handoff; None: the fitted value
+    disagg_frontend_s: float | None = None
     overlap: bool = True              # CPU work of the next step overlaps the GPU's (overlap / async scheduler)
     # TensorRT-LLM's attention-DP balance (attention_dp_config enable_balance, timeout_iters,
     # batching_wait_iters): a DP rank holds new prompts until every rank has one (0: off)
@@ -131,6 +134,12 @@ class EngineConfig:
         if self.frontend_s is not None:
             return self.frontend_s
         return engine_fits().get(self.name, {}).get("frontend_s", 0.0)
+
+    @property
+    def disagg_frontend(self) -> float:
+        if self.disagg_frontend_s is not None:
+            return self.disagg_frontend_s
+        return engine_fits().get(self.name, {}).get("disagg_frontend_s", self.frontend)
 
     def perf_kwargs(self) -> dict:
         """What PerfModel takes from the engine."""
@@ -263,8 +272,9 @@ def as_dict(cfg: EngineConfig) -> dict:
 
 @lru_cache(maxsize=1)
 def engine_fits() -> dict[str, dict]:
-    """{engine: {per_step_s, per_seq_s, frontend_s, fitted_on}} from planner/data/engine_fits.csv
-    (empty where not fitted yet)."""
+    """{engine: {per_step_s, per_seq_s, per_kernel_s, frontend_s, disagg_frontend_s, fitted_on}}
+    from planner/data/engine_fits.csv (empty where not fitted yet; no disaggregated front end
+    where the engine had no disaggregated rows to fit it on)."""
     try:
         text = resources.files("planner").joinpath("data", "engine_fits.csv").read_text(encoding="utf-8")
     except FileNotFoundError:
@@ -274,4 +284,6 @@ def engine_fits() -> dict[str, dict]:
         out[r["engine"]] = {"per_step_s": float(r["per_step_s"]), "per_seq_s": float(r["per_seq_s"]),
                             "per_kernel_s": float(r.get("per_kernel_s") or 0.0),
                             "frontend_s": float(r["frontend_s"]), "fitted_on": r["fitted_on"]}
+        if r.get("disagg_frontend_s"):
+            out[r["engine"]]["disagg_frontend_s"] = float(r["disagg_frontend_s"])
     return out

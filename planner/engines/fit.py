@@ -3,11 +3,14 @@
 
     python -m planner.engines.fit --rows ../shared/silicon/dev.csv [--exclude-system b200_sxm] [-o FILE]
 
-Per engine, four parameters: seconds per step and seconds per sequence in the step (the
+Per engine, five parameters: seconds per step and seconds per sequence in the step (the
 scheduler's, sampler's and detokeniser's Python work), seconds per kernel launched by a step
 run without a CUDA graph (prefill steps of engines that run them eagerly: a floor under such
 a step of its kernel count x this, planner.perf.layers.kernels_per_step), and the front-end
-seconds per request added to TTFT (HTTP, tokenising, streaming the first token). Whether the CPU time
+seconds per request added to TTFT (HTTP, tokenising, streaming the first token), one for
+aggregated rows and one for disaggregated (xPyD) rows, whose requests also pass a router
+(Dynamo, SGLang's router) and the prefill-to-decode handoff: fitted together, a gap in one
+kind of deployment would move the other's TTFT. Whether the CPU time
 overlaps the GPU's is the engine's documented default (EngineConfig.overlap), not fitted.
 The objective is the median over rows of |log(predicted / measured)| for TPOT plus the same
 for TTFT, on a sample of the rows the performance model can predict. Each parameter stays in
@@ -53,17 +56,25 @@ FRONTEND_GRID_MS = np.arange(0.0, 200.0 + 1e-9, 2.5)
 def objective(rows: pd.DataFrame, engine: str, params, with_frontend: bool = False):
     per_step, per_seq, per_kernel = np.asarray(params, float) * SCALE
     pred = predict_frame(rows, {engine: {"cpu_per_step_s": per_step, "cpu_per_seq_s": per_seq,
-                                         "cpu_per_kernel_s": per_kernel, "frontend_s": 0.0}},
+                                         "cpu_per_kernel_s": per_kernel, "frontend_s": 0.0,
+                                         "disagg_frontend_s": 0.0}},
                          client=FIT_CLIENT)
     ok = pred[pred["status"] == "ok"]
     if ok.empty:
-        return (float("inf"), 0.0) if with_frontend else float("inf")
+        return (float("inf"), {}) if with_frontend else float("inf")
     e_tpot = np.median(np.abs(np.log(ok["pred_tpot_ms"] / ok["silicon_tpot_ms"])))
     ttft, meas = ok["pred_ttft_ms"].to_numpy(float), ok["silicon_ttft_ms"].to_numpy(float)
-    e_ttft = [np.median(np.abs(np.log((ttft + f) / meas))) for f in FRONTEND_GRID_MS]
-    i = int(np.argmin(e_ttft))
-    total = float(e_tpot + e_ttft[i])
-    return (total, FRONTEND_GRID_MS[i] * 1e-3) if with_frontend else total
+    disagg = (ok["mode"].astype(str) == "disagg").to_numpy()
+    # each kind's front end by a line search on its own rows, then the TTFT error over all
+    err = np.empty(len(ok))
+    fronts = {}
+    for kind, rows_of in (("agg", ~disagg), ("disagg", disagg)):
+        if rows_of.any():
+            e = np.abs(np.log((ttft[rows_of][None, :] + FRONTEND_GRID_MS[:, None]) / meas[rows_of][None, :]))
+            i = int(np.argmin(np.median(e, axis=1)))
+            err[rows_of], fronts[kind] = e[i], FRONTEND_GRID_MS[i] * 1e-3
+    total = float(e_tpot + np.median(err))
+    return (total, fronts) if with_frontend else total
 
 
 def sample(rows: pd.DataFrame, n: int = MAX_FIT_ROWS, seed: int = 0) -> pd.DataFrame:
@@ -98,13 +109,17 @@ def fit_engine(rows: pd.DataFrame, engine: str, progress=None) -> dict | None:
             x[i] = float(min(GRIDS[i], key=lambda v: (score([*x[:i], v, *x[i + 1:]]), v)))
     best = score(x)
     per_step, per_seq, per_kernel = np.asarray(x) * SCALE
-    _, frontend = objective(fit_rows, engine, x, with_frontend=True)
+    _, fronts = objective(fit_rows, engine, x, with_frontend=True)
+    frontend = fronts.get("agg", fronts.get("disagg", 0.0))
+    disagg = fronts.get("disagg")
     if progress:
         progress(f"{engine}: {per_step * 1e3:.2f} ms/step + {per_seq * 1e6:.1f} us/seq, eager launches "
-                 f"{per_kernel * 1e6:.1f} us/kernel, front end "
-                 f"{frontend * 1e3:.1f} ms (objective {best:.3f} on {len(fit_rows)} rows, {len(seen)} evaluations)")
+                 f"{per_kernel * 1e6:.1f} us/kernel, front end {frontend * 1e3:.1f} ms"
+                 + (f" (xPyD {disagg * 1e3:.1f} ms)" if disagg is not None else "")
+                 + f" (objective {best:.3f} on {len(fit_rows)} rows, {len(seen)} evaluations)")
     return {"engine": engine, "per_step_s": float(per_step), "per_seq_s": float(per_seq),
-            "per_kernel_s": float(per_kernel), "frontend_s": frontend,
+            "per_kernel_s": float(per_kernel), "frontend_s": float(frontend),
+            "disagg_frontend_s": None if disagg is None else float(disagg),
             "objective": float(best), "fit_rows": len(fit_rows),
             "fitted_on": ";".join(sorted(mine["system"].astype(str).unique()))}
 
@@ -124,14 +139,14 @@ def fit_all(rows: pd.DataFrame, exclude_system: str | None = None, progress=None
 
 
 def write(fits: list[dict], path: Path) -> None:
-    cols = ["engine", "per_step_s", "per_seq_s", "per_kernel_s", "frontend_s", "overlap", "objective", "fit_rows",
-            "fitted_on"]
+    cols = ["engine", "per_step_s", "per_seq_s", "per_kernel_s", "frontend_s", "disagg_frontend_s", "overlap",
+            "objective", "fit_rows", "fitted_on"]
     tmp = path.with_suffix(".tmp")
     with tmp.open("w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=cols)
         w.writeheader()
         for r in fits:
-            w.writerow({c: (f"{r[c]:.6g}" if isinstance(r[c], float) else r[c]) for c in cols})
+            w.writerow({c: (f"{r[c]:.6g}" if isinstance(r.get(c), float) else r.get(c)) for c in cols})
     tmp.replace(path)
 
 

@@ -90,14 +90,16 @@ How a row is predicted (planner/bench, planner/engines, planner/perf; docs/perf-
   N clients start at once on an idle server, each sends its next request as the last
   finishes, 10 N requests in all, prompt and output lengths uniform in [0.8 L, L], every
   request counted, the first burst's queue included; TTFT includes the engine's front end;
-- fitted on these rows, per engine, four parameters (planner/engines/fit.py; on 100 rows
+- fitted on these rows, per engine, five parameters (planner/engines/fit.py; on 100 rows
   per engine: every system x model x concurrency band once, the rest at random): CPU seconds
   per step and per sequence in a step (added to the GPU time, or overlapped with it for
   engines with an overlap / async scheduler), seconds per kernel launched by a step run
   without a CUDA graph (a floor under prefill steps: the model's kernel count, from its
-  layer kinds, x this), and front-end seconds per request. Nothing else is fitted to these
-  rows: the kernel tables are inputs, the roofline curves are fitted to kernel tables only.
-- leave-one-system-out (LOSO): the four engine parameters re-fitted without one system's
+  layer kinds, x this), and front-end seconds per request, one for aggregated rows and one
+  for xPyD rows (whose requests also pass the router and the prefill-to-decode handoff).
+  Nothing else is fitted to these rows: the kernel tables are inputs, the roofline curves
+  are fitted to kernel tables only, and the speculative acceptance is DeepSeek's published one.
+- leave-one-system-out (LOSO): the five engine parameters re-fitted without one system's
   rows, then that system predicted.
 
 Known gaps (what the figures below reflect):
@@ -165,7 +167,9 @@ def _is_dense(model_path: str) -> bool:
 def _fit_overrides(fits: list[dict]) -> dict:
     return {f["engine"]: {"cpu_per_step_s": f["per_step_s"], "cpu_per_seq_s": f["per_seq_s"],
                           "cpu_per_kernel_s": f.get("per_kernel_s", 0.0),
-                          "frontend_s": f["frontend_s"]} for f in fits}
+                          "frontend_s": f["frontend_s"],
+                          "disagg_frontend_s": f.get("disagg_frontend_s") if f.get("disagg_frontend_s") is not None
+                          else f["frontend_s"]} for f in fits}
 
 
 def loso(df: pd.DataFrame, log) -> pd.DataFrame:
@@ -184,8 +188,8 @@ def loso(df: pd.DataFrame, log) -> pd.DataFrame:
         t0 = time.perf_counter()
         fits = fit_all(df, exclude_system=system, progress=lambda s, sy=system: log(f"  [without {sy}] {s}"))
         # an engine with no training rows outside the held-out system falls back to no fitted times
-        over = {e: {"cpu_per_step_s": 0.0, "cpu_per_seq_s": 0.0, "cpu_per_kernel_s": 0.0, "frontend_s": 0.0}
-                for e in ("vllm", "sglang", "trtllm")}
+        over = {e: {"cpu_per_step_s": 0.0, "cpu_per_seq_s": 0.0, "cpu_per_kernel_s": 0.0, "frontend_s": 0.0,
+                    "disagg_frontend_s": 0.0} for e in ("vllm", "sglang", "trtllm")}
         over.update(_fit_overrides(fits))
         pred = predict_frame(held, over)
         pred["fit_without"] = system
@@ -295,7 +299,9 @@ def main(argv=None) -> int:
           "Fitted engine parameters (in-sample, planner/data/engine_fits.csv): " + "; ".join(
               f"{e}: {v['per_step_s'] * 1e3:.2f} ms/step + {v['per_seq_s'] * 1e6:.1f} us/seq, eager launches "
               f"{v['per_kernel_s'] * 1e6:.1f} us/kernel, front end "
-              f"{v['frontend_s'] * 1e3:.0f} ms (fitted on {v['fitted_on']})" for e, v in fits.items()), "",
+              f"{v['frontend_s'] * 1e3:.0f} ms"
+              + (f", xPyD front end {v['disagg_frontend_s'] * 1e3:.0f} ms" if "disagg_frontend_s" in v else "")
+              + f" (fitted on {v['fitted_on']})" for e, v in fits.items()), "",
           "### Dense aggregated rows (the targets)", "",
           "Targets (issue 11, LOSO): TTFT median <= 20%, p90 <= 50%; TPOT median <= 8%, p90 <= 20%; no system x "
           "engine group worse than 35% (TTFT) or 15% (TPOT) median.", "",
