@@ -117,8 +117,8 @@ Known gaps (what the figures below reflect):
   on TensorRT-LLM) come from another client and run far from this one (Llama-3.1-8B: TPOT
   predicted 1.5-4x its 8-23 ms; the NVFP4 rows record batch per GPU).
 - The engines' CPU and front-end times are fitted within physical bounds and some sit at a
-  bound (SGLang's 200 ms front end and its CPU times at 0): what the step-cost model misses
-  shows as bias. The front-end time stands in for a per-request excess that depends on the
+  bound (SGLang's front ends near 200 ms and its CPU times at 0; both engines' xPyD front
+  ends at 200 ms): what the step-cost model misses shows as bias. The front-end time stands in for a per-request excess that depends on the
   model: at 4 clients, measured TTFT minus the predicted GPU prefill is 15-60 ms for
   gpt-oss, MiniMax and Llama-3.1-70B on vLLM and TensorRT-LLM but 120-280 ms for DeepSeek,
   GLM-5 and Qwen3.5 on SGLang, so one constant per engine over-predicts gpt-oss-120b's
