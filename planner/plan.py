@@ -106,9 +106,6 @@ class Deployment:
             raise InputError(f"a {self.mode} deployment needs a coupled role")
         if self.chunk_tokens < 1:
             raise InputError(f"chunk_tokens must be >= 1, got {self.chunk_tokens}")
-        if self.engine.spec_tokens and self.mode != "disaggregated":
-            raise InputError("speculative decoding (engine spec_tokens) is modelled for disaggregated deployments "
-                             "only: a coupled engine's steps mix prompt chunks with drafts")
 
     def roles(self) -> dict[str, Role]:
         return {k: r for k, r in (("prefill", self.prefill), ("decode", self.decode),

@@ -277,13 +277,31 @@ def test_speculative_prefill_adds_the_mtp_layer_and_paths_agree(source):
     assert set(step.ops) == {"speculative_verify", "speculative_draft", "host_launch", "engine_cpu"}
 
 
-def test_speculative_decoding_is_refused_where_it_is_not_modelled():
+def test_speculative_decodes_mixed_with_a_prompt_chunk_are_charged_per_generated_token(source):
+    spec, plain = mtp(source), mtp(source, k=0)
+    s = spec.steps
+    p, b, kv = 2048.0, 24, 24 * 1500.0
+    prompt = spec.prefill_time_s(p)
+    share = s._speculative_share(p, s._lin_s(p), b, kv)
+    mixed = s.mixed_s(p, 0.0, b, kv)
+    assert mixed == pytest.approx(float(s.cpu.total(prompt + share, b + 1)), rel=1e-6)
+    # the decodes' share is their verify rows and drafts over the 3.2 tokens a step yields:
+    # per step, 4 rows a sequence cost more than the plain decodes' 1 and at most 4 times it
+    added = plain.mixed_time_s(p, 0.0, b, kv) - plain.prefill_time_s(p)
+    assert added < share * s.spec_tokens_per_step < 4 * added
+    vector = s.mixed_v(np.array([p]), np.array([0.0]), np.array([float(b)]), np.array([kv]), np.array([1.0]))
+    assert vector[0] == pytest.approx(mixed)
+    step = spec.step(np.r_[np.ones(b), p], np.r_[np.full(b, 1499.0), 0.0])
+    assert step.seconds == pytest.approx(mixed, rel=1e-6) and step.ops["speculative_decodes"] == pytest.approx(share)
+
+
+def test_speculative_decoding_settings_and_validation():
     from planner.errors import InputError
     from planner.plan import Deployment, Role
     eng = engine_config("trtllm", spec_tokens=2)
     assert eng.settings()["speculative_decoding"].startswith("2 draft tokens per step")
-    with pytest.raises(InputError, match="disaggregated deployments only"):
-        Deployment(mode="chunked_coupled", model="llama-3.1-8b", chunk_tokens=8192, coupled=Role("h200", 1, 1),
-                   engine=eng)
+    dep = Deployment(mode="chunked_coupled", model="llama-3.1-8b", chunk_tokens=8192, coupled=Role("h200", 1, 1),
+                     engine=eng)
+    assert dep.perf("coupled").steps.spec_k == 2
     with pytest.raises(InputError, match="spec_tokens must be >= 0"):
         engine_config("trtllm", spec_tokens=-1)

@@ -210,6 +210,20 @@ def test_tensorrt_llm_deepseek_rows_stream_their_first_chunk_after_the_recipes_i
         assert resolve(other).engine.first_token_alone
 
 
+def test_tensorrt_llm_deepseek_b200_rows_of_the_mtp_image_decode_speculatively():
+    row = dict(MOE_ROW, tp_size=8, attention_dp_size=1, moe_ep_size=8, concurrency=8, batch_size=8,
+               backend_version="1.2.0rc6.post3")
+    mtp = resolve(row)              # dsr1_fp8_b200_trt_mtp.sh: 3 draft tokens, 1 with attention DP
+    assert mtp.engine.spec_tokens == 3 and mtp.describe().endswith(", MTP 3")
+    assert resolve(dict(row, tp_size=1, attention_dp_size=8)).engine.spec_tokens == 1
+    plain = resolve(dict(row, backend_version="1.2.0rc6.post2"))
+    assert plain.engine.spec_tokens == 0 and "MTP" not in plain.describe()
+    assert resolve(row, {"spec_tokens": 0}).engine.spec_tokens == 0      # an override wins
+    # an aggregated engine: prompt chunks mix with speculative decodes; MTP cuts TPOT
+    fast, slow = predict_spec(mtp), predict_spec(plain)
+    assert fast["status"] == "ok" and fast["pred_tpot_ms"] < 0.7 * slow["pred_tpot_ms"]
+
+
 @pytest.mark.parametrize("cols, want", [
     (dict(tp_size=16, attention_dp_size=1, moe_tp_size=4, moe_ep_size=4, backend="sglang"), (4, 1, 4, 16)),
     (dict(tp_size=64, attention_dp_size=1, moe_tp_size=8, moe_ep_size=8, backend="sglang"), (8, 1, 8, 16)),

@@ -23,6 +23,7 @@ from planner.perf.step import unsupported
 
 REQUIRED = ("model_path", "system", "backend", "precision", "mode", "isl", "osl", "concurrency")
 MEASURED = ("silicon_ttft_ms", "silicon_tpot_ms")
+MTP_IMAGE = "1.2.0rc6.post3"   # InferenceMAX's speculative DeepSeek TensorRT-LLM runs on B200 (_trtllm_recipe)
 LAYOUT = ("tp_size", "pp_size", "attention_dp_size", "moe_tp_size", "moe_ep_size", "batch_size")
 
 
@@ -70,11 +71,10 @@ class RowSpec:
         return self.prefill is not None
 
     def describe(self) -> str:
+        mtp = f", MTP {self.engine.spec_tokens}" if self.engine.spec_tokens else ""
         if self.coupled:
-            return self.coupled.describe()
-        s = f"prefill {self.prefill.describe()} + decode {self.decode.describe()}"
-        if self.engine.spec_tokens:
-            s += f", MTP {self.engine.spec_tokens}"
+            return self.coupled.describe() + mtp
+        s = f"prefill {self.prefill.describe()} + decode {self.decode.describe()}" + mtp
         return s + (f" (recipe: {self.prefill.recipe})" if self.prefill.recipe else "")
 
     @property
@@ -200,7 +200,8 @@ def gemm_format(precision: str, gemm_quant_mode) -> str:
     return "bf16"
 
 
-def _trtllm_recipe(model: str, isl: int, osl: int, roles: dict, mode: str = "agg") -> dict:
+def _trtllm_recipe(model: str, isl: int, osl: int, roles: dict, mode: str = "agg", version: str | None = None
+                   ) -> dict:
     """Engine settings of InferenceMAX's TensorRT-LLM recipe for this model where they are
     not the library's:
     - Llama-3.1-70B (benchmarks/70b_fp{4,8}_{b200,h200}_trt_slurm.sh, last at 026d16b82^)
@@ -215,9 +216,18 @@ def _trtllm_recipe(model: str, isl: int, osl: int, roles: dict, mode: str = "agg
       TPOTs for DeepSeek-V3 on B200 and H200, 9-10 for R1 without MTP, 20-55 (9-10 steps of
       2-3 tokens) for R1's speculative runs, while gpt-oss (stream_interval 20 with 4
       postprocess workers) and SGLang's DeepSeek recipes (--stream-interval 10 or 30) show
-      none."""
+      none.
+    - Their B200 speculative twins (dsr1_fp{4,8}_b200_trt_mtp.sh: MTP with 3 draft tokens,
+      1 with attention DP) ran the 1.2.0rc6.post3 image and the plain runs 1.2.0rc6.post2
+      (.github/configs/nvidia-master.yaml dsr1-fp{4,8}-b200-trt-mtp, since InferenceX
+      5d517074c / 0aae52d4c, 2026-02-05/06; no other DeepSeek config runs post3): the
+      version tells the twins apart, which the rows' columns do not. H200's twins share
+      one image (1.1.0rc2.post2) and are read as plain."""
     if model.startswith("deepseek-") and mode == "agg":
-        return {"stream_interval": 10, "first_token_alone": False}
+        out = {"stream_interval": 10, "first_token_alone": False}
+        if str(version) == MTP_IMAGE:
+            out["spec_tokens"] = 1 if max(r.dp for r in roles.values()) > 1 else 3
+        return out
     if model != "llama-3.1-70b":
         return {}
     out = {"token_budget": 16384}
@@ -279,8 +289,9 @@ def resolve(row: dict, engine_overrides: dict | None = None, literal_layout: boo
         engine = replace(engine, graph_max_batch=max(r.max_batch for r in roles.values()), graph_padding=True,
                          **({"adp_timeout_iters": 60, "adp_batching_wait_iters": 0}
                             if "adp_timeout_iters" not in overrides else {}))
-        engine = replace(engine, **{k: v for k, v in _trtllm_recipe(model.name, int(row["isl"]), int(row["osl"]),
-                                                                      roles, mode).items() if k not in overrides})
+        recipe = _trtllm_recipe(model.name, int(row["isl"]), int(row["osl"]), roles, mode,
+                                _num(row, "backend_version"))
+        engine = replace(engine, **{k: v for k, v in recipe.items() if k not in overrides})
     if mode == "disagg" and roles["decode"].spec_tokens and "spec_tokens" not in overrides:
         engine = replace(engine, spec_tokens=roles["decode"].spec_tokens)
     return RowSpec(id=str(row["id"]), model=model.name, gpu=gpu.name, engine=engine, dtype=dtype,

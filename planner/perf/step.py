@@ -26,8 +26,9 @@ survives with probability a^i (a = `spec_acceptance`: each draft token is accept
 the one before it was), so a step yields L = 1 + a + ... + a^k tokens per sequence; decode
 times are given per generated token (the step / L), so a simulator that advances every
 sequence one token per decode step keeps its clock. Prefill steps also run the MTP layer
-over the prompt (the first draft). A prefill chunk mixed with decodes is not modelled
-speculatively (planner.plan.Deployment takes it for disaggregated deployments only).
+over the prompt (the first draft). A step that mixes prompt chunks with speculative
+decodes (a coupled engine with chunked prefill) is charged its prompt part and its decodes'
+verify rows and drafts over L (`_speculative_share`).
 """
 from __future__ import annotations
 
@@ -293,10 +294,14 @@ class StepModel:
             attn = reqs * self.chunk_attention_s(per, cached_tokens / reqs)
         else:
             attn = self.chunk_attention_s(prefill_tokens, cached_tokens)
-        gpu = (self._lin_s(m) + attn + self.decode_attention_s(decode_batch, decode_kv_tokens)
-               + self._head_s(decode_batch + reqs))
         if self.spec_k and reqs:
-            gpu += self._draft_share * (self._lin_s(m) + attn)     # the MTP layer over the prompt
+            lin_p = self._lin_s(prefill_tokens)
+            gpu = lin_p + attn + self._head_s(reqs) + self._draft_share * (lin_p + attn)   # + the MTP layer
+            if decode_batch:
+                gpu += self._speculative_share(prefill_tokens, lin_p, decode_batch, decode_kv_tokens)
+        else:
+            gpu = (self._lin_s(m) + attn + self.decode_attention_s(decode_batch, decode_kv_tokens)
+                   + self._head_s(decode_batch + reqs))
         if self._launch_s and gpu < self._launch_s and (reqs or not self.graphed(decode_batch)):
             gpu = self._launch_s
         cpu = self.cpu.per_step_s + self.cpu.per_seq_s * (decode_batch + reqs)
@@ -311,6 +316,19 @@ class StepModel:
         verify = self._lin_s(rows * q) + self.decode_attention_s(b * q, kv * q) + self._head_s(b * q)
         one_draft = self._draft_share * (self._lin_s(rows) + self.decode_attention_s(b, kv)) + self._head_s(b)
         return verify, self.spec_k * one_draft
+
+    def _speculative_share(self, p: float, lin_p: float, b: int, kv: float) -> float:
+        """What the speculative decodes add to a step with `p` prompt tokens (whose linear
+        ops take `lin_p`), per generated token: their verify rows (k + 1 per sequence) in
+        the step's GEMMs, attention and LM head, and the k draft passes, over the tokens a
+        step yields. The simulator advances each decode one token a step, so a step that
+        yields L tokens is charged its prompt part and 1 / L of its decode part: per chunk
+        and per token the cost is the engine's, while chunks and tokens interleave L times
+        more finely than in the engine."""
+        q = self.spec_k + 1
+        verify = self._lin_s(p + b * q) - lin_p + self.decode_attention_s(b * q, kv * q) + self._head_s(b * q)
+        draft = self.spec_k * (self._draft_share * (self._lin_s(b) + self.decode_attention_s(b, kv)) + self._head_s(b))
+        return (verify + draft) / self.spec_tokens_per_step
 
     def _speculative_s(self, b: int, kv: float) -> float:
         """A speculative decode step per generated token (see the module's docstring)."""
@@ -331,10 +349,15 @@ class StepModel:
             per = np.maximum(reqs, 1.0)
             attn = reqs * self._chunk_attention_v(p / per, k / per)
             gpu = gpu + attn
-            if self.spec_k:
-                gpu = gpu + np.where(p > 0, self._draft_share * (lin + attn), 0.0)   # the MTP layer
+            if self.spec_k:   # prompt steps: as mixed_s, the prompt part + the MTP layer + the decodes' share
+                lin_p = self._interp_lin(self._lin_arr, p)
+                prompt = lin_p + self._interp_lin(self._head_arr, reqs) + attn + self._draft_share * (lin_p + attn)
+                share = [self._speculative_share(float(pi), float(li), int(bi), float(t)) if pi > 0 and bi > 0 else 0.0
+                         for pi, li, bi, t in zip(*(np.broadcast_to(a, gpu.shape).ravel() for a in (p, lin_p, b, ctx)))]
+                gpu = np.where(p > 0, prompt + np.reshape(share, gpu.shape), gpu)
         if any_b:
-            gpu = gpu + self._decode_attention_v(b, ctx)
+            gpu = gpu + (self._decode_attention_v(b, ctx) if not (self.spec_k and any_p)
+                         else np.where(p > 0, 0.0, self._decode_attention_v(b, ctx)))
         if self._launch_s:
             graphed = b <= self._graph_max if self._graph_padding else np.isin(b, self.graph_sizes)
             gpu = np.where((p > 0) | ~graphed, np.maximum(gpu, self._launch_s), gpu)
@@ -385,14 +408,20 @@ class StepModel:
         if self.spec_k and b and not chunks.any():
             return self._speculative_step(b, float((cached[decode] + 1).sum()))
         m = tokens if chunks.any() else float(self.padded_batch(b)) if b else 0.0   # an empty step costs nothing
+        spec_mixed = bool(self.spec_k and chunks.any())    # the decodes' share apart (mixed_s)
+        if spec_mixed:
+            m = float(new[chunks].sum())
         ops = {}
         for name, arr in self._lin_ops.items():
             ops[name] = float(self._interp_lin(arr, m))   # the same tail beyond TOKENS_MAX as mixed_s
         ops["attention_context"] = float(sum(self.chunk_attention_s(p, k) for p, k in zip(new[chunks], cached[chunks])))
-        ops["attention_generation"] = self.decode_attention_s(b, float((cached[decode] + 1).sum()))
-        ops["lm_head_sampling"] = self._head_s(b + int(chunks.sum()))
-        if self.spec_k and chunks.any():
-            ops["mtp_layer"] = self._draft_share * (float(self._interp_lin(self._lin_arr, m)) + ops["attention_context"])
+        kv = float((cached[decode] + 1).sum())
+        ops["attention_generation"] = 0.0 if spec_mixed else self.decode_attention_s(b, kv)
+        ops["lm_head_sampling"] = self._head_s((0 if spec_mixed else b) + int(chunks.sum()))
+        if spec_mixed:
+            lin_p = float(self._interp_lin(self._lin_arr, m))
+            ops["mtp_layer"] = self._draft_share * (lin_p + ops["attention_context"])
+            ops["speculative_decodes"] = self._speculative_share(m, lin_p, b, kv) if b else 0.0
         gpu = math.fsum(ops.values())
         eager = bool(chunks.any()) or not self.graphed(b)
         ops["host_launch"] = max(self._launch_s - gpu, 0.0) if eager and tokens > 0 else 0.0
