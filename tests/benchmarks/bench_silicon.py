@@ -81,10 +81,14 @@ How a row is predicted (planner/bench, planner/engines, planner/perf; docs/perf-
   prefill (their rows show it: planner/bench/rows.py _trtllm_recipe); xPyD rows' routers send
   a request to a decode engine with room; the client's first token is when the decode
   engine admits the request; xPyD recipes that decode speculatively (TensorRT-LLM MTP,
-  SGLang EAGLE with DeepSeek's MTP layer; k = 1-3 draft tokens per step) run it: k draft
-  passes of one layer + LM head and a verify pass of k + 1 tokens per sequence per step,
-  each draft token accepted with probability 0.85 given the one before (the low end of
-  DeepSeek-V3's report for its MTP module, arXiv 2412.19437; not fitted to these rows);
+  SGLang EAGLE with DeepSeek's MTP layer; k = 1-3 draft tokens per step) run it, as do the
+  aggregated TensorRT-LLM DeepSeek rows of InferenceMAX's B200 MTP configs (told from their
+  plain twins by the image they ran, 1.2.0rc6.post3; 3 draft tokens, 1 with attention DP):
+  k draft passes of one layer + LM head and a verify pass of k + 1 tokens per sequence per
+  step, each draft token accepted with probability 0.85 given the one before (the low end
+  of DeepSeek-V3's report for its MTP module, arXiv 2412.19437; not fitted to these rows),
+  a step that mixes prompt chunks with them charged its prompt part and their verify rows
+  and drafts over the tokens a step yields;
 - the benchmark as its client runs it (planner/bench/predict.py Client): InferenceMAX's
   benchmark_serving.py, the harness of every recipe on this grid of ISL / OSL / clients:
   N clients start at once on an idle server, each sends its next request as the last
@@ -142,12 +146,18 @@ Known gaps (what the figures below reflect):
   time, so they are not in this model.
 - Expert-parallel all-to-all (DeepEP) is costed as the gather / scatter of the tokens, and
   routing as uniform at random (no expert hotter than another); SGLang's and vLLM's DP-attention ranks are assumed evenly loaded and
-  do not wait for each other's prefills; speculative decoding (MTP), which some MoE runs
-  may use, is modelled for xPyD recipes that name it; aggregated rows cannot be told
-  apart from their plain twins (InferenceMAX ran DeepSeek-R1 on TensorRT-LLM with and
-  without MTP at the same layouts and clients, and the rows record no speculative column),
-  so they are predicted without it: the cause of TensorRT-LLM DeepSeek-R1 B200's TPOT
-  over-prediction (in-sample +26%).
+  do not wait for each other's prefills. InferenceMAX ran DeepSeek-R1 on TensorRT-LLM with
+  and without MTP at the same layouts and clients, and the rows record no speculative
+  column: on B200 the image tells the twins apart (before it was used, TensorRT-LLM
+  DeepSeek B200 TPOT was over-predicted by a median 26%, the MTP rows 1.3-2.4x), on H200
+  both ran 1.1.0rc2.post2 and the rows are predicted without MTP.
+- TensorRT-LLM's B200 / B300 kernel tables time block-FP8 experts only with DeepGEMM,
+  while its DeepSeek recipes (from 2026-01-29) and most srt-slurm decode roles run the
+  TRTLLM MoE backend (TensorRT-LLM-gen kernels, 2-3x faster at decode sizes as FlashInfer
+  times them in SGLang's and vLLM's tables). Read with those kernels, the plain FP8 TP 8
+  rows' TPOT comes out 28% under, with DeepGEMM 25% over, and B300 xPyD TTFT 13% -> 22%
+  (those tables' EP 8 rows of DeepSeek's experts cost 3-4x their TP 8 rows at prefill
+  sizes, TensorRT-LLM's own about 0.3x): each engine's own fastest table is kept.
 - Some SGLang B200 FP4 DeepSeek rows with MoE TP (no EP) measure 5-9 s TTFT at 4-128
   clients with a normal TPOT (the same runs with EP: 0.2-1.6 s), which no queueing of the
   recorded layout produces.
