@@ -74,7 +74,7 @@ class EngineConfig:
     # waited this many steps
     batch_wait_iters: int = 0
     batch_wait_ratio: float = 0.0
-    # speculative decoding of disaggregated decode engines: draft tokens per step (TensorRT-LLM
+    # speculative decoding (decode and coupled engines): draft tokens per step (TensorRT-LLM
     # MTP num_nextn_predict_layers, SGLang speculative-num-steps, vLLM num_speculative_tokens;
     # 0: off) and each draft token's chance of acceptance given the one before it (0.85: the
     # lower end of the 85-90% that DeepSeek-V3's report, arXiv 2412.19437 section 5.4.3,

@@ -437,7 +437,7 @@ class StepModel:
         launch = max(self._launch_s - verify - draft, 0.0) if not self.graphed(b) else 0.0
         ops = {"speculative_verify": verify * per_token, "speculative_draft": draft * per_token,
                "host_launch": launch * per_token}
-        ops["engine_cpu"] = self._speculative_s(b, kv) - math.fsum(ops.values())
+        ops["engine_cpu"] = float(self.cpu.total(verify + draft + launch, b)) * per_token - math.fsum(ops.values())
         return StepCost(seconds=math.fsum(ops.values()), ops=ops)
 
     def describe(self) -> str:

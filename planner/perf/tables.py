@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import importlib.util
 from functools import lru_cache
+from statistics import median
 from pathlib import Path
 
 import numpy as np
@@ -153,18 +154,13 @@ def _monotone_median(y: np.ndarray) -> np.ndarray:
     m = 1, 2, 14 or 16 and 13-19 us at the m around them; cuBLAS heuristics alternate between
     m and m + 1. Medians of pooled neighbours drop such spikes without pulling the curve down
     to its fastest points, as a running minimum would."""
-    blocks: list[list[float]] = []   # each sorted; its median the fitted value
+    blocks: list[list[float]] = []   # each block's median is its fitted value
     for v in y.tolist():
         blocks.append([v])
-        while len(blocks) > 1 and _median(blocks[-2]) > _median(blocks[-1]):
+        while len(blocks) > 1 and median(blocks[-2]) > median(blocks[-1]):
             last = blocks.pop()
-            blocks[-1] = sorted(blocks[-1] + last)
-    return np.concatenate([np.full(len(b), _median(b)) for b in blocks])
-
-
-def _median(sorted_values: list[float]) -> float:
-    n = len(sorted_values)
-    return 0.5 * (sorted_values[(n - 1) // 2] + sorted_values[n // 2])
+            blocks[-1] += last
+    return np.concatenate([np.full(len(b), median(b)) for b in blocks])
 
 
 def _trilinear(grid, axes, x, y, z):
