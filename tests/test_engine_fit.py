@@ -60,3 +60,29 @@ def test_aggregated_and_disaggregated_rows_get_their_own_front_end():
     total, fronts = fit.objective(both, "vllm", params, with_frontend=True)
     assert fronts["agg"] == pytest.approx(0.030) and fronts["disagg"] == pytest.approx(0.110)
     assert total < 1e-9
+
+
+def test_each_kind_of_deployment_weighs_alike_in_the_objective(monkeypatch):
+    # three dense rows predicted exactly and one xPyD row whose TPOT is off by e^0.4: a
+    # median over rows would not see the xPyD row at all; averaged over kinds it counts half
+    rows = pd.DataFrame({"model_path": ["llama-3.1-8b"] * 4, "mode": ["agg"] * 3 + ["disagg"],
+                         "silicon_tpot_ms": [10.0] * 4, "silicon_ttft_ms": [100.0] * 4})
+    pred = rows.assign(status="ok", pred_tpot_ms=[10.0, 10.0, 10.0, 10.0 * np.exp(0.4)], pred_ttft_ms=100.0)
+    monkeypatch.setattr(fit, "predict_frame", lambda *a, **k: pred)
+    total, fronts = fit.objective(rows, "vllm", (0.0, 0.0, 0.0), with_frontend=True)
+    assert total == pytest.approx(0.2)
+    assert fronts == {"agg": 0.0, "disagg": 0.0}
+    assert list(fit.kinds(rows.assign(model_path=["llama-3.1-8b", "deepseek-ai/DeepSeek-R1", "llama-3.1-8b",
+                                                  "deepseek-ai/DeepSeek-R1"]))) == ["dense", "moe", "dense", "xpyd"]
+
+
+def test_a_sample_holds_every_kind_of_deployment():
+    # 170 dense rows, 10 MoE and 25 xPyD: a sample of 100 keeps all the MoE rows and at
+    # least MIN_PER_KIND of each other kind
+    n = {"dense": 170, "moe": 10, "xpyd": 25}
+    rows = pd.DataFrame({"model_path": ["llama-3.1-8b"] * n["dense"] + ["deepseek-ai/DeepSeek-R1"] * (n["moe"] + n["xpyd"]),
+                         "mode": ["agg"] * (n["dense"] + n["moe"]) + ["disagg"] * n["xpyd"],
+                         "system": "h200_sxm", "concurrency": np.arange(sum(n.values())) % 64 + 1})
+    got = pd.Series(fit.kinds(fit.sample(rows, n=100))).value_counts()
+    assert got.sum() == 100 and got["moe"] == n["moe"]
+    assert got["xpyd"] >= fit.MIN_PER_KIND and got["dense"] >= fit.MIN_PER_KIND

@@ -12,8 +12,12 @@ aggregated rows and one for disaggregated (xPyD) rows, whose requests also pass 
 (Dynamo, SGLang's router) and the prefill-to-decode handoff: fitted together, a gap in one
 kind of deployment would move the other's TTFT. Whether the CPU time
 overlaps the GPU's is the engine's documented default (EngineConfig.overlap), not fitted.
-The objective is the median over rows of |log(predicted / measured)| for TPOT plus the same
-for TTFT, on a sample of the rows the performance model can predict. Each parameter stays in
+The objective is, per kind of deployment (dense, MoE, xPyD), the median over its rows of
+|log(predicted / measured)| for TPOT plus the same for TTFT, averaged over the kinds, on a
+sample of the rows the performance model can predict: a time that only one kind's rows
+reveal (SGLang's host time per sequence binds a small dense model at hundreds of clients,
+while a MoE model's GPU step hides it) is set by them, not left at any value the majority
+is indifferent to. Each parameter stays in
 its physical range (GRIDS): a serving engine's host work per step is a few ms, per sequence
 tens of us, a kernel launch from an eager forward 5-50 us (Triton's Python launcher alone
 takes tens of us), the front end (HTTP, tokenising, first-token streaming) under 200 ms. A
@@ -30,6 +34,7 @@ import argparse
 import csv
 import sys
 from dataclasses import replace
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -39,11 +44,13 @@ from planner.bench.predict import INFERENCEMAX
 from planner.bench.rows import read_rows, resolve
 from planner.bench.run import predict_frame
 from planner.engines.config import ENGINES
+from planner.errors import InputError
 
 # shorter closed loops while fitting (the first burst and three more rounds, weighted as in the
 # full benchmark); the prediction simulates every round
 FIT_CLIENT = replace(INFERENCEMAX, rounds=4)
 MAX_FIT_ROWS = 100             # rows per engine: ~3 s an evaluation, a fit in minutes on 2 cores
+MIN_PER_KIND = 20              # rows of each kind of deployment (dense, MoE, xPyD) in a sample
 SCALE = np.array([1e-3, 1e-5, 1e-5])  # parameter units: ms per step, 10 us per sequence, 10 us per kernel
 # each parameter's physical range, as the grid the coordinate search walks (SCALE units)
 GRIDS = (np.array([0.0, 0.5, 1.0, 2.0, 3.0, 5.0]),      # ms per step
@@ -51,6 +58,21 @@ GRIDS = (np.array([0.0, 0.5, 1.0, 2.0, 3.0, 5.0]),      # ms per step
          np.array([0.0, 0.5, 1.0, 2.0, 3.0, 5.0]))      # 10 us per kernel launched eagerly
 SEARCH_ORDER = (2, 0, 1)        # the launch floor moves TTFT most, then the per-step and per-sequence times
 FRONTEND_GRID_MS = np.arange(0.0, 200.0 + 1e-9, 2.5)
+
+
+@lru_cache(maxsize=None)
+def _has_experts(model_path: str) -> bool:
+    from planner import catalog
+    try:
+        return bool(catalog.model(model_path).experts)
+    except InputError:
+        return True
+
+
+def kinds(rows: pd.DataFrame) -> np.ndarray:
+    """Each row's kind of deployment: "xpyd" (disaggregated), "moe" or "dense" (aggregated)."""
+    moe = rows["model_path"].astype(str).map(_has_experts).to_numpy(bool)
+    return np.where(rows["mode"].astype(str).to_numpy() == "disagg", "xpyd", np.where(moe, "moe", "dense"))
 
 
 def objective(rows: pd.DataFrame, engine: str, params, with_frontend: bool = False):
@@ -62,29 +84,42 @@ def objective(rows: pd.DataFrame, engine: str, params, with_frontend: bool = Fal
     ok = pred[pred["status"] == "ok"]
     if ok.empty:
         return (float("inf"), {}) if with_frontend else float("inf")
-    e_tpot = np.median(np.abs(np.log(ok["pred_tpot_ms"] / ok["silicon_tpot_ms"])))
+    kind = kinds(ok)
+    e_tpot = np.abs(np.log(ok["pred_tpot_ms"] / ok["silicon_tpot_ms"])).to_numpy(float)
     ttft, meas = ok["pred_ttft_ms"].to_numpy(float), ok["silicon_ttft_ms"].to_numpy(float)
-    disagg = (ok["mode"].astype(str) == "disagg").to_numpy()
-    # each kind's front end by a line search on its own rows, then the TTFT error over all
-    err = np.empty(len(ok))
+    # each front end (aggregated rows', xPyD rows') by a line search on its own rows, each kind
+    # of deployment weighed alike; then each kind's TPOT and TTFT medians, averaged over kinds
+    e_ttft = np.empty(len(ok))
     fronts = {}
-    for kind, rows_of in (("agg", ~disagg), ("disagg", disagg)):
+    for front, members in (("agg", ("dense", "moe")), ("disagg", ("xpyd",))):
+        rows_of = np.isin(kind, members)
         if rows_of.any():
             e = np.abs(np.log((ttft[rows_of][None, :] + FRONTEND_GRID_MS[:, None]) / meas[rows_of][None, :]))
-            i = int(np.argmin(np.median(e, axis=1)))
-            err[rows_of], fronts[kind] = e[i], FRONTEND_GRID_MS[i] * 1e-3
-    total = float(e_tpot + np.median(err))
+            k = kind[rows_of]
+            i = int(np.argmin(np.mean([np.median(e[:, k == m], axis=1) for m in np.unique(k)], axis=0)))
+            e_ttft[rows_of], fronts[front] = e[i], FRONTEND_GRID_MS[i] * 1e-3
+    total = float(np.mean([np.median(e_tpot[kind == m]) + np.median(e_ttft[kind == m]) for m in np.unique(kind)]))
     return (total, fronts) if with_frontend else total
 
 
 def sample(rows: pd.DataFrame, n: int = MAX_FIT_ROWS, seed: int = 0) -> pd.DataFrame:
-    """Every system x model x concurrency band once, the rest drawn at random: the sample
-    keeps the rows' mix (a fit on a few rows per group lands in far-apart local minima)."""
+    """Every kind x system x model x concurrency band once, each kind of deployment at least
+    MIN_PER_KIND rows (all it has if fewer), the rest drawn at random: the sample keeps the
+    rows' mix (a fit on a few rows per group lands in far-apart local minima) and each kind
+    enough rows for its median to mean something."""
     if len(rows) <= n:
         return rows
+    kind = pd.Series(kinds(rows), index=rows.index)
     band = pd.cut(rows["concurrency"], [0, 8, 32, 128, 1 << 20]).astype(str)
-    key = rows["system"].astype(str) + rows["model_path"].astype(str) + band
+    key = kind + rows["system"].astype(str) + rows["model_path"].astype(str) + band
     first = rows.groupby(key, group_keys=False).sample(1, random_state=seed)
+    topped = [first]
+    for k in kind.unique():
+        short = MIN_PER_KIND - int((kind[first.index] == k).sum())
+        left = rows[(kind == k) & ~rows.index.isin(first.index)]
+        if short > 0 and len(left):
+            topped.append(left.sample(min(short, len(left)), random_state=seed))
+    first = pd.concat(topped)
     rest = rows.drop(first.index)
     return pd.concat([first, rest.sample(max(n - len(first), 0), random_state=seed)])
 
