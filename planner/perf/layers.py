@@ -102,17 +102,13 @@ def _mla(model: ModelSpec, src, m, tp: int, layers: int) -> dict:
 
 
 def _linear_attention(model: ModelSpec, src, m, tp: int, layers: int) -> dict:
-    """Gated delta-net / lightning layers: their projections, and the chunked recurrence
-    over the step's tokens (per token and value head: the key x value state updated and
-    read, ~6 x dk x dv operations, plus the 64-token chunk's attention, 4 x 64 x (dk + dv))."""
+    """Gated delta-net / lightning layers' projections (their recurrence is costed with
+    attention: per prompt over its tokens, per decode over its state; planner.perf.step)."""
     h = model.hidden
     key = model.linear_key_heads * model.linear_key_head_dim
     value = model.linear_value_heads * model.linear_value_head_dim
     proj = src.gemm_s(m, (2 * key + 2 * value + 2 * model.linear_value_heads) / tp, h) + src.gemm_s(m, h, value / tp)
-    dk, dv = model.linear_key_head_dim, model.linear_value_head_dim
-    heads = model.linear_value_heads / tp
-    flops = m * heads * (6.0 * dk * dv + 4.0 * 64 * (dk + dv))
-    return {"qkv_proj": layers * proj, "linear_attention": layers * src.flops_s(flops)}
+    return {"qkv_proj": layers * proj}
 
 
 def linear_parts(model: ModelSpec, layout: Layout, src, m: np.ndarray, moe_dtype: str,
@@ -217,7 +213,7 @@ def kernel_counts(model: ModelSpec, layout: Layout, quantized: bool, fused_quant
         kind = "linear" if attention == "linear" else ("mla" if model.is_mla else "gqa")
         n = {"gqa": 5, "mla": 11, "linear": 8}[kind]
         gemms = gemms_attn[kind]
-        tabled = gemms + (0 if kind == "linear" else 1)  # the attention kernel has a table
+        tabled = gemms + (2 if kind == "linear" else 1)  # attention costed apart (conv + recurrence if linear)
         if mlp == "moe":
             n += 7 + (3 if model.shared_experts else 0)
             tabled += 3 + (2 if model.shared_experts else 0)   # router GEMM, the two grouped GEMMs

@@ -21,7 +21,7 @@ from importlib import resources
 import numpy as np
 
 from planner.catalog import GpuSpec
-from planner.perf import moe_tables, tables
+from planner.perf import gdn_tables, moe_tables, tables
 from planner.perf.moe_tables import MoeGeometry
 
 
@@ -40,6 +40,12 @@ class Geometry:
     rope_dim: int = 0
     qk_dim: int = 0
     v_dim: int = 0
+    # gated delta-net layers (0: none): value and key heads per GPU, their size, and one
+    # sequence's recurrent state per layer on one GPU (bytes)
+    lin_v_heads: int = 0
+    lin_k_heads: int = 0
+    lin_head_dim: int = 0
+    lin_state_bytes: float = 0.0
 
 
 GPUS_PER_SERVER = 8     # GPUs sharing one server's links (PCIe GPUs have no NVLink domain)
@@ -184,6 +190,18 @@ class Roofline:
         return d["p_t0"] + d["p_t_per_seq"] * np.asarray(batch, dtype=float) + np.maximum(
             nbytes / (self.bw * d["p_bw"]), flops / (self.attn_peak * self.c["p_eff"]))
 
+    def gdn_context_s(self, tokens):
+        """One prompt's chunked delta-rule recurrence over its first `tokens` tokens, one
+        layer: per token and value head the key x value state updated and read (~6 dk dv
+        operations) and the 64-token chunk's attention (4 x 64 x (dk + dv))."""
+        d = self.geo.lin_head_dim
+        flops = np.asarray(tokens, dtype=float) * self.geo.lin_v_heads * (6.0 * d * d + 8.0 * 64 * d)
+        return self.flops_s(flops)
+
+    def gdn_generation_s(self, batch):
+        """One decode step's state update, one layer: every sequence's state read and written."""
+        return self.memory_s(2.0 * np.asarray(batch, dtype=float) * self.geo.lin_state_bytes)
+
     def describe(self) -> str:
         return self.name
 
@@ -213,6 +231,10 @@ class Kernels(Roofline):
             self._mla_ctx = self._take("MLA context", moe_tables.mla_table(sysname, engine, geo.heads, geo.kv_dtype, False))
             self._mla_gen = self._take("MLA generation", moe_tables.mla_table(sysname, engine, geo.heads, geo.kv_dtype,
                                                                               True))
+        self._gdn = None
+        if geo.lin_v_heads:
+            self._gdn = self._take("GDN", gdn_tables.gdn_table(
+                sysname, engine, geo.lin_v_heads, geo.lin_k_heads, geo.lin_head_dim))
         self._moe: dict[MoeGeometry, object] = {}
         self._quant_excess = self._fused_quant_saving(sysname, engine, gd) if geo.fused_quant else 0.0
 
@@ -310,12 +332,18 @@ class Kernels(Roofline):
     def mla_generation_s(self, batch, kv_length):
         return self._mla_gen.seconds(batch, kv_length) if self._mla_gen else super().mla_generation_s(batch, kv_length)
 
+    def gdn_context_s(self, tokens):
+        return self._gdn.context_s(tokens) if self._gdn else super().gdn_context_s(tokens)
+
+    def gdn_generation_s(self, batch):
+        return self._gdn.generation_s(batch) if self._gdn else super().gdn_generation_s(batch)
+
     def describe(self) -> str:
         main = sorted({v for k, v in self.versions.items() if k in ("gemm", "context attention",
                                                                     "generation attention")})
         text = f"measured kernels, {self.engine} {'/'.join(main)} tables, {self.system}"
         extra = sorted({f"{k.split()[0]}: {v}" for k, v in self.versions.items()
-                        if k.startswith(("MoE", "MLA"))})
+                        if k.startswith(("MoE", "MLA", "GDN"))})
         if extra:
             text += f" ({'; '.join(extra)})"
         if "all-reduce" in self.versions:

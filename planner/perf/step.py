@@ -97,6 +97,11 @@ def _tabulated(gpu: GpuSpec, model: ModelSpec, layout: Layout, gemm_dtype: str, 
         mla = dict(kv_lora=model.kv_lora_rank, rope_dim=model.qk_rope_head_dim,
                    qk_dim=model.qk_nope_head_dim + model.qk_rope_head_dim,
                    v_dim=model.v_head_dim or model.qk_nope_head_dim)
+    n_lin = model.count_layers("linear")
+    if n_lin:       # gated delta-net layers (unsupported() refuses the other linear kinds)
+        mla.update(lin_v_heads=max(1, model.linear_value_heads // tp), lin_k_heads=max(1, model.linear_key_heads // tp),
+                   lin_head_dim=model.linear_value_head_dim,
+                   lin_state_bytes=model.linear_state_bytes() / n_lin / tp)
     geo = Geometry(heads=max(1, model.heads // tp), kv_heads=max(1, model.kv_heads // tp),
                    head_dim=model.head_dim, gemm_dtype=gemm_dtype, kv_dtype=kv_dtype, tp=tp, fused_quant=fused_quant,
                    **mla)
@@ -137,13 +142,15 @@ def _tabulated(gpu: GpuSpec, model: ModelSpec, layout: Layout, gemm_dtype: str, 
                 c = _capped_causal(c, s, k) + src.flops_s(m.index_heads * m.index_head_dim * s * s)
             causal += layers * c
             floor_s += layers * src.mla_generation_s(1, s)
+    if n_lin:       # the linear layers' chunked recurrence over the prompt's tokens
+        causal += n_lin * src.gdn_context_s(s)
     self._ctx_len, self._ctx_causal, self._ctx_floor = s, causal, floor_s
     self._ctx_lists = (s.tolist(), causal.tolist(), floor_s.tolist())
     # decode attention per batch: floor_b and the line through long-KV points of the layers
     # whose cost grows with the KV (the source at batches 1, 2, 4, ..., BATCH_MAX, log-linear
     # between them in batch, as the tables are interpolated between their power-of-two
     # batch rows), plus a per-batch constant: sliding layers read a window per sequence,
-    # linear layers their fixed state
+    # linear layers update their fixed state (measured kernels, else its bytes read and written)
     b = np.arange(1, BATCH_MAX + 1, dtype=float)
     grid = 2.0 ** np.arange(int(np.log2(BATCH_MAX)) + 1)
 
@@ -167,9 +174,8 @@ def _tabulated(gpu: GpuSpec, model: ModelSpec, layout: Layout, gemm_dtype: str, 
     const = np.zeros_like(b)
     if "sliding" in kinds:
         const += kinds["sliding"] * src.generation_attention_s(b, float(m.sliding_window))
-    if m.count_layers("linear"):
-        per_layer = m.linear_state_bytes() / m.count_layers("linear") / tp
-        const += m.count_layers("linear") * src.memory_s(2.0 * b * per_layer)
+    if n_lin:
+        const += n_lin * src.gdn_generation_s(b)
     slope = np.maximum((y2 - y1) / (b * (s_hi2 - s_hi1)), 0.0)
     self._dec_arrays = (np.concatenate([[0.0], floor + const]), np.concatenate([[0.0], slope]),
                         np.concatenate([[0.0], y1 - slope * b * s_hi1 + const]))
