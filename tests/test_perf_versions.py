@@ -45,14 +45,3 @@ def test_a_release_reads_its_own_kernels():
     # Triton's fused MoE (0.19) against TensorRT-LLM-gen's (0.24) on an 8k-token prompt
     prefill = [m.step([8192], [0]).ops["experts"] for m in (old, new)]
     assert prefill[0] > 1.4 * prefill[1]
-
-
-def test_a_rows_release_picks_its_tables_and_a_version_setting_overrides_it():
-    from planner.bench.rows import resolve
-    row = {"id": "r1", "model_path": "meta-llama/Llama-3.1-70B", "system": "h200_sxm", "backend": "vllm",
-           "backend_version": "0.19.0", "precision": "fp8", "gemm_quant_mode": "fp8", "mode": "agg",
-           "isl": 1024, "osl": 256, "concurrency": 8, "tp_size": 4, "pp_size": 1, "attention_dp_size": 1,
-           "batch_size": 8}
-    assert resolve(row).engine.version == "0.19.0"
-    assert resolve(row, {"version": "0.24.0"}).engine.version == "0.24.0"
-    assert resolve({k: v for k, v in row.items() if k != "backend_version"}).engine.version == ""

@@ -266,11 +266,9 @@ def resolve(row: dict, engine_overrides: dict | None = None, literal_layout: boo
         if why:
             return why
         roles[name] = r
-    overrides = dict(engine_overrides or {})
-    # the release deployed (its kernel tables): a `version` setting, else the row's backend_version
-    version = overrides.pop("version", None) or _num(row, "backend_version")
+    overrides = engine_overrides or {}
     try:
-        engine = engine_config(str(row["backend"]), version, gpu=gpu,
+        engine = engine_config(str(row["backend"]), _num(row, "backend_version"), gpu=gpu,
                                tp=(roles.get("coupled") or roles["decode"]).tp, **overrides)
     except InputError as e:
         return str(e)
