@@ -39,7 +39,6 @@ GRAPH_RULES = {"vllm": _vllm_graph_sizes, "sglang": _sglang_graph_sizes}
 @dataclass(frozen=True)
 class EngineConfig:
     name: str = "vllm"
-    version: str = ""                 # the release deployed: kernel tables of the nearest one ("": the newest)
     token_budget: int = 8192          # tokens per step (max_num_batched_tokens / chunked_prefill_size / max_num_tokens)
     max_seqs: int = 1024              # running requests (max_num_seqs / max_running_requests / max_batch_size)
     chunked_prefill: bool = True
@@ -144,7 +143,7 @@ class EngineConfig:
 
     def perf_kwargs(self) -> dict:
         """What PerfModel takes from the engine."""
-        return {"engine": self.name, "engine_version": self.version, "graph_sizes": self.graph_sizes, "graph_padding": self.graph_padding,
+        return {"engine": self.name, "graph_sizes": self.graph_sizes, "graph_padding": self.graph_padding,
                 "cpu": self.cpu,
                 "memory_fraction": self.memory_fraction, "token_budget": self.token_budget,
                 "max_seqs": self.max_seqs, "fused_quant": self.fused_quant, "memory_of_free": self.memory_of_free,
@@ -211,7 +210,7 @@ def engine_config(name: str = "vllm", version: str | None = None, gpu=None, tp: 
     bad = set(overrides) - known
     if bad:
         raise InputError(f"unknown engine setting(s) {', '.join(sorted(bad))}; known: {', '.join(sorted(known))}")
-    base = replace(DEFAULTS[key], version=str(version or ""), **version_defaults(key, version))
+    base = replace(DEFAULTS[key], **version_defaults(key, version))
     if gpu is not None:
         base = replace(base, **gpu_defaults(key, version, gpu, tp))
     return replace(base, **{k: v for k, v in overrides.items() if v is not None})

@@ -63,12 +63,10 @@ class GdnTable:
 
 
 @lru_cache(maxsize=64)
-def gdn_table(system: str, engine: str, v_heads: int, k_heads: int, head_dim: int,
-              version: str = "") -> tuple[GdnTable, str] | None:
-    """(GdnTable, version) for this GPU system and engine (the release nearest `version`), or
-    the nearest engine's (its newest), or None."""
+def gdn_table(system: str, engine: str, v_heads: int, k_heads: int, head_dim: int) -> tuple[GdnTable, str] | None:
+    """(GdnTable, version) for this GPU system and engine (or the nearest engine's), or None."""
     for eng in GDN_FALLBACK.get(engine, (engine,)):
-        found = tables.table_path(system, "linear_attention", eng, "gdn_perf.parquet", version if eng == engine else "")
+        found = tables.table_path(system, "linear_attention", eng, "gdn_perf.parquet")
         if found is None:
             continue
         try:

@@ -35,7 +35,6 @@ class PerfModel:
     dtype: str = "bf16"                 # weight format: bf16 | fp16 | fp8 | fp8_block | fp4 | int4 ...
     eff: Efficiency | None = None       # a calibrated testbed profile (then the profile source)
     engine: str = "vllm"                # whose kernel tables, CUDA graphs and step overhead
-    engine_version: str = ""            # whose release's kernel tables ("": the newest)
     kv_dtype: str | None = None         # None: 16-bit KV
     source: str = "auto"                # auto | kernels | roofline
     cpu: CpuCost = CpuCost()            # the engine's CPU time per step (planner.engines)
@@ -72,7 +71,7 @@ class PerfModel:
         return StepModel(self.gpu, self.model, self.tp, WEIGHT_TO_GEMM.get(self.dtype, "bf16"), self.kv_format,
                          self.engine, tuple(self.graph_sizes), self.cpu, self.source, self.fused_quant,
                          self.layout, self.moe_dtype or self.dtype, self.moe_imbalance, self.graph_padding,
-                         self.spec_tokens, self.spec_acceptance, self.engine_version)
+                         self.spec_tokens, self.spec_acceptance)
 
     @property
     def layout(self) -> Layout:

@@ -105,10 +105,9 @@ def tokens_are_global(frame) -> bool:
 
 
 @lru_cache(maxsize=32)
-def _moe_frames(system: str, engine: str, version: str = ""):
-    """[(frame, version, tokens_global)] of every MoE table of this system and engine, in
-    the order to use them for engine release `version` (tables.ordered_versions: the
-    release nearest it first; newest first without one)."""
+def _moe_frames(system: str, engine: str):
+    """[(frame, version, tokens_global)] of every MoE table of this system and engine,
+    newest first."""
     root = tables.data_root()
     if root is None:
         return []
@@ -116,24 +115,24 @@ def _moe_frames(system: str, engine: str, version: str = ""):
     if not base.is_dir():
         return []
     out = []
-    names = [d.name for d in base.iterdir() if (d / "moe_perf.parquet").is_file()]
-    for name in tables.ordered_versions(names, version):
-        frame = tables._read(base / name / "moe_perf.parquet", _MOE_COLS)
-        out.append((frame, name, tokens_are_global(frame)))
+    for d in sorted(base.iterdir(), key=lambda p: tables._version_key(p.name), reverse=True):
+        path = d / "moe_perf.parquet"
+        if path.is_file():
+            frame = tables._read(path, _MOE_COLS)
+            out.append((frame, d.name, tokens_are_global(frame)))
     return out
 
 
 @lru_cache(maxsize=256)
-def moe_table(system: str, engine: str, geo: MoeGeometry, dtypes: tuple[str, ...] | None = None,
-              version: str = "") -> tuple[MoeTable, str] | None:
-    """The measured curve of this exact geometry and layout from the table of the release
-    nearest `version` that has it (the newest without one), in the first of the format's
-    table dtypes (or of `dtypes`) that has it; None when no table has it."""
-    return _search(system, engine, geo, dtypes or MOE_DTYPES.get(geo.dtype, (geo.dtype,)), version)
+def moe_table(system: str, engine: str, geo: MoeGeometry, dtypes: tuple[str, ...] | None = None
+              ) -> tuple[MoeTable, str] | None:
+    """The newest measured curve of this exact geometry and layout, in the first of the
+    format's table dtypes (or of `dtypes`) that has it; None when no table has it."""
+    return _search(system, engine, geo, dtypes or MOE_DTYPES.get(geo.dtype, (geo.dtype,)))
 
 
-def _search(system: str, engine: str, geo: MoeGeometry, dtypes, want: str = "") -> tuple[MoeTable, str] | None:
-    for frame, version, tokens_global in _moe_frames(system, engine, want):
+def _search(system: str, engine: str, geo: MoeGeometry, dtypes) -> tuple[MoeTable, str] | None:
+    for frame, version, tokens_global in _moe_frames(system, engine):
         d = frame[(frame.hidden_size == geo.hidden) & (frame.inter_size == geo.inter) & (frame.topk == geo.topk)
                   & (frame.num_experts == geo.experts) & (frame.moe_tp_size == geo.moe_tp)
                   & (frame.moe_ep_size == geo.ep) & (frame.distribution == DISTRIBUTION)]
@@ -147,10 +146,10 @@ def _search(system: str, engine: str, geo: MoeGeometry, dtypes, want: str = "") 
     return None
 
 
-def _mla_frame(system: str, engine: str, generation: bool, version: str = ""):
+def _mla_frame(system: str, engine: str, generation: bool):
     name = "generation_mla_perf.parquet" if generation else "context_mla_perf.parquet"
     for eng in MLA_FALLBACK.get(engine, (engine,)):
-        found = tables.table_path(system, "mla", eng, name, version if eng == engine else "")
+        found = tables.table_path(system, "mla", eng, name)
         if found is not None:
             frame = tables._read(found[0], _MLA_COLS).copy()
             frame["num_key_value_heads"] = frame["num_heads"]     # a latent head per query head
@@ -161,16 +160,16 @@ def _mla_frame(system: str, engine: str, generation: bool, version: str = ""):
 
 
 @lru_cache(maxsize=64)
-def mla_table(system: str, engine: str, heads: int, kv_dtype: str, generation: bool, version: str = ""):
+def mla_table(system: str, engine: str, heads: int, kv_dtype: str, generation: bool):
     """(AttentionTable, version) of MLA attention with `heads` query heads per GPU."""
-    found = _mla_frame(system, engine, generation, version)
+    found = _mla_frame(system, engine, generation)
     if found is None:
         return None
     return tables.AttentionTable(found[0], heads, heads, 192, tables.KV_DTYPES.get(kv_dtype, "bfloat16"),
                                  generation), found[1]
 
 
-def moe_table_or_swap(system: str, engine: str, geo: MoeGeometry, version: str = ""):
+def moe_table_or_swap(system: str, engine: str, geo: MoeGeometry):
     """((MoeTable, its EP size), version) of this layout, or of the measured layout with
     the same GPU count nearest in TP (moe_tp x ep GPUs each hold 1 / (moe_tp x ep) of the
     expert weights and, balanced, compute the same share of the expert-token pairs either
@@ -180,7 +179,7 @@ def moe_table_or_swap(system: str, engine: str, geo: MoeGeometry, version: str =
     / TensorRT-LLM-gen kernels for those formats (vLLM's gpt-oss recipes on Blackwell select
     the MXFP4 x MXFP8 one), where a weight-only kernel of its own would compute in 16 bit."""
     dtypes = MOE_DTYPES.get(geo.dtype, (geo.dtype,))
-    own = _exact_or_swap(system, engine, geo, dtypes, version)
+    own = _exact_or_swap(system, engine, geo, dtypes)
     stop = dtypes.index(own[0][0].dtype) if own is not None else len(dtypes)
     for dt in (d for d in dtypes[:stop] if d in SHARED_MOE_KERNELS):
         for other in (e for e in MOE_SHARED_FROM if e != engine):
@@ -190,14 +189,14 @@ def moe_table_or_swap(system: str, engine: str, geo: MoeGeometry, version: str =
     return own
 
 
-def _exact_or_swap(system: str, engine: str, geo: MoeGeometry, dtypes: tuple[str, ...], version: str = ""):
-    found = moe_table(system, engine, geo, dtypes, version)
+def _exact_or_swap(system: str, engine: str, geo: MoeGeometry, dtypes: tuple[str, ...]):
+    found = moe_table(system, engine, geo, dtypes)
     if found is not None:
         return (found[0], geo.ep), found[1]
     gpus = geo.moe_tp * geo.ep
     swaps = sorted((abs(np.log2(t) - np.log2(geo.moe_tp)), t) for t in _divisors(gpus) if t != geo.moe_tp)
     for _, t in swaps:
-        alt = moe_table(system, engine, replace(geo, moe_tp=t, ep=gpus // t), dtypes, version)
+        alt = moe_table(system, engine, replace(geo, moe_tp=t, ep=gpus // t), dtypes)
         if alt is not None:
             return (alt[0], gpus // t), f"{alt[1]} as {t}x{gpus // t}"
     return None

@@ -207,39 +207,34 @@ class Roofline:
 
 
 class Kernels(Roofline):
-    """Measured kernel tables for this GPU system and engine, each from the table of the
-    engine release nearest `version` (the kernels that release runs: vLLM 0.19's block-FP8
-    experts are Triton's, 0.24's TensorRT-LLM-gen's, up to 1.9x faster at prefill sizes;
-    the newest tables without a version); the fitted roofline for any op the tables lack
-    (named in `missing`)."""
+    """Measured kernel tables for this GPU system and engine; the fitted roofline for any op
+    the tables lack (named in `missing`)."""
 
-    def __init__(self, gpu: GpuSpec, geo: Geometry, engine: str, version: str = ""):
+    def __init__(self, gpu: GpuSpec, geo: Geometry, engine: str):
         super().__init__(gpu, geo)
         sysname = gpu.kernel_system
-        self.version = version = str(version or "")
         gd = tables.GEMM_DTYPES.get(geo.gemm_dtype, "bfloat16")
         self.missing: list[str] = []
         self.versions: dict[str, str] = {}
-        self._gemm = self._take("gemm", tables.gemm_table(sysname, engine, gd, self.peak, version))
-        found16 = tables.gemm_table(sysname, engine, "bfloat16", self.gpu.peak_flops_for("bf16"), version)
+        self._gemm = self._take("gemm", tables.gemm_table(sysname, engine, gd, self.peak))
+        found16 = tables.gemm_table(sysname, engine, "bfloat16", self.gpu.peak_flops_for("bf16"))
         self._gemm16 = found16[0] if found16 else None
         self.capped_gemm = self._slow_format(gd)
         self._ctx = self._take("context attention", tables.attention_table(
-            sysname, engine, geo.heads, geo.kv_heads, geo.head_dim, geo.kv_dtype, False, version=version))
+            sysname, engine, geo.heads, geo.kv_heads, geo.head_dim, geo.kv_dtype, False))
         self._gen = self._take("generation attention", tables.attention_table(
-            sysname, engine, geo.heads, geo.kv_heads, geo.head_dim, geo.kv_dtype, True, gpu.memory_bytes_s, version))
-        self._ar = self._take("all-reduce", tables.allreduce_table(sysname, engine, geo.tp, version)
-                              if geo.tp > 1 else None, needed=geo.tp > 1)
+            sysname, engine, geo.heads, geo.kv_heads, geo.head_dim, geo.kv_dtype, True, gpu.memory_bytes_s))
+        self._ar = self._take("all-reduce", tables.allreduce_table(sysname, engine, geo.tp) if geo.tp > 1 else None,
+                              needed=geo.tp > 1)
         self.engine, self.system = engine, sysname
         if geo.kv_lora:
-            self._mla_ctx = self._take("MLA context", moe_tables.mla_table(sysname, engine, geo.heads, geo.kv_dtype,
-                                                                           False, version))
+            self._mla_ctx = self._take("MLA context", moe_tables.mla_table(sysname, engine, geo.heads, geo.kv_dtype, False))
             self._mla_gen = self._take("MLA generation", moe_tables.mla_table(sysname, engine, geo.heads, geo.kv_dtype,
-                                                                              True, version))
+                                                                              True))
         self._gdn = None
         if geo.lin_v_heads:
             self._gdn = self._take("GDN", gdn_tables.gdn_table(
-                sysname, engine, geo.lin_v_heads, geo.lin_k_heads, geo.lin_head_dim, version))
+                sysname, engine, geo.lin_v_heads, geo.lin_k_heads, geo.lin_head_dim))
         self._moe: dict[MoeGeometry, object] = {}
         self._quant_excess = self._fused_quant_saving(sysname, engine, gd) if geo.fused_quant else 0.0
 
@@ -249,7 +244,7 @@ class Kernels(Roofline):
         An engine that fuses the quantisation into the preceding norm does not pay it."""
         if gd == "bfloat16" or self._gemm is None:
             return 0.0
-        plain = tables.gemm_table(sysname, engine, "bfloat16", self.gpu.peak_flops_for("bf16"), self.version)
+        plain = tables.gemm_table(sysname, engine, "bfloat16", self.gpu.peak_flops_for("bf16"))
         if plain is None:
             return 0.0
         g, b = self._gemm, plain[0]
@@ -305,7 +300,7 @@ class Kernels(Roofline):
     def group_allreduce_s(self, message_bytes, gpus: int):
         if gpus == self.geo.tp and self._ar is not None:
             return self._ar.seconds(message_bytes)
-        found = tables.allreduce_table(self.system, self.engine, gpus, self.version) if gpus > 1 else None
+        found = tables.allreduce_table(self.system, self.engine, gpus) if gpus > 1 else None
         if found is None:
             return Roofline.group_allreduce_s(self, message_bytes, gpus)
         self.versions.setdefault("all-reduce", found[1])
@@ -314,7 +309,7 @@ class Kernels(Roofline):
     def moe_s(self, tokens, geo: MoeGeometry):
         if geo not in self._moe:
             self._moe[geo] = self._take(f"MoE {geo.moe_tp}x{geo.ep}", moe_tables.moe_table_or_swap(
-                self.system, self.engine, geo, self.version))
+                self.system, self.engine, geo))
         found = self._moe[geo]
         if found is None:
             return super().moe_s(tokens, geo)
@@ -360,12 +355,11 @@ class Kernels(Roofline):
         return text
 
 
-def op_source(gpu: GpuSpec, geo: Geometry, engine: str, prefer: str = "auto", version: str = ""):
-    """The best source for this GPU and engine (release `version`, "" for the newest):
-    measured kernels where the `silicon` extra has tables for it (and `prefer` is not
-    "roofline"), else the fitted roofline."""
+def op_source(gpu: GpuSpec, geo: Geometry, engine: str, prefer: str = "auto"):
+    """The best source for this GPU and engine: measured kernels where the `silicon` extra
+    has tables for it (and `prefer` is not "roofline"), else the fitted roofline."""
     if prefer != "roofline" and gpu.kernel_system and tables.data_root() is not None:
-        src = Kernels(gpu, geo, engine, version)
+        src = Kernels(gpu, geo, engine)
         if src._gemm is not None:
             return src
     if prefer == "kernels":

@@ -23,7 +23,6 @@ from __future__ import annotations
 import importlib.util
 from functools import lru_cache
 from statistics import median
-import re
 from pathlib import Path
 
 import numpy as np
@@ -57,30 +56,16 @@ def _version_key(v: str):
     return parts
 
 
-def ordered_versions(versions, want: str = "") -> list[str]:
-    """Table versions in the order to use them for an engine release `want`: the newest
-    measured at or before it, then older ones, then the nearest newer (a release older than
-    every table reads the oldest: its kernels are the closest to what that release ran);
-    newest first when `want` is not a release ("", a nightly or a custom image)."""
-    names = sorted(versions, key=_version_key)
-    if not re.match(r"^v?\d+\.\d+", str(want or "")):
-        return names[::-1]
-    key = _version_key(str(want).lstrip("v"))
-    upto = [v for v in names if _version_key(v) <= key]
-    return upto[::-1] + [v for v in names if _version_key(v) > key]
-
-
-def table_path(system: str, op: str, engine: str, filename: str, version: str = "") -> tuple[Path, str] | None:
-    """(path, engine version) of `filename` measured for this system and engine: the table of
-    the release nearest `version` (ordered_versions), the newest without one."""
+def table_path(system: str, op: str, engine: str, filename: str) -> tuple[Path, str] | None:
+    """(path, engine version) of the newest measured `filename` for this system and engine."""
     root = data_root()
     if root is None:
         return None
     base = root / system / op / engine
     if not base.is_dir():
         return None
-    versions = ordered_versions([d.name for d in base.iterdir() if (d / filename).is_file()], version)
-    return (base / versions[0] / filename, versions[0]) if versions else None
+    versions = sorted((d.name for d in base.iterdir() if (d / filename).is_file()), key=_version_key)
+    return (base / versions[-1] / filename, versions[-1]) if versions else None
 
 
 @lru_cache(maxsize=32)
@@ -340,38 +325,34 @@ _ATTN_COLS = ("batch_size", "isl", "step", "num_heads", "num_key_value_heads", "
               "window_size", "latency")
 
 
-def gemm_frame(system: str, engine: str, version: str = ""):
-    """(frame, engine version) of the GEMM table for this system and engine (the release
-    nearest `version`, else the newest), or None."""
-    found = table_path(system, "gemm", engine, "gemm_perf.parquet", version)
+def gemm_frame(system: str, engine: str):
+    """(frame, engine version) of the newest GEMM table for this system and engine, or None."""
+    found = table_path(system, "gemm", engine, "gemm_perf.parquet")
     return None if found is None else (_read(found[0], GEMM_COLS), found[1])
 
 
-def attention_frame(system: str, engine: str, generation: bool, version: str = ""):
+def attention_frame(system: str, engine: str, generation: bool):
     name = "generation_attention_perf.parquet" if generation else "context_attention_perf.parquet"
-    found = table_path(system, "attention", engine, name, version)
+    found = table_path(system, "attention", engine, name)
     return None if found is None else (_read(found[0], _ATTN_COLS), found[1])
 
 
-def allreduce_frames(system: str, engine: str, version: str = "") -> list[tuple[object, str]]:
-    """[(frame, "source version")]: the engine's own all-reduce table (of the release nearest
-    `version`) and NCCL's (the newest), where present."""
+def allreduce_frames(system: str, engine: str) -> list[tuple[object, str]]:
+    """[(frame, "source version")]: the engine's own all-reduce table and NCCL's, where present."""
     out = []
-    for op_engine, name, cols, want in ((engine, "custom_allreduce_perf.parquet",
-                                         ("allreduce_dtype", "num_gpus", "message_size", "latency"), version),
-                                        ("nccl", "nccl_perf.parquet",
-                                         ("op_name", "nccl_dtype", "num_gpus", "message_size", "latency"), "")):
-        found = table_path(system, "comm", op_engine, name, want)
+    for op_engine, name, cols in ((engine, "custom_allreduce_perf.parquet",
+                                   ("allreduce_dtype", "num_gpus", "message_size", "latency")),
+                                  ("nccl", "nccl_perf.parquet", ("op_name", "nccl_dtype", "num_gpus", "message_size", "latency"))):
+        found = table_path(system, "comm", op_engine, name)
         if found is not None:
             out.append((_read(found[0], cols), f"{op_engine} {found[1]}"))
     return out
 
 
 @lru_cache(maxsize=64)
-def gemm_table(system: str, engine: str, gemm_dtype: str, peak_flops: float | None = None,
-               version: str = "") -> tuple[GemmTable, str] | None:
+def gemm_table(system: str, engine: str, gemm_dtype: str, peak_flops: float | None = None) -> tuple[GemmTable, str] | None:
     """The table of one weight format; points faster than `peak_flops` are dropped."""
-    found = gemm_frame(system, engine, version)
+    found = gemm_frame(system, engine)
     if found is None:
         return None
     try:
@@ -382,11 +363,10 @@ def gemm_table(system: str, engine: str, gemm_dtype: str, peak_flops: float | No
 
 @lru_cache(maxsize=64)
 def attention_table(system: str, engine: str, heads: int, kv_heads: int, head_dim: int, kv_dtype: str,
-                    generation: bool, bandwidth: float | None = None, version: str = ""
-                    ) -> tuple[AttentionTable, str] | None:
+                    generation: bool, bandwidth: float | None = None) -> tuple[AttentionTable, str] | None:
     """The table of the nearest measured geometry; generation rows that read their KV faster
     than `bandwidth` (bytes/s) are dropped."""
-    found = attention_frame(system, engine, generation, version)
+    found = attention_frame(system, engine, generation)
     if found is None:
         return None
     return AttentionTable(found[0], heads, kv_heads, head_dim, KV_DTYPES.get(kv_dtype, "bfloat16"), generation,
@@ -412,10 +392,10 @@ def _combined_allreduce(frames, gpus: int) -> tuple[AllReduceTable, list[int]] |
 
 
 @lru_cache(maxsize=64)
-def allreduce_table(system: str, engine: str, gpus: int, version: str = "") -> tuple[AllReduceTable, str] | None:
+def allreduce_table(system: str, engine: str, gpus: int) -> tuple[AllReduceTable, str] | None:
     """All-reduce by message size: per size the faster of the engine's own (custom, for small
     messages) and NCCL's, as engines switch to NCCL where it wins."""
-    sources = allreduce_frames(system, engine, version)
+    sources = allreduce_frames(system, engine)
     found = _combined_allreduce([f for f, _ in sources], gpus)
     if found is None:
         return None
