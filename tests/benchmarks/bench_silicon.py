@@ -47,7 +47,8 @@ How a row is predicted (planner/bench, planner/engines, planner/perf; docs/perf-
   with the KV moved
   over NVLink inside one NVLink domain, else over the GPUs' NICs; its steps costed op by op
   from the measured kernel tables of that GPU and engine (aiconfigurator-core 0.12.0,
-  kernel-level only: GEMM, attention, MLA, fused MoE, all-reduce; each MoE table read by
+  kernel-level only: GEMM, attention, MLA, fused MoE, gated delta-net, all-reduce; the
+  newest release's tables: docs/perf-model.md says why); each MoE table read by
   what its token count counts, the layer's tokens or each EP rank's, told from its own 1 x 1
   and 1 x E rows: planner/perf/moe_tables.py, and for the experts a batch routed at random
   touches, not the balanced tables' all: planner/perf/sources.py; an FP4 kernel an
@@ -95,7 +96,11 @@ How a row is predicted (planner/bench, planner/engines, planner/perf; docs/perf-
   finishes, 10 N requests in all, prompt and output lengths uniform in [0.8 L, L], every
   request counted, the first burst's queue included; TTFT includes the engine's front end;
 - fitted on these rows, per engine, five parameters (planner/engines/fit.py; on 100 rows
-  per engine: every system x model x concurrency band once, the rest at random): CPU seconds
+  per engine: every kind x system x model x concurrency band once, at least 20 rows of each
+  kind of deployment, the rest at random; the objective per kind (dense, MoE, xPyD) the
+  median |log| error of TPOT plus that of TTFT, averaged over the kinds, so a time only one
+  kind reveals is set by its rows, such as SGLang's host time per sequence, which binds a
+  small dense model at hundreds of clients and hides under a MoE model's GPU step): CPU seconds
   per step and per sequence in a step (added to the GPU time, or overlapped with it for
   engines with an overlap / async scheduler), seconds per kernel launched by a step run
   without a CUDA graph (a floor under prefill steps: the model's kernel count, from its
@@ -163,6 +168,19 @@ Known gaps (what the figures below reflect):
   recorded layout produces.
 - The few NVIDIA model-card rows (DeepSeek-R1 / V3.1 NVFP4, Qwen3-32B NVFP4) record batch
   per GPU and run far from the others (TPOT 85-90 ms at 40-224 clients).
+- The SGLang 0.5.6.post2 Llama-3.1-8B rows on H200 (46, with no run date: another sweep)
+  stream at most 17-22k tokens per second per engine at 512 clients whatever the TP (TPOT
+  23-30 ms at TP 4 and TP 8, whose GPU steps take 10-14 ms), and their TTFT grows with the
+  output length (TP 8, 1k prompts: 2.0 / 3.2 / 8.0 s at 500 / 1000 / 2000 tokens out),
+  as if a single front-end process (SGLang's one tokenizer manager by default; InferenceMAX's
+  Qwen3.5 recipes run six) fell behind the engine and tokens queued in it. The fitted host
+  time per sequence gives their TPOT; the queue in front of the client, and so their TTFT,
+  is not modelled. No InferenceMAX row streams more than 12k tokens per second per SGLang
+  engine.
+- SGLang's Qwen3.5-397B rows at TP 8 (B200, B300, H200) run 28% slower than predicted, those
+  at TP 4 as predicted (B200 FP8 at 4 clients: TP 4 6.3 ms, TP 8 8.3 ms measured, where the
+  kernel tables make TP 8 faster), and its TP 4 x EP 4 rows 25% slower (9.9 ms): what TP 8
+  and EP add beyond the tables' MoE kernels and all-reduce is not known without a GPU.
 """
 
 
