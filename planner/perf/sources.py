@@ -192,8 +192,8 @@ class Roofline:
 
     def gdn_context_s(self, tokens):
         """One prompt's chunked delta-rule recurrence over its first `tokens` tokens, one
-        layer: per token and value head the key x value state updated and read (~6 dk dv
-        operations) and the 64-token chunk's attention (4 x 64 x (dk + dv))."""
+        layer: per token and value head the key x value state updated and read (~6 d^2
+        operations) and the 64-token chunk's attention (4 x 64 x 2d), heads of size d."""
         d = self.geo.lin_head_dim
         flops = np.asarray(tokens, dtype=float) * self.geo.lin_v_heads * (6.0 * d * d + 8.0 * 64 * d)
         return self.flops_s(flops)

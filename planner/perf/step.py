@@ -92,19 +92,19 @@ def _tabulated(gpu: GpuSpec, model: ModelSpec, layout: Layout, gemm_dtype: str, 
     tp = layout.tp
     if gemm_dtype in ("fp4", "nvfp4") and not gpu.fp4_tflops:
         gemm_dtype = "bf16"     # no FP4 tensor cores (Hopper): engines run these GEMMs in 16 bit
-    mla = {}
+    kinds_geo = {}      # the attention kinds' own sizes: MLA's latent, gated delta-net's heads
     if model.is_mla:
-        mla = dict(kv_lora=model.kv_lora_rank, rope_dim=model.qk_rope_head_dim,
-                   qk_dim=model.qk_nope_head_dim + model.qk_rope_head_dim,
-                   v_dim=model.v_head_dim or model.qk_nope_head_dim)
+        kinds_geo.update(kv_lora=model.kv_lora_rank, rope_dim=model.qk_rope_head_dim,
+                         qk_dim=model.qk_nope_head_dim + model.qk_rope_head_dim,
+                         v_dim=model.v_head_dim or model.qk_nope_head_dim)
     n_lin = model.count_layers("linear")
     if n_lin:       # gated delta-net layers (unsupported() refuses the other linear kinds)
-        mla.update(lin_v_heads=max(1, model.linear_value_heads // tp), lin_k_heads=max(1, model.linear_key_heads // tp),
-                   lin_head_dim=model.linear_value_head_dim,
-                   lin_state_bytes=model.linear_state_bytes() / n_lin / tp)
+        kinds_geo.update(lin_v_heads=max(1, model.linear_value_heads // tp),
+                         lin_k_heads=max(1, model.linear_key_heads // tp), lin_head_dim=model.linear_value_head_dim,
+                         lin_state_bytes=model.linear_state_bytes() / n_lin / tp)
     geo = Geometry(heads=max(1, model.heads // tp), kv_heads=max(1, model.kv_heads // tp),
                    head_dim=model.head_dim, gemm_dtype=gemm_dtype, kv_dtype=kv_dtype, tp=tp, fused_quant=fused_quant,
-                   **mla)
+                   **kinds_geo)
     src = self.src = op_source(gpu, geo, engine, source)
     self.geo = geo
     m = model
