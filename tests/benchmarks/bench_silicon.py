@@ -184,14 +184,6 @@ Known gaps (what the figures below reflect):
 """
 
 
-def _is_dense(model_path: str) -> bool:
-    from planner import catalog
-    try:
-        return not catalog.model(str(model_path)).experts
-    except Exception:
-        return False
-
-
 def _fit_overrides(fits: list[dict]) -> dict:
     return {f["engine"]: {"cpu_per_step_s": f["per_step_s"], "cpu_per_seq_s": f["per_seq_s"],
                           "cpu_per_kernel_s": f.get("per_kernel_s", 0.0),
@@ -315,9 +307,10 @@ def main(argv=None) -> int:
         out.assign(kind="loso").to_csv(args.predictions, mode="a", header=False, index=False)
     figs = plots(ins, out, Path(args.figures))
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
-    dense = lambda d: d[(d["mode"] == "agg") & d["model_path"].map(_is_dense)]  # noqa: E731
-    moe = lambda d: d[(d["mode"] == "agg") & ~d["model_path"].map(_is_dense)]  # noqa: E731
-    xpyd = lambda d: d[d["mode"] == "disagg"]  # noqa: E731
+    from planner.engines.fit import kinds      # the fit's own split of the rows: dense, MoE, xPyD
+    dense = lambda d: d[kinds(d) == "dense"]  # noqa: E731
+    moe = lambda d: d[kinds(d) == "moe"]  # noqa: E731
+    xpyd = lambda d: d[kinds(d) == "xpyd"]  # noqa: E731
     ok_share = float((ins["status"] == "ok").mean())
     status = ins["status"].where(ins["status"] == "ok", "not predicted: " + ins["status"].astype(str).str.slice(0, 90))
     fits = engine_fits()
