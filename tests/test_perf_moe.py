@@ -8,7 +8,7 @@ import pytest
 from planner import catalog
 from planner.errors import InputError
 from planner.perf import tables
-from planner.perf.layers import Layout, layout_problem
+from planner.perf.layers import Layout, kernels_per_step, layout_problem
 from planner.perf.memory import kv_bytes_per_token_per_gpu, weight_bytes_per_gpu
 from planner.perf.model import PerfModel
 from planner.perf.step import StepModel
@@ -243,3 +243,25 @@ def test_an_fp4_moe_kernel_an_engines_tables_lack_comes_from_another_engines_tab
     assert table.seconds([8192.0])[0] < 0.5 * own.seconds([8192.0])[0]
     (hopper, _), version = moe_table_or_swap("h200_sxm", "vllm", geo)
     assert hopper.dtype == "w4a16_mxfp4" and not version.startswith(("trtllm", "sglang"))
+
+
+def test_a_qk_norm_over_all_heads_all_reduces_its_variances_when_attention_is_split():
+    minimax = catalog.model("MiniMaxAI/MiniMax-M2.5")
+    assert minimax.qk_norm_per_layer and not DSV3.qk_norm_per_layer
+    per_head = replace(minimax, qk_norm_per_layer=False)
+    src = roofline(minimax, tp=4, dtype="fp8_block").steps.src
+
+    def allreduce(model, tp):
+        return roofline(model, tp=tp, dtype="fp8_block").step([1] * 8, [1000] * 8).ops.get("allreduce", 0.0)
+
+    # TP 4: one more all-reduce per attention layer, of 8 tokens x 2 fp32 variances
+    extra = allreduce(minimax, 4) - allreduce(per_head, 4)
+    assert extra == pytest.approx(minimax.layers * float(src.allreduce_s(8 * 2 * 4)), rel=1e-6)
+    assert extra > 0
+    # one GPU holds every head: nothing to reduce
+    assert allreduce(minimax, 1) == allreduce(per_head, 1) == 0
+    # kernels: the variances and the norm in every layer, their all-reduce when split
+    L = minimax.layers
+    for tp, more in ((1, 2), (4, 3)):
+        got = kernels_per_step(minimax, Layout(tp=tp), True) - kernels_per_step(per_head, Layout(tp=tp), True)
+        assert got == more * L

@@ -176,7 +176,8 @@ def spec_from_config(cfg: dict, where: str, *, name: str, source: str, hf_quant:
         bias=bool(cfg.get("enable_bias", is_opt)) or bool(cfg.get("attention_bias", False)),
         tie_embeddings=bool(cfg.get("tie_word_embeddings", is_opt)),
         positions="learned" if is_opt else "rope",
-        attn_output_gate=bool(cfg.get("attn_output_gate", False)))
+        attn_output_gate=bool(cfg.get("attn_output_gate", False)),
+        qk_norm_per_layer=bool(cfg.get("use_qk_norm")) and cfg.get("qk_norm_type") == "per_layer")
     shape.update(_mla(cfg, where, count, first))
     shape.update(_attention_layers(cfg, where, model_type, layers, count, notes))
     shape.update(_moe(cfg, where, layers, count, first))

@@ -70,6 +70,9 @@ class ModelSpec:
                          key size (its keys are cached per token too) and the tokens each query
                          attends to (0: dense attention)
       attn_output_gate   the query projection also produces a sigmoid output gate (Qwen3-Next, 3.5)
+      qk_norm_per_layer  q and k are RMS-normalised over all heads at once (MiniMax-M2's
+                         qk_norm_type "per_layer"), not per head: split over TP, each layer
+                         all-reduces every token's two partial variances before the norm
       sliding_window     tokens a "sliding" layer attends to (0: none)
       layer_types        per layer "full" | "sliding" | "linear"; () means every layer "full"
                          (see attention_kinds). Gemma 2/3, gpt-oss: alternating sliding/full;
@@ -141,6 +144,7 @@ class ModelSpec:
     index_head_dim: int = 0
     index_topk: int = 0
     attn_output_gate: bool = False
+    qk_norm_per_layer: bool = False
     sliding_window: int = 0
     layer_types: tuple[str, ...] = ()
     linear_attention: str = ""

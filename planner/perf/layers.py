@@ -30,6 +30,7 @@ from planner.catalog import ModelSpec
 from planner.perf.moe_tables import MoeGeometry
 
 ACT_BYTES = 2           # activations run in 16-bit
+QK_VARIANCE_BYTES = 4   # a per-layer q / k norm reduces its variances in fp32
 
 
 @dataclass(frozen=True)
@@ -152,6 +153,9 @@ def linear_parts(model: ModelSpec, layout: Layout, src, m: np.ndarray, moe_dtype
     # communication: after attention in the TP group; after each MLP in the TP group (dp 1)
     # or gathered over all GPUs (dp > 1: all-gather + reduce-scatter ~ one all-reduce)
     comm = L * src.allreduce_s(m * h * ACT_BYTES)
+    if model.qk_norm_per_layer and tp > 1:
+        # the q / k norm over all heads: each token's two fp32 partial variances
+        comm = comm + kv_layers * src.allreduce_s(m * 2 * QK_VARIANCE_BYTES)
     if layout.dp > 1:
         comm = comm + L * src.group_allreduce_s(gathered * h * ACT_BYTES, layout.gpus)
     else:
@@ -191,7 +195,8 @@ def kernels_per_step(model: ModelSpec, layout: Layout, quantized: bool, fused_qu
     write, attention, output GEMM (11); gated delta-net: projections, conv, gating, the chunked
     recurrence and its norm (8); dense MLP: up GEMM, activation, down GEMM (3); MoE: router
     GEMM, top-k, token sort / align, two grouped GEMMs, activation, combine (7), shared
-    experts 3 more; an activation-quantisation kernel before each FP8 / FP4 GEMM unless the
+    experts 3 more; a q / k norm over all heads (MiniMax-M2) 2 more, and its all-reduce
+    when attention is split over GPUs; an activation-quantisation kernel before each FP8 / FP4 GEMM unless the
     engine fuses it; one collective after attention and one after the MLP when the layer is
     split over GPUs. Plus embedding, final norm, LM head and sampling (4)."""
     return kernel_counts(model, layout, quantized, fused_quant)[0]
@@ -223,6 +228,11 @@ def kernel_counts(model: ModelSpec, layout: Layout, quantized: bool, fused_quant
             gemms += 2
             tabled += 2
         n += 2                                           # the two fused add + norm
+        if model.qk_norm_per_layer and kind != "linear":
+            n += 2                                       # q / k variances, then the norm
+            if layout.tp > 1:
+                n += 1                                   # their all-reduce over the TP group
+                tabled += 1
         if quantized and not fused_quant:
             n += gemms
         if layout.gpus > 1:
