@@ -56,7 +56,7 @@ def test_aggregated_and_disaggregated_rows_get_their_own_front_end():
     xpyd = xpyd.assign(silicon_ttft_ms=truth["pred_ttft_ms"], silicon_tpot_ms=truth["pred_tpot_ms"])
     both = pd.concat([rows, xpyd], ignore_index=True)
     params = tuple(np.array([TRUTH["cpu_per_step_s"], TRUTH["cpu_per_seq_s"], TRUTH["cpu_per_kernel_s"]])
-                   / fit.SCALE)
+                   / fit.SCALE[:3])
     total, fronts = fit.objective(both, "vllm", params, with_frontend=True)
     assert fronts["agg"] == pytest.approx(0.030) and fronts["disagg"] == pytest.approx(0.110)
     assert total < 1e-9
@@ -86,3 +86,20 @@ def test_a_sample_holds_every_kind_of_deployment():
     got = pd.Series(fit.kinds(fit.sample(rows, n=100))).value_counts()
     assert got.sum() == 100 and got["moe"] == n["moe"]
     assert got["xpyd"] >= fit.MIN_PER_KIND and got["dense"] >= fit.MIN_PER_KIND
+
+
+def test_the_front_ends_streaming_rate_is_found_from_the_rows_it_binds():
+    # 8B at 256 clients makes ~10^4 tokens a second: a front end of 2500 chunks a second
+    # holds it back (a few clients' first tokens wait behind a few chunks: 0-40 ms)
+    busy = pd.DataFrame([{"id": f"b{i}", "model_path": "llama-3.1-8b", "system": "h200_sxm", "backend": "vllm",
+                          "backend_version": "0.19.0", "precision": "bf16", "mode": "agg", "isl": 512, "osl": osl,
+                          "concurrency": 256, "tp_size": 1, "pp_size": 1, "batch_size": 256}
+                         for i, osl in enumerate((128, 256))])
+    rows = pd.concat([_rows().drop(columns=["silicon_ttft_ms", "silicon_tpot_ms"]), busy], ignore_index=True)
+    truth = {**TRUTH, "frontend_chunks_per_s": 2500.0}
+    made = predict_frame(rows, {"vllm": truth}, client=fit.FIT_CLIENT)
+    rows = rows.assign(silicon_ttft_ms=made["pred_ttft_ms"] + 0.0, silicon_tpot_ms=made["pred_tpot_ms"])
+    params = [TRUTH["cpu_per_step_s"], TRUTH["cpu_per_seq_s"], TRUTH["cpu_per_kernel_s"]] / fit.SCALE[:3]
+    at = fit.objective(rows, "vllm", (*params, 2.5))
+    assert at < 1e-9
+    assert fit.objective(rows, "vllm", (*params, 0.0)) > at + 0.05     # no limit misses the busy rows

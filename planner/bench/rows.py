@@ -236,6 +236,23 @@ def _trtllm_recipe(model: str, isl: int, osl: int, roles: dict, mode: str = "agg
     return out
 
 
+def _sglang_recipe(model: str, dtype: str, gpu: str) -> dict:
+    """Streaming settings of InferenceMAX's SGLang recipes (benchmarks/single_node/
+    fixed_seq_len/dsr1_fp{4,8}_*, qwen3.5_fp{4,8}_*, deprecated/glm5_fp{4,8}_*): the
+    scheduler streams every 10 (DeepSeek FP4, FP8 on H200), 30 (DeepSeek FP8 on B200 /
+    B300, GLM-5, Qwen3.5 FP4 on B300) or 50 decode steps (Qwen3.5; --stream-interval,
+    first token alone), and Qwen3.5's six front-end processes (--tokenizer-worker-num 6);
+    GLM-5 FP8 on H200 keeps the defaults (1, 1)."""
+    fp4 = dtype in ("fp4", "nvfp4")
+    if model.startswith("deepseek-"):
+        return {"stream_interval": 10 if fp4 or gpu.startswith("h200") else 30}
+    if model.startswith("qwen3.5-"):
+        return {"stream_interval": 30 if fp4 and gpu.startswith("b300") else 50, "frontend_workers": 6}
+    if model == "glm-5" and (fp4 or not gpu.startswith("h200")):
+        return {"stream_interval": 30}
+    return {}
+
+
 def resolve(row: dict, engine_overrides: dict | None = None, literal_layout: bool = False) -> RowSpec | str:
     """The row as a RowSpec, or a one-line reason it cannot be predicted (literal_layout:
     take the parallel sizes as written, see squared_layout)."""
@@ -279,6 +296,9 @@ def resolve(row: dict, engine_overrides: dict | None = None, literal_layout: boo
         # requests in every 10 decode steps, every 30 from 16 clients
         # (--scheduler-recv-interval; default 1)
         engine = replace(engine, recv_interval=30 if conc >= 16 else 10)
+    if engine.name == "sglang":
+        engine = replace(engine, **{k: v for k, v in _sglang_recipe(model.name, dtype, gpu.name).items()
+                                    if k not in overrides})
     if engine.name == "trtllm":
         # benchmark configurations set what TensorRT-LLM's deployment recipes set (the
         # library defaults are for plain serving): CUDA graphs captured up to the engine's

@@ -86,6 +86,12 @@ class EngineConfig:
     # client's first chunk waits for the first interval too (see planner.bench.predict)
     stream_interval: int = 1
     first_token_alone: bool = True
+    # the streaming front end (planner.sim.frontend): chunks per second one front-end process
+    # sends (SGLang's TokenizerManager, vLLM's API server; None: the fitted value, 0: no
+    # limit) and how many such processes share the work (SGLang --tokenizer-worker-num,
+    # vLLM --api-server-count; default 1)
+    frontend_chunks_per_s: float | None = None
+    frontend_workers: int = 1
 
     def __post_init__(self):
         for name, value, allowed in (("name", self.name, ENGINES), ("schedule", self.schedule, SCHEDULES),
@@ -102,6 +108,9 @@ class EngineConfig:
                              f"{self.batch_wait_iters} and {self.batch_wait_ratio}")
         if int(self.stream_interval) < 1:
             raise InputError(f"engine stream_interval must be >= 1, got {self.stream_interval}")
+        if int(self.frontend_workers) < 1 or not float(self.frontend_chunks_per_s or 0.0) >= 0.0:
+            raise InputError(f"engine frontend_workers must be >= 1 and frontend_chunks_per_s >= 0 (0: no limit), "
+                             f"got {self.frontend_workers} and {self.frontend_chunks_per_s}")
         if int(self.spec_tokens) < 0 or not 0.0 <= float(self.spec_acceptance) <= 1.0:
             raise InputError(f"engine spec_tokens must be >= 0 and spec_acceptance in [0, 1], got "
                              f"{self.spec_tokens} and {self.spec_acceptance}")
@@ -141,6 +150,15 @@ class EngineConfig:
             return self.disagg_frontend_s
         return engine_fits().get(self.name, {}).get("disagg_frontend_s", self.frontend)
 
+    @property
+    def frontend_tokens_per_s(self) -> float:
+        """Tokens per second the front end streams to clients (inf: no limit): chunks per
+        second x processes x tokens per chunk."""
+        chunks = self.frontend_chunks_per_s
+        if chunks is None:
+            chunks = engine_fits().get(self.name, {}).get("frontend_chunks_per_s", 0.0)
+        return chunks * self.frontend_workers * self.stream_interval if chunks > 0 else float("inf")
+
     def perf_kwargs(self) -> dict:
         """What PerfModel takes from the engine."""
         return {"engine": self.name, "graph_sizes": self.graph_sizes, "graph_padding": self.graph_padding,
@@ -162,6 +180,9 @@ class EngineConfig:
             out["batch_wait_max_tokens_ratio"] = self.batch_wait_ratio
         if self.stream_interval > 1:
             out["stream_interval"] = self.stream_interval
+        if self.frontend_workers > 1:
+            out[{"vllm": "api_server_count", "sglang": "tokenizer_worker_num"}.get(self.name, "frontend_workers")] = \
+                self.frontend_workers
         if self.spec_tokens:
             out["speculative_decoding"] = (f"{self.spec_tokens} draft tokens per step (MTP), acceptance "
                                            f"{self.spec_acceptance:g} per token")
@@ -272,7 +293,8 @@ def as_dict(cfg: EngineConfig) -> dict:
 
 @lru_cache(maxsize=1)
 def engine_fits() -> dict[str, dict]:
-    """{engine: {per_step_s, per_seq_s, per_kernel_s, frontend_s, disagg_frontend_s, fitted_on}}
+    """{engine: {per_step_s, per_seq_s, per_kernel_s, frontend_s, disagg_frontend_s,
+    frontend_chunks_per_s (0: no limit), fitted_on}}
     from planner/data/engine_fits.csv (empty where not fitted yet; no disaggregated front end
     where the engine had no disaggregated rows to fit it on)."""
     try:
@@ -286,4 +308,5 @@ def engine_fits() -> dict[str, dict]:
                             "frontend_s": float(r["frontend_s"]), "fitted_on": r["fitted_on"]}
         if r.get("disagg_frontend_s"):
             out[r["engine"]]["disagg_frontend_s"] = float(r["disagg_frontend_s"])
+        out[r["engine"]]["frontend_chunks_per_s"] = float(r.get("frontend_chunks_per_s") or 0.0)
     return out

@@ -3,10 +3,13 @@
 
     python -m planner.engines.fit --rows ../shared/silicon/dev.csv [--exclude-system b200_sxm] [-o FILE]
 
-Per engine, five parameters: seconds per step and seconds per sequence in the step (the
+Per engine, six parameters: seconds per step and seconds per sequence in the step (the
 scheduler's, sampler's and detokeniser's Python work), seconds per kernel launched by a step
 run without a CUDA graph (prefill steps of engines that run them eagerly: a floor under such
-a step of its kernel count x this, planner.perf.layers.kernels_per_step), and the front-end
+a step of its kernel count x this, planner.perf.layers.kernels_per_step), the chunks per
+second the streaming front end sends (planner.sim.frontend: the clients' tokens queue in
+front of it once the engine outpaces it; only rows that stream tens of thousands of chunks
+a second reveal it, elsewhere it stays at no limit), and the front-end
 seconds per request added to TTFT (HTTP, tokenising, streaming the first token), one for
 aggregated rows and one for disaggregated (xPyD) rows, whose requests also pass a router
 (Dynamo, SGLang's router) and the prefill-to-decode handoff: fitted together, a gap in one
@@ -20,7 +23,8 @@ while a MoE model's GPU step hides it) is set by them, not left at any value the
 is indifferent to. Each parameter stays in
 its physical range (GRIDS): a serving engine's host work per step is a few ms, per sequence
 tens of us, a kernel launch from an eager forward 5-50 us (Triton's Python launcher alone
-takes tens of us), the front end (HTTP, tokenising, first-token streaming) under 200 ms. A
+takes tens of us), the front end (HTTP, tokenising, first-token streaming) under 200 ms and
+10-40 thousand streamed chunks a second (25-100 us of Python a chunk). A
 parameter left free absorbs whatever the step-cost model misses (an earlier unbounded fit
 put eager launches at 75-150 us a kernel, which floors every prefill step of a small
 model); bounded, the residual shows as bias instead. The search is by coordinates over
@@ -51,12 +55,16 @@ from planner.errors import InputError
 FIT_CLIENT = replace(INFERENCEMAX, rounds=4)
 MAX_FIT_ROWS = 100             # rows per engine: ~3 s an evaluation, a fit in minutes on 2 cores
 MIN_PER_KIND = 20              # rows of each kind of deployment (dense, MoE, xPyD) in a sample
-SCALE = np.array([1e-3, 1e-5, 1e-5])  # parameter units: ms per step, 10 us per sequence, 10 us per kernel
+# parameter units: ms per step, 10 us per sequence, 10 us per kernel, 1000 streamed chunks per second
+SCALE = np.array([1e-3, 1e-5, 1e-5, 1e3])
 # each parameter's physical range, as the grid the coordinate search walks (SCALE units)
 GRIDS = (np.array([0.0, 0.5, 1.0, 2.0, 3.0, 5.0]),      # ms per step
          np.array([0.0, 0.5, 1.0, 2.0, 3.0, 5.0]),      # 10 us per sequence
-         np.array([0.0, 0.5, 1.0, 2.0, 3.0, 5.0]))      # 10 us per kernel launched eagerly
-SEARCH_ORDER = (2, 0, 1)        # the launch floor moves TTFT most, then the per-step and per-sequence times
+         np.array([0.0, 0.5, 1.0, 2.0, 3.0, 5.0]),      # 10 us per kernel launched eagerly
+         # thousand chunks per second one front-end process streams (0: no limit; a Python
+         # process spends 25-100 us of interpreter work on a chunk)
+         np.array([0.0, 10.0, 12.5, 15.0, 17.5, 20.0, 25.0, 30.0, 40.0]))
+SEARCH_ORDER = (2, 0, 1, 3)     # the launch floor moves TTFT most, then the per-step and per-sequence times
 FRONTEND_GRID_MS = np.arange(0.0, 200.0 + 1e-9, 2.5)
 
 
@@ -76,10 +84,14 @@ def kinds(rows: pd.DataFrame) -> np.ndarray:
 
 
 def objective(rows: pd.DataFrame, engine: str, params, with_frontend: bool = False):
-    per_step, per_seq, per_kernel = np.asarray(params, float) * SCALE
+    """The fit's objective at `params` (SCALE units: per step, per sequence, per kernel and,
+    optional, the front end's streamed chunks per second; left out or 0: no limit)."""
+    x = np.zeros(len(SCALE))
+    x[:len(params)] = np.asarray(params, float)
+    per_step, per_seq, per_kernel, chunks = x * SCALE
     pred = predict_frame(rows, {engine: {"cpu_per_step_s": per_step, "cpu_per_seq_s": per_seq,
                                          "cpu_per_kernel_s": per_kernel, "frontend_s": 0.0,
-                                         "disagg_frontend_s": 0.0}},
+                                         "disagg_frontend_s": 0.0, "frontend_chunks_per_s": chunks}},
                          client=FIT_CLIENT)
     ok = pred[pred["status"] == "ok"]
     if ok.empty:
@@ -138,12 +150,12 @@ def fit_engine(rows: pd.DataFrame, engine: str, progress=None) -> dict | None:
             seen[key] = objective(fit_rows, engine, key)
         return seen[key]
 
-    x = [1.0, 1.0, 1.0]
+    x = [1.0, 1.0, 1.0, 0.0]
     for _ in range(2):                  # two rounds of coordinate search over the grids
         for i in SEARCH_ORDER:
             x[i] = float(min(GRIDS[i], key=lambda v: (score([*x[:i], v, *x[i + 1:]]), v)))
     best = score(x)
-    per_step, per_seq, per_kernel = np.asarray(x) * SCALE
+    per_step, per_seq, per_kernel, chunks = np.asarray(x) * SCALE
     _, fronts = objective(fit_rows, engine, x, with_frontend=True)
     frontend = fronts.get("agg", fronts.get("disagg", 0.0))
     disagg = fronts.get("disagg")
@@ -151,10 +163,11 @@ def fit_engine(rows: pd.DataFrame, engine: str, progress=None) -> dict | None:
         progress(f"{engine}: {per_step * 1e3:.2f} ms/step + {per_seq * 1e6:.1f} us/seq, eager launches "
                  f"{per_kernel * 1e6:.1f} us/kernel, front end {frontend * 1e3:.1f} ms"
                  + (f" (xPyD {disagg * 1e3:.1f} ms)" if disagg is not None else "")
+                 + (f", streaming {chunks:.0f} chunks/s" if chunks else ", streaming unlimited")
                  + f" (objective {best:.3f} on {len(fit_rows)} rows, {len(seen)} evaluations)")
     return {"engine": engine, "per_step_s": float(per_step), "per_seq_s": float(per_seq),
             "per_kernel_s": float(per_kernel), "frontend_s": float(frontend),
-            "disagg_frontend_s": None if disagg is None else float(disagg),
+            "disagg_frontend_s": None if disagg is None else float(disagg), "frontend_chunks_per_s": float(chunks),
             "objective": float(best), "fit_rows": len(fit_rows),
             "fitted_on": ";".join(sorted(mine["system"].astype(str).unique()))}
 
@@ -174,7 +187,8 @@ def fit_all(rows: pd.DataFrame, exclude_system: str | None = None, progress=None
 
 
 def write(fits: list[dict], path: Path) -> None:
-    cols = ["engine", "per_step_s", "per_seq_s", "per_kernel_s", "frontend_s", "disagg_frontend_s", "overlap",
+    cols = ["engine", "per_step_s", "per_seq_s", "per_kernel_s", "frontend_s", "disagg_frontend_s",
+            "frontend_chunks_per_s", "overlap",
             "objective", "fit_rows", "fitted_on"]
     tmp = path.with_suffix(".tmp")
     with tmp.open("w", newline="") as f:

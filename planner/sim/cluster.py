@@ -17,6 +17,7 @@ from planner.sim.costs import DecodeCost, PrefillCost, ScaledPerf
 from planner.sim.decode import GREEDY, DecodeInstance
 from planner.sim.dispatch import Dispatcher, least_loaded_prefill
 from planner.sim.flip import Flipper
+from planner.sim.frontend import FrontEnd
 from planner.sim.kvlink import KvLink
 from planner.sim.prefill import PrefillInstance
 from planner.sim.scale import Scaler
@@ -145,6 +146,12 @@ class Cluster:
             self.role_of[iid] = "coupled"
             self._make_coupled(iid)
         eng = dep.engine
+        rate = eng.frontend_tokens_per_s
+        if rate < float("inf"):        # one streaming front end per engine instance, shared by its DP ranks
+            for first in range(0, len(self.coupled), dep.coupled.dp):
+                front = FrontEnd(rate)
+                for rank in self.coupled[first:first + dep.coupled.dp]:
+                    rank.frontend = front
         if dep.coupled.dp > 1 and eng.adp_timeout_iters and dep.mode == "chunked_coupled":
             for first in range(0, len(self.coupled), dep.coupled.dp):
                 gate = AdpBalance(eng.adp_timeout_iters, eng.adp_batching_wait_iters)

@@ -122,14 +122,17 @@ class ChunkedCoupledInstance(DecodeInstance):
 
     def _joins(self, now: float) -> float:
         reqs = self.reqs
+        seen = self._seen(now)
+        if self.frontend is not None and self.joining:
+            self.frontend.made(now, now, len(self.joining))
         for rid in self.joining:
             self.held -= (reqs.prompt[rid] + self.bs) // self.bs
-            reqs.first_token[rid] = now
+            reqs.first_token[rid] = seen
             reqs.decode_instance[rid] = self.iid
             reqs.has_kv[rid] = True
             reserved = self.pending_res.pop(rid, 0)
             if reqs.output[rid] <= 1:
-                reqs.finish[rid] = now
+                reqs.finish[rid] = seen
                 if self.on_finish is not None:
                     self.on_finish(now, rid, self)
                 continue

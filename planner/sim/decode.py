@@ -77,6 +77,7 @@ class DecodeInstance:
         self.busy_since = -1.0
         self.busy_s = 0.0
         self.preemptions = 0
+        self.frontend = None   # a FrontEnd streaming this instance's tokens (clients see them late), or None
         self.peak_kv_tokens = 0          # most KV tokens held at once (running batch + prefills in flight)
         self.aborted = 0
         self.iterations = 0
@@ -172,6 +173,8 @@ class DecodeInstance:
         k = self.ev_n - self.n
         if k > 0:
             self.iterations += k
+            if self.frontend is not None and self.B:
+                self.frontend.made(self.t, now, k * self.B)
         self.n = self.ev_n
         self.t = now
         self.ev_n = -1
@@ -186,7 +189,7 @@ class DecodeInstance:
             if ep != reqs.epoch[rid]:
                 continue
             self._remove(rid)
-            reqs.finish[rid] = now
+            reqs.finish[rid] = self._seen(now)
             if self.on_finish is not None:
                 self.on_finish(now, rid, self)
         stall = self._joins(now)
@@ -368,19 +371,26 @@ class DecodeInstance:
             prefill_tokens = n_prefill * longest
         stall = self.pcost.time_s(prefill_tokens, 0.0) if prefill_tokens else 0.0
         t_start = now + stall_before + stall
+        seen = self._seen(t_start)
         for rid in admitted:
             if reqs.decode_start[rid] != reqs.decode_start[rid]:   # NaN: first admission
                 reqs.decode_start[rid] = t_start
                 reqs.decode_instance[rid] = self.iid
             if reqs.first_token[rid] != reqs.first_token[rid]:
-                reqs.first_token[rid] = t_start
+                reqs.first_token[rid] = seen
         for rid in finished_at_prefill:
             reqs.decode_instance[rid] = self.iid
-            reqs.first_token[rid] = t_start
-            reqs.finish[rid] = t_start
+            reqs.first_token[rid] = seen
+            reqs.finish[rid] = seen
             if self.on_finish is not None:
                 self.on_finish(t_start, rid, self)
+        if self.frontend is not None and (admitted or finished_at_prefill):
+            self.frontend.made(t_start, t_start, len(admitted) + len(finished_at_prefill))
         return stall
+
+    def _seen(self, t: float) -> float:
+        """When the client sees a token this instance made at `t` (its front end's queue)."""
+        return t if self.frontend is None else self.frontend.seen(t)
 
     # ---- hooks for the chunked coupled instance ------------------------------------
     def _joins(self, now: float) -> float:

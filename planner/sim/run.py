@@ -284,7 +284,9 @@ def simulate_closed_loop(plan_or_deployment, *, clients: int, requests: int, tra
 
     def on_finish(now, rid):
         bar.tick()
-        loop.at(now + think_s, send, None, ARRIVAL)
+        # the client has the last token when the engine's front end streamed it (finish_s)
+        seen = reqs.finish[rid]
+        loop.at((seen if seen > now else now) + think_s, send, None, ARRIVAL)
 
     cluster = Cluster(dep, reqs, loop, seed=seed, block_tokens=block_tokens,
                       decode_batch_limit=decode_batch_limit, on_finish=on_finish,

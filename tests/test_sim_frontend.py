@@ -1,0 +1,70 @@
+"""The streaming front end (planner.sim.frontend): a single process that sends each step's
+tokens to the clients; once the engine outpaces it, tokens queue in front of it, clients see
+them late (the first one too), and a closed-loop client's next request waits for its last."""
+from dataclasses import replace
+
+import pytest
+
+from planner.bench.predict import Client, predict_spec
+from planner.bench.rows import resolve
+from planner.sim.frontend import FrontEnd
+
+ROW = {"id": "r8", "model_path": "meta-llama/Llama-3.1-8B-Instruct", "system": "h200_sxm", "backend": "sglang",
+       "backend_version": "0.5.6.post2", "precision": "fp8", "gemm_quant_mode": "fp8", "mode": "agg", "isl": 1000,
+       "osl": 500, "concurrency": 256, "tp_size": 4, "pp_size": 1, "attention_dp_size": 1, "batch_size": 256}
+NO_LIMIT = {"frontend_chunks_per_s": 0.0}
+CLIENT = Client()
+
+
+def test_the_backlog_grows_while_the_engine_outpaces_the_front_end_and_drains_after():
+    fe = FrontEnd(1000.0)                     # 1 ms a token
+    fe.made(0.0, 1.0, 1500)                   # 1.5 s of work in 1 s: 0.5 s behind
+    assert fe.wait == pytest.approx(0.5)
+    assert fe.seen(1.0) == pytest.approx(1.501)
+    fe.made(1.0, 2.0, 500)                    # half its capacity: drains 0.5 s over the second
+    assert fe.wait == pytest.approx(0.0)
+    fe.made(2.0, 2.0, 100)                    # a burst at one instant
+    assert fe.seen(2.05) == pytest.approx(2.05 + 0.05 + 0.001)
+    assert fe.seen(3.0) == pytest.approx(3.001)
+    # a rank reporting a run that began before the last update: only the new span drains
+    fe.made(3.0, 4.0, 1000)
+    fe.made(3.5, 4.0, 500)
+    assert fe.wait == pytest.approx(0.5)
+    with pytest.raises(ValueError):
+        FrontEnd(0.0)
+
+
+def test_a_closed_loop_streams_no_faster_than_the_front_end_and_ttft_grows_with_the_output():
+    free = predict_spec(resolve(ROW, NO_LIMIT), client=CLIENT)
+    rate = 0.4 * free["pred_tokens_per_s_per_gpu"] * 4          # well under what the engine makes
+    capped = {"frontend_chunks_per_s": rate}
+    spec = resolve(ROW, capped)
+    assert spec.engine.frontend_tokens_per_s == pytest.approx(rate)
+    got = predict_spec(spec, client=CLIENT)
+    assert got["status"] == "ok"
+    assert got["pred_tokens_per_s_per_gpu"] * 4 == pytest.approx(rate, rel=0.15)
+    # the clients wait for queued tokens, the first one included: TTFT rises far more than TPOT
+    ttft_x, tpot_x = got["pred_ttft_ms"] / free["pred_ttft_ms"], got["pred_tpot_ms"] / free["pred_tpot_ms"]
+    assert ttft_x > 3 and ttft_x > 2 * tpot_x
+    # with more tokens per request the queue in front of each first token is longer
+    longer = predict_spec(resolve(dict(ROW, osl=1000), capped), client=CLIENT)
+    assert longer["pred_ttft_ms"] > 1.5 * got["pred_ttft_ms"]
+    # streaming every 10 steps sends a tenth of the chunks: the same rate no longer binds
+    chunked = predict_spec(resolve(ROW, {**capped, "stream_interval": 10}), client=CLIENT)
+    assert chunked["pred_ttft_ms"] == pytest.approx(free["pred_ttft_ms"], rel=0.05)
+    # so does a second front-end process per worker: twice the rate
+    assert replace(spec.engine, frontend_workers=2).frontend_tokens_per_s == pytest.approx(2 * rate)
+
+
+def test_sglang_rows_stream_as_their_recipes_do():
+    qwen = dict(ROW, model_path="Qwen/Qwen3.5-397B-A17B", system="b200_sxm", backend_version="0.5.9",
+                tp_size=8, moe_tp_size=8, moe_ep_size=1)
+    eng = resolve(qwen).engine
+    assert (eng.stream_interval, eng.frontend_workers) == (50, 6)
+    assert eng.settings()["tokenizer_worker_num"] == 6 and eng.first_token_alone
+    dsr1 = dict(qwen, model_path="deepseek-ai/DeepSeek-R1")
+    assert resolve(dsr1).engine.stream_interval == 30
+    assert resolve(dict(dsr1, system="h200_sxm")).engine.stream_interval == 10
+    # the 8B rows of another sweep keep SGLang's defaults: every token, one process
+    eng = resolve(ROW).engine
+    assert (eng.stream_interval, eng.frontend_workers) == (1, 1)
