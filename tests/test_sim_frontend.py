@@ -68,3 +68,15 @@ def test_sglang_rows_stream_as_their_recipes_do():
     # the 8B rows of another sweep keep SGLang's defaults: every token, one process
     eng = resolve(ROW).engine
     assert (eng.stream_interval, eng.frontend_workers) == (1, 1)
+
+
+def test_vllm_and_tensorrt_llm_rows_stream_as_their_recipes_did_on_the_run_date():
+    minimax = dict(ROW, model_path="MiniMaxAI/MiniMax-M2.5", system="b200_sxm", backend="vllm",
+                   backend_version="0.19.0", tp_size=2, moe_tp_size=2, moe_ep_size=1, measured="2026-04-10")
+    assert resolve(minimax).engine.stream_interval == 20              # set from 2026-04-03
+    assert resolve(dict(minimax, measured="2026-03-20")).engine.stream_interval == 1
+    assert resolve(dict(minimax, system="h200_sxm")).engine.stream_interval == 1   # its H200 recipe: every token
+    gptoss = dict(minimax, model_path="openai/gpt-oss-120b", backend="trtllm", backend_version="1.1.0rc2.post2",
+                  precision="fp4", gemm_quant_mode="", moe_quant_mode="w4a16_mxfp4")
+    eng = resolve(gptoss).engine
+    assert (eng.stream_interval, eng.frontend_workers, eng.first_token_alone) == (20, 4, True)

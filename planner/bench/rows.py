@@ -215,8 +215,8 @@ def _trtllm_recipe(model: str, isl: int, osl: int, roles: dict, mode: str = "agg
       at 4-16 clients the TTFT left after the predicted prefill is a median 9.2-9.9 measured
       TPOTs for DeepSeek-V3 on B200 and H200, 9-10 for R1 without MTP, 20-55 (9-10 steps of
       2-3 tokens) for R1's speculative runs, while gpt-oss (stream_interval 20 with 4
-      postprocess workers) and SGLang's DeepSeek recipes (--stream-interval 10 or 30) show
-      none.
+      postprocess workers, num_postprocess_workers: its front end's processes) and SGLang's
+      DeepSeek recipes (--stream-interval 10 or 30) show none.
     - Their B200 speculative twins (dsr1_fp{4,8}_b200_trt_mtp.sh: MTP with 3 draft tokens,
       1 with attention DP) ran the 1.2.0rc6.post3 image and the plain runs 1.2.0rc6.post2
       (.github/configs/nvidia-master.yaml dsr1-fp{4,8}-b200-trt-mtp, since InferenceX
@@ -228,6 +228,8 @@ def _trtllm_recipe(model: str, isl: int, osl: int, roles: dict, mode: str = "agg
         if str(version) == MTP_IMAGE:
             out["spec_tokens"] = 1 if max(r.dp for r in roles.values()) > 1 else 3
         return out
+    if model == "gpt-oss-120b":
+        return {"stream_interval": 20, "frontend_workers": 4}
     if model != "llama-3.1-70b":
         return {}
     out = {"token_budget": 16384}
@@ -251,6 +253,26 @@ def _sglang_recipe(model: str, dtype: str, gpu: str) -> dict:
     if model == "glm-5" and (fp4 or not gpu.startswith("h200")):
         return {"stream_interval": 30}
     return {}
+
+
+# InferenceMAX's vLLM recipes that stream several tokens a chunk (--stream-interval; the
+# first token alone, vllm-project/vllm PR 27869), from the commit that set it:
+# (model, format, GPU) -> (first run date, interval)
+VLLM_STREAM_RECIPES = {
+    ("minimax-m2.5", "fp8", "b200"): ("2026-04-03", 20),       # minimaxm2.5_fp8_b200.sh, bddbf4031
+    ("minimax-m2.5", "fp4", "b200"): ("2026-04-08", 20),       # minimaxm2.5_fp4_b200.sh, 79bd988e9
+    ("minimax-m2.5", "fp8", "b300"): ("2026-04-17", 20),       # minimaxm2.5_fp8_b300.sh, 340d7854c
+    ("minimax-m2.5", "fp4", "b300"): ("2026-04-17", 20),       # minimaxm2.5_fp4_b300.sh, 22d0f12f7
+    ("kimi-k2.5", "fp4", "b200"): ("2026-04-20", 32),          # kimik2.5_fp4_b200.sh, 6c3acebfa
+}
+
+
+def _vllm_recipe(model: str, dtype: str, gpu: str, measured: str) -> dict:
+    """Streaming settings of the InferenceMAX vLLM recipe a row ran (VLLM_STREAM_RECIPES,
+    by its run date; otherwise vLLM's default, every token)."""
+    fmt = "fp4" if dtype in ("fp4", "nvfp4") else "fp8" if dtype.startswith("fp8") else dtype
+    since = VLLM_STREAM_RECIPES.get((model, fmt, gpu))
+    return {"stream_interval": since[1]} if since and measured >= since[0] else {}
 
 
 def resolve(row: dict, engine_overrides: dict | None = None, literal_layout: bool = False) -> RowSpec | str:
@@ -296,9 +318,10 @@ def resolve(row: dict, engine_overrides: dict | None = None, literal_layout: boo
         # requests in every 10 decode steps, every 30 from 16 clients
         # (--scheduler-recv-interval; default 1)
         engine = replace(engine, recv_interval=30 if conc >= 16 else 10)
-    if engine.name == "sglang":
-        engine = replace(engine, **{k: v for k, v in _sglang_recipe(model.name, dtype, gpu.name).items()
-                                    if k not in overrides})
+    recipe = {"sglang": lambda: _sglang_recipe(model.name, dtype, gpu.name),
+              "vllm": lambda: _vllm_recipe(model.name, dtype, gpu.name, str(row.get("measured") or ""))}
+    if engine.name in recipe:
+        engine = replace(engine, **{k: v for k, v in recipe[engine.name]().items() if k not in overrides})
     if engine.name == "trtllm":
         # benchmark configurations set what TensorRT-LLM's deployment recipes set (the
         # library defaults are for plain serving): CUDA graphs captured up to the engine's

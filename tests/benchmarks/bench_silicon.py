@@ -77,7 +77,9 @@ How a row is predicted (planner/bench, planner/engines, planner/perf; docs/perf-
   where the model's recipe sets it (Llama-3.1-70B at 1k/1k below TP 8: new prompts wait up
   to 20 steps while others decode, max_num_tokens 16384); SGLang on Blackwell
   taking new requests in every 10 decode steps, every 30 from 16 clients (its B200 / B300
-  recipes' --scheduler-recv-interval; H200 recipes: every step); TensorRT-LLM's DeepSeek
+  recipes' --scheduler-recv-interval; H200 recipes: every step) and its DeepSeek, Qwen3.5 and
+  GLM-5 recipes streaming every 10-50 steps, the first token alone (--stream-interval;
+  Qwen3.5's with six front-end processes, --tokenizer-worker-num 6); TensorRT-LLM's DeepSeek
   recipes streaming every 10 steps with the client's first chunk 9 decode steps after the
   prefill (their rows show it: planner/bench/rows.py _trtllm_recipe); xPyD rows' routers send
   a request to a decode engine with room; the client's first token is when the decode
@@ -95,7 +97,7 @@ How a row is predicted (planner/bench, planner/engines, planner/perf; docs/perf-
   N clients start at once on an idle server, each sends its next request as the last
   finishes, 10 N requests in all, prompt and output lengths uniform in [0.8 L, L], every
   request counted, the first burst's queue included; TTFT includes the engine's front end;
-- fitted on these rows, per engine, five parameters (planner/engines/fit.py; on 100 rows
+- fitted on these rows, per engine, six parameters (planner/engines/fit.py; on 100 rows
   per engine: every kind x system x model x concurrency band once, at least 20 rows of each
   kind of deployment, the rest at random; the objective per kind (dense, MoE, xPyD) the
   median |log| error of TPOT plus that of TTFT, averaged over the kinds, so a time only one
@@ -104,11 +106,15 @@ How a row is predicted (planner/bench, planner/engines, planner/perf; docs/perf-
   per step and per sequence in a step (added to the GPU time, or overlapped with it for
   engines with an overlap / async scheduler), seconds per kernel launched by a step run
   without a CUDA graph (a floor under prefill steps: the model's kernel count, from its
-  layer kinds, x this), and front-end seconds per request, one for aggregated rows and one
-  for xPyD rows (whose requests also pass the router and the prefill-to-decode handoff).
+  layer kinds, x this), front-end seconds per request, one for aggregated rows and one
+  for xPyD rows (whose requests also pass the router and the prefill-to-decode handoff), and
+  the chunks per second the streaming front end sends (planner/sim/frontend.py: one process
+  per engine streams each step's tokens, tokens per chunk the stream interval; past its rate
+  tokens queue FIFO in front of the clients, who see every token late, the first one too,
+  and send their next request when they have the last; no limit unless rows reveal one).
   Nothing else is fitted to these rows: the kernel tables are inputs, the roofline curves
   are fitted to kernel tables only, and the speculative acceptance is DeepSeek's published one.
-- leave-one-system-out (LOSO): the five engine parameters re-fitted without one system's
+- leave-one-system-out (LOSO): the six engine parameters re-fitted without one system's
   rows, then that system predicted.
 
 Known gaps (what the figures below reflect):
@@ -189,7 +195,8 @@ def _fit_overrides(fits: list[dict]) -> dict:
                           "cpu_per_kernel_s": f.get("per_kernel_s", 0.0),
                           "frontend_s": f["frontend_s"],
                           "disagg_frontend_s": f.get("disagg_frontend_s") if f.get("disagg_frontend_s") is not None
-                          else f["frontend_s"]} for f in fits}
+                          else f["frontend_s"],
+                          "frontend_chunks_per_s": f.get("frontend_chunks_per_s", 0.0)} for f in fits}
 
 
 def loso(df: pd.DataFrame, log) -> pd.DataFrame:
@@ -209,7 +216,7 @@ def loso(df: pd.DataFrame, log) -> pd.DataFrame:
         fits = fit_all(df, exclude_system=system, progress=lambda s, sy=system: log(f"  [without {sy}] {s}"))
         # an engine with no training rows outside the held-out system falls back to no fitted times
         over = {e: {"cpu_per_step_s": 0.0, "cpu_per_seq_s": 0.0, "cpu_per_kernel_s": 0.0, "frontend_s": 0.0,
-                    "disagg_frontend_s": 0.0} for e in ("vllm", "sglang", "trtllm")}
+                    "disagg_frontend_s": 0.0, "frontend_chunks_per_s": 0.0} for e in ("vllm", "sglang", "trtllm")}
         over.update(_fit_overrides(fits))
         pred = predict_frame(held, over)
         pred["fit_without"] = system
@@ -322,6 +329,8 @@ def main(argv=None) -> int:
               f"{v['per_kernel_s'] * 1e6:.1f} us/kernel, front end "
               f"{v['frontend_s'] * 1e3:.0f} ms"
               + (f", xPyD front end {v['disagg_frontend_s'] * 1e3:.0f} ms" if "disagg_frontend_s" in v else "")
+              + (f", streaming front end {v['frontend_chunks_per_s']:.0f} chunks/s"
+                 if v.get("frontend_chunks_per_s") else ", streaming front end unlimited")
               + f" (fitted on {v['fitted_on']})" for e, v in fits.items()), "",
           "### Dense aggregated rows (the targets)", "",
           "Targets (issue 11, LOSO): TTFT median <= 20%, p90 <= 50%; TPOT median <= 8%, p90 <= 20%; no system x "
