@@ -195,6 +195,16 @@ def test_eager_steps_take_at_least_their_kernel_launches_graph_replayed_decodes_
     assert decode.ops["host_launch"] == 0 and decode.seconds < floor
     eager_decode = pm.step([1] * 16, [1000] * 16)      # beyond the largest graph
     assert eager_decode.seconds == pytest.approx(floor)
+    # piecewise graphs (vLLM V1): a prompt step within the largest captured size launches
+    # only its attention eagerly, one kernel a layer; a larger one every kernel
+    piece = roofline(DSV3, tp=8, dtype="fp8_block", cpu=slow, graph_sizes=(1, 2, 4, 8), piecewise_graphs=True)
+    small = piece.step([6], [0])
+    assert small.seconds < floor and small.ops["host_launch"] == pytest.approx(
+        max(DSV3.layers * 100e-6 - (small.seconds - small.ops["host_launch"]), 0.0))
+    assert piece.step([16], [0]).seconds == pytest.approx(floor)
+    assert float(piece.steps.mixed_s(6, 0, 0, 0)) == pytest.approx(small.seconds)
+    assert float(piece.steps.mixed_v(np.array([6.0, 16.0]), np.zeros(2), np.zeros(2), np.zeros(2), np.ones(2))[1]) \
+        == pytest.approx(floor)
 
 
 def test_without_graph_padding_only_exact_captured_batches_replay_a_graph():

@@ -255,24 +255,37 @@ def _sglang_recipe(model: str, dtype: str, gpu: str) -> dict:
     return {}
 
 
-# InferenceMAX's vLLM recipes that stream several tokens a chunk (--stream-interval; the
-# first token alone, vllm-project/vllm PR 27869), from the commit that set it:
-# (model, format, GPU) -> (first run date, interval)
-VLLM_STREAM_RECIPES = {
-    ("minimax-m2.5", "fp8", "b200"): ("2026-04-03", 20),       # minimaxm2.5_fp8_b200.sh, bddbf4031
-    ("minimax-m2.5", "fp4", "b200"): ("2026-04-08", 20),       # minimaxm2.5_fp4_b200.sh, 79bd988e9
-    ("minimax-m2.5", "fp8", "b300"): ("2026-04-17", 20),       # minimaxm2.5_fp8_b300.sh, 340d7854c
-    ("minimax-m2.5", "fp4", "b300"): ("2026-04-17", 20),       # minimaxm2.5_fp4_b300.sh, 22d0f12f7
-    ("kimi-k2.5", "fp4", "b200"): ("2026-04-20", 32),          # kimik2.5_fp4_b200.sh, 6c3acebfa
+# InferenceMAX's vLLM recipes where they set more than vLLM's defaults, each from the commit
+# that set it (benchmarks/single_node/<name>.sh in SemiAnalysisAI/InferenceX): (model,
+# format, GPU) -> [(first run date, settings)], the newest not after the row's run applies.
+# The April 2026 Blackwell recipes: --kv-cache-dtype fp8, --max-cudagraph-capture-size 2048,
+# --max-num-batched-tokens 2 x ISL, --stream-interval 20 (the first token alone, vLLM PR
+# 27869), --gpu-memory-utilization 0.90
+_APRIL = {"kv_cache_dtype": "fp8", "graph_max_batch": 2048, "budget_x_isl": 2, "stream_interval": 20,
+          "memory_fraction": 0.90}
+VLLM_RECIPES = {
+    ("minimax-m2.5", "fp8", "b200"): [("", {"memory_fraction": 0.95, "block_tokens": 32}),            # f342df18e
+                                      ("2026-04-03", {**_APRIL, "block_tokens": 32})],                 # bddbf4031
+    ("minimax-m2.5", "fp8", "h200"): [("", {"memory_fraction": 0.95})],                               # a36346339
+    # created with the April settings (rows older than the commit are its pull request's runs)
+    ("minimax-m2.5", "fp4", "b200"): [("", _APRIL)],                                                  # 79bd988e9
+    ("minimax-m2.5", "fp8", "b300"): [("", {**_APRIL, "block_tokens": 32})],                          # 340d7854c
+    ("minimax-m2.5", "fp4", "b300"): [("", _APRIL)],                                                  # 22d0f12f7
+    ("kimi-k2.5", "fp4", "b200"): [("2026-04-20", _APRIL)],                                           # 6c3acebfa
 }
 
 
-def _vllm_recipe(model: str, dtype: str, gpu: str, measured: str) -> dict:
-    """Streaming settings of the InferenceMAX vLLM recipe a row ran (VLLM_STREAM_RECIPES,
-    by its run date; otherwise vLLM's default, every token)."""
+def _vllm_recipe(model: str, dtype: str, gpu: str, measured: str, isl: int) -> dict:
+    """Engine settings of the InferenceMAX vLLM recipe a row ran (VLLM_RECIPES, by its run
+    date; vLLM's defaults otherwise)."""
     fmt = "fp4" if dtype in ("fp4", "nvfp4") else "fp8" if dtype.startswith("fp8") else dtype
-    since = VLLM_STREAM_RECIPES.get((model, fmt, gpu))
-    return {"stream_interval": since[1]} if since and measured >= since[0] else {}
+    out = {}
+    for since, settings in VLLM_RECIPES.get((model, fmt, gpu), ()):
+        if measured >= since:
+            out = dict(settings)
+    if "budget_x_isl" in out:
+        out["token_budget"] = out.pop("budget_x_isl") * isl
+    return out
 
 
 def resolve(row: dict, engine_overrides: dict | None = None, literal_layout: bool = False) -> RowSpec | str:
@@ -319,7 +332,8 @@ def resolve(row: dict, engine_overrides: dict | None = None, literal_layout: boo
         # (--scheduler-recv-interval; default 1)
         engine = replace(engine, recv_interval=30 if conc >= 16 else 10)
     recipe = {"sglang": lambda: _sglang_recipe(model.name, dtype, gpu.name),
-              "vllm": lambda: _vllm_recipe(model.name, dtype, gpu.name, str(row.get("measured") or ""))}
+              "vllm": lambda: _vllm_recipe(model.name, dtype, gpu.name, str(row.get("measured") or ""),
+                                           int(row["isl"]))}
     if engine.name in recipe:
         engine = replace(engine, **{k: v for k, v in recipe[engine.name]().items() if k not in overrides})
     if engine.name == "trtllm":

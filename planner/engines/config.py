@@ -49,6 +49,9 @@ class EngineConfig:
     memory_fraction: float = 0.90
     graph_max_batch: int = 512        # decode-only steps up to this batch replay a CUDA graph
     graph_padding: bool = True        # a batch pads up to the next captured size (False: exact sizes only)
+    # piecewise graphs: steps with prompt tokens, up to graph_max_batch tokens, replay graphs
+    # split at attention, which alone launches eagerly (vLLM V1's torch.compile graphs)
+    piecewise_graphs: bool = False
     fp8_kv_when_quantized: bool = False   # an FP8/FP4 checkpoint runs an FP8 KV cache (ModelOpt checkpoints on TRT-LLM)
     kv_cache_dtype: str = ""          # the KV cache's format when set (--kv-dtype; vLLM's --kv-cache-dtype): bf16 | fp8
     fused_quant: bool = False         # activation quantisation fused into the preceding norm (TRT-LLM)
@@ -162,6 +165,7 @@ class EngineConfig:
     def perf_kwargs(self) -> dict:
         """What PerfModel takes from the engine."""
         return {"engine": self.name, "graph_sizes": self.graph_sizes, "graph_padding": self.graph_padding,
+                "piecewise_graphs": self.piecewise_graphs,
                 "cpu": self.cpu,
                 "memory_fraction": self.memory_fraction, "token_budget": self.token_budget,
                 "max_seqs": self.max_seqs, "fused_quant": self.fused_quant, "memory_of_free": self.memory_of_free,
@@ -196,7 +200,8 @@ class EngineConfig:
 # - vLLM V1 serving on a >= 70 GiB GPU: one token budget of 8192 per step, running requests
 #   (decodes) first then waiting prefills FCFS, chunked; KV blocks of 16 allocated on demand,
 #   the newest running request preempted by recompute; 90% of GPU memory; CUDA graphs to 512;
-#   async scheduling (from 0.14; version_defaults turns it off for older releases).
+#   async scheduling (from 0.14; version_defaults turns it off for older releases); steps with
+#   prompt tokens up to the largest captured size replay piecewise graphs (attention eager).
 # - SGLang: a prefill batch (chunked at 8192) runs first and pauses decoding (mixed chunks
 #   off); admission reserves a share of each running request's remaining output
 #   (new_token_ratio), decodes retracted when memory runs out; page 1; overlap scheduler on.
@@ -207,7 +212,7 @@ class EngineConfig:
 #   1-32, 64 or 128 (no padding: any other batch runs eagerly; graph_padding and a larger
 #   graph_max_batch are cuda_graph_config's enable_padding and max_batch_size).
 DEFAULTS = {
-    "vllm": EngineConfig(),
+    "vllm": EngineConfig(piecewise_graphs=True),
     "sglang": EngineConfig(name="sglang", token_budget=8192, max_seqs=1024, chunked_prefill=True,
                            schedule="prefill_first", admission="reserve", preemption="retract", block_tokens=1,
                            memory_fraction=0.88, graph_max_batch=256, overlap=True),

@@ -40,6 +40,8 @@ class PerfModel:
     cpu: CpuCost = CpuCost()            # the engine's CPU time per step (planner.engines)
     graph_sizes: tuple = ()             # CUDA-graph batch sizes of decode-only steps
     graph_padding: bool = True          # a batch pads up to the next captured size (False: exact sizes only)
+    piecewise_graphs: bool = False      # steps with prompt tokens, up to the largest captured size, replay
+                                        # graphs around an eagerly launched attention (vLLM V1)
     memory_fraction: float = 0.90       # of GPU memory the engine may use
     token_budget: int = 8192            # the engine's largest step, for its activation peak
     max_seqs: int = 256
@@ -71,7 +73,7 @@ class PerfModel:
         return StepModel(self.gpu, self.model, self.tp, WEIGHT_TO_GEMM.get(self.dtype, "bf16"), self.kv_format,
                          self.engine, tuple(self.graph_sizes), self.cpu, self.source, self.fused_quant,
                          self.layout, self.moe_dtype or self.dtype, self.moe_imbalance, self.graph_padding,
-                         self.spec_tokens, self.spec_acceptance)
+                         self.spec_tokens, self.spec_acceptance, self.piecewise_graphs)
 
     @property
     def layout(self) -> Layout:

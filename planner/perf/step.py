@@ -198,7 +198,8 @@ class StepModel:
                  kv_dtype: str = "bf16", engine: str = "vllm", graph_sizes: tuple[int, ...] = (),
                  cpu: CpuCost = CpuCost(), source: str = "auto", fused_quant: bool = False,
                  layout: Layout | None = None, moe_dtype: str = "", moe_imbalance: float = 1.0,
-                 graph_padding: bool = True, spec_tokens: int = 0, spec_acceptance: float = 0.0):
+                 graph_padding: bool = True, spec_tokens: int = 0, spec_acceptance: float = 0.0,
+                 piecewise_graphs: bool = False):
         layout = layout or Layout(tp=tp)
         why = unsupported(model) or layout_problem(model, layout)
         if why:
@@ -215,6 +216,11 @@ class StepModel:
         # an eager step cannot take less than the host's kernel launches (launched ahead,
         # asynchronously: the step takes the longer of the two)
         self._launch_s = self.kernels * cpu.per_kernel_s
+        # piecewise graphs (vLLM V1's torch.compile graphs, split at attention): a step with
+        # prompt tokens, up to the largest captured size, launches one attention kernel a
+        # layer eagerly and replays the rest
+        self._piece_max = self._graph_max if piecewise_graphs else 0
+        self._piece_s = model.layers * cpu.per_kernel_s
         self.spec_k = int(spec_tokens)
         self.spec_tokens_per_step = sum(spec_acceptance ** i for i in range(self.spec_k + 1))
         self._draft_share = 1.0 / model.layers    # the MTP layer: one layer of the model
@@ -274,6 +280,14 @@ class StepModel:
         """Whether a decode-only step of `batch` replays a CUDA graph."""
         return batch <= self._graph_max if self._graph_padding else batch in self._graph_set
 
+    def _launch_floor_s(self, tokens: float, prompt: bool, batch: int) -> float:
+        """The host's launch time a step of `tokens` cannot go below: none for a decode
+        step replayed from a graph, one attention kernel a layer for a step with a prompt
+        that piecewise graphs cover, else every kernel of an eager step."""
+        if not prompt:
+            return 0.0 if self.graphed(batch) else self._launch_s
+        return self._piece_s if tokens <= self._piece_max else self._launch_s
+
     def padded_batch(self, batch: int) -> int:
         if not self._graph_padding:
             return batch
@@ -308,8 +322,9 @@ class StepModel:
         else:
             gpu = (self._lin_s(m) + attn + self.decode_attention_s(decode_batch, decode_kv_tokens)
                    + self._head_s(decode_batch + reqs))
-        if self._launch_s and gpu < self._launch_s and (reqs or not self.graphed(decode_batch)):
-            gpu = self._launch_s
+        if self._launch_s:
+            floor = self._launch_floor_s(m, reqs > 0, decode_batch)
+            gpu = gpu if gpu > floor else floor
         cpu = self.cpu.per_step_s + self.cpu.per_seq_s * (decode_batch + reqs)
         if self.cpu.overlap:
             return gpu if gpu > cpu else cpu
@@ -366,7 +381,8 @@ class StepModel:
                          else np.where(p > 0, 0.0, self._decode_attention_v(b, ctx)))
         if self._launch_s:
             graphed = b <= self._graph_max if self._graph_padding else np.isin(b, self.graph_sizes)
-            gpu = np.where((p > 0) | ~graphed, np.maximum(gpu, self._launch_s), gpu)
+            prompt_floor = np.where(m <= self._piece_max, self._piece_s, self._launch_s)
+            gpu = np.maximum(gpu, np.where(p > 0, prompt_floor, np.where(graphed, 0.0, self._launch_s)))
         out = np.where((p > 0) | (b > 0), self.cpu.total(gpu, b + reqs), 0.0)
         if self.spec_k and any_b:
             decode_only = (p <= 0) & (b > 0)
@@ -429,8 +445,8 @@ class StepModel:
             ops["mtp_layer"] = self._draft_share * (lin_p + ops["attention_context"])
             ops["speculative_decodes"] = self._speculative_share(m, lin_p, b, kv) if b else 0.0
         gpu = math.fsum(ops.values())
-        eager = bool(chunks.any()) or not self.graphed(b)
-        ops["host_launch"] = max(self._launch_s - gpu, 0.0) if eager and tokens > 0 else 0.0
+        floor = self._launch_floor_s(tokens, bool(chunks.any()), b)
+        ops["host_launch"] = max(floor - gpu, 0.0) if tokens > 0 else 0.0
         gpu += ops["host_launch"]
         seqs = b + int(chunks.sum())
         ops["engine_cpu"] = float(self.cpu.total(gpu, seqs)) - gpu if tokens > 0 else 0.0
