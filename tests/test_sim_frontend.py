@@ -62,9 +62,11 @@ def test_sglang_rows_stream_as_their_recipes_do():
     eng = resolve(qwen).engine
     assert (eng.stream_interval, eng.frontend_workers) == (50, 6)
     assert eng.settings()["tokenizer_worker_num"] == 6 and eng.first_token_alone
+    assert resolve(qwen).kv_dtype == "fp8"                                  # --kv-cache-dtype fp8_e4m3
     dsr1 = dict(qwen, model_path="deepseek-ai/DeepSeek-R1")
     assert resolve(dsr1).engine.stream_interval == 30
-    assert resolve(dict(dsr1, system="h200_sxm")).engine.stream_interval == 10
+    h200 = resolve(dict(dsr1, system="h200_sxm"))
+    assert h200.engine.stream_interval == 10 and h200.kv_dtype == "bf16"   # its H200 recipe: 16-bit KV
     # the 8B rows of another sweep keep SGLang's defaults: every token, one process
     eng = resolve(ROW).engine
     assert (eng.stream_interval, eng.frontend_workers) == (1, 1)

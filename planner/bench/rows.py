@@ -239,20 +239,26 @@ def _trtllm_recipe(model: str, isl: int, osl: int, roles: dict, mode: str = "agg
 
 
 def _sglang_recipe(model: str, dtype: str, gpu: str) -> dict:
-    """Streaming settings of InferenceMAX's SGLang recipes (benchmarks/single_node/
-    fixed_seq_len/dsr1_fp{4,8}_*, qwen3.5_fp{4,8}_*, deprecated/glm5_fp{4,8}_*): the
-    scheduler streams every 10 (DeepSeek FP4, FP8 on H200), 30 (DeepSeek FP8 on B200 /
-    B300, GLM-5, Qwen3.5 FP4 on B300) or 50 decode steps (Qwen3.5; --stream-interval,
-    first token alone), and Qwen3.5's six front-end processes (--tokenizer-worker-num 6);
-    GLM-5 FP8 on H200 keeps the defaults (1, 1)."""
+    """Settings of InferenceMAX's SGLang recipes (benchmarks/single_node/fixed_seq_len/
+    dsr1_fp{4,8}_*, qwen3.5_fp{4,8}_*, deprecated/glm5_fp{4,8}_*, each since it was made):
+    the scheduler streams every 10 (DeepSeek FP4, FP8 on H200), 30 (DeepSeek FP8 on B200 /
+    B300, GLM-5, Qwen3.5 FP4 on B300) or 50 decode steps (Qwen3.5; --stream-interval, first
+    token alone), Qwen3.5 runs six front-end processes (--tokenizer-worker-num 6), and the
+    FP8 / FP4 checkpoints an FP8 KV cache (--kv-cache-dtype fp8_e4m3) except DeepSeek's and
+    GLM-5's on H200, which keep the defaults (16-bit KV; GLM-5: every token streamed)."""
     fp4 = dtype in ("fp4", "nvfp4")
+    quantized = fp4 or dtype.startswith("fp8")
+    h200 = gpu.startswith("h200")
+    out = {}
     if model.startswith("deepseek-"):
-        return {"stream_interval": 10 if fp4 or gpu.startswith("h200") else 30}
-    if model.startswith("qwen3.5-"):
-        return {"stream_interval": 30 if fp4 and gpu.startswith("b300") else 50, "frontend_workers": 6}
-    if model == "glm-5" and (fp4 or not gpu.startswith("h200")):
-        return {"stream_interval": 30}
-    return {}
+        out = {"stream_interval": 10 if fp4 or h200 else 30}
+    elif model.startswith("qwen3.5-"):
+        out = {"stream_interval": 30 if fp4 and gpu.startswith("b300") else 50, "frontend_workers": 6}
+    elif model == "glm-5" and (fp4 or not h200):
+        out = {"stream_interval": 30}
+    if out and quantized and (model.startswith("qwen3.5-") or not h200):
+        out["kv_cache_dtype"] = "fp8"
+    return out
 
 
 # InferenceMAX's vLLM recipes where they set more than vLLM's defaults, each from the commit
