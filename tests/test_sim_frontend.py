@@ -82,3 +82,19 @@ def test_vllm_and_tensorrt_llm_rows_stream_as_their_recipes_did_on_the_run_date(
                   precision="fp4", gemm_quant_mode="", moe_quant_mode="w4a16_mxfp4")
     eng = resolve(gptoss).engine
     assert (eng.stream_interval, eng.frontend_workers, eng.first_token_alone) == (20, 4, True)
+
+
+def test_predict_names_the_front_ends_rate_and_takes_it_as_an_engine_setting():
+    from click.testing import CliRunner
+
+    from planner.cli import main
+    args = ["predict", "--model", "meta-llama/Llama-3.1-8B-Instruct", "--gpu", "h200", "--engine", "sglang",
+            "--dtype", "fp8", "--tp", "2", "--isl", "1000", "--osl", "500", "--concurrency", "256",
+            "--prompts-per-client", "3"]
+    r = CliRunner().invoke(main, [*args, "--engine-setting", "frontend_chunks_per_s=5000"])
+    assert r.exit_code == 0, r.output
+    assert "front end streams at most 5,000 tokens/s" in r.output
+    r = CliRunner().invoke(main, [*args, "--engine-setting", "frontend_chunks_per_s=0"])
+    assert "front end streams without limit" in r.output
+    r = CliRunner().invoke(main, [*args, "--engine-setting", "frontend_workers=0"])
+    assert r.exit_code == 2 and "frontend_workers must be >= 1" in r.output

@@ -18,7 +18,11 @@ def _assumed(row: dict, overrides: dict) -> str:
     eng = resolve(row, overrides).engine
     flags = ", ".join(f"{k} {v}" for k, v in eng.settings().items())
     graphs = f"CUDA graphs up to batch {eng.graph_sizes[-1]}" if eng.graph_sizes else "no CUDA graphs"
-    return f"{eng.name}: {flags}, {graphs}"
+    rate = eng.frontend_tokens_per_s
+    front = ("front end streams without limit" if rate == float("inf") else
+             f"front end streams at most {rate:,.0f} tokens/s (frontend_chunks_per_s x frontend_workers x "
+             f"stream_interval)")
+    return f"{eng.name}: {flags}, {graphs}, {front}"
 
 
 def _engine_settings(items: tuple[str, ...]) -> dict:
