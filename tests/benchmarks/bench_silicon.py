@@ -60,7 +60,9 @@ How a row is predicted (planner/bench, planner/engines, planner/perf; docs/perf-
   at m = 1-16, 2-3x their neighbours, dropped); KV in FP8 where the engine runs an FP8 KV cache; each kernel
   no table measures (norms, RoPE, activations, routing, casts) at least 0.8 us, the
   graph-replay floor measured on an H200 (docs/gpu-results.md, which also checks the
-  tables' GEMMs and attention against real H200 forward steps);
+  tables' GEMMs and attention against real H200 forward steps); MiniMax-M2's q / k norm over
+  all heads one more all-reduce a layer at TP > 1 (of each token's two variances, as vLLM
+  runs it);
 - the engine's scheduler in the simulator (planner/engines/config.py, sources in
   planner/engines/defaults.csv): vLLM V1 and TensorRT-LLM mix decodes and prefill chunks in
   one step under a token budget, SGLang runs a prefill batch first and pauses decoding;
@@ -79,7 +81,11 @@ How a row is predicted (planner/bench, planner/engines, planner/perf; docs/perf-
   taking new requests in every 10 decode steps, every 30 from 16 clients (its B200 / B300
   recipes' --scheduler-recv-interval; H200 recipes: every step) and its DeepSeek, Qwen3.5 and
   GLM-5 recipes streaming every 10-50 steps, the first token alone (--stream-interval;
-  Qwen3.5's with six front-end processes, --tokenizer-worker-num 6); TensorRT-LLM's DeepSeek
+  Qwen3.5's with six front-end processes, --tokenizer-worker-num 6), with an FP8 KV cache
+  on Blackwell (and Qwen3.5's on H200); vLLM's MiniMax-M2.5 and Kimi-K2.5 FP4 recipes from
+  April 2026 (by the row's run date: planner/bench/rows.py VLLM_RECIPES) with an FP8 KV
+  cache, graphs to 2048, 2 x ISL tokens a step and a chunk every 20 tokens; vLLM V1's
+  piecewise CUDA graphs; TensorRT-LLM's DeepSeek
   recipes streaming every 10 steps with the client's first chunk 9 decode steps after the
   prefill (their rows show it: planner/bench/rows.py _trtllm_recipe); xPyD rows' routers send
   a request to a decode engine with room; the client's first token is when the decode
@@ -151,10 +157,13 @@ Known gaps (what the figures below reflect):
   predicted without their MTP. TTFT is under-predicted on TensorRT-LLM: its decode
   engines stream every 100 steps (stream_interval 100 in the srt-slurm recipes), and the
   first token's path through Dynamo is not modelled.
-- vLLM V1's piecewise CUDA graphs (mixed steps of up to 512 tokens launch only attention
-  eagerly) were modelled and tried: with the bounded fit the in-sample objective worsened
-  (0.513 to 0.542) because the eager-launch floor also stands in for missing MoE prefill
-  time, so they are not in this model.
+- vLLM V1's piecewise CUDA graphs (a step with prompt tokens, up to the largest captured
+  size, launches only attention eagerly) are modelled since InferenceMAX's April 2026 vLLM
+  recipes capture graphs to 2048 tokens and budget 2 x ISL tokens a step, which made a
+  1k-prompt step's eager-launch floor (50 us x ~1,300 kernels for MiniMax-M2.5) the cost of
+  every prompt step; tried alone earlier (capture to 512, the default) they worsened the
+  in-sample objective (0.513 to 0.542): the eager-launch floor also stands in for prefill
+  time the tables miss on long prompts.
 - Expert-parallel all-to-all (DeepEP) is costed as the gather / scatter of the tokens, and
   routing as uniform at random (no expert hotter than another); SGLang's and vLLM's DP-attention ranks are assumed evenly loaded and
   do not wait for each other's prefills. InferenceMAX ran DeepSeek-R1 on TensorRT-LLM with
@@ -177,12 +186,12 @@ Known gaps (what the figures below reflect):
 - The SGLang 0.5.6.post2 Llama-3.1-8B rows on H200 (46, with no run date: another sweep)
   stream at most 17-22k tokens per second per engine at 512 clients whatever the TP (TPOT
   23-30 ms at TP 4 and TP 8, whose GPU steps take 10-14 ms), and their TTFT grows with the
-  output length (TP 8, 1k prompts: 2.0 / 3.2 / 8.0 s at 500 / 1000 / 2000 tokens out),
-  as if a single front-end process (SGLang's one tokenizer manager by default; InferenceMAX's
-  Qwen3.5 recipes run six) fell behind the engine and tokens queued in it. The fitted host
-  time per sequence gives their TPOT; the queue in front of the client, and so their TTFT,
-  is not modelled. No InferenceMAX row streams more than 12k tokens per second per SGLang
-  engine.
+  output length (TP 8, 1k prompts: 2.0 / 3.2 / 8.0 s at 500 / 1000 / 2000 tokens out): the
+  single front-end process (SGLang's one tokenizer manager, streaming every token) falls
+  behind the engine and tokens queue in front of the clients, which the streaming front end
+  models (its rate fitted on these rows: no other SGLang row streams a chunk per token, the
+  InferenceMAX recipes send one per 10-50 steps). Leaving H200 out leaves no row that reveals
+  the rate, so there it stays off and these rows' TTFT is under-predicted as before.
 - SGLang's Qwen3.5-397B rows at TP 8 (B200, B300, H200) run 28% slower than predicted, those
   at TP 4 as predicted (B200 FP8 at 4 clients: TP 4 6.3 ms, TP 8 8.3 ms measured, where the
   kernel tables make TP 8 faster), and its TP 4 x EP 4 rows 25% slower (9.9 ms): what TP 8
