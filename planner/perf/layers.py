@@ -196,9 +196,10 @@ def kernels_per_step(model: ModelSpec, layout: Layout, quantized: bool, fused_qu
     recurrence and its norm (8); dense MLP: up GEMM, activation, down GEMM (3); MoE: router
     GEMM, top-k, token sort / align, two grouped GEMMs, activation, combine (7), shared
     experts 3 more; a q / k norm over all heads (MiniMax-M2) 2 more, and its all-reduce
-    when attention is split over GPUs; an activation-quantisation kernel before each FP8 / FP4 GEMM unless the
-    engine fuses it; one collective after attention and one after the MLP when the layer is
-    split over GPUs. Plus embedding, final norm, LM head and sampling (4)."""
+    when attention is split over GPUs; an activation-quantisation kernel before each FP8 /
+    FP4 GEMM unless the engine fuses it; one collective after attention and one after the
+    MLP when the layer is split over GPUs. Plus embedding, final norm, LM head and sampling
+    (4)."""
     return kernel_counts(model, layout, quantized, fused_quant)[0]
 
 
