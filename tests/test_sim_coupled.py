@@ -130,7 +130,8 @@ def test_attention_dp_balance_holds_prompts_until_every_rank_has_one_or_the_time
 def test_a_scheduler_that_takes_requests_in_every_k_decode_steps_delays_their_prefill():
     from dataclasses import replace
     from planner.engines.config import engine_config
-    base = replace(coupled("coupled"), engine=engine_config("sglang"))
+    # no streaming limit: the first token reaches the client as the prefill ends
+    base = replace(coupled("coupled"), engine=engine_config("sglang", frontend_chunks_per_s=0.0))
     perf = base.perf("coupled")
     rows = [(0.0, 1000, 400), (1.0, 200, 5)]        # the second arrives while the first decodes
     every = simulate(base, trace(rows)).records.iloc[1]
