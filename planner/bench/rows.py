@@ -238,6 +238,12 @@ def _trtllm_recipe(model: str, isl: int, osl: int, roles: dict, mode: str = "agg
     return out
 
 
+def _format(dtype: str) -> str:
+    """A weight format's family as recipes name it: fp4 (NVFP4 / MXFP4), fp8 (per-tensor or
+    block-wise), else the format itself."""
+    return "fp4" if dtype in ("fp4", "nvfp4") else "fp8" if dtype.startswith("fp8") else dtype
+
+
 def _sglang_recipe(model: str, dtype: str, gpu: str) -> dict:
     """Settings of InferenceMAX's SGLang recipes (benchmarks/single_node/fixed_seq_len/
     dsr1_fp{4,8}_*, qwen3.5_fp{4,8}_*, deprecated/glm5_fp{4,8}_*, each since it was made):
@@ -246,8 +252,8 @@ def _sglang_recipe(model: str, dtype: str, gpu: str) -> dict:
     token alone), Qwen3.5 runs six front-end processes (--tokenizer-worker-num 6), and the
     FP8 / FP4 checkpoints an FP8 KV cache (--kv-cache-dtype fp8_e4m3) except DeepSeek's and
     GLM-5's on H200, which keep the defaults (16-bit KV; GLM-5: every token streamed)."""
-    fp4 = dtype in ("fp4", "nvfp4")
-    quantized = fp4 or dtype.startswith("fp8")
+    fmt = _format(dtype)
+    fp4, quantized = fmt == "fp4", fmt in ("fp4", "fp8")
     h200 = gpu.startswith("h200")
     out = {}
     if model.startswith("deepseek-"):
@@ -284,9 +290,8 @@ VLLM_RECIPES = {
 def _vllm_recipe(model: str, dtype: str, gpu: str, measured: str, isl: int) -> dict:
     """Engine settings of the InferenceMAX vLLM recipe a row ran (VLLM_RECIPES, by its run
     date; vLLM's defaults otherwise)."""
-    fmt = "fp4" if dtype in ("fp4", "nvfp4") else "fp8" if dtype.startswith("fp8") else dtype
     out = {}
-    for since, settings in VLLM_RECIPES.get((model, fmt, gpu), ()):
+    for since, settings in VLLM_RECIPES.get((model, _format(dtype), gpu), ()):
         if measured >= since:
             out = dict(settings)
     if "budget_x_isl" in out:
@@ -337,11 +342,13 @@ def resolve(row: dict, engine_overrides: dict | None = None, literal_layout: boo
         # requests in every 10 decode steps, every 30 from 16 clients
         # (--scheduler-recv-interval; default 1)
         engine = replace(engine, recv_interval=30 if conc >= 16 else 10)
-    recipe = {"sglang": lambda: _sglang_recipe(model.name, dtype, gpu.name),
-              "vllm": lambda: _vllm_recipe(model.name, dtype, gpu.name, str(row.get("measured") or ""),
-                                           int(row["isl"]))}
-    if engine.name in recipe:
-        engine = replace(engine, **{k: v for k, v in recipe[engine.name]().items() if k not in overrides})
+    if engine.name == "sglang":
+        recipe = _sglang_recipe(model.name, dtype, gpu.name)
+    elif engine.name == "vllm":
+        recipe = _vllm_recipe(model.name, dtype, gpu.name, str(row.get("measured") or ""), int(row["isl"]))
+    else:
+        recipe = _trtllm_recipe(model.name, int(row["isl"]), int(row["osl"]), roles, mode,
+                                _num(row, "backend_version"))
     if engine.name == "trtllm":
         # benchmark configurations set what TensorRT-LLM's deployment recipes set (the
         # library defaults are for plain serving): CUDA graphs captured up to the engine's
@@ -352,9 +359,7 @@ def resolve(row: dict, engine_overrides: dict | None = None, literal_layout: boo
         engine = replace(engine, graph_max_batch=max(r.max_batch for r in roles.values()), graph_padding=True,
                          **({"adp_timeout_iters": 60, "adp_batching_wait_iters": 0}
                             if "adp_timeout_iters" not in overrides else {}))
-        recipe = _trtllm_recipe(model.name, int(row["isl"]), int(row["osl"]), roles, mode,
-                                _num(row, "backend_version"))
-        engine = replace(engine, **{k: v for k, v in recipe.items() if k not in overrides})
+    engine = replace(engine, **{k: v for k, v in recipe.items() if k not in overrides})
     if mode == "disagg" and roles["decode"].spec_tokens and "spec_tokens" not in overrides:
         engine = replace(engine, spec_tokens=roles["decode"].spec_tokens)
     return RowSpec(id=str(row["id"]), model=model.name, gpu=gpu.name, engine=engine, dtype=dtype,

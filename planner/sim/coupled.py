@@ -122,9 +122,7 @@ class ChunkedCoupledInstance(DecodeInstance):
 
     def _joins(self, now: float) -> float:
         reqs = self.reqs
-        seen = self._seen(now)
-        if self.frontend is not None and self.joining:
-            self.frontend.made(now, now, len(self.joining))
+        seen = self._first_tokens(now, len(self.joining))
         for rid in self.joining:
             self.held -= (reqs.prompt[rid] + self.bs) // self.bs
             reqs.first_token[rid] = seen

@@ -371,7 +371,7 @@ class DecodeInstance:
             prefill_tokens = n_prefill * longest
         stall = self.pcost.time_s(prefill_tokens, 0.0) if prefill_tokens else 0.0
         t_start = now + stall_before + stall
-        seen = self._seen(t_start)
+        seen = self._first_tokens(t_start, len(admitted) + len(finished_at_prefill))
         for rid in admitted:
             if reqs.decode_start[rid] != reqs.decode_start[rid]:   # NaN: first admission
                 reqs.decode_start[rid] = t_start
@@ -384,13 +384,19 @@ class DecodeInstance:
             reqs.finish[rid] = seen
             if self.on_finish is not None:
                 self.on_finish(t_start, rid, self)
-        if self.frontend is not None and (admitted or finished_at_prefill):
-            self.frontend.made(t_start, t_start, len(admitted) + len(finished_at_prefill))
         return stall
 
     def _seen(self, t: float) -> float:
         """When the client sees a token this instance made at `t` (its front end's queue)."""
         return t if self.frontend is None else self.frontend.seen(t)
+
+    def _first_tokens(self, t: float, n: int) -> float:
+        """When clients see the first tokens of `n` prompts finished at `t`, which then join
+        the front end's queue."""
+        seen = self._seen(t)
+        if self.frontend is not None and n:
+            self.frontend.made(t, t, n)
+        return seen
 
     # ---- hooks for the chunked coupled instance ------------------------------------
     def _joins(self, now: float) -> float:
