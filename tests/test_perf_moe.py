@@ -275,3 +275,28 @@ def test_a_qk_norm_over_all_heads_all_reduces_its_variances_when_attention_is_sp
     for tp, more in ((1, 2), (4, 3)):
         got = kernels_per_step(minimax, Layout(tp=tp), True) - kernels_per_step(per_head, Layout(tp=tp), True)
         assert got == more * L
+
+
+@needs_tables
+def test_a_named_moe_kernel_family_is_read_from_the_newest_table_that_measured_it():
+    from planner.perf.moe_tables import MoeGeometry, moe_table
+    minimax = catalog.model("MiniMaxAI/MiniMax-M2.5")
+    geo = MoeGeometry(minimax.hidden, minimax.expert_ffn, minimax.experts_per_token, minimax.experts, 4, 1,
+                      "fp8_block")
+    fastest, fast_version = moe_table("b200_sxm", "vllm", geo)
+    triton, triton_version = moe_table("b200_sxm", "vllm", geo, kernel="triton")
+    # vLLM 0.24's B200 table measured only FlashInfer's FP8 MoE; the Triton fused_experts the
+    # older collectors timed ("vllm_fused_moe") comes from an older table, and is slower
+    assert fast_version.startswith("0.24.0") and "triton" in triton_version and not triton_version.startswith("0.24")
+    assert (triton.seconds([1024, 8192]) > 1.3 * fastest.seconds([1024, 8192])).all()
+    b200 = catalog.gpu("b200")
+    steps = {k: PerfModel(b200, minimax, tp=4, dtype="fp8_block", engine="vllm", moe_kernel=k).steps
+             for k in ("", "triton")}
+    assert steps["triton"].step([1024], [0]).ops["experts"] > 1.3 * steps[""].step([1024], [0]).ops["experts"]
+    assert "triton" in steps["triton"].describe()
+
+
+def test_an_unknown_moe_kernel_family_is_an_input_error():
+    from planner.engines.config import engine_config
+    with pytest.raises(InputError, match="moe_kernel='cutlass' is not one of triton"):
+        engine_config("vllm", moe_kernel="cutlass")

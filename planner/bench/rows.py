@@ -273,12 +273,30 @@ def _sglang_recipe(model: str, dtype: str, gpu: str) -> dict:
 # The April 2026 Blackwell recipes: --kv-cache-dtype fp8, --max-cudagraph-capture-size 2048,
 # --max-num-batched-tokens 2 x ISL, --stream-interval 20 (the first token alone, vLLM PR
 # 27869), --gpu-memory-utilization 0.90
+# --enable-expert-parallel (the MoE layers' experts split over the TP x DP GPUs) is
+# "expert_parallel": the March MiniMax recipes passed it for any EP_SIZE >= 1, so for every
+# run, whatever EP size the row names, until bddbf4031 made it EP_SIZE > 1. The first B200
+# recipe (f342df18e) also turned FlashInfer's FP8 MoE and DeepGEMM's MoE off
+# (VLLM_USE_FLASHINFER_MOE_FP8=0, VLLM_MOE_USE_DEEP_GEMM=0): vLLM's Triton fused MoE runs
+# the experts; its pull request's next runs (a33dc2198) dropped that and took an FP8 KV
+# cache and --stream-interval 20. gpt-oss: CUDA graphs captured to 2048 tokens and a token
+# budget of 8192 in every recipe, 512 running requests on B200, an FP8 KV cache on B200 from
+# b23086972 (the H200 recipe's Marlin MXFP4 MoE, VLLM_MXFP4_USE_MARLIN=1, has no kernel
+# table for gpt-oss's shapes: the fastest measured kernel stands in).
 _APRIL = {"kv_cache_dtype": "fp8", "graph_max_batch": 2048, "budget_x_isl": 2, "stream_interval": 20,
           "memory_fraction": 0.90}
+_MINIMAX_MARCH = {"memory_fraction": 0.95, "block_tokens": 32, "expert_parallel": True}
+_GPT_OSS = {"graph_max_batch": 2048, "token_budget": 8192}
 VLLM_RECIPES = {
-    ("minimax-m2.5", "fp8", "b200"): [("", {"memory_fraction": 0.95, "block_tokens": 32}),            # f342df18e
+    ("minimax-m2.5", "fp8", "b200"): [("", {**_MINIMAX_MARCH, "moe_kernel": "triton"}),              # f342df18e
+                                      ("2026-03-27", {**_MINIMAX_MARCH, "kv_cache_dtype": "fp8",
+                                                      "stream_interval": 20}),                         # a33dc2198
                                       ("2026-04-03", {**_APRIL, "block_tokens": 32})],                 # bddbf4031
-    ("minimax-m2.5", "fp8", "h200"): [("", {"memory_fraction": 0.95})],                               # a36346339
+    ("minimax-m2.5", "fp8", "h200"): [("", {"memory_fraction": 0.95}),                               # a36346339
+                                      ("2026-03-13", {"memory_fraction": 0.95, "expert_parallel": True})],  # 5e2c705d3
+    ("gpt-oss-120b", "fp4", "b200"): [("", {**_GPT_OSS, "max_seqs": 512}),                            # 69844b2ea
+                                      ("2026-01-05", {**_GPT_OSS, "max_seqs": 512, "kv_cache_dtype": "fp8"})],  # b23086972
+    ("gpt-oss-120b", "fp4", "h200"): [("", _GPT_OSS)],                                                # 69844b2ea
     # created with the April settings (rows older than the commit are its pull request's runs)
     ("minimax-m2.5", "fp4", "b200"): [("", _APRIL)],                                                  # 79bd988e9
     ("minimax-m2.5", "fp8", "b300"): [("", {**_APRIL, "block_tokens": 32})],                          # 340d7854c
@@ -359,6 +377,11 @@ def resolve(row: dict, engine_overrides: dict | None = None, literal_layout: boo
         engine = replace(engine, graph_max_batch=max(r.max_batch for r in roles.values()), graph_padding=True,
                          **({"adp_timeout_iters": 60, "adp_batching_wait_iters": 0}
                             if "adp_timeout_iters" not in overrides else {}))
+    if recipe.pop("expert_parallel", False):
+        roles = {name: replace(r, ep=r.tp * r.dp) for name, r in roles.items()}
+        why = next((w for w in (layout_problem(model, Layout(r.tp, r.dp, r.ep)) for r in roles.values()) if w), None)
+        if why:
+            return why
     engine = replace(engine, **{k: v for k, v in recipe.items() if k not in overrides})
     if mode == "disagg" and roles["decode"].spec_tokens and "spec_tokens" not in overrides:
         engine = replace(engine, spec_tokens=roles["decode"].spec_tokens)

@@ -8,6 +8,7 @@ from functools import lru_cache
 from importlib import resources
 
 from planner.errors import InputError
+from planner.perf.moe_tables import MOE_KERNELS
 from planner.perf.step import CpuCost
 
 ENGINES = ("vllm", "sglang", "trtllm")
@@ -95,6 +96,9 @@ class EngineConfig:
     # vLLM --api-server-count; default 1)
     frontend_chunks_per_s: float | None = None
     frontend_workers: int = 1
+    # the routed experts' kernel family ("": the fastest measured; "triton": vLLM's Triton
+    # fused MoE, what vLLM runs with VLLM_USE_FLASHINFER_MOE_FP8=0 and DeepGEMM's MoE off)
+    moe_kernel: str = ""
 
     def __post_init__(self):
         for name, value, allowed in (("name", self.name, ENGINES), ("schedule", self.schedule, SCHEDULES),
@@ -117,6 +121,9 @@ class EngineConfig:
         if int(self.spec_tokens) < 0 or not 0.0 <= float(self.spec_acceptance) <= 1.0:
             raise InputError(f"engine spec_tokens must be >= 0 and spec_acceptance in [0, 1], got "
                              f"{self.spec_tokens} and {self.spec_acceptance}")
+        if self.moe_kernel not in ("", *MOE_KERNELS):
+            raise InputError(f"engine moe_kernel={self.moe_kernel!r} is not one of {', '.join(MOE_KERNELS)} "
+                             "(or empty: the fastest measured)")
         if not 0.05 <= self.memory_fraction <= 1.0:
             raise InputError(f"engine memory_fraction must be in [0.05, 1], got {self.memory_fraction}")
 
@@ -165,7 +172,7 @@ class EngineConfig:
     def perf_kwargs(self) -> dict:
         """What PerfModel takes from the engine."""
         return {"engine": self.name, "graph_sizes": self.graph_sizes, "graph_padding": self.graph_padding,
-                "piecewise_graphs": self.piecewise_graphs,
+                "piecewise_graphs": self.piecewise_graphs, "moe_kernel": self.moe_kernel,
                 "cpu": self.cpu,
                 "memory_fraction": self.memory_fraction, "token_budget": self.token_budget,
                 "max_seqs": self.max_seqs, "fused_quant": self.fused_quant, "memory_of_free": self.memory_of_free,

@@ -51,6 +51,7 @@ class PerfModel:
     ep: int = 1                         # expert parallelism of the MoE layers
     moe_dtype: str = ""                 # routed experts' format when it differs from `dtype` ("": the same)
     moe_imbalance: float = 1.0          # busiest GPU's routed tokens over the mean (1: balanced routing)
+    moe_kernel: str = ""                # routed experts' kernel family (planner.perf.moe_tables.MOE_KERNELS; "": fastest)
     spec_tokens: int = 0                # draft tokens per decode step (MTP / EAGLE chain; 0: none)
     spec_acceptance: float = 0.0        # each draft token's chance of acceptance given the one before
 
@@ -73,7 +74,7 @@ class PerfModel:
         return StepModel(self.gpu, self.model, self.tp, WEIGHT_TO_GEMM.get(self.dtype, "bf16"), self.kv_format,
                          self.engine, tuple(self.graph_sizes), self.cpu, self.source, self.fused_quant,
                          self.layout, self.moe_dtype or self.dtype, self.moe_imbalance, self.graph_padding,
-                         self.spec_tokens, self.spec_acceptance, self.piecewise_graphs)
+                         self.spec_tokens, self.spec_acceptance, self.piecewise_graphs, self.moe_kernel)
 
     @property
     def layout(self) -> Layout:

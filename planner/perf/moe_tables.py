@@ -19,6 +19,11 @@ Interpolation: linear in log tokens on log latency; beyond the largest count, li
 tokens. Only the exact geometry and layout are used (no scaling between models): missing
 ones fall back to the fitted roofline, named in the source's footnote.
 
+Several kernels of one format measured: the engine runs the fastest, unless its deployment
+names a kernel family (`kernel`, MOE_KERNELS: vLLM with FlashInfer's and DeepGEMM's FP8 MoE
+turned off runs its Triton fused_experts, the kernel the vLLM collector times as
+"vllm_fused_moe"), then the newest table that measured that family.
+
 MLA (`mla/<engine>/<version>/{context,generation}_mla_perf.parquet`): the attention kernel
 alone, by query heads per GPU, batch and prompt (context) or KV length (generation), read
 through planner.perf.tables.AttentionTable. vLLM ships only whole-module MLA tables, so a
@@ -44,7 +49,9 @@ SHARED_MOE_KERNELS = ("nvfp4", "w4a8_mxfp4_mxfp8")
 MOE_SHARED_FROM = ("trtllm", "sglang", "vllm")
 DISTRIBUTION = "balanced"       # tokens spread evenly over the experts (see MoeGeometry.imbalance)
 MLA_FALLBACK = {"vllm": ("sglang", "trtllm"), "sglang": ("sglang", "trtllm"), "trtllm": ("trtllm", "sglang")}
-_MOE_COLS = ("moe_dtype", "num_tokens", "hidden_size", "inter_size", "topk", "num_experts", "moe_tp_size",
+# kernel families an engine can be told to run: kernel_source names that belong to each
+MOE_KERNELS = {"triton": ("triton", "vllm_fused_moe")}
+_MOE_COLS = ("moe_dtype", "kernel_source", "num_tokens", "hidden_size", "inter_size", "topk", "num_experts", "moe_tp_size",
              "moe_ep_size", "distribution", "latency")
 _MLA_COLS = ("kv_cache_dtype", "num_heads", "batch_size", "isl", "step", "latency")
 
@@ -124,25 +131,30 @@ def _moe_frames(system: str, engine: str):
 
 
 @lru_cache(maxsize=256)
-def moe_table(system: str, engine: str, geo: MoeGeometry, dtypes: tuple[str, ...] | None = None
-              ) -> tuple[MoeTable, str] | None:
+def moe_table(system: str, engine: str, geo: MoeGeometry, dtypes: tuple[str, ...] | None = None,
+              kernel: str = "") -> tuple[MoeTable, str] | None:
     """The newest measured curve of this exact geometry and layout, in the first of the
-    format's table dtypes (or of `dtypes`) that has it; None when no table has it."""
-    return _search(system, engine, geo, dtypes or MOE_DTYPES.get(geo.dtype, (geo.dtype,)))
+    format's table dtypes (or of `dtypes`) that has it, of the `kernel` family if one is
+    named (MOE_KERNELS); None when no table has it."""
+    return _search(system, engine, geo, dtypes or MOE_DTYPES.get(geo.dtype, (geo.dtype,)), kernel)
 
 
-def _search(system: str, engine: str, geo: MoeGeometry, dtypes) -> tuple[MoeTable, str] | None:
+def _search(system: str, engine: str, geo: MoeGeometry, dtypes, kernel: str = "") -> tuple[MoeTable, str] | None:
+    names = MOE_KERNELS[kernel] if kernel else ()
     for frame, version, tokens_global in _moe_frames(system, engine):
         d = frame[(frame.hidden_size == geo.hidden) & (frame.inter_size == geo.inter) & (frame.topk == geo.topk)
                   & (frame.num_experts == geo.experts) & (frame.moe_tp_size == geo.moe_tp)
                   & (frame.moe_ep_size == geo.ep) & (frame.distribution == DISTRIBUTION)]
+        if names:
+            d = d[d.kernel_source.astype(str).str.contains("|".join(names))]
         for dt in dtypes:
             x = d[d.moe_dtype == dt]
             if len(x) >= 2:
                 # several kernels measured: an engine runs the fastest it has
                 g = x.groupby("num_tokens", as_index=False).latency.min().sort_values("num_tokens")
                 return (MoeTable(g.num_tokens.to_numpy(float), g.latency.to_numpy(float), dt, tokens_global),
-                        f"{version} {dt}" + ("" if tokens_global else " (tokens per EP rank)"))
+                        f"{version} {dt}" + (f" {kernel}" if kernel else "")
+                        + ("" if tokens_global else " (tokens per EP rank)"))
     return None
 
 
@@ -169,7 +181,7 @@ def mla_table(system: str, engine: str, heads: int, kv_dtype: str, generation: b
                                  generation), found[1]
 
 
-def moe_table_or_swap(system: str, engine: str, geo: MoeGeometry):
+def moe_table_or_swap(system: str, engine: str, geo: MoeGeometry, kernel: str = ""):
     """((MoeTable, its EP size), version) of this layout, or of the measured layout with
     the same GPU count nearest in TP (moe_tp x ep GPUs each hold 1 / (moe_tp x ep) of the
     expert weights and, balanced, compute the same share of the expert-token pairs either
@@ -177,10 +189,13 @@ def moe_table_or_swap(system: str, engine: str, geo: MoeGeometry):
     cores (SHARED_MOE_KERNELS) that this engine's tables lack, ahead of the format it has,
     comes from another engine's tables of the same GPU: the engines run the same FlashInfer
     / TensorRT-LLM-gen kernels for those formats (vLLM's gpt-oss recipes on Blackwell select
-    the MXFP4 x MXFP8 one), where a weight-only kernel of its own would compute in 16 bit."""
+    the MXFP4 x MXFP8 one), where a weight-only kernel of its own would compute in 16 bit.
+    A named `kernel` family is the engine's own (none borrowed)."""
     dtypes = MOE_DTYPES.get(geo.dtype, (geo.dtype,))
-    own = _exact_or_swap(system, engine, geo, dtypes)
+    own = _exact_or_swap(system, engine, geo, dtypes, kernel)
     stop = dtypes.index(own[0][0].dtype) if own is not None else len(dtypes)
+    if kernel:
+        return own
     for dt in (d for d in dtypes[:stop] if d in SHARED_MOE_KERNELS):
         for other in (e for e in MOE_SHARED_FROM if e != engine):
             found = _exact_or_swap(system, other, geo, (dt,))
@@ -189,14 +204,14 @@ def moe_table_or_swap(system: str, engine: str, geo: MoeGeometry):
     return own
 
 
-def _exact_or_swap(system: str, engine: str, geo: MoeGeometry, dtypes: tuple[str, ...]):
-    found = moe_table(system, engine, geo, dtypes)
+def _exact_or_swap(system: str, engine: str, geo: MoeGeometry, dtypes: tuple[str, ...], kernel: str = ""):
+    found = moe_table(system, engine, geo, dtypes, kernel)
     if found is not None:
         return (found[0], geo.ep), found[1]
     gpus = geo.moe_tp * geo.ep
     swaps = sorted((abs(np.log2(t) - np.log2(geo.moe_tp)), t) for t in _divisors(gpus) if t != geo.moe_tp)
     for _, t in swaps:
-        alt = moe_table(system, engine, replace(geo, moe_tp=t, ep=gpus // t), dtypes)
+        alt = moe_table(system, engine, replace(geo, moe_tp=t, ep=gpus // t), dtypes, kernel)
         if alt is not None:
             return (alt[0], gpus // t), f"{alt[1]} as {t}x{gpus // t}"
     return None

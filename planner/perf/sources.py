@@ -46,6 +46,7 @@ class Geometry:
     lin_k_heads: int = 0
     lin_head_dim: int = 0
     lin_state_bytes: float = 0.0
+    moe_kernel: str = ""        # the routed experts' kernel family the engine runs ("": its fastest measured)
 
 
 GPUS_PER_SERVER = 8     # GPUs sharing one server's links (PCIe GPUs have no NVLink domain)
@@ -309,7 +310,7 @@ class Kernels(Roofline):
     def moe_s(self, tokens, geo: MoeGeometry):
         if geo not in self._moe:
             self._moe[geo] = self._take(f"MoE {geo.moe_tp}x{geo.ep}", moe_tables.moe_table_or_swap(
-                self.system, self.engine, geo))
+                self.system, self.engine, geo, self.geo.moe_kernel))
         found = self._moe[geo]
         if found is None:
             return super().moe_s(tokens, geo)

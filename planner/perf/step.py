@@ -87,7 +87,8 @@ def _capped_causal(causal: np.ndarray, s: np.ndarray, window: float) -> np.ndarr
 
 @lru_cache(maxsize=128)
 def _tabulated(gpu: GpuSpec, model: ModelSpec, layout: Layout, gemm_dtype: str, kv_dtype: str, engine: str,
-               source: str, fused_quant: bool = False, moe_dtype: str = "", moe_imbalance: float = 1.0) -> dict:
+               source: str, fused_quant: bool = False, moe_dtype: str = "", moe_imbalance: float = 1.0,
+               moe_kernel: str = "") -> dict:
     self = _Tables()
     tp = layout.tp
     if gemm_dtype in ("fp4", "nvfp4") and not gpu.fp4_tflops:
@@ -104,7 +105,7 @@ def _tabulated(gpu: GpuSpec, model: ModelSpec, layout: Layout, gemm_dtype: str, 
                          lin_state_bytes=model.linear_state_bytes() / n_lin / tp)
     geo = Geometry(heads=max(1, model.heads // tp), kv_heads=max(1, model.kv_heads // tp),
                    head_dim=model.head_dim, gemm_dtype=gemm_dtype, kv_dtype=kv_dtype, tp=tp, fused_quant=fused_quant,
-                   **kinds_geo)
+                   moe_kernel=moe_kernel if model.experts else "", **kinds_geo)
     src = self.src = op_source(gpu, geo, engine, source)
     self.geo = geo
     m = model
@@ -199,7 +200,7 @@ class StepModel:
                  cpu: CpuCost = CpuCost(), source: str = "auto", fused_quant: bool = False,
                  layout: Layout | None = None, moe_dtype: str = "", moe_imbalance: float = 1.0,
                  graph_padding: bool = True, spec_tokens: int = 0, spec_acceptance: float = 0.0,
-                 piecewise_graphs: bool = False):
+                 piecewise_graphs: bool = False, moe_kernel: str = ""):
         layout = layout or Layout(tp=tp)
         why = unsupported(model) or layout_problem(model, layout)
         if why:
@@ -207,7 +208,7 @@ class StepModel:
         self.gpu, self.model, self.tp, self.layout = gpu, model, layout.tp, layout
         self.engine, self.graph_sizes, self.cpu = engine, tuple(sorted(graph_sizes)), cpu
         self.__dict__.update(_tabulated(gpu, model, layout, gemm_dtype, kv_dtype, engine, source, fused_quant,
-                                        moe_dtype, moe_imbalance))
+                                        moe_dtype, moe_imbalance, moe_kernel))
         self._graph_arr = np.asarray(self.graph_sizes, dtype=float)
         self._graph_max = self.graph_sizes[-1] if self.graph_sizes else 0
         # without padding (TensorRT-LLM) only a batch of exactly a captured size replays a graph

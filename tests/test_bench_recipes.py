@@ -1,0 +1,35 @@
+"""The InferenceMAX vLLM recipes a dev.csv row ran, by its run date (planner.bench.rows)."""
+from planner.bench.rows import resolve
+
+MINIMAX = {"id": "m", "model_path": "MiniMaxAI/MiniMax-M2.5", "system": "b200_sxm", "backend": "vllm",
+           "backend_version": "0.17.0", "precision": "fp8", "mode": "agg", "isl": 1024, "osl": 1024,
+           "concurrency": 4, "gemm_quant_mode": "fp8_block", "moe_quant_mode": "fp8_block", "tp_size": 4,
+           "pp_size": 1, "attention_dp_size": 1, "moe_tp_size": 4, "moe_ep_size": 1, "measured": "2026-03-11"}
+
+
+def test_the_march_minimax_recipes_split_the_experts_over_every_gpu_whatever_ep_size_the_row_names():
+    march = resolve(MINIMAX)        # `if [ "$EP_SIZE" -ge 1 ]` passed --enable-expert-parallel for EP_SIZE=1
+    assert (march.coupled.tp, march.coupled.ep) == (4, 4)
+    # the first B200 recipe turned FlashInfer's and DeepGEMM's FP8 MoE off: Triton's fused MoE
+    assert march.engine.moe_kernel == "triton" and march.kv_dtype == "bf16"
+    branch = resolve(dict(MINIMAX, measured="2026-03-28"))      # its pull request's later runs
+    assert branch.coupled.ep == 4 and branch.engine.moe_kernel == "" and branch.kv_dtype == "fp8"
+    assert branch.engine.stream_interval == 20
+    april = resolve(dict(MINIMAX, measured="2026-04-03", backend_version="0.19.0"))   # EP only for EP_SIZE > 1
+    assert april.coupled.ep == 1 and april.engine.moe_kernel == "" and april.engine.token_budget == 2048
+    h200 = dict(MINIMAX, system="h200_sxm", backend_version="0.18.0")
+    assert resolve(dict(h200, measured="2026-03-27")).coupled.ep == 4       # from 5e2c705d3 (2026-03-13)
+    assert resolve(dict(h200, measured="2026-03-01")).coupled.ep == 1
+
+
+def test_gpt_oss_recipes_capture_graphs_to_2048_tokens_and_take_an_fp8_kv_cache_on_b200_from_january():
+    row = dict(MINIMAX, model_path="openai/gpt-oss-120b", precision="fp4", gemm_quant_mode="",
+               moe_quant_mode="w4a16_mxfp4", tp_size=2, moe_tp_size=2, measured="2026-02-25")
+    b200 = resolve(row)
+    assert (b200.engine.graph_max_batch, b200.engine.token_budget, b200.engine.max_seqs) == (2048, 8192, 512)
+    assert b200.kv_dtype == "fp8" and b200.coupled.ep == 1
+    assert resolve(dict(row, measured="2025-11-02")).kv_dtype == "bf16"
+    h200 = resolve(dict(row, system="h200_sxm", measured="2026-03-27"))
+    assert h200.engine.graph_max_batch == 2048 and h200.kv_dtype == "bf16"
+    # a row's own override wins over its recipe
+    assert resolve(row, {"graph_max_batch": 512}).engine.graph_max_batch == 512
