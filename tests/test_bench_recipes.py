@@ -33,3 +33,11 @@ def test_gpt_oss_recipes_capture_graphs_to_2048_tokens_and_take_an_fp8_kv_cache_
     assert h200.engine.graph_max_batch == 2048 and h200.kv_dtype == "bf16"
     # a row's own override wins over its recipe
     assert resolve(row, {"graph_max_batch": 512}).engine.graph_max_batch == 512
+
+
+def test_tensorrt_llm_gpt_oss_rows_take_20000_tokens_a_step_and_h200_keeps_the_checkpoints_kv_format():
+    row = dict(MINIMAX, model_path="openai/gpt-oss-120b", backend="trtllm", backend_version="1.1.0rc2.post2",
+               precision="fp4", gemm_quant_mode="", moe_quant_mode="w4a16_mxfp4", tp_size=2, moe_tp_size=2)
+    b200, h200 = resolve(row), resolve(dict(row, system="h200_sxm"))
+    assert b200.engine.token_budget == h200.engine.token_budget == 20000
+    assert (b200.kv_dtype, h200.kv_dtype) == ("fp8", "bf16")     # kv_cache_config dtype: fp8 | auto

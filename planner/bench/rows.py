@@ -200,8 +200,8 @@ def gemm_format(precision: str, gemm_quant_mode) -> str:
     return "bf16"
 
 
-def _trtllm_recipe(model: str, isl: int, osl: int, roles: dict, mode: str = "agg", version: str | None = None
-                   ) -> dict:
+def _trtllm_recipe(model: str, isl: int, osl: int, roles: dict, mode: str = "agg", version: str | None = None,
+                   gpu: str = "") -> dict:
     """Engine settings of InferenceMAX's TensorRT-LLM recipe for this model where they are
     not the library's:
     - Llama-3.1-70B (benchmarks/70b_fp{4,8}_{b200,h200}_trt_slurm.sh, last at 026d16b82^)
@@ -222,14 +222,18 @@ def _trtllm_recipe(model: str, isl: int, osl: int, roles: dict, mode: str = "agg
       (.github/configs/nvidia-master.yaml dsr1-fp{4,8}-b200-trt-mtp, since InferenceX
       5d517074c / 0aae52d4c, 2026-02-05/06; no other DeepSeek config runs post3): the
       version tells the twins apart, which the rows' columns do not. H200's twins share
-      one image (1.1.0rc2.post2) and are read as plain."""
+      one image (1.1.0rc2.post2) and are read as plain.
+    - gpt-oss (benchmarks/gptoss_fp4_{b200,h200}_trt*.sh, since 2025-10): --max_num_tokens
+      20000, and on H200 the checkpoint's own KV format (kv_cache_config dtype auto: 16 bit
+      for gpt-oss's MXFP4 weights; B200's recipe sets fp8)."""
     if model.startswith("deepseek-") and mode == "agg":
         out = {"stream_interval": 10, "first_token_alone": False}
         if str(version) == MTP_IMAGE:
             out["spec_tokens"] = 1 if max(r.dp for r in roles.values()) > 1 else 3
         return out
     if model == "gpt-oss-120b":
-        return {"stream_interval": 20, "frontend_workers": 4}
+        return {"stream_interval": 20, "frontend_workers": 4, "token_budget": 20000,
+                **({"kv_cache_dtype": "bf16"} if gpu.startswith("h200") else {})}
     if model != "llama-3.1-70b":
         return {}
     out = {"token_budget": 16384}
@@ -366,7 +370,7 @@ def resolve(row: dict, engine_overrides: dict | None = None, literal_layout: boo
         recipe = _vllm_recipe(model.name, dtype, gpu.name, str(row.get("measured") or ""), int(row["isl"]))
     else:
         recipe = _trtllm_recipe(model.name, int(row["isl"]), int(row["osl"]), roles, mode,
-                                _num(row, "backend_version"))
+                                _num(row, "backend_version"), gpu.name)
     if engine.name == "trtllm":
         # benchmark configurations set what TensorRT-LLM's deployment recipes set (the
         # library defaults are for plain serving): CUDA graphs captured up to the engine's
