@@ -299,7 +299,8 @@ VLLM_RECIPES = {
     ("minimax-m2.5", "fp8", "h200"): [("", {"memory_fraction": 0.95}),                               # a36346339
                                       ("2026-03-13", {"memory_fraction": 0.95, "expert_parallel": True})],  # 5e2c705d3
     ("gpt-oss-120b", "fp4", "b200"): [("", {**_GPT_OSS, "max_seqs": 512}),                            # 69844b2ea
-                                      ("2026-01-05", {**_GPT_OSS, "max_seqs": 512, "kv_cache_dtype": "fp8"})],  # b23086972
+                                      ("2026-01-05", {**_GPT_OSS, "max_seqs": 512,
+                                                      "kv_cache_dtype": "fp8"})],                      # b23086972
     ("gpt-oss-120b", "fp4", "h200"): [("", _GPT_OSS)],                                                # 69844b2ea
     # created with the April settings (rows older than the commit are its pull request's runs)
     ("minimax-m2.5", "fp4", "b200"): [("", _APRIL)],                                                  # 79bd988e9

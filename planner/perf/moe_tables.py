@@ -51,8 +51,8 @@ DISTRIBUTION = "balanced"       # tokens spread evenly over the experts (see Moe
 MLA_FALLBACK = {"vllm": ("sglang", "trtllm"), "sglang": ("sglang", "trtllm"), "trtllm": ("trtllm", "sglang")}
 # kernel families an engine can be told to run: kernel_source names that belong to each
 MOE_KERNELS = {"triton": ("triton", "vllm_fused_moe")}
-_MOE_COLS = ("moe_dtype", "kernel_source", "num_tokens", "hidden_size", "inter_size", "topk", "num_experts", "moe_tp_size",
-             "moe_ep_size", "distribution", "latency")
+_MOE_COLS = ("moe_dtype", "kernel_source", "num_tokens", "hidden_size", "inter_size", "topk", "num_experts",
+             "moe_tp_size", "moe_ep_size", "distribution", "latency")
 _MLA_COLS = ("kv_cache_dtype", "num_heads", "batch_size", "isl", "step", "latency")
 
 
