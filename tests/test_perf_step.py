@@ -123,7 +123,8 @@ def test_step_breakdown_sums_to_its_seconds_and_matches_the_step_functions(sourc
         (([2000], [0]), lambda: p.prefill_time_s(2000, 0)),
         (([512], [4096]), lambda: p.prefill_time_s(512, 4096)),
         (([20000], [0]), lambda: p.prefill_time_s(20000, 0)),            # beyond the tabulated tokens
-        (([256] * 3, [100] * 3), lambda: p.prefill_time_s(768, 300, requests=3)),
+        # three slices over prefixes of 100: their slice-weighted prefix is 100
+        (([256] * 3, [100] * 3), lambda: p.prefill_time_s(768, 100, requests=3)),
         (([1] * 7, [999] * 7), lambda: p.decode_time_s(7, 7 * 1000)),    # a decode attends to cached + 1
         (([1] * 3000, [99] * 3000), lambda: p.decode_time_s(3000, 3000 * 100)),  # beyond BATCH_MAX
         (([512] + [1] * 40, [2048] + [499] * 40), lambda: p.mixed_time_s(512, 2048, 40, 40 * 500)),
@@ -305,3 +306,12 @@ def test_speculative_decoding_settings_and_validation():
     assert dep.perf("coupled").steps.spec_k == 2
     with pytest.raises(InputError, match="spec_tokens must be >= 0"):
         engine_config("trtllm", spec_tokens=-1)
+
+
+def test_prompts_sharing_a_step_attend_over_their_own_tokens_not_one_long_sequence(source):
+    p = pm(source, model=LLAMA8, tp=1)
+    four = p.prefill_time_s(32768, 0, requests=4)
+    assert four == pytest.approx(p.step([8192] * 4, [0] * 4).seconds, rel=1e-9)
+    # the same tokens as one prompt: the same linear ops, ~4x the causal attention (s^2)
+    attention = p.step([8192] * 4, [0] * 4).ops["attention_context"]
+    assert 2.5 * attention < p.prefill_time_s(32768, 0) - four < 3.5 * attention

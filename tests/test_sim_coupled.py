@@ -51,7 +51,7 @@ def test_vllm_prefill_batches_waiting_prompts_up_to_the_token_budget():
     d = coupled("coupled")
     perf = d.perf("coupled")
     rec = simulate(d, trace([(0.0, 1500, 2), (0.0, 500, 2), (0.0, 100, 2)])).records
-    t1 = perf.prefill_time_s(2000, 0)          # 1500 + 500 fit the 2048 budget, 100 does not
+    t1 = perf.prefill_time_s(2000, 0, requests=2)   # 1500 + 500 fit the 2048 budget, 100 does not
     assert rec.first_token_s[0] == rec.first_token_s[1] == pytest.approx(t1, rel=1e-12)
     # vLLM prioritises prefill: the next iteration is the left-over prompt, before any decode
     assert rec.first_token_s[2] == pytest.approx(t1 + perf.prefill_time_s(100, 0), rel=1e-12)
@@ -97,10 +97,11 @@ def test_vllm_02_pads_prompt_batches(prompts, padded_iters):
     perf = d.perf("coupled")
     rows = [(0.0, p, 2) for p in prompts]
     packed = simulate(d, trace(rows)).records
-    assert packed.first_token_s.tolist() == pytest.approx([perf.prefill_time_s(sum(prompts), 0)] * 2, rel=1e-12)
+    packed_s = perf.prefill_time_s(sum(prompts), 0, requests=2)     # two prompts, each its own attention
+    assert packed.first_token_s.tolist() == pytest.approx([packed_s] * 2, rel=1e-12)
     padded = simulate(d, trace(rows), coupled_prefill="padded").records
     # a second prompt iteration runs right after the first, before any decode iteration
-    ends = np.cumsum([perf.prefill_time_s(n * w, 0) for n, w in padded_iters])
+    ends = np.cumsum([perf.prefill_time_s(n * w, 0, requests=n) for n, w in padded_iters])
     want = [ends[0], ends[-1]]
     assert padded.first_token_s.tolist() == pytest.approx(want, rel=1e-12)
 

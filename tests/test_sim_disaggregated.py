@@ -45,7 +45,7 @@ def test_two_requests_share_a_chunk_fcfs():
     d = dep()
     pp = d.perf("prefill")
     rec = simulate(d, trace([(0.0, 300, 2), (0.0, 300, 2)])).records
-    t1 = pp.prefill_time_s(512, 0)                # 300 of r0 + 212 of r1, nothing cached
+    t1 = pp.prefill_time_s(512, 0, requests=2)    # 300 of r0 + 212 of r1, nothing cached
     t2 = t1 + pp.prefill_time_s(88, 212)          # the rest of r1, 212 cached
     assert rec.first_token_s.tolist() == pytest.approx([t1, t2], rel=1e-12)
     assert rec.prefill_start_s.tolist() == [0.0, 0.0]
@@ -84,7 +84,7 @@ def test_batch_limit_caps_requests_per_chunk():
     d = dep(prefill_batch_limit=2)
     pp = d.perf("prefill")
     rec = simulate(d, trace([(0.0, 100, 2)] * 3)).records
-    t1 = pp.prefill_time_s(200, 0)
+    t1 = pp.prefill_time_s(200, 0, requests=2)
     assert rec.first_token_s.tolist() == pytest.approx([t1, t1, t1 + pp.prefill_time_s(100, 0)], rel=1e-12)
 
 
@@ -93,7 +93,7 @@ def test_kv_transfers_share_the_link():
                    decode=Role("a100", 1), kv_link_gb_s=1.0, kv_latency_s=0.01)
     pp = d.perf("prefill")
     rec = simulate(d, trace([(0.0, 200, 2), (0.0, 200, 2)])).records
-    done = pp.prefill_time_s(400, 0)
+    done = pp.prefill_time_s(400, 0, requests=2)
     b = pp.kv_bytes_per_token * 200
     # both start together and share 1 GB/s: each takes twice as long as alone
     assert rec.kv_done_s.tolist() == pytest.approx([done + 2 * b / 1e9 + 0.01] * 2, rel=1e-9)

@@ -133,8 +133,11 @@ class PerfModel:
         return self._vector(prefill_tokens, cached_tokens, decode_batch, decode_context_tokens)
 
     def prefill_time_s(self, chunk_tokens, cached_tokens=0, requests=1):
-        """One prefill step of `chunk_tokens` new tokens whose requests hold `cached_tokens`
-        of context in total, made of `requests` request slices."""
+        """One prefill step of `chunk_tokens` new tokens made of `requests` request slices,
+        each over its own prefix: `cached_tokens` is the slices' prefixes weighted by their
+        tokens (sum of slice tokens x prefix / chunk tokens; one request's prefix), and each
+        slice attends over its own tokens only (several prompts in a step are not one long
+        sequence)."""
         if self._profile is not None:
             return self._profile.prefill_time_s(chunk_tokens, cached_tokens, requests)
         return self._vector(chunk_tokens, cached_tokens, 0, 0, requests)
@@ -148,11 +151,13 @@ class PerfModel:
 
     def step_s(self, prefill_tokens: float, cached_tokens: float, decode_batch: int, decode_context_tokens: float,
                requests: int = 1) -> float:
-        """Scalar `mixed_time_s`, fast (the simulator's hot path)."""
+        """Scalar `mixed_time_s`, fast (the simulator's hot path); `requests` prompt slices
+        as in `prefill_time_s`."""
         if self._profile is not None:
             t = float(self._profile.mixed_time_s(prefill_tokens, cached_tokens, decode_batch, decode_context_tokens))
             return t + (requests - 1) * self.eff.prefill_request_s if prefill_tokens > 0 and requests > 1 else t
-        return self.steps.mixed_s(prefill_tokens, cached_tokens, int(decode_batch), decode_context_tokens, requests)
+        return self.steps.mixed_s(prefill_tokens, cached_tokens * max(requests, 1), int(decode_batch),
+                                  decode_context_tokens, requests)
 
     def step(self, new_tokens, cached_tokens) -> StepCost:
         """One step from its requests (tokens computed now, tokens cached), op by op."""
@@ -165,9 +170,12 @@ class PerfModel:
         return self.steps.step(new_tokens, cached_tokens)
 
     def _vector(self, p, k, b, ctx, requests=1):
+        """The step model's time; `k` slice-weighted (prefill_time_s), the step model's the
+        slices' prefixes in total (each slice then taken over the weighted prefix)."""
         if all(type(x) in _SCALARS for x in (p, k, b, ctx, requests)):   # the simulator's calls: no numpy
-            return self.steps.mixed_s(float(p), float(k), int(b), float(ctx), int(requests))
-        arrays = np.broadcast_arrays(*(np.asarray(x, dtype=float) for x in (p, k, b, ctx, requests)))
+            return self.steps.mixed_s(float(p), float(k) * max(int(requests), 1), int(b), float(ctx), int(requests))
+        arrays = list(np.broadcast_arrays(*(np.asarray(x, dtype=float) for x in (p, k, b, ctx, requests))))
+        arrays[1] = arrays[1] * np.maximum(arrays[4], 1.0)
         if arrays[0].ndim == 0:
             return self.steps.mixed_s(*(float(a) for a in arrays[:2]), int(arrays[2]), float(arrays[3]),
                                       int(arrays[4]))

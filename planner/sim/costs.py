@@ -98,8 +98,8 @@ class PrefillCost:
     def time_s(self, chunk_tokens: int, cached_tokens: float = 0.0, requests: int = 1) -> float:
         if chunk_tokens <= 0:
             return 0.0
-        if requests > 1:
-            return self.time_s(chunk_tokens, cached_tokens) + (requests - 1) * self.perf.prefill_request_s
+        if requests > 1:    # several slices, each attending over its own tokens
+            return float(self.perf.prefill_time_s(chunk_tokens, cached_tokens, requests))
         lines = self._by_chunk.get(chunk_tokens)
         if lines is not None:
             return lines(cached_tokens)
@@ -208,8 +208,8 @@ class MixedCost:
     def __init__(self, perf):
         self.perf = perf
 
-    def time_s(self, prefill_tokens, cached_tokens, decode_batch, context_tokens) -> float:
-        return self.perf.step_s(prefill_tokens, cached_tokens, decode_batch, context_tokens)
+    def time_s(self, prefill_tokens, cached_tokens, decode_batch, context_tokens, requests: int = 1) -> float:
+        return self.perf.step_s(prefill_tokens, cached_tokens, decode_batch, context_tokens, requests)
 
 
 class ScaledPerf:

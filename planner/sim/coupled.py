@@ -9,8 +9,8 @@ when it ends.
 Sarathi-style (`chunked_coupled`): `ChunkedCoupledInstance` below. Every iteration carries
 the running decodes plus a prefill chunk of up to `chunk_tokens - B` prompt tokens (requests
 sliced and merged FCFS, a request's blocks reserved for its whole prompt when its first
-slice is scheduled). A mixed iteration costs `PerfModel.mixed_time_s(c, cached, B, T)`
-(the planner's Sarathi iteration formula). Without prefill work the instance
+slice is scheduled). A mixed iteration costs `PerfModel.step_s(c, cached, B, T, slices)`
+(the planner's Sarathi iteration formula; each prompt slice attends over its own tokens). Without prefill work the instance
 runs plain decode iterations (summed ahead as on a decode instance). A request joins the
 decode batch at the end of the iteration that finished its prompt, its first token then.
 """
@@ -145,12 +145,13 @@ class ChunkedCoupledInstance(DecodeInstance):
         bs = self.bs
         left = self.chunk - self.B
         weighted = 0.0
-        tokens = 0
+        tokens = slices = 0
         if self.partial >= 0 and left > 0:
             rid, have = self.partial, self.partial_done
             take = min(prompt[rid] - have, left)
             weighted += take * have
             tokens += take
+            slices += 1
             left -= take
             if have + take == prompt[rid]:
                 self.joining.append(rid)
@@ -172,6 +173,7 @@ class ChunkedCoupledInstance(DecodeInstance):
             p = prompt[rid]
             take = min(p, left)
             tokens += take
+            slices += 1
             left -= take
             if take == p:
                 self.joining.append(rid)
@@ -181,7 +183,7 @@ class ChunkedCoupledInstance(DecodeInstance):
             return 0.0
         B = self.B
         if B == 0:
-            return self.pcost.time_s(tokens, weighted / tokens)
+            return self.pcost.time_s(tokens, weighted / tokens, slices)
         ctx = self.context_tokens()
-        t_mix = self.mixed.time_s(tokens, weighted / tokens, B, ctx)
+        t_mix = self.mixed.time_s(tokens, weighted / tokens, B, ctx, slices)
         return max(t_mix - self.cost.time_s(B, ctx), 0.0)   # the decode part is summed as usual

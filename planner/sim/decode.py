@@ -369,7 +369,7 @@ class DecodeInstance:
             admitted.append(rid)
         if padded and n_prefill:
             prefill_tokens = n_prefill * longest
-        stall = self.pcost.time_s(prefill_tokens, 0.0) if prefill_tokens else 0.0
+        stall = self.pcost.time_s(prefill_tokens, 0.0, n_prefill) if prefill_tokens else 0.0
         t_start = now + stall_before + stall
         seen = self._first_tokens(t_start, len(admitted) + len(finished_at_prefill))
         for rid in admitted:
