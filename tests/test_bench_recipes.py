@@ -41,3 +41,29 @@ def test_tensorrt_llm_gpt_oss_rows_take_20000_tokens_a_step_and_h200_keeps_the_c
     b200, h200 = resolve(row), resolve(dict(row, system="h200_sxm"))
     assert b200.engine.token_budget == h200.engine.token_budget == 20000
     assert (b200.kv_dtype, h200.kv_dtype) == ("fp8", "bf16")     # kv_cache_config dtype: fp8 | auto
+
+
+def test_sglang_recipes_prefill_batches_take_their_chunked_prefill_and_max_prefill_tokens():
+    dsr1 = dict(MINIMAX, model_path="deepseek-ai/DeepSeek-R1", backend="sglang", backend_version="0.5.9",
+                tp_size=8, moe_tp_size=8, measured="2026-03-25")
+    assert resolve(dsr1).engine.token_budget == 32768                   # --chunked-prefill-size 32768
+    assert resolve(dict(dsr1, tp_size=4, moe_tp_size=4)).engine.token_budget == 8192      # its TP 4 branch
+    fp4 = dict(dsr1, precision="fp4", gemm_quant_mode="nvfp4",
+               moe_quant_mode="nvfp4")
+    assert resolve(fp4).engine.token_budget == 16384                    # 16384 chunks, the default batch
+    qwen = dict(dsr1, model_path="Qwen/Qwen3.5-397B-A17B")
+    assert resolve(qwen).engine.token_budget == 32768
+    assert resolve(dict(qwen, system="h200_sxm")).engine.token_budget == 16384
+    # a row of another sweep (no recipe: Llama-3.1-8B) keeps SGLang's default for the GPU
+    llama = dict(dsr1, model_path="meta-llama/Llama-3.1-8B-Instruct", system="h200_sxm", tp_size=1, moe_tp_size=1)
+    assert resolve(llama).engine.token_budget == 8192
+
+
+def test_sglang_disaggregated_rows_keep_the_default_prefill_batch():
+    row = {**MINIMAX, "model_path": "deepseek-ai/DeepSeek-R1", "backend": "sglang", "backend_version": "0.5.9",
+           "mode": "disagg", "tp_size": None, "moe_tp_size": None, "moe_ep_size": None, "prefill_num_workers": 1,
+           "prefill_tp_size": 8, "prefill_pp_size": 1, "prefill_attention_dp_size": 1, "prefill_moe_tp_size": 8,
+           "prefill_moe_ep_size": 1, "decode_num_workers": 1, "decode_tp_size": 8, "decode_pp_size": 1,
+           "decode_attention_dp_size": 1, "decode_moe_tp_size": 8, "decode_moe_ep_size": 1, "decode_batch_size": 4}
+    spec = resolve(row)
+    assert spec.disaggregated and spec.engine.token_budget == 16384     # SGLang's default on B200

@@ -60,7 +60,11 @@ def test_sglang_rows_stream_as_their_recipes_do():
     qwen = dict(ROW, model_path="Qwen/Qwen3.5-397B-A17B", system="b200_sxm", backend_version="0.5.9",
                 tp_size=8, moe_tp_size=8, moe_ep_size=1)
     eng = resolve(qwen).engine
-    assert (eng.stream_interval, eng.frontend_workers) == (50, 6)
+    assert (eng.stream_interval, eng.frontend_workers) == (30, 6)                 # 87b5ee212
+    assert resolve(dict(qwen, measured="2026-04-14")).engine.stream_interval == 50  # from 92985b879
+    assert resolve(dict(qwen, system="h200_sxm")).engine.stream_interval == 50
+    assert resolve(dict(qwen, precision="bf16", gemm_quant_mode="", moe_quant_mode="", measured="2026-04-14")
+                   ).engine.stream_interval == 30
     assert eng.settings()["tokenizer_worker_num"] == 6 and eng.first_token_alone
     assert resolve(qwen).kv_dtype == "fp8"                                  # --kv-cache-dtype fp8_e4m3
     dsr1 = dict(qwen, model_path="deepseek-ai/DeepSeek-R1")

@@ -248,24 +248,34 @@ def _format(dtype: str) -> str:
     return "fp4" if dtype in ("fp4", "nvfp4") else "fp8" if dtype.startswith("fp8") else dtype
 
 
-def _sglang_recipe(model: str, dtype: str, gpu: str) -> dict:
+def _sglang_recipe(model: str, dtype: str, gpu: str, gpus: int, measured: str = "") -> dict:
     """Settings of InferenceMAX's SGLang recipes (benchmarks/single_node/fixed_seq_len/
-    dsr1_fp{4,8}_*, qwen3.5_fp{4,8}_*, deprecated/glm5_fp{4,8}_*, each since it was made):
-    the scheduler streams every 10 (DeepSeek FP4, FP8 on H200), 30 (DeepSeek FP8 on B200 /
-    B300, GLM-5, Qwen3.5 FP4 on B300) or 50 decode steps (Qwen3.5; --stream-interval, first
+    dsr1_fp{4,8}_*, qwen3.5_{bf16,fp4,fp8}_*, deprecated/glm5_fp{4,8}_*, each as of the row's
+    run): the scheduler streams every 10 (DeepSeek FP4, FP8 on H200), 30 (DeepSeek FP8 on B200
+    / B300, GLM-5, Qwen3.5 BF16 / FP4, and FP8 on B200 until 92985b879 of 2026-04-13) or 50
+    decode steps (Qwen3.5 FP8 on H200 / B300 and later on B200; --stream-interval, first
     token alone), Qwen3.5 runs six front-end processes (--tokenizer-worker-num 6), and the
     FP8 / FP4 checkpoints an FP8 KV cache (--kv-cache-dtype fp8_e4m3) except DeepSeek's and
-    GLM-5's on H200, which keep the defaults (16-bit KV; GLM-5: every token streamed)."""
+    GLM-5's on H200, which keep the defaults (16-bit KV; GLM-5: every token streamed). A
+    prefill batch takes up to min(--chunked-prefill-size, --max-prefill-tokens) prompt
+    tokens (SGLang's max_prefill_tokens defaults to 16384): 32768 for DeepSeek FP8 at 8 GPUs
+    (8192 at 4), Qwen3.5 (16384 for FP8 on H200 and B300) and GLM-5 FP8 off H200; DeepSeek
+    FP4 (16384) and GLM-5 FP4 (16384: 131072-token chunks, the default batch limit) keep
+    the Blackwell default; GLM-5 on H200 sets none (8192)."""
     fmt = _format(dtype)
     fp4, quantized = fmt == "fp4", fmt in ("fp4", "fp8")
-    h200 = gpu.startswith("h200")
+    h200, b300 = gpu.startswith("h200"), gpu.startswith("b300")
     out = {}
     if model.startswith("deepseek-"):
         out = {"stream_interval": 10 if fp4 or h200 else 30}
+        if fmt == "fp8":
+            out["token_budget"] = 32768 if gpus >= 8 else 8192
     elif model.startswith("qwen3.5-"):
-        out = {"stream_interval": 30 if fp4 and gpu.startswith("b300") else 50, "frontend_workers": 6}
+        late_fp8 = fmt == "fp8" and (h200 or b300 or measured >= "2026-04-13")
+        out = {"stream_interval": 50 if late_fp8 else 30, "frontend_workers": 6,
+               "token_budget": 16384 if fmt == "fp8" and (h200 or b300) else 32768}
     elif model == "glm-5" and (fp4 or not h200):
-        out = {"stream_interval": 30}
+        out = {"stream_interval": 30, "token_budget": 16384 if fp4 else 32768}
     if out and quantized and (model.startswith("qwen3.5-") or not h200):
         out["kv_cache_dtype"] = "fp8"
     return out
@@ -366,7 +376,10 @@ def resolve(row: dict, engine_overrides: dict | None = None, literal_layout: boo
         # (--scheduler-recv-interval; default 1)
         engine = replace(engine, recv_interval=30 if conc >= 16 else 10)
     if engine.name == "sglang":
-        recipe = _sglang_recipe(model.name, dtype, gpu.name)
+        lead = roles.get("coupled") or roles["decode"]
+        recipe = _sglang_recipe(model.name, dtype, gpu.name, lead.tp * lead.dp, str(row.get("measured") or ""))
+        if mode != "agg":       # the single-node recipes' batch limits; xPyD rows ran srt-slurm's
+            recipe.pop("token_budget", None)
     elif engine.name == "vllm":
         recipe = _vllm_recipe(model.name, dtype, gpu.name, str(row.get("measured") or ""), int(row["isl"]))
     else:
