@@ -82,10 +82,17 @@ How a row is predicted (planner/bench, planner/engines, planner/perf; docs/perf-
   recipes' --scheduler-recv-interval; H200 recipes: every step) and its DeepSeek, Qwen3.5 and
   GLM-5 recipes streaming every 10-50 steps, the first token alone (--stream-interval;
   Qwen3.5's with six front-end processes, --tokenizer-worker-num 6), with an FP8 KV cache
-  on Blackwell (and Qwen3.5's on H200); vLLM's MiniMax-M2.5 and Kimi-K2.5 FP4 recipes from
-  April 2026 (by the row's run date: planner/bench/rows.py VLLM_RECIPES) with an FP8 KV
-  cache, graphs to 2048, 2 x ISL tokens a step and a chunk every 20 tokens; vLLM V1's
-  piecewise CUDA graphs; TensorRT-LLM's DeepSeek
+  on Blackwell (and Qwen3.5's on H200), and prefill batches of min(--chunked-prefill-size,
+  --max-prefill-tokens) tokens (32768 for DeepSeek FP8 at 8 GPUs and most Qwen3.5 / GLM-5
+  recipes); vLLM's recipes by the row's run date (planner/bench/rows.py VLLM_RECIPES):
+  MiniMax-M2.5 and Kimi-K2.5 FP4 from April 2026 with an FP8 KV cache, graphs to 2048,
+  2 x ISL tokens a step and a chunk every 20 tokens; MiniMax-M2.5's March recipes with the
+  experts split over every GPU (--enable-expert-parallel for any EP size) and the first B200
+  one with vLLM's Triton fused MoE (FlashInfer's and DeepGEMM's off: that kernel family's
+  newest table); gpt-oss with graphs to 2048 tokens (FP8 KV on B200 from January 2026);
+  vLLM V1's piecewise CUDA graphs; TensorRT-LLM's gpt-oss recipes' 20000 tokens a step (H200:
+  16-bit KV); prompts sharing a step (SGLang's prefill batches, mixed steps, prefill
+  instances' chunks) each attend over their own tokens; TensorRT-LLM's DeepSeek
   recipes streaming every 10 steps with the client's first chunk 9 decode steps after the
   prefill (their rows show it: planner/bench/rows.py _trtllm_recipe); xPyD rows' routers send
   a request to a decode engine with room; the client's first token is when the decode
@@ -192,6 +199,15 @@ Known gaps (what the figures below reflect):
   models (its rate fitted on these rows: no other SGLang row streams a chunk per token, the
   InferenceMAX recipes send one per 10-50 steps). Leaving H200 out leaves no row that reveals
   the rate, so there it stays off and these rows' TTFT is under-predicted as before.
+- Long prompts cost more than the kernel tables say on some engines, and the excess is not
+  one engine constant: at 4 clients, measured TTFT at 8k prompts minus that at 1k, over the
+  predicted difference, is a median 3.0 on SGLang (MoE: DeepSeek FP8 on B200 2.9, on H200
+  0.7), 1.3 on vLLM (MiniMax 1.3-2.4, Llama-3.1-70B 1.0-1.5) and 0.8 on TensorRT-LLM (the
+  kernel tables' prefill of 8k prompts is 13.7 us a token for DeepSeek FP8 on 8 B200s; SGLang
+  measures about 40, TensorRT-LLM 22). An engine-wide prompt-work factor (fit coordinate,
+  0.75-3x) was tried: it lowered SGLang's fitted front end from 190 to 80 ms and helped MoE
+  rows, but worsened dense and xPyD rows as much, and was dropped. The large front-end times
+  stand in for part of this.
 - SGLang's Qwen3.5-397B rows at TP 8 (B200, B300, H200) run 28% slower than predicted, those
   at TP 4 as predicted (B200 FP8 at 4 clients: TP 4 6.3 ms, TP 8 8.3 ms measured, where the
   kernel tables make TP 8 faster), and its TP 4 x EP 4 rows 25% slower (9.9 ms): what TP 8
