@@ -170,8 +170,8 @@ class PerfModel:
         return self.steps.step(new_tokens, cached_tokens)
 
     def _vector(self, p, k, b, ctx, requests=1):
-        """The step model's time; `k` slice-weighted (prefill_time_s), the step model's the
-        slices' prefixes in total (each slice then taken over the weighted prefix)."""
+        """The step model's time. `k` is slice-weighted (prefill_time_s); the step model takes
+        the slices' prefixes in total, so each slice is costed over the weighted prefix."""
         if all(type(x) in _SCALARS for x in (p, k, b, ctx, requests)):   # the simulator's calls: no numpy
             return self.steps.mixed_s(float(p), float(k) * max(int(requests), 1), int(b), float(ctx), int(requests))
         arrays = list(np.broadcast_arrays(*(np.asarray(x, dtype=float) for x in (p, k, b, ctx, requests))))
