@@ -11,8 +11,8 @@ the running decodes plus a prefill chunk of up to `chunk_tokens - B` prompt toke
 sliced and merged FCFS, a request's blocks reserved for its whole prompt when its first
 slice is scheduled). A mixed iteration costs `PerfModel.step_s(c, cached, B, T, slices)`
 (the planner's Sarathi iteration formula; each prompt slice attends over its own tokens).
-Without prefill work the instance runs plain decode iterations (summed ahead as on a decode instance). A request joins the
-decode batch at the end of the iteration that finished its prompt, its first token then.
+Without prefill work the instance runs plain decode iterations (summed ahead as on a
+decode instance). A request joins the decode batch at the end of the iteration that finished its prompt, its first token then.
 """
 from __future__ import annotations
 
