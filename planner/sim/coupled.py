@@ -12,7 +12,8 @@ sliced and merged FCFS, a request's blocks reserved for its whole prompt when it
 slice is scheduled). A mixed iteration costs `PerfModel.step_s(c, cached, B, T, slices)`
 (the planner's Sarathi iteration formula; each prompt slice attends over its own tokens).
 Without prefill work the instance runs plain decode iterations (summed ahead as on a
-decode instance). A request joins the decode batch at the end of the iteration that finished its prompt, its first token then.
+decode instance). A request joins the decode batch at the end of the iteration that
+finished its prompt, its first token then.
 """
 from __future__ import annotations
 
