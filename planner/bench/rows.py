@@ -44,6 +44,10 @@ class RoleSpec:
     def gpus(self) -> int:
         return self.workers * self.tp * self.dp
 
+    @property
+    def layout(self) -> Layout:
+        return Layout(self.tp, self.dp, self.ep)
+
     def describe(self) -> str:
         s = f"tp{self.tp}" + (f" dp{self.dp}" if self.dp > 1 else "") + (f" ep{self.ep}" if self.ep > 1 else "")
         s = (f"{self.workers} x " if self.workers > 1 else "") + s
@@ -358,7 +362,7 @@ def resolve(row: dict, engine_overrides: dict | None = None, literal_layout: boo
         r = _role(row, prefix, conc, literal_layout)
         if isinstance(r, str):
             return r
-        why = layout_problem(model, Layout(r.tp, r.dp, r.ep))
+        why = layout_problem(model, r.layout)
         if why:
             return why
         roles[name] = r
@@ -375,13 +379,14 @@ def resolve(row: dict, engine_overrides: dict | None = None, literal_layout: boo
         # requests in every 10 decode steps, every 30 from 16 clients
         # (--scheduler-recv-interval; default 1)
         engine = replace(engine, recv_interval=30 if conc >= 16 else 10)
+    measured = str(row.get("measured") or "")     # the run's date: which recipe version ran
     if engine.name == "sglang":
         lead = roles.get("coupled") or roles["decode"]
-        recipe = _sglang_recipe(model.name, dtype, gpu.name, lead.tp * lead.dp, str(row.get("measured") or ""))
+        recipe = _sglang_recipe(model.name, dtype, gpu.name, lead.tp * lead.dp, measured)
         if mode != "agg":       # the single-node recipes' batch limits; xPyD rows ran srt-slurm's
             recipe.pop("token_budget", None)
     elif engine.name == "vllm":
-        recipe = _vllm_recipe(model.name, dtype, gpu.name, str(row.get("measured") or ""), int(row["isl"]))
+        recipe = _vllm_recipe(model.name, dtype, gpu.name, measured, int(row["isl"]))
     else:
         recipe = _trtllm_recipe(model.name, int(row["isl"]), int(row["osl"]), roles, mode,
                                 _num(row, "backend_version"), gpu.name)
@@ -397,7 +402,7 @@ def resolve(row: dict, engine_overrides: dict | None = None, literal_layout: boo
                             if "adp_timeout_iters" not in overrides else {}))
     if recipe.pop("expert_parallel", False):
         roles = {name: replace(r, ep=r.tp * r.dp) for name, r in roles.items()}
-        why = next((w for w in (layout_problem(model, Layout(r.tp, r.dp, r.ep)) for r in roles.values()) if w), None)
+        why = next(filter(None, (layout_problem(model, r.layout) for r in roles.values())), None)
         if why:
             return why
     engine = replace(engine, **{k: v for k, v in recipe.items() if k not in overrides})

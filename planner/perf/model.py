@@ -156,8 +156,7 @@ class PerfModel:
         if self._profile is not None:
             t = float(self._profile.mixed_time_s(prefill_tokens, cached_tokens, decode_batch, decode_context_tokens))
             return t + (requests - 1) * self.eff.prefill_request_s if prefill_tokens > 0 and requests > 1 else t
-        return self.steps.mixed_s(prefill_tokens, cached_tokens * max(requests, 1), int(decode_batch),
-                                  decode_context_tokens, requests)
+        return self.steps.mixed_s(prefill_tokens, cached_tokens, int(decode_batch), decode_context_tokens, requests)
 
     def step(self, new_tokens, cached_tokens) -> StepCost:
         """One step from its requests (tokens computed now, tokens cached), op by op."""
@@ -170,12 +169,9 @@ class PerfModel:
         return self.steps.step(new_tokens, cached_tokens)
 
     def _vector(self, p, k, b, ctx, requests=1):
-        """The step model's time. `k` is slice-weighted (prefill_time_s); the step model takes
-        the slices' prefixes in total, so each slice is costed over the weighted prefix."""
         if all(type(x) in _SCALARS for x in (p, k, b, ctx, requests)):   # the simulator's calls: no numpy
-            return self.steps.mixed_s(float(p), float(k) * max(int(requests), 1), int(b), float(ctx), int(requests))
-        arrays = list(np.broadcast_arrays(*(np.asarray(x, dtype=float) for x in (p, k, b, ctx, requests))))
-        arrays[1] = arrays[1] * np.maximum(arrays[4], 1.0)
+            return self.steps.mixed_s(float(p), float(k), int(b), float(ctx), int(requests))
+        arrays = np.broadcast_arrays(*(np.asarray(x, dtype=float) for x in (p, k, b, ctx, requests)))
         if arrays[0].ndim == 0:
             return self.steps.mixed_s(*(float(a) for a in arrays[:2]), int(arrays[2]), float(arrays[3]),
                                       int(arrays[4]))

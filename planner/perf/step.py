@@ -300,8 +300,9 @@ class StepModel:
     # ---- the step --------------------------------------------------------------------------------
     def mixed_s(self, prefill_tokens: float, cached_tokens: float, decode_batch: int, decode_kv_tokens: float,
                 prefill_requests: int = 1) -> float:
-        """A step of `prefill_tokens` (one chunk, or `prefill_requests` chunks whose prefixes
-        total `cached_tokens`) and a decode batch holding `decode_kv_tokens` of KV."""
+        """A step of `prefill_tokens` (one chunk, or `prefill_requests` equal slices, each
+        over its own prefix of `cached_tokens`, the slices' token-weighted prefix) and a
+        decode batch holding `decode_kv_tokens` of KV."""
         if prefill_tokens <= 0 and decode_batch <= 0:
             return 0.0
         if prefill_tokens <= 0 and self.spec_k:
@@ -312,7 +313,7 @@ class StepModel:
         reqs = prefill_requests if prefill_tokens > 0 else 0
         if reqs > 1:
             per = prefill_tokens / reqs
-            attn = reqs * self.chunk_attention_s(per, cached_tokens / reqs)
+            attn = reqs * self.chunk_attention_s(per, cached_tokens)
         else:
             attn = self.chunk_attention_s(prefill_tokens, cached_tokens)
         if self.spec_k and reqs:
@@ -369,7 +370,7 @@ class StepModel:
         gpu = lin + self._interp_lin(self._head_arr, b + reqs)
         if any_p:
             per = np.maximum(reqs, 1.0)
-            attn = reqs * self._chunk_attention_v(p / per, k / per)
+            attn = reqs * self._chunk_attention_v(p / per, k)
             gpu = gpu + attn
             if self.spec_k:   # prompt steps: as mixed_s, the prompt part + the MTP layer + the decodes' share
                 lin_p = self._interp_lin(self._lin_arr, p)
