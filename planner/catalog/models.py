@@ -94,6 +94,8 @@ class ModelSpec:
       expert_ffn         intermediate size of one routed expert (gated, 3 matrices)
       shared_experts     experts every token goes to, per MoE layer (DeepSeek, Kimi, GLM, Qwen3.5)
       shared_expert_ffn  intermediate size of one shared expert
+      expert_groups      group-limited routing (DeepSeek-V3 n_group / topk_group): a token
+      expert_groups_per_token  takes its top-k from its best groups only (1, 1: any expert)
       mlp_types          per layer "dense" | "moe"; () means every layer "moe" when experts > 0,
                          else "dense" (see mlp_kinds). DeepSeek-V3: 3 dense leading layers
                          (first_k_dense_replace) then MoE every moe_layer_freq-th layer.
@@ -159,6 +161,8 @@ class ModelSpec:
     expert_ffn: int = 0
     shared_experts: int = 0
     shared_expert_ffn: int = 0
+    expert_groups: int = 1
+    expert_groups_per_token: int = 1
     mlp_types: tuple[str, ...] = ()
     mtp_layers: int = 0
     # weight and cache formats

@@ -143,7 +143,7 @@ def linear_parts(model: ModelSpec, layout: Layout, src, m: np.ndarray, moe_dtype
             add({"shared_experts": n_moe * (src.gemm_s(mlp_m, 2 * sf / layout.mlp_tp, h)
                                             + src.gemm_s(mlp_m, h, sf / layout.mlp_tp))})
         geo = MoeGeometry(h, model.expert_ffn, model.experts_per_token, model.experts, layout.moe_tp, layout.ep,
-                          moe_dtype, imbalance)
+                          moe_dtype, imbalance, model.expert_groups, model.expert_groups_per_token)
         add({"experts": n_moe * src.moe_s(gathered, geo)})
     L = model.layers
     # norms, residual adds, rotary embedding and (dense) MLP activation

@@ -37,7 +37,7 @@ from functools import lru_cache
 
 import numpy as np
 
-from planner.perf import tables
+from planner.perf import routing, tables
 
 # The table's moe_dtype for each weight format, then same-width alternatives where a table
 # lacks it (gpt-oss ships MXFP4: its NVFP4 rows run the MXFP4 kernels).
@@ -65,12 +65,14 @@ class MoeGeometry:
     moe_tp: int
     ep: int
     dtype: str              # weight format (MOE_DTYPES key)
-    imbalance: float = 1.0  # the busiest GPU's expert-token pairs over the mean (1: balanced routing)
+    imbalance: float = 1.0  # a stated skew on top of random routing (1: none; see busiest)
+    groups: int = 1         # group-limited routing: expert groups, and how many a token
+    groups_per_token: int = 1   # picks its top-k from (DeepSeek-V3: 8, 4)
 
-    def touched(self, tokens) -> np.ndarray:
-        """The share of the experts that `tokens` routed at random reach on average:
-        1 - (1 - k / E)^tokens."""
-        return 1.0 - (1.0 - self.topk / self.experts) ** np.asarray(tokens, dtype=float)
+    def busiest(self, tokens) -> tuple[np.ndarray, np.ndarray]:
+        """(expert-token pairs, distinct experts) of the busiest EP rank when `tokens` tokens
+        route at random (planner.perf.routing)."""
+        return routing.busiest_gpu(tokens, self.experts, self.topk, self.ep, self.groups, self.groups_per_token)
 
 
 class MoeTable:

@@ -157,14 +157,12 @@ class Roofline:
 
     def moe_s(self, tokens, geo: MoeGeometry):
         """The fused routed-expert kernel on one GPU when the layer routes `tokens` (all its
-        ranks' tokens): tokens x top-k / (ep x moe_tp) expert-token pairs of 3 x hidden x
-        expert FFN multiply-adds, over the weights of the experts they touch (of the GPU's
-        experts / ep, each a 1 / moe_tp slice), at the GEMM curve of the kernel's math taken
-        at all the GPU's pairs (one grouped GEMM)."""
-        total = np.asarray(tokens, dtype=float)
-        local = geo.experts / geo.ep
-        pairs = total / geo.ep * geo.topk / geo.moe_tp * geo.imbalance
-        touched = local * geo.touched(total)
+        ranks' tokens): the busiest EP rank's expert-token pairs (tokens x top-k / ep on
+        average; planner.perf.routing) / moe_tp, of 3 x hidden x expert FFN multiply-adds,
+        over the weights of the experts they touch (each a 1 / moe_tp slice), at the GEMM
+        curve of the kernel's math taken at all the GPU's pairs (one grouped GEMM)."""
+        busiest_pairs, touched = geo.busiest(tokens)
+        pairs = busiest_pairs / geo.moe_tp * geo.imbalance
         g = _fit(self.gpu.name, f"gemm_{_moe_compute_dtype(geo.dtype)}")
         peak = self.gpu.peak_flops_for(_moe_compute_dtype(geo.dtype))
         eff = g["p_eff"] * pairs / (pairs + g["p_knee"])    # a grouped GEMM fills the GPU with every expert's tiles
@@ -318,13 +316,18 @@ class Kernels(Roofline):
         # the table's layout may trade TP for EP at the same GPU count (the same pairs per GPU)
         t = np.asarray(tokens, dtype=float)
         per = 1.0 if table.tokens_global else 1.0 / ep
-        # the tables route balanced: t tokens reach min(E, t k) experts. A batch of independent
-        # requests routes at random and reaches E (1 - (1 - k / E)^t) of them on average (a
-        # decode batch of 32 on 128 experts, top 4: 81, not 128), so the weights read are those
-        # of the balanced count that touches as many
+        # the tables route balanced: at t tokens each of the ep GPUs computes t k / ep pairs over
+        # min(E, t k) / ep experts. A batch of independent requests routes at random: one GPU
+        # reaches E (1 - (1 - k / E)^t) experts on average (a decode batch of 32 on 128
+        # experts, top 4: 81, not 128), and of ep GPUs the busiest holds more pairs and experts
+        # than the mean (planner.perf.routing). The layer takes the busiest GPU's time: its
+        # weights read as the balanced count that touches as many experts, its pairs beyond
+        # all experts' as the balanced count with as many pairs
         full = geo.experts / geo.topk
-        touched = geo.experts * geo.touched(t) / geo.topk
-        s = table.seconds(t * per) - table.seconds(np.minimum(t, full) * per) + table.seconds(touched * per)
+        pairs, distinct = geo.busiest(t)
+        x_pairs, x_weights = pairs * geo.ep / geo.topk, np.minimum(distinct * geo.ep / geo.topk, full)
+        s = table.seconds(x_pairs * per) - table.seconds(np.minimum(x_pairs, full) * per) \
+            + table.seconds(x_weights * per)
         return s * geo.imbalance
 
     def mla_context_s(self, batch, length):
