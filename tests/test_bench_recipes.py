@@ -67,3 +67,19 @@ def test_sglang_disaggregated_rows_keep_the_default_prefill_batch():
            "decode_attention_dp_size": 1, "decode_moe_tp_size": 8, "decode_moe_ep_size": 1, "decode_batch_size": 4}
     spec = resolve(row)
     assert spec.disaggregated and spec.engine.token_budget == 16384     # SGLang's default on B200
+
+
+def test_tensorrt_llm_deepseek_recipes_budget_one_prompt_beside_the_batch_and_h200s_january_run_is_speculative():
+    row = dict(MINIMAX, model_path="deepseek-ai/DeepSeek-R1", backend="trtllm", backend_version="1.1.0rc2.post2",
+               system="h200_sxm", tp_size=8, moe_tp_size=1, moe_ep_size=8, concurrency=64,
+               measured="2025-12-15")
+    plain = resolve(row)        # (CONC + ISL + 64 + 63) / 64 * 64: one 1k prompt beside 64 decodes
+    assert plain.engine.spec_tokens == 0 and plain.engine.token_budget == 1152
+    assert resolve(dict(row, measured="2026-01-28")).engine.token_budget == 8192    # floored from 2026-01-21
+    mtp = resolve(dict(row, measured="2026-01-14"))          # pull request 392's run: MTP 3, batch x 4
+    assert mtp.engine.spec_tokens == 3 and mtp.engine.token_budget == 1344
+    dp = resolve(dict(row, measured="2026-01-14", concurrency=256, tp_size=1, attention_dp_size=8))
+    assert dp.engine.spec_tokens == 1 and dp.engine.token_budget == 1152     # 32 a rank x 2 + 1024 + 64
+    b200 = dict(row, system="b200_sxm")
+    assert resolve(dict(b200, measured="2026-01-14")).engine.spec_tokens == 3     # the same pull request's run
+    assert resolve(b200).engine.spec_tokens == 0

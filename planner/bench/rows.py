@@ -24,6 +24,8 @@ from planner.perf.step import unsupported
 REQUIRED = ("model_path", "system", "backend", "precision", "mode", "isl", "osl", "concurrency")
 MEASURED = ("silicon_ttft_ms", "silicon_tpot_ms")
 MTP_IMAGE = "1.2.0rc6.post3"   # InferenceMAX's speculative DeepSeek TensorRT-LLM runs on B200 (_trtllm_recipe)
+MTP_PR_RUN = "2026-01-14"      # ... and the run of the pull request that added them (_trtllm_recipe)
+BUDGET_FLOOR_FROM = "2026-01-21"   # the plain DeepSeek TensorRT-LLM recipes' max_num_tokens floor of 8192
 LAYOUT = ("tp_size", "pp_size", "attention_dp_size", "moe_tp_size", "moe_ep_size", "batch_size")
 
 
@@ -205,7 +207,7 @@ def gemm_format(precision: str, gemm_quant_mode) -> str:
 
 
 def _trtllm_recipe(model: str, isl: int, osl: int, roles: dict, mode: str = "agg", version: str | None = None,
-                   gpu: str = "") -> dict:
+                   gpu: str = "", measured: str = "", concurrency: int = 1) -> dict:
     """Engine settings of InferenceMAX's TensorRT-LLM recipe for this model where they are
     not the library's:
     - Llama-3.1-70B (benchmarks/70b_fp{4,8}_{b200,h200}_trt_slurm.sh, last at 026d16b82^)
@@ -225,15 +227,30 @@ def _trtllm_recipe(model: str, isl: int, osl: int, roles: dict, mode: str = "agg
       1 with attention DP) ran the 1.2.0rc6.post3 image and the plain runs 1.2.0rc6.post2
       (.github/configs/nvidia-master.yaml dsr1-fp{4,8}-b200-trt-mtp, since InferenceX
       5d517074c / 0aae52d4c, 2026-02-05/06; no other DeepSeek config runs post3): the
-      version tells the twins apart, which the rows' columns do not. H200's twins share
-      one image (1.1.0rc2.post2) and are read as plain.
+      version tells the twins apart, which the rows' columns do not. Before, both ran
+      1.1.0rc2.post2: the speculative recipes came with InferenceX pull request 392
+      (bf3456727, merged 2026-01-15), whose runs are the rows measured 2026-01-14: on H200
+      they reach 128 and 256 clients with attention DP at 1024 / 1024, a sweep only the
+      speculative config has (.github/configs/nvidia-master.yaml dsr1-fp8-h200-trt-mtp; the
+      plain one stops at 64), and on every GPU their TPOT is the plain runs' / 1.2-1.9
+      (H200 1024 / 8192 at 64 clients: 19.4 ms, the plain run of 2026-01-28 32.2; B200 FP8
+      at 4 clients 7.8, plain 14.6). Other rows of that image read as plain.
+    - Their token budget (--max_num_tokens, chunked prefill off): room for one prompt of
+      the ISL beside a full decode batch, (B (1 + draft tokens) + ISL + 64) rounded up to 64,
+      B the clients (per attention-DP rank in the speculative recipes); the plain recipes
+      keep at least 8192 from 64af5a771 (2026-01-21): before, a step took one prompt.
     - gpt-oss (benchmarks/gptoss_fp4_{b200,h200}_trt*.sh, since 2025-10): --max_num_tokens
       20000, and on H200 the checkpoint's own KV format (kv_cache_config dtype auto: 16 bit
       for gpt-oss's MXFP4 weights; B200's recipe sets fp8)."""
     if model.startswith("deepseek-") and mode == "agg":
         out = {"stream_interval": 10, "first_token_alone": False}
-        if str(version) == MTP_IMAGE:
-            out["spec_tokens"] = 1 if max(r.dp for r in roles.values()) > 1 else 3
+        dp = max(r.dp for r in roles.values())
+        batch, spec = concurrency, 0
+        if str(version) == MTP_IMAGE or measured == MTP_PR_RUN:
+            spec = out["spec_tokens"] = 1 if dp > 1 else 3
+            batch = max(1, concurrency // dp)
+        budget = -(-(batch * (1 + spec) + isl + 64) // 64) * 64
+        out["token_budget"] = budget if spec or "" < measured < BUDGET_FLOOR_FROM else max(budget, 8192)
         return out
     if model == "gpt-oss-120b":
         return {"stream_interval": 20, "frontend_workers": 4, "token_budget": 20000,
@@ -389,7 +406,7 @@ def resolve(row: dict, engine_overrides: dict | None = None, literal_layout: boo
         recipe = _vllm_recipe(model.name, dtype, gpu.name, measured, int(row["isl"]))
     else:
         recipe = _trtllm_recipe(model.name, int(row["isl"]), int(row["osl"]), roles, mode,
-                                _num(row, "backend_version"), gpu.name)
+                                _num(row, "backend_version"), gpu.name, measured, conc)
     if engine.name == "trtllm":
         # benchmark configurations set what TensorRT-LLM's deployment recipes set (the
         # library defaults are for plain serving): CUDA graphs captured up to the engine's
