@@ -59,14 +59,15 @@ def test_sglang_recipes_prefill_batches_take_their_chunked_prefill_and_max_prefi
     assert resolve(llama).engine.token_budget == 8192
 
 
-def test_sglang_disaggregated_rows_keep_the_default_prefill_batch():
+def test_sglang_disaggregated_rows_take_the_srt_slurm_recipes_prefill_batch():
     row = {**MINIMAX, "model_path": "deepseek-ai/DeepSeek-R1", "backend": "sglang", "backend_version": "0.5.9",
            "mode": "disagg", "tp_size": None, "moe_tp_size": None, "moe_ep_size": None, "prefill_num_workers": 1,
            "prefill_tp_size": 8, "prefill_pp_size": 1, "prefill_attention_dp_size": 1, "prefill_moe_tp_size": 8,
            "prefill_moe_ep_size": 1, "decode_num_workers": 1, "decode_tp_size": 8, "decode_pp_size": 1,
            "decode_attention_dp_size": 1, "decode_moe_tp_size": 8, "decode_moe_ep_size": 1, "decode_batch_size": 4}
     spec = resolve(row)
-    assert spec.disaggregated and spec.engine.token_budget == 16384     # SGLang's default on B200
+    assert spec.disaggregated and spec.engine.token_budget == 32768     # --max-prefill-tokens 32768
+    assert resolve(dict(row, system="h200_sxm")).engine.token_budget == 32768
 
 
 def test_tensorrt_llm_deepseek_recipes_budget_one_prompt_beside_the_batch_and_h200s_january_run_is_speculative():

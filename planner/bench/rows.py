@@ -25,6 +25,7 @@ REQUIRED = ("model_path", "system", "backend", "precision", "mode", "isl", "osl"
 MEASURED = ("silicon_ttft_ms", "silicon_tpot_ms")
 MTP_IMAGE = "1.2.0rc6.post3"   # InferenceMAX's speculative DeepSeek TensorRT-LLM runs on B200 (_trtllm_recipe)
 MTP_PR_RUN = "2026-01-14"      # ... and the run of the pull request that added them (_trtllm_recipe)
+XPYD_SGLANG_PREFILL_TOKENS = 32768   # srt-slurm's SGLang prefill batches (resolve)
 BUDGET_FLOOR_FROM = "2026-01-21"   # the plain DeepSeek TensorRT-LLM recipes' max_num_tokens floor of 8192
 LAYOUT = ("tp_size", "pp_size", "attention_dp_size", "moe_tp_size", "moe_ep_size", "batch_size")
 
@@ -400,8 +401,12 @@ def resolve(row: dict, engine_overrides: dict | None = None, literal_layout: boo
     if engine.name == "sglang":
         lead = roles.get("coupled") or roles["decode"]
         recipe = _sglang_recipe(model.name, dtype, gpu.name, lead.tp * lead.dp, measured)
-        if mode != "agg":       # the single-node recipes' batch limits; xPyD rows ran srt-slurm's
-            recipe.pop("token_budget", None)
+        if mode != "agg":
+            # xPyD rows ran srt-slurm's recipes, whose prefill engines take prefill batches
+            # of --max-prefill-tokens / --chunked-prefill-size 32768 (B200 and H200 8k / 1k;
+            # some H200 1k / 1k ones 65536-163840: a batch of 1k prompts is rarely that
+            # large at their loads)
+            recipe["token_budget"] = XPYD_SGLANG_PREFILL_TOKENS
     elif engine.name == "vllm":
         recipe = _vllm_recipe(model.name, dtype, gpu.name, measured, int(row["isl"]))
     else:

@@ -51,7 +51,8 @@ How a row is predicted (planner/bench, planner/engines, planner/perf; docs/perf-
   newest release's tables: docs/perf-model.md says why); each MoE table read by
   what its token count counts, the layer's tokens or each EP rank's, told from its own 1 x 1
   and 1 x E rows: planner/perf/moe_tables.py, and for the experts a batch routed at random
-  touches, not the balanced tables' all: planner/perf/sources.py; an FP4 kernel an
+  touches, not the balanced tables' all, and on ep GPUs the busiest rank's pairs and
+  experts (planner/perf/routing.py: random, group-limited as the config says); an FP4 kernel an
   engine's tables lack from another engine's table of the same GPU: vLLM's gpt-oss on
   Blackwell runs TensorRT-LLM-gen's MXFP4 x MXFP8 kernel); weights in the row's GEMM
   format (fp8 per-tensor, fp8 block-wise as the checkpoint stores it, nvfp4), routed
@@ -98,8 +99,11 @@ How a row is predicted (planner/bench, planner/engines, planner/perf; docs/perf-
   a request to a decode engine with room; the client's first token is when the decode
   engine admits the request; xPyD recipes that decode speculatively (TensorRT-LLM MTP,
   SGLang EAGLE with DeepSeek's MTP layer; k = 1-3 draft tokens per step) run it, as do the
-  aggregated TensorRT-LLM DeepSeek rows of InferenceMAX's B200 MTP configs (told from their
-  plain twins by the image they ran, 1.2.0rc6.post3; 3 draft tokens, 1 with attention DP):
+  aggregated TensorRT-LLM DeepSeek rows of InferenceMAX's MTP configs (told from their
+  plain twins by the image they ran, 1.2.0rc6.post3, or by the run date of the pull request
+  that added them, 2026-01-14; 3 draft tokens, 1 with attention DP), with the token budget
+  their scripts set (room for one ISL prompt beside the batch; the plain ones at least
+  8192 from 2026-01-21):
   k draft passes of one layer + LM head and a verify pass of k + 1 tokens per sequence per
   step, each draft token accepted with probability 0.85 given the one before (the low end
   of DeepSeek-V3's report for its MTP module, arXiv 2412.19437; not fitted to these rows),
@@ -175,9 +179,12 @@ Known gaps (what the figures below reflect):
   routing as uniform at random (no expert hotter than another); SGLang's and vLLM's DP-attention ranks are assumed evenly loaded and
   do not wait for each other's prefills. InferenceMAX ran DeepSeek-R1 on TensorRT-LLM with
   and without MTP at the same layouts and clients, and the rows record no speculative
-  column: on B200 the image tells the twins apart (before it was used, TensorRT-LLM
-  DeepSeek B200 TPOT was over-predicted by a median 26%, the MTP rows 1.3-2.4x), on H200
-  both ran 1.1.0rc2.post2 and the rows are predicted without MTP.
+  column: from February the image tells the twins apart (before it was used, TensorRT-LLM
+  DeepSeek B200 TPOT was over-predicted by a median 26%, the MTP rows 1.3-2.4x); before,
+  both ran 1.1.0rc2.post2, and the rows of 2026-01-14 (the speculative configs' first run:
+  sweeps only they have, TPOT the plain runs' / 1.2-1.9) are read as MTP. Those rows'
+  TPOT comes out 30-40% under: 1.1.0rc2's plain steps ran 1.2-1.4x slower than the
+  1.3.0rc20 tables (B200 FP8 TP 8 at 4 clients: 14.6 ms on 1.1.0rc2, 10.3 on 1.2.0rc6).
 - TensorRT-LLM's B200 / B300 kernel tables time block-FP8 experts only with DeepGEMM,
   while its DeepSeek recipes (from 2026-01-29) and most srt-slurm decode roles run the
   TRTLLM MoE backend (TensorRT-LLM-gen kernels, 2-3x faster at decode sizes as FlashInfer
