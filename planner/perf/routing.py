@@ -21,7 +21,7 @@ from functools import lru_cache
 
 import numpy as np
 
-_TRIAL_ELEMENTS = 1 << 22      # scores drawn per grid point (trials x tokens x experts)
+_TRIAL_ELEMENTS = 1 << 20      # scores drawn per grid point (trials x tokens x experts)
 _MIN_TRIALS, _MAX_TRIALS = 16, 256
 _SATURATED = 0.995             # past the grid: a GPU's experts are all touched
 
