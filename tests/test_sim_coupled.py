@@ -2,6 +2,7 @@
 import numpy as np
 import pytest
 
+from planner.engines.config import engine_config
 from planner.plan import Deployment, Role
 from planner.sim import simulate
 from traces.trace import Trace
@@ -13,7 +14,9 @@ def trace(rows):
 
 
 def coupled(mode, n=1, chunk=512):
-    return Deployment(mode=mode, model="llama-2-7b", chunk_tokens=chunk, coupled=Role("a100", n))
+    # the front end streams without limit here (the fitted rate is tested in test_sim_frontend)
+    return Deployment(mode=mode, model="llama-2-7b", chunk_tokens=chunk, coupled=Role("a100", n),
+                      engine=engine_config("vllm", frontend_chunks_per_s=0.0))
 
 
 def dsum(perf, b, ctx0, k):
@@ -130,7 +133,6 @@ def test_attention_dp_balance_holds_prompts_until_every_rank_has_one_or_the_time
 
 def test_a_scheduler_that_takes_requests_in_every_k_decode_steps_delays_their_prefill():
     from dataclasses import replace
-    from planner.engines.config import engine_config
     # no streaming limit: the first token reaches the client as the prefill ends
     base = replace(coupled("coupled"), engine=engine_config("sglang", frontend_chunks_per_s=0.0))
     perf = base.perf("coupled")
@@ -151,7 +153,6 @@ def test_tensorrt_llm_batch_waiting_holds_a_prompt_k_steps_while_others_decode()
     """batch_wait_timeout_iters k: a prompt arriving while a request decodes waits k steps
     (its tokens stay under the ratio's share of the budget); on an idle engine it starts at once."""
     from dataclasses import replace
-    from planner.engines.config import engine_config
     base = replace(coupled("chunked_coupled", chunk=8192), engine=engine_config("trtllm"))
     perf = base.perf("coupled")
     rows = [(0.0, 1000, 400), (1.0, 200, 5)]
