@@ -40,8 +40,10 @@ def small_memory(**pol):
 
 def test_step_scale_multiplies_every_step_of_a_lone_request():
     """One request alone: TTFT is its prefill, its decode steps follow one another; with every
-    step 1.5x as costly both grow 1.5x (the KV transfer is not a step and does not)."""
-    dep = Deployment("coupled", "opt-13b", 4096, coupled=Role("a100", 1))
+    step 1.5x as costly both grow 1.5x (the KV transfer is not a step and does not; nor the
+    front end's streaming, unlimited here)."""
+    dep = Deployment("coupled", "opt-13b", 4096, coupled=Role("a100", 1),
+                     engine=engine_config("vllm", frontend_chunks_per_s=0.0))
     t = trace([(0.0, 1000, 50)])
     base = simulate(dep, t).records.iloc[0]
     slow = simulate(dep, t, step_scale=1.5).records.iloc[0]
