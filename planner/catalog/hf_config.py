@@ -304,7 +304,8 @@ def _moe(cfg, where, layers, count, first) -> dict:
     groups = first("n_group") or 1
     return dict(experts=experts, experts_per_token=top_k, expert_ffn=expert_ffn, shared_experts=shared,
                 shared_expert_ffn=shared_ffn, expert_groups=groups,
-                expert_groups_per_token=min(first("topk_group") or groups, groups), mlp_types=() if all(k == "moe" for k in kinds) else tuple(kinds))
+                expert_groups_per_token=min(first("topk_group") or groups, groups),
+                mlp_types=() if all(k == "moe" for k in kinds) else tuple(kinds))
 
 
 # ---- weight formats -------------------------------------------------------------------------

@@ -49,10 +49,9 @@ def _sample(tokens: int, experts: int, topk: int, ep: int, groups: int, groups_p
         np.put_along_axis(allowed, keep, True, axis=-1)
         scores = np.where(np.repeat(allowed, per_group, axis=-1), scores + 1.0, scores)
     chosen = np.argpartition(scores, experts - topk, axis=-1)[..., experts - topk:]
-    counts = np.zeros((trials, experts), dtype=np.int32)
-    for tr in range(trials):
-        counts[tr] = np.bincount(chosen[tr].ravel(), minlength=experts)
-    per_gpu = counts.reshape(trials, ep, experts // ep)
+    # every trial's expert counts at once: trial tr's experts offset by tr x experts
+    flat = (chosen.reshape(trials, -1) + np.arange(trials)[:, None] * experts).ravel()
+    per_gpu = np.bincount(flat, minlength=trials * experts).reshape(trials, ep, experts // ep)
     pairs = per_gpu.sum(axis=-1).max(axis=-1)
     distinct = (per_gpu > 0).sum(axis=-1).max(axis=-1)
     return float(pairs.mean()), float(distinct.mean())
